@@ -1,0 +1,232 @@
+/*
+ * bindings/ldata.c: datasets and the batch loader (data.h) as `lunar.data`.
+ *
+ *   ds = lunar.data.load_idx(images_path, labels_path)         IDX (.gz or plain)
+ *   ds = lunar.data.load_cifar10({path, ...})                  CIFAR-10 binary
+ *   ds = lunar.data.synthetic(n, channels, ndim, {size..}, num_classes, seed)
+ *   ds:count() ds:channels() ds:ndim() ds:size(i) ds:num_classes() ds:shape()
+ *   ld = lunar.data.loader(ds, {batch_size=, shuffle=true, seed=0, drop_last=false,
+ *                               rank=0, num_shards=1, mean={..}, std={..}, prefetch=true})
+ *   images, labels = ld:next()   f32 [B, C, S..], i32 [B]; nil at the end of the epoch
+ *   ld:set_epoch(e)  ld:num_batches()  ld:num_samples()  ld:position() -> epoch, batch
+ *   ld:seek(epoch, batch)  ld:free()
+ * Epochs and batch positions are 0-based, as the C API (they are counters, not
+ * indices into Lua tables).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lunar_bindings.h"
+#include "lunar/data.h"
+
+#define DATASET_MT "lunar.Dataset"
+#define LOADER_MT "lunar.Loader"
+
+typedef struct { lunar_dataset *ds; } dataset_ud;
+typedef struct { lunar_loader *l; int batch_size; } loader_ud;
+
+static void push_dataset(lua_State *L, lunar_dataset *ds) {
+    if (!ds) { lunar_raise(L); return; }
+    dataset_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
+    u->ds = ds;
+    luaL_setmetatable(L, DATASET_MT);
+}
+
+static lunar_dataset *check_ds(lua_State *L, int i) {
+    dataset_ud *u = luaL_checkudata(L, i, DATASET_MT);
+    if (!u->ds) luaL_error(L, "dataset was freed");
+    return u->ds;
+}
+
+static int l_load_idx(lua_State *L) {
+    push_dataset(L, lunar_dataset_load_idx(luaL_checkstring(L, 1), luaL_checkstring(L, 2)));
+    return 1;
+}
+
+static int l_load_cifar10(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int n = (int)luaL_len(L, 1);
+    const char **paths = calloc((size_t)(n > 0 ? n : 1), sizeof *paths);
+    for (int i = 0; i < n; i++) {
+        lua_geti(L, 1, i + 1);
+        paths[i] = lua_tostring(L, -1);   /* kept alive by the table */
+        lua_pop(L, 1);
+    }
+    lunar_dataset *ds = lunar_dataset_load_cifar10(paths, n);
+    free(paths);
+    push_dataset(L, ds);
+    return 1;
+}
+
+static int l_synthetic(lua_State *L) {
+    int64_t n = luaL_checkinteger(L, 1);
+    int channels = (int)luaL_checkinteger(L, 2), ndim = (int)luaL_checkinteger(L, 3);
+    luaL_checktype(L, 4, LUA_TTABLE);
+    int size[3] = {0, 0, 0};
+    for (int i = 0; i < ndim && i < 3; i++) { lua_geti(L, 4, i + 1); size[i] = (int)lua_tointeger(L, -1); lua_pop(L, 1); }
+    push_dataset(L, lunar_dataset_synthetic(n, channels, ndim, size, (int)luaL_checkinteger(L, 5),
+                                            (uint64_t)luaL_optinteger(L, 6, 0)));
+    return 1;
+}
+
+static int ds_count(lua_State *L) { lua_pushinteger(L, lunar_dataset_count(check_ds(L, 1))); return 1; }
+static int ds_channels(lua_State *L) { lua_pushinteger(L, lunar_dataset_channels(check_ds(L, 1))); return 1; }
+static int ds_ndim(lua_State *L) { lua_pushinteger(L, lunar_dataset_ndim_spatial(check_ds(L, 1))); return 1; }
+static int ds_size(lua_State *L) { lua_pushinteger(L, lunar_dataset_size(check_ds(L, 1), (int)luaL_checkinteger(L, 2) - 1)); return 1; }
+static int ds_num_classes(lua_State *L) { lua_pushinteger(L, lunar_dataset_num_classes(check_ds(L, 1))); return 1; }
+static int ds_shape(lua_State *L) {
+    lunar_dataset *ds = check_ds(L, 1);
+    int nd = lunar_dataset_ndim_spatial(ds);
+    lua_createtable(L, nd + 1, 0);
+    lua_pushinteger(L, lunar_dataset_channels(ds));
+    lua_rawseti(L, -2, 1);
+    for (int i = 0; i < nd; i++) { lua_pushinteger(L, lunar_dataset_size(ds, i)); lua_rawseti(L, -2, i + 2); }
+    return 1;
+}
+static int ds_gc(lua_State *L) {
+    dataset_ud *u = luaL_checkudata(L, 1, DATASET_MT);
+    lunar_dataset_free(u->ds);
+    u->ds = NULL;
+    return 0;
+}
+static int ds_tostring(lua_State *L) {
+    lunar_dataset *ds = check_ds(L, 1);
+    lua_pushfstring(L, "dataset(%d samples, %d channels, %dD, %d classes)", (int)lunar_dataset_count(ds),
+                    lunar_dataset_channels(ds), lunar_dataset_ndim_spatial(ds), lunar_dataset_num_classes(ds));
+    return 1;
+}
+
+static loader_ud *check_loader(lua_State *L, int i) {
+    loader_ud *u = luaL_checkudata(L, i, LOADER_MT);
+    if (!u->l) luaL_error(L, "loader was freed");
+    return u;
+}
+
+static int get_float_list(lua_State *L, int t, const char *key, float *out, int n) {
+    lua_getfield(L, t, key);
+    if (lua_isnil(L, -1)) { lua_pop(L, 1); return 0; }
+    luaL_checktype(L, -1, LUA_TTABLE);
+    if ((int)luaL_len(L, -1) != n) luaL_error(L, "loader: %s needs %d values (one per channel)", key, n);
+    for (int i = 0; i < n; i++) { lua_geti(L, -1, i + 1); out[i] = (float)lua_tonumber(L, -1); lua_pop(L, 1); }
+    lua_pop(L, 1);
+    return 1;
+}
+
+static lua_Integer opt_field_int(lua_State *L, int t, const char *k, lua_Integer def) {
+    lua_getfield(L, t, k);
+    lua_Integer v = lua_isnil(L, -1) ? def : luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static int opt_field_bool(lua_State *L, int t, const char *k, int def) {
+    lua_getfield(L, t, k);
+    int v = lua_isnil(L, -1) ? def : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static int l_loader(lua_State *L) {
+    lunar_dataset *ds = check_ds(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int C = lunar_dataset_channels(ds);
+    float *mean = calloc((size_t)C, sizeof(float)), *std = calloc((size_t)C, sizeof(float));
+    int has_mean = get_float_list(L, 2, "mean", mean, C), has_std = get_float_list(L, 2, "std", std, C);
+    if (has_mean != has_std) { free(mean); free(std); return luaL_error(L, "loader: give both mean and std, or neither"); }
+    int bs = (int)opt_field_int(L, 2, "batch_size", 32);
+    lunar_loader *l = lunar_loader_new(ds, bs, opt_field_bool(L, 2, "shuffle", 1),
+                                       (uint64_t)opt_field_int(L, 2, "seed", 0), opt_field_bool(L, 2, "drop_last", 0),
+                                       (int)opt_field_int(L, 2, "rank", 0), (int)opt_field_int(L, 2, "num_shards", 1),
+                                       has_mean ? mean : NULL, has_std ? std : NULL,
+                                       opt_field_bool(L, 2, "prefetch", 1));
+    free(mean); free(std);
+    if (!l) return lunar_raise(L);
+    loader_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
+    u->l = l;
+    u->batch_size = bs;
+    luaL_setmetatable(L, LOADER_MT);
+    lua_pushvalue(L, 1);            /* keep the dataset alive as long as the loader */
+    lua_setiuservalue(L, -2, 1);
+    return 1;
+}
+
+static int ld_next(lua_State *L) {
+    loader_ud *u = check_loader(L, 1);
+    lunar_dataset *ds;
+    lua_getiuservalue(L, 1, 1);
+    ds = check_ds(L, -1);
+    lua_pop(L, 1);
+    int64_t shape[LUNAR_MAX_DIMS];
+    int nd = lunar_dataset_ndim_spatial(ds);
+    shape[0] = u->batch_size;
+    shape[1] = lunar_dataset_channels(ds);
+    for (int i = 0; i < nd; i++) shape[2 + i] = lunar_dataset_size(ds, i);
+    lunar_tensor *img = lunar_tensor_new(LUNAR_F32, nd + 2, shape, LUNAR_CPU);
+    lunar_tensor *lab = img ? lunar_tensor_new(LUNAR_I32, 1, shape, LUNAR_CPU) : NULL;
+    if (!img || !lab) { lunar_tensor_free(img); return lunar_raise(L); }
+    int n = lunar_loader_next(u->l, lunar_tensor_data(img), lunar_tensor_data(lab));
+    if (n <= 0) {
+        lunar_tensor_free(img);
+        lunar_tensor_free(lab);
+        if (n < 0) return lunar_raise(L);
+        lua_pushnil(L);
+        return 1;
+    }
+    if (n < u->batch_size) { img->shape[0] = n; lab->shape[0] = n; }  /* a short last batch: a prefix */
+    lunar_push_tensor(L, img);
+    lunar_push_tensor(L, lab);
+    return 2;
+}
+
+static int ld_set_epoch(lua_State *L) {
+    if (lunar_loader_set_epoch(check_loader(L, 1)->l, luaL_checkinteger(L, 2))) return lunar_raise(L);
+    return 0;
+}
+static int ld_num_batches(lua_State *L) { lua_pushinteger(L, lunar_loader_num_batches(check_loader(L, 1)->l)); return 1; }
+static int ld_num_samples(lua_State *L) { lua_pushinteger(L, lunar_loader_num_samples(check_loader(L, 1)->l)); return 1; }
+static int ld_batch_size(lua_State *L) { lua_pushinteger(L, check_loader(L, 1)->batch_size); return 1; }
+static int ld_position(lua_State *L) {
+    int64_t e, b;
+    lunar_loader_position(check_loader(L, 1)->l, &e, &b);
+    lua_pushinteger(L, e);
+    lua_pushinteger(L, b);
+    return 2;
+}
+static int ld_seek(lua_State *L) {
+    if (lunar_loader_seek(check_loader(L, 1)->l, luaL_checkinteger(L, 2), luaL_checkinteger(L, 3))) return lunar_raise(L);
+    return 0;
+}
+static int ld_free(lua_State *L) {
+    loader_ud *u = luaL_checkudata(L, 1, LOADER_MT);
+    lunar_loader_free(u->l);
+    u->l = NULL;
+    return 0;
+}
+
+static const luaL_Reg ds_methods[] = {
+    {"count", ds_count}, {"channels", ds_channels}, {"ndim", ds_ndim}, {"size", ds_size},
+    {"num_classes", ds_num_classes}, {"shape", ds_shape}, {"__gc", ds_gc}, {"__tostring", ds_tostring},
+    {NULL, NULL}};
+static const luaL_Reg ld_methods[] = {
+    {"next", ld_next}, {"set_epoch", ld_set_epoch}, {"num_batches", ld_num_batches},
+    {"num_samples", ld_num_samples}, {"batch_size", ld_batch_size}, {"position", ld_position},
+    {"seek", ld_seek}, {"free", ld_free}, {"__gc", ld_free}, {"__close", ld_free}, {NULL, NULL}};
+static const luaL_Reg fns[] = {
+    {"load_idx", l_load_idx}, {"load_cifar10", l_load_cifar10}, {"synthetic", l_synthetic},
+    {"loader", l_loader}, {NULL, NULL}};
+
+static void new_mt(lua_State *L, const char *name, const luaL_Reg *m) {
+    luaL_newmetatable(L, name);
+    luaL_setfuncs(L, m, 0);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+}
+
+/* Adds lunar.data to the table on the top of the stack. */
+void lunar_open_data(lua_State *L) {
+    new_mt(L, DATASET_MT, ds_methods);
+    new_mt(L, LOADER_MT, ld_methods);
+    luaL_newlib(L, fns);
+    lua_setfield(L, -2, "data");
+}

@@ -1,0 +1,260 @@
+/*
+ * bindings/lops.c: the ops of ops.h as Lua functions in `lunar.ops`. Each
+ * forward allocates and returns its outputs; each backward takes the
+ * parameter-gradient tensors to accumulate into and returns the new input
+ * gradient. Shapes are those of kernels.h; a failing check raises a Lua error
+ * whose message names the op and the shapes.
+ *
+ *   y = ops.linear(x, w [, b])                    x [..., K], w [N, K] -> y [..., N]
+ *   dx = ops.linear_backward(dy, x, w, dw [, db [, need_dx=true]])
+ *   p = ops.patchify(img, P)                      [B, C, S..] -> [B, L, C*P^k]
+ *   dimg = ops.patchify_backward(dp, img_shape, P)
+ *   y, mean, rstd = ops.layernorm(x, w, b, eps)
+ *   dx = ops.layernorm_backward(dy, x, w, mean, rstd, dw, db)
+ *   y = ops.gelu(x);  dx = ops.gelu_backward(dy, x)
+ *   o, lse = ops.attention(qkv, H);  dqkv = ops.attention_backward(do, qkv, o, lse, H)
+ *   t = ops.embed_tokens(x, cls, pos);  dx = ops.embed_tokens_backward(dt, dcls, dpos [, need_dx])
+ *   y = ops.dropout(x, p, seed, stream, offset);  dx = ops.dropout_backward(dy, p, seed, stream, offset)
+ *   loss = ops.cross_entropy(logits, targets, smoothing)   (targets: i32 [B])
+ *   dlogits = ops.cross_entropy_backward(logits, targets, smoothing, dloss)
+ *   n = ops.accuracy_count(logits, targets)
+ *   z = ops.add(a, b);  ops.add_(a, b) (a += b);  ops.scale_(x, s)
+ *   ops.adamw_step(p, m, v, g, lr, beta1, beta2, eps, wd, t)
+ *   ops.sgd_step(p, buf|nil, g, lr, momentum, wd, nesterov, first)
+ *   ops.sum_squares(x) -> number (double accumulation)
+ */
+#include <string.h>
+
+#include "lunar_bindings.h"
+#include "lunar/ops.h"
+#include "lunar/rng.h"
+
+#define T(i) lunar_check_tensor(L, i)
+#define TOPT(i) lunar_opt_tensor(L, i)
+#define TRY(expr) do { if (expr) return lunar_raise(L); } while (0)
+
+static lunar_tensor *new_like_shape(lua_State *L, int ndim, const int64_t *shape, lunar_dtype dt) {
+    lunar_tensor *t = lunar_tensor_new(dt, ndim, shape, LUNAR_CPU);
+    if (!t) lunar_raise(L);
+    lunar_push_tensor(L, t);
+    return t;
+}
+
+static lunar_tensor *new_like(lua_State *L, const lunar_tensor *ref) {
+    return new_like_shape(L, ref->ndim, ref->shape, LUNAR_F32);
+}
+
+static uint64_t stream_arg(lua_State *L, int idx) {
+    if (lua_type(L, idx) == LUA_TSTRING) return lunar_rng_stream_id(lua_tostring(L, idx));
+    return (uint64_t)luaL_optinteger(L, idx, 0);
+}
+
+static int l_linear(lua_State *L) {
+    lunar_tensor *x = T(1), *w = T(2), *b = TOPT(3);
+    int64_t shape[LUNAR_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    int nd = x->ndim ? x->ndim : 1;
+    shape[nd - 1] = w->ndim == 2 ? w->shape[0] : 0;
+    lunar_tensor *y = new_like_shape(L, nd, shape, LUNAR_F32);
+    TRY(lunar_op_linear_forward(y, x, w, b));
+    return 1;
+}
+
+static int l_linear_backward(lua_State *L) {
+    lunar_tensor *dy = T(1), *x = T(2), *w = T(3), *dw = T(4), *db = TOPT(5);
+    int need_dx = lua_isnoneornil(L, 6) ? 1 : lua_toboolean(L, 6);
+    lunar_tensor *dx = need_dx ? new_like(L, x) : NULL;
+    TRY(lunar_op_linear_backward(dx, dw, db, dy, x, w));
+    if (!dx) lua_pushnil(L);
+    return 1;
+}
+
+static int l_patchify(lua_State *L) {
+    lunar_tensor *img = T(1);
+    int P = (int)luaL_checkinteger(L, 2);
+    int64_t shape[3] = {img->shape[0], 1, img->shape[1]};
+    if ((img->ndim == 4 || img->ndim == 5) && P > 0)
+        for (int i = 2; i < img->ndim; i++) { shape[1] *= img->shape[i] / P; shape[2] *= P; }
+    lunar_tensor *out = new_like_shape(L, 3, shape, LUNAR_F32);
+    TRY(lunar_op_patchify_forward(out, img, P));
+    return 1;
+}
+
+static int l_patchify_backward(lua_State *L) {
+    lunar_tensor *dp = T(1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int64_t shape[LUNAR_MAX_DIMS];
+    int nd = (int)luaL_len(L, 2);
+    if (nd < 1 || nd > LUNAR_MAX_DIMS) return luaL_error(L, "patchify_backward: bad image shape");
+    for (int i = 0; i < nd; i++) { lua_geti(L, 2, i + 1); shape[i] = lua_tointeger(L, -1); lua_pop(L, 1); }
+    lunar_tensor *dimg = new_like_shape(L, nd, shape, LUNAR_F32);
+    TRY(lunar_op_patchify_backward(dimg, dp, (int)luaL_checkinteger(L, 3)));
+    return 1;
+}
+
+static int l_layernorm(lua_State *L) {
+    lunar_tensor *x = T(1), *w = T(2), *b = T(3);
+    float eps = (float)luaL_optnumber(L, 4, 1e-5);
+    int64_t rows = lunar_tensor_numel(x) / (x->ndim && x->shape[x->ndim - 1] ? x->shape[x->ndim - 1] : 1);
+    lunar_tensor *y = new_like(L, x);
+    lunar_tensor *mean = new_like_shape(L, 1, &rows, LUNAR_F32);
+    lunar_tensor *rstd = new_like_shape(L, 1, &rows, LUNAR_F32);
+    TRY(lunar_op_layernorm_forward(y, mean, rstd, x, w, b, eps));
+    return 3;
+}
+
+static int l_layernorm_backward(lua_State *L) {
+    lunar_tensor *dy = T(1), *x = T(2), *w = T(3), *mean = T(4), *rstd = T(5), *dw = T(6), *db = T(7);
+    lunar_tensor *dx = new_like(L, x);
+    TRY(lunar_op_layernorm_backward(dx, dw, db, dy, x, w, mean, rstd));
+    return 1;
+}
+
+static int l_gelu(lua_State *L) {
+    lunar_tensor *x = T(1), *y = new_like(L, x);
+    TRY(lunar_op_gelu_forward(y, x));
+    return 1;
+}
+
+static int l_gelu_backward(lua_State *L) {
+    lunar_tensor *dy = T(1), *x = T(2), *dx = new_like(L, x);
+    TRY(lunar_op_gelu_backward(dx, dy, x));
+    return 1;
+}
+
+static int l_attention(lua_State *L) {
+    lunar_tensor *qkv = T(1);
+    int H = (int)luaL_checkinteger(L, 2);
+    int64_t oshape[3] = {qkv->shape[0], qkv->ndim > 1 ? qkv->shape[1] : 0, qkv->ndim > 2 ? qkv->shape[2] / 3 : 0};
+    int64_t lshape[3] = {oshape[0], H, oshape[1]};
+    lunar_tensor *o = new_like_shape(L, 3, oshape, LUNAR_F32);
+    lunar_tensor *lse = new_like_shape(L, 3, lshape, LUNAR_F32);
+    TRY(lunar_op_attention_forward(o, lse, qkv, H));
+    return 2;
+}
+
+static int l_attention_backward(lua_State *L) {
+    lunar_tensor *dout = T(1), *qkv = T(2), *o = T(3), *lse = T(4);
+    int H = (int)luaL_checkinteger(L, 5);
+    lunar_tensor *dqkv = new_like(L, qkv);
+    TRY(lunar_op_attention_backward(dqkv, dout, qkv, o, lse, H));
+    return 1;
+}
+
+static int l_embed_tokens(lua_State *L) {
+    lunar_tensor *x = T(1), *cls = T(2), *pos = T(3);
+    int64_t shape[3] = {x->shape[0], x->ndim > 1 ? x->shape[1] + 1 : 0, x->ndim > 2 ? x->shape[2] : 0};
+    lunar_tensor *out = new_like_shape(L, 3, shape, LUNAR_F32);
+    TRY(lunar_op_embed_tokens_forward(out, x, cls, pos));
+    return 1;
+}
+
+static int l_embed_tokens_backward(lua_State *L) {
+    lunar_tensor *dout = T(1), *dcls = T(2), *dpos = T(3);
+    int need_dx = lua_isnoneornil(L, 4) ? 1 : lua_toboolean(L, 4);
+    lunar_tensor *dx = NULL;
+    if (need_dx) {
+        int64_t shape[3] = {dout->shape[0], dout->ndim > 1 ? dout->shape[1] - 1 : 0, dout->ndim > 2 ? dout->shape[2] : 0};
+        dx = new_like_shape(L, 3, shape, LUNAR_F32);
+    }
+    TRY(lunar_op_embed_tokens_backward(dx, dcls, dpos, dout));
+    if (!dx) lua_pushnil(L);
+    return 1;
+}
+
+static int l_dropout(lua_State *L) {
+    lunar_tensor *x = T(1), *y = new_like(L, x);
+    TRY(lunar_op_dropout_forward(y, x, (float)luaL_checknumber(L, 2), (uint64_t)luaL_checkinteger(L, 3),
+                                 stream_arg(L, 4), (uint64_t)luaL_optinteger(L, 5, 0)));
+    return 1;
+}
+
+static int l_dropout_backward(lua_State *L) {
+    lunar_tensor *dy = T(1), *dx = new_like(L, dy);
+    TRY(lunar_op_dropout_backward(dx, dy, (float)luaL_checknumber(L, 2), (uint64_t)luaL_checkinteger(L, 3),
+                                  stream_arg(L, 4), (uint64_t)luaL_optinteger(L, 5, 0)));
+    return 1;
+}
+
+static int l_cross_entropy(lua_State *L) {
+    float loss = 0;
+    TRY(lunar_op_cross_entropy_forward(&loss, NULL, T(1), T(2), (float)luaL_optnumber(L, 3, 0)));
+    lua_pushnumber(L, loss);
+    return 1;
+}
+
+static int l_cross_entropy_backward(lua_State *L) {
+    lunar_tensor *logits = T(1), *dl = new_like(L, logits);
+    TRY(lunar_op_cross_entropy_backward(dl, logits, T(2), (float)luaL_optnumber(L, 3, 0),
+                                        (float)luaL_optnumber(L, 4, 1)));
+    return 1;
+}
+
+static int l_accuracy_count(lua_State *L) {
+    int64_t n = 0;
+    TRY(lunar_op_accuracy_count(&n, T(1), T(2)));
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+static int l_add(lua_State *L) {
+    lunar_tensor *a = T(1), *b = T(2), *out = new_like(L, a);
+    TRY(lunar_op_add(out, a, b));
+    return 1;
+}
+
+static int l_add_(lua_State *L) {
+    lunar_tensor *a = T(1), *b = T(2);
+    TRY(lunar_op_add(a, a, b));
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int l_scale_(lua_State *L) {
+    TRY(lunar_op_scale(T(1), (float)luaL_checknumber(L, 2)));
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int l_adamw_step(lua_State *L) {
+    TRY(lunar_op_adamw_step(T(1), T(2), T(3), T(4), (float)luaL_checknumber(L, 5), (float)luaL_checknumber(L, 6),
+                            (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8),
+                            (float)luaL_checknumber(L, 9), (int)luaL_checkinteger(L, 10)));
+    return 0;
+}
+
+static int l_sgd_step(lua_State *L) {
+    TRY(lunar_op_sgd_step(T(1), TOPT(2), T(3), (float)luaL_checknumber(L, 4), (float)luaL_checknumber(L, 5),
+                          (float)luaL_checknumber(L, 6), lua_toboolean(L, 7), lua_toboolean(L, 8)));
+    return 0;
+}
+
+static int l_sum_squares(lua_State *L) {
+    double s = 0;
+    TRY(lunar_op_sum_squares(&s, T(1)));
+    lua_pushnumber(L, s);
+    return 1;
+}
+
+static int l_use_ref(lua_State *L) {
+    lunar_backend_use_ref(lua_toboolean(L, 1));
+    return 0;
+}
+
+static const luaL_Reg ops[] = {
+    {"linear", l_linear}, {"linear_backward", l_linear_backward}, {"patchify", l_patchify},
+    {"patchify_backward", l_patchify_backward}, {"layernorm", l_layernorm},
+    {"layernorm_backward", l_layernorm_backward}, {"gelu", l_gelu}, {"gelu_backward", l_gelu_backward},
+    {"attention", l_attention}, {"attention_backward", l_attention_backward},
+    {"embed_tokens", l_embed_tokens}, {"embed_tokens_backward", l_embed_tokens_backward},
+    {"dropout", l_dropout}, {"dropout_backward", l_dropout_backward},
+    {"cross_entropy", l_cross_entropy}, {"cross_entropy_backward", l_cross_entropy_backward},
+    {"accuracy_count", l_accuracy_count}, {"add", l_add}, {"add_", l_add_}, {"scale_", l_scale_},
+    {"adamw_step", l_adamw_step}, {"sgd_step", l_sgd_step}, {"sum_squares", l_sum_squares},
+    {"use_reference_kernels", l_use_ref}, {NULL, NULL}};
+
+/* Adds lunar.ops to the table on the top of the stack. */
+void lunar_open_ops(lua_State *L) {
+    luaL_newlib(L, ops);
+    lua_setfield(L, -2, "ops");
+}

@@ -1,0 +1,34 @@
+/*
+ * bindings/lunar_bindings.h: the Lua C API glue of liblunar.
+ * One file per core area (ltensor.c, lops.c, ldata.c, lio.c, lsys.c); each
+ * exports a lunar_open_<area>(L) that adds its functions to the `lunar` table
+ * on the top of the stack. lunar_open_bindings builds that table.
+ */
+#ifndef LUNAR_BINDINGS_H
+#define LUNAR_BINDINGS_H
+
+#include <lua.h>
+#include <lauxlib.h>
+
+#include "lunar/tensor.h"
+
+/* Creates the global table `lunar` with every binding (and package.loaded
+ * ["lunar.core"]). Returns 0, or raises a Lua error. */
+int lunar_open_bindings(lua_State *L);
+
+/* Tensor userdata (metatable "lunar.Tensor"). */
+#define LUNAR_TENSOR_MT "lunar.Tensor"
+/* Pushes a userdata that owns t (freed by __gc / __close). */
+void lunar_push_tensor(lua_State *L, lunar_tensor *t);
+/* The tensor at stack index idx; raises a Lua error if it is not one or
+ * was released. */
+lunar_tensor *lunar_check_tensor(lua_State *L, int idx);
+/* NULL if the value at idx is nil, else as lunar_check_tensor. */
+lunar_tensor *lunar_opt_tensor(lua_State *L, int idx);
+/* Raises a Lua error with the calling thread's last liblunar error. */
+int lunar_raise(lua_State *L);
+
+/* Set by the host: the world rank and size, and the directory of lua/. */
+void lunar_bindings_set_rank(int rank, int size, int local_rank);
+
+#endif

@@ -1,0 +1,328 @@
+/*
+ * core/data/loader.c: the sharded, shuffled batch loader with an optional
+ * prefetch thread (data.h).
+ *
+ * Sampler (torch.utils.data.DistributedSampler): the epoch's order is a
+ * Fisher-Yates permutation of [0, N) driven by Philox words (seed, stream
+ * 0x4C4F4144 << 32 | epoch, i) (identity without shuffle); padded by repeating
+ * from its start (drop_last = 0) or truncated (drop_last = 1) to a multiple of
+ * num_shards; rank r keeps positions r, r + num_shards, ...
+ *
+ * Prefetch: one slot buffer and a worker thread. After the caller takes batch
+ * b, the worker is asked for b + 1 and fills the slot while the caller trains;
+ * lunar_loader_next waits for the slot, copies it out and asks for the next.
+ * The worker reads the shard's index list only while FILLING; set_epoch and
+ * seek wait until it is not FILLING before they change that list, and drop a
+ * slot that holds another position. The batch is computed by the same
+ * function either way, so prefetch does not change a bit.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "lunar/rng.h"
+
+#define SHUFFLE_STREAM_TAG (0x4C4F4144ull << 32) /* "LOAD" */
+
+enum { SLOT_EMPTY, SLOT_REQUESTED, SLOT_FILLING, SLOT_READY };
+
+struct lunar_loader {
+    const lunar_dataset *ds;
+    int batch_size, shuffle, drop_last, rank, num_shards, prefetch;
+    uint64_t seed;
+    float *mean, *std;          /* [C] or NULL */
+    int64_t per_shard;          /* samples per epoch on this shard */
+    int64_t num_batches;
+    int64_t *perm;              /* [N] scratch */
+    int64_t *indices;           /* [per_shard]: this shard's samples, current epoch */
+    int64_t indices_epoch;      /* epoch `indices` holds, -1 none */
+    int64_t epoch, batch;       /* the caller's position */
+    /* prefetch */
+    pthread_t thread;
+    int thread_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int sync_init;
+    int state, stop;
+    int64_t req_epoch, req_batch;   /* what the slot is (to be) filled with */
+    int slot_n;
+    float *slot_images;
+    int32_t *slot_labels;
+};
+
+/* indices <- this shard's sample list for `epoch`. */
+static void compute_indices(lunar_loader *l, int64_t epoch) {
+    if (l->indices_epoch == epoch) return;
+    int64_t n = l->ds->n;
+    for (int64_t i = 0; i < n; i++) l->perm[i] = i;
+    if (l->shuffle) {
+        uint64_t stream = SHUFFLE_STREAM_TAG ^ (uint64_t)epoch;
+        for (int64_t i = n - 1; i > 0; i--) {
+            uint32_t r = lunar_rng_u32(l->seed, stream, (uint64_t)i);
+            int64_t j = (int64_t)(((uint64_t)r * (uint64_t)(i + 1)) >> 32);
+            int64_t t = l->perm[i];
+            l->perm[i] = l->perm[j];
+            l->perm[j] = t;
+        }
+    }
+    /* padded[p] = perm[p % n]; rank takes p = rank + k * num_shards */
+    for (int64_t k = 0; k < l->per_shard; k++)
+        l->indices[k] = l->perm[(l->rank + k * l->num_shards) % n];
+    l->indices_epoch = epoch;
+}
+
+/* Fills batch `b` of the epoch held in l->indices; returns its size. */
+static int fill_batch(const lunar_loader *l, int64_t b, float *images, int32_t *labels) {
+    const lunar_dataset *ds = l->ds;
+    int64_t start = b * l->batch_size;
+    int64_t count = l->per_shard - start;
+    if (count > l->batch_size) count = l->batch_size;
+    if (count <= 0) return 0;
+    int64_t numel = ds->sample_numel, plane = numel / ds->channels;
+    for (int64_t s = 0; s < count; s++) {
+        int64_t idx = l->indices[start + s];
+        float *o = images + s * numel;
+        labels[s] = ds->labels[idx];
+        if (ds->dtype == LUNAR_U8) {
+            const uint8_t *src = (const uint8_t *)ds->pixels + idx * numel;
+            for (int c = 0; c < ds->channels; c++) {
+                const uint8_t *sp = src + c * plane;
+                float *op = o + c * plane;
+                if (l->mean) {
+                    float m = l->mean[c], sd = l->std[c];
+                    for (int64_t p = 0; p < plane; p++) op[p] = ((float)sp[p] / 255.0f - m) / sd;
+                } else {
+                    for (int64_t p = 0; p < plane; p++) op[p] = (float)sp[p] / 255.0f;
+                }
+            }
+        } else {
+            const float *src = (const float *)ds->pixels + idx * numel;
+            if (l->mean) {
+                for (int c = 0; c < ds->channels; c++) {
+                    const float *sp = src + c * plane;
+                    float *op = o + c * plane;
+                    float m = l->mean[c], sd = l->std[c];
+                    for (int64_t p = 0; p < plane; p++) op[p] = (sp[p] - m) / sd;
+                }
+            } else {
+                memcpy(o, src, (size_t)numel * sizeof(float));
+            }
+        }
+    }
+    return (int)count;
+}
+
+static void *worker_main(void *arg) {
+    lunar_loader *l = arg;
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        while (!l->stop && l->state != SLOT_REQUESTED) pthread_cond_wait(&l->cv, &l->mu);
+        if (l->stop) break;
+        l->state = SLOT_FILLING;
+        int64_t b = l->req_batch;
+        pthread_mutex_unlock(&l->mu);
+        int n = fill_batch(l, b, l->slot_images, l->slot_labels);
+        pthread_mutex_lock(&l->mu);
+        l->slot_n = n;
+        l->state = SLOT_READY;
+        pthread_cond_broadcast(&l->cv);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return NULL;
+}
+
+/* With the lock held: asks the worker for the caller's current position. */
+static void request_current(lunar_loader *l) {
+    if (l->batch < l->num_batches) {
+        l->req_epoch = l->epoch;
+        l->req_batch = l->batch;
+        l->state = SLOT_REQUESTED;
+        pthread_cond_broadcast(&l->cv);
+    } else {
+        l->state = SLOT_EMPTY;
+    }
+}
+
+lunar_loader *lunar_loader_new(const lunar_dataset *ds, int batch_size, int shuffle, uint64_t seed,
+                               int drop_last, int shard_rank, int num_shards,
+                               const float *mean_per_channel, const float *std_per_channel,
+                               int prefetch) {
+    if (!ds) {
+        lunar_error(LUNAR_ERR_ARG, "loader: dataset is NULL");
+        return NULL;
+    }
+    if (batch_size < 1) {
+        lunar_error(LUNAR_ERR_ARG, "loader: batch_size %d (must be >= 1)", batch_size);
+        return NULL;
+    }
+    if (num_shards < 1 || shard_rank < 0 || shard_rank >= num_shards) {
+        lunar_error(LUNAR_ERR_ARG, "loader: shard_rank %d of num_shards %d (need 0 <= rank < num_shards)",
+                    shard_rank, num_shards);
+        return NULL;
+    }
+    if ((mean_per_channel == NULL) != (std_per_channel == NULL)) {
+        lunar_error(LUNAR_ERR_ARG, "loader: normalization needs both mean and std per channel (or neither)");
+        return NULL;
+    }
+    if (std_per_channel)
+        for (int c = 0; c < ds->channels; c++)
+            if (std_per_channel[c] == 0.0f || !isfinite(std_per_channel[c]) ||
+                !isfinite(mean_per_channel[c])) {
+                lunar_error(LUNAR_ERR_ARG, "loader: channel %d has mean %g, std %g (std must be nonzero, "
+                            "both finite)", c, (double)mean_per_channel[c], (double)std_per_channel[c]);
+                return NULL;
+            }
+    int64_t n = ds->n;
+    int64_t per_shard = drop_last ? n / num_shards : (n + num_shards - 1) / num_shards;
+    int64_t nb = drop_last ? per_shard / batch_size : (per_shard + batch_size - 1) / batch_size;
+    if (nb < 1) {
+        lunar_error(LUNAR_ERR_ARG,
+                    "loader: no batch per epoch: %lld samples over %d shards is %lld per shard, "
+                    "batch_size %d%s",
+                    (long long)n, num_shards, (long long)per_shard, batch_size,
+                    drop_last ? " with drop_last" : "");
+        return NULL;
+    }
+    lunar_loader *l = calloc(1, sizeof *l);
+    if (!l) {
+        lunar_error(LUNAR_ERR_OOM, "loader: out of memory");
+        return NULL;
+    }
+    l->ds = ds;
+    l->batch_size = batch_size;
+    l->shuffle = shuffle != 0;
+    l->drop_last = drop_last != 0;
+    l->rank = shard_rank;
+    l->num_shards = num_shards;
+    l->prefetch = prefetch != 0;
+    l->seed = seed;
+    l->per_shard = per_shard;
+    l->num_batches = nb;
+    l->indices_epoch = -1;
+    l->perm = malloc((size_t)n * sizeof(int64_t));
+    l->indices = malloc((size_t)per_shard * sizeof(int64_t));
+    if (!l->perm || !l->indices) goto oom;
+    if (mean_per_channel) {
+        l->mean = malloc((size_t)ds->channels * sizeof(float));
+        l->std = malloc((size_t)ds->channels * sizeof(float));
+        if (!l->mean || !l->std) goto oom;
+        memcpy(l->mean, mean_per_channel, (size_t)ds->channels * sizeof(float));
+        memcpy(l->std, std_per_channel, (size_t)ds->channels * sizeof(float));
+    }
+    compute_indices(l, 0);
+    if (l->prefetch) {
+        l->slot_images = malloc((size_t)batch_size * (size_t)ds->sample_numel * sizeof(float));
+        l->slot_labels = malloc((size_t)batch_size * sizeof(int32_t));
+        if (!l->slot_images || !l->slot_labels) goto oom;
+        if (pthread_mutex_init(&l->mu, NULL) != 0) goto thread_fail;
+        if (pthread_cond_init(&l->cv, NULL) != 0) {
+            pthread_mutex_destroy(&l->mu);
+            goto thread_fail;
+        }
+        l->sync_init = 1;
+        l->state = SLOT_EMPTY;
+        if (pthread_create(&l->thread, NULL, worker_main, l) != 0) goto thread_fail;
+        l->thread_started = 1;
+        pthread_mutex_lock(&l->mu);
+        request_current(l);
+        pthread_mutex_unlock(&l->mu);
+    }
+    return l;
+oom:
+    lunar_error(LUNAR_ERR_OOM, "loader: out of memory (%lld samples, batch_size %d)", (long long)n,
+                batch_size);
+    lunar_loader_free(l);
+    return NULL;
+thread_fail:
+    lunar_error(LUNAR_ERR_ARG, "loader: cannot start the prefetch thread");
+    lunar_loader_free(l);
+    return NULL;
+}
+
+int lunar_loader_next(lunar_loader *l, float *images, int32_t *labels) {
+    if (!l || !images || !labels) {
+        lunar_error(LUNAR_ERR_ARG, "loader_next: NULL loader or output buffer");
+        return -1;
+    }
+    if (l->batch >= l->num_batches) return 0;
+    if (!l->prefetch) {
+        compute_indices(l, l->epoch);
+        int n = fill_batch(l, l->batch, images, labels);
+        l->batch++;
+        return n;
+    }
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        if (l->state == SLOT_READY && l->req_epoch == l->epoch && l->req_batch == l->batch) break;
+        if (l->state == SLOT_READY || l->state == SLOT_EMPTY) request_current(l);
+        pthread_cond_wait(&l->cv, &l->mu);
+    }
+    int n = l->slot_n;
+    int64_t numel = l->ds->sample_numel;
+    memcpy(images, l->slot_images, (size_t)n * (size_t)numel * sizeof(float));
+    memcpy(labels, l->slot_labels, (size_t)n * sizeof(int32_t));
+    l->batch++;
+    request_current(l);
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}
+
+lunar_status lunar_loader_seek(lunar_loader *l, int64_t epoch, int64_t batch_index) {
+    if (!l) return lunar_error(LUNAR_ERR_ARG, "loader_seek: NULL loader");
+    if (epoch < 0 || batch_index < 0 || batch_index > l->num_batches)
+        return lunar_error(LUNAR_ERR_ARG,
+                           "loader_seek: position (epoch %lld, batch %lld) out of range (epoch >= 0, "
+                           "batch in [0, %lld])",
+                           (long long)epoch, (long long)batch_index, (long long)l->num_batches);
+    if (!l->prefetch) {
+        l->epoch = epoch;
+        l->batch = batch_index;
+        compute_indices(l, epoch);
+        return LUNAR_OK;
+    }
+    pthread_mutex_lock(&l->mu);
+    while (l->state == SLOT_FILLING) pthread_cond_wait(&l->cv, &l->mu);
+    l->epoch = epoch;
+    l->batch = batch_index;
+    compute_indices(l, epoch);   /* the worker is idle: it only reads indices while FILLING */
+    request_current(l);
+    pthread_mutex_unlock(&l->mu);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_loader_set_epoch(lunar_loader *l, int64_t epoch) {
+    return lunar_loader_seek(l, epoch, 0);
+}
+
+int64_t lunar_loader_num_batches(const lunar_loader *l) { return l ? l->num_batches : 0; }
+int64_t lunar_loader_num_samples(const lunar_loader *l) { return l ? l->per_shard : 0; }
+int64_t lunar_loader_sample_numel(const lunar_loader *l) { return l ? l->ds->sample_numel : 0; }
+
+void lunar_loader_position(const lunar_loader *l, int64_t *epoch, int64_t *batch_index) {
+    if (epoch) *epoch = l ? l->epoch : 0;
+    if (batch_index) *batch_index = l ? l->batch : 0;
+}
+
+void lunar_loader_free(lunar_loader *l) {
+    if (!l) return;
+    if (l->thread_started) {
+        pthread_mutex_lock(&l->mu);
+        l->stop = 1;
+        pthread_cond_broadcast(&l->cv);
+        pthread_mutex_unlock(&l->mu);
+        pthread_join(l->thread, NULL);
+    }
+    if (l->sync_init) {
+        pthread_cond_destroy(&l->cv);
+        pthread_mutex_destroy(&l->mu);
+    }
+    free(l->slot_images);
+    free(l->slot_labels);
+    free(l->perm);
+    free(l->indices);
+    free(l->mean);
+    free(l->std);
+    free(l);
+}

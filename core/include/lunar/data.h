@@ -1,0 +1,201 @@
+/*
+ * lunar/data.h: in-memory datasets and the sharded, shuffled batch loader.
+ *
+ * A dataset holds N samples, each C channels over 2 (H, W) or 3 (D, H, W)
+ * spatial dims, stored row-major as [N, C, spatial...] in uint8 (LUNAR_U8,
+ * pixels 0..255, as read from IDX and CIFAR files) or float32 (LUNAR_F32,
+ * synthetic data), with one int32 label per sample in [0, num_classes).
+ *
+ * Readers:
+ *   - IDX, the MNIST family's format (http://yann.lecun.com/exdb/mnist/,
+ *     "THE IDX FILE FORMAT"): magic 0x00000803 images [N, rows, cols] u8 and
+ *     0x00000801 labels [N] u8, big-endian dims. Read through zlib, so .gz and
+ *     plain files both work.
+ *   - CIFAR-10 binary (https://www.cs.toronto.edu/~kriz/cifar.html, "binary
+ *     version"): records of 1 label byte + 3072 pixel bytes (3 x 32 x 32, CHW,
+ *     channels R, G, B), concatenated over files.
+ *   - synthetic 2D/3D images from a seed (learnable: one pattern per class).
+ * Each reader also has a parse-from-memory entry point (for fuzz targets).
+ *
+ * The loader turns a dataset into float32 batches [B, C, spatial...]: u8
+ * pixels become pixel / 255 (torchvision ToTensor), then (x - mean[c]) / std[c]
+ * (torchvision Normalize). Its sampler is PyTorch's DistributedSampler: a
+ * permutation per (seed, epoch), padded or truncated to a multiple of the
+ * number of data-parallel shards, rank r taking every num_shards-th index from
+ * r. A background thread may prepare the next batch (prefetch); the batches are
+ * bitwise the same with and without it.
+ *
+ * Errors: no function exits; a failing one returns NULL (or a status, or -1)
+ * and leaves a message naming the file and the problem (status.h).
+ */
+#ifndef LUNAR_DATA_H
+#define LUNAR_DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lunar/status.h"
+#include "lunar/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- datasets */
+
+typedef struct lunar_dataset lunar_dataset;
+
+/* A new dataset of n samples with zero pixels and zero labels, to be filled
+ * through lunar_dataset_pixels / lunar_dataset_labels. dtype: LUNAR_U8 or
+ * LUNAR_F32; channels >= 1; ndim_spatial 2 or 3; size[ndim_spatial] >= 1 each;
+ * num_classes >= 1; n >= 0. NULL (LUNAR_ERR_ARG / LUNAR_ERR_OOM) on error. */
+lunar_dataset *lunar_dataset_new(lunar_dtype dtype, int64_t n, int channels, int ndim_spatial,
+                                 const int *size, int num_classes);
+
+/* Fashion-MNIST / MNIST from two IDX files (each .gz or plain; zlib detects
+ * which). images_path: magic 0x00000803, dims [N, rows, cols], u8 pixels;
+ * labels_path: magic 0x00000801, dims [N], u8 labels. Returns a LUNAR_U8
+ * dataset with channels 1, spatial (rows, cols), num_classes = max label + 1.
+ * Errors (NULL): a file that cannot be opened (the message names the path and
+ * the system error, and for a path under /usr/share/datasets/fashion-mnist
+ * says it is provided by the Debian package dataset-fashion-mnist), a
+ * truncated gzip stream, a bad magic, zero rows/cols, a file shorter or longer
+ * than its header says (expected and actual bytes), image/label counts that
+ * differ (both paths and counts). */
+lunar_dataset *lunar_dataset_load_idx(const char *images_path, const char *labels_path);
+
+/* The maximal number of dims an IDX header may declare here. */
+#define LUNAR_IDX_MAX_DIMS 8
+
+/* One parsed IDX file: a view into the caller's buffer. */
+typedef struct {
+    int type;                              /* 0x08 u8, 0x09 i8, 0x0B i16, 0x0C i32, 0x0D f32, 0x0E f64 */
+    int ndim;                              /* 1..LUNAR_IDX_MAX_DIMS */
+    uint32_t dims[LUNAR_IDX_MAX_DIMS];     /* sizes, dims[0] = number of items */
+    size_t elem_size;                      /* bytes per element of `type` */
+    const uint8_t *data;                   /* first element (big-endian if multi-byte) */
+    size_t nbytes;                         /* prod(dims) * elem_size */
+} lunar_idx;
+
+/* Parses an IDX file held in memory (buf[len], already decompressed): magic
+ * 0x00 0x00 type ndim, then ndim big-endian u32 dims, then the data, which must
+ * fill the rest exactly. `name` (a path, or NULL for "<memory>") goes into
+ * error messages. LUNAR_OK, or LUNAR_ERR_FORMAT with a message (bad magic,
+ * unknown type, too many dims, size overflow, truncated or trailing bytes with
+ * expected/actual counts). Safe on any input (fuzz entry point). */
+lunar_status lunar_idx_parse(const uint8_t *buf, size_t len, const char *name, lunar_idx *out);
+
+/* A dataset from an IDX images buffer and an IDX labels buffer in memory (as
+ * lunar_dataset_load_idx after reading and decompressing the files; the data
+ * are copied). Names go into error messages (NULL: "<images>", "<labels>").
+ * Safe on any input (fuzz entry point). */
+lunar_dataset *lunar_dataset_from_idx(const uint8_t *images, size_t images_len,
+                                      const uint8_t *labels, size_t labels_len,
+                                      const char *images_name, const char *labels_name);
+
+/* CIFAR-10 from binary batch files (data_batch_1.bin ... or test_batch.bin,
+ * .gz also read), concatenated in the given order. Each file: records of
+ * 1 label byte (0..9) + 3072 bytes (3 x 32 x 32, CHW). Returns a LUNAR_U8
+ * dataset, channels 3, spatial (32, 32), num_classes 10. Errors (NULL): npaths
+ * < 1, a file that cannot be opened, a size not a multiple of 3073 bytes, a
+ * label > 9 (naming the file and record). */
+lunar_dataset *lunar_dataset_load_cifar10(const char *const *paths, int npaths);
+
+/* CIFAR-10 records from memory (buf[len]; copied); name for messages. Safe on
+ * any input (fuzz entry point). */
+lunar_dataset *lunar_cifar10_parse(const uint8_t *buf, size_t len, const char *name);
+
+/* n synthetic float32 images [channels, size[0], ..., size[ndim_spatial-1]]
+ * (ndim_spatial 2: H, W; 3: D, H, W), labels i % num_classes. Learnable: the
+ * image of a sample of class k is 1.0 * pattern_k + 0.5 * N(0, 1) noise, where
+ * pattern_k (per channel) is the mean of two plane waves
+ * cos(2 pi (f . x / size) + phi) with integer frequencies f in [0, 3] per dim
+ * and phases phi in [0, 2 pi), drawn per (class, channel, wave). A pure
+ * function of the arguments (Philox, rng.h): the same on every run and
+ * machine. NULL (LUNAR_ERR_ARG) on n < 0, channels < 1, ndim_spatial not 2 or
+ * 3, a size < 1, num_classes < 1. */
+lunar_dataset *lunar_dataset_synthetic(int64_t n, int channels, int ndim_spatial, const int *size,
+                                       int num_classes, uint64_t seed);
+
+/* Frees a dataset (NULL is ignored). A loader must not outlive its dataset. */
+void lunar_dataset_free(lunar_dataset *ds);
+
+/* Accessors. size(ds, i): the i-th spatial size (0 <= i < ndim_spatial),
+ * -1 when i is out of range. sample_numel: channels * prod(spatial sizes). */
+int64_t lunar_dataset_count(const lunar_dataset *ds);
+int lunar_dataset_channels(const lunar_dataset *ds);
+int lunar_dataset_ndim_spatial(const lunar_dataset *ds);
+int lunar_dataset_size(const lunar_dataset *ds, int i);
+int lunar_dataset_num_classes(const lunar_dataset *ds);
+lunar_dtype lunar_dataset_dtype(const lunar_dataset *ds);
+int64_t lunar_dataset_sample_numel(const lunar_dataset *ds);
+
+/* The pixel array [N, C, spatial...] (uint8_t* or float* per dtype) and the
+ * label array [N]. Writable, for datasets built with lunar_dataset_new. */
+void *lunar_dataset_pixels(lunar_dataset *ds);
+int32_t *lunar_dataset_labels(lunar_dataset *ds);
+
+/* ------------------------------------------------------------------ loader */
+
+typedef struct lunar_loader lunar_loader;
+
+/* A batch loader over `ds` (not copied; it must outlive the loader).
+ *   batch_size >= 1; shuffle: a new permutation each epoch, a pure function of
+ *   (seed, epoch): Fisher-Yates over [0, N), for i = N-1 .. 1 swap i with
+ *   j = (lunar_rng_u32(seed, 0x4C4F4144 << 32 | epoch, i) * (i + 1)) >> 32;
+ *   the identity when !shuffle.
+ *   shard_rank in [0, num_shards): the data-parallel rank and size. As
+ *   torch.utils.data.DistributedSampler, the epoch's index list is padded by
+ *   repeating it from its start (drop_last = 0) or truncated (drop_last = 1)
+ *   to a multiple of num_shards; rank r takes positions r, r + num_shards, ...
+ *   so every rank has the same number of samples and batches.
+ *   drop_last: also drops a last partial batch (else it is returned short).
+ *   mean_per_channel, std_per_channel: NULL for none, else C floats each
+ *   (std != 0): x = (x - mean[c]) / std[c] after the u8 scaling by 1/255.
+ *   prefetch: 1 starts a thread that prepares the next batch while the caller
+ *   works on the current one; 0 prepares it in lunar_loader_next.
+ * The loader starts at epoch 0, batch 0. NULL on error (bad argument, or a
+ * configuration that yields no batch: empty dataset, fewer samples per shard
+ * than batch_size with drop_last). */
+lunar_loader *lunar_loader_new(const lunar_dataset *ds, int batch_size, int shuffle, uint64_t seed,
+                               int drop_last, int shard_rank, int num_shards,
+                               const float *mean_per_channel, const float *std_per_channel,
+                               int prefetch);
+
+/* Fills the next batch of the current epoch: images float32 [B, C, spatial...]
+ * (room for batch_size * sample_numel floats), labels int32 [B] (room for
+ * batch_size). Returns B (batch_size, or fewer for a last partial batch), 0 at
+ * the end of the epoch (and on every call after it until set_epoch or seek),
+ * -1 on a NULL argument. */
+int lunar_loader_next(lunar_loader *l, float *images, int32_t *labels);
+
+/* Starts epoch `epoch` (>= 0) at its first batch: lunar_loader_seek(l, epoch, 0). */
+lunar_status lunar_loader_set_epoch(lunar_loader *l, int64_t epoch);
+
+/* Batches per epoch on this shard (the same on every shard). */
+int64_t lunar_loader_num_batches(const lunar_loader *l);
+
+/* Samples per epoch on this shard (after padding or truncation). */
+int64_t lunar_loader_num_samples(const lunar_loader *l);
+
+/* floats per sample of a batch: channels * prod(spatial sizes). */
+int64_t lunar_loader_sample_numel(const lunar_loader *l);
+
+/* The data position: the epoch and the index of the batch the next call to
+ * lunar_loader_next returns (num_batches once the epoch is exhausted). Saved in
+ * a checkpoint and given back to lunar_loader_seek, it resumes exactly. */
+void lunar_loader_position(const lunar_loader *l, int64_t *epoch, int64_t *batch_index);
+
+/* Moves to (epoch, batch_index): the next batch returned is batch batch_index
+ * of that epoch, the same one a straight run returns there. batch_index in
+ * [0, num_batches]. LUNAR_ERR_ARG when out of range. */
+lunar_status lunar_loader_seek(lunar_loader *l, int64_t epoch, int64_t batch_index);
+
+/* Stops and joins the prefetch thread (also mid-epoch) and frees the loader.
+ * NULL is ignored. */
+void lunar_loader_free(lunar_loader *l);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,132 @@
+/*
+ * lunar/io.h: safetensors read and write.
+ *
+ * Format (https://github.com/huggingface/safetensors, README "Format"): an
+ * 8-byte little-endian u64 N, then N bytes of a UTF-8 JSON object
+ *   {"__metadata__": {"key": "value", ...},            (optional, strings only)
+ *    "name": {"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]}, ...}
+ * then the byte buffer. Offsets are relative to the buffer start, in bytes,
+ * [begin, end); the tensors tile the buffer with no hole and no overlap; data
+ * is little-endian, row-major. dtypes read and written here: F32, BF16, F16,
+ * I32, I64, U8, F64 (lunar_dtype); the other dtypes of the format (BOOL, I8,
+ * I16, U16, U32, U64, F8_*) are refused as unsupported.
+ *
+ * The reader validates the file as the reference implementation does and more
+ * (every error names the file, and the tensor when one is at fault). The
+ * writer writes "<path>.tmp.<pid>", fsyncs it and renames it onto path, so a
+ * crash never leaves a half-written file at path (DESIGN.md invariant). It
+ * keeps the caller's order of tensors, makes offsets contiguous in that order
+ * and pads the header with spaces to a multiple of 8 bytes, as the reference
+ * does, so the buffer starts 8-byte aligned. (The reference sorts tensors by
+ * dtype alignment, then name; here a tensor's data is aligned to its dtype when
+ * the tensors before it have sizes that are multiples of that alignment.)
+ */
+#ifndef LUNAR_IO_H
+#define LUNAR_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lunar/status.h"
+#include "lunar/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The largest header accepted, as the reference's MAX_HEADER_SIZE. */
+#define LUNAR_SAFETENSORS_MAX_HEADER 100000000u
+
+/* One tensor of a safetensors file: what the reader returns (pointers into the
+ * handle, valid until lunar_safetensors_close) and what the writer takes. */
+typedef struct {
+    const char *name;                   /* UTF-8, unique, not "__metadata__" */
+    lunar_dtype dtype;
+    int ndim;                           /* 0 (a scalar) .. LUNAR_MAX_DIMS */
+    int64_t shape[LUNAR_MAX_DIMS];
+    const void *data;                   /* nbytes bytes, little-endian, row-major;
+                                           in a reader, possibly not aligned to the
+                                           dtype when the file's offsets are not */
+    size_t nbytes;                      /* prod(shape) * dtype size */
+} lunar_safetensors_entry;
+
+typedef struct lunar_safetensors lunar_safetensors;
+
+/* Opens and validates a safetensors file (mapped read-only with mmap, or read
+ * into memory where mmap is not possible). NULL with LUNAR_ERR_IO (cannot open
+ * or read, naming the path and the system error) or LUNAR_ERR_FORMAT (naming
+ * the path, and the tensor when one is at fault): shorter than 8 bytes; header
+ * size larger than the file or than LUNAR_SAFETENSORS_MAX_HEADER; header not
+ * valid JSON (with the byte offset) or not an object; an entry that is not an
+ * object with "dtype" (string), "shape" (array of integers >= 0) and
+ * "data_offsets" ([begin, end], integers, begin <= end); an unknown or
+ * unsupported dtype; more than LUNAR_MAX_DIMS dims; a shape whose element or
+ * byte count overflows; end - begin != numel * dtype size; offsets past the end
+ * of the buffer, overlapping, leaving a hole or not covering the buffer; a
+ * duplicate name; "__metadata__" that is not an object of strings. */
+lunar_safetensors *lunar_safetensors_open(const char *path);
+
+/* Parses a safetensors file held in memory (buf[len]; copied, so buf may be
+ * freed after). `name` (NULL: "<memory>") stands for the path in messages.
+ * The same validation as lunar_safetensors_open; safe on any input (fuzz
+ * entry point). */
+lunar_safetensors *lunar_safetensors_parse(const uint8_t *buf, size_t len, const char *name);
+
+/* Number of tensors, and tensor i (0 <= i < count; NULL otherwise) in the
+ * order of the file's header. */
+int lunar_safetensors_count(const lunar_safetensors *st);
+const lunar_safetensors_entry *lunar_safetensors_entry_at(const lunar_safetensors *st, int i);
+
+/* The tensor named `name`, NULL when absent (no error is recorded). */
+const lunar_safetensors_entry *lunar_safetensors_find(const lunar_safetensors *st, const char *name);
+
+/* The "__metadata__" value of `key`, NULL when absent. */
+const char *lunar_safetensors_metadata(const lunar_safetensors *st, const char *key);
+
+/* Number of metadata pairs, and pair i (key and value; 0 on success, -1 when
+ * i is out of range). */
+int lunar_safetensors_metadata_count(const lunar_safetensors *st);
+int lunar_safetensors_metadata_at(const lunar_safetensors *st, int i, const char **key,
+                                  const char **value);
+
+/* The path (or name) the handle was opened with. */
+const char *lunar_safetensors_path(const lunar_safetensors *st);
+
+/* Unmaps or frees the file; entries and strings from it become invalid. NULL
+ * is ignored. */
+void lunar_safetensors_close(lunar_safetensors *st);
+
+/* Writes entries[n] and nmeta metadata pairs (meta_keys[i] -> meta_values[i];
+ * both may be NULL when nmeta is 0) to path atomically: "<path>.tmp.<pid>",
+ * fsync, rename onto path, fsync of the directory. Offsets are contiguous in
+ * the given order; the header is padded with spaces to a multiple of 8 bytes.
+ * LUNAR_ERR_ARG (naming path and tensor): a NULL or duplicate name, the name
+ * "__metadata__", ndim out of [0, LUNAR_MAX_DIMS], a negative dim, an
+ * unsupported dtype, nbytes != numel * dtype size, NULL data with nbytes > 0, a
+ * NULL or duplicate metadata key or NULL value. LUNAR_ERR_IO (naming the file
+ * and the system error) when a write, fsync or rename fails; the temporary
+ * file is then removed and path is left as it was. */
+lunar_status lunar_safetensors_write(const char *path, const lunar_safetensors_entry *entries, int n,
+                                     const char *const *meta_keys, const char *const *meta_values,
+                                     int nmeta);
+
+/* The same file in memory: *out (malloc'd, the caller frees it) and *len.
+ * Errors as lunar_safetensors_write's LUNAR_ERR_ARG ones (name "<memory>"). */
+lunar_status lunar_safetensors_serialize(const lunar_safetensors_entry *entries, int n,
+                                         const char *const *meta_keys,
+                                         const char *const *meta_values, int nmeta, uint8_t **out,
+                                         size_t *len);
+
+/* The safetensors dtype name of a lunar dtype ("F32", "BF16", ...; NULL if
+ * none) and the lunar dtype of a name (-1 if unknown or unsupported). Local to
+ * the IO layer: they do not depend on tensor.c. */
+const char *lunar_safetensors_dtype_name(lunar_dtype dtype);
+int lunar_safetensors_dtype_from_name(const char *name);
+
+/* Bytes per element of a dtype (0 for an invalid one), as lunar_dtype_size. */
+size_t lunar_safetensors_dtype_size(lunar_dtype dtype);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,126 @@
+/*
+ * lunar/kernels.h: the kernel set of a Vision Transformer, forward and backward,
+ * on raw contiguous row-major arrays.
+ *
+ * Each kernel exists three times with the same argument list:
+ *   lunar_ref_<op>_f64  naive loops in double precision: the oracle, and the
+ *                       function the finite-difference tests differentiate;
+ *   lunar_ref_<op>_f32  the same loops in single precision (core/ops/ref/);
+ *   lunar_cpu_<op>      the fast f32 kernel: BLAS for GEMMs, OpenMP loops,
+ *                       fused passes (core/ops/cpu/); tested against ref.
+ * The tensor-level API in ops.h checks shapes and dispatches to a backend.
+ *
+ * Conventions (llm.c order): outputs first, then what was saved for backward,
+ * then inputs, then parameters, then sizes and scalars. Shape letters:
+ * B batch, N tokens, C width, H heads, D head dim (C = H*D), K classes,
+ * M rows (= B*N when a kernel works per token).
+ * Input gradients (dinp, dx, dqkv, dlogits) are OVERWRITTEN; parameter
+ * gradients (dweight, dbias, dcls, dpos) are ACCUMULATED (+=), as torch/nn's
+ * accGradParameters, so gradient accumulation and micro-batches need nothing
+ * special. A NULL gradient pointer means "not needed" where the doc says so.
+ * Kernels never fail: shapes are checked by the caller (ops.h).
+ */
+#ifndef LUNAR_KERNELS_H
+#define LUNAR_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The kernel list, written once for every (prefix, real) pair. */
+#define LUNAR_KERNEL_DECLS(NAME, real)                                                          \
+/* Linear: out[M,N] = inp[M,K] @ weight[N,K]^T + bias[N] (bias may be NULL).               */  \
+void NAME(linear_forward)(real *out, const real *inp, const real *weight, const real *bias,    \
+                          int M, int K, int N);                                                 \
+/* dinp[M,K] = dout[M,N] @ weight (dinp may be NULL); dweight[N,K] += dout^T @ inp;         */  \
+/* dbias[N] += sum over rows of dout (dbias may be NULL).                                   */  \
+void NAME(linear_backward)(real *dinp, real *dweight, real *dbias, const real *dout,           \
+                           const real *inp, const real *weight, int M, int K, int N);           \
+/* Patchify (the data movement of a convolution with kernel = stride = P):                  */  \
+/* inp[B, C, S_1..S_k] (k = 2 or 3 spatial dims, each a multiple of P) ->                   */  \
+/* out[B, L, C*P^k], L = prod(S_i / P), patches in row-major order of the patch grid,       */  \
+/* each patch's elements ordered (c, p_1, .., p_k), the flattening of a conv weight         */  \
+/* [E, C, P, P(, P)], so patch embedding = patchify then linear.                            */  \
+void NAME(patchify_forward)(real *out, const real *inp, int B, int C, int k, const int *S,     \
+                            int P);                                                             \
+/* dinp[B, C, S...] = scatter of dout[B, L, C*P^k] (overwrite).                             */  \
+void NAME(patchify_backward)(real *dinp, const real *dout, int B, int C, int k, const int *S,  \
+                             int P);                                                            \
+/* LayerNorm over the last dim: out[M,C] = (inp - mean) * rstd * weight + bias;             */  \
+/* saves mean[M] and rstd[M] = 1/sqrt(var + eps) (biased variance), as PyTorch.             */  \
+void NAME(layernorm_forward)(real *out, real *mean, real *rstd, const real *inp,               \
+                             const real *weight, const real *bias, int M, int C, real eps);    \
+/* dinp[M,C] overwritten; dweight[C], dbias[C] accumulated.                                 */  \
+void NAME(layernorm_backward)(real *dinp, real *dweight, real *dbias, const real *dout,        \
+                              const real *inp, const real *weight, const real *mean,           \
+                              const real *rstd, int M, int C);                                  \
+/* Exact GELU: out = 0.5 * x * (1 + erf(x / sqrt(2))) (Hendrycks & Gimpel 2016).             */  \
+void NAME(gelu_forward)(real *out, const real *inp, size_t n);                                  \
+/* dinp = dout * (Phi(x) + x * phi(x)).                                                      */  \
+void NAME(gelu_backward)(real *dinp, const real *dout, const real *inp, size_t n);             \
+/* Multi-head self-attention from a fused qkv projection (timm layout):                    */  \
+/* qkv[B, N, 3, H, D] -> out[B, N, H, D] = softmax(q k^T / sqrt(D)) v per (b, h);           */  \
+/* saves lse[B, H, N], the log-sum-exp of each row of scaled scores, so backward            */  \
+/* recomputes the probabilities; no [N, N] matrix outlives the call (FlashAttention).       */  \
+void NAME(attention_forward)(real *out, real *lse, const real *qkv, int B, int N, int H,       \
+                             int D);                                                            \
+/* dqkv[B, N, 3, H, D] overwritten, from dout[B, N, H, D], qkv, out and lse of forward.     */  \
+void NAME(attention_backward)(real *dqkv, const real *dout, const real *qkv, const real *out,  \
+                              const real *lse, int B, int N, int H, int D);                     \
+/* Tokens: out[B, L+1, C]: out[b,0] = cls[C] + pos[0]; out[b,1+l] = x[b,l] + pos[1+l].      */  \
+void NAME(embed_tokens_forward)(real *out, const real *x, const real *cls, const real *pos,    \
+                                int B, int L, int C);                                           \
+/* dx[B, L, C] overwritten (may be NULL); dcls[C] and dpos[L+1, C] accumulated.              */  \
+void NAME(embed_tokens_backward)(real *dx, real *dcls, real *dpos, const real *dout, int B,    \
+                                 int L, int C);                                                 \
+/* Inverted dropout: element i is kept when the uniform u_i = (w_i >> 8) * 2^-24 >= p,      */  \
+/* with w_i = lunar_rng_u32(seed, stream, offset + i); kept elements scale by 1/(1-p).      */  \
+/* p == 0 copies. The mask is recomputed in backward from the same (seed, stream, offset).  */  \
+void NAME(dropout_forward)(real *out, const real *inp, size_t n, real p, uint64_t seed,        \
+                           uint64_t stream, uint64_t offset);                                   \
+void NAME(dropout_backward)(real *dinp, const real *dout, size_t n, real p, uint64_t seed,     \
+                            uint64_t stream, uint64_t offset);                                  \
+/* Softmax cross-entropy with label smoothing eps (Szegedy et al. 2016, PyTorch's           */  \
+/* label_smoothing): target distribution q = (1-eps) onehot(t) + eps/K;                     */  \
+/* losses[b] = -sum_k q_k log softmax(logits[b])_k (losses may be NULL);                    */  \
+/* *loss = mean over b. targets[b] in [0, K).                                               */  \
+void NAME(cross_entropy_forward)(real *loss, real *losses, const real *logits,                 \
+                                 const int32_t *targets, int B, int K, real smoothing);        \
+/* dlogits[B,K] = dloss / B * (softmax(logits) - q), overwritten.                           */  \
+void NAME(cross_entropy_backward)(real *dlogits, const real *logits, const int32_t *targets,   \
+                                  int B, int K, real smoothing, real dloss);                    \
+/* out[n] = a[n] + b[n] (the residual add; its backward is the identity to both).           */  \
+void NAME(add)(real *out, const real *a, const real *b, size_t n);                              \
+/* x[n] *= s.                                                                                */  \
+void NAME(scale)(real *x, size_t n, real s);                                                    \
+/* AdamW step t >= 1 (Loshchilov & Hutter 2019, PyTorch's torch.optim.AdamW):               */  \
+/* p -= lr*wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;                                 */  \
+/* p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).                                 */  \
+void NAME(adamw_step)(real *param, real *m, real *v, const real *grad, size_t n, real lr,     \
+                      real beta1, real beta2, real eps, real weight_decay, int t);              \
+/* SGD with momentum (PyTorch's torch.optim.SGD, dampening 0):                              */  \
+/* g' = g + wd p; buf = first ? g' : momentum buf + g'; d = nesterov ? g' + momentum buf    */  \
+/* : buf; p -= lr d. momentum == 0 ignores buf (may be NULL).                               */  \
+void NAME(sgd_step)(real *param, real *buf, const real *grad, size_t n, real lr,              \
+                    real momentum, real weight_decay, int nesterov, int first);                 \
+/* Sum of squares of x[n], accumulated in double (for the global gradient norm).            */  \
+double NAME(sum_squares)(const real *x, size_t n);                                              \
+/* Number of rows b whose argmax over logits[b, 0..K) (first index on ties) equals          */  \
+/* targets[b]: top-1 correct count.                                                          */  \
+int64_t NAME(accuracy_count)(const real *logits, const int32_t *targets, int B, int K);
+
+#define LUNAR_REF_F64(op) lunar_ref_##op##_f64
+#define LUNAR_REF_F32(op) lunar_ref_##op##_f32
+#define LUNAR_CPU_KERNEL(op) lunar_cpu_##op
+
+LUNAR_KERNEL_DECLS(LUNAR_REF_F64, double)
+LUNAR_KERNEL_DECLS(LUNAR_REF_F32, float)
+LUNAR_KERNEL_DECLS(LUNAR_CPU_KERNEL, float)
+
+#ifdef __cplusplus
+}
+#endif
+#endif

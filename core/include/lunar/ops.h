@@ -1,0 +1,88 @@
+/*
+ * lunar/ops.h: the tensor-level op API: shape and dtype checks, then dispatch
+ * through the backend of the tensors' device (a table of kernels with the
+ * signatures of kernels.h; the CPU backend is lunar_cpu_*).
+ *
+ * Every tensor argument must be f32 (targets: i32), contiguous, and on one
+ * device. A failing check returns a lunar_status whose message names the op
+ * and the shapes involved ("linear: inp [8, 5] and weight [4, 6] differ in
+ * K"). Gradient arguments follow kernels.h: input gradients are overwritten,
+ * parameter gradients accumulated; a NULL gradient is skipped where allowed.
+ */
+#ifndef LUNAR_OPS_H
+#define LUNAR_OPS_H
+
+#include "lunar/kernels.h"
+#include "lunar/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A backend: one function pointer per kernel of kernels.h (ggml's
+ * ggml_backend_i). Declared from the same macro, so the lists cannot drift. */
+#define LUNAR_BACKEND_FIELD(op) (*op)
+typedef struct lunar_backend {
+    const char *name;
+    LUNAR_KERNEL_DECLS(LUNAR_BACKEND_FIELD, float)
+} lunar_backend;
+
+/* The backend of a device (LUNAR_CPU or a CUDA ordinal); NULL with an error
+ * when that device has none in this build. */
+const lunar_backend *lunar_backend_get(int device);
+/* The CPU reference backend (lunar_ref_*_f32), for tests and debugging. */
+const lunar_backend *lunar_backend_ref(void);
+/* Make the CPU ops use the reference kernels (1) or the fast ones (0). */
+void lunar_backend_use_ref(int on);
+
+/* out[..., N] = inp[..., K] @ weight[N, K]^T + bias[N]; bias may be NULL. */
+lunar_status lunar_op_linear_forward(lunar_tensor *out, const lunar_tensor *inp,
+                                     const lunar_tensor *weight, const lunar_tensor *bias);
+lunar_status lunar_op_linear_backward(lunar_tensor *dinp, lunar_tensor *dweight, lunar_tensor *dbias,
+                                      const lunar_tensor *dout, const lunar_tensor *inp,
+                                      const lunar_tensor *weight);
+/* inp [B, C, S1, S2] or [B, C, S1, S2, S3] -> out [B, L, C*P^k] (kernels.h). */
+lunar_status lunar_op_patchify_forward(lunar_tensor *out, const lunar_tensor *inp, int P);
+lunar_status lunar_op_patchify_backward(lunar_tensor *dinp, const lunar_tensor *dout, int P);
+/* LayerNorm over the last dim C of inp [..., C]; mean, rstd have numel M = rows. */
+lunar_status lunar_op_layernorm_forward(lunar_tensor *out, lunar_tensor *mean, lunar_tensor *rstd,
+                                        const lunar_tensor *inp, const lunar_tensor *weight,
+                                        const lunar_tensor *bias, float eps);
+lunar_status lunar_op_layernorm_backward(lunar_tensor *dinp, lunar_tensor *dweight, lunar_tensor *dbias,
+                                         const lunar_tensor *dout, const lunar_tensor *inp,
+                                         const lunar_tensor *weight, const lunar_tensor *mean,
+                                         const lunar_tensor *rstd);
+lunar_status lunar_op_gelu_forward(lunar_tensor *out, const lunar_tensor *inp);
+lunar_status lunar_op_gelu_backward(lunar_tensor *dinp, const lunar_tensor *dout, const lunar_tensor *inp);
+/* qkv [B, N, 3C] (timm: 3, H, D) -> out [B, N, C], lse [B, H, N]. */
+lunar_status lunar_op_attention_forward(lunar_tensor *out, lunar_tensor *lse, const lunar_tensor *qkv, int H);
+lunar_status lunar_op_attention_backward(lunar_tensor *dqkv, const lunar_tensor *dout, const lunar_tensor *qkv,
+                                         const lunar_tensor *out, const lunar_tensor *lse, int H);
+/* x [B, L, C], cls [.., C] (C elements), pos [.., L+1, C] -> out [B, L+1, C]. */
+lunar_status lunar_op_embed_tokens_forward(lunar_tensor *out, const lunar_tensor *x, const lunar_tensor *cls,
+                                           const lunar_tensor *pos);
+lunar_status lunar_op_embed_tokens_backward(lunar_tensor *dx, lunar_tensor *dcls, lunar_tensor *dpos,
+                                            const lunar_tensor *dout);
+lunar_status lunar_op_dropout_forward(lunar_tensor *out, const lunar_tensor *inp, float p, uint64_t seed,
+                                      uint64_t stream, uint64_t offset);
+lunar_status lunar_op_dropout_backward(lunar_tensor *dinp, const lunar_tensor *dout, float p, uint64_t seed,
+                                       uint64_t stream, uint64_t offset);
+/* logits [B, K], targets i32 [B] in [0, K) (checked); *loss = mean; losses [B] may be NULL. */
+lunar_status lunar_op_cross_entropy_forward(float *loss, lunar_tensor *losses, const lunar_tensor *logits,
+                                            const lunar_tensor *targets, float smoothing);
+lunar_status lunar_op_cross_entropy_backward(lunar_tensor *dlogits, const lunar_tensor *logits,
+                                             const lunar_tensor *targets, float smoothing, float dloss);
+lunar_status lunar_op_accuracy_count(int64_t *correct, const lunar_tensor *logits, const lunar_tensor *targets);
+/* out = a + b (same numel); x *= s. */
+lunar_status lunar_op_add(lunar_tensor *out, const lunar_tensor *a, const lunar_tensor *b);
+lunar_status lunar_op_scale(lunar_tensor *x, float s);
+lunar_status lunar_op_adamw_step(lunar_tensor *param, lunar_tensor *m, lunar_tensor *v, const lunar_tensor *grad,
+                                 float lr, float beta1, float beta2, float eps, float weight_decay, int t);
+lunar_status lunar_op_sgd_step(lunar_tensor *param, lunar_tensor *buf, const lunar_tensor *grad, float lr,
+                               float momentum, float weight_decay, int nesterov, int first);
+lunar_status lunar_op_sum_squares(double *out, const lunar_tensor *x);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,76 @@
+/*
+ * core/ops/cpu/gelu.c: exact GELU on the CPU (kernels.h), out = x Phi(x).
+ *
+ * AVX-512: Phi from erfc through the Chebyshev fit of Numerical Recipes
+ * (erfcc, 2nd ed., sec. 6.2: fractional error below 1.2e-7 everywhere):
+ *   z = |x|/sqrt(2), t = 1/(1 + z/2), erfc(z) = t exp(-z^2 + P(t)),
+ *   Phi(x) = x >= 0 ? 1 - erfc(z)/2 : erfc(z)/2,
+ * so Phi keeps its relative accuracy in the far left tail (where 1 + erf(x)
+ * would cancel). Backward adds phi(x) = exp(-x^2/2)/sqrt(2 pi).
+ * Without AVX-512: libm's erfcf and expf. Elementwise, in place allowed.
+ */
+#include <math.h>
+
+#include "lunar/kernels.h"
+#include "simd.h"
+
+#ifdef __AVX512F__
+/* Phi(x) on 16 lanes */
+static inline __m512 normal_cdf512(__m512 x) {
+    const __m512 one = _mm512_set1_ps(1.0f), half = _mm512_set1_ps(0.5f);
+    __m512 z = _mm512_mul_ps(_mm512_abs_ps(x), _mm512_set1_ps(0.70710678118654752f));
+    __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(half, z, one));
+    __m512 p = _mm512_set1_ps(0.17087277f);
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.82215223f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.48851587f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.13520398f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.27886807f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.18628806f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.09678418f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.37409196f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.00002368f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.26551223f));
+    __m512 h = _mm512_mul_ps(_mm512_mul_ps(half, t), lunar_exp512(_mm512_fnmadd_ps(z, z, p)));
+    __mmask16 pos = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
+    return _mm512_mask_sub_ps(h, pos, one, h);
+}
+#endif
+
+static inline float normal_cdf(float x) { return 0.5f * erfcf(-x * 0.70710678118654752f); }
+
+void lunar_cpu_gelu_forward(float *out, const float *inp, size_t n) {
+#ifdef __AVX512F__
+    LUNAR_OMP(omp parallel for schedule(static) if (n >= LUNAR_PAR_MIN))
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 k = lunar_mask16(n - i < 16 ? (int)(n - i) : 16);
+        __m512 x = _mm512_maskz_loadu_ps(k, inp + i);
+        _mm512_mask_storeu_ps(out + i, k, _mm512_mul_ps(x, normal_cdf512(x)));
+    }
+#else
+    LUNAR_OMP(omp parallel for schedule(static) if (n >= LUNAR_PAR_MIN))
+    for (size_t i = 0; i < n; i++) out[i] = inp[i] * normal_cdf(inp[i]);
+#endif
+}
+
+void lunar_cpu_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
+    const float inv_sqrt_2pi = 0.39894228040143268f;
+#ifdef __AVX512F__
+    LUNAR_OMP(omp parallel for schedule(static) if (n >= LUNAR_PAR_MIN))
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 k = lunar_mask16(n - i < 16 ? (int)(n - i) : 16);
+        __m512 x = _mm512_maskz_loadu_ps(k, inp + i);
+        __m512 pdf = _mm512_mul_ps(
+            _mm512_set1_ps(inv_sqrt_2pi),
+            lunar_exp512(_mm512_mul_ps(_mm512_mul_ps(x, x), _mm512_set1_ps(-0.5f))));
+        __m512 d = _mm512_fmadd_ps(x, pdf, normal_cdf512(x));
+        _mm512_mask_storeu_ps(dinp + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dout + i), d));
+    }
+#else
+    LUNAR_OMP(omp parallel for schedule(static) if (n >= LUNAR_PAR_MIN))
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float pdf = inv_sqrt_2pi * expf(-0.5f * x * x);
+        dinp[i] = dout[i] * (normal_cdf(x) + x * pdf);
+    }
+#endif
+}

@@ -1,0 +1,79 @@
+/*
+ * core/ops/cpu/simd.h: what the fast CPU kernels (core/ops/cpu/*.c) share, and
+ * nothing else includes:
+ *   LUNAR_OMP(...)   an OpenMP pragma that vanishes (without a warning) when the
+ *                    build has no OpenMP (NO_OMP=1);
+ *   lunar_exp512     exp on 16 floats (AVX-512), Cephes' expf polynomial with
+ *                    the scaling by 2^n done by vscalefps (correct underflow to 0,
+ *                    overflow to inf, NaN kept), about 1 ulp;
+ *   lunar_hsum / lunar_hmax  fixed-order horizontal reductions.
+ * Without AVX-512 (__AVX512F__ undefined) each kernel has a scalar loop with the
+ * same arithmetic, so the library builds and is correct on any x86-64 or ARM.
+ *
+ * Determinism: every kernel here partitions work with schedule(static) over a
+ * fixed number of pieces that depends on the sizes only, never on the thread
+ * count, and reduces partial sums in a fixed order. So the same inputs give
+ * bitwise the same outputs run to run, and for the non-BLAS kernels even for any
+ * thread count.
+ */
+#ifndef LUNAR_CPU_SIMD_H
+#define LUNAR_CPU_SIMD_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#define LUNAR_OMP(x) _Pragma(#x)
+static inline int lunar_omp_max_threads(void) { return omp_get_max_threads(); }
+static inline int lunar_omp_thread(void) { return omp_get_thread_num(); }
+#else
+#define LUNAR_OMP(x)
+static inline int lunar_omp_max_threads(void) { return 1; }
+static inline int lunar_omp_thread(void) { return 0; }
+#endif
+
+/* Below this many elements an elementwise loop runs on one thread: the fork
+ * costs more than the work. */
+#define LUNAR_PAR_MIN 32768
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+
+/* mask of the first n (0..16) lanes */
+static inline __mmask16 lunar_mask16(int n) {
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
+}
+
+/* exp(x) on 16 lanes: n = round(x log2 e), r = x - n ln2 (Cody-Waite split),
+ * Cephes expf polynomial, times 2^n by scalef. NaN stays NaN (min/max operand
+ * order), x <= -104 gives 0, x >= 88.8 gives inf. */
+static inline __m512 lunar_exp512(__m512 x) {
+    x = _mm512_min_ps(_mm512_set1_ps(88.8f), x);
+    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 r2 = _mm512_mul_ps(r, r);
+    p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+static inline float lunar_hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
+static inline float lunar_hmax(__m512 v) { return _mm512_reduce_max_ps(v); }
+
+/* sum of 16 float lanes in double (exact per lane, fixed order) */
+static inline double lunar_hsum_pd(__m512d a, __m512d b) {
+    return _mm512_reduce_add_pd(_mm512_add_pd(a, b));
+}
+#endif /* __AVX512F__ */
+
+#endif

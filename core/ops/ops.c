@@ -1,0 +1,404 @@
+/*
+ * core/ops/ops.c: the tensor-level op API (ops.h): checks, then dispatch to the
+ * backend of the device. The CPU backend is the fast kernels (core/ops/cpu);
+ * the reference backend the naive ones (core/ops/ref), the oracle.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "lunar/ops.h"
+
+// ----------------------------------------------------------------------------
+// backends
+
+#define ENTRY(prefix, op) .op = prefix(op)
+#define BACKEND_TABLE(nm, P)                                                                  \
+    {.name = nm, ENTRY(P, linear_forward), ENTRY(P, linear_backward),                         \
+     ENTRY(P, patchify_forward), ENTRY(P, patchify_backward), ENTRY(P, layernorm_forward),    \
+     ENTRY(P, layernorm_backward), ENTRY(P, gelu_forward), ENTRY(P, gelu_backward),           \
+     ENTRY(P, attention_forward), ENTRY(P, attention_backward),                               \
+     ENTRY(P, embed_tokens_forward), ENTRY(P, embed_tokens_backward),                         \
+     ENTRY(P, dropout_forward), ENTRY(P, dropout_backward), ENTRY(P, cross_entropy_forward),  \
+     ENTRY(P, cross_entropy_backward), ENTRY(P, add), ENTRY(P, scale), ENTRY(P, adamw_step),  \
+     ENTRY(P, sgd_step), ENTRY(P, sum_squares), ENTRY(P, accuracy_count)}
+
+static const lunar_backend cpu_backend = BACKEND_TABLE("cpu", LUNAR_CPU_KERNEL);
+static const lunar_backend ref_backend = BACKEND_TABLE("ref", LUNAR_REF_F32);
+static int use_ref;
+
+const lunar_backend *lunar_backend_get(int device) {
+    if (device == LUNAR_CPU) return use_ref ? &ref_backend : &cpu_backend;
+    lunar_error(LUNAR_ERR_DEVICE, "no backend for device cuda:%d in this build", device);
+    return NULL;
+}
+const lunar_backend *lunar_backend_ref(void) { return &ref_backend; }
+void lunar_backend_use_ref(int on) { use_ref = on; }
+
+// ----------------------------------------------------------------------------
+// checks
+
+static int check_t(const char *op, const char *arg, const lunar_tensor *t, lunar_dtype dtype) {
+    if (!t) return lunar_error(LUNAR_ERR_ARG, "%s: %s is missing", op, arg);
+    if (!t->storage) return lunar_error(LUNAR_ERR_ARG, "%s: %s was released", op, arg);
+    if (t->dtype != dtype)
+        return lunar_error(LUNAR_ERR_DTYPE, "%s: %s has dtype %s, expected %s", op, arg,
+                           lunar_dtype_name(t->dtype), lunar_dtype_name(dtype));
+    if (!lunar_tensor_is_contiguous(t))
+        return lunar_error(LUNAR_ERR_ARG, "%s: %s is not contiguous", op, arg);
+    return LUNAR_OK;
+}
+
+static int check_numel(const char *op, const char *a, const lunar_tensor *ta, int64_t want, const char *what) {
+    if (lunar_tensor_numel(ta) == want) return LUNAR_OK;
+    char s[128];
+    return lunar_error(LUNAR_ERR_SHAPE, "%s: %s %s has %lld elements, expected %lld (%s)", op, a,
+                       lunar_shape_str(ta, s, sizeof s), (long long)lunar_tensor_numel(ta),
+                       (long long)want, what);
+}
+
+static int shape_err(const char *op, const char *a, const lunar_tensor *ta, const char *b,
+                     const lunar_tensor *tb, const char *what) {
+    char s1[128], s2[128];
+    return lunar_error(LUNAR_ERR_SHAPE, "%s: %s %s and %s %s %s", op, a, lunar_shape_str(ta, s1, sizeof s1),
+                       b, lunar_shape_str(tb, s2, sizeof s2), what);
+}
+
+#define CHECK(expr) do { int rc_ = (expr); if (rc_) return (lunar_status)rc_; } while (0)
+#define T(op, name, t) CHECK(check_t(op, name, t, LUNAR_F32))
+#define T_OPT(op, name, t) do { if (t) T(op, name, t); } while (0)
+#define BACKEND(t) const lunar_backend *be = lunar_backend_get(lunar_tensor_device(t)); if (!be) return lunar_last_status()
+#define F(t) ((float *)lunar_tensor_data(t))
+#define FOPT(t) ((t) ? F(t) : NULL)
+#define LAST(t) ((t)->ndim ? (t)->shape[(t)->ndim - 1] : 1)
+
+// ----------------------------------------------------------------------------
+// ops
+
+lunar_status lunar_op_linear_forward(lunar_tensor *out, const lunar_tensor *inp,
+                                     const lunar_tensor *weight, const lunar_tensor *bias) {
+    const char *op = "linear";
+    T(op, "out", out); T(op, "inp", inp); T(op, "weight", weight); T_OPT(op, "bias", bias);
+    if (weight->ndim != 2) return shape_err(op, "inp", inp, "weight", weight, "(weight must be 2-dim [N, K])");
+    int64_t N = weight->shape[0], K = weight->shape[1];
+    if (LAST(inp) != K) return shape_err(op, "inp", inp, "weight", weight, "differ in K (the last dim of inp)");
+    int64_t M = lunar_tensor_numel(inp) / (K ? K : 1);
+    if (bias) CHECK(check_numel(op, "bias", bias, N, "N = weight rows"));
+    if (LAST(out) != N || lunar_tensor_numel(out) != M * N)
+        return shape_err(op, "out", out, "weight", weight, "do not fit (out must be [..., N])");
+    BACKEND(inp);
+    be->linear_forward(F(out), F(inp), F(weight), FOPT(bias), (int)M, (int)K, (int)N);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_linear_backward(lunar_tensor *dinp, lunar_tensor *dweight, lunar_tensor *dbias,
+                                      const lunar_tensor *dout, const lunar_tensor *inp,
+                                      const lunar_tensor *weight) {
+    const char *op = "linear_backward";
+    T_OPT(op, "dinp", dinp); T(op, "dweight", dweight); T_OPT(op, "dbias", dbias);
+    T(op, "dout", dout); T(op, "inp", inp); T(op, "weight", weight);
+    if (weight->ndim != 2) return shape_err(op, "inp", inp, "weight", weight, "(weight must be 2-dim)");
+    int64_t N = weight->shape[0], K = weight->shape[1];
+    if (LAST(inp) != K) return shape_err(op, "inp", inp, "weight", weight, "differ in K");
+    int64_t M = lunar_tensor_numel(inp) / (K ? K : 1);
+    if (LAST(dout) != N || lunar_tensor_numel(dout) != M * N)
+        return shape_err(op, "dout", dout, "weight", weight, "do not fit");
+    if (dinp) CHECK(check_numel(op, "dinp", dinp, M * K, "the size of inp"));
+    CHECK(check_numel(op, "dweight", dweight, N * K, "the size of weight"));
+    if (dbias) CHECK(check_numel(op, "dbias", dbias, N, "N"));
+    BACKEND(inp);
+    be->linear_backward(FOPT(dinp), F(dweight), FOPT(dbias), F(dout), F(inp), F(weight), (int)M, (int)K, (int)N);
+    return LUNAR_OK;
+}
+
+static int patch_geom(const char *op, const lunar_tensor *img, int P, int *S, int *k, int64_t *L, int64_t *cols) {
+    if (img->ndim != 4 && img->ndim != 5) {
+        char s[128];
+        return lunar_error(LUNAR_ERR_SHAPE, "%s: image %s must be [B, C, H, W] or [B, C, D, H, W]", op,
+                           lunar_shape_str(img, s, sizeof s));
+    }
+    if (P <= 0) return lunar_error(LUNAR_ERR_ARG, "%s: patch size %d must be positive", op, P);
+    *k = img->ndim - 2;
+    *L = 1;
+    *cols = img->shape[1];
+    for (int i = 0; i < *k; i++) {
+        S[i] = (int)img->shape[2 + i];
+        if (S[i] % P) {
+            char s[128];
+            return lunar_error(LUNAR_ERR_SHAPE, "%s: image %s: size %d of spatial dim %d is not a multiple "
+                               "of the patch size %d", op, lunar_shape_str(img, s, sizeof s), S[i], i, P);
+        }
+        *L *= S[i] / P;
+        *cols *= P;
+    }
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_patchify_forward(lunar_tensor *out, const lunar_tensor *inp, int P) {
+    const char *op = "patchify";
+    T(op, "out", out); T(op, "inp", inp);
+    int S[3], k; int64_t L, cols;
+    CHECK(patch_geom(op, inp, P, S, &k, &L, &cols));
+    CHECK(check_numel(op, "out", out, inp->shape[0] * L * cols, "[B, patches, C*P^k]"));
+    BACKEND(inp);
+    be->patchify_forward(F(out), F(inp), (int)inp->shape[0], (int)inp->shape[1], k, S, P);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_patchify_backward(lunar_tensor *dinp, const lunar_tensor *dout, int P) {
+    const char *op = "patchify_backward";
+    T(op, "dinp", dinp); T(op, "dout", dout);
+    int S[3], k; int64_t L, cols;
+    CHECK(patch_geom(op, dinp, P, S, &k, &L, &cols));
+    CHECK(check_numel(op, "dout", dout, dinp->shape[0] * L * cols, "[B, patches, C*P^k]"));
+    BACKEND(dinp);
+    be->patchify_backward(F(dinp), F(dout), (int)dinp->shape[0], (int)dinp->shape[1], k, S, P);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_layernorm_forward(lunar_tensor *out, lunar_tensor *mean, lunar_tensor *rstd,
+                                        const lunar_tensor *inp, const lunar_tensor *weight,
+                                        const lunar_tensor *bias, float eps) {
+    const char *op = "layernorm";
+    T(op, "out", out); T(op, "mean", mean); T(op, "rstd", rstd); T(op, "inp", inp);
+    T(op, "weight", weight); T(op, "bias", bias);
+    int64_t C = LAST(inp), M = lunar_tensor_numel(inp) / (C ? C : 1);
+    if (lunar_tensor_numel(weight) != C) return shape_err(op, "inp", inp, "weight", weight, "differ in C");
+    CHECK(check_numel(op, "bias", bias, C, "C"));
+    CHECK(check_numel(op, "out", out, M * C, "the size of inp"));
+    CHECK(check_numel(op, "mean", mean, M, "rows of inp"));
+    CHECK(check_numel(op, "rstd", rstd, M, "rows of inp"));
+    BACKEND(inp);
+    be->layernorm_forward(F(out), F(mean), F(rstd), F(inp), F(weight), F(bias), (int)M, (int)C, eps);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_layernorm_backward(lunar_tensor *dinp, lunar_tensor *dweight, lunar_tensor *dbias,
+                                         const lunar_tensor *dout, const lunar_tensor *inp,
+                                         const lunar_tensor *weight, const lunar_tensor *mean,
+                                         const lunar_tensor *rstd) {
+    const char *op = "layernorm_backward";
+    T(op, "dinp", dinp); T(op, "dweight", dweight); T(op, "dbias", dbias); T(op, "dout", dout);
+    T(op, "inp", inp); T(op, "weight", weight); T(op, "mean", mean); T(op, "rstd", rstd);
+    int64_t C = LAST(inp), M = lunar_tensor_numel(inp) / (C ? C : 1);
+    if (lunar_tensor_numel(weight) != C) return shape_err(op, "inp", inp, "weight", weight, "differ in C");
+    CHECK(check_numel(op, "dout", dout, M * C, "the size of inp"));
+    CHECK(check_numel(op, "dinp", dinp, M * C, "the size of inp"));
+    CHECK(check_numel(op, "dweight", dweight, C, "C"));
+    CHECK(check_numel(op, "dbias", dbias, C, "C"));
+    CHECK(check_numel(op, "mean", mean, M, "rows"));
+    CHECK(check_numel(op, "rstd", rstd, M, "rows"));
+    BACKEND(inp);
+    be->layernorm_backward(F(dinp), F(dweight), F(dbias), F(dout), F(inp), F(weight), F(mean), F(rstd),
+                           (int)M, (int)C);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_gelu_forward(lunar_tensor *out, const lunar_tensor *inp) {
+    T("gelu", "out", out); T("gelu", "inp", inp);
+    CHECK(check_numel("gelu", "out", out, lunar_tensor_numel(inp), "the size of inp"));
+    BACKEND(inp);
+    be->gelu_forward(F(out), F(inp), (size_t)lunar_tensor_numel(inp));
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_gelu_backward(lunar_tensor *dinp, const lunar_tensor *dout, const lunar_tensor *inp) {
+    const char *op = "gelu_backward";
+    T(op, "dinp", dinp); T(op, "dout", dout); T(op, "inp", inp);
+    int64_t n = lunar_tensor_numel(inp);
+    CHECK(check_numel(op, "dout", dout, n, "the size of inp"));
+    CHECK(check_numel(op, "dinp", dinp, n, "the size of inp"));
+    BACKEND(inp);
+    be->gelu_backward(F(dinp), F(dout), F(inp), (size_t)n);
+    return LUNAR_OK;
+}
+
+static int attn_geom(const char *op, const lunar_tensor *qkv, int H, int *B, int *N, int *D) {
+    char s[128];
+    if (qkv->ndim != 3 || qkv->shape[2] % 3)
+        return lunar_error(LUNAR_ERR_SHAPE, "%s: qkv %s must be [B, N, 3*C]", op, lunar_shape_str(qkv, s, sizeof s));
+    int64_t C = qkv->shape[2] / 3;
+    if (H <= 0 || C % H)
+        return lunar_error(LUNAR_ERR_SHAPE, "%s: width C = %lld of qkv %s is not divisible by %d heads", op,
+                           (long long)C, lunar_shape_str(qkv, s, sizeof s), H);
+    *B = (int)qkv->shape[0]; *N = (int)qkv->shape[1]; *D = (int)(C / H);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_attention_forward(lunar_tensor *out, lunar_tensor *lse, const lunar_tensor *qkv, int H) {
+    const char *op = "attention";
+    T(op, "out", out); T(op, "lse", lse); T(op, "qkv", qkv);
+    int B, N, D;
+    CHECK(attn_geom(op, qkv, H, &B, &N, &D));
+    CHECK(check_numel(op, "out", out, (int64_t)B * N * H * D, "[B, N, C]"));
+    CHECK(check_numel(op, "lse", lse, (int64_t)B * H * N, "[B, H, N]"));
+    BACKEND(qkv);
+    be->attention_forward(F(out), F(lse), F(qkv), B, N, H, D);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_attention_backward(lunar_tensor *dqkv, const lunar_tensor *dout, const lunar_tensor *qkv,
+                                         const lunar_tensor *out, const lunar_tensor *lse, int H) {
+    const char *op = "attention_backward";
+    T(op, "dqkv", dqkv); T(op, "dout", dout); T(op, "qkv", qkv); T(op, "out", out); T(op, "lse", lse);
+    int B, N, D;
+    CHECK(attn_geom(op, qkv, H, &B, &N, &D));
+    CHECK(check_numel(op, "dqkv", dqkv, lunar_tensor_numel(qkv), "the size of qkv"));
+    CHECK(check_numel(op, "dout", dout, (int64_t)B * N * H * D, "[B, N, C]"));
+    CHECK(check_numel(op, "out", out, (int64_t)B * N * H * D, "[B, N, C]"));
+    CHECK(check_numel(op, "lse", lse, (int64_t)B * H * N, "[B, H, N]"));
+    BACKEND(qkv);
+    be->attention_backward(F(dqkv), F(dout), F(qkv), F(out), F(lse), B, N, H, D);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_embed_tokens_forward(lunar_tensor *out, const lunar_tensor *x, const lunar_tensor *cls,
+                                           const lunar_tensor *pos) {
+    const char *op = "embed_tokens";
+    T(op, "out", out); T(op, "x", x); T(op, "cls", cls); T(op, "pos", pos);
+    char s[128];
+    if (x->ndim != 3) return lunar_error(LUNAR_ERR_SHAPE, "%s: x %s must be [B, L, C]", op, lunar_shape_str(x, s, sizeof s));
+    int64_t B = x->shape[0], L = x->shape[1], C = x->shape[2];
+    CHECK(check_numel(op, "cls_token", cls, C, "C"));
+    if (lunar_tensor_numel(pos) != (L + 1) * C)
+        return shape_err(op, "patches", x, "pos_embed", pos, "do not fit (pos_embed must be [1, L+1, C])");
+    CHECK(check_numel(op, "out", out, B * (L + 1) * C, "[B, L+1, C]"));
+    BACKEND(x);
+    be->embed_tokens_forward(F(out), F(x), F(cls), F(pos), (int)B, (int)L, (int)C);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_embed_tokens_backward(lunar_tensor *dx, lunar_tensor *dcls, lunar_tensor *dpos,
+                                            const lunar_tensor *dout) {
+    const char *op = "embed_tokens_backward";
+    T_OPT(op, "dx", dx); T(op, "dcls", dcls); T(op, "dpos", dpos); T(op, "dout", dout);
+    char s[128];
+    if (dout->ndim != 3) return lunar_error(LUNAR_ERR_SHAPE, "%s: dout %s must be [B, L+1, C]", op, lunar_shape_str(dout, s, sizeof s));
+    int64_t B = dout->shape[0], L = dout->shape[1] - 1, C = dout->shape[2];
+    if (dx) CHECK(check_numel(op, "dx", dx, B * L * C, "[B, L, C]"));
+    CHECK(check_numel(op, "dcls", dcls, C, "C"));
+    CHECK(check_numel(op, "dpos", dpos, (L + 1) * C, "[L+1, C]"));
+    BACKEND(dout);
+    be->embed_tokens_backward(FOPT(dx), F(dcls), F(dpos), F(dout), (int)B, (int)L, (int)C);
+    return LUNAR_OK;
+}
+
+static int check_p(const char *op, float p) {
+    if (!(p >= 0.0f && p < 1.0f)) return lunar_error(LUNAR_ERR_ARG, "%s: probability %g not in [0, 1)", op, p);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_dropout_forward(lunar_tensor *out, const lunar_tensor *inp, float p, uint64_t seed,
+                                      uint64_t stream, uint64_t offset) {
+    T("dropout", "out", out); T("dropout", "inp", inp); CHECK(check_p("dropout", p));
+    CHECK(check_numel("dropout", "out", out, lunar_tensor_numel(inp), "the size of inp"));
+    BACKEND(inp);
+    be->dropout_forward(F(out), F(inp), (size_t)lunar_tensor_numel(inp), p, seed, stream, offset);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_dropout_backward(lunar_tensor *dinp, const lunar_tensor *dout, float p, uint64_t seed,
+                                       uint64_t stream, uint64_t offset) {
+    T("dropout_backward", "dinp", dinp); T("dropout_backward", "dout", dout); CHECK(check_p("dropout", p));
+    CHECK(check_numel("dropout_backward", "dinp", dinp, lunar_tensor_numel(dout), "the size of dout"));
+    BACKEND(dout);
+    be->dropout_backward(F(dinp), F(dout), (size_t)lunar_tensor_numel(dout), p, seed, stream, offset);
+    return LUNAR_OK;
+}
+
+static int ce_geom(const char *op, const lunar_tensor *logits, const lunar_tensor *targets, int *B, int *K) {
+    T(op, "logits", logits);
+    CHECK(check_t(op, "targets", targets, LUNAR_I32));
+    char s[128];
+    if (logits->ndim != 2) return lunar_error(LUNAR_ERR_SHAPE, "%s: logits %s must be [B, K]", op, lunar_shape_str(logits, s, sizeof s));
+    *B = (int)logits->shape[0]; *K = (int)logits->shape[1];
+    CHECK(check_numel(op, "targets", targets, *B, "B = rows of logits"));
+    const int32_t *t = lunar_tensor_data(targets);
+    for (int b = 0; b < *B; b++)
+        if (t[b] < 0 || t[b] >= *K)
+            return lunar_error(LUNAR_ERR_ARG, "%s: target %d of row %d is not a class in [0, %d)", op, t[b], b, *K);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_cross_entropy_forward(float *loss, lunar_tensor *losses, const lunar_tensor *logits,
+                                            const lunar_tensor *targets, float smoothing) {
+    const char *op = "cross_entropy";
+    int B, K;
+    CHECK(ce_geom(op, logits, targets, &B, &K));
+    T_OPT(op, "losses", losses);
+    if (losses) CHECK(check_numel(op, "losses", losses, B, "B"));
+    if (!(smoothing >= 0 && smoothing <= 1)) return lunar_error(LUNAR_ERR_ARG, "%s: label smoothing %g not in [0, 1]", op, smoothing);
+    BACKEND(logits);
+    be->cross_entropy_forward(loss, FOPT(losses), F(logits), lunar_tensor_data(targets), B, K, smoothing);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_cross_entropy_backward(lunar_tensor *dlogits, const lunar_tensor *logits,
+                                             const lunar_tensor *targets, float smoothing, float dloss) {
+    const char *op = "cross_entropy_backward";
+    int B, K;
+    CHECK(ce_geom(op, logits, targets, &B, &K));
+    T(op, "dlogits", dlogits);
+    CHECK(check_numel(op, "dlogits", dlogits, (int64_t)B * K, "[B, K]"));
+    BACKEND(logits);
+    be->cross_entropy_backward(F(dlogits), F(logits), lunar_tensor_data(targets), B, K, smoothing, dloss);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_accuracy_count(int64_t *correct, const lunar_tensor *logits, const lunar_tensor *targets) {
+    int B, K;
+    CHECK(ce_geom("accuracy", logits, targets, &B, &K));
+    BACKEND(logits);
+    *correct = be->accuracy_count(F(logits), lunar_tensor_data(targets), B, K);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_add(lunar_tensor *out, const lunar_tensor *a, const lunar_tensor *b) {
+    T("add", "out", out); T("add", "a", a); T("add", "b", b);
+    int64_t n = lunar_tensor_numel(a);
+    if (lunar_tensor_numel(b) != n) return shape_err("add", "a", a, "b", b, "differ in size");
+    CHECK(check_numel("add", "out", out, n, "the size of a"));
+    BACKEND(a);
+    be->add(F(out), F(a), F(b), (size_t)n);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_scale(lunar_tensor *x, float s) {
+    T("scale", "x", x);
+    BACKEND(x);
+    be->scale(F(x), (size_t)lunar_tensor_numel(x), s);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_adamw_step(lunar_tensor *param, lunar_tensor *m, lunar_tensor *v, const lunar_tensor *grad,
+                                 float lr, float beta1, float beta2, float eps, float weight_decay, int t) {
+    const char *op = "adamw";
+    T(op, "param", param); T(op, "exp_avg", m); T(op, "exp_avg_sq", v); T(op, "grad", grad);
+    int64_t n = lunar_tensor_numel(param);
+    CHECK(check_numel(op, "grad", grad, n, "the size of param"));
+    CHECK(check_numel(op, "exp_avg", m, n, "the size of param"));
+    CHECK(check_numel(op, "exp_avg_sq", v, n, "the size of param"));
+    if (t < 1) return lunar_error(LUNAR_ERR_ARG, "%s: step %d must be >= 1", op, t);
+    BACKEND(param);
+    be->adamw_step(F(param), F(m), F(v), F(grad), (size_t)n, lr, beta1, beta2, eps, weight_decay, t);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_sgd_step(lunar_tensor *param, lunar_tensor *buf, const lunar_tensor *grad, float lr,
+                               float momentum, float weight_decay, int nesterov, int first) {
+    const char *op = "sgd";
+    T(op, "param", param); T(op, "grad", grad); T_OPT(op, "momentum_buffer", buf);
+    int64_t n = lunar_tensor_numel(param);
+    CHECK(check_numel(op, "grad", grad, n, "the size of param"));
+    if (momentum != 0 && !buf) return lunar_error(LUNAR_ERR_ARG, "%s: momentum %g needs a momentum buffer", op, momentum);
+    if (buf) CHECK(check_numel(op, "momentum_buffer", buf, n, "the size of param"));
+    BACKEND(param);
+    be->sgd_step(F(param), FOPT(buf), F(grad), (size_t)n, lr, momentum, weight_decay, nesterov, first);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_sum_squares(double *out, const lunar_tensor *x) {
+    T("sum_squares", "x", x);
+    BACKEND(x);
+    *out = be->sum_squares(F(x), (size_t)lunar_tensor_numel(x));
+    return LUNAR_OK;
+}

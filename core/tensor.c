@@ -1,0 +1,443 @@
+/*
+ * core/tensor.c: tensors over refcounted storage (tensor.h), in the manner of
+ * Torch7's TH: a header (dtype, shape, strides, offset) points at a storage
+ * that views share. Element-wise copies handle any strides and convert dtypes.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lunar/tensor.h"
+
+static const struct { const char *name, *st; size_t size; } dtypes[LUNAR_NUM_DTYPES] = {
+    [LUNAR_F32] = {"f32", "F32", 4},  [LUNAR_BF16] = {"bf16", "BF16", 2},
+    [LUNAR_F16] = {"f16", "F16", 2},  [LUNAR_I32] = {"i32", "I32", 4},
+    [LUNAR_I64] = {"i64", "I64", 8},  [LUNAR_U8] = {"u8", "U8", 1},
+    [LUNAR_F64] = {"f64", "F64", 8},
+};
+
+size_t lunar_dtype_size(lunar_dtype d) { return (unsigned)d < LUNAR_NUM_DTYPES ? dtypes[d].size : 0; }
+const char *lunar_dtype_name(lunar_dtype d) { return (unsigned)d < LUNAR_NUM_DTYPES ? dtypes[d].name : "?"; }
+const char *lunar_dtype_st_name(lunar_dtype d) { return (unsigned)d < LUNAR_NUM_DTYPES ? dtypes[d].st : "?"; }
+
+int lunar_dtype_from_name(const char *name) {
+    for (int i = 0; i < LUNAR_NUM_DTYPES; i++)
+        if (!strcmp(name, dtypes[i].name) || !strcmp(name, dtypes[i].st)) return i;
+    if (!strcmp(name, "float32") || !strcmp(name, "float")) return LUNAR_F32;
+    if (!strcmp(name, "bfloat16")) return LUNAR_BF16;
+    if (!strcmp(name, "int32")) return LUNAR_I32;
+    if (!strcmp(name, "int64")) return LUNAR_I64;
+    if (!strcmp(name, "float64") || !strcmp(name, "double")) return LUNAR_F64;
+    return -1;
+}
+
+// ----------------------------------------------------------------------------
+// bf16 / f16 conversions
+
+uint16_t lunar_f32_to_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);                                            /* nearest even */
+    return (uint16_t)(u >> 16);
+}
+
+float lunar_bf16_to_f32(uint16_t x) {
+    uint32_t u = (uint32_t)x << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t lunar_f32_to_f16(float x) {
+#if defined(__F16C__) || defined(__FLT16_MAX__)
+    _Float16 h = (_Float16)x;
+    uint16_t u;
+    memcpy(&u, &h, 2);
+    return u;
+#else
+    /* portable round-to-nearest-even conversion */
+    uint32_t f; memcpy(&f, &x, 4);
+    uint32_t sign = (f >> 16) & 0x8000u;
+    int32_t exp = (int32_t)((f >> 23) & 0xff) - 127 + 15;
+    uint32_t mant = f & 0x7fffffu;
+    if (((f >> 23) & 0xff) == 0xff) return (uint16_t)(sign | 0x7c00u | (mant ? 0x200u : 0));
+    if (exp >= 31) return (uint16_t)(sign | 0x7c00u);
+    if (exp <= 0) {
+        if (exp < -10) return (uint16_t)sign;
+        mant |= 0x800000u;
+        uint32_t shift = (uint32_t)(14 - exp);
+        uint32_t h = mant >> shift, rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (h & 1))) h++;
+        return (uint16_t)(sign | h);
+    }
+    uint32_t h = ((uint32_t)exp << 10) | (mant >> 13), rem = mant & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++;
+    return (uint16_t)(sign | h);
+#endif
+}
+
+float lunar_f16_to_f32(uint16_t x) {
+#if defined(__F16C__) || defined(__FLT16_MAX__)
+    _Float16 h;
+    memcpy(&h, &x, 2);
+    return (float)h;
+#else
+    uint32_t sign = (uint32_t)(x & 0x8000u) << 16, exp = (x >> 10) & 0x1f, mant = x & 0x3ffu, f;
+    if (exp == 0) {
+        if (!mant) f = sign;
+        else { exp = 127 - 15 + 1; while (!(mant & 0x400u)) { mant <<= 1; exp--; }
+               f = sign | (exp << 23) | ((mant & 0x3ffu) << 13); }
+    } else if (exp == 31) f = sign | 0x7f800000u | (mant << 13);
+    else f = sign | ((exp - 15 + 127) << 23) | (mant << 13);
+    float r; memcpy(&r, &f, 4); return r;
+#endif
+}
+
+// ----------------------------------------------------------------------------
+// construction
+
+static int check_shape(int ndim, const int64_t *shape, int64_t *numel) {
+    if (ndim < 0 || ndim > LUNAR_MAX_DIMS)
+        return lunar_error(LUNAR_ERR_ARG, "tensor: %d dims (at most %d)", ndim, LUNAR_MAX_DIMS);
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0) return lunar_error(LUNAR_ERR_ARG, "tensor: negative size %lld in dim %d",
+                                             (long long)shape[i], i);
+        if (shape[i] && n > INT64_MAX / 16 / shape[i])
+            return lunar_error(LUNAR_ERR_ARG, "tensor: size overflows");
+        n *= shape[i];
+    }
+    *numel = n;
+    return LUNAR_OK;
+}
+
+static void set_contiguous_strides(lunar_tensor *t) {
+    int64_t s = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) { t->stride[i] = s; s *= t->shape[i]; }
+}
+
+static lunar_tensor *header(lunar_dtype dtype, int ndim, const int64_t *shape) {
+    lunar_tensor *t = calloc(1, sizeof *t);
+    if (!t) { lunar_error(LUNAR_ERR_OOM, "tensor: out of memory for a header"); return NULL; }
+    t->dtype = dtype;
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    set_contiguous_strides(t);
+    return t;
+}
+
+lunar_tensor *lunar_tensor_new(lunar_dtype dtype, int ndim, const int64_t *shape, int device) {
+    int64_t numel;
+    if ((unsigned)dtype >= LUNAR_NUM_DTYPES) { lunar_error(LUNAR_ERR_DTYPE, "tensor: bad dtype %d", dtype); return NULL; }
+    if (check_shape(ndim, shape, &numel)) return NULL;
+    size_t nbytes = (size_t)numel * lunar_dtype_size(dtype);
+    void *data = lunar_alloc(device, nbytes);
+    if (!data) return NULL;
+    lunar_storage *s = malloc(sizeof *s);
+    lunar_tensor *t = header(dtype, ndim, shape);
+    if (!s || !t) { free(s); free(t); lunar_free(device, data, nbytes); return NULL; }
+    *s = (lunar_storage){.data = data, .nbytes = nbytes, .device = device, .refcount = 1};
+    t->storage = s;
+    return t;
+}
+
+lunar_tensor *lunar_tensor_zeros(lunar_dtype dtype, int ndim, const int64_t *shape, int device) {
+    lunar_tensor *t = lunar_tensor_new(dtype, ndim, shape, device);
+    if (t) memset(t->storage->data, 0, t->storage->nbytes);
+    return t;
+}
+
+lunar_tensor *lunar_tensor_from_data(void *data, lunar_dtype dtype, int ndim, const int64_t *shape) {
+    int64_t numel;
+    if (check_shape(ndim, shape, &numel)) return NULL;
+    lunar_storage *s = malloc(sizeof *s);
+    lunar_tensor *t = header(dtype, ndim, shape);
+    if (!s || !t) { free(s); free(t); return NULL; }
+    *s = (lunar_storage){.data = data, .nbytes = (size_t)numel * lunar_dtype_size(dtype),
+                         .device = LUNAR_CPU, .refcount = 1, .external = 1};
+    t->storage = s;
+    return t;
+}
+
+static void storage_decref(lunar_storage *s) {
+    if (!s || --s->refcount > 0) return;
+    if (!s->external) lunar_free(s->device, s->data, s->nbytes);
+    free(s);
+}
+
+void lunar_tensor_release(lunar_tensor *t) {
+    if (!t) return;
+    storage_decref(t->storage);
+    t->storage = NULL;
+}
+
+void lunar_tensor_free(lunar_tensor *t) {
+    if (!t) return;
+    lunar_tensor_release(t);
+    free(t);
+}
+
+lunar_tensor *lunar_tensor_view(const lunar_tensor *t) {
+    if (!t->storage) { lunar_error(LUNAR_ERR_ARG, "tensor: use of a released tensor"); return NULL; }
+    lunar_tensor *v = malloc(sizeof *v);
+    if (!v) { lunar_error(LUNAR_ERR_OOM, "tensor: out of memory for a header"); return NULL; }
+    *v = *t;
+    v->storage->refcount++;
+    return v;
+}
+
+// ----------------------------------------------------------------------------
+// views
+
+static int norm_dim(const lunar_tensor *t, int dim, const char *op) {
+    int d = dim < 0 ? dim + t->ndim : dim;
+    if (d < 0 || d >= t->ndim) {
+        lunar_error(LUNAR_ERR_ARG, "%s: dim %d out of range for a %d-dim tensor", op, dim, t->ndim);
+        return -1;
+    }
+    return d;
+}
+
+lunar_tensor *lunar_tensor_narrow(const lunar_tensor *t, int dim, int64_t start, int64_t length) {
+    int d = norm_dim(t, dim, "narrow");
+    if (d < 0) return NULL;
+    if (start < 0 || length < 0 || start + length > t->shape[d]) {
+        lunar_error(LUNAR_ERR_ARG, "narrow: [%lld, %lld) out of range for size %lld in dim %d",
+                    (long long)start, (long long)(start + length), (long long)t->shape[d], d);
+        return NULL;
+    }
+    lunar_tensor *v = lunar_tensor_view(t);
+    if (!v) return NULL;
+    v->offset += start * t->stride[d];
+    v->shape[d] = length;
+    return v;
+}
+
+lunar_tensor *lunar_tensor_select(const lunar_tensor *t, int dim, int64_t index) {
+    int d = norm_dim(t, dim, "select");
+    if (d < 0) return NULL;
+    if (index < 0 || index >= t->shape[d]) {
+        lunar_error(LUNAR_ERR_ARG, "select: index %lld out of range for size %lld in dim %d",
+                    (long long)index, (long long)t->shape[d], d);
+        return NULL;
+    }
+    lunar_tensor *v = lunar_tensor_view(t);
+    if (!v) return NULL;
+    v->offset += index * t->stride[d];
+    for (int i = d; i < t->ndim - 1; i++) { v->shape[i] = t->shape[i + 1]; v->stride[i] = t->stride[i + 1]; }
+    v->ndim--;
+    return v;
+}
+
+lunar_tensor *lunar_tensor_transpose(const lunar_tensor *t, int dim0, int dim1) {
+    int a = norm_dim(t, dim0, "transpose"), b = norm_dim(t, dim1, "transpose");
+    if (a < 0 || b < 0) return NULL;
+    lunar_tensor *v = lunar_tensor_view(t);
+    if (!v) return NULL;
+    v->shape[a] = t->shape[b]; v->shape[b] = t->shape[a];
+    v->stride[a] = t->stride[b]; v->stride[b] = t->stride[a];
+    return v;
+}
+
+lunar_tensor *lunar_tensor_permute(const lunar_tensor *t, const int *dims) {
+    int seen[LUNAR_MAX_DIMS] = {0};
+    for (int i = 0; i < t->ndim; i++) {
+        int d = norm_dim(t, dims[i], "permute");
+        if (d < 0) return NULL;
+        if (seen[d]++) { lunar_error(LUNAR_ERR_ARG, "permute: dim %d repeated", d); return NULL; }
+    }
+    lunar_tensor *v = lunar_tensor_view(t);
+    if (!v) return NULL;
+    for (int i = 0; i < t->ndim; i++) {
+        int d = norm_dim(t, dims[i], "permute");
+        v->shape[i] = t->shape[d];
+        v->stride[i] = t->stride[d];
+    }
+    return v;
+}
+
+lunar_tensor *lunar_tensor_reshape(const lunar_tensor *t, int ndim, const int64_t *shape) {
+    int64_t numel = lunar_tensor_numel(t), known = 1, s[LUNAR_MAX_DIMS];
+    int infer = -1;
+    if (ndim < 0 || ndim > LUNAR_MAX_DIMS) { lunar_error(LUNAR_ERR_ARG, "reshape: %d dims", ndim); return NULL; }
+    for (int i = 0; i < ndim; i++) {
+        s[i] = shape[i];
+        if (s[i] == -1) {
+            if (infer >= 0) { lunar_error(LUNAR_ERR_ARG, "reshape: more than one -1"); return NULL; }
+            infer = i;
+        } else known *= s[i];
+    }
+    if (infer >= 0 && known > 0 && numel % known == 0) s[infer] = numel / known;
+    else if (infer >= 0) known = -1;
+    int64_t total = 1;
+    for (int i = 0; i < ndim; i++) total *= s[i];
+    char buf[128];
+    if (known < 0 || total != numel) {
+        lunar_error(LUNAR_ERR_SHAPE, "reshape: cannot view %s (%lld elements) with the given shape",
+                    lunar_shape_str(t, buf, sizeof buf), (long long)numel);
+        return NULL;
+    }
+    if (!lunar_tensor_is_contiguous(t)) {
+        lunar_error(LUNAR_ERR_ARG, "reshape: tensor %s is not contiguous (call contiguous() first)",
+                    lunar_shape_str(t, buf, sizeof buf));
+        return NULL;
+    }
+    lunar_tensor *v = lunar_tensor_view(t);
+    if (!v) return NULL;
+    v->ndim = ndim;
+    for (int i = 0; i < ndim; i++) v->shape[i] = s[i];
+    set_contiguous_strides(v);
+    return v;
+}
+
+// ----------------------------------------------------------------------------
+// queries
+
+int64_t lunar_tensor_numel(const lunar_tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+size_t lunar_tensor_nbytes(const lunar_tensor *t) {
+    return (size_t)lunar_tensor_numel(t) * lunar_dtype_size(t->dtype);
+}
+
+int lunar_tensor_is_contiguous(const lunar_tensor *t) {
+    int64_t s = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        if (t->shape[i] != 1 && t->stride[i] != s) return 0;
+        s *= t->shape[i];
+    }
+    return 1;
+}
+
+int lunar_tensor_device(const lunar_tensor *t) { return t->storage ? t->storage->device : LUNAR_CPU; }
+
+void *lunar_tensor_data(const lunar_tensor *t) {
+    if (!t->storage) return NULL;
+    return (char *)t->storage->data + t->offset * (int64_t)lunar_dtype_size(t->dtype);
+}
+
+char *lunar_shape_str(const lunar_tensor *t, char *buf, size_t n) {
+    size_t k = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < t->ndim && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, i ? ", %lld" : "%lld", (long long)t->shape[i]);
+    if (k < n) snprintf(buf + k, n - k, "]");
+    return buf;
+}
+
+// ----------------------------------------------------------------------------
+// element access and copies
+
+static inline double load(const void *base, lunar_dtype d, int64_t i) {
+    switch (d) {
+    case LUNAR_F32: return ((const float *)base)[i];
+    case LUNAR_BF16: return lunar_bf16_to_f32(((const uint16_t *)base)[i]);
+    case LUNAR_F16: return lunar_f16_to_f32(((const uint16_t *)base)[i]);
+    case LUNAR_I32: return ((const int32_t *)base)[i];
+    case LUNAR_I64: return (double)((const int64_t *)base)[i];
+    case LUNAR_U8: return ((const uint8_t *)base)[i];
+    case LUNAR_F64: return ((const double *)base)[i];
+    default: return 0;
+    }
+}
+
+static inline void store(void *base, lunar_dtype d, int64_t i, double v) {
+    switch (d) {
+    case LUNAR_F32: ((float *)base)[i] = (float)v; break;
+    case LUNAR_BF16: ((uint16_t *)base)[i] = lunar_f32_to_bf16((float)v); break;
+    case LUNAR_F16: ((uint16_t *)base)[i] = lunar_f32_to_f16((float)v); break;
+    case LUNAR_I32: ((int32_t *)base)[i] = (int32_t)v; break;
+    case LUNAR_I64: ((int64_t *)base)[i] = (int64_t)v; break;
+    case LUNAR_U8: ((uint8_t *)base)[i] = (uint8_t)v; break;
+    case LUNAR_F64: ((double *)base)[i] = v; break;
+    default: break;
+    }
+}
+
+/* Element offset (in elements, relative to the storage) of flat index i. */
+static inline int64_t elem_offset(const lunar_tensor *t, int64_t i) {
+    int64_t off = t->offset;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        int64_t idx = i % t->shape[d];
+        i /= t->shape[d];
+        off += idx * t->stride[d];
+    }
+    return off;
+}
+
+double lunar_tensor_get(const lunar_tensor *t, int64_t index) {
+    if (!t->storage || index < 0 || index >= lunar_tensor_numel(t)) return NAN;
+    return load(t->storage->data, t->dtype, elem_offset(t, index));
+}
+
+lunar_status lunar_tensor_set(lunar_tensor *t, int64_t index, double value) {
+    if (!t->storage) return lunar_error(LUNAR_ERR_ARG, "set: use of a released tensor");
+    if (index < 0 || index >= lunar_tensor_numel(t))
+        return lunar_error(LUNAR_ERR_ARG, "set: index %lld out of range (%lld elements)",
+                           (long long)index, (long long)lunar_tensor_numel(t));
+    store(t->storage->data, t->dtype, elem_offset(t, index), value);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_tensor_copy(lunar_tensor *dst, const lunar_tensor *src) {
+    char a[128], b[128];
+    if (!dst->storage || !src->storage) return lunar_error(LUNAR_ERR_ARG, "copy: use of a released tensor");
+    int same = dst->ndim == src->ndim;
+    for (int i = 0; same && i < dst->ndim; i++) same = dst->shape[i] == src->shape[i];
+    if (!same)
+        return lunar_error(LUNAR_ERR_SHAPE, "copy: destination %s and source %s differ in shape",
+                           lunar_shape_str(dst, a, sizeof a), lunar_shape_str(src, b, sizeof b));
+    int64_t n = lunar_tensor_numel(dst);
+    if (dst->dtype == src->dtype && lunar_tensor_is_contiguous(dst) && lunar_tensor_is_contiguous(src)) {
+        memmove(lunar_tensor_data(dst), lunar_tensor_data(src), (size_t)n * lunar_dtype_size(dst->dtype));
+        return LUNAR_OK;
+    }
+    void *db = dst->storage->data;
+    const void *sb = src->storage->data;
+    if (dst->dtype == LUNAR_F32 && src->dtype == LUNAR_F32 && dst->ndim > 0) {
+        /* strided f32 copy, row by row of the last dim */
+        int last = dst->ndim - 1;
+        int64_t rows = n / (dst->shape[last] ? dst->shape[last] : 1), len = dst->shape[last];
+        int64_t ds = dst->stride[last], ss = src->stride[last];
+#pragma omp parallel for schedule(static) if (n > 1 << 16)
+        for (int64_t r = 0; r < rows; r++) {
+            float *dp = (float *)db + elem_offset(dst, r * len);
+            const float *sp = (const float *)sb + elem_offset(src, r * len);
+            for (int64_t j = 0; j < len; j++) dp[j * ds] = sp[j * ss];
+        }
+        return LUNAR_OK;
+    }
+#pragma omp parallel for schedule(static) if (n > 1 << 16)
+    for (int64_t i = 0; i < n; i++)
+        store(db, dst->dtype, elem_offset(dst, i), load(sb, src->dtype, elem_offset(src, i)));
+    return LUNAR_OK;
+}
+
+lunar_status lunar_tensor_fill(lunar_tensor *t, double value) {
+    if (!t->storage) return lunar_error(LUNAR_ERR_ARG, "fill: use of a released tensor");
+    int64_t n = lunar_tensor_numel(t);
+    if (t->dtype == LUNAR_F32 && lunar_tensor_is_contiguous(t)) {
+        float *p = lunar_tensor_data(t), v = (float)value;
+        for (int64_t i = 0; i < n; i++) p[i] = v;
+        return LUNAR_OK;
+    }
+    for (int64_t i = 0; i < n; i++) store(t->storage->data, t->dtype, elem_offset(t, i), value);
+    return LUNAR_OK;
+}
+
+lunar_tensor *lunar_tensor_contiguous(const lunar_tensor *t) {
+    if (!t->storage) { lunar_error(LUNAR_ERR_ARG, "contiguous: use of a released tensor"); return NULL; }
+    if (lunar_tensor_is_contiguous(t)) return lunar_tensor_view(t);
+    return lunar_tensor_to_dtype(t, t->dtype);
+}
+
+lunar_tensor *lunar_tensor_to_dtype(const lunar_tensor *t, lunar_dtype dtype) {
+    lunar_tensor *out = lunar_tensor_new(dtype, t->ndim, t->shape, lunar_tensor_device(t));
+    if (!out) return NULL;
+    if (lunar_tensor_copy(out, t)) { lunar_tensor_free(out); return NULL; }
+    return out;
+}

@@ -1,0 +1,100 @@
+-- examples/train_with_engine.lua: train a ViT with the low-level engine loop
+-- (Colossal-AI's engine: zero_grad, forward, criterion, backward, step).
+--
+--   build/lunar examples/train_with_engine.lua --config configs/vit_fmnist.lua [key=value ...]
+--   make run [ARGS='NUM_EPOCHS=2']
+--
+-- Reports the loss every LOG_EVERY steps (a progress bar on a terminal), the
+-- test accuracy after each epoch ("test accuracy"), and writes one JSON line
+-- per step and per evaluation to METRICS_FILE.
+local config = require('lunar.config')
+local nn = require('lunar.nn')
+local optim = require('lunar.optim')
+local schedule = require('lunar.schedule')
+local data = require('lunar.data')
+local models = require('lunar.models')
+local engine_mod = require('lunar.engine')
+local log = require('lunar.log')
+
+local cfg = config.load(lunar.args.config, lunar.args.overrides)
+if cfg.NUM_THREADS and cfg.NUM_THREADS > 0 then lunar.set_num_threads(cfg.NUM_THREADS) end
+
+-- data
+local train_ds, test_ds = data.datasets(cfg)
+local train_loader = data.loader(train_ds, cfg, {train = true})
+local test_loader = data.loader(test_ds, cfg, {train = false, batch_size = 500})
+local steps_per_epoch = train_loader:num_batches()
+local total_steps = steps_per_epoch * cfg.NUM_EPOCHS
+if cfg.MAX_STEPS > 0 then total_steps = math.min(total_steps, cfg.MAX_STEPS) end
+
+-- model, loss, optimizer, schedule
+local model = nn.materialize(models.vit(cfg), cfg.SEED)
+local params = model:parameters()
+local num_params = model:num_parameters()
+local criterion = nn.CrossEntropy{label_smoothing = cfg.LABEL_SMOOTHING}
+local optimizer
+if cfg.OPTIMIZER == 'sgd' then
+  optimizer = optim.SGD(params, {lr = cfg.LEARNING_RATE, momentum = cfg.MOMENTUM, weight_decay = cfg.WEIGHT_DECAY})
+else
+  optimizer = optim.AdamW(params, {lr = cfg.LEARNING_RATE, betas = {cfg.BETA1, cfg.BETA2}, eps = cfg.EPS,
+    weight_decay = cfg.WEIGHT_DECAY})
+end
+-- the schedule spans the whole run (NUM_EPOCHS), so MAX_STEPS only cuts it short
+local lr_scheduler = schedule.warmup_cosine{base_lr = cfg.LEARNING_RATE, min_lr = cfg.MIN_LR,
+  warmup_steps = math.floor(cfg.WARMUP_EPOCHS * steps_per_epoch + 0.5),
+  total_steps = steps_per_epoch * cfg.NUM_EPOCHS}
+
+local engine = engine_mod.initialize{model = model, optimizer = optimizer, criterion = criterion,
+  lr_scheduler = lr_scheduler, clip_grad_norm = cfg.clip_grad_norm}
+
+local flops_per_image = models.vit_train_flops_per_image(cfg, num_params)
+log.info('lunar %s: ViT %d params, %d tokens, %d steps/epoch, %d epochs, batch %d, %d threads',
+  lunar.version, num_params, model.num_tokens, steps_per_epoch, cfg.NUM_EPOCHS, cfg.BATCH_SIZE, lunar.num_threads())
+
+local metrics = log.metrics(cfg.METRICS_FILE)
+local step = 0
+for epoch = 0, cfg.NUM_EPOCHS - 1 do
+  if step >= total_steps then break end
+  engine:train()
+  train_loader:set_epoch(epoch)
+  local bar = log.progress(math.min(steps_per_epoch, total_steps - step), string.format('epoch %d', epoch + 1))
+  local t_epoch, images_epoch, t_last, images_last = lunar.clock(), 0, lunar.clock(), 0
+  local i = 0
+  while step < total_steps do
+    local t0 = lunar.clock()
+    local x, y = train_loader:next()
+    if not x then break end
+    engine:zero_grad()
+    local logits = engine(x)
+    local loss = engine:criterion(logits, y)
+    engine:backward(loss)
+    local lr = engine:step()
+    local dt = lunar.clock() - t0
+    local n = y:numel()
+    x:free(); y:free(); logits:free()
+    step, i = step + 1, i + 1
+    images_epoch, images_last = images_epoch + n, images_last + n
+    metrics:write{step = step, epoch = epoch + 1, loss = loss, lr = lr, images_per_s = n / dt}
+    bar:update(i, string.format('loss %.4f lr %.2e', loss, lr))
+    if not bar.active and (step % cfg.LOG_EVERY == 0 or step == total_steps) then
+      local now = lunar.clock()
+      local ips = images_last / (now - t_last)
+      log.info('epoch %d step %d/%d loss %.4f lr %.3e %.1f img/s %.1f GFLOP/s', epoch + 1, step, total_steps,
+        loss, lr, ips, ips * flops_per_image / 1e9)
+      t_last, images_last = now, 0
+    end
+  end
+  bar:finish()
+  local train_time = lunar.clock() - t_epoch
+  if cfg.EVAL_EVERY_EPOCH then
+    local t_eval = lunar.clock()
+    local acc, correct, total = engine:evaluate(test_loader, 0)
+    log.info('epoch %d: test accuracy %.2f%% (%d/%d), train %.1f s (%.1f img/s), eval %.1f s', epoch + 1,
+      100 * acc, correct, total, train_time, images_epoch / train_time, lunar.clock() - t_eval)
+    metrics:write{epoch = epoch + 1, step = step, test_accuracy = acc, train_seconds = train_time,
+      images_per_s = images_epoch / train_time}
+  end
+end
+local mem = lunar.memory()
+log.info('peak memory: %.1f MiB in tensors, %.1f MiB resident', mem.peak_bytes / 2^20, mem.peak_rss_bytes / 2^20)
+metrics:close()

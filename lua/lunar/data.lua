@@ -1,0 +1,70 @@
+--- lunar.data: datasets by name, and loaders configured from a config.
+--
+--   train_ds, test_ds = data.datasets(cfg)      by cfg.DATASET
+--   loader = data.loader(ds, cfg, {train=true, rank=, num_shards=})
+--
+-- Datasets: 'fashion_mnist' (IDX files of Debian's dataset-fashion-mnist in
+-- cfg.DATA_DIR), 'cifar10' (binary batches in cfg.DATA_DIR), 'synthetic'
+-- (cfg.NUM_SAMPLES learnable 2D or 3D images of IMG_SIZE, IN_CHANS channels).
+local C = lunar.data
+
+local data = {}
+
+-- Per-channel mean and std of the training sets (torchvision's Normalize).
+data.stats = {
+  fashion_mnist = {mean = {0.2860}, std = {0.3530}},
+  cifar10 = {mean = {0.4914, 0.4822, 0.4465}, std = {0.2470, 0.2435, 0.2616}},
+}
+
+local function join(dir, name) return (dir:sub(-1) == '/' and dir or dir .. '/') .. name end
+
+--- The Fashion-MNIST split ('train' or 't10k') from dir.
+function data.fashion_mnist(dir, split)
+  return C.load_idx(join(dir, split .. '-images-idx3-ubyte.gz'), join(dir, split .. '-labels-idx1-ubyte.gz'))
+end
+
+--- Train and test datasets named by cfg.DATASET; checks they match the model's
+-- IMG_SIZE, IN_CHANS and NUM_CLASSES.
+function data.datasets(cfg)
+  local train, test
+  if cfg.DATASET == 'fashion_mnist' then
+    train, test = data.fashion_mnist(cfg.DATA_DIR, 'train'), data.fashion_mnist(cfg.DATA_DIR, 't10k')
+  elseif cfg.DATASET == 'cifar10' then
+    local files = {}
+    for i = 1, 5 do files[i] = join(cfg.DATA_DIR, 'data_batch_' .. i .. '.bin') end
+    train, test = C.load_cifar10(files), C.load_cifar10({join(cfg.DATA_DIR, 'test_batch.bin')})
+  elseif cfg.DATASET == 'synthetic' then
+    local size = {}
+    for i = 1, cfg.IMG_DIMS do size[i] = cfg.IMG_SIZE end
+    train = C.synthetic(cfg.NUM_SAMPLES, cfg.IN_CHANS, cfg.IMG_DIMS, size, cfg.NUM_CLASSES, cfg.SEED)
+    test = C.synthetic(math.max(cfg.NUM_SAMPLES // 4, cfg.NUM_CLASSES), cfg.IN_CHANS, cfg.IMG_DIMS, size,
+      cfg.NUM_CLASSES, cfg.SEED + 1)
+  else
+    error('data: unknown DATASET ' .. tostring(cfg.DATASET), 0)
+  end
+  local shape = train:shape()
+  if shape[1] ~= cfg.IN_CHANS or shape[2] ~= cfg.IMG_SIZE then
+    error(string.format('data: %s images are %d x %d with %d channels, but the config says IMG_SIZE=%d, IN_CHANS=%d',
+      cfg.DATASET, shape[2], shape[3] or shape[2], shape[1], cfg.IMG_SIZE, cfg.IN_CHANS), 0)
+  end
+  if train:num_classes() > cfg.NUM_CLASSES then
+    error(string.format('data: %s has %d classes but NUM_CLASSES=%d', cfg.DATASET, train:num_classes(),
+      cfg.NUM_CLASSES), 0)
+  end
+  return train, test
+end
+
+--- A loader over ds configured from cfg: BATCH_SIZE, SEED, PREFETCH and the
+-- dataset's normalization; opts.train shuffles and drops the last partial
+-- batch; opts.rank / opts.num_shards shard by data-parallel rank.
+function data.loader(ds, cfg, opts)
+  opts = opts or {}
+  local st = data.stats[cfg.DATASET] or {}
+  return C.loader(ds, {
+    batch_size = opts.batch_size or cfg.BATCH_SIZE, shuffle = opts.train ~= false,
+    seed = cfg.SEED, drop_last = opts.train ~= false, rank = opts.rank or 0,
+    num_shards = opts.num_shards or 1, mean = st.mean, std = st.std, prefetch = cfg.PREFETCH,
+  })
+end
+
+return data

@@ -1,0 +1,49 @@
+--- lunar.nn.Block: a pre-norm transformer block (timm's Block):
+--   x = x + attn(norm1(x));  x = x + mlp(norm2(x)).
+local class = require('lunar.class')
+local Module = require('lunar.nn.Module')
+local LayerNorm = require('lunar.nn.LayerNorm')
+local Attention = require('lunar.nn.Attention')
+local MLP = require('lunar.nn.MLP')
+local ops = lunar.ops
+
+local Block = class('Block', Module)
+
+--- @param opts {dim=, num_heads=, mlp_ratio=4, eps=1e-6, drop=0, seed=}
+function Block:__init(opts)
+  Module.__init(self)
+  local dim = opts.dim
+  self:add('norm1', LayerNorm(dim, opts.eps))
+  self:add('attn', Attention(dim, opts.num_heads, {proj_drop = opts.drop, seed = opts.seed}))
+  self:add('norm2', LayerNorm(dim, opts.eps))
+  self:add('mlp', MLP(dim, math.floor(dim * (opts.mlp_ratio or 4) + 0.5), {drop = opts.drop, seed = opts.seed}))
+end
+
+--- x [B, N, C] -> [B, N, C].
+function Block:forward(x)
+  local h1, cn1 = self.norm1:forward(x)
+  local a, ca = self.attn:forward(h1)
+  local x1 = ops.add_(a, x)            -- a is a fresh tensor: reuse it for the sum
+  local h2, cn2 = self.norm2:forward(x1)
+  local m, cm = self.mlp:forward(h2)
+  local x2 = ops.add_(m, x1)
+  return x2, {cn1 = cn1, ca = ca, cn2 = cn2, cm = cm, h1 = h1, h2 = h2, x1 = x1}
+end
+
+function Block:backward(ctx, dy)
+  local dh2 = self.mlp:backward(ctx.cm, dy)
+  ctx.h2:free()
+  local dx1 = self.norm2:backward(ctx.cn2, dh2)
+  dh2:free()
+  ops.add_(dx1, dy)                    -- the residual path
+  local dh1 = self.attn:backward(ctx.ca, dx1)
+  ctx.h1:free()
+  local dx = self.norm1:backward(ctx.cn1, dh1)
+  dh1:free()
+  ops.add_(dx, dx1)
+  dx1:free()
+  ctx.x1:free()
+  return dx
+end
+
+return Block

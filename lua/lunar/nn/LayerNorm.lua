@@ -1,0 +1,33 @@
+--- lunar.nn.LayerNorm over the last dim (Ba, Kiros, Hinton 2016; PyTorch's
+-- nn.LayerNorm with elementwise affine). timm's ViT uses eps = 1e-6.
+local class = require('lunar.class')
+local Module = require('lunar.nn.Module')
+local ops = lunar.ops
+
+local LayerNorm = class('LayerNorm', Module)
+
+function LayerNorm:__init(dim, eps)
+  Module.__init(self)
+  self.dim, self.eps = dim, eps or 1e-6
+  self:param('weight', {dim}, {kind = 'ones'})
+  self:param('bias', {dim}, {kind = 'zeros'})
+end
+
+function LayerNorm:extra_repr() return string.format('%d, eps=%g', self.dim, self.eps) end
+
+--- x [..., C] -> y [..., C]; ctx keeps x, mean, rstd.
+function LayerNorm:forward(x)
+  local shape = x:shape()
+  if shape[#shape] ~= self.dim then self:shape_error('normalized dim', shape, {'*', self.dim}) end
+  local y, mean, rstd = ops.layernorm(x, self.weight, self.bias, self.eps)
+  return y, {x = x, mean = mean, rstd = rstd}
+end
+
+function LayerNorm:backward(ctx, dy)
+  local dx = ops.layernorm_backward(dy, ctx.x, self.weight, ctx.mean, ctx.rstd, self.grad_weight, self.grad_bias)
+  ctx.mean:free(); ctx.rstd:free()
+  ctx.x, ctx.mean, ctx.rstd = nil, nil, nil
+  return dx
+end
+
+return LayerNorm

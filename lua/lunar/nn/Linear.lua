@@ -1,0 +1,40 @@
+--- lunar.nn.Linear: y[..., out] = x[..., in] @ weight[out, in]^T + bias[out].
+-- timm/PyTorch layout and init (trunc_normal std 0.02 in [-2, 2], zero bias:
+-- timm's init_weights_vit_timm).
+local class = require('lunar.class')
+local Module = require('lunar.nn.Module')
+local ops = lunar.ops
+
+local Linear = class('Linear', Module)
+
+--- @param in_features integer K
+-- @param out_features integer N
+-- @param opts {bias=true, init={kind=..., std=...}, bias_init=...}
+function Linear:__init(in_features, out_features, opts)
+  Module.__init(self)
+  opts = opts or {}
+  self.in_features, self.out_features = in_features, out_features
+  self:param('weight', {out_features, in_features}, opts.init or {kind = 'trunc_normal', std = 0.02, a = -2, b = 2})
+  self.has_bias = opts.bias ~= false
+  if self.has_bias then self:param('bias', {out_features}, opts.bias_init or {kind = 'zeros'}) end
+end
+
+function Linear:extra_repr() return string.format('%d -> %d', self.in_features, self.out_features) end
+
+--- x [..., in] -> y [..., out]; ctx keeps x.
+function Linear:forward(x)
+  local shape = x:shape()
+  if shape[#shape] ~= self.in_features then
+    self:shape_error('input features', shape, {'*', self.in_features})
+  end
+  return ops.linear(x, self.weight, self.bias), {x = x}
+end
+
+--- Accumulates dweight, dbias; returns dx (nil when need_dx is false).
+function Linear:backward(ctx, dy, need_dx)
+  local dx = ops.linear_backward(dy, ctx.x, self.weight, self.grad_weight, self.grad_bias, need_dx ~= false)
+  ctx.x = nil
+  return dx
+end
+
+return Linear

@@ -1,0 +1,42 @@
+--- lunar.nn.MLP: fc1 -> exact GELU -> fc2 (timm's Mlp; Hendrycks & Gimpel 2016
+-- for GELU), with optional dropout after fc2 (timm's drop).
+local class = require('lunar.class')
+local Module = require('lunar.nn.Module')
+local Linear = require('lunar.nn.Linear')
+local Dropout = require('lunar.nn.Dropout')
+local ops = lunar.ops
+
+local MLP = class('MLP', Module)
+
+function MLP:__init(dim, hidden, opts)
+  opts = opts or {}
+  Module.__init(self)
+  self.dim, self.hidden = dim, hidden
+  self:add('fc1', Linear(dim, hidden))
+  self:add('fc2', Linear(hidden, dim))
+  self.drop = Dropout(opts.drop or 0, opts.seed)
+end
+
+function MLP:extra_repr() return string.format('%d -> %d -> %d', self.dim, self.hidden, self.dim) end
+
+--- x [..., dim] -> y [..., dim].
+function MLP:forward(x)
+  local h, c1 = self.fc1:forward(x)
+  local a = ops.gelu(h)
+  local y, c2 = self.fc2:forward(a)
+  self.drop.path = self.path .. '.drop'
+  local yd, cd = self.drop:forward(y)
+  return yd, {c1 = c1, h = h, c2 = c2, cd = cd}
+end
+
+function MLP:backward(ctx, dy)
+  dy = self.drop:backward(ctx.cd, dy)
+  local da = self.fc2:backward(ctx.c2, dy)
+  local dh = ops.gelu_backward(da, ctx.h)
+  da:free(); ctx.h:free()
+  local dx = self.fc1:backward(ctx.c1, dh)
+  dh:free()
+  return dx
+end
+
+return MLP

@@ -1,0 +1,130 @@
+--- lunar.nn.Module: the base of every module (torch/nn lineage, DESIGN.md).
+--
+-- A module's `forward(x)` returns its output and a context `ctx` holding what
+-- backward needs; `backward(ctx, dy)` returns the input gradient and
+-- ACCUMULATES parameter gradients into the module's grad views (torch/nn's
+-- accGradParameters), then frees the tensors the context held. Nothing about
+-- one call is stored on the module, so a pipeline may keep many contexts in
+-- flight.
+--
+-- Parameters are declared at construction with `self:param(name, shape, init)`
+-- and receive storage when the root module is materialized
+-- (`lunar.nn.materialize(model, seed)`): one flat buffer for all weights and one
+-- for all gradients, each parameter a view into them (llm.c's
+-- malloc_and_point_parameters, nn's getParameters). Initialization draws from
+-- the Philox stream named by the parameter's full name, so weights depend only
+-- on the seed and the name, never on the parallel layout.
+local class = require('lunar.class')
+
+local Module = class('Module')
+
+--- Initializes the bookkeeping of a module; subclasses call it first.
+function Module:__init()
+  self._params = {}      -- list of {name=, shape=, init=, no_weight_decay=}
+  self._children = {}    -- list of {name=, module=}
+  self.training = true
+  self.path = ''
+end
+
+--- Declares a parameter.
+-- @param name local name (timm's: 'weight', 'bias', 'cls_token', ...)
+-- @param shape table of sizes
+-- @param init {kind='trunc_normal'|'normal'|'uniform'|'zeros'|'ones', std=, a=, b=, low=, high=}
+-- @param opts {no_weight_decay=bool}
+function Module:param(name, shape, init, opts)
+  local p = {name = name, shape = shape, init = init, no_weight_decay = opts and opts.no_weight_decay}
+  table.insert(self._params, p)
+  return p
+end
+
+--- Registers a child module under `name` (so its parameters are named name.<...>).
+function Module:add(name, module)
+  table.insert(self._children, {name = name, module = module})
+  self[name] = module
+  return module
+end
+
+--- Visits this module and every descendant, depth first: fn(module, path).
+function Module:apply(fn, path)
+  path = path or ''
+  fn(self, path)
+  for _, c in ipairs(self._children) do
+    c.module:apply(fn, path == '' and c.name or (path .. '.' .. c.name))
+  end
+end
+
+--- The parameters in declaration order, each {name=full name, param=tensor,
+-- grad=tensor, shape=, no_weight_decay=, module=}. Tensors exist after
+-- materialize.
+function Module:parameters()
+  local out = {}
+  self:apply(function(m, path)
+    for _, p in ipairs(m._params) do
+      table.insert(out, {
+        name = path == '' and p.name or (path .. '.' .. p.name),
+        param = m[p.name], grad = m['grad_' .. p.name], shape = p.shape, init = p.init,
+        no_weight_decay = p.no_weight_decay or #p.shape <= 1, module = m, local_name = p.name,
+      })
+    end
+  end)
+  return out
+end
+
+--- Number of parameter elements (no allocation needed).
+function Module:num_parameters()
+  local n = 0
+  for _, p in ipairs(self:parameters()) do
+    local k = 1
+    for _, s in ipairs(p.shape) do k = k * s end
+    n = n + k
+  end
+  return n
+end
+
+--- Sets every parameter gradient to zero (one memset of the flat buffer when
+-- materialized).
+function Module:zero_grad()
+  if self._flat_grad then self._flat_grad:zero_() return end
+  for _, p in ipairs(self:parameters()) do if p.grad then p.grad:zero_() end end
+end
+
+--- Training mode (dropout active) for this module and its descendants.
+function Module:train(on)
+  if on == nil then on = true end
+  self:apply(function(m) m.training = on end)
+  return self
+end
+
+--- Evaluation mode.
+function Module:evaluate() return self:train(false) end
+
+--- The parameters as a name -> tensor table (timm names).
+function Module:state_dict()
+  local sd = {}
+  for _, p in ipairs(self:parameters()) do sd[p.name] = p.param end
+  return sd
+end
+
+--- Raises an error that names this module's path and the shapes involved.
+function Module:shape_error(what, got, expected)
+  local function s(t)
+    if type(t) == 'table' then return '[' .. table.concat(t, ', ') .. ']' end
+    return tostring(t)
+  end
+  error(string.format('%s (%s): %s: expected %s, got %s', self.path ~= '' and self.path or '<root>',
+    self.__name or 'Module', what, s(expected), s(got)), 3)
+end
+
+function Module:__tostring()
+  local lines = {}
+  local function rec(m, name, indent)
+    local extra = m.extra_repr and m:extra_repr() or ''
+    table.insert(lines, string.rep('  ', indent) .. (name ~= '' and (name .. ': ') or '') ..
+      (m.__name or 'Module') .. (extra ~= '' and ('(' .. extra .. ')') or ''))
+    for _, c in ipairs(m._children) do rec(c.module, c.name, indent + 1) end
+  end
+  rec(self, '', 0)
+  return table.concat(lines, '\n')
+end
+
+return Module

@@ -1,0 +1,62 @@
+--- lunar.nn: modules with explicit forward/backward (DESIGN.md) and
+-- materialize, which gives a model's parameters their storage and values.
+local nn = {
+  Module = require('lunar.nn.Module'),
+  Linear = require('lunar.nn.Linear'),
+  LayerNorm = require('lunar.nn.LayerNorm'),
+  PatchEmbed = require('lunar.nn.PatchEmbed'),
+  Dropout = require('lunar.nn.Dropout'),
+  Attention = require('lunar.nn.Attention'),
+  MLP = require('lunar.nn.MLP'),
+  Block = require('lunar.nn.Block'),
+  ViT = require('lunar.nn.ViT'),
+  CrossEntropy = require('lunar.nn.CrossEntropy'),
+}
+
+local function numel(shape)
+  local n = 1
+  for _, s in ipairs(shape) do n = n * s end
+  return n
+end
+
+--- Initializes one parameter tensor by its rule, from the Philox stream
+-- named by its full name: the value depends only on (seed, name).
+function nn.init_param(t, init, seed, name)
+  local k = init.kind
+  if k == 'zeros' then t:zero_()
+  elseif k == 'ones' then t:fill_(1)
+  elseif k == 'normal' then t:normal_(seed, name, init.mean or 0, init.std or 1)
+  elseif k == 'uniform' then t:uniform_(seed, name, init.low or 0, init.high or 1)
+  elseif k == 'trunc_normal' then
+    t:trunc_normal_(seed, name, init.mean or 0, init.std or 1, init.a or -2, init.b or 2)
+  else error('init_param: unknown init kind ' .. tostring(k) .. ' for ' .. name) end
+end
+
+--- Allocates one flat f32 buffer for every parameter of `model` and one for
+-- their gradients (zeroed), points each parameter (module[name]) and its
+-- gradient (module['grad_' .. name]) at a view, sets each module's path, and
+-- initializes the weights from `seed`. Returns the model.
+-- @param model a Module tree
+-- @param seed integer
+function nn.materialize(model, seed)
+  model:apply(function(m, path) m.path = path end)
+  local params = model:parameters()
+  local total = 0
+  for _, p in ipairs(params) do total = total + numel(p.shape) end
+  local flat = lunar.empty({math.max(total, 1)})
+  local flat_grad = lunar.zeros({math.max(total, 1)})
+  local off = 1
+  for _, p in ipairs(params) do
+    local n = numel(p.shape)
+    local w = flat:narrow(1, off, n):view(p.shape)
+    local g = flat_grad:narrow(1, off, n):view(p.shape)
+    p.module[p.local_name] = w
+    p.module['grad_' .. p.local_name] = g
+    nn.init_param(w, p.init, seed or 0, p.name)
+    off = off + n
+  end
+  model._flat, model._flat_grad = flat, flat_grad
+  return model
+end
+
+return nn

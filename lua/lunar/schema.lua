@@ -1,0 +1,284 @@
+--- Every Lunar config key: its type, default and a one-line doc.
+--
+-- The vocabulary is Colossal-AI's: hyperparameters in CAPS (`BATCH_SIZE` per
+-- data-parallel rank, `LEARNING_RATE`, `NUM_EPOCHS`, ...) and lowercase feature
+-- settings read by the framework (`parallel`, `gradient_accumulation`,
+-- `clip_grad_norm`, `precision`, `device`).
+--
+-- An entry is a table with fields:
+--   type      'integer' | 'number' | 'string' | 'boolean' | 'table'
+--   default   the default value (nil: the key is optional and may stay unset;
+--             for a dict the default is built from its fields' defaults)
+--   doc       one line of documentation
+--   enum      optional list of the allowed values
+--   min, max  optional inclusive bounds (numbers; for a list, of every item);
+--             min_exclusive / max_exclusive make a bound strict
+--   fields    for a dict ('table' with named fields): name -> entry
+--   items     for a list ('table' of values): the type of every item
+--   check     optional function(value) -> nil or a text saying what is wrong
+--   derive    optional function(cfg) -> value, used by config.load when the key
+--             is still unset after the files and the command line
+--
+-- This module is data plus accessors; config.lua does the loading and checking.
+-- @module lunar.schema
+local schema = {}
+
+local function E(t) return t end
+
+--- Top-level entries, in documentation order (`schema.keys()` sorts them).
+local TOP = {
+  -- model (ViT)
+  { 'IMG_SIZE', E{ type = 'integer', default = 28, min = 1,
+      doc = 'input image side in pixels (square, or cubic when IMG_DIMS = 3)' } },
+  { 'IN_CHANS', E{ type = 'integer', default = 1, min = 1,
+      doc = 'input channels (1 for Fashion-MNIST, 3 for CIFAR-10)' } },
+  { 'PATCH_SIZE', E{ type = 'integer', default = 4, min = 1,
+      doc = 'patch side in pixels; IMG_SIZE should be a multiple of it' } },
+  { 'HIDDEN_SIZE', E{ type = 'integer', default = 192, min = 1,
+      doc = 'transformer width (embedding dimension)' } },
+  { 'DEPTH', E{ type = 'integer', default = 6, min = 1,
+      doc = 'number of transformer blocks' } },
+  { 'NUM_HEADS', E{ type = 'integer', default = 3, min = 1,
+      doc = 'attention heads per block; HIDDEN_SIZE should be a multiple of it' } },
+  { 'MLP_RATIO', E{ type = 'number', default = 4, min = 0, min_exclusive = true,
+      doc = 'MLP hidden size as a multiple of HIDDEN_SIZE' } },
+  { 'NUM_CLASSES', E{ type = 'integer', default = 10, min = 1,
+      doc = 'classifier outputs' } },
+  { 'DROPOUT', E{ type = 'number', default = 0.0, min = 0, max = 1, max_exclusive = true,
+      doc = 'dropout probability in the MLP and after attention' } },
+  { 'LABEL_SMOOTHING', E{ type = 'number', default = 0.0, min = 0, max = 1,
+      doc = 'label smoothing of the cross-entropy loss' } },
+  { 'IMG_DIMS', E{ type = 'integer', default = 2, enum = { 2, 3 },
+      doc = 'spatial dimensions of an image: 2 (images) or 3 (volumes)' } },
+  { 'SEQ_LENGTH', E{ type = 'integer', default = nil, min = 1,
+      derive = function(c)
+        local n = c.IMG_SIZE // c.PATCH_SIZE
+        local s = 1
+        for _ = 1, c.IMG_DIMS do s = s * n end
+        return s + 1
+      end,
+      doc = 'tokens per image incl. the class token; unset: (IMG_SIZE // PATCH_SIZE)^IMG_DIMS + 1' } },
+
+  -- optimization
+  { 'BATCH_SIZE', E{ type = 'integer', default = 128, min = 1,
+      doc = 'samples per step per data-parallel rank (global batch = BATCH_SIZE * data)' } },
+  { 'LEARNING_RATE', E{ type = 'number', default = 2e-3, min = 0,
+      doc = 'peak learning rate' } },
+  { 'WEIGHT_DECAY', E{ type = 'number', default = 0.05, min = 0,
+      doc = 'decoupled weight decay (AdamW) or L2 penalty (SGD)' } },
+  { 'NUM_EPOCHS', E{ type = 'integer', default = 1, min = 0,
+      doc = 'training epochs' } },
+  { 'WARMUP_EPOCHS', E{ type = 'number', default = 0.1, min = 0,
+      doc = 'linear warmup length in epochs (may be fractional)' } },
+  { 'MIN_LR', E{ type = 'number', default = 0.0, min = 0,
+      doc = 'learning rate at the end of the cosine decay' } },
+  { 'OPTIMIZER', E{ type = 'string', default = 'adamw', enum = { 'adamw', 'sgd' },
+      doc = 'optimizer' } },
+  { 'BETA1', E{ type = 'number', default = 0.9, min = 0, max = 1, max_exclusive = true,
+      doc = 'AdamW first-moment decay' } },
+  { 'BETA2', E{ type = 'number', default = 0.999, min = 0, max = 1, max_exclusive = true,
+      doc = 'AdamW second-moment decay' } },
+  { 'EPS', E{ type = 'number', default = 1e-8, min = 0,
+      doc = 'AdamW denominator epsilon' } },
+  { 'MOMENTUM', E{ type = 'number', default = 0.9, min = 0, max = 1,
+      doc = 'SGD momentum' } },
+  { 'NUM_MICRO_BATCHES', E{ type = 'integer', default = 1, min = 1,
+      doc = 'micro-batches per step in the pipeline schedule (BATCH_SIZE is split into them)' } },
+  { 'gradient_accumulation', E{ type = 'integer', default = 1, min = 1,
+      doc = 'steps whose gradients are summed before one optimizer update' } },
+  { 'clip_grad_norm', E{ type = 'number', default = 0.0, min = 0,
+      doc = 'clip the global gradient norm to this value (0 = off)' } },
+  { 'precision', E{ type = 'string', default = 'fp32', enum = { 'fp32', 'bf16' },
+      doc = 'compute precision (bf16: bf16 compute, fp32 master weights)' } },
+
+  -- run
+  { 'SEED', E{ type = 'integer', default = 42,
+      doc = 'seed of parameter init, data shuffling and dropout' } },
+  { 'MAX_STEPS', E{ type = 'integer', default = 0, min = 0,
+      doc = 'stop after this many optimizer steps (0 = no limit)' } },
+  { 'LOG_EVERY', E{ type = 'integer', default = 50, min = 1,
+      doc = 'log training metrics every N steps' } },
+  { 'METRICS_FILE', E{ type = 'string', default = 'metrics.jsonl',
+      doc = "JSON-lines file the metrics are appended to ('' = none)" } },
+  { 'EVAL_EVERY_EPOCH', E{ type = 'boolean', default = true,
+      doc = 'evaluate on the test split after every epoch' } },
+  { 'device', E{ type = 'string', default = 'cpu',
+      check = function(v)
+        if v == 'cpu' or v == 'cuda' or v:match('^cuda:%d+$') then return nil end
+        return "must be 'cpu', 'cuda' or 'cuda:N'"
+      end,
+      doc = "where tensors live: 'cpu', 'cuda' (the rank's local GPU) or 'cuda:N'" } },
+  { 'NUM_THREADS', E{ type = 'integer', default = 0, min = 0,
+      doc = 'CPU threads per rank (0 = OpenMP default)' } },
+
+  -- data
+  { 'DATASET', E{ type = 'string', default = 'fashion_mnist',
+      enum = { 'fashion_mnist', 'cifar10', 'synthetic' },
+      doc = 'training data' } },
+  { 'DATA_DIR', E{ type = 'string', default = '/usr/share/datasets/fashion-mnist',
+      doc = 'directory holding the dataset files' } },
+  { 'NUM_SAMPLES', E{ type = 'integer', default = 1024, min = 1,
+      doc = 'size of the synthetic dataset' } },
+  { 'PREFETCH', E{ type = 'boolean', default = true,
+      doc = 'load the next batch on a background thread' } },
+
+  -- checkpoints
+  { 'CHECKPOINT_DIR', E{ type = 'string', default = '',
+      doc = "directory of sharded checkpoints ('' = no checkpoints)" } },
+  { 'SAVE_EVERY', E{ type = 'integer', default = 0, min = 0,
+      doc = 'save a checkpoint every N epochs (0 = only at the end, if CHECKPOINT_DIR is set)' } },
+  { 'RESUME', E{ type = 'string', default = '',
+      doc = "checkpoint to resume from ('' = start fresh)" } },
+
+  -- parallelism (Colossal-AI's parallel dict)
+  { 'parallel', E{ type = 'table',
+      doc = 'the parallel layout: world size = data * pipeline * tensor',
+      fields = {
+        { 'data', E{ type = 'integer', default = 0, min = 0,
+            doc = 'data-parallel size (0 = derived: world size / (pipeline * tensor))' } },
+        { 'pipeline', E{ type = 'integer', default = 1, min = 1,
+            doc = 'pipeline-parallel size (number of stages)' } },
+        { 'tensor', E{ type = 'table',
+            doc = 'tensor parallelism',
+            fields = {
+              { 'mode', E{ type = 'string', default = 'none', enum = { '1d', 'none' },
+                  doc = "tensor-parallel mode: '1d' (Megatron column/row) or 'none' (nil also means none)" } },
+              { 'size', E{ type = 'integer', default = 1, min = 1,
+                  doc = 'tensor-parallel size' } },
+            } } },
+        { 'sequence_parallel', E{ type = 'boolean', default = false,
+            doc = 'shard LayerNorm/dropout activations along the sequence (needs tensor mode 1d)' } },
+        { 'pipeline_schedule', E{ type = 'string', default = '1f1b', enum = { 'gpipe', '1f1b' },
+            doc = 'pipeline schedule' } },
+        { 'pipeline_split', E{ type = 'table', items = 'integer', default = nil, min = 0,
+            doc = 'blocks per pipeline stage, e.g. {3, 3} (nil = even split)' } },
+      } } },
+}
+
+--- Turns a list of {name, entry} pairs into a map, recursively, recording each
+-- entry's dotted key and, for dicts, the default built from the fields.
+local function build(list, prefix)
+  local map = {}
+  for _, pair in ipairs(list) do
+    local name, e = pair[1], pair[2]
+    e.name = name
+    e.key = prefix .. name
+    if e.fields then
+      e.fields = build(e.fields, e.key .. '.')
+    end
+    map[name] = e
+  end
+  return map
+end
+
+--- The root pseudo-entry: a dict whose fields are the top-level keys.
+-- Internal and read-only: config.lua walks it. Use `schema.get` elsewhere.
+schema.root = { type = 'table', key = '', name = '', fields = build(TOP, '') }
+
+local function deep_copy(v)
+  if type(v) ~= 'table' then return v end
+  local t = {}
+  for k, x in pairs(v) do t[k] = deep_copy(x) end
+  return t
+end
+schema.deep_copy = deep_copy
+
+local function is_dict(e) return e.type == 'table' and e.fields ~= nil end
+schema.is_dict = is_dict
+
+--- The default value of an entry (a fresh copy; for a dict, built from its fields).
+local function default_of(e)
+  if is_dict(e) then
+    local t = {}
+    for name, f in pairs(e.fields) do t[name] = default_of(f) end
+    return t
+  end
+  return deep_copy(e.default)
+end
+schema.default_of = default_of
+
+local function sorted_names(map)
+  local names = {}
+  for name in pairs(map) do names[#names + 1] = name end
+  table.sort(names)
+  return names
+end
+schema.sorted_names = sorted_names
+
+local function public(e)
+  local c = {}
+  for k, v in pairs(e) do c[k] = v end
+  c.default = default_of(e)
+  return c
+end
+
+--- The entry of one key.
+-- @tparam string key a top-level key (`'BATCH_SIZE'`) or a dotted path into a
+--   dict (`'parallel.tensor.mode'`)
+-- @treturn table|nil a copy of the entry: key (dotted), name, type, default,
+--   doc, and where present enum, min, max, min_exclusive, max_exclusive,
+--   items, fields (for a dict: name -> entry), check, derive; nil when the key
+--   is not in the schema
+function schema.get(key)
+  local e = schema.root
+  for part in tostring(key):gmatch('[^.]+') do
+    if not is_dict(e) then return nil end
+    e = e.fields[part]
+    if not e then return nil end
+  end
+  if e == schema.root then return nil end
+  return public(e)
+end
+
+--- Every key, dicts and their nested keys included, sorted by dotted key.
+-- @treturn {table,...} a list of entries as `schema.get` returns them, e.g.
+--   `{key='BATCH_SIZE', type='integer', default=128, doc='...'}`,
+--   `{key='parallel.tensor.mode', type='string', default='none', enum={'1d','none'}, ...}`
+function schema.keys()
+  local out = {}
+  local function walk(e)
+    for _, name in ipairs(sorted_names(e.fields)) do
+      local f = e.fields[name]
+      out[#out + 1] = public(f)
+      if is_dict(f) then walk(f) end
+    end
+  end
+  walk(schema.root)
+  table.sort(out, function(a, b) return a.key < b.key end)
+  return out
+end
+
+--- The defaults of every key, as a fresh table (dicts filled in; keys whose
+-- default is nil are absent).
+-- @treturn table e.g. `{BATCH_SIZE=128, ..., parallel={data=0, pipeline=1, tensor={mode='none', size=1}, ...}}`
+function schema.defaults()
+  return default_of(schema.root)
+end
+
+local function short(v)
+  if type(v) == 'string' then return string.format('%q', v) end
+  if type(v) == 'table' then return '{...}' end
+  return tostring(v)
+end
+
+--- A human-readable listing of every key (for `lunar config keys`).
+-- @treturn string one line per key: key, type, default, doc (and the allowed
+--   values of an enum)
+function schema.help()
+  local lines = {}
+  for _, e in ipairs(schema.keys()) do
+    local ty = e.type
+    if e.items then ty = ty .. ' of ' .. e.items .. 's' end
+    local default = is_dict(e) and '' or short(e.default)
+    local doc = e.doc
+    if e.enum then
+      local vals = {}
+      for i, v in ipairs(e.enum) do vals[i] = short(v) end
+      doc = doc .. ' (one of ' .. table.concat(vals, ', ') .. ')'
+    end
+    lines[#lines + 1] = string.format('%-30s %-18s %-36s %s', e.key, ty, default, doc)
+  end
+  return table.concat(lines, '\n') .. '\n'
+end
+
+return schema

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what Lunar needs from Debian's packages, when something is missing.
+# Called by `make` (through the deps stamp) and by .ci/run. Runs apt-get as
+# root, or through sudo otherwise. Set LUNAR_SKIP_DEPS=1 to skip.
+set -euo pipefail
+[ "${LUNAR_SKIP_DEPS:-0}" = 1 ] && exit 0
+
+# Build and runtime dependencies (see README.md).
+PKGS=(
+  build-essential pkg-config      # gcc, make, pkg-config
+  liblua5.4-dev lua5.4            # the embedded interpreter (pkg-config name lua5.4)
+  libopenblas-openmp-dev          # BLAS GEMM, OpenMP build: one thread pool with our kernels
+  zlib1g-dev                      # gzipped IDX files
+  libopenmpi-dev openmpi-bin      # MPI launch and collectives
+  libcjson-dev                    # safetensors JSON header
+  libreadline-dev                 # REPL line editing and history
+  dataset-fashion-mnist           # the main job's data
+  lua-cjson                       # JSON for metrics files and checkpoint indexes (Lua side)
+  tmux                            # the REPL test drives a real terminal
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+echo "install_deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
