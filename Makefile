@@ -10,6 +10,7 @@
 
 SHELL := /bin/bash
 BUILD ?= build
+.DEFAULT_GOAL := all
 ARGS ?=
 
 # --- dependencies -------------------------------------------------------------

@@ -56,15 +56,17 @@ static int get_shape(lua_State *L, int idx, int64_t *shape) {
         if (n > LUNAR_MAX_DIMS) luaL_error(L, "shape has %d dims (at most %d)", n, LUNAR_MAX_DIMS);
         for (int i = 0; i < n; i++) {
             lua_geti(L, idx, i + 1);
-            if (!lua_isinteger(L, -1)) luaL_error(L, "shape entry %d is not an integer", i + 1);
-            shape[i] = lua_tointeger(L, -1);
+            int isint = 0;
+            lua_Integer v = lua_tointegerx(L, -1, &isint);   /* also takes integral floats */
+            if (!isint) luaL_error(L, "shape entry %d is not an integer", i + 1);
+            shape[i] = v;
             lua_pop(L, 1);
         }
     } else {
         int top = lua_gettop(L);
-        for (int i = idx; i <= top && lua_isinteger(L, i); i++) {
+        for (int i = idx; i <= top && lua_isnumber(L, i); i++) {
             if (n >= LUNAR_MAX_DIMS) luaL_error(L, "too many dims");
-            shape[n++] = lua_tointeger(L, i);
+            shape[n++] = luaL_checkinteger(L, i);
         }
     }
     return n;

@@ -4,7 +4,7 @@
  *
  * Sampler (torch.utils.data.DistributedSampler): the epoch's order is a
  * Fisher-Yates permutation of [0, N) driven by Philox words (seed, stream
- * 0x4C4F4144 << 32 | epoch, i) (identity without shuffle); padded by repeating
+ * (0x4C4F4144 << 32) ^ epoch, i) (identity without shuffle); padded by repeating
  * from its start (drop_last = 0) or truncated (drop_last = 1) to a multiple of
  * num_shards; rank r keeps positions r, r + num_shards, ...
  *
@@ -223,7 +223,12 @@ lunar_loader *lunar_loader_new(const lunar_dataset *ds, int batch_size, int shuf
         }
         l->sync_init = 1;
         l->state = SLOT_EMPTY;
-        if (pthread_create(&l->thread, NULL, worker_main, l) != 0) goto thread_fail;
+        int rc = pthread_create(&l->thread, NULL, worker_main, l);
+        if (rc != 0) {
+            lunar_error(LUNAR_ERR_OOM, "loader: cannot start the prefetch thread: %s", strerror(rc));
+            lunar_loader_free(l);
+            return NULL;
+        }
         l->thread_started = 1;
         pthread_mutex_lock(&l->mu);
         request_current(l);
@@ -236,7 +241,7 @@ oom:
     lunar_loader_free(l);
     return NULL;
 thread_fail:
-    lunar_error(LUNAR_ERR_ARG, "loader: cannot start the prefetch thread");
+    lunar_error(LUNAR_ERR_OOM, "loader: cannot create the prefetch mutex or condition variable");
     lunar_loader_free(l);
     return NULL;
 }

@@ -149,7 +149,7 @@ local function nearest(name, candidates)
   local limit = math.min(3, 1 + #name // 5)
   for _, c in ipairs(candidates) do
     local d = distance(name, c)
-    if d <= limit and (not best_d or d < best_d or (d == best_d and c < best)) then
+    if d <= limit and 2 * d < #name and (not best_d or d < best_d or (d == best_d and c < best)) then
       best, best_d = c, d
     end
   end
@@ -293,10 +293,26 @@ local function fill_defaults(t, e)
   end
 end
 
-local function derive(values)
+--- Sets the derived keys still unset, requires the others to agree with
+-- their derivation, and runs the checks across keys (schema.checks).
+local function derive_and_check(values, where)
   for _, name in ipairs(sorted_names(ROOT.fields)) do
     local e = ROOT.fields[name]
-    if e.derive and values[name] == nil then values[name] = e.derive(values) end
+    if e.derive then
+      local want = check_value(e.derive(values), e, where)
+      if values[name] == nil then
+        values[name] = want
+      elseif values[name] ~= want then
+        fail(where, string.format("config key '%s' is %s, but %s = %s; leave it unset to derive it",
+          name, compact(values[name]), e.derive_doc or 'its derivation', compact(want)))
+      end
+    end
+  end
+  for _, chk in ipairs(schema.checks) do
+    local problem = chk(values)
+    if problem then
+      fail(where, string.format("config key '%s' %s", problem[1], problem[2]))
+    end
   end
 end
 
@@ -471,7 +487,13 @@ local function new_context(values, ovs)
 
   local function assign(k, v)
     local e = ROOT.fields[k]
-    if not e then fail(current(), unknown_key(ROOT, k)) end
+    if not e then
+      local msg = unknown_key(ROOT, k)
+      if type(v) == 'function' and type(k) == 'string' then
+        msg = msg .. string.format("; a helper function must be local ('local function %s')", k)
+      end
+      fail(current(), msg)
+    end
     if ctx.pinned[k] then return end
     if type(v) == 'table' and is_dict(e) then
       fill_defaults(v, e)
@@ -551,7 +573,9 @@ end
 --
 -- Keys given in overrides are in place before the file runs: the file reads
 -- them and its assignments to them are ignored. Keys with a `derive` in the
--- schema (SEQ_LENGTH) are computed last when still unset.
+-- schema (SEQ_LENGTH) are computed last when still unset, and must agree with
+-- their derivation when set; then the checks across keys run (IMG_SIZE a
+-- multiple of PATCH_SIZE, HIDDEN_SIZE a multiple of NUM_HEADS).
 -- @tparam[opt] string path the config file (nil: defaults and overrides only)
 -- @tparam[opt] {string,...} overrides `key=value` strings (see `parse_overrides`)
 -- @treturn table the resolved config: a plain table holding every key whose
@@ -560,6 +584,8 @@ end
 --   'KEY'?)"; "FILE: config key 'K' must be an integer, got string \"abc\"";
 --   "FILE: config key 'K' must be one of 'a', 'b', got ..."; nested keys by
 --   dotted path ("parallel.tensor.mode"); "include cycle: a.lua -> b.lua -> a.lua";
+--   "FILE: config key 'SEQ_LENGTH' is 50, but ... = 65; leave it unset to derive
+--   it"; "FILE: config key 'HIDDEN_SIZE' (100) must be a multiple of NUM_HEADS (3)";
 --   "cannot open config file F: ..."; a Lua error in a file as "F:LINE: msg";
 --   errors of the overrides name "command line" instead of FILE; see also
 --   `parse_overrides`
@@ -580,8 +606,10 @@ function config.load(path, overrides)
       apply_override(values, { path = ov.path, key = ov.key, value = ov.pinned }, COMMAND_LINE)
     end
   end
-  derive(values)
-  return check_dict(values, ROOT, path or COMMAND_LINE)
+  local where = path or COMMAND_LINE
+  check_dict(values, ROOT, where)
+  derive_and_check(values, where)
+  return values
 end
 
 --- Resolves a config given as a table (for scripts and tests that build one
@@ -604,8 +632,8 @@ function config.from_table(t, where)
     values[k] = deep_copy(v)
   end
   check_dict(values, ROOT, where)
-  derive(values)
-  return check_dict(values, ROOT, where)
+  derive_and_check(values, where)
+  return values
 end
 
 -- ---------------------------------------------------------------------------

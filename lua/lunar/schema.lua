@@ -16,8 +16,10 @@
 --   fields    for a dict ('table' with named fields): name -> entry
 --   items     for a list ('table' of values): the type of every item
 --   check     optional function(value) -> nil or a text saying what is wrong
---   derive    optional function(cfg) -> value, used by config.load when the key
---             is still unset after the files and the command line
+--   derive    optional function(cfg) -> value: config.load sets the key to it
+--             when still unset after the files and the command line, and
+--             requires a value that was set to equal it (derive_doc says how
+--             it is computed)
 --
 -- This module is data plus accessors; config.lua does the loading and checking.
 -- @module lunar.schema
@@ -33,13 +35,13 @@ local TOP = {
   { 'IN_CHANS', E{ type = 'integer', default = 1, min = 1,
       doc = 'input channels (1 for Fashion-MNIST, 3 for CIFAR-10)' } },
   { 'PATCH_SIZE', E{ type = 'integer', default = 4, min = 1,
-      doc = 'patch side in pixels; IMG_SIZE should be a multiple of it' } },
+      doc = 'patch side in pixels; IMG_SIZE must be a multiple of it' } },
   { 'HIDDEN_SIZE', E{ type = 'integer', default = 192, min = 1,
       doc = 'transformer width (embedding dimension)' } },
   { 'DEPTH', E{ type = 'integer', default = 6, min = 1,
       doc = 'number of transformer blocks' } },
   { 'NUM_HEADS', E{ type = 'integer', default = 3, min = 1,
-      doc = 'attention heads per block; HIDDEN_SIZE should be a multiple of it' } },
+      doc = 'attention heads per block; HIDDEN_SIZE must be a multiple of it' } },
   { 'MLP_RATIO', E{ type = 'number', default = 4, min = 0, min_exclusive = true,
       doc = 'MLP hidden size as a multiple of HIDDEN_SIZE' } },
   { 'NUM_CLASSES', E{ type = 'integer', default = 10, min = 1,
@@ -57,7 +59,8 @@ local TOP = {
         for _ = 1, c.IMG_DIMS do s = s * n end
         return s + 1
       end,
-      doc = 'tokens per image incl. the class token; unset: (IMG_SIZE // PATCH_SIZE)^IMG_DIMS + 1' } },
+      derive_doc = '(IMG_SIZE // PATCH_SIZE)^IMG_DIMS + 1',
+      doc = 'tokens per image incl. the class token: (IMG_SIZE // PATCH_SIZE)^IMG_DIMS + 1 (derived when unset)' } },
 
   -- optimization
   { 'BATCH_SIZE', E{ type = 'integer', default = 128, min = 1,
@@ -155,6 +158,21 @@ local TOP = {
       } } },
 }
 
+--- Checks across keys, run on the resolved config: each is a function(cfg)
+-- returning nil or {key, text} (the key blamed and what is wrong with it).
+schema.checks = {
+  function(c)
+    if c.IMG_SIZE % c.PATCH_SIZE ~= 0 then
+      return { 'IMG_SIZE', string.format('(%d) must be a multiple of PATCH_SIZE (%d)', c.IMG_SIZE, c.PATCH_SIZE) }
+    end
+  end,
+  function(c)
+    if c.HIDDEN_SIZE % c.NUM_HEADS ~= 0 then
+      return { 'HIDDEN_SIZE', string.format('(%d) must be a multiple of NUM_HEADS (%d)', c.HIDDEN_SIZE, c.NUM_HEADS) }
+    end
+  end,
+}
+
 --- Turns a list of {name, entry} pairs into a map, recursively, recording each
 -- entry's dotted key and, for dicts, the default built from the fields.
 local function build(list, prefix)
@@ -175,6 +193,9 @@ end
 -- Internal and read-only: config.lua walks it. Use `schema.get` elsewhere.
 schema.root = { type = 'table', key = '', name = '', fields = build(TOP, '') }
 
+--- A deep copy of a value (tables copied recursively; no cycles expected).
+-- @param v any value
+-- @return the copy (v itself when not a table)
 local function deep_copy(v)
   if type(v) ~= 'table' then return v end
   local t = {}
@@ -183,10 +204,15 @@ local function deep_copy(v)
 end
 schema.deep_copy = deep_copy
 
+--- Whether an entry is a dict (a 'table' with named fields).
+-- @tparam table e an entry
+-- @treturn boolean
 local function is_dict(e) return e.type == 'table' and e.fields ~= nil end
 schema.is_dict = is_dict
 
 --- The default value of an entry (a fresh copy; for a dict, built from its fields).
+-- @tparam table e an entry (from `schema.root` or `schema.get`)
+-- @return the default (nil for an optional key)
 local function default_of(e)
   if is_dict(e) then
     local t = {}
@@ -197,6 +223,9 @@ local function default_of(e)
 end
 schema.default_of = default_of
 
+--- The names of a map, sorted.
+-- @tparam table map name -> anything
+-- @treturn {string,...}
 local function sorted_names(map)
   local names = {}
   for name in pairs(map) do names[#names + 1] = name end

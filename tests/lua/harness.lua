@@ -11,8 +11,9 @@
 -- Assertions take the actual value first and the expected one second. A failed
 -- assertion reports the test file's line; any other error reports its message
 -- and a traceback. `T.run` runs the tests in the order they were registered;
--- names given on the command line (`lunar tests/lua/test_x.lua NAME...`) run
--- only the tests whose name contains one of them (plain text).
+-- LUNAR_TEST_FILTER='part,other part' runs only the tests whose name contains
+-- one of the comma-separated parts (plain text). The script's own arguments are
+-- left alone (they may be a config or key=value overrides).
 -- @module harness
 local T = {}
 
@@ -206,7 +207,7 @@ end
 -- (with a traceback for errors other than assertion failures), then the
 -- closing line "N passed, N failed" (", N skipped" added when some were).
 -- @tparam[opt] table opts `{exit = false}` returns instead of exiting;
---   `{filter = {'name part', ...}}` replaces the command-line filter
+--   `{filter = {'name part', ...}}` replaces LUNAR_TEST_FILTER
 -- @treturn integer,integer,integer passed, failed, skipped (when not exiting)
 -- Exits the process with os.exit(failed == 0 and 0 or 1) unless opts.exit is false.
 function T.run(opts)
@@ -214,7 +215,7 @@ function T.run(opts)
   local filters = opts.filter
   if not filters then
     filters = {}
-    for i = 1, (arg and #arg or 0) do filters[#filters + 1] = arg[i] end
+    for f in (os.getenv('LUNAR_TEST_FILTER') or ''):gmatch('[^,]+') do filters[#filters + 1] = f end
   end
   local passed, failed, skipped = 0, 0, 0
   for _, t in ipairs(tests) do

@@ -166,6 +166,7 @@ T.test('nested parallel dict: unknown nested key, bad mode, bad types', function
     FIX .. "bad_nested_key.lua: unknown config key 'parallel.pipline' (did you mean 'parallel.pipeline'?)")
   T.raises(function() loadfix('bad_mode.lua') end,
     FIX .. "bad_mode.lua: config key 'parallel.tensor.mode' must be one of '1d', 'none', got string \"2d\"")
+  T.falsy(select(2, pcall(loadfix, 'bad_mode.lua')):find('did you mean', 1, true), "no '1d' for '2d'")
   T.raises(function() config.load(nil, { "parallel.tensor={mode='1d', sise=2}" }) end,
     "command line: unknown config key 'parallel.tensor.sise' (did you mean 'parallel.tensor.size'?)")
   T.raises(function() config.load(nil, { 'parallel.tensor.size=0' }) end,
@@ -247,11 +248,28 @@ end)
 T.test('computing a key from an earlier one', function()
   local c = loadfix('computed.lua')
   T.eq(c.SEQ_LENGTH, 17); T.eq(math.type(c.SEQ_LENGTH), 'integer')
-  T.eq(c.WARMUP_EPOCHS, 0.5); T.eq(c.HIDDEN_SIZE, 128)
+  T.eq(c.WARMUP_EPOCHS, 0.5); T.eq(c.HIDDEN_SIZE, 128); T.eq(c.NUM_HEADS, 4)
   T.eq(c.METRICS_FILE, 'run_d6.jsonl', 'read a default')
   T.eq(c.width, nil, 'locals are not config')
   -- with IMG_SIZE from the command line the computed SEQ_LENGTH follows it
   T.eq(loadfix('computed.lua', { 'IMG_SIZE=64' }).SEQ_LENGTH, 65)
+end)
+
+T.test('derived keys: set when unset, checked when set; checks across keys', function()
+  T.eq(config.load(nil, { 'IMG_SIZE=32', 'PATCH_SIZE=8', 'IMG_DIMS=3' }).SEQ_LENGTH, 65)
+  T.eq(config.load(nil, { 'SEQ_LENGTH=50' }).SEQ_LENGTH, 50)
+  T.raises(function() config.load(nil, { 'SEQ_LENGTH=49' }) end,
+    "command line: config key 'SEQ_LENGTH' is 49, but (IMG_SIZE // PATCH_SIZE)^IMG_DIMS + 1 = 50; leave it unset")
+  -- a resolved config written out keeps SEQ_LENGTH; changing IMG_SIZE alone is caught
+  local tmp = os.tmpname()
+  local f = assert(io.open(tmp, 'w')); f:write('return ', config.dump(config.load()), '\n'); f:close()
+  local ok, err = pcall(config.load, tmp, { 'IMG_SIZE=32' })
+  os.remove(tmp)
+  T.falsy(ok); T.truthy(err:find(tmp .. ": config key 'SEQ_LENGTH' is 50, but", 1, true), err)
+  T.raises(function() config.load(nil, { 'IMG_SIZE=30' }) end,
+    "command line: config key 'IMG_SIZE' (30) must be a multiple of PATCH_SIZE (4)")
+  T.raises(function() config.load(nil, { 'HIDDEN_SIZE=100' }) end,
+    "config key 'HIDDEN_SIZE' (100) must be a multiple of NUM_HEADS (3)")
 end)
 
 -- from_table, dump ------------------------------------------------------------

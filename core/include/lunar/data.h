@@ -142,7 +142,7 @@ typedef struct lunar_loader lunar_loader;
 /* A batch loader over `ds` (not copied; it must outlive the loader).
  *   batch_size >= 1; shuffle: a new permutation each epoch, a pure function of
  *   (seed, epoch): Fisher-Yates over [0, N), for i = N-1 .. 1 swap i with
- *   j = (lunar_rng_u32(seed, 0x4C4F4144 << 32 | epoch, i) * (i + 1)) >> 32;
+ *   j = (lunar_rng_u32(seed, (0x4C4F4144 << 32) ^ epoch, i) * (i + 1)) >> 32;
  *   the identity when !shuffle.
  *   shard_rank in [0, num_shards): the data-parallel rank and size. As
  *   torch.utils.data.DistributedSampler, the epoch's index list is padded by

@@ -23,17 +23,19 @@
 
 #define MR 6  /* rows of the micro-kernel */
 #define NV 4  /* 16-float vectors of columns of the micro-kernel */
+#define PF 2  /* prefetch the q, k, v (and dout, out) rows of the pair this many ahead */
 
-/* ---- the small GEMM: C[rows, cols] = alpha * A @ B (+ C when acc) ------------------
+/* ---- the small GEMM: C[rows, cols] = alpha * rscale[r] * A @ B (+ C when acc) -------
  * A element (r, k) at A[r * ars + k * aks] (any strides: A or A^T),
- * B row k at B + k * ldb (columns contiguous), C row r at C + r * ldc. */
+ * B row k at B + k * ldb (columns contiguous), C row r at C + r * ldc;
+ * rscale[rows] scales each row of the product (NULL: 1). */
 
 #ifdef __AVX512F__
 static inline __attribute__((always_inline)) void micro(const int R, int Kd, const float *A,
                                                         ptrdiff_t ars, ptrdiff_t aks,
                                                         const float *B, ptrdiff_t ldb, float *C,
                                                         ptrdiff_t ldc, const __mmask16 *msk,
-                                                        float alpha, int acc) {
+                                                        float alpha, const float *rscale, int acc) {
     __m512 c[MR][NV];
 #pragma GCC unroll 6
     for (int r = 0; r < MR; r++) {
@@ -59,10 +61,10 @@ static inline __attribute__((always_inline)) void micro(const int R, int Kd, con
             }
         }
     }
-    __m512 va = _mm512_set1_ps(alpha);
 #pragma GCC unroll 6
     for (int r = 0; r < MR; r++) {
         if (r < R) {
+            __m512 va = _mm512_set1_ps(rscale ? alpha * rscale[r] : alpha);
 #pragma GCC unroll 4
             for (int v = 0; v < NV; v++) {
                 __m512 x = _mm512_mul_ps(c[r][v], va);
@@ -76,7 +78,7 @@ static inline __attribute__((always_inline)) void micro(const int R, int Kd, con
 
 static void small_gemm(int rows, int cols, int Kd, const float *A, ptrdiff_t ars, ptrdiff_t aks,
                        const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
-                       int acc) {
+                       const float *rscale, int acc) {
     for (int c0 = 0; c0 < cols; c0 += 16 * NV) {
         __mmask16 msk[NV];
         for (int v = 0; v < NV; v++) msk[v] = lunar_mask16(cols - c0 - 16 * v);
@@ -84,13 +86,14 @@ static void small_gemm(int rows, int cols, int Kd, const float *A, ptrdiff_t ars
             const float *a = A + r0 * ars;
             const float *b = B + c0;
             float *c = C + r0 * ldc + c0;
+            const float *rs = rscale ? rscale + r0 : NULL;
             switch (rows - r0 < MR ? rows - r0 : MR) {
-            case 6: micro(6, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, acc); break;
-            case 5: micro(5, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, acc); break;
-            case 4: micro(4, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, acc); break;
-            case 3: micro(3, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, acc); break;
-            case 2: micro(2, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, acc); break;
-            default: micro(1, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, acc); break;
+            case 6: micro(6, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc); break;
+            case 5: micro(5, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc); break;
+            case 4: micro(4, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc); break;
+            case 3: micro(3, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc); break;
+            case 2: micro(2, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc); break;
+            default: micro(1, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc); break;
             }
         }
     }
@@ -98,7 +101,7 @@ static void small_gemm(int rows, int cols, int Kd, const float *A, ptrdiff_t ars
 #else
 static void small_gemm(int rows, int cols, int Kd, const float *A, ptrdiff_t ars, ptrdiff_t aks,
                        const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
-                       int acc) {
+                       const float *rscale, int acc) {
     float tmp[16 * NV];
     for (int c0 = 0; c0 < cols; c0 += 16 * NV) {
         int nc = cols - c0 < 16 * NV ? cols - c0 : 16 * NV;
@@ -110,7 +113,8 @@ static void small_gemm(int rows, int cols, int Kd, const float *A, ptrdiff_t ars
                 for (int j = 0; j < nc; j++) tmp[j] += a * b[j];
             }
             float *c = C + r * ldc + c0;
-            for (int j = 0; j < nc; j++) c[j] = acc ? c[j] + alpha * tmp[j] : alpha * tmp[j];
+            float a = rscale ? alpha * rscale[r] : alpha;
+            for (int j = 0; j < nc; j++) c[j] = acc ? c[j] + a * tmp[j] : a * tmp[j];
         }
     }
 }
@@ -118,96 +122,160 @@ static void small_gemm(int rows, int cols, int Kd, const float *A, ptrdiff_t ars
 
 /* ---- row helpers ------------------------------------------------------------------ */
 
-/* Softmax of s[0..n) in place; returns the log-sum-exp. */
-static float softmax_row(float *s, int n) {
+/* Softmax of rows r < nb of s (row stride ld, n < = ld columns), without the
+ * division: s = exp(s - max_r), inv[r] = 1 / sum_j, lse[r] = max_r + log(sum_j).
+ * One pass per quantity over all rows (loop fission): the rows of a pass are
+ * independent, so their reductions overlap instead of waiting on each other. */
+static void softmax_rows(float *s, ptrdiff_t ld, int nb, int n, float *lse, float *inv) {
 #ifdef __AVX512F__
-    __m512 vmax = _mm512_set1_ps(-INFINITY);
-    for (int j = 0; j < n; j += 16) {
-        __mmask16 k = lunar_mask16(n - j);
-        vmax = _mm512_max_ps(vmax, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, s + j));
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    for (int r = 0; r < nb; r++) { /* row max, kept in lse for now */
+        const float *x = s + r * ld;
+        __m512 vmax = ninf;
+        for (int j = 0; j < n; j += 16) {
+            vmax = _mm512_max_ps(vmax, _mm512_mask_loadu_ps(ninf, lunar_mask16(n - j), x + j));
+        }
+        float mx = lunar_hmax(vmax);
+        lse[r] = mx == -INFINITY ? 0.0f : mx; /* all -inf: exp(-inf) = 0, never NaN */
     }
-    float mx = lunar_hmax(vmax);
-    if (mx == -INFINITY) mx = 0.0f; /* all -inf: keep exp(-inf) = 0, never NaN */
-    __m512 vm = _mm512_set1_ps(mx), vsum = _mm512_setzero_ps();
-    for (int j = 0; j < n; j += 16) {
-        __mmask16 k = lunar_mask16(n - j);
-        __m512 e = _mm512_maskz_mov_ps(k, lunar_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j), vm)));
-        _mm512_mask_storeu_ps(s + j, k, e);
-        vsum = _mm512_add_ps(vsum, e);
-    }
-    float sum = lunar_hsum(vsum);
-    __m512 vinv = _mm512_set1_ps(1.0f / sum);
-    for (int j = 0; j < n; j += 16) {
-        __mmask16 k = lunar_mask16(n - j);
-        _mm512_mask_storeu_ps(s + j, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, s + j), vinv));
+    for (int r = 0; r < nb; r++) { /* exp and row sum */
+        float *x = s + r * ld;
+        __m512 vm = _mm512_set1_ps(lse[r]), vsum = _mm512_setzero_ps();
+        for (int j = 0; j < n; j += 16) {
+            __mmask16 k = lunar_mask16(n - j);
+            __m512 e = _mm512_maskz_mov_ps(k, lunar_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + j), vm)));
+            _mm512_mask_storeu_ps(x + j, k, e);
+            vsum = _mm512_add_ps(vsum, e);
+        }
+        inv[r] = lunar_hsum(vsum);
     }
 #else
-    float mx = -INFINITY;
-    for (int j = 0; j < n; j++) mx = s[j] > mx ? s[j] : mx;
-    if (mx == -INFINITY) mx = 0.0f;
-    float sum = 0.0f;
-    for (int j = 0; j < n; j++) {
-        s[j] = expf(s[j] - mx);
-        sum += s[j];
+    for (int r = 0; r < nb; r++) {
+        float *x = s + r * ld;
+        float mx = -INFINITY, sum = 0.0f;
+        for (int j = 0; j < n; j++) mx = x[j] > mx ? x[j] : mx;
+        if (mx == -INFINITY) mx = 0.0f;
+        for (int j = 0; j < n; j++) {
+            x[j] = expf(x[j] - mx);
+            sum += x[j];
+        }
+        lse[r] = mx;
+        inv[r] = sum;
     }
-    float inv = 1.0f / sum;
-    for (int j = 0; j < n; j++) s[j] *= inv;
 #endif
-    return mx + logf(sum);
+    for (int r = 0; r < nb; r++) {
+        float sum = inv[r];
+        lse[r] += logf(sum);
+        inv[r] = 1.0f / sum;
+    }
 }
 
-/* s[j] = exp(s[j] - lse), j < n: the probabilities again, from the saved lse */
-static void exp_row(float *s, int n, float lse) {
+/* Di[r] = dout_r . out_r (rows of length D, strides os) for r < nb */
+static void rowdots(float *Di, const float *a, const float *b, ptrdiff_t os, int nb, int D) {
+    for (int r = 0; r < nb; r++) {
+        const float *x = a + r * os, *y = b + r * os;
 #ifdef __AVX512F__
-    __m512 vl = _mm512_set1_ps(lse);
-    for (int j = 0; j < n; j += 16) {
-        __mmask16 k = lunar_mask16(n - j);
-        __m512 e = lunar_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j), vl));
-        _mm512_mask_storeu_ps(s + j, k, e);
-    }
+        __m512 acc = _mm512_setzero_ps();
+        for (int j = 0; j < D; j += 16) {
+            __mmask16 k = lunar_mask16(D - j);
+            acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, x + j), _mm512_maskz_loadu_ps(k, y + j), acc);
+        }
+        Di[r] = lunar_hsum(acc);
 #else
-    for (int j = 0; j < n; j++) s[j] = expf(s[j] - lse);
+        float acc = 0.0f;
+        for (int j = 0; j < D; j++) acc += x[j] * y[j];
+        Di[r] = acc;
 #endif
+    }
 }
 
-/* dot product of a[0..n) and b[0..n) */
-static float dot_row(const float *a, const float *b, int n) {
+/* Row r < nb, columns j < n: p = exp(s - lse_r) (in place in s: the probabilities
+ * again, from the saved lse) and ds = p * (ds - Di_r) * scale (ds holds dP on entry). */
+static void dsoftmax_rows(float *s, float *ds, ptrdiff_t ld, int nb, int n, const float *lse,
+                          const float *Di, float scale) {
+    for (int r = 0; r < nb; r++) {
+        float *p = s + r * ld, *d = ds + r * ld;
 #ifdef __AVX512F__
-    __m512 acc = _mm512_setzero_ps();
-    for (int j = 0; j < n; j += 16) {
-        __mmask16 k = lunar_mask16(n - j);
-        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, a + j), _mm512_maskz_loadu_ps(k, b + j), acc);
-    }
-    return lunar_hsum(acc);
+        __m512 vl = _mm512_set1_ps(lse[r]), vd = _mm512_set1_ps(Di[r]), vs = _mm512_set1_ps(scale);
+        for (int j = 0; j < n; j += 16) {
+            __mmask16 k = lunar_mask16(n - j);
+            __m512 e = lunar_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), vl));
+            _mm512_mask_storeu_ps(p + j, k, e);
+            __m512 x = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, d + j), vd);
+            _mm512_mask_storeu_ps(d + j, k, _mm512_mul_ps(_mm512_mul_ps(x, e), vs));
+        }
 #else
-    float acc = 0.0f;
-    for (int j = 0; j < n; j++) acc += a[j] * b[j];
-    return acc;
+        for (int j = 0; j < n; j++) {
+            p[j] = expf(p[j] - lse[r]);
+            d[j] = p[j] * (d[j] - Di[r]) * scale;
+        }
 #endif
+    }
 }
 
-/* ds[j] = p[j] * (ds[j] - Di) * scale, j < n (ds holds dP on entry) */
-static void dsoftmax_row(float *ds, const float *p, int n, float Di, float scale) {
 #ifdef __AVX512F__
-    __m512 vd = _mm512_set1_ps(Di), vs = _mm512_set1_ps(scale);
-    for (int j = 0; j < n; j += 16) {
-        __mmask16 k = lunar_mask16(n - j);
-        __m512 x = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, ds + j), vd);
-        x = _mm512_mul_ps(_mm512_mul_ps(x, _mm512_maskz_loadu_ps(k, p + j)), vs);
-        _mm512_mask_storeu_ps(ds + j, k, x);
+/* r[0..16) = the transpose of the 16 x 16 block in r: unpack 32-bit, then 64-bit
+ * pairs, then two rounds of 128-bit lane shuffles (56 shuffles in all). */
+static inline void transpose16(__m512 r[16]) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
     }
-#else
-    for (int j = 0; j < n; j++) ds[j] = p[j] * (ds[j] - Di) * scale;
-#endif
+    for (int g = 0; g < 4; g++) { /* rows 4g..4g+3: u[4g + k] holds their columns k mod 4 */
+        __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 1]);
+        __m512d c = _mm512_castps_pd(t[4 * g + 2]), d = _mm512_castps_pd(t[4 * g + 3]);
+        u[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int k = 0; k < 4; k++) {
+        __m512 vlo = _mm512_shuffle_f32x4(u[k], u[4 + k], 0x88);
+        __m512 vhi = _mm512_shuffle_f32x4(u[k], u[4 + k], 0xDD);
+        __m512 wlo = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0x88);
+        __m512 whi = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0xDD);
+        r[k] = _mm512_shuffle_f32x4(vlo, wlo, 0x88);
+        r[8 + k] = _mm512_shuffle_f32x4(vlo, wlo, 0xDD);
+        r[4 + k] = _mm512_shuffle_f32x4(vhi, whi, 0x88);
+        r[12 + k] = _mm512_shuffle_f32x4(vhi, whi, 0xDD);
+    }
 }
 
-/* dst[d * ld + j] = src[j * ss + d]: rows [n, D] of a strided matrix to [D, ld] */
+/* dst[d * ld + j] = src[j * ss + d]: rows [n, D] of a strided matrix to [D, ld],
+ * ld >= n rounded up to 16 (columns n..ld of dst get zeros or are left alone) */
+static void transpose(float *dst, ptrdiff_t ld, const float *src, ptrdiff_t ss, int n, int D) {
+    for (int j0 = 0; j0 < n; j0 += 16) {
+        for (int d0 = 0; d0 < D; d0 += 16) {
+            __mmask16 k = lunar_mask16(D - d0);
+            __m512 r[16];
+            for (int i = 0; i < 16; i++) {
+                r[i] = j0 + i < n ? _mm512_maskz_loadu_ps(k, src + (j0 + i) * ss + d0) : _mm512_setzero_ps();
+            }
+            transpose16(r);
+            int nd = D - d0 < 16 ? D - d0 : 16;
+            for (int i = 0; i < nd; i++) _mm512_storeu_ps(dst + (d0 + i) * ld + j0, r[i]);
+        }
+    }
+}
+
+/* the cache lines of D floats at p, into L2 ahead of use */
+static inline void prefetch_row(const float *p, int D) {
+    for (int d = 0; d < D; d += 16) _mm_prefetch((const char *)(p + d), _MM_HINT_T1);
+}
+#else
 static void transpose(float *dst, ptrdiff_t ld, const float *src, ptrdiff_t ss, int n, int D) {
     for (int j = 0; j < n; j++) {
         const float *s = src + j * ss;
         for (int d = 0; d < D; d++) dst[d * ld + j] = s[d];
     }
 }
+
+static inline void prefetch_row(const float *p, int D) {
+    (void)p;
+    (void)D;
+}
+#endif
 
 /* ---- scratch ---------------------------------------------------------------------- */
 
@@ -237,8 +305,9 @@ void lunar_cpu_attention_forward(float *out, float *lse, const float *qkv, int B
     const int pairs = B * H;
     LUNAR_OMP(omp parallel if (pairs > 1 && (size_t)pairs * N * N * D >= 65536))
     {
-        float *Kt = scratch_alloc((size_t)D * Np + (size_t)Br * Np);
+        float *Kt = scratch_alloc((size_t)D * Np + (size_t)Br * Np + round16(Br));
         float *S = Kt ? Kt + (size_t)D * Np : NULL;
+        float *inv = Kt ? S + (size_t)Br * Np : NULL;
         LUNAR_OMP(omp for schedule(static))
         for (int bh = 0; bh < pairs; bh++) {
             int b = bh / H, h = bh % H;
@@ -246,6 +315,10 @@ void lunar_cpu_attention_forward(float *out, float *lse, const float *qkv, int B
             const float *K = Q + os, *V = Q + 2 * os;
             float *O = out + (size_t)b * N * os + (size_t)h * D;
             float *L = lse + (size_t)bh * N;
+            const float *next = NULL; /* q of a pair this thread most likely does soon */
+            if (bh + PF < pairs) {
+                next = qkv + (size_t)((bh + PF) / H) * N * qs + (size_t)((bh + PF) % H) * D;
+            }
             if (!Kt) { /* out of memory: make it visible */
                 for (int i = 0; i < N; i++) {
                     for (int d = 0; d < D; d++) O[i * os + d] = NAN;
@@ -256,9 +329,16 @@ void lunar_cpu_attention_forward(float *out, float *lse, const float *qkv, int B
             transpose(Kt, Np, K, qs, N, D);
             for (int i0 = 0; i0 < N; i0 += Br) {
                 int nb = N - i0 < Br ? N - i0 : Br;
-                small_gemm(nb, N, D, Q + i0 * qs, qs, 1, Kt, Np, S, Np, scale, 0);
-                for (int r = 0; r < nb; r++) L[i0 + r] = softmax_row(S + (size_t)r * Np, N);
-                small_gemm(nb, D, N, S, Np, 1, V, qs, O + i0 * os, os, 1.0f, 0);
+                small_gemm(nb, N, D, Q + i0 * qs, qs, 1, Kt, Np, S, Np, scale, NULL, 0);
+                softmax_rows(S, Np, nb, N, L + i0, inv);
+                /* O = (exp(S - max) V) / sum: the division folded into the store */
+                small_gemm(nb, D, N, S, Np, 1, V, qs, O + i0 * os, os, 1.0f, inv, 0);
+                for (int r = 0; next && r < nb; r++) { /* that pair's q, k, v rows */
+                    const float *nq = next + (i0 + r) * qs;
+                    prefetch_row(nq, D);
+                    prefetch_row(nq + os, D);
+                    prefetch_row(nq + 2 * os, D);
+                }
             }
         }
         free(Kt);
@@ -276,10 +356,11 @@ void lunar_cpu_attention_backward(float *dqkv, const float *dout, const float *q
     const int pairs = B * H;
     LUNAR_OMP(omp parallel if (pairs > 1 && (size_t)pairs * N * N * D >= 65536))
     {
-        float *Kt = scratch_alloc(2 * (size_t)D * Np + 2 * (size_t)Br * Np);
+        float *Kt = scratch_alloc(2 * (size_t)D * Np + 2 * (size_t)Br * Np + round16(Br));
         float *Vt = Kt ? Kt + (size_t)D * Np : NULL;
         float *P = Kt ? Vt + (size_t)D * Np : NULL;
         float *dS = Kt ? P + (size_t)Br * Np : NULL;
+        float *Di = Kt ? dS + (size_t)Br * Np : NULL;
         LUNAR_OMP(omp for schedule(static))
         for (int bh = 0; bh < pairs; bh++) {
             int b = bh / H, h = bh % H;
@@ -289,6 +370,12 @@ void lunar_cpu_attention_backward(float *dqkv, const float *dout, const float *q
             size_t ooff = (size_t)b * N * os + (size_t)h * D;
             const float *O = out + ooff, *dO = dout + ooff;
             const float *L = lse + (size_t)bh * N;
+            size_t nqoff = 0, nooff = 0; /* a pair this thread most likely does soon */
+            int have_next = bh + PF < pairs;
+            if (have_next) {
+                nqoff = (size_t)((bh + PF) / H) * N * qs + (size_t)((bh + PF) % H) * D;
+                nooff = (size_t)((bh + PF) / H) * N * os + (size_t)((bh + PF) % H) * D;
+            }
             if (!Kt) { /* out of memory: make it visible */
                 for (int i = 0; i < N; i++) {
                     for (int d = 0; d < D; d++) dQ[i * qs + d] = dK[i * qs + d] = dV[i * qs + d] = NAN;
@@ -300,18 +387,25 @@ void lunar_cpu_attention_backward(float *dqkv, const float *dout, const float *q
             for (int i0 = 0; i0 < N; i0 += Br) {
                 int nb = N - i0 < Br ? N - i0 : Br;
                 /* P = exp(scale Q K^T - lse) and dP = dO V^T for the block's rows */
-                small_gemm(nb, N, D, Q + i0 * qs, qs, 1, Kt, Np, P, Np, scale, 0);
-                small_gemm(nb, N, D, dO + i0 * os, os, 1, Vt, Np, dS, Np, 1.0f, 0);
+                small_gemm(nb, N, D, Q + i0 * qs, qs, 1, Kt, Np, P, Np, scale, NULL, 0);
+                small_gemm(nb, N, D, dO + i0 * os, os, 1, Vt, Np, dS, Np, 1.0f, NULL, 0);
+                rowdots(Di, dO + i0 * os, O + i0 * os, os, nb, D);
+                dsoftmax_rows(P, dS, Np, nb, N, L + i0, Di, scale);
                 for (int r = 0; r < nb; r++) {
                     int i = i0 + r;
-                    exp_row(P + (size_t)r * Np, N, L[i]);
-                    float Di = dot_row(dO + i * os, O + i * os, D);
-                    dsoftmax_row(dS + (size_t)r * Np, P + (size_t)r * Np, N, Di, scale);
+                    if (have_next) { /* that pair's rows of token i */
+                        const float *nq = qkv + nqoff + i * qs;
+                        prefetch_row(nq, D);
+                        prefetch_row(nq + os, D);
+                        prefetch_row(nq + 2 * os, D);
+                        prefetch_row(dout + nooff + i * os, D);
+                        prefetch_row(out + nooff + i * os, D);
+                    }
                 }
                 /* dQ = dS K (dS carries the scale), dK (+)= dS^T Q, dV (+)= P^T dO */
-                small_gemm(nb, D, N, dS, Np, 1, K, qs, dQ + i0 * qs, qs, 1.0f, 0);
-                small_gemm(N, D, nb, dS, 1, Np, Q + i0 * qs, qs, dK, qs, 1.0f, i0 > 0);
-                small_gemm(N, D, nb, P, 1, Np, dO + i0 * os, os, dV, qs, 1.0f, i0 > 0);
+                small_gemm(nb, D, N, dS, Np, 1, K, qs, dQ + i0 * qs, qs, 1.0f, NULL, 0);
+                small_gemm(N, D, nb, dS, 1, Np, Q + i0 * qs, qs, dK, qs, 1.0f, NULL, i0 > 0);
+                small_gemm(N, D, nb, P, 1, Np, dO + i0 * os, os, dV, qs, 1.0f, NULL, i0 > 0);
             }
         }
         free(Kt);

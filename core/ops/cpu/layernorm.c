@@ -45,13 +45,14 @@ static void ln_row_forward(float *y, float *mean_out, float *rstd_out, const flo
     s1 = lunar_hsum(_mm512_add_ps(a1, b1));
     s2 = lunar_hsum(_mm512_add_ps(a2, b2));
 #else
-    s1 = 0.0f;
-    s2 = 0.0f;
+    double t1 = 0.0, t2 = 0.0; /* one accumulator: double keeps the sums exact enough */
     for (int c = 0; c < C; c++) {
-        float d = x[c] - shift;
-        s1 += d;
-        s2 += d * d;
+        double d = (double)x[c] - (double)shift;
+        t1 += d;
+        t2 += d * d;
     }
+    s1 = (float)t1;
+    s2 = (float)t2;
 #endif
     float md = s1 / (float)C;
     float var = s2 / (float)C - md * md;
@@ -103,13 +104,14 @@ static void ln_row_backward(float *dx, float *dw, float *db, const float *dy, co
     sg = lunar_hsum(ag);
     sgx = lunar_hsum(agx);
 #else
-    sg = 0.0f;
-    sgx = 0.0f;
+    double t1 = 0.0, t2 = 0.0;
     for (int c = 0; c < C; c++) {
         float xh = (x[c] - mu) * rs, g = dy[c] * w[c];
-        sg += g;
-        sgx += g * xh;
+        t1 += (double)g;
+        t2 += (double)(g * xh);
     }
+    sg = (float)t1;
+    sgx = (float)t2;
 #endif
     float mg = sg / (float)C, mgx = sgx / (float)C;
 #ifdef __AVX512F__

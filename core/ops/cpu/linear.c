@@ -3,11 +3,11 @@
  * The three products are OpenBLAS sgemm calls (the OpenMP build, so BLAS and
  * our loops share one thread pool); the bias is written into out first so the
  * forward GEMM runs with beta = 1 (no separate bias pass), dweight accumulates
- * with beta = 1, and dbias is a column sum in double, split over 32-column tiles
- * (each tile's sum runs over the rows in order: deterministic for any thread
- * count).
+ * with beta = 1, and dbias is a column sum over fixed row blocks (float per
+ * block, double across blocks in order: deterministic for any thread count).
  */
 #include <cblas.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lunar/kernels.h"
@@ -31,22 +31,46 @@ void lunar_cpu_linear_forward(float *out, const float *inp, const float *weight,
                 out, N);
 }
 
-/* Column tile of the dbias sum: 32 columns, a double accumulator each. */
-#define DBIAS_TILE 32
+/* dbias += column sums of dout[M, N]. Rows are cut into fixed blocks (set by M
+ * only); each block streams its rows in order into a float partial [N], and the
+ * partials are added in block order in double: sequential reads, and the same
+ * result for any thread count. */
+static int dbias_block_rows(int M) {
+    int r = (M + 255) / 256;
+    return r < 32 ? 32 : r;
+}
 
 static void dbias_accumulate(float *dbias, const float *dout, int M, int N) {
-    int tiles = (N + DBIAS_TILE - 1) / DBIAS_TILE;
-    LUNAR_OMP(omp parallel for schedule(static) if ((size_t)M * N >= LUNAR_PAR_MIN))
-    for (int t = 0; t < tiles; t++) {
-        int n0 = t * DBIAS_TILE, nn = N - n0 < DBIAS_TILE ? N - n0 : DBIAS_TILE;
-        double acc[DBIAS_TILE];
-        for (int j = 0; j < nn; j++) acc[j] = 0.0;
-        for (int m = 0; m < M; m++) {
-            const float *row = dout + (size_t)m * N + n0;
-            for (int j = 0; j < nn; j++) acc[j] += (double)row[j];
+    const int rows = dbias_block_rows(M), nblk = (M + rows - 1) / rows;
+    float *part = malloc((size_t)nblk * N * sizeof(float) + (size_t)N * sizeof(double));
+    if (!part) { /* out of memory: column by column, no scratch */
+        for (int n = 0; n < N; n++) {
+            double acc = 0.0;
+            for (int m = 0; m < M; m++) acc += (double)dout[(size_t)m * N + n];
+            dbias[n] += (float)acc;
         }
-        for (int j = 0; j < nn; j++) dbias[n0 + j] += (float)acc[j];
+        return;
     }
+    double *acc = (double *)(part + (size_t)nblk * N);
+    LUNAR_OMP(omp parallel for schedule(static) if ((size_t)M * N >= LUNAR_PAR_MIN))
+    for (int blk = 0; blk < nblk; blk++) {
+        int m0 = blk * rows, m1 = m0 + rows < M ? m0 + rows : M;
+        float *p = part + (size_t)blk * N;
+        memcpy(p, dout + (size_t)m0 * N, (size_t)N * sizeof(float));
+        for (int m = m0 + 1; m < m1; m++) {
+            const float *row = dout + (size_t)m * N;
+            LUNAR_SIMD
+            for (int n = 0; n < N; n++) p[n] += row[n];
+        }
+    }
+    for (int n = 0; n < N; n++) acc[n] = 0.0;
+    for (int blk = 0; blk < nblk; blk++) {
+        const float *p = part + (size_t)blk * N;
+        LUNAR_SIMD
+        for (int n = 0; n < N; n++) acc[n] += (double)p[n];
+    }
+    for (int n = 0; n < N; n++) dbias[n] += (float)acc[n];
+    free(part);
 }
 
 /* dinp = dout @ weight (overwrite, may be NULL); dweight += dout^T @ inp;

@@ -19,6 +19,7 @@ static void patch_move(float *out, float *img, const float *src, int to_patches,
     size_t L = (size_t)GZ * GY * GX, E = (size_t)C * Pz * P * P;
     int rows = B * GZ * GY;
     size_t total = (size_t)B * L * E;
+    (void)total; /* only in the OpenMP clause */
     LUNAR_OMP(omp parallel for schedule(static) if (total >= LUNAR_PAR_MIN))
     for (int r = 0; r < rows; r++) {
         int b = r / (GZ * GY), gz = (r / GY) % GZ, gy = r % GY;

@@ -1,5 +1,5 @@
 /*
- * core/ops/cpu/simd.h: what the fast CPU kernels (core/ops/cpu/*.c) share, and
+ * core/ops/cpu/simd.h: what the fast CPU kernels (the .c files beside it) share, and
  * nothing else includes:
  *   LUNAR_OMP(...)   an OpenMP pragma that vanishes (without a warning) when the
  *                    build has no OpenMP (NO_OMP=1);
@@ -33,6 +33,12 @@ static inline int lunar_omp_thread(void) { return omp_get_thread_num(); }
 static inline int lunar_omp_max_threads(void) { return 1; }
 static inline int lunar_omp_thread(void) { return 0; }
 #endif
+
+/* An elementwise loop the compiler must vectorize: GCC 12 at -O2 uses the
+ * "very-cheap" cost model, which gives up on any loop that needs an alias check
+ * or a remainder loop; `omp simd` (with -fopenmp or -fopenmp-simd) asserts the
+ * iterations independent and vectorizes it. */
+#define LUNAR_SIMD LUNAR_OMP(omp simd)
 
 /* Below this many elements an elementwise loop runs on one thread: the fork
  * costs more than the work. */

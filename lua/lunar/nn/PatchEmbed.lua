@@ -20,8 +20,9 @@ function PatchEmbed:__init(opts)
       self.img_size, self.patch_size), 0)
   end
   self.grid = self.img_size // self.patch_size
-  self.num_patches = self.grid ^ self.ndim // 1
-  local fan_in = self.in_chans * self.patch_size ^ self.ndim // 1
+  local function ipow(b, e) local r = 1 for _ = 1, e do r = r * b end return r end
+  self.num_patches = ipow(self.grid, self.ndim)
+  local fan_in = self.in_chans * ipow(self.patch_size, self.ndim)
   self.fan_in = fan_in
   local bound = 1 / math.sqrt(fan_in)
   local wshape = {self.embed_dim, self.in_chans}

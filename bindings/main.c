@@ -1,0 +1,602 @@
+/*
+ * bindings/main.c: `lunar`, the host program.
+ *
+ * Starts MPI (when built with LUNAR_USE_MPI; a singleton run without mpirun
+ * works), opens a Lua 5.4 state with the standard libraries and the `lunar`
+ * table (lunar_bindings.h), points package.path at the repository's lua/
+ * (and tests/lua/), and runs a script, code given with -e, or the REPL. The
+ * same command runs on every rank; an error on any rank ends the whole job.
+ *
+ *   lunar SCRIPT.lua [--config FILE] [key=value ...] [-- ARGS ...]
+ *   lunar -e CODE [...]            run CODE (several -e run in order)
+ *   lunar -i SCRIPT.lua [...]      run the script, then the REPL in its state
+ *   lunar                          the REPL
+ *   lunar --help | --version
+ *
+ * Arguments may come in any order before `--`: an argument with '=' (and no
+ * '/' before the '=') is a config override, the first other one is the
+ * script ("-" reads it from stdin), later ones and everything after `--` are
+ * the script's own arguments. The script sees
+ *   lunar.args = { script =, config =, overrides = {"k=v", ...}, rest = {...},
+ *                  repl_rank =, interactive = }
+ *   arg        = { [0] = script, [1..] = rest; the host's own arguments at
+ *                  negative indices, as the lua standalone does }
+ *   ...        = the rest arguments
+ *   lunar.home = the repository root ($LUNAR_HOME, or found from the executable)
+ *
+ * Errors: a Lua error prints "lunar: [rank R] <message>" with its traceback
+ * (the rank only when the world size is > 1) and exits with status 1; with
+ * more than one rank it calls MPI_Abort so the others end too. os.exit(n)
+ * exits with n (MPI finalized, or aborted when n != 0 and size > 1). SIGSEGV,
+ * SIGBUS, SIGFPE, SIGILL and SIGABRT print the signal, the C backtrace and the
+ * Lua stack before the process dies of that signal. Ctrl-C during a script is
+ * the Lua error "interrupted" (with a traceback); a second Ctrl-C kills.
+ * Usage errors exit with status 2.
+ */
+#include <errno.h>
+#include <execinfo.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <lua.h>
+#include <lualib.h>
+#include <lauxlib.h>
+
+#ifdef LUNAR_USE_MPI
+#include <mpi.h>
+#endif
+
+#include "lunar_bindings.h"
+#include "lunar/alloc.h"
+#include "repl.h"
+
+#ifndef LUNAR_VERSION
+#define LUNAR_VERSION "0.1.0"
+#endif
+
+/* ---- process state ------------------------------------------------------------ */
+
+static int g_rank = 0, g_size = 1, g_local_rank = 0;
+static lua_State *g_L;
+static pthread_t g_main_thread;
+static char g_prefix[64] = "lunar: ";  /* "lunar: [rank R] " when size > 1 */
+
+static int mpi_active(void) {
+#ifdef LUNAR_USE_MPI
+    int init = 0, fin = 0;
+    MPI_Initialized(&init);
+    MPI_Finalized(&fin);
+    return init && !fin;
+#else
+    return 0;
+#endif
+}
+
+static void mpi_finalize(void) {
+#ifdef LUNAR_USE_MPI
+    if (mpi_active()) MPI_Finalize();
+#endif
+}
+
+/* Ends the whole job now: MPI_Abort with more than one rank, else exit. */
+static void die(int status) {
+    fflush(stdout);
+    fflush(stderr);
+#ifdef LUNAR_USE_MPI
+    if (g_size > 1 && mpi_active()) MPI_Abort(MPI_COMM_WORLD, status);
+#endif
+    mpi_finalize();
+    _exit(status);
+}
+
+/* Runs at exit() (os.exit, or a C library that calls exit): finalize MPI,
+ * or abort the job when the status is an error and there are other ranks. */
+static void on_exit_handler(int status, void *arg) {
+    (void)arg;
+    if (!mpi_active()) return;
+    if (status != 0 && g_size > 1) die(status);
+    mpi_finalize();
+}
+
+/* ---- fatal signals ------------------------------------------------------------ */
+
+static void put(const char *s) {
+    ssize_t r = write(2, s, strlen(s));
+    (void)r;
+}
+
+static void put_int(long v) {
+    char buf[24], *p = buf + sizeof buf;
+    int neg = v < 0;
+    unsigned long u = neg ? (unsigned long)(-v) : (unsigned long)v;
+    *--p = 0;
+    do { *--p = (char)('0' + u % 10); u /= 10; } while (u);
+    if (neg) *--p = '-';
+    put(p);
+}
+
+static const char *signame(int sig) {
+    switch (sig) {
+    case SIGSEGV: return "SIGSEGV, segmentation fault";
+    case SIGBUS: return "SIGBUS, bus error";
+    case SIGFPE: return "SIGFPE, arithmetic exception";
+    case SIGILL: return "SIGILL, illegal instruction";
+    case SIGABRT: return "SIGABRT, aborted";
+    }
+    return "?";
+}
+
+/* Prints the signal, the C backtrace and the Lua call stack (read without
+ * allocating), then dies of the same signal. alarm() bounds the time spent
+ * here in case the state is too broken to walk. */
+static void fatal_signal(int sig) {
+    alarm(10);
+    put(g_prefix);
+    put("fatal signal ");
+    put_int(sig);
+    put(" (");
+    put(signame(sig));
+    put(")\nC backtrace:\n");
+    void *frames[64];
+    int n = backtrace(frames, 64);
+    backtrace_symbols_fd(frames, n, 2);
+    lua_State *L = g_L;
+    if (L && pthread_equal(pthread_self(), g_main_thread)) {
+        put("Lua stack:\n");
+        lua_Debug ar;
+        for (int level = 0; level < 32 && lua_getstack(L, level, &ar); level++) {
+            if (!lua_getinfo(L, "Sln", &ar)) break;
+            put("\t");
+            put(ar.short_src);
+            if (ar.currentline > 0) {
+                put(":");
+                put_int(ar.currentline);
+            }
+            if (ar.name) {
+                put(": in function '");
+                put(ar.name);
+                put("'");
+            }
+            put("\n");
+        }
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+    _exit(128 + sig);
+}
+
+static void install_signal_handlers(void) {
+    static char altstack[1 << 16];
+    stack_t ss = {.ss_sp = altstack, .ss_size = sizeof altstack, .ss_flags = 0};
+    sigaltstack(&ss, NULL);  /* so a C stack overflow still reports */
+    void *warm[2];
+    backtrace(warm, 2);  /* loads libgcc now, not inside the handler */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = fatal_signal;
+    sa.sa_flags = SA_ONSTACK | SA_NODEFER | SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
+}
+
+/* ---- arguments ------------------------------------------------------------------ */
+
+enum { ROLE_HOST, ROLE_SCRIPT, ROLE_REST };
+
+typedef struct {
+    const char *script;     /* NULL: none */
+    const char *config;     /* --config FILE */
+    const char *repl_rank;  /* --repl-rank R */
+    int interactive, help, version;
+    int n_chunks, n_overrides, n_rest;
+    const char **chunks;    /* -e CODE, in order */
+    const char **overrides; /* key=value, in order */
+    const char **rest;      /* script arguments */
+    int *role;              /* per argv index */
+} options;
+
+static void usage(FILE *f) {
+    fprintf(f,
+"usage: lunar SCRIPT.lua [--config FILE] [key=value ...] [-- ARGS ...]\n"
+"       lunar -e CODE [...]\n"
+"       lunar -i SCRIPT.lua [...]\n"
+"       lunar                        (the REPL)\n"
+"\n"
+"Runs a Lua 5.4 script, with the `lunar` library loaded, on every MPI rank\n"
+"(mpirun -np N lunar ...), or an interactive REPL.\n"
+"\n"
+"options:\n"
+"  --config FILE     the config file (a Lua chunk): lunar.args.config\n"
+"  key=value         a config override, in order: lunar.args.overrides\n"
+"  -e CODE           run CODE (before the script, if any); may be repeated\n"
+"  -i                after the script (or -e), open the REPL in the same state\n"
+"  --repl-rank R     the rank that runs the REPL under mpirun: lunar.args.repl_rank\n"
+"  -                 read the script from stdin\n"
+"  --                the arguments after it go to the script: arg[1..], ...,\n"
+"                    lunar.args.rest (so do positional arguments after the script)\n"
+"  -h, --help        this text\n"
+"  -v, --version     the version, and whether MPI and OpenMP are compiled in\n"
+"\n"
+"environment:\n"
+"  LUNAR_HOME        the repository root holding lua/lunar (default: found from\n"
+"                    the executable, build/lunar -> ..)\n"
+"  LUNAR_HISTORY     the REPL history file (default ~/.lunar_history; empty: none)\n"
+"  LUNAR_GC_STEP_MB  step Lua's garbage collector every N MiB of tensor memory\n"
+"                    allocated (default 64; 0: never)\n"
+"  OMP_NUM_THREADS   threads for the CPU kernels and BLAS\n"
+"  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1,\n"
+"  OMPI_MCA_rmaps_base_oversubscribe=1   Open MPI as root / more ranks than cores\n"
+"\n"
+"exit status: 0 success, 1 a Lua error, 2 a usage error, n from os.exit(n),\n"
+"128+N death by signal N.\n"
+"\n"
+"make commands:\n"
+"  make                       build liblunar and build/lunar\n"
+"  make run ARGS='key=value'  train ViT on Fashion-MNIST (examples/train_with_engine.lua)\n"
+"  make test                  every test suite; ends with \"N passed, N failed\"\n"
+"\n"
+"examples:\n"
+"  build/lunar examples/train_with_engine.lua --config configs/vit_fmnist.lua EPOCHS=1\n"
+"  mpirun -np 4 build/lunar examples/train_with_engine.lua --config configs/vit_fmnist.lua\n"
+"  build/lunar -e 'print(lunar.version)'\n"
+"  build/lunar -i script.lua\n");
+}
+
+static void version(void) {
+    printf("lunar %s (%s", LUNAR_VERSION, LUA_RELEASE);
+#ifdef LUNAR_USE_MPI
+#if defined(OMPI_MAJOR_VERSION)
+    printf(", MPI: Open MPI %d.%d.%d", OMPI_MAJOR_VERSION, OMPI_MINOR_VERSION, OMPI_RELEASE_VERSION);
+#else
+    printf(", MPI: yes (MPI %d.%d)", MPI_VERSION, MPI_SUBVERSION);
+#endif
+#else
+    printf(", MPI: no");
+#endif
+#ifdef _OPENMP
+    printf(", OpenMP: yes (%d)", _OPENMP);
+#else
+    printf(", OpenMP: no");
+#endif
+#ifdef LUNAR_USE_CUDA
+    printf(", CUDA: yes");
+#else
+    printf(", CUDA: no");
+#endif
+    printf(")\n");
+}
+
+static int usage_error(const char *fmt, const char *what) {
+    fprintf(stderr, "lunar: ");
+    fprintf(stderr, fmt, what);
+    fprintf(stderr, "\nusage: lunar SCRIPT.lua [--config FILE] [key=value ...] [-- ARGS ...]"
+                    " (see lunar --help)\n");
+    return 2;
+}
+
+static int is_override(const char *a) {
+    const char *eq = strchr(a, '=');
+    if (!eq || eq == a) return 0;
+    for (const char *p = a; p < eq; p++)
+        if (*p == '/') return 0;
+    return 1;
+}
+
+/* The value of "--name VALUE" or "--name=VALUE" at argv[*i]; NULL if `a`
+ * is not that option. Sets *missing when the value is absent. */
+static const char *opt_value(int argc, char **argv, int *i, const char *name, int *missing) {
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(a, name, n) != 0) return NULL;
+    if (a[n] == '=') return a + n + 1;
+    if (a[n] != 0) return NULL;
+    if (*i + 1 >= argc) {
+        *missing = 1;
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+/* Returns -1 on success, else the exit status (usage error). */
+static int parse_args(int argc, char **argv, options *o) {
+    memset(o, 0, sizeof *o);
+    o->chunks = calloc((size_t)argc + 1, sizeof *o->chunks);
+    o->overrides = calloc((size_t)argc + 1, sizeof *o->overrides);
+    o->rest = calloc((size_t)argc + 1, sizeof *o->rest);
+    o->role = calloc((size_t)argc + 1, sizeof *o->role);
+    if (!o->chunks || !o->overrides || !o->rest || !o->role) {
+        fprintf(stderr, "lunar: out of memory\n");
+        return 1;
+    }
+    int dashdash = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int missing = 0;
+        const char *v;
+        if (dashdash) {
+            o->rest[o->n_rest++] = a;
+            o->role[i] = ROLE_REST;
+        } else if (strcmp(a, "--") == 0) {
+            dashdash = 1;
+        } else if (a[0] == '-' && a[1] != 0) {
+            if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+                o->help = 1;
+            } else if (strcmp(a, "-v") == 0 || strcmp(a, "--version") == 0) {
+                o->version = 1;
+            } else if (strcmp(a, "-i") == 0) {
+                o->interactive = 1;
+            } else if (strncmp(a, "-e", 2) == 0) {
+                if (a[2]) {
+                    o->chunks[o->n_chunks++] = a + 2;
+                } else if (i + 1 < argc) {
+                    o->chunks[o->n_chunks++] = argv[++i];
+                } else {
+                    return usage_error("option '%s' needs an argument (the Lua code to run)", a);
+                }
+            } else if ((v = opt_value(argc, argv, &i, "--config", &missing)) || missing) {
+                if (missing) return usage_error("option '%s' needs an argument (a config file)", a);
+                if (o->config) return usage_error("--config given twice (second: '%s')", v);
+                o->config = v;
+            } else if ((v = opt_value(argc, argv, &i, "--repl-rank", &missing)) || missing) {
+                if (missing) return usage_error("option '%s' needs an argument (a rank)", a);
+                char *end;
+                errno = 0;
+                long r = strtol(v, &end, 10);
+                if (!*v || *end || errno || r < 0 || r > INT_MAX)
+                    return usage_error("--repl-rank: '%s' is not a rank (an integer >= 0)", v);
+                o->repl_rank = v;
+            } else {
+                return usage_error("unknown option '%s'", a);
+            }
+        } else if (is_override(a)) {
+            o->overrides[o->n_overrides++] = a;
+        } else if (!o->script) {
+            o->script = a;
+            o->role[i] = ROLE_SCRIPT;
+        } else {
+            o->rest[o->n_rest++] = a;
+            o->role[i] = ROLE_REST;
+        }
+    }
+    return -1;
+}
+
+/* ---- the repository root -------------------------------------------------------- */
+
+static int has_lua_dir(const char *root) {
+    char p[PATH_MAX + 32];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/lua/lunar", root);
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Fills root with the directory holding lua/lunar: $LUNAR_HOME, else the
+ * executable's directory or one of its parents (build/lunar -> ..).
+ * Returns 0, or -1 (root then holds the best guess). */
+static int find_root(char *root, size_t cap) {
+    const char *env = getenv("LUNAR_HOME");
+    if (env && *env) {
+        snprintf(root, cap, "%s", env);
+        if (has_lua_dir(root)) return 0;
+        fprintf(stderr, "lunar: warning: LUNAR_HOME=%s has no lua/lunar; looking next to the "
+                        "executable\n", env);
+    }
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) {
+        snprintf(root, cap, ".");
+        return has_lua_dir(root) ? 0 : -1;
+    }
+    exe[n] = 0;
+    char guess[PATH_MAX] = "";
+    for (int up = 0; up < 4; up++) {
+        char *slash = strrchr(exe, '/');
+        if (!slash) break;
+        *slash = 0;
+        const char *dir = exe[0] ? exe : "/";
+        if (up == 1) snprintf(guess, sizeof guess, "%s", dir);  /* build/lunar -> .. */
+        if (has_lua_dir(dir)) {
+            snprintf(root, cap, "%s", dir);
+            return 0;
+        }
+        if (!exe[0]) break;
+    }
+    snprintf(root, cap, "%s", guess[0] ? guess : ".");
+    return -1;
+}
+
+/* ---- the Lua state ------------------------------------------------------------------ */
+
+static void gc_pressure(void *ud) {
+    static int busy;
+    lua_State *L = ud;
+    if (!L || busy || !pthread_equal(pthread_self(), g_main_thread)) return;
+    if (!lua_gc(L, LUA_GCISRUNNING)) return;  /* respect collectgarbage("stop") */
+    busy = 1;
+    lua_gc(L, LUA_GCSTEP, 0);  /* returns -1 (does nothing) when called during a collection */
+    busy = 0;
+}
+
+static void set_package_path(lua_State *L, const char *root) {
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    const char *old = lua_tostring(L, -1);
+    lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;%s/tests/lua/?.lua;%s", root, root, root,
+                    old ? old : "");
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 2);
+}
+
+static void push_strings(lua_State *L, const char **v, int n) {
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_pushstring(L, v[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+}
+
+/* lunar.args, lunar.home and the global `arg`. */
+static int set_args(lua_State *L) {
+    int argc = (int)lua_tointeger(L, 1);
+    char **argv = lua_touserdata(L, 2);
+    const options *o = lua_touserdata(L, 3);
+    const char *root = lua_tostring(L, 4);
+    if (lua_getglobal(L, "lunar") != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setglobal(L, "lunar");
+    }
+    lua_pushstring(L, root);
+    lua_setfield(L, -2, "home");
+    lua_createtable(L, 0, 6);
+    if (o->script) {
+        lua_pushstring(L, o->script);
+        lua_setfield(L, -2, "script");
+    }
+    if (o->config) {
+        lua_pushstring(L, o->config);
+        lua_setfield(L, -2, "config");
+    }
+    push_strings(L, o->overrides, o->n_overrides);
+    lua_setfield(L, -2, "overrides");
+    push_strings(L, o->rest, o->n_rest);
+    lua_setfield(L, -2, "rest");
+    if (o->repl_rank) {
+        lua_pushinteger(L, (lua_Integer)strtol(o->repl_rank, NULL, 10));
+        lua_setfield(L, -2, "repl_rank");
+    }
+    lua_pushboolean(L, o->interactive);
+    lua_setfield(L, -2, "interactive");
+    lua_setfield(L, -2, "args");
+    lua_pop(L, 1);
+
+    /* arg: [0] = script (or the program), [1..] = rest, host arguments below 0 */
+    lua_createtable(L, o->n_rest, argc);
+    int nhost = 0;
+    for (int i = 0; i < argc; i++)
+        if (o->role[i] == ROLE_HOST) nhost++;
+    if (!o->script) nhost--;  /* argv[0] becomes arg[0] */
+    int k = -nhost;
+    for (int i = 0; i < argc; i++) {
+        if (o->role[i] != ROLE_HOST || (i == 0 && !o->script)) continue;
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, k++);
+    }
+    lua_pushstring(L, o->script ? o->script : argv[0]);
+    lua_rawseti(L, -2, 0);
+    for (int i = 0; i < o->n_rest; i++) {
+        lua_pushstring(L, o->rest[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setglobal(L, "arg");
+    return 0;
+}
+
+/* Opens the libraries and bindings and sets the arguments, protected. */
+static int open_state(lua_State *L) {
+    luaL_openlibs(L);
+    set_package_path(L, lua_tostring(L, 4));
+    lunar_open_bindings(L);
+    lua_settop(L, 4);
+    return set_args(L);
+}
+
+/* Loads and runs one chunk (already on the stack) with the script args. */
+static int run_chunk(lua_State *L, int load_status, const options *o) {
+    if (load_status != LUA_OK) return load_status;
+    for (int i = 0; i < o->n_rest; i++) lua_pushstring(L, o->rest[i]);
+    return lunar_docall(L, o->n_rest, 0);
+}
+
+int main(int argc, char **argv) {
+    options o;
+    int rc = parse_args(argc, argv, &o);
+    if (rc >= 0) return rc;
+    if (o.help) {
+        usage(stdout);
+        return 0;
+    }
+    if (o.version) {
+        version();
+        return 0;
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);  /* line by line, also through mpirun's pipes */
+    g_main_thread = pthread_self();
+
+#ifdef LUNAR_USE_MPI
+    int provided = 0;
+    if (MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+        fprintf(stderr, "lunar: MPI_Init_thread failed\n");
+        return 1;
+    }
+    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+    MPI_Comm local;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g_rank, MPI_INFO_NULL, &local) ==
+        MPI_SUCCESS) {
+        MPI_Comm_rank(local, &g_local_rank);
+        MPI_Comm_free(&local);
+    }
+    if (provided < MPI_THREAD_FUNNELED && g_rank == 0)
+        fprintf(stderr, "lunar: warning: MPI provides thread level %d < MPI_THREAD_FUNNELED\n",
+                provided);
+#endif
+    on_exit(on_exit_handler, NULL);
+    if (g_size > 1) snprintf(g_prefix, sizeof g_prefix, "lunar: [rank %d] ", g_rank);
+    lunar_bindings_set_rank(g_rank, g_size, g_local_rank);
+    lunar_repl_set_rank(g_rank, g_size);
+    install_signal_handlers();
+
+    char root[PATH_MAX];
+    if (find_root(root, sizeof root) != 0 && g_rank == 0)
+        fprintf(stderr, "lunar: warning: cannot find lua/lunar next to the executable; "
+                        "set LUNAR_HOME to the repository root\n");
+
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        fprintf(stderr, "%scannot create the Lua state (out of memory)\n", g_prefix);
+        die(1);
+    }
+    g_L = L;
+    lua_pushcfunction(L, open_state);
+    lua_pushinteger(L, argc);
+    lua_pushlightuserdata(L, argv);
+    lua_pushlightuserdata(L, &o);
+    lua_pushstring(L, root);
+    int status = lunar_docall(L, 4, 0);
+
+    const char *gc_env = getenv("LUNAR_GC_STEP_MB");
+    long gc_mb = gc_env && *gc_env ? strtol(gc_env, NULL, 10) : 64;
+    if (gc_mb > 0) lunar_alloc_set_pressure_hook(gc_pressure, L, (size_t)gc_mb << 20);
+
+    for (int i = 0; status == LUA_OK && i < o.n_chunks; i++)
+        status = run_chunk(L, luaL_loadbuffer(L, o.chunks[i], strlen(o.chunks[i]), "=(command line)"), &o);
+    if (status == LUA_OK && o.script) {
+        int ls = luaL_loadfile(L, strcmp(o.script, "-") == 0 ? NULL : o.script);
+        status = run_chunk(L, ls, &o);
+    }
+    if (status != LUA_OK) {
+        lunar_report(L);
+        /* with -i on one rank, the REPL opens on the failed state for inspection */
+        if (!(o.interactive && g_size == 1)) die(1);
+    }
+    if (o.interactive || (!o.script && o.n_chunks == 0)) {
+        char banner[128];
+        snprintf(banner, sizeof banner, "lunar %s (%s), Ctrl-D to exit", LUNAR_VERSION, LUA_RELEASE);
+        lunar_repl(L, isatty(0) && !o.script && o.n_chunks == 0 ? banner : NULL);
+    }
+    lunar_alloc_set_pressure_hook(NULL, NULL, 0);
+    g_L = NULL;
+    lua_close(L);
+    fflush(stdout);
+    mpi_finalize();
+    return status == LUA_OK ? 0 : 1;
+}

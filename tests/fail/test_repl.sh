@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# tests/fail/test_repl.sh: the REPL of build/lunar (bindings/repl.c), driven
+# through a pipe (no prompt decoration), then through a real terminal in tmux
+# (skipped when tmux is not installed). Run from the repository root;
+# LUNAR=path overrides the binary. Ends with "N passed, N failed[, N skipped]".
+set -u
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+LUNAR=${LUNAR:-build/lunar}
+pass=0; fail=0; skip=0
+
+ok()   { pass=$((pass + 1)); echo "  ok $1"; }
+bad()  { fail=$((fail + 1)); echo "  FAIL $1"; printf '%s\n' "rc=$rc" "stdout: $out" "stderr: $err" | head -n 30 | sed 's/^/    | /'; }
+skp()  { skip=$((skip + 1)); echo "  skip $1: $2"; }
+check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
+has()  { grep -qF -- "$2" <<<"$1"; }
+# feed INPUT CMD...: runs CMD with INPUT on stdin; sets rc, out, err
+feed() {
+  local input=$1; shift
+  local o e; o=$(mktemp); e=$(mktemp)
+  printf '%s' "$input" | "$@" >"$o" 2>"$e"; rc=$?
+  out=$(cat "$o"); err=$(cat "$e"); rm -f "$o" "$e"
+}
+finish() {
+  if [ "$skip" -gt 0 ]; then echo "$pass passed, $fail failed, $skip skipped"; else echo "$pass passed, $fail failed"; fi
+  [ "$fail" -eq 0 ]; exit $?
+}
+if [ ! -x "$LUNAR" ]; then
+  rc=-1; out=""; err="$LUNAR not built (make)"; bad "binary $LUNAR exists"; finish
+fi
+T=$(mktemp -d)
+SOCK=lunar_test_$$
+cleanup() { command -v tmux >/dev/null && tmux -L "$SOCK" kill-server 2>/dev/null; rm -rf "$T"; }
+trap cleanup EXIT
+export LUNAR_HISTORY=   # never touch ~/.lunar_history from tests
+
+# --- through a pipe ------------------------------------------------------------
+feed $'1+1\n' "$LUNAR"
+check "expression value printed" [ "$rc" -eq 0 -a "$out" = 2 ]
+feed $'"a", 2, nil\n' "$LUNAR"
+check "several values printed tab-separated" [ "$out" = "$(printf 'a\t2\tnil')" ]
+feed $'function sq(x)\n  local y = x * x\n  return y\nend\nsq(7)\n' "$LUNAR"
+check "multi-line function definition, then a call" [ "$rc" -eq 0 -a "$out" = 49 ]
+feed $'t = {\n  a = 1,\n  b = 2,\n}\nt.a + t.b\n' "$LUNAR"
+check "multi-line table constructor" [ "$out" = 3 ]
+feed $'error("oops")\nprint("after")\n' "$LUNAR"
+check "an error prints its message" has "$err" "oops"
+check "an error prints a traceback" has "$err" "stack traceback"
+check "the session goes on after an error" [ "$rc" -eq 0 -a "$out" = after ]
+feed $'x = = 1\n3\n' "$LUNAR"
+check "a syntax error is reported, then the session goes on" eval 'has "$err" "repl:1:" && [ "$out" = 3 ]'
+feed $'setmetatable({}, {__tostring = function() return "<custom>" end})\n' "$LUNAR"
+check "values print through __tostring" [ "$out" = "<custom>" ]
+feed $'print("no value")\n' "$LUNAR"
+check "a statement prints only its own output" [ "$out" = "no value" ]
+feed $'for i = 1, 2 do\n' "$LUNAR"
+check "an unfinished chunk at end of input is reported" has "$err" "<eof>"
+
+cat >"$T/script.lua" <<'LUA'
+G_VALUE = 41
+function bump(n) return G_VALUE + n end
+print("script ran")
+LUA
+feed $'G_VALUE\nbump(1)\nlunar.args.interactive\n' "$LUNAR" -i "$T/script.lua"
+check "-i: the script runs first" [ "$(head -n 1 <<<"$out")" = "script ran" ]
+check "-i: the REPL sees the script's globals" [ "$(sed -n 2,4p <<<"$out" | tr '\n' ' ')" = "41 42 true " ]
+feed $'H\n' "$LUNAR" -i -e 'H = "from -e"'
+check "-i with -e: the REPL sees the globals" [ "$out" = "from -e" ]
+
+# --- in a terminal (tmux) -------------------------------------------------------------
+if ! command -v tmux >/dev/null; then
+  skp "tmux REPL check" "tmux is not installed"
+else
+  TM() { tmux -L "$SOCK" "$@"; }
+  # wait_for TEXT: polls the pane (up to 10 s) until it shows TEXT
+  wait_for() {
+    for _ in $(seq 100); do
+      pane=$(TM capture-pane -p -t lt 2>/dev/null)
+      grep -qF -- "$1" <<<"$pane" && return 0
+      sleep 0.1
+    done
+    return 1
+  }
+  TM new-session -d -s lt -x 100 -y 30 -c "$ROOT" \
+    "env LUNAR_HISTORY='$T/history' '$ROOT/$LUNAR'; echo REPL-EXITED-\$?; sleep 30"
+  rc=0; err=""
+  # (capture-pane drops trailing blanks: the bare prompt reads "lunar>")
+  wait_for "lunar>"; r=$?; out=$pane
+  TM send-keys -t lt '6 * 7' Enter
+  wait_for "lunar> 6 * 7"; r2=$?; out=$pane
+  check "tmux: the prompt 'lunar> ' appears" [ "$r" -eq 0 -a "$r2" -eq 0 ]
+  wait_for "42"; r=$?; out=$pane
+  check "tmux: an expression evaluates" [ "$r" -eq 0 ]
+  TM send-keys -t lt 'function f()' Enter
+  wait_for "    >>"; r=$?; out=$pane
+  check "tmux: continuation prompt for an unfinished chunk" [ "$r" -eq 0 ]
+  TM send-keys -t lt 'return "done" .. "!" end' Enter 'f()' Enter
+  wait_for "done!"; r=$?; out=$pane
+  check "tmux: the multi-line function runs" [ "$r" -eq 0 ]
+  TM send-keys -t lt C-d
+  wait_for "REPL-EXITED-0"; r=$?; out=$pane
+  check "tmux: Ctrl-D exits with status 0" [ "$r" -eq 0 ]
+  check "tmux: the history file has the lines" grep -qF '6 * 7' "$T/history"
+fi
+
+finish
