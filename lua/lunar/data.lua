@@ -19,8 +19,17 @@ data.stats = {
 local function join(dir, name) return (dir:sub(-1) == '/' and dir or dir .. '/') .. name end
 
 --- The Fashion-MNIST split ('train' or 't10k') from dir.
+-- Errors name the missing file and the Debian package that ships it.
 function data.fashion_mnist(dir, split)
-  return C.load_idx(join(dir, split .. '-images-idx3-ubyte.gz'), join(dir, split .. '-labels-idx1-ubyte.gz'))
+  local ok, ds = pcall(C.load_idx, join(dir, split .. '-images-idx3-ubyte.gz'),
+    join(dir, split .. '-labels-idx1-ubyte.gz'))
+  if ok then return ds end
+  local msg = tostring(ds)
+  if not msg:find('dataset-fashion-mnist', 1, true) then
+    msg = msg .. ' (Fashion-MNIST is provided by the Debian package dataset-fashion-mnist, installed in ' ..
+      '/usr/share/datasets/fashion-mnist; set DATA_DIR to where the IDX files are)'
+  end
+  error(msg, 0)
 end
 
 --- Train and test datasets named by cfg.DATASET; checks they match the model's

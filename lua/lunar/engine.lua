@@ -73,7 +73,7 @@ end
 -- 1 / gradient_accumulation, so accumulated micro-steps average.
 function Engine:backward(loss)
   if loss ~= loss or loss == math.huge or loss == -math.huge then
-    error(string.format('non-finite loss %s at step %d', tostring(loss), self.step_count), 0)
+    error(string.format('non-finite loss %s at step %d (1-based; stopping before the update)', tostring(loss), self.step_count + 1), 0)
   end
   assert(self._ctx and self._cctx, 'engine:backward: call forward and criterion first')
   local dlogits = self.criterion_module:backward(self._cctx, 1 / self.gradient_accumulation)

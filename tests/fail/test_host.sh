@@ -8,32 +8,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-LUNAR=${LUNAR:-build/lunar}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_rmaps_base_oversubscribe=1
-pass=0; fail=0; skip=0
-
-ok()   { pass=$((pass + 1)); echo "  ok $1"; }
-bad()  { fail=$((fail + 1)); echo "  FAIL $1"; printf '%s\n' "rc=$rc" "stdout: $out" "stderr: $err" | head -n 30 | sed 's/^/    | /'; }
-skp()  { skip=$((skip + 1)); echo "  skip $1: $2"; }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
-has()  { grep -qF -- "$2" <<<"$1"; }   # has TEXT NEEDLE
-# run CMD...: sets rc, out, err
-run() {
-  local o e; o=$(mktemp); e=$(mktemp)
-  ( "$@"; s=$?; exit $s ) >"$o" 2>"$e"; rc=$?   # a subshell: bash's "Segmentation fault" note goes to $e
-  out=$(cat "$o"); err=$(cat "$e"); rm -f "$o" "$e"
-}
-finish() {
-  if [ "$skip" -gt 0 ]; then echo "$pass passed, $fail failed, $skip skipped"; else echo "$pass passed, $fail failed"; fi
-  [ "$fail" -eq 0 ]; exit $?
-}
-
-if [ ! -x "$LUNAR" ]; then
-  rc=-1; out=""; err="$LUNAR not built (make)"; bad "binary $LUNAR exists"; finish
-fi
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
+. tests/fail/lib.sh
 
 # --- --help, --version ---------------------------------------------------------
 run "$LUNAR" --help

@@ -6,31 +6,9 @@
 set -u
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-LUNAR=${LUNAR:-build/lunar}
-pass=0; fail=0; skip=0
-
-ok()   { pass=$((pass + 1)); echo "  ok $1"; }
-bad()  { fail=$((fail + 1)); echo "  FAIL $1"; printf '%s\n' "rc=$rc" "stdout: $out" "stderr: $err" | head -n 30 | sed 's/^/    | /'; }
-skp()  { skip=$((skip + 1)); echo "  skip $1: $2"; }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
-has()  { grep -qF -- "$2" <<<"$1"; }
-# feed INPUT CMD...: runs CMD with INPUT on stdin; sets rc, out, err
-feed() {
-  local input=$1; shift
-  local o e; o=$(mktemp); e=$(mktemp)
-  printf '%s' "$input" | "$@" >"$o" 2>"$e"; rc=$?
-  out=$(cat "$o"); err=$(cat "$e"); rm -f "$o" "$e"
-}
-finish() {
-  if [ "$skip" -gt 0 ]; then echo "$pass passed, $fail failed, $skip skipped"; else echo "$pass passed, $fail failed"; fi
-  [ "$fail" -eq 0 ]; exit $?
-}
-if [ ! -x "$LUNAR" ]; then
-  rc=-1; out=""; err="$LUNAR not built (make)"; bad "binary $LUNAR exists"; finish
-fi
-T=$(mktemp -d)
+. tests/fail/lib.sh
 SOCK=lunar_test_$$
-cleanup() { command -v tmux >/dev/null && tmux -L "$SOCK" kill-server 2>/dev/null; rm -rf "$T"; }
+cleanup() { command -v tmux >/dev/null && tmux -L "$SOCK" kill-server 2>/dev/null; lib_cleanup; }
 trap cleanup EXIT
 export LUNAR_HISTORY=   # never touch ~/.lunar_history from tests
 

@@ -122,11 +122,27 @@ static void small_gemm(int rows, int cols, int Kd, const float *A, ptrdiff_t ars
 
 /* ---- row helpers ------------------------------------------------------------------ */
 
+/* Rows of a pair to come (its q, k, v, and dout, out in backward), prefetched one
+ * token per row of work, so the loads spread over the pair being computed. */
+typedef struct {
+    const float *p[5];
+    ptrdiff_t stride[5];
+    int n, D;
+} prefetcher;
+
+static inline void prefetch_row(const float *p, int D);
+
+static inline void prefetch_token(const prefetcher *pf, int i) {
+    if (!pf) return;
+    for (int k = 0; k < pf->n; k++) prefetch_row(pf->p[k] + i * pf->stride[k], pf->D);
+}
+
 /* Softmax of rows r < nb of s (row stride ld, n < = ld columns), without the
  * division: s = exp(s - max_r), inv[r] = 1 / sum_j, lse[r] = max_r + log(sum_j).
  * One pass per quantity over all rows (loop fission): the rows of a pass are
  * independent, so their reductions overlap instead of waiting on each other. */
-static void softmax_rows(float *s, ptrdiff_t ld, int nb, int n, float *lse, float *inv) {
+static void softmax_rows(float *s, ptrdiff_t ld, int nb, int n, float *lse, float *inv,
+                         const prefetcher *pf, int i0) {
 #ifdef __AVX512F__
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
     for (int r = 0; r < nb; r++) { /* row max, kept in lse for now */
@@ -140,6 +156,7 @@ static void softmax_rows(float *s, ptrdiff_t ld, int nb, int n, float *lse, floa
     }
     for (int r = 0; r < nb; r++) { /* exp and row sum */
         float *x = s + r * ld;
+        prefetch_token(pf, i0 + r);
         __m512 vm = _mm512_set1_ps(lse[r]), vsum = _mm512_setzero_ps();
         for (int j = 0; j < n; j += 16) {
             __mmask16 k = lunar_mask16(n - j);
@@ -150,6 +167,8 @@ static void softmax_rows(float *s, ptrdiff_t ld, int nb, int n, float *lse, floa
         inv[r] = lunar_hsum(vsum);
     }
 #else
+    (void)pf;
+    (void)i0;
     for (int r = 0; r < nb; r++) {
         float *x = s + r * ld;
         float mx = -INFINITY, sum = 0.0f;
@@ -192,9 +211,10 @@ static void rowdots(float *Di, const float *a, const float *b, ptrdiff_t os, int
 /* Row r < nb, columns j < n: p = exp(s - lse_r) (in place in s: the probabilities
  * again, from the saved lse) and ds = p * (ds - Di_r) * scale (ds holds dP on entry). */
 static void dsoftmax_rows(float *s, float *ds, ptrdiff_t ld, int nb, int n, const float *lse,
-                          const float *Di, float scale) {
+                          const float *Di, float scale, const prefetcher *pf, int i0) {
     for (int r = 0; r < nb; r++) {
         float *p = s + r * ld, *d = ds + r * ld;
+        prefetch_token(pf, i0 + r);
 #ifdef __AVX512F__
         __m512 vl = _mm512_set1_ps(lse[r]), vd = _mm512_set1_ps(Di[r]), vs = _mm512_set1_ps(scale);
         for (int j = 0; j < n; j += 16) {
@@ -315,9 +335,13 @@ void lunar_cpu_attention_forward(float *out, float *lse, const float *qkv, int B
             const float *K = Q + os, *V = Q + 2 * os;
             float *O = out + (size_t)b * N * os + (size_t)h * D;
             float *L = lse + (size_t)bh * N;
-            const float *next = NULL; /* q of a pair this thread most likely does soon */
+            prefetcher pf = {{NULL}, {0}, 3, D}; /* a pair this thread most likely does soon */
             if (bh + PF < pairs) {
-                next = qkv + (size_t)((bh + PF) / H) * N * qs + (size_t)((bh + PF) % H) * D;
+                const float *nq = qkv + (size_t)((bh + PF) / H) * N * qs + (size_t)((bh + PF) % H) * D;
+                for (int k = 0; k < 3; k++) {
+                    pf.p[k] = nq + k * os;
+                    pf.stride[k] = qs;
+                }
             }
             if (!Kt) { /* out of memory: make it visible */
                 for (int i = 0; i < N; i++) {
@@ -330,15 +354,9 @@ void lunar_cpu_attention_forward(float *out, float *lse, const float *qkv, int B
             for (int i0 = 0; i0 < N; i0 += Br) {
                 int nb = N - i0 < Br ? N - i0 : Br;
                 small_gemm(nb, N, D, Q + i0 * qs, qs, 1, Kt, Np, S, Np, scale, NULL, 0);
-                softmax_rows(S, Np, nb, N, L + i0, inv);
+                softmax_rows(S, Np, nb, N, L + i0, inv, pf.p[0] ? &pf : NULL, i0);
                 /* O = (exp(S - max) V) / sum: the division folded into the store */
                 small_gemm(nb, D, N, S, Np, 1, V, qs, O + i0 * os, os, 1.0f, inv, 0);
-                for (int r = 0; next && r < nb; r++) { /* that pair's q, k, v rows */
-                    const float *nq = next + (i0 + r) * qs;
-                    prefetch_row(nq, D);
-                    prefetch_row(nq + os, D);
-                    prefetch_row(nq + 2 * os, D);
-                }
             }
         }
         free(Kt);
@@ -370,11 +388,17 @@ void lunar_cpu_attention_backward(float *dqkv, const float *dout, const float *q
             size_t ooff = (size_t)b * N * os + (size_t)h * D;
             const float *O = out + ooff, *dO = dout + ooff;
             const float *L = lse + (size_t)bh * N;
-            size_t nqoff = 0, nooff = 0; /* a pair this thread most likely does soon */
-            int have_next = bh + PF < pairs;
-            if (have_next) {
-                nqoff = (size_t)((bh + PF) / H) * N * qs + (size_t)((bh + PF) % H) * D;
-                nooff = (size_t)((bh + PF) / H) * N * os + (size_t)((bh + PF) % H) * D;
+            prefetcher pf = {{NULL}, {0}, 5, D}; /* a pair this thread most likely does soon */
+            if (bh + PF < pairs) {
+                size_t nq = (size_t)((bh + PF) / H) * N * qs + (size_t)((bh + PF) % H) * D;
+                size_t no = (size_t)((bh + PF) / H) * N * os + (size_t)((bh + PF) % H) * D;
+                for (int k = 0; k < 3; k++) {
+                    pf.p[k] = qkv + nq + k * os;
+                    pf.stride[k] = qs;
+                }
+                pf.p[3] = dout + no;
+                pf.p[4] = out + no;
+                pf.stride[3] = pf.stride[4] = os;
             }
             if (!Kt) { /* out of memory: make it visible */
                 for (int i = 0; i < N; i++) {
@@ -390,18 +414,7 @@ void lunar_cpu_attention_backward(float *dqkv, const float *dout, const float *q
                 small_gemm(nb, N, D, Q + i0 * qs, qs, 1, Kt, Np, P, Np, scale, NULL, 0);
                 small_gemm(nb, N, D, dO + i0 * os, os, 1, Vt, Np, dS, Np, 1.0f, NULL, 0);
                 rowdots(Di, dO + i0 * os, O + i0 * os, os, nb, D);
-                dsoftmax_rows(P, dS, Np, nb, N, L + i0, Di, scale);
-                for (int r = 0; r < nb; r++) {
-                    int i = i0 + r;
-                    if (have_next) { /* that pair's rows of token i */
-                        const float *nq = qkv + nqoff + i * qs;
-                        prefetch_row(nq, D);
-                        prefetch_row(nq + os, D);
-                        prefetch_row(nq + 2 * os, D);
-                        prefetch_row(dout + nooff + i * os, D);
-                        prefetch_row(out + nooff + i * os, D);
-                    }
-                }
+                dsoftmax_rows(P, dS, Np, nb, N, L + i0, Di, scale, pf.p[0] ? &pf : NULL, i0);
                 /* dQ = dS K (dS carries the scale), dK (+)= dS^T Q, dV (+)= P^T dO */
                 small_gemm(nb, D, N, dS, Np, 1, K, qs, dQ + i0 * qs, qs, 1.0f, NULL, 0);
                 small_gemm(N, D, nb, dS, 1, Np, Q + i0 * qs, qs, dK, qs, 1.0f, NULL, i0 > 0);
