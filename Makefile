@@ -4,6 +4,7 @@
 #   make run        the main job: ViT on Fashion-MNIST (ARGS='key=value ...')
 #   make test       every test suite; ends with "N passed, N failed"
 #   make bench      bench/vs_pytorch (needs python3-torch; not a test)
+#   make bench-build  bench programs (build/bench/comm_bench: Lunar vs raw MPI all_reduce)
 #
 # Optional parts are detected and reported (llm.c style): NO_MPI=1, NO_OMP=1
 # switch them off; CUDA=1 asks for the CUDA backend (issue: CUDA backend).
@@ -44,7 +45,8 @@ ifneq ($(NO_OMP),1)
   endif
 endif
 
-# MPI: the host is built with mpicc when it exists
+# MPI: when mpicc exists, the host, core/comm/ (comm_mpi.c; else comm_single.c)
+# and everything that links liblunar (tests, benches) are built with it
 MPICC := $(shell command -v mpicc 2>/dev/null)
 ifeq ($(NO_MPI),1)
   MPICC :=
@@ -71,7 +73,8 @@ CFLAGS = $(CFLAGS_BASE) $(PKG_CFLAGS)
 LDLIBS = $(PKG_LIBS) -lm -lpthread $(LDFLAGS_OMP)
 
 # --- sources --------------------------------------------------------------------
-CORE_SRC := $(wildcard core/*.c core/ops/*.c core/ops/ref/*.c core/ops/cpu/*.c core/data/*.c core/io/*.c)
+CORE_SRC := $(wildcard core/*.c core/ops/*.c core/ops/ref/*.c core/ops/cpu/*.c core/data/*.c core/io/*.c \
+                      core/comm/*.c)
 CORE_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(CORE_SRC))
 BIND_SRC := $(wildcard bindings/*.c)
 BIND_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(BIND_SRC))
@@ -79,7 +82,7 @@ LIB := $(BUILD)/liblunar.a
 TEST_C_SRC := $(wildcard tests/c/test_*.c)
 TEST_C_BIN := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(TEST_C_SRC))
 
-.PHONY: all lunar run test test-c test-lua test-fail bench clean deps
+.PHONY: all lunar run test test-c test-lua test-fail test-mpi bench bench-build clean deps
 all: lunar
 deps: $(DEPS_STAMP)
 lunar: $(BUILD)/lunar
@@ -87,6 +90,11 @@ lunar: $(BUILD)/lunar
 $(BUILD)/core/%.o: core/%.c $(wildcard core/include/lunar/*.h) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# the communicator: comm_mpi.c with MPI (-DLUNAR_USE_MPI), else comm_single.c
+$(BUILD)/core/comm/%.o: core/comm/%.c core/comm/internal.h $(wildcard core/include/lunar/*.h) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(HOST_CC) $(CFLAGS) $(HOST_DEFS) -c $< -o $@
 
 $(BUILD)/bindings/%.o: bindings/%.c $(wildcard bindings/*.h core/include/lunar/*.h) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
@@ -99,9 +107,15 @@ $(LIB): $(CORE_OBJ)
 $(BUILD)/lunar: $(BIND_OBJ) $(LIB)
 	$(HOST_CC) $(BIND_OBJ) $(LIB) -o $@ $(LDLIBS)
 
+# liblunar holds MPI calls in an MPI build: everything linking it uses $(HOST_CC)
 $(BUILD)/tests/%: tests/c/%.c tests/c/test.h $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $< $(LIB) -o $@ $(LDLIBS)
+	$(HOST_CC) $(CFLAGS) $(HOST_DEFS) $< $(LIB) -o $@ $(LDLIBS)
+
+$(BUILD)/bench/comm_bench: bench/comm_bench.c $(LIB)
+	@mkdir -p $(dir $@)
+	@if [ -z "$(HOST_DEFS)" ]; then echo "comm_bench needs MPI (mpicc)"; exit 1; fi
+	$(HOST_CC) $(CFLAGS) $(HOST_DEFS) $< $(LIB) -o $@ $(LDLIBS)
 
 # --- run, test, bench ----------------------------------------------------------------
 run: $(BUILD)/lunar
@@ -119,8 +133,13 @@ test-lua: $(BUILD)/lunar
 test-fail: $(BUILD)/lunar
 	@bash tests/run_all.sh fail
 
+test-mpi: $(BUILD)/lunar $(BUILD)/tests/test_comm
+	@bash tests/run_all.sh mpi
+
 bench: $(BUILD)/lunar
 	@bash bench/vs_pytorch
+
+bench-build: $(BUILD)/lunar $(BUILD)/bench/comm_bench
 
 clean:
 	rm -rf $(BUILD) lunar

@@ -15,7 +15,7 @@ local cfg = config.load(lunar.args.config, lunar.args.overrides)
 local steps = cfg.MAX_STEPS > 0 and cfg.MAX_STEPS or 20
 local warmup = 3
 
-local model = nn.materialize(models.vit(cfg), cfg.SEED)
+local model = nn.materialize(models.vit(cfg), cfg.SEED, {init = cfg.INIT})
 local params = model:parameters()
 local criterion = nn.CrossEntropy{label_smoothing = 0.1}
 local opt = optim.AdamW(params, {lr = 1e-3, weight_decay = cfg.WEIGHT_DECAY})

@@ -22,13 +22,13 @@ if cfg.NUM_THREADS and cfg.NUM_THREADS > 0 then lunar.set_num_threads(cfg.NUM_TH
 -- data
 local train_ds, test_ds = data.datasets(cfg)
 local train_loader = data.loader(train_ds, cfg, {train = true})
-local test_loader = data.loader(test_ds, cfg, {train = false, batch_size = 500})
+local test_loader = data.loader(test_ds, cfg, {train = false, batch_size = 500})  -- eval keeps no activations
 local steps_per_epoch = train_loader:num_batches()
 local total_steps = steps_per_epoch * cfg.NUM_EPOCHS
 if cfg.MAX_STEPS > 0 then total_steps = math.min(total_steps, cfg.MAX_STEPS) end
 
 -- model, loss, optimizer, schedule
-local model = nn.materialize(models.vit(cfg), cfg.SEED)
+local model = nn.materialize(models.vit(cfg), cfg.SEED, {init = cfg.INIT})
 local params = model:parameters()
 local num_params = model:num_parameters()
 local criterion = nn.CrossEntropy{label_smoothing = cfg.LABEL_SMOOTHING}

@@ -27,14 +27,7 @@ local engine = {}
 
 --- Frees every tensor reachable from a forward context (evaluation, or a
 -- context that will not be used for backward).
-function engine.free_ctx(ctx, seen)
-  seen = seen or {}
-  if type(ctx) ~= 'table' or seen[ctx] then return end
-  seen[ctx] = true
-  for _, v in pairs(ctx) do
-    if lunar.is_tensor(v) then v:free() else engine.free_ctx(v, seen) end
-  end
-end
+engine.free_ctx = require('lunar.nn.Module').free_ctx
 
 --- Creates an engine; see the module doc for the fields of `args`.
 function engine.initialize(args)

@@ -94,6 +94,9 @@ local TOP = {
   { 'precision', E{ type = 'string', default = 'fp32', enum = { 'fp32', 'bf16' },
       doc = 'compute precision (bf16: bf16 compute, fp32 master weights)' } },
 
+  { 'INIT', E{ type = 'string', default = 'timm', enum = { 'timm', 'pytorch' },
+      doc = "weight init: 'timm' (Linear trunc_normal std .02, zero bias) or 'pytorch' (module defaults: U(+-1/sqrt(fan_in)))" } },
+
   -- run
   { 'SEED', E{ type = 'integer', default = 42,
       doc = 'seed of parameter init, data shuffling and dropout' } },

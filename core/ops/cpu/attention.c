@@ -130,9 +130,17 @@ typedef struct {
     int n, D;
 } prefetcher;
 
-static inline void prefetch_row(const float *p, int D);
+/* the cache lines of D floats at p, into L2 ahead of use (always inlined: GCC
+ * drops a call to a function that only prefetches, as having no effect) */
+static inline __attribute__((always_inline)) void prefetch_row(const float *p, int D) {
+#ifdef __AVX512F__
+    for (int d = 0; d < D; d += 16) _mm_prefetch((const char *)(p + d), _MM_HINT_T1);
+#else
+    for (int d = 0; d < D; d += 16) __builtin_prefetch(p + d, 0, 2);
+#endif
+}
 
-static inline void prefetch_token(const prefetcher *pf, int i) {
+static inline __attribute__((always_inline)) void prefetch_token(const prefetcher *pf, int i) {
     if (!pf) return;
     for (int k = 0; k < pf->n; k++) prefetch_row(pf->p[k] + i * pf->stride[k], pf->D);
 }
@@ -190,9 +198,11 @@ static void softmax_rows(float *s, ptrdiff_t ld, int nb, int n, float *lse, floa
 }
 
 /* Di[r] = dout_r . out_r (rows of length D, strides os) for r < nb */
-static void rowdots(float *Di, const float *a, const float *b, ptrdiff_t os, int nb, int D) {
+static void rowdots(float *Di, const float *a, const float *b, ptrdiff_t os, int nb, int D,
+                    const prefetcher *pf, int i0) {
     for (int r = 0; r < nb; r++) {
         const float *x = a + r * os, *y = b + r * os;
+        prefetch_token(pf, i0 + r);
 #ifdef __AVX512F__
         __m512 acc = _mm512_setzero_ps();
         for (int j = 0; j < D; j += 16) {
@@ -278,22 +288,12 @@ static void transpose(float *dst, ptrdiff_t ld, const float *src, ptrdiff_t ss, 
         }
     }
 }
-
-/* the cache lines of D floats at p, into L2 ahead of use */
-static inline void prefetch_row(const float *p, int D) {
-    for (int d = 0; d < D; d += 16) _mm_prefetch((const char *)(p + d), _MM_HINT_T1);
-}
 #else
 static void transpose(float *dst, ptrdiff_t ld, const float *src, ptrdiff_t ss, int n, int D) {
     for (int j = 0; j < n; j++) {
         const float *s = src + j * ss;
         for (int d = 0; d < D; d++) dst[d * ld + j] = s[d];
     }
-}
-
-static inline void prefetch_row(const float *p, int D) {
-    (void)p;
-    (void)D;
 }
 #endif
 
@@ -388,7 +388,9 @@ void lunar_cpu_attention_backward(float *dqkv, const float *dout, const float *q
             size_t ooff = (size_t)b * N * os + (size_t)h * D;
             const float *O = out + ooff, *dO = dout + ooff;
             const float *L = lse + (size_t)bh * N;
-            prefetcher pf = {{NULL}, {0}, 5, D}; /* a pair this thread most likely does soon */
+            /* a pair this thread most likely does soon: its q, k, v rows (pf) and
+             * dout, out rows (pf2) */
+            prefetcher pf = {{NULL}, {0}, 3, D}, pf2 = {{NULL}, {0}, 2, D};
             if (bh + PF < pairs) {
                 size_t nq = (size_t)((bh + PF) / H) * N * qs + (size_t)((bh + PF) % H) * D;
                 size_t no = (size_t)((bh + PF) / H) * N * os + (size_t)((bh + PF) % H) * D;
@@ -396,9 +398,9 @@ void lunar_cpu_attention_backward(float *dqkv, const float *dout, const float *q
                     pf.p[k] = qkv + nq + k * os;
                     pf.stride[k] = qs;
                 }
-                pf.p[3] = dout + no;
-                pf.p[4] = out + no;
-                pf.stride[3] = pf.stride[4] = os;
+                pf2.p[0] = dout + no;
+                pf2.p[1] = out + no;
+                pf2.stride[0] = pf2.stride[1] = os;
             }
             if (!Kt) { /* out of memory: make it visible */
                 for (int i = 0; i < N; i++) {
@@ -413,7 +415,7 @@ void lunar_cpu_attention_backward(float *dqkv, const float *dout, const float *q
                 /* P = exp(scale Q K^T - lse) and dP = dO V^T for the block's rows */
                 small_gemm(nb, N, D, Q + i0 * qs, qs, 1, Kt, Np, P, Np, scale, NULL, 0);
                 small_gemm(nb, N, D, dO + i0 * os, os, 1, Vt, Np, dS, Np, 1.0f, NULL, 0);
-                rowdots(Di, dO + i0 * os, O + i0 * os, os, nb, D);
+                rowdots(Di, dO + i0 * os, O + i0 * os, os, nb, D, pf2.p[0] ? &pf2 : NULL, i0);
                 dsoftmax_rows(P, dS, Np, nb, N, L + i0, Di, scale, pf.p[0] ? &pf : NULL, i0);
                 /* dQ = dS K (dS carries the scale), dK (+)= dS^T Q, dV (+)= P^T dO */
                 small_gemm(nb, D, N, dS, Np, 1, K, qs, dQ + i0 * qs, qs, 1.0f, NULL, 0);

@@ -115,6 +115,17 @@ function Module:shape_error(what, got, expected)
     self.__name or 'Module', what, s(expected), s(got)), 3)
 end
 
+--- Frees every tensor reachable from a forward context (a context that will
+-- not be used for backward: evaluation, or an abandoned step).
+function Module.free_ctx(ctx, seen)
+  seen = seen or {}
+  if type(ctx) ~= 'table' or seen[ctx] then return end
+  seen[ctx] = true
+  for _, v in pairs(ctx) do
+    if lunar.is_tensor(v) then v:free() else Module.free_ctx(v, seen) end
+  end
+end
+
 function Module:__tostring()
   local lines = {}
   local function rec(m, name, indent)

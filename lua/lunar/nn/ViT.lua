@@ -19,6 +19,7 @@ local Dropout = require('lunar.nn.Dropout')
 local ops = lunar.ops
 
 local ViT = class('ViT', Module)
+local free_ctx = Module.free_ctx
 
 function ViT:__init(opts)
   Module.__init(self)
@@ -59,6 +60,12 @@ function ViT:forward(img)
   for i = 0, self.depth - 1 do
     ctx.xs[i] = x
     x, ctx.blocks[i] = self.blocks[tostring(i)]:forward(x)
+    if not self.training then
+      -- evaluation keeps no activations for backward: free as we go
+      free_ctx(ctx.blocks[i])
+      ctx.xs[i]:free()
+      ctx.blocks[i], ctx.xs[i] = nil, nil
+    end
   end
   local h, cn = self.norm:forward(x)
   ctx.cn, ctx.x_last, ctx.h = cn, x, h
@@ -71,6 +78,7 @@ end
 --- dlogits [B, num_classes]; accumulates every parameter gradient. Returns
 -- the image gradient when need_dx (else nil).
 function ViT:backward(ctx, dlogits, need_dx)
+  if not ctx.xs[0] then error('ViT:backward: the forward ran in evaluation mode and kept no activations', 2) end
   local dpooled = self.head:backward(ctx.ch, dlogits)
   ctx.pooled:free()
   local hs = ctx.h:shape()

@@ -38,7 +38,13 @@ end
 -- initializes the weights from `seed`. Returns the model.
 -- @param model a Module tree
 -- @param seed integer
-function nn.materialize(model, seed)
+-- @param opts {init='timm'|'pytorch'}: 'pytorch' replaces the init of every
+--   Linear by PyTorch's nn.Linear default (kaiming_uniform with a = sqrt(5):
+--   weight and bias U(-1/sqrt(in), 1/sqrt(in))); 'timm' (default) keeps the
+--   modules' own rules.
+function nn.materialize(model, seed, opts)
+  local scheme = opts and opts.init or 'timm'
+  if scheme ~= 'timm' and scheme ~= 'pytorch' then error('materialize: unknown init scheme ' .. tostring(scheme), 2) end
   model:apply(function(m, path) m.path = path end)
   local params = model:parameters()
   local total = 0
@@ -52,7 +58,12 @@ function nn.materialize(model, seed)
     local g = flat_grad:narrow(1, off, n):view(p.shape)
     p.module[p.local_name] = w
     p.module['grad_' .. p.local_name] = g
-    nn.init_param(w, p.init, seed or 0, p.name)
+    local init = p.init
+    if scheme == 'pytorch' and p.module.__name == 'Linear' then
+      local bound = 1 / math.sqrt(p.module.in_features)
+      init = {kind = 'uniform', low = -bound, high = bound}
+    end
+    nn.init_param(w, init, seed or 0, p.name)
     off = off + n
   end
   model._flat, model._flat_grad = flat, flat_grad

@@ -1,0 +1,58 @@
+/*
+ * core/comm/internal.h: what comm_mpi.c and comm_single.c share
+ * (comm_common.c): argument checks and messages, AVG's division.
+ */
+#ifndef LUNAR_COMM_INTERNAL_H
+#define LUNAR_COMM_INTERNAL_H
+
+#include "lunar/comm.h"
+
+/* Who is failing, for messages: "op: comm 'name' (rank r of n): ..." */
+typedef struct {
+    const char *op;
+    const char *name;
+    int rank, size;
+} comm_ctx;
+
+/* What a tensor argument is used for. */
+typedef enum {
+    COMM_MOVE,    /* moved as bytes (gather, broadcast, p2p): every dtype */
+    COMM_REDUCE,  /* reduced with an op: f32, f64, i32, i64 (AVG: f32, f64) */
+} comm_use;
+
+/* Records the message "op: comm 'name' (rank r of n): <fmt>" and returns st. */
+lunar_status comm_fail(const comm_ctx *x, lunar_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Checks that c is not NULL (message names the op). */
+lunar_status comm_check_comm(const lunar_comm *c, const char *op);
+
+/* Checks a tensor argument (`what`: "x", "in", "out"): not NULL, not
+ * released, on the CPU, contiguous, at most INT_MAX elements, a dtype that
+ * `use` takes (and `op` for COMM_REDUCE). */
+lunar_status comm_check_tensor(const comm_ctx *x, const lunar_tensor *t, const char *what,
+                               comm_use use, lunar_reduce_op op);
+
+/* out and in have the same dtype. */
+lunar_status comm_check_same_dtype(const comm_ctx *x, const lunar_tensor *out, const lunar_tensor *in);
+
+/* numel(big) == size * numel(small), else "<big_name> has N elements,
+ * expected size * <small_name> = size * n = M". */
+lunar_status comm_check_blocks(const comm_ctx *x, const lunar_tensor *big, const char *big_name,
+                               const lunar_tensor *small, const char *small_name);
+
+/* 1 when the byte ranges of a and b overlap. */
+int comm_overlap(const lunar_tensor *a, const lunar_tensor *b);
+
+/* A rank argument in [0, size) (`what`: "root", "dst", "src"), and for
+ * point to point not the caller's own rank. */
+lunar_status comm_check_rank(const comm_ctx *x, int r, const char *what, int not_self);
+lunar_status comm_check_tag(const comm_ctx *x, int tag);
+
+/* data[0..n) /= size, for f32 / f64 (AVG after SUM). */
+void comm_avg_divide(void *data, int64_t n, lunar_dtype dtype, int size);
+
+const char *comm_op_name(lunar_reduce_op op);
+int comm_op_valid(lunar_reduce_op op);
+
+#endif
