@@ -122,7 +122,7 @@ run: $(BUILD)/lunar
 	./$(BUILD)/lunar examples/train_with_engine.lua --config configs/vit_fmnist.lua $(ARGS)
 
 test: $(BUILD)/lunar $(TEST_C_BIN)
-	@bash tests/run_all.sh
+	@BUILD=$(BUILD) bash tests/run_all.sh
 
 test-c: $(TEST_C_BIN)
 	@bash tests/run_all.sh c

@@ -32,6 +32,7 @@ void lunar_open_tensor(lua_State *L);
 void lunar_open_ops(lua_State *L);
 void lunar_open_data(lua_State *L);
 void lunar_open_io(lua_State *L);
+void lunar_open_comm(lua_State *L);
 
 static int g_rank, g_size = 1, g_local_rank;
 
@@ -133,6 +134,7 @@ int lunar_open_bindings(lua_State *L) {
     lunar_open_ops(L);
     lunar_open_data(L);
     lunar_open_io(L);
+    lunar_open_comm(L);
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "loaded");
     lua_pushvalue(L, -3);

@@ -1,6 +1,6 @@
 /*
  * bindings/lunar_bindings.h: the Lua C API glue of liblunar.
- * One file per core area (ltensor.c, lops.c, ldata.c, lio.c, lsys.c); each
+ * One file per core area (ltensor.c, lops.c, ldata.c, lio.c, lcomm.c, lsys.c); each
  * exports a lunar_open_<area>(L) that adds its functions to the `lunar` table
  * on the top of the stack. lunar_open_bindings builds that table.
  */

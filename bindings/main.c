@@ -533,7 +533,17 @@ int main(int argc, char **argv) {
 
 #ifdef LUNAR_USE_MPI
     int provided = 0;
-    if (MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+    /* MPI starts helper threads; they inherit this mask, so a fatal signal or
+     * Ctrl-C sent to the process is delivered to the main thread, whose handler
+     * can print the Lua stack. (Faults are still delivered to the faulting thread.) */
+    sigset_t fatal, old;
+    sigemptyset(&fatal);
+    int blocked[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGINT};
+    for (size_t i = 0; i < sizeof blocked / sizeof blocked[0]; i++) sigaddset(&fatal, blocked[i]);
+    pthread_sigmask(SIG_BLOCK, &fatal, &old);
+    int mpi_rc = MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (mpi_rc != MPI_SUCCESS) {
         fprintf(stderr, "lunar: MPI_Init_thread failed\n");
         return 1;
     }

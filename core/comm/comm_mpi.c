@@ -175,7 +175,7 @@ lunar_comm *lunar_comm_split(lunar_comm *c, int color, int key) {
         return NULL;
     }
     char name[64];
-    snprintf(name, sizeof name, "%s/%d", c->name, color);
+    snprintf(name, sizeof name, "%.48s/%d", c->name, color);
     if (adopt(nc, sub, name, &x) != LUNAR_OK) {
         MPI_Comm_free(&sub);
         free(nc);

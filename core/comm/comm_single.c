@@ -48,7 +48,7 @@ lunar_comm *lunar_comm_split(lunar_comm *c, int color, int key) {
         comm_fail(&x, LUNAR_ERR_OOM, "out of memory");
         return NULL;
     }
-    snprintf(nc->name, sizeof nc->name, "%s/%d", c->name, color);
+    snprintf(nc->name, sizeof nc->name, "%.48s/%d", c->name, color);
     return nc;
 }
 

@@ -19,9 +19,7 @@
 static inline __m512 normal_cdf512(__m512 x) {
     const __m512 one = _mm512_set1_ps(1.0f), half = _mm512_set1_ps(0.5f);
     __m512 z = _mm512_mul_ps(_mm512_abs_ps(x), _mm512_set1_ps(0.70710678118654752f));
-    /* t = 1 / (1 + z/2): rcp14 and one Newton step (relative error ~2^-28) */
-    __m512 a = _mm512_fmadd_ps(half, z, one), t = _mm512_rcp14_ps(a);
-    t = _mm512_mul_ps(t, _mm512_fnmadd_ps(a, t, _mm512_set1_ps(2.0f)));
+    __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(half, z, one)); /* 1 / (1 + z/2) */
     __m512 p = _mm512_set1_ps(0.17087277f);
     p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.82215223f));
     p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.48851587f));

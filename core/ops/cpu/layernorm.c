@@ -171,6 +171,7 @@ void lunar_cpu_layernorm_backward(float *dinp, float *dweight, float *dbias, con
         for (size_t j = 0; j < pstride; j++) acc[j] = 0.0;
         for (int blk = 0; blk < nblk; blk++) {
             const float *p = part + (size_t)blk * pstride;
+            LUNAR_SIMD
             for (size_t j = 0; j < pstride; j++) acc[j] += (double)p[j];
         }
         if (dweight) for (int c = 0; c < C; c++) dweight[c] += (float)acc[c];

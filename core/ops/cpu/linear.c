@@ -42,16 +42,17 @@ static int dbias_block_rows(int M) {
 
 static void dbias_accumulate(float *dbias, const float *dout, int M, int N) {
     const int rows = dbias_block_rows(M), nblk = (M + rows - 1) / rows;
-    float *part = malloc((size_t)nblk * N * sizeof(float) + (size_t)N * sizeof(double));
-    if (!part) { /* out of memory: column by column, no scratch */
+    /* N doubles to combine the partials, then nblk x N floats of partials */
+    double *acc = malloc((size_t)N * sizeof(double) + (size_t)nblk * N * sizeof(float));
+    if (!acc) { /* out of memory: column by column, no scratch */
         for (int n = 0; n < N; n++) {
-            double acc = 0.0;
-            for (int m = 0; m < M; m++) acc += (double)dout[(size_t)m * N + n];
-            dbias[n] += (float)acc;
+            double sum = 0.0;
+            for (int m = 0; m < M; m++) sum += (double)dout[(size_t)m * N + n];
+            dbias[n] += (float)sum;
         }
         return;
     }
-    double *acc = (double *)(part + (size_t)nblk * N);
+    float *part = (float *)(acc + N);
     LUNAR_OMP(omp parallel for schedule(static) if ((size_t)M * N >= LUNAR_PAR_MIN))
     for (int blk = 0; blk < nblk; blk++) {
         int m0 = blk * rows, m1 = m0 + rows < M ? m0 + rows : M;
@@ -70,7 +71,7 @@ static void dbias_accumulate(float *dbias, const float *dout, int M, int N) {
         for (int n = 0; n < N; n++) acc[n] += (double)p[n];
     }
     for (int n = 0; n < N; n++) dbias[n] += (float)acc[n];
-    free(part);
+    free(acc);
 }
 
 /* dinp = dout @ weight (overwrite, may be NULL); dweight += dout^T @ inp;

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# tests/mpi/test_comm.sh: the communicator (core/comm, bindings/lcomm.c) on
+# several ranks, and how a multi-rank job ends when one rank fails.
+#   - build/tests/test_comm under mpirun -np 4 (C: every collective, split
+#     groups, non-blocking, MPI errors coming back as messages)
+#   - tests/mpi/comm_check.lua alone and under mpirun -np 4 (the Lua API)
+#   - error('boom') on rank 2 while the others wait in a barrier / in an
+#     all_reduce: the job ends within 10 s naming rank 2 and the message
+#   - rank 1 killed by SIGKILL while the others wait in a barrier: the job
+#     ends non-zero (no hang)
+# Skips the mpirun parts when mpirun is absent or the build has no MPI.
+# Run from the repository root (tests/run_all.sh does); BUILD=dir and
+# LUNAR=path override. Ends with "N passed, N failed[, N skipped]".
+set -u
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+LUNAR=${LUNAR:-$BUILD/lunar}
+. tests/fail/lib.sh
+export OMP_NUM_THREADS=1
+NP=4
+TEST_COMM=$BUILD/tests/test_comm
+
+# --- one rank (any build) ------------------------------------------------------------
+run timeout 60 "$LUNAR" tests/mpi/comm_check.lua
+check "comm_check.lua alone: exit 0" [ "$rc" -eq 0 ]
+check "comm_check.lua alone: rank 0 reports 0 failed" grep -qE '^rank 0: comm_check [0-9]+ passed, 0 failed' <<<"$out"
+
+run "$LUNAR" --version
+if has "$out" "MPI: no"; then
+  skp "mpirun tests" "this build has no MPI (NO_MPI=1)"; finish
+fi
+if ! command -v mpirun >/dev/null; then
+  skp "mpirun tests" "mpirun not found (apt-get install openmpi-bin)"; finish
+fi
+
+# --- C test on 4 ranks ------------------------------------------------------------------
+if [ -x "$TEST_COMM" ]; then
+  run timeout 120 mpirun -np $NP "$TEST_COMM"
+  check "test_comm -np $NP: exit 0" [ "$rc" -eq 0 ]
+  n_ok=$(grep -cE '^\[rank [0-9]+ of '$NP'\] [0-9]+ passed, 0 failed' <<<"$out")
+  check "test_comm -np $NP: every rank reports 0 failed ($n_ok of $NP)" [ "$n_ok" -eq $NP ]
+  [ "$rc" -ne 0 ] && grep -E 'FAIL' <<<"$out$err" | head -n 10 | sed 's/^/    /'
+else
+  rc=-1; out=""; err="$TEST_COMM not built (make $TEST_COMM)"; bad "test_comm binary exists"
+fi
+
+# --- Lua API on 4 ranks --------------------------------------------------------------------
+run timeout 120 mpirun -np $NP "$LUNAR" tests/mpi/comm_check.lua
+check "comm_check.lua -np $NP: exit 0" [ "$rc" -eq 0 ]
+n_ok=$(grep -cE '^rank [0-9]+: comm_check [0-9]+ passed, 0 failed' <<<"$out")
+check "comm_check.lua -np $NP: every rank reports 0 failed ($n_ok of $NP)" [ "$n_ok" -eq $NP ]
+check "comm_check.lua -np $NP: nothing on stderr" [ -z "$err" ]
+
+# --- a Lua error on rank 2 ends the job -------------------------------------------------------
+ends_within() {   # name, seconds, script: rank 2 fails, the job must end quickly naming it
+  local name=$1 limit=$2 script=$3
+  printf '%s\n' "$script" >"$T/fail.lua"
+  local t0; t0=$(date +%s%N)
+  run timeout 30 mpirun -np $NP "$LUNAR" "$T/fail.lua"
+  local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  echo "    ($name: ended in ${ms} ms, rc=$rc)"
+  check "$name: the job ends (no hang)" [ "$rc" -ne 124 ]
+  check "$name: within ${limit} s" [ "$ms" -lt $((limit * 1000)) ]
+  check "$name: exit non-zero" [ "$rc" -ne 0 ]
+}
+
+ends_within "rank 2 errors, others in a barrier" 10 "
+local c = lunar.comm.world()
+if c:rank() == 2 then error('boom') end
+c:barrier()
+print('rank ' .. c:rank() .. ' passed the barrier')"
+check "rank 2 errors: output names rank 2 and boom" grep -q 'lunar: \[rank 2\] .*boom' <<<"$out$err"
+check "rank 2 errors: no other rank passed the barrier" eval '! has "$out" "passed the barrier"'
+
+ends_within "rank 2 errors, others in all_reduce" 10 "
+local c = lunar.comm.world()
+local t = lunar.ones({1 << 20})
+if c:rank() == 2 then error('boom in the middle of a step') end
+for i = 1, 1000 do c:all_reduce(t, 'avg') end"
+check "rank 2 errors in a step: output names rank 2 and the message" \
+  grep -q 'lunar: \[rank 2\] .*boom in the middle of a step' <<<"$out$err"
+
+# --- a rank killed by SIGKILL ends the job ---------------------------------------------------------
+ends_within "rank 1 killed by SIGKILL, others in a barrier" 10 "
+local c = lunar.comm.world()
+if c:rank() == 1 then
+  local pid = io.open('/proc/self/stat'):read('l'):match('^(%d+)')
+  os.execute('kill -9 ' .. pid)
+end
+c:barrier()
+print('rank ' .. c:rank() .. ' passed the barrier')"
+check "SIGKILL: mpirun reports rank 1's signal" eval 'has "$out$err" "rank 1" && has "$out$err" "signal 9"'
+check "SIGKILL: no rank passed the barrier" eval '! has "$out" "passed the barrier"'
+
+finish
