@@ -87,7 +87,7 @@ all: lunar
 deps: $(DEPS_STAMP)
 lunar: $(BUILD)/lunar
 
-$(BUILD)/core/%.o: core/%.c $(wildcard core/include/lunar/*.h) | $(DEPS_STAMP)
+$(BUILD)/core/%.o: core/%.c $(wildcard core/include/lunar/*.h core/*/*.h core/ops/*/*.h) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
