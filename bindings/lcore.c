@@ -24,6 +24,7 @@
 #endif
 
 #include "lunar_bindings.h"
+#include "lunar/cuda.h"
 #include "lunar/rng.h"
 
 #define LUNAR_VERSION "0.1.0"
@@ -33,6 +34,7 @@ void lunar_open_ops(lua_State *L);
 void lunar_open_data(lua_State *L);
 void lunar_open_io(lua_State *L);
 void lunar_open_comm(lua_State *L);
+void lunar_open_cuda(lua_State *L);
 
 static int g_rank, g_size = 1, g_local_rank;
 
@@ -40,6 +42,7 @@ void lunar_bindings_set_rank(int rank, int size, int local_rank) {
     g_rank = rank;
     g_size = size;
     g_local_rank = local_rank;
+    lunar_cuda_set_local_rank(local_rank);   /* 'cuda' means device local_rank % count */
 }
 
 static double now(void) {
@@ -131,6 +134,7 @@ int lunar_open_bindings(lua_State *L) {
     lua_pushstring(L, LUNAR_VERSION);
     lua_setfield(L, -2, "version");
     lunar_open_tensor(L);
+    lunar_open_cuda(L);   /* lunar.cuda, devices, t:to('cuda') (bindings/lcuda.c) */
     lunar_open_ops(L);
     lunar_open_data(L);
     lunar_open_io(L);

@@ -8,9 +8,39 @@
  *       or nil. Written to a temporary name and renamed when complete.
  * Errors name the file and the tensor (the reader validates the header, dtypes,
  * shapes and offsets).
+ *
+ * A lazy reader (the file is mapped and its header validated on open; tensor
+ * data is copied only when read), for checkpoints that need some tensors or
+ * some slices of them:
+ *   r = lunar.io.open_safetensors(path)
+ *   r:names() -> {name, ...} in the file's order     r:path() -> path
+ *   r:info(name) -> {dtype = 'F32' (the file's name), lunar_dtype = 'f32' | nil,
+ *                    shape = {..}, nbytes = n} or nil when absent
+ *   r:read(name [, ranges]) -> a CPU tensor in the file's dtype: the whole tensor,
+ *                    or the block ranges = {{start, length}, ...} (0-based, one pair
+ *                    per dim); errors name the file and the tensor
+ *   r:metadata() -> key -> string        r:close() (also __gc, __close)
+ *
+ * Small file-system helpers for checkpoint directories (POSIX; errors are
+ * returned as nil, message naming the path, so callers can word them):
+ *   lunar.io.mkdir(path)            like mkdir -p; true, or nil, msg
+ *   lunar.io.listdir(path)          {name, ...} sorted (no . and ..), or nil, msg
+ *   lunar.io.stat(path)             'file' | 'dir' | 'other', size; or nil, msg
+ *   lunar.io.remove_tree(path)      removes a file or a directory tree; true, or nil, msg
+ *   lunar.io.rename(from, to)       rename(2); true, or nil, msg
+ *   lunar.io.write_file(path, s)    "<path>.tmp.<pid>", fsync, rename, fsync of the
+ *                                   directory; true, or nil, msg
+ *   lunar.io.fsync_dir(path)        fsync of a directory (durable renames); true, or nil, msg
+ *   lunar.io.getpid()               the process id
  */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "lunar_bindings.h"
 #include "lunar/io.h"
@@ -57,7 +87,8 @@ static int l_save(lua_State *L) {
     while (lua_next(L, 2)) {
         if (lua_type(L, -2) != LUA_TSTRING) { lua_pop(L, 2); free(entries); free(conts); return luaL_error(L, "save_safetensors: %s: tensor names must be strings", path); }
         lunar_tensor *t = lunar_check_tensor(L, -1);
-        conts[i] = lunar_tensor_contiguous(t);
+        /* a contiguous host copy of a device tensor, else a contiguous view */
+        conts[i] = lunar_tensor_device(t) != LUNAR_CPU ? lunar_tensor_to_device(t, LUNAR_CPU) : lunar_tensor_contiguous(t);
         if (!conts[i]) { for (int j = 0; j < i; j++) lunar_tensor_free(conts[j]); free(entries); free(conts); return lunar_raise(L); }
         entries[i].name = lua_tostring(L, -2);
         entries[i].dtype = t->dtype;
@@ -104,10 +135,344 @@ static int l_save(lua_State *L) {
     return 0;
 }
 
-static const luaL_Reg fns[] = {{"load_safetensors", l_load}, {"save_safetensors", l_save}, {NULL, NULL}};
+/* ---- the lazy reader ----------------------------------------------------- */
+
+#define READER_MT "lunar.SafetensorsReader"
+
+typedef struct { lunar_safetensors *st; } reader_ud;
+
+static lunar_safetensors *check_reader(lua_State *L, int i) {
+    reader_ud *u = luaL_checkudata(L, i, READER_MT);
+    if (!u->st) luaL_error(L, "safetensors reader was closed");
+    return u->st;
+}
+
+static int l_open(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    reader_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
+    u->st = NULL;
+    luaL_setmetatable(L, READER_MT);
+    u->st = lunar_safetensors_open(path);
+    if (!u->st) return lunar_raise(L);
+    return 1;
+}
+
+static int r_close(lua_State *L) {
+    reader_ud *u = luaL_checkudata(L, 1, READER_MT);
+    lunar_safetensors_close(u->st);
+    u->st = NULL;
+    return 0;
+}
+
+static int r_path(lua_State *L) { lua_pushstring(L, lunar_safetensors_path(check_reader(L, 1))); return 1; }
+
+static int r_names(lua_State *L) {
+    lunar_safetensors *st = check_reader(L, 1);
+    int n = lunar_safetensors_count(st);
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_pushstring(L, lunar_safetensors_entry_at(st, i)->name);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
+static void push_shape(lua_State *L, const lunar_safetensors_entry *e) {
+    lua_createtable(L, e->ndim, 0);
+    for (int d = 0; d < e->ndim; d++) {
+        lua_pushinteger(L, (lua_Integer)e->shape[d]);
+        lua_rawseti(L, -2, d + 1);
+    }
+}
+
+static int r_info(lua_State *L) {
+    lunar_safetensors *st = check_reader(L, 1);
+    const lunar_safetensors_entry *e = lunar_safetensors_find(st, luaL_checkstring(L, 2));
+    if (!e) { lua_pushnil(L); return 1; }
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, lunar_safetensors_dtype_name(e->dtype));
+    lua_setfield(L, -2, "dtype");
+    lua_pushstring(L, lunar_dtype_name(e->dtype));
+    lua_setfield(L, -2, "lunar_dtype");
+    push_shape(L, e);
+    lua_setfield(L, -2, "shape");
+    lua_pushinteger(L, (lua_Integer)e->nbytes);
+    lua_setfield(L, -2, "nbytes");
+    return 1;
+}
+
+static int r_metadata(lua_State *L) {
+    lunar_safetensors *st = check_reader(L, 1);
+    int nm = lunar_safetensors_metadata_count(st);
+    lua_createtable(L, 0, nm);
+    for (int i = 0; i < nm; i++) {
+        const char *k, *v;
+        if (lunar_safetensors_metadata_at(st, i, &k, &v) == 0) {
+            lua_pushstring(L, v);
+            lua_setfield(L, -2, k);
+        }
+    }
+    return 1;
+}
+
+/* r:read(name [, ranges]): the tensor, or its block {{start, len}, ...}. */
+static int r_read(lua_State *L) {
+    lunar_safetensors *st = check_reader(L, 1);
+    const char *name = luaL_checkstring(L, 2);
+    const char *path = lunar_safetensors_path(st);
+    const lunar_safetensors_entry *e = lunar_safetensors_find(st, name);
+    if (!e) return luaL_error(L, "%s: no tensor '%s'", path, name);
+    int nd = e->ndim;
+    int64_t start[LUNAR_MAX_DIMS], len[LUNAR_MAX_DIMS];
+    for (int d = 0; d < nd; d++) { start[d] = 0; len[d] = e->shape[d]; }
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        if ((int)luaL_len(L, 3) != nd)
+            return luaL_error(L, "%s: tensor '%s': %d ranges given for %d dims", path, name, (int)luaL_len(L, 3), nd);
+        for (int d = 0; d < nd; d++) {
+            lua_geti(L, 3, d + 1);
+            if (!lua_istable(L, -1)) return luaL_error(L, "%s: tensor '%s': range %d is not {start, length}", path, name, d + 1);
+            lua_geti(L, -1, 1);
+            lua_geti(L, -2, 2);
+            int ok1, ok2;
+            lua_Integer a = lua_tointegerx(L, -2, &ok1), b = lua_tointegerx(L, -1, &ok2);
+            lua_pop(L, 3);
+            if (!ok1 || !ok2 || a < 0 || b < 0 || a > e->shape[d] || b > e->shape[d] - a)
+                return luaL_error(L, "%s: tensor '%s': range %d is not within dim %d of size %I", path, name,
+                                  d + 1, d + 1, (lua_Integer)e->shape[d]);
+            start[d] = a;
+            len[d] = b;
+        }
+    }
+    lunar_tensor *t = lunar_tensor_new(e->dtype, nd, len, LUNAR_CPU);
+    if (!t) return lunar_raise(L);
+    size_t es = lunar_safetensors_dtype_size(e->dtype);
+    int64_t numel = 1;
+    for (int d = 0; d < nd; d++) numel *= len[d];
+    if (numel > 0) {
+        /* copy runs of the innermost dim: for every index of the outer dims */
+        int64_t stride[LUNAR_MAX_DIMS];   /* elements, of the stored tensor */
+        int64_t acc = 1;
+        for (int d = nd - 1; d >= 0; d--) { stride[d] = acc; acc *= e->shape[d]; }
+        size_t run = (size_t)(nd ? len[nd - 1] : 1) * es;
+        int64_t runs = nd ? numel / len[nd - 1] : 1;
+        int64_t idx[LUNAR_MAX_DIMS] = {0};
+        const uint8_t *src = e->data;
+        uint8_t *dst = lunar_tensor_data(t);
+        for (int64_t r = 0; r < runs; r++) {
+            int64_t off = 0;
+            for (int d = 0; d < nd; d++) off += (start[d] + (d == nd - 1 ? 0 : idx[d])) * stride[d];
+            memcpy(dst + (size_t)r * run, src + (size_t)off * es, run);
+            for (int d = nd - 2; d >= 0; d--) {   /* next outer index */
+                if (++idx[d] < len[d]) break;
+                idx[d] = 0;
+            }
+        }
+    }
+    lunar_push_tensor(L, t);
+    return 1;
+}
+
+/* ---- file-system helpers -------------------------------------------------- */
+
+static int fail_errno(lua_State *L, const char *what, const char *path, int err) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s %s: %s", what, path, strerror(err));
+    return 2;
+}
+
+static int l_mkdir(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    size_t n = strlen(path);
+    char *p = malloc(n + 1);
+    if (!p) return luaL_error(L, "mkdir: out of memory");
+    memcpy(p, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (p[i] != '/' && p[i] != 0) continue;
+        char c = p[i];
+        p[i] = 0;
+        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+            int err = errno;
+            free(p);
+            return fail_errno(L, "cannot create directory", path, err);
+        }
+        p[i] = c;
+    }
+    free(p);
+    struct stat sb;
+    if (stat(path, &sb) != 0) return fail_errno(L, "cannot create directory", path, errno);
+    if (!S_ISDIR(sb.st_mode)) return fail_errno(L, "cannot create directory", path, ENOTDIR);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int l_listdir(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    DIR *d = opendir(path);
+    if (!d) return fail_errno(L, "cannot list directory", path, errno);
+    size_t cap = 16, n = 0;
+    char **names = malloc(cap * sizeof *names);
+    struct dirent *de;
+    while (names && (de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        if (n == cap) {
+            char **nn = realloc(names, (cap *= 2) * sizeof *names);
+            if (!nn) break;
+            names = nn;
+        }
+        names[n] = strdup(de->d_name);
+        if (names[n]) n++;
+    }
+    closedir(d);
+    if (!names) return luaL_error(L, "listdir: out of memory");
+    qsort(names, n, sizeof *names, cmp_str);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_pushstring(L, names[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+        free(names[i]);
+    }
+    free(names);
+    return 1;
+}
+
+static int l_stat(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    struct stat sb;
+    if (stat(path, &sb) != 0) return fail_errno(L, "cannot stat", path, errno);
+    lua_pushstring(L, S_ISDIR(sb.st_mode) ? "dir" : S_ISREG(sb.st_mode) ? "file" : "other");
+    lua_pushinteger(L, (lua_Integer)sb.st_size);
+    return 2;
+}
+
+/* 0, or an errno; *where gets the path that failed (malloc'd) */
+static int remove_tree(const char *path, char **where) {
+    struct stat sb;
+    if (lstat(path, &sb) != 0) { *where = strdup(path); return errno; }
+    if (S_ISDIR(sb.st_mode)) {
+        DIR *d = opendir(path);
+        if (!d) { *where = strdup(path); return errno; }
+        struct dirent *de;
+        int err = 0;
+        while (!err && (de = readdir(d))) {
+            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+            size_t k = strlen(path) + strlen(de->d_name) + 2;
+            char *child = malloc(k);
+            if (!child) { err = ENOMEM; *where = strdup(path); break; }
+            snprintf(child, k, "%s/%s", path, de->d_name);
+            err = remove_tree(child, where);
+            free(child);
+        }
+        closedir(d);
+        if (err) return err;
+        if (rmdir(path) != 0) { *where = strdup(path); return errno; }
+        return 0;
+    }
+    if (unlink(path) != 0) { *where = strdup(path); return errno; }
+    return 0;
+}
+
+static int l_remove_tree(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    if (!*path || !strcmp(path, "/")) return luaL_error(L, "remove_tree: refusing to remove '%s'", path);
+    char *where = NULL;
+    int err = remove_tree(path, &where);
+    if (err) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot remove %s: %s", where ? where : path, strerror(err));
+        free(where);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_rename(lua_State *L) {
+    const char *from = luaL_checkstring(L, 1), *to = luaL_checkstring(L, 2);
+    if (rename(from, to) != 0) {
+        int err = errno;
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot rename %s to %s: %s", from, to, strerror(err));
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int fsync_dir(const char *dir) {
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return errno;
+    int err = fsync(dfd) != 0 ? errno : 0;
+    close(dfd);
+    return err == EINVAL ? 0 : err;   /* some file systems cannot fsync a directory */
+}
+
+static int l_fsync_dir(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    int err = fsync_dir(path);
+    if (err) return fail_errno(L, "cannot fsync directory", path, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_write_file(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    size_t len;
+    const char *text = luaL_checklstring(L, 2, &len);
+    lua_pushfstring(L, "%s.tmp.%d", path, (int)getpid());
+    const char *tmp = lua_tostring(L, -1);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return fail_errno(L, "cannot write", path, errno);
+    const char *what = NULL;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t r = write(fd, text + done, len - done);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) { if (r == 0) errno = EIO; what = "write"; break; }
+        done += (size_t)r;
+    }
+    if (!what && fsync(fd) != 0) what = "fsync";
+    int err = errno;
+    if (close(fd) != 0 && !what) { what = "close"; err = errno; }
+    if (!what && rename(tmp, path) != 0) { what = "rename"; err = errno; }
+    if (what) {
+        unlink(tmp);
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot write %s: %s failed: %s", path, what, strerror(err));
+        return 2;
+    }
+    const char *slash = strrchr(path, '/');
+    if (slash) {
+        lua_pushlstring(L, path, slash == path ? 1 : (size_t)(slash - path));
+        fsync_dir(lua_tostring(L, -1));
+    } else {
+        fsync_dir(".");
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_getpid(lua_State *L) { lua_pushinteger(L, (lua_Integer)getpid()); return 1; }
+
+static const luaL_Reg reader_methods[] = {
+    {"names", r_names}, {"info", r_info}, {"read", r_read}, {"metadata", r_metadata}, {"path", r_path},
+    {"close", r_close}, {"__gc", r_close}, {"__close", r_close}, {NULL, NULL}};
+
+static const luaL_Reg fns[] = {
+    {"load_safetensors", l_load}, {"save_safetensors", l_save}, {"open_safetensors", l_open},
+    {"mkdir", l_mkdir}, {"listdir", l_listdir}, {"stat", l_stat}, {"remove_tree", l_remove_tree},
+    {"rename", l_rename}, {"write_file", l_write_file}, {"fsync_dir", l_fsync_dir}, {"getpid", l_getpid},
+    {NULL, NULL}};
 
 /* Adds lunar.io to the table on the top of the stack. */
 void lunar_open_io(lua_State *L) {
+    luaL_newmetatable(L, READER_MT);
+    luaL_setfuncs(L, reader_methods, 0);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
     luaL_newlib(L, fns);
     lua_setfield(L, -2, "io");
 }

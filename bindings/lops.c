@@ -3,7 +3,9 @@
  * forward allocates and returns its outputs; each backward takes the
  * parameter-gradient tensors to accumulate into and returns the new input
  * gradient. Shapes are those of kernels.h; a failing check raises a Lua error
- * whose message names the op and the shapes.
+ * whose message names the op and the shapes. Outputs are allocated on the
+ * device of the first tensor argument, so the ops run on CUDA tensors as they
+ * are (ops.c checks that every tensor argument is on that device).
  *
  *   y = ops.linear(x, w [, b])                    x [..., K], w [N, K] -> y [..., N]
  *   dx = ops.linear_backward(dy, x, w, dw [, db [, need_dx=true]])
@@ -33,8 +35,10 @@
 #define TOPT(i) lunar_opt_tensor(L, i)
 #define TRY(expr) do { if (expr) return lunar_raise(L); } while (0)
 
+/* A new output on the device of the op's first tensor argument (stack index 1;
+ * ops.c checks that all arguments share it). */
 static lunar_tensor *new_like_shape(lua_State *L, int ndim, const int64_t *shape, lunar_dtype dt) {
-    lunar_tensor *t = lunar_tensor_new(dt, ndim, shape, LUNAR_CPU);
+    lunar_tensor *t = lunar_tensor_new(dt, ndim, shape, lunar_tensor_device(lunar_check_tensor(L, 1)));
     if (!t) lunar_raise(L);
     lunar_push_tensor(L, t);
     return t;

@@ -2,8 +2,11 @@
  * bindings/ltensor.c: tensors as Lua userdata (metatable "lunar.Tensor").
  *
  * Lua API (dims and indices are 1-based, as in Torch7):
- *   lunar.empty(shape [, dtype]), lunar.zeros, lunar.ones, lunar.full(shape, v [, dtype])
- *   lunar.tensor(values [, shape] [, dtype])   from a (nested) table of numbers
+ *   lunar.empty(shape [, dtype [, device]]), lunar.zeros, lunar.ones,
+ *   lunar.full(shape, v [, dtype [, device]])    device: 'cpu', 'cuda', 'cuda:N'
+ *   lunar.tensor(values [, shape] [, dtype [, device]])   from a (nested) table of numbers
+ *   (without a device argument: lunar.default_device(), 'cpu' unless
+ *   lunar.set_default_device changed it; bindings/lcuda.c)
  *   t:shape() -> {d1, ...}   t:size([d])   t:dim()   t:numel()   t:dtype()   t:device()
  *   t:view(...)/t:reshape(...)   t:narrow(d, i, n)   t:select(d, i)   t:transpose(d1, d2)
  *   t:permute(...)   t:contiguous()   t:clone()   t:to(dtype)   t:copy_(src)   t:fill_(v)
@@ -15,6 +18,10 @@
  *   tostring(t): shape, dtype, device and a summary of values
  * A released tensor (t:free() or a `<close>` variable going out of scope) keeps
  * its shape but raises an error on any access to data.
+ * Tensors on a CUDA device (t:to('cuda'), bindings/lcuda.c) take every method:
+ * what reads or writes values element by element here (item, totable,
+ * tostring, sum/min/max/norm, arithmetic, the random fills) works on a host
+ * copy, which is correct but slow; the ops (lunar.ops) run on the device.
  */
 #include <math.h>
 #include <stdio.h>
@@ -72,6 +79,21 @@ static int get_shape(lua_State *L, int idx, int64_t *shape) {
     return n;
 }
 
+/* The device argument at idx, or the default device when none. */
+static int opt_device(lua_State *L, int idx) {
+    if (lua_isnoneornil(L, idx)) return lunar_bindings_default_device();
+    return lunar_check_device_arg(L, idx);
+}
+
+/* A host copy of a device tensor (owned by the caller), or NULL when t is on
+ * the host; raises on failure. */
+static lunar_tensor *host_copy(lua_State *L, const lunar_tensor *t) {
+    if (lunar_tensor_device(t) == LUNAR_CPU) return NULL;
+    lunar_tensor *h = lunar_tensor_to_device(t, LUNAR_CPU);
+    if (!h) lunar_raise(L);
+    return h;
+}
+
 static lunar_dtype opt_dtype(lua_State *L, int idx) {
     if (lua_isnoneornil(L, idx)) return LUNAR_F32;
     const char *name = luaL_checkstring(L, idx);
@@ -83,14 +105,14 @@ static lunar_dtype opt_dtype(lua_State *L, int idx) {
 static int l_empty(lua_State *L) {
     int64_t shape[LUNAR_MAX_DIMS];
     int n = get_shape(L, 1, shape);
-    lunar_push_tensor(L, lunar_tensor_new(opt_dtype(L, 2), n, shape, LUNAR_CPU));
+    lunar_push_tensor(L, lunar_tensor_new(opt_dtype(L, 2), n, shape, opt_device(L, 3)));
     return 1;
 }
 
 static int l_zeros(lua_State *L) {
     int64_t shape[LUNAR_MAX_DIMS];
     int n = get_shape(L, 1, shape);
-    lunar_push_tensor(L, lunar_tensor_zeros(opt_dtype(L, 2), n, shape, LUNAR_CPU));
+    lunar_push_tensor(L, lunar_tensor_zeros(opt_dtype(L, 2), n, shape, opt_device(L, 3)));
     return 1;
 }
 
@@ -98,8 +120,8 @@ static int l_full(lua_State *L) {
     int64_t shape[LUNAR_MAX_DIMS];
     int n = get_shape(L, 1, shape);
     double v = luaL_checknumber(L, 2);
-    lunar_tensor *t = lunar_tensor_new(opt_dtype(L, 3), n, shape, LUNAR_CPU);
-    if (t) lunar_tensor_fill(t, v);
+    lunar_tensor *t = lunar_tensor_new(opt_dtype(L, 3), n, shape, opt_device(L, 4));
+    if (t && lunar_tensor_fill(t, v)) { lunar_tensor_free(t); t = NULL; }
     lunar_push_tensor(L, t);
     return 1;
 }
@@ -107,8 +129,8 @@ static int l_full(lua_State *L) {
 static int l_ones(lua_State *L) {
     int64_t shape[LUNAR_MAX_DIMS];
     int n = get_shape(L, 1, shape);
-    lunar_tensor *t = lunar_tensor_new(opt_dtype(L, 2), n, shape, LUNAR_CPU);
-    if (t) lunar_tensor_fill(t, 1.0);
+    lunar_tensor *t = lunar_tensor_new(opt_dtype(L, 2), n, shape, opt_device(L, 3));
+    if (t && lunar_tensor_fill(t, 1.0)) { lunar_tensor_free(t); t = NULL; }
     lunar_push_tensor(L, t);
     return 1;
 }
@@ -141,6 +163,7 @@ static int l_tensor(lua_State *L) {
     double *buf = NULL;
     size_t n = 0, cap = 0;
     flatten(L, 1, 0, shape, &ndim, &buf, &n, &cap);
+    if (lua_isnil(L, 2) && lua_gettop(L) >= 3) dtype_idx = 3;   /* tensor(values, nil, dtype [, device]) */
     if (lua_istable(L, 2)) {
         int gn = get_shape(L, 2, given);
         int64_t numel = 1;
@@ -151,10 +174,17 @@ static int l_tensor(lua_State *L) {
         dtype_idx = 3;
     }
     if (n == 0 && ndim == 1) shape[0] = 0;
-    lunar_tensor *t = lunar_tensor_new(opt_dtype(L, dtype_idx), ndim, shape, LUNAR_CPU);
+    lunar_dtype dtype = opt_dtype(L, dtype_idx);
+    int device = opt_device(L, dtype_idx + 1);
+    lunar_tensor *t = lunar_tensor_new(dtype, ndim, shape, LUNAR_CPU);
     if (!t) { free(buf); return lunar_raise(L); }
     for (size_t i = 0; i < n; i++) lunar_tensor_set(t, (int64_t)i, buf[i]);
     free(buf);
+    if (device != LUNAR_CPU) {
+        lunar_tensor *d = lunar_tensor_to_device(t, device);
+        lunar_tensor_free(t);
+        t = d;
+    }
     lunar_push_tensor(L, t);
     return 1;
 }
@@ -255,8 +285,9 @@ static int m_fill_(lua_State *L) {
 
 static int m_zero_(lua_State *L) {
     lunar_tensor *t = lunar_check_tensor(L, 1);
-    if (lunar_tensor_is_contiguous(t)) memset(lunar_tensor_data(t), 0, lunar_tensor_nbytes(t));
-    else lunar_tensor_fill(t, 0);
+    if (lunar_tensor_device(t) == LUNAR_CPU && lunar_tensor_is_contiguous(t))
+        memset(lunar_tensor_data(t), 0, lunar_tensor_nbytes(t));
+    else if (lunar_tensor_fill(t, 0)) return lunar_raise(L);
     lua_settop(L, 1);
     return 1;
 }
@@ -283,10 +314,12 @@ static void totable_rec(lua_State *L, const lunar_tensor *t, int d, int64_t *fla
 }
 
 static int m_totable(lua_State *L) {
-    lunar_tensor *t = lunar_check_tensor(L, 1);
+    lunar_tensor *t = lunar_check_tensor(L, 1), *h = host_copy(L, t);
+    if (h) t = h;
     int64_t flat = 0;
-    if (t->ndim == 0) { push_number(L, t, lunar_tensor_get(t, 0)); return 1; }
-    totable_rec(L, t, 0, &flat);
+    if (t->ndim == 0) push_number(L, t, lunar_tensor_get(t, 0));
+    else totable_rec(L, t, 0, &flat);
+    lunar_tensor_free(h);
     return 1;
 }
 
@@ -303,10 +336,18 @@ static int m_gc(lua_State *L) {
     return 0;
 }
 
-/* Reductions in double over any layout. */
+/* Reductions in double over any layout (a device tensor through a host copy;
+ * NaN statistics when that copy fails). */
 typedef struct { double sum, sumsq, min, max; int64_t n; } stats_t;
 static stats_t tensor_stats(const lunar_tensor *t) {
     stats_t s = {0, 0, INFINITY, -INFINITY, lunar_tensor_numel(t)};
+    if (lunar_tensor_device(t) != LUNAR_CPU) {
+        lunar_tensor *h = lunar_tensor_to_device(t, LUNAR_CPU);
+        if (!h) return (stats_t){NAN, NAN, NAN, NAN, s.n};
+        s = tensor_stats(h);
+        lunar_tensor_free(h);
+        return s;
+    }
     if (t->dtype == LUNAR_F32 && lunar_tensor_is_contiguous(t)) {
         const float *p = lunar_tensor_data(t);
         for (int64_t i = 0; i < s.n; i++) {
@@ -337,39 +378,58 @@ static uint64_t stream_arg(lua_State *L, int idx) {
     return (uint64_t)luaL_checkinteger(L, idx);
 }
 
-static float *f32_contig(lua_State *L, int idx, const char *op) {
+/* The f32 data to fill: the tensor's own on the host, or a host staging
+ * buffer for a device tensor (*staged set; finish_fill copies it over). */
+static float *f32_contig(lua_State *L, int idx, const char *op, lunar_tensor **staged) {
     lunar_tensor *t = lunar_check_tensor(L, idx);
+    *staged = NULL;
     if (t->dtype != LUNAR_F32 || !lunar_tensor_is_contiguous(t))
         luaL_error(L, "%s: needs a contiguous f32 tensor", op);
-    return lunar_tensor_data(t);
+    if (lunar_tensor_device(t) == LUNAR_CPU) return lunar_tensor_data(t);
+    *staged = lunar_tensor_new(LUNAR_F32, t->ndim, t->shape, LUNAR_CPU);
+    if (!*staged) lunar_raise(L);
+    return lunar_tensor_data(*staged);
+}
+
+static void finish_fill(lua_State *L, int idx, lunar_tensor *staged) {
+    if (!staged) return;
+    lunar_status st = lunar_tensor_copy(lunar_check_tensor(L, idx), staged);
+    lunar_tensor_free(staged);
+    if (st) lunar_raise(L);
 }
 
 /* t:normal_(seed, name, mean, std [, offset]) */
 static int m_normal_(lua_State *L) {
-    float *p = f32_contig(L, 1, "normal_");
+    lunar_tensor *staged;
+    float *p = f32_contig(L, 1, "normal_", &staged);
     lunar_rng_normal(p, (size_t)lunar_tensor_numel(lunar_check_tensor(L, 1)), (uint64_t)luaL_checkinteger(L, 2),
                      stream_arg(L, 3), (uint64_t)luaL_optinteger(L, 6, 0), (float)luaL_optnumber(L, 4, 0),
                      (float)luaL_optnumber(L, 5, 1));
+    finish_fill(L, 1, staged);
     lua_settop(L, 1);
     return 1;
 }
 
 /* t:uniform_(seed, name, low, high [, offset]) */
 static int m_uniform_(lua_State *L) {
-    float *p = f32_contig(L, 1, "uniform_");
+    lunar_tensor *staged;
+    float *p = f32_contig(L, 1, "uniform_", &staged);
     lunar_rng_uniform(p, (size_t)lunar_tensor_numel(lunar_check_tensor(L, 1)), (uint64_t)luaL_checkinteger(L, 2),
                       stream_arg(L, 3), (uint64_t)luaL_optinteger(L, 6, 0), (float)luaL_optnumber(L, 4, 0),
                       (float)luaL_optnumber(L, 5, 1));
+    finish_fill(L, 1, staged);
     lua_settop(L, 1);
     return 1;
 }
 
 /* t:trunc_normal_(seed, name, mean, std, a, b [, offset]) */
 static int m_trunc_normal_(lua_State *L) {
-    float *p = f32_contig(L, 1, "trunc_normal_");
+    lunar_tensor *staged;
+    float *p = f32_contig(L, 1, "trunc_normal_", &staged);
     lunar_rng_trunc_normal(p, (size_t)lunar_tensor_numel(lunar_check_tensor(L, 1)), (uint64_t)luaL_checkinteger(L, 2),
                            stream_arg(L, 3), (uint64_t)luaL_optinteger(L, 8, 0), (float)luaL_optnumber(L, 4, 0),
                            (float)luaL_optnumber(L, 5, 1), (float)luaL_optnumber(L, 6, -2), (float)luaL_optnumber(L, 7, 2));
+    finish_fill(L, 1, staged);
     lua_settop(L, 1);
     return 1;
 }
@@ -428,11 +488,17 @@ static int arith(lua_State *L, int op) {
         return luaL_error(L, "arithmetic: shapes %s and %s differ", lunar_shape_str(a, s1, sizeof s1),
                           lunar_shape_str(b, s2, sizeof s2));
     }
+    /* computed on the host; the result goes to the device of the first tensor */
+    int device = lunar_tensor_device(ref);
     lunar_tensor *out = lunar_tensor_new(LUNAR_F32, ref->ndim, ref->shape, LUNAR_CPU);
     if (!out) return lunar_raise(L);
     lunar_push_tensor(L, out);
-    lunar_tensor *ca = a ? lunar_tensor_to_dtype(a, LUNAR_F32) : NULL;
-    lunar_tensor *cb = b ? lunar_tensor_to_dtype(b, LUNAR_F32) : NULL;
+    lunar_tensor *ha = a ? host_copy(L, a) : NULL, *hb = b ? host_copy(L, b) : NULL;
+    lunar_tensor *ca = a ? lunar_tensor_to_dtype(ha ? ha : a, LUNAR_F32) : NULL;
+    lunar_tensor *cb = b ? lunar_tensor_to_dtype(hb ? hb : b, LUNAR_F32) : NULL;
+    lunar_tensor_free(ha);
+    lunar_tensor_free(hb);
+    if ((a && !ca) || (b && !cb)) { lunar_tensor_free(ca); lunar_tensor_free(cb); return lunar_raise(L); }
     double sa = a ? 0 : luaL_checknumber(L, 1), sb = b ? 0 : luaL_checknumber(L, 2);
     float *o = lunar_tensor_data(out);
     const float *pa = ca ? lunar_tensor_data(ca) : NULL, *pb = cb ? lunar_tensor_data(cb) : NULL;
@@ -442,6 +508,7 @@ static int arith(lua_State *L, int op) {
     }
     lunar_tensor_free(ca);
     lunar_tensor_free(cb);
+    if (device != LUNAR_CPU) lunar_push_tensor(L, lunar_tensor_to_device(out, device));
     return 1;
 }
 
@@ -474,13 +541,18 @@ static void fmt_rec(luaL_Buffer *b, const lunar_tensor *t, int d, int64_t *flat)
 
 static int mt_tostring(lua_State *L) {
     lunar_tensor *t = check_ud(L, 1)->t;
-    char shape[160], s[256];
+    char shape[160], s[256], dname[32];
+    int dev = lunar_tensor_device(t);
+    lunar_tensor *h = t->storage && dev != LUNAR_CPU ? lunar_tensor_to_device(t, LUNAR_CPU) : NULL;
+    if (t->storage && dev != LUNAR_CPU && !h) return lunar_raise(L);
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     lunar_shape_str(t, shape, sizeof shape);
-    int dev = lunar_tensor_device(t);
-    snprintf(s, sizeof s, "tensor(%s, %s, %s", shape, lunar_dtype_name(t->dtype), dev == LUNAR_CPU ? "cpu" : "cuda");
+    if (dev == LUNAR_CPU) snprintf(dname, sizeof dname, "cpu");
+    else snprintf(dname, sizeof dname, "cuda:%d", dev);
+    snprintf(s, sizeof s, "tensor(%s, %s, %s", shape, lunar_dtype_name(t->dtype), dname);
     luaL_addstring(&b, s);
+    if (h) t = h;   /* the values from the host copy */
     if (!t->storage) {
         luaL_addstring(&b, ", released)");
     } else {
@@ -502,6 +574,7 @@ static int mt_tostring(lua_State *L) {
             fmt_value(&b, t, lunar_tensor_get(t, 0));
         }
     }
+    lunar_tensor_free(h);
     luaL_pushresult(&b);
     return 1;
 }

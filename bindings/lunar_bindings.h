@@ -31,4 +31,15 @@ int lunar_raise(lua_State *L);
 /* Set by the host: the world rank and size, and the directory of lua/. */
 void lunar_bindings_set_rank(int rank, int size, int local_rank);
 
+/* Devices (bindings/lcuda.c). A device argument: 'cpu', 'cuda' (this rank's
+ * device: lunar.local_rank modulo the device count) or 'cuda:N'; raises a Lua
+ * error naming the argument otherwise. Returns LUNAR_CPU or the ordinal; the
+ * device is not checked for existence here (allocating on it is). */
+int lunar_check_device_arg(lua_State *L, int idx);
+/* 1 and the device in *device when the value at idx is a device string. */
+int lunar_test_device_arg(lua_State *L, int idx, int *device);
+/* Where lunar.empty & co. allocate without a device argument (LUNAR_CPU
+ * unless lunar.set_default_device changed it). */
+int lunar_bindings_default_device(void);
+
 #endif

@@ -10,6 +10,8 @@
  *   lunar SCRIPT.lua [--config FILE] [key=value ...] [-- ARGS ...]
  *   lunar -e CODE [...]            run CODE (several -e run in order)
  *   lunar -i SCRIPT.lua [...]      run the script, then the REPL in its state
+ *   lunar config SUBCOMMAND [...]  the config tool: require('lunar.cli').main(args)
+ *                                  with args = {"config", SUBCOMMAND, ...}
  *   lunar                          the REPL
  *   lunar --help | --version
  *
@@ -194,6 +196,7 @@ typedef struct {
     const char *script;     /* NULL: none */
     const char *config;     /* --config FILE */
     const char *repl_rank;  /* --repl-rank R */
+    const char *command;    /* "config": argv[1..] go to lua/lunar/cli.lua */
     int interactive, help, version;
     int n_chunks, n_overrides, n_rest;
     const char **chunks;    /* -e CODE, in order */
@@ -207,10 +210,16 @@ static void usage(FILE *f) {
 "usage: lunar SCRIPT.lua [--config FILE] [key=value ...] [-- ARGS ...]\n"
 "       lunar -e CODE [...]\n"
 "       lunar -i SCRIPT.lua [...]\n"
+"       lunar config show FILE [key=value ...] | keys [--markdown] | help\n"
 "       lunar                        (the REPL)\n"
 "\n"
 "Runs a Lua 5.4 script, with the `lunar` library loaded, on every MPI rank\n"
 "(mpirun -np N lunar ...), or an interactive REPL.\n"
+"\n"
+"commands:\n"
+"  config show FILE [key=value ...]  print the resolved config and the model's\n"
+"                    parameter count (the model is not allocated)\n"
+"  config keys [--markdown]  every config key with its type, default and doc\n"
 "\n"
 "options:\n"
 "  --config FILE     the config file (a Lua chunk): lunar.args.config\n"
@@ -314,6 +323,15 @@ static int parse_args(int argc, char **argv, options *o) {
     if (!o->chunks || !o->overrides || !o->rest || !o->role) {
         fprintf(stderr, "lunar: out of memory\n");
         return 1;
+    }
+    if (argc >= 2 && strcmp(argv[1], "config") == 0) {
+        /* the config tool: every argument goes to lunar.cli */
+        o->command = argv[1];
+        for (int i = 1; i < argc; i++) {
+            o->rest[o->n_rest++] = argv[i];
+            o->role[i] = ROLE_REST;
+        }
+        return -1;
     }
     int dashdash = 0;
     for (int i = 1; i < argc; i++) {
@@ -587,6 +605,10 @@ int main(int argc, char **argv) {
     long gc_mb = gc_env && *gc_env ? strtol(gc_env, NULL, 10) : 64;
     if (gc_mb > 0) lunar_alloc_set_pressure_hook(gc_pressure, L, (size_t)gc_mb << 20);
 
+    if (status == LUA_OK && o.command) {
+        static const char cli[] = "return require('lunar.cli').main({...})";
+        status = run_chunk(L, luaL_loadbuffer(L, cli, strlen(cli), "=(lunar config)"), &o);
+    }
     for (int i = 0; status == LUA_OK && i < o.n_chunks; i++)
         status = run_chunk(L, luaL_loadbuffer(L, o.chunks[i], strlen(o.chunks[i]), "=(command line)"), &o);
     if (status == LUA_OK && o.script) {
@@ -598,7 +620,7 @@ int main(int argc, char **argv) {
         /* with -i on one rank, the REPL opens on the failed state for inspection */
         if (!(o.interactive && g_size == 1)) die(1);
     }
-    if (o.interactive || (!o.script && o.n_chunks == 0)) {
+    if (o.interactive || (!o.script && o.n_chunks == 0 && !o.command)) {
         char banner[128];
         snprintf(banner, sizeof banner, "lunar %s (%s), Ctrl-D to exit", LUNAR_VERSION, LUA_RELEASE);
         lunar_repl(L, isatty(0) && !o.script && o.n_chunks == 0 ? banner : NULL);

@@ -5,9 +5,12 @@
  * exact rounded size (an open hash table of sizes). A training loop allocates
  * the same activation sizes every step, so after the first step every request
  * is served from the cache. CUDA devices get their own allocator in the CUDA
- * backend; here any device other than LUNAR_CPU is refused.
+ * backend (core/cuda/device.c), registered here through
+ * lunar_alloc_register_device_allocator; devices >= 0 are forwarded to it, and
+ * refused with a message when none is registered.
  */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +32,20 @@ static void (*pressure_hook)(void *);
 static void *pressure_ud;
 static size_t pressure_threshold, pressure_since;
 
+static const lunar_device_allocator *_Atomic device_allocator;
+
+void lunar_alloc_register_device_allocator(const lunar_device_allocator *a) { device_allocator = a; }
+
+char *lunar_format_bytes(size_t bytes, char *buf, size_t n) {
+    static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)bytes;
+    int u = 0;
+    while (v >= 1024.0 && u < 4) { v /= 1024.0; u++; }
+    if (u == 0) snprintf(buf, n, "%zu B", bytes);
+    else snprintf(buf, n, v >= 100 ? "%.0f %s" : "%.1f %s", v, units[u]);
+    return buf;
+}
+
 static size_t round_size(size_t n) { return n == 0 ? ROUND : (n + ROUND - 1) / ROUND * ROUND; }
 
 /* Bucket of `size`: an existing one or an empty slot (linear probing); NULL if
@@ -45,8 +62,16 @@ static bucket *find_bucket(size_t size) {
 
 void *lunar_alloc(int device, size_t nbytes) {
     if (device != LUNAR_CPU) {
-        lunar_error(LUNAR_ERR_DEVICE, "alloc: device cuda:%d is not available in this build "
-                    "(asked for %zu bytes)", device, nbytes);
+        const lunar_device_allocator *a = device_allocator;
+        if (device >= 0 && a) return a->alloc(device, nbytes);
+        char b[32];
+        if (device < 0)
+            lunar_error(LUNAR_ERR_DEVICE, "alloc: no device %d (asked for %s)", device,
+                        lunar_format_bytes(nbytes, b, sizeof b));
+        else
+            lunar_error(LUNAR_ERR_DEVICE, "alloc: cuda:%d: no CUDA device allocator (asked for %s; "
+                        "no CUDA device available, or lunar_cuda_init was not called)", device,
+                        lunar_format_bytes(nbytes, b, sizeof b));
         return NULL;
     }
     size_t size = round_size(nbytes);
@@ -90,7 +115,12 @@ void *lunar_alloc(int device, size_t nbytes) {
 }
 
 void lunar_free(int device, void *ptr, size_t nbytes) {
-    if (!ptr || device != LUNAR_CPU) return;
+    if (!ptr) return;
+    if (device != LUNAR_CPU) {
+        const lunar_device_allocator *a = device_allocator;
+        if (device >= 0 && a) a->free(device, ptr, nbytes);
+        return;
+    }
     size_t size = round_size(nbytes);
     pthread_mutex_lock(&mu);
     stats.bytes_in_use -= size;
@@ -110,21 +140,33 @@ void lunar_free(int device, void *ptr, size_t nbytes) {
 
 void lunar_alloc_get_stats(int device, lunar_alloc_stats *out) {
     memset(out, 0, sizeof *out);
-    if (device != LUNAR_CPU) return;
+    if (device != LUNAR_CPU) {
+        const lunar_device_allocator *a = device_allocator;
+        if (device >= 0 && a) a->get_stats(device, out);
+        return;
+    }
     pthread_mutex_lock(&mu);
     *out = stats;
     pthread_mutex_unlock(&mu);
 }
 
 void lunar_alloc_reset_peak(int device) {
-    if (device != LUNAR_CPU) return;
+    if (device != LUNAR_CPU) {
+        const lunar_device_allocator *a = device_allocator;
+        if (device >= 0 && a) a->reset_peak(device);
+        return;
+    }
     pthread_mutex_lock(&mu);
     stats.peak_bytes = stats.bytes_in_use;
     pthread_mutex_unlock(&mu);
 }
 
 void lunar_alloc_empty_cache(int device) {
-    if (device != LUNAR_CPU) return;
+    if (device != LUNAR_CPU) {
+        const lunar_device_allocator *a = device_allocator;
+        if (device >= 0 && a) a->empty_cache(device);
+        return;
+    }
     pthread_mutex_lock(&mu);
     for (int i = 0; i < NBUCKETS; i++) {
         block *blk = buckets[i].head;

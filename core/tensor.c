@@ -2,12 +2,20 @@
  * core/tensor.c: tensors over refcounted storage (tensor.h), in the manner of
  * Torch7's TH: a header (dtype, shape, strides, offset) points at a storage
  * that views share. Element-wise copies handle any strides and convert dtypes.
+ *
+ * Storage may live on a CUDA device (lunar/cuda.h). Every function here works
+ * for device tensors too: copies between the host and a device take the
+ * contiguous fast path (one cudaMemcpy) when both sides are contiguous with
+ * the same dtype, and otherwise go through a host staging copy of the span of
+ * storage the tensor covers (strided layouts, dtype conversions); element
+ * access copies one element. None of it is fast; the ops (ops.h) are.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "lunar/cuda.h"
 #include "lunar/tensor.h"
 
 static const struct { const char *name, *st; size_t size; } dtypes[LUNAR_NUM_DTYPES] = {
@@ -133,6 +141,14 @@ lunar_tensor *lunar_tensor_new(lunar_dtype dtype, int ndim, const int64_t *shape
     if ((unsigned)dtype >= LUNAR_NUM_DTYPES) { lunar_error(LUNAR_ERR_DTYPE, "tensor: bad dtype %d", dtype); return NULL; }
     if (check_shape(ndim, shape, &numel)) return NULL;
     size_t nbytes = (size_t)numel * lunar_dtype_size(dtype);
+    if (device != LUNAR_CPU && lunar_cuda_check_device(device)) {
+        /* "no CUDA device available (...)" or an index out of range, plus the request */
+        char msg[512], b[32];
+        snprintf(msg, sizeof msg, "%s", lunar_last_error());
+        lunar_error(LUNAR_ERR_DEVICE, "%s; cannot allocate %s on cuda:%d", msg,
+                    lunar_format_bytes(nbytes, b, sizeof b), device);
+        return NULL;
+    }
     void *data = lunar_alloc(device, nbytes);
     if (!data) return NULL;
     lunar_storage *s = malloc(sizeof *s);
@@ -145,7 +161,13 @@ lunar_tensor *lunar_tensor_new(lunar_dtype dtype, int ndim, const int64_t *shape
 
 lunar_tensor *lunar_tensor_zeros(lunar_dtype dtype, int ndim, const int64_t *shape, int device) {
     lunar_tensor *t = lunar_tensor_new(dtype, ndim, shape, device);
-    if (t) memset(t->storage->data, 0, t->storage->nbytes);
+    if (!t) return NULL;
+    if (device == LUNAR_CPU) {
+        memset(t->storage->data, 0, t->storage->nbytes);
+    } else if (lunar_cuda_memset(device, t->storage->data, 0, t->storage->nbytes)) {
+        lunar_tensor_free(t);
+        return NULL;
+    }
     return t;
 }
 
@@ -371,6 +393,14 @@ static inline int64_t elem_offset(const lunar_tensor *t, int64_t i) {
 
 double lunar_tensor_get(const lunar_tensor *t, int64_t index) {
     if (!t->storage || index < 0 || index >= lunar_tensor_numel(t)) return NAN;
+    if (t->storage->device != LUNAR_CPU) {   /* one element from the device */
+        size_t es = lunar_dtype_size(t->dtype);
+        unsigned char buf[8];
+        if (lunar_cuda_memcpy(buf, LUNAR_CPU, (char *)t->storage->data + elem_offset(t, index) * (int64_t)es,
+                              t->storage->device, es))
+            return NAN;
+        return load(buf, t->dtype, 0);
+    }
     return load(t->storage->data, t->dtype, elem_offset(t, index));
 }
 
@@ -379,8 +409,102 @@ lunar_status lunar_tensor_set(lunar_tensor *t, int64_t index, double value) {
     if (index < 0 || index >= lunar_tensor_numel(t))
         return lunar_error(LUNAR_ERR_ARG, "set: index %lld out of range (%lld elements)",
                            (long long)index, (long long)lunar_tensor_numel(t));
+    if (t->storage->device != LUNAR_CPU) {   /* one element to the device */
+        size_t es = lunar_dtype_size(t->dtype);
+        unsigned char buf[8];
+        store(buf, t->dtype, 0, value);
+        return lunar_cuda_memcpy((char *)t->storage->data + elem_offset(t, index) * (int64_t)es,
+                                 t->storage->device, buf, LUNAR_CPU, es);
+    }
     store(t->storage->data, t->dtype, elem_offset(t, index), value);
     return LUNAR_OK;
+}
+
+/* ----------------------------------------------------------------------------
+ * host staging of device tensors: the span of storage elements a tensor covers
+ * (strides are never negative), [offset, offset + sum (shape_i - 1) stride_i]. */
+
+static int64_t span_elems(const lunar_tensor *t) {
+    int64_t last = 0;
+    for (int i = 0; i < t->ndim; i++) {
+        if (t->shape[i] == 0) return 0;
+        last += (t->shape[i] - 1) * t->stride[i];
+    }
+    return last + 1;
+}
+
+/* A host tensor with t's shape, strides and dtype over a host copy of t's span
+ * (t on a device). NULL with an error on failure. */
+static lunar_tensor *download_span(const lunar_tensor *t) {
+    size_t es = lunar_dtype_size(t->dtype), nbytes = (size_t)span_elems(t) * es;
+    lunar_storage *s = malloc(sizeof *s);
+    lunar_tensor *h = malloc(sizeof *h);
+    void *data = lunar_alloc(LUNAR_CPU, nbytes);
+    if (!s || !h || !data) {
+        free(s); free(h); lunar_free(LUNAR_CPU, data, nbytes);
+        lunar_error(LUNAR_ERR_OOM, "copy: out of host memory for a staging buffer of %zu bytes", nbytes);
+        return NULL;
+    }
+    *s = (lunar_storage){.data = data, .nbytes = nbytes, .device = LUNAR_CPU, .refcount = 1};
+    *h = *t;
+    h->offset = 0;
+    h->storage = s;
+    if (lunar_cuda_memcpy(data, LUNAR_CPU, (char *)t->storage->data + t->offset * (int64_t)es,
+                          t->storage->device, nbytes)) {
+        lunar_tensor_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+/* Writes the span of host staging tensor h (from download_span(t)) back to t. */
+static lunar_status upload_span(lunar_tensor *t, const lunar_tensor *h) {
+    size_t es = lunar_dtype_size(t->dtype);
+    return lunar_cuda_memcpy((char *)t->storage->data + t->offset * (int64_t)es, t->storage->device,
+                             h->storage->data, LUNAR_CPU, h->storage->nbytes);
+}
+
+static lunar_status copy_host(lunar_tensor *dst, const lunar_tensor *src);
+
+/* dst <- src when at least one of them is on a device (shapes checked). */
+static lunar_status copy_device(lunar_tensor *dst, const lunar_tensor *src) {
+    int dd = dst->storage->device, sd = src->storage->device;
+    int64_t n = lunar_tensor_numel(dst);
+    if (n == 0) return LUNAR_OK;
+    if (dst->dtype == src->dtype && lunar_tensor_is_contiguous(dst) && lunar_tensor_is_contiguous(src))
+        return lunar_cuda_memcpy(lunar_tensor_data(dst), dd, lunar_tensor_data(src), sd,
+                                 (size_t)n * lunar_dtype_size(dst->dtype));
+    if (dd == sd && dst->dtype == src->dtype && dst->ndim <= 8)   /* one device: a strided-copy kernel */
+        return lunar_cuda_copy_strided(dd, lunar_tensor_data(dst), dst->stride, lunar_tensor_data(src), src->stride,
+                                       dst->shape, dst->ndim, lunar_dtype_size(dst->dtype));
+    /* src on the host (a view, or a staging copy of its span) */
+    lunar_tensor *hs = sd == LUNAR_CPU ? lunar_tensor_view(src) : download_span(src);
+    if (!hs) return lunar_last_status();
+    lunar_status st;
+    if (dd == LUNAR_CPU) {
+        st = copy_host(dst, hs);
+    } else if (lunar_tensor_is_contiguous(dst)) {
+        lunar_tensor *hd = lunar_tensor_new(dst->dtype, dst->ndim, dst->shape, LUNAR_CPU);
+        st = hd ? copy_host(hd, hs) : lunar_last_status();
+        if (!st) st = lunar_cuda_memcpy(lunar_tensor_data(dst), dd, lunar_tensor_data(hd), LUNAR_CPU,
+                                        (size_t)n * lunar_dtype_size(dst->dtype));
+        lunar_tensor_free(hd);
+    } else {   /* read, modify and write back the span of dst */
+        lunar_tensor *hd = download_span(dst);
+        st = hd ? copy_host(hd, hs) : lunar_last_status();
+        if (!st) st = upload_span(dst, hd);
+        lunar_tensor_free(hd);
+    }
+    lunar_tensor_free(hs);
+    return st;
+}
+
+lunar_tensor *lunar_tensor_to_device(const lunar_tensor *t, int device) {
+    if (!t->storage) { lunar_error(LUNAR_ERR_ARG, "to: use of a released tensor"); return NULL; }
+    lunar_tensor *out = lunar_tensor_new(t->dtype, t->ndim, t->shape, device);
+    if (!out) return NULL;
+    if (lunar_tensor_copy(out, t)) { lunar_tensor_free(out); return NULL; }
+    return out;
 }
 
 lunar_status lunar_tensor_copy(lunar_tensor *dst, const lunar_tensor *src) {
@@ -391,6 +515,12 @@ lunar_status lunar_tensor_copy(lunar_tensor *dst, const lunar_tensor *src) {
     if (!same)
         return lunar_error(LUNAR_ERR_SHAPE, "copy: destination %s and source %s differ in shape",
                            lunar_shape_str(dst, a, sizeof a), lunar_shape_str(src, b, sizeof b));
+    if (dst->storage->device != LUNAR_CPU || src->storage->device != LUNAR_CPU) return copy_device(dst, src);
+    return copy_host(dst, src);
+}
+
+/* dst <- src, both on the host, shapes equal. */
+static lunar_status copy_host(lunar_tensor *dst, const lunar_tensor *src) {
     int64_t n = lunar_tensor_numel(dst);
     if (dst->dtype == src->dtype && lunar_tensor_is_contiguous(dst) && lunar_tensor_is_contiguous(src)) {
         memmove(lunar_tensor_data(dst), lunar_tensor_data(src), (size_t)n * lunar_dtype_size(dst->dtype));
@@ -420,6 +550,17 @@ lunar_status lunar_tensor_copy(lunar_tensor *dst, const lunar_tensor *src) {
 lunar_status lunar_tensor_fill(lunar_tensor *t, double value) {
     if (!t->storage) return lunar_error(LUNAR_ERR_ARG, "fill: use of a released tensor");
     int64_t n = lunar_tensor_numel(t);
+    if (t->storage->device != LUNAR_CPU) {
+        if (n == 0) return LUNAR_OK;
+        if (value == 0.0 && !signbit(value) && lunar_tensor_is_contiguous(t))   /* every dtype's zero is 0 bytes */
+            return lunar_cuda_memset(t->storage->device, lunar_tensor_data(t), 0, lunar_tensor_nbytes(t));
+        lunar_tensor *h = download_span(t);
+        if (!h) return lunar_last_status();
+        lunar_status st = lunar_tensor_fill(h, value);
+        if (!st) st = upload_span(t, h);
+        lunar_tensor_free(h);
+        return st;
+    }
     if (t->dtype == LUNAR_F32 && lunar_tensor_is_contiguous(t)) {
         float *p = lunar_tensor_data(t), v = (float)value;
         for (int64_t i = 0; i < n; i++) p[i] = v;

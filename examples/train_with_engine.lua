@@ -1,9 +1,15 @@
 -- examples/train_with_engine.lua: train a ViT with the low-level engine loop
--- (Colossal-AI's engine: zero_grad, forward, criterion, backward, step).
+-- (Colossal-AI's engine: zero_grad, forward, criterion, backward, step; or
+-- execute_schedule for a whole pipeline schedule).
 --
 --   build/lunar examples/train_with_engine.lua --config configs/vit_fmnist.lua [key=value ...]
 --   make run [ARGS='NUM_EPOCHS=2']
+--   mpirun -np 8 build/lunar examples/train_with_engine.lua --config configs/vit_fmnist.lua \
+--     'parallel={pipeline=2, tensor={mode="1d", size=2}}' NUM_MICRO_BATCHES=4
 --
+-- The same script runs on one rank and on every rank of an MPI job: the
+-- process grid comes from the config's `parallel` dict (data-parallel size =
+-- world / (pipeline x tensor)); BATCH_SIZE is per data-parallel rank.
 -- Reports the loss every LOG_EVERY steps (a progress bar on a terminal), the
 -- test accuracy after each epoch ("test accuracy"), and writes one JSON line
 -- per step and per evaluation to METRICS_FILE.
@@ -14,23 +20,27 @@ local schedule = require('lunar.schedule')
 local data = require('lunar.data')
 local models = require('lunar.models')
 local engine_mod = require('lunar.engine')
+local parallel = require('lunar.parallel')
 local log = require('lunar.log')
 
-local cfg = config.load(lunar.args.config, lunar.args.overrides)
+-- a config or layout error is the same on every rank: printed once, every rank exits 1
+local cfg = parallel.same_on_every_rank(config.load, lunar.args.config, lunar.args.overrides)
 if cfg.NUM_THREADS and cfg.NUM_THREADS > 0 then lunar.set_num_threads(cfg.NUM_THREADS) end
+local grid = parallel.initialize(cfg)          -- rank 0 prints the grid when there are several ranks
 
--- data
+-- data: each data-parallel rank reads its shard
 local train_ds, test_ds = data.datasets(cfg)
-local train_loader = data.loader(train_ds, cfg, {train = true})
-local test_loader = data.loader(test_ds, cfg, {train = false, batch_size = 500})  -- eval keeps no activations
+local train_loader = data.loader(train_ds, cfg, {train = true, rank = grid.dp_rank, num_shards = grid.dp_size})
+local test_loader = data.loader(test_ds, cfg, {train = false, batch_size = 500,   -- eval keeps no activations
+  rank = grid.dp_rank, num_shards = grid.dp_size})
 local steps_per_epoch = train_loader:num_batches()
 local total_steps = steps_per_epoch * cfg.NUM_EPOCHS
 if cfg.MAX_STEPS > 0 then total_steps = math.min(total_steps, cfg.MAX_STEPS) end
 
--- model, loss, optimizer, schedule
-local model = nn.materialize(models.vit(cfg), cfg.SEED, {init = cfg.INIT})
+-- model (this rank's tensor shards and pipeline stage), loss, optimizer, schedule
+local model = nn.materialize(parallel.vit(cfg, grid), cfg.SEED, {init = cfg.INIT})
 local params = model:parameters()
-local num_params = model:num_parameters()
+local num_params = models.vit(cfg):num_parameters()   -- the whole model's
 local criterion = nn.CrossEntropy{label_smoothing = cfg.LABEL_SMOOTHING}
 local optimizer
 if cfg.OPTIMIZER == 'sgd' then
@@ -39,17 +49,21 @@ else
   optimizer = optim.AdamW(params, {lr = cfg.LEARNING_RATE, betas = {cfg.BETA1, cfg.BETA2}, eps = cfg.EPS,
     weight_decay = cfg.WEIGHT_DECAY})
 end
--- the schedule spans the whole run (NUM_EPOCHS), so MAX_STEPS only cuts it short
+-- the schedule spans the whole run (NUM_EPOCHS), so MAX_STEPS only cuts it short; it counts
+-- optimizer updates: one every gradient_accumulation batches
+local updates_per_epoch = math.max(1, steps_per_epoch // cfg.gradient_accumulation)
 local lr_scheduler = schedule.warmup_cosine{base_lr = cfg.LEARNING_RATE, min_lr = cfg.MIN_LR,
-  warmup_steps = math.floor(cfg.WARMUP_EPOCHS * steps_per_epoch + 0.5),
-  total_steps = steps_per_epoch * cfg.NUM_EPOCHS}
+  warmup_steps = math.floor(cfg.WARMUP_EPOCHS * updates_per_epoch + 0.5),
+  total_steps = updates_per_epoch * cfg.NUM_EPOCHS}
 
 local engine = engine_mod.initialize{model = model, optimizer = optimizer, criterion = criterion,
-  lr_scheduler = lr_scheduler, clip_grad_norm = cfg.clip_grad_norm}
+  lr_scheduler = lr_scheduler, clip_grad_norm = cfg.clip_grad_norm,
+  gradient_accumulation = cfg.gradient_accumulation, grid = grid}
 
 local flops_per_image = models.vit_train_flops_per_image(cfg, num_params)
+local global_batch = cfg.BATCH_SIZE * grid.dp_size
 log.info('lunar %s: ViT %d params, %d tokens, %d steps/epoch, %d epochs, batch %d, %d threads',
-  lunar.version, num_params, model.num_tokens, steps_per_epoch, cfg.NUM_EPOCHS, cfg.BATCH_SIZE, lunar.num_threads())
+  lunar.version, num_params, model.num_tokens, steps_per_epoch, cfg.NUM_EPOCHS, global_batch, lunar.num_threads())
 
 local metrics = log.metrics(cfg.METRICS_FILE)
 local step = 0
@@ -65,13 +79,21 @@ for epoch = 0, cfg.NUM_EPOCHS - 1 do
     local x, y = train_loader:next()
     if not x then break end
     engine:zero_grad()
-    local logits = engine(x)
-    local loss = engine:criterion(logits, y)
-    engine:backward(loss)
+    local loss
+    if engine:uses_schedule() then
+      -- pipeline stages or micro-batches: the whole schedule for the batch
+      loss = engine:execute_schedule(x, y)
+    else
+      local logits = engine(x)
+      loss = engine:criterion(logits, y)
+      engine:backward(loss)
+      logits:free()
+      loss = engine:all_reduce_metric(loss)    -- averaged over the data-parallel ranks
+    end
     local lr = engine:step()
     local dt = lunar.clock() - t0
-    local n = y:numel()
-    x:free(); y:free(); logits:free()
+    local n = y:numel() * grid.dp_size
+    x:free(); y:free()
     step, i = step + 1, i + 1
     images_epoch, images_last = images_epoch + n, images_last + n
     metrics:write{step = step, epoch = epoch + 1, loss = loss, lr = lr, images_per_s = n / dt}

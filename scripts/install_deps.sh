@@ -17,6 +17,10 @@ PKGS=(
   dataset-fashion-mnist           # the main job's data
   lua-cjson                       # JSON for metrics files and checkpoint indexes (Lua side)
   tmux                            # the REPL test drives a real terminal
+  # A local Slurm cluster for tests/mpi/test_slurm.sh (srun --mpi=pmix). These pull
+  # in liblua5.1 (with recommends also lua5.1, which can take over /usr/bin/lua):
+  # Lunar embeds Lua 5.4 and never calls a bare `lua`; scripts must use lua5.4.
+  slurm-wlm slurmctld slurmd slurm-client munge
 )
 
 missing=()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Lunar's test suites and prints one closing "N passed, N failed" line.
-#   tests/run_all.sh [c|lua|fail|mpi ...]   (no argument: every suite)
+#   tests/run_all.sh [c|lua|fail|mpi|emu ...]   (no argument: every suite; emu, the
+#   CUDA tests on the CPU emulation of tests/cuda_emu, when LUNAR_TEST_EMU=1)
 # Each test program ends its output with its own "N passed, N failed" line;
 # a program that crashes or prints no such line counts as one failure.
 set -u
@@ -11,7 +12,10 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # one thread per rank (and per te
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1
 suites=("$@")
-[ ${#suites[@]} -eq 0 ] && suites=(c lua fail mpi)
+if [ ${#suites[@]} -eq 0 ]; then
+  suites=(c lua fail mpi)
+  [ "${LUNAR_TEST_EMU:-}" = 1 ] && suites+=(emu)   # set by make test in a CUDA build
+fi
 
 total_pass=0; total_fail=0; total_skip=0; failed_names=()
 
@@ -46,6 +50,8 @@ for suite in "${suites[@]}"; do
     lua)  for t in tests/lua/test_*.lua; do [ -f "$t" ] && run_one "lua/$(basename "$t")" "$LUNAR" "$t"; done ;;
     fail) for t in tests/fail/test_*.sh; do [ -f "$t" ] && run_one "fail/$(basename "$t")" bash "$t"; done ;;
     mpi)  for t in tests/mpi/test_*.sh; do [ -f "$t" ] && run_one "mpi/$(basename "$t")" bash "$t"; done ;;
+    emu)  # the CUDA tests on the CPU emulation of the CUDA backend (tests/cuda_emu)
+          for t in test_cuda lua golden; do run_one "emu/$t" env BUILD="$BUILD" bash tests/cuda_emu/run.sh "$t"; done ;;
     *) echo "unknown suite $suite"; exit 2 ;;
   esac
 done

@@ -13,6 +13,11 @@
  * A lunar_request is the MPI_Request plus what finishing needs: AVG's division
  * (the SUM then divided by the size, after the wait) and, for irecv, the
  * count that must have arrived.
+ *
+ * Tensors on a CUDA device: the collectives go to NCCL (comm_nccl.c), queued on
+ * the device's compute stream (their i-forms complete at once: a NULL
+ * request); send and recv stage through a host buffer over MPI (the i-forms
+ * keep the buffer in the request; irecv copies it to the device at the wait).
  */
 #ifdef LUNAR_USE_MPI
 
@@ -20,15 +25,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <unistd.h>
 
 #include "internal.h"
+#include "lunar/cuda.h"
 
 struct lunar_comm {
     MPI_Comm comm;
     int rank, size;
     int is_world;
     char name[64];
+    comm_nccl *nccl;   /* for CUDA tensors, made at the first use (comm_nccl.c) */
 };
 
 struct lunar_request {
@@ -47,6 +55,12 @@ struct lunar_request {
     lunar_dtype dtype;
     int check_count;   /* irecv: exactly n elements of datatype must arrive */
     MPI_Datatype datatype;
+    /* point to point of a CUDA tensor: the host staging buffer (freed at the
+     * wait) and, for irecv, where it goes on the device */
+    void *host;
+    void *dev_ptr;
+    int dev;
+    size_t nbytes;
 };
 
 static lunar_comm g_world;
@@ -186,6 +200,7 @@ lunar_comm *lunar_comm_split(lunar_comm *c, int color, int key) {
 
 void lunar_comm_free(lunar_comm *c) {
     if (!c || c->is_world) return;
+    nccl_free(c->nccl);
     if (mpi_running() && c->comm != MPI_COMM_NULL) MPI_Comm_free(&c->comm);
     free(c);
 }
@@ -195,6 +210,7 @@ void lunar_comm_free(lunar_comm *c) {
 lunar_status lunar_comm_all_reduce(lunar_comm *c, lunar_tensor *t, lunar_reduce_op op) {
     if (comm_check_comm(c, "all_reduce")) return lunar_last_status();
     comm_ctx x = ctx_of(c, "all_reduce");
+    if (comm_on_device(t)) return nccl_all_reduce(&c->nccl, c->comm, &x, t, op);
     lunar_status st = comm_check_tensor(&x, t, "x", COMM_REDUCE, op);
     if (st) return st;
     int n = (int)lunar_tensor_numel(t);
@@ -219,6 +235,7 @@ lunar_status lunar_comm_reduce_scatter(lunar_comm *c, lunar_tensor *out, const l
                                        lunar_reduce_op op) {
     if (comm_check_comm(c, "reduce_scatter")) return lunar_last_status();
     comm_ctx x = ctx_of(c, "reduce_scatter");
+    if (comm_on_device(out) || comm_on_device(in)) return nccl_reduce_scatter(&c->nccl, c->comm, &x, out, in, op);
     lunar_status st = check_reduce_scatter(&x, out, in, op);
     if (st) return st;
     int n = (int)lunar_tensor_numel(out);
@@ -254,6 +271,7 @@ static lunar_status check_all_gather(const comm_ctx *x, lunar_tensor *out, const
 lunar_status lunar_comm_all_gather(lunar_comm *c, lunar_tensor *out, const lunar_tensor *in) {
     if (comm_check_comm(c, "all_gather")) return lunar_last_status();
     comm_ctx x = ctx_of(c, "all_gather");
+    if (comm_on_device(out) || comm_on_device(in)) return nccl_all_gather(&c->nccl, c->comm, &x, out, in);
     const void *sendbuf;
     lunar_status st = check_all_gather(&x, out, in, &sendbuf);
     if (st) return st;
@@ -266,6 +284,7 @@ lunar_status lunar_comm_all_gather(lunar_comm *c, lunar_tensor *out, const lunar
 lunar_status lunar_comm_broadcast(lunar_comm *c, lunar_tensor *t, int root) {
     if (comm_check_comm(c, "broadcast")) return lunar_last_status();
     comm_ctx x = ctx_of(c, "broadcast");
+    if (comm_on_device(t)) return nccl_broadcast(&c->nccl, c->comm, &x, t, root);
     lunar_status st;
     if ((st = comm_check_tensor(&x, t, "x", COMM_MOVE, LUNAR_SUM))) return st;
     if ((st = comm_check_rank(&x, root, "root", 0))) return st;
@@ -277,7 +296,17 @@ lunar_status lunar_comm_broadcast(lunar_comm *c, lunar_tensor *t, int root) {
 static lunar_status check_p2p(const comm_ctx *x, const lunar_tensor *t, int peer, const char *what,
                               int tag) {
     lunar_status st;
-    if ((st = comm_check_tensor(x, t, "x", COMM_MOVE, LUNAR_SUM))) return st;
+    if (comm_on_device(t)) {   /* staged through the host: the CPU checks but the device */
+        if (!lunar_tensor_is_contiguous(t))
+            return comm_fail(x, LUNAR_ERR_ARG, "x is not contiguous (use :contiguous())");
+        if (lunar_tensor_numel(t) > INT_MAX)
+            return comm_fail(x, LUNAR_ERR_ARG, "x has %lld elements (at most %d per call)",
+                             (long long)lunar_tensor_numel(t), INT_MAX);
+        if (mpi_type(t->dtype) == MPI_DATATYPE_NULL)
+            return comm_fail(x, LUNAR_ERR_DTYPE, "x has dtype %s, which cannot be sent", lunar_dtype_name(t->dtype));
+    } else if ((st = comm_check_tensor(x, t, "x", COMM_MOVE, LUNAR_SUM))) {
+        return st;
+    }
     if ((st = comm_check_rank(x, peer, what, 1))) return st;
     return comm_check_tag(x, tag);
 }
@@ -287,6 +316,16 @@ lunar_status lunar_comm_send(lunar_comm *c, const lunar_tensor *t, int dst, int 
     comm_ctx x = ctx_of(c, "send");
     lunar_status st = check_p2p(&x, t, dst, "dst", tag);
     if (st) return st;
+    if (comm_on_device(t)) {   /* through a host buffer */
+        size_t nb = lunar_tensor_nbytes(t);
+        void *h = malloc(nb ? nb : 1);
+        if (!h) return comm_fail(&x, LUNAR_ERR_OOM, "out of host memory for a staging buffer");
+        if ((st = lunar_cuda_memcpy(h, LUNAR_CPU, lunar_tensor_data(t), lunar_tensor_device(t), nb))) { free(h); return st; }
+        int rc = MPI_Send(h, (int)lunar_tensor_numel(t), mpi_type(t->dtype), dst, tag, c->comm);
+        free(h);
+        if (rc != MPI_SUCCESS) return mpi_fail(&x, rc);
+        return LUNAR_OK;
+    }
     MPI_TRY(&x, MPI_Send(lunar_tensor_data(t), (int)lunar_tensor_numel(t), mpi_type(t->dtype), dst,
                          tag, c->comm));
     return LUNAR_OK;
@@ -312,6 +351,16 @@ lunar_status lunar_comm_recv(lunar_comm *c, lunar_tensor *t, int src, int tag) {
     MPI_Status s;
     int64_t n = lunar_tensor_numel(t);
     MPI_Datatype dt = mpi_type(t->dtype);
+    if (comm_on_device(t)) {   /* through a host buffer */
+        size_t nb = lunar_tensor_nbytes(t);
+        void *h = malloc(nb ? nb : 1);
+        if (!h) return comm_fail(&x, LUNAR_ERR_OOM, "out of host memory for a staging buffer");
+        int rc = MPI_Recv(h, (int)n, dt, src, tag, c->comm, &s);
+        st = rc != MPI_SUCCESS ? mpi_fail(&x, rc) : check_received(&x, &s, dt, n, src, tag);
+        if (!st) st = lunar_cuda_memcpy(lunar_tensor_data(t), lunar_tensor_device(t), h, LUNAR_CPU, nb);
+        free(h);
+        return st;
+    }
     MPI_TRY(&x, MPI_Recv(lunar_tensor_data(t), (int)n, dt, src, tag, c->comm, &s));
     return check_received(&x, &s, dt, n, src, tag);
 }
@@ -342,6 +391,7 @@ static lunar_request *new_request(const comm_ctx *x) {
 /* Frees r when the start failed. */
 static lunar_status started(lunar_request *r, int rc, const comm_ctx *x, lunar_request **req) {
     if (rc != MPI_SUCCESS) {
+        free(r->host);
         free(r);
         return mpi_fail(x, rc);
     }
@@ -355,6 +405,7 @@ lunar_status lunar_comm_iall_reduce(lunar_comm *c, lunar_tensor *t, lunar_reduce
     if (comm_check_comm(c, "iall_reduce")) return lunar_last_status();
     comm_ctx x = ctx_of(c, "iall_reduce");
     if (!req) return comm_fail(&x, LUNAR_ERR_ARG, "req is NULL");
+    if (comm_on_device(t)) return nccl_all_reduce(&c->nccl, c->comm, &x, t, op);   /* stream-ordered: done */
     lunar_status st = comm_check_tensor(&x, t, "x", COMM_REDUCE, op);
     if (st) return st;
     lunar_request *r = new_request(&x);
@@ -374,6 +425,7 @@ lunar_status lunar_comm_ireduce_scatter(lunar_comm *c, lunar_tensor *out, const 
     if (comm_check_comm(c, "ireduce_scatter")) return lunar_last_status();
     comm_ctx x = ctx_of(c, "ireduce_scatter");
     if (!req) return comm_fail(&x, LUNAR_ERR_ARG, "req is NULL");
+    if (comm_on_device(out) || comm_on_device(in)) return nccl_reduce_scatter(&c->nccl, c->comm, &x, out, in, op);
     lunar_status st = check_reduce_scatter(&x, out, in, op);
     if (st) return st;
     lunar_request *r = new_request(&x);
@@ -393,6 +445,7 @@ lunar_status lunar_comm_iall_gather(lunar_comm *c, lunar_tensor *out, const luna
     if (comm_check_comm(c, "iall_gather")) return lunar_last_status();
     comm_ctx x = ctx_of(c, "iall_gather");
     if (!req) return comm_fail(&x, LUNAR_ERR_ARG, "req is NULL");
+    if (comm_on_device(out) || comm_on_device(in)) return nccl_all_gather(&c->nccl, c->comm, &x, out, in);
     const void *sendbuf;
     lunar_status st = check_all_gather(&x, out, in, &sendbuf);
     if (st) return st;
@@ -414,8 +467,19 @@ lunar_status lunar_comm_isend(lunar_comm *c, const lunar_tensor *t, int dst, int
     if (st) return st;
     lunar_request *r = new_request(&x);
     if (!r) return lunar_last_status();
-    int rc = MPI_Isend(lunar_tensor_data(t), (int)lunar_tensor_numel(t), mpi_type(t->dtype), dst,
-                       tag, c->comm, &r->req);
+    const void *buf = lunar_tensor_data(t);
+    if (comm_on_device(t)) {   /* from a host copy, kept until the wait */
+        r->nbytes = lunar_tensor_nbytes(t);
+        r->host = malloc(r->nbytes ? r->nbytes : 1);
+        if (!r->host) { free(r); return comm_fail(&x, LUNAR_ERR_OOM, "out of host memory for a staging buffer"); }
+        if ((st = lunar_cuda_memcpy(r->host, LUNAR_CPU, buf, lunar_tensor_device(t), r->nbytes))) {
+            free(r->host);
+            free(r);
+            return st;
+        }
+        buf = r->host;
+    }
+    int rc = MPI_Isend(buf, (int)lunar_tensor_numel(t), mpi_type(t->dtype), dst, tag, c->comm, &r->req);
     return started(r, rc, &x, req);
 }
 
@@ -431,7 +495,16 @@ lunar_status lunar_comm_irecv(lunar_comm *c, lunar_tensor *t, int src, int tag, 
     r->n = lunar_tensor_numel(t);
     r->datatype = mpi_type(t->dtype);
     r->check_count = 1;
-    int rc = MPI_Irecv(lunar_tensor_data(t), (int)r->n, r->datatype, src, tag, c->comm, &r->req);
+    void *buf = lunar_tensor_data(t);
+    if (comm_on_device(t)) {   /* into a host buffer, copied to the device at the wait */
+        r->nbytes = lunar_tensor_nbytes(t);
+        r->host = malloc(r->nbytes ? r->nbytes : 1);
+        if (!r->host) { free(r); return comm_fail(&x, LUNAR_ERR_OOM, "out of host memory for a staging buffer"); }
+        r->dev_ptr = buf;
+        r->dev = lunar_tensor_device(t);
+        buf = r->host;
+    }
+    int rc = MPI_Irecv(buf, (int)r->n, r->datatype, src, tag, c->comm, &r->req);
     return started(r, rc, &x, req);
 }
 
@@ -443,6 +516,7 @@ lunar_status lunar_request_wait(lunar_request *r) {
     if (rc == MPI_SUCCESS && !r->done) {
         if (!mpi_running()) {
             st = comm_fail(&x, LUNAR_ERR_ARG, "wait after MPI was finalized");
+            free(r->host);
             free(r);
             return st;
         }
@@ -453,9 +527,11 @@ lunar_status lunar_request_wait(lunar_request *r) {
     } else if (r->check_count) {
         st = check_received(&x, &r->status, r->datatype, r->n, r->status.MPI_SOURCE,
                             r->status.MPI_TAG);
+        if (!st && r->dev_ptr) st = lunar_cuda_memcpy(r->dev_ptr, r->dev, r->host, LUNAR_CPU, r->nbytes);
     } else if (r->avg) {
         comm_avg_divide(r->data, r->n, r->dtype, r->size);
     }
+    free(r->host);
     free(r);
     return st;
 }

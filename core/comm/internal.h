@@ -55,4 +55,25 @@ void comm_avg_divide(void *data, int64_t n, lunar_dtype dtype, int size);
 const char *comm_op_name(lunar_reduce_op op);
 int comm_op_valid(lunar_reduce_op op);
 
+/* 1 when t is a live tensor on a CUDA device (its collective goes to NCCL). */
+static inline int comm_on_device(const lunar_tensor *t) {
+    return t && t->storage && t->storage->device >= 0;
+}
+
+#ifdef LUNAR_USE_MPI
+#include <mpi.h>
+/* NCCL for CUDA tensors (comm_nccl.c): the NCCL communicator of an MPI
+ * communicator is created in *slot at its first use (collective). Each checks
+ * its arguments as comm_mpi.c does, then queues the collective on the
+ * device's compute stream. */
+typedef struct comm_nccl comm_nccl;
+lunar_status nccl_all_reduce(comm_nccl **slot, MPI_Comm mc, const comm_ctx *x, lunar_tensor *t, lunar_reduce_op op);
+lunar_status nccl_reduce_scatter(comm_nccl **slot, MPI_Comm mc, const comm_ctx *x, lunar_tensor *out,
+                                 const lunar_tensor *in, lunar_reduce_op op);
+lunar_status nccl_all_gather(comm_nccl **slot, MPI_Comm mc, const comm_ctx *x, lunar_tensor *out,
+                             const lunar_tensor *in);
+lunar_status nccl_broadcast(comm_nccl **slot, MPI_Comm mc, const comm_ctx *x, lunar_tensor *t, int root);
+void nccl_free(comm_nccl *n);
+#endif
+
 #endif

@@ -1,18 +1,21 @@
 /*
  * core/ops/ops.c: the tensor-level op API (ops.h): checks, then dispatch to the
  * backend of the device. The CPU backend is the fast kernels (core/ops/cpu);
- * the reference backend the naive ones (core/ops/ref), the oracle.
+ * the reference backend the naive ones (core/ops/ref), the oracle; the CUDA
+ * backend (LUNAR_USE_CUDA) the kernels of core/ops/cuda, for devices >= 0.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "lunar/cuda.h"
 #include "lunar/ops.h"
 
 // ----------------------------------------------------------------------------
 // backends
 
 #define ENTRY(prefix, op) .op = prefix(op)
-#define BACKEND_TABLE(nm, P)                                                                  \
+#define BACKEND_TABLE(nm, P, ...)                                                             \
     {.name = nm, ENTRY(P, linear_forward), ENTRY(P, linear_backward),                         \
      ENTRY(P, patchify_forward), ENTRY(P, patchify_backward), ENTRY(P, layernorm_forward),    \
      ENTRY(P, layernorm_backward), ENTRY(P, gelu_forward), ENTRY(P, gelu_backward),           \
@@ -20,7 +23,7 @@
      ENTRY(P, embed_tokens_forward), ENTRY(P, embed_tokens_backward),                         \
      ENTRY(P, dropout_forward), ENTRY(P, dropout_backward), ENTRY(P, cross_entropy_forward),  \
      ENTRY(P, cross_entropy_backward), ENTRY(P, add), ENTRY(P, scale), ENTRY(P, adamw_step),  \
-     ENTRY(P, sgd_step), ENTRY(P, sum_squares), ENTRY(P, accuracy_count)}
+     ENTRY(P, sgd_step), ENTRY(P, sum_squares), ENTRY(P, accuracy_count), __VA_ARGS__}
 
 static const lunar_backend cpu_backend = BACKEND_TABLE("cpu", LUNAR_CPU_KERNEL);
 static const lunar_backend ref_backend = BACKEND_TABLE("ref", LUNAR_REF_F32);
@@ -28,9 +31,21 @@ static int use_ref;
 
 const lunar_backend *lunar_backend_get(int device) {
     if (device == LUNAR_CPU) return use_ref ? &ref_backend : &cpu_backend;
-    lunar_error(LUNAR_ERR_DEVICE, "no backend for device cuda:%d in this build", device);
-    return NULL;
+    if (device < 0) {
+        lunar_error(LUNAR_ERR_DEVICE, "no device %d", device);
+        return NULL;
+    }
+    return lunar_cuda_backend(device);   /* NULL with the reason when none */
 }
+
+#ifdef LUNAR_USE_CUDA
+static const lunar_backend cuda_backend = BACKEND_TABLE("cuda", LUNAR_CUDA_KERNEL, .check = lunar_cuda_take_error);
+
+const lunar_backend *lunar_cuda_backend(int device) {
+    if (lunar_cuda_set_device(device)) return NULL;
+    return &cuda_backend;
+}
+#endif
 const lunar_backend *lunar_backend_ref(void) { return &ref_backend; }
 void lunar_backend_use_ref(int on) { use_ref = on; }
 
@@ -63,10 +78,51 @@ static int shape_err(const char *op, const char *a, const lunar_tensor *ta, cons
                        b, lunar_shape_str(tb, s2, sizeof s2), what);
 }
 
+static void device_str(int d, char *buf, size_t n) {
+    if (d == LUNAR_CPU) snprintf(buf, n, "cpu");
+    else snprintf(buf, n, "cuda:%d", d);
+}
+
+/* The i-th name of a stringized argument list "a, b, c": start and length. */
+static const char *nth_name(const char *names, int i, int *len) {
+    const char *p = names;
+    for (int k = 0; k < i && p; k++) {
+        p = strchr(p, ',');
+        if (p) { p++; while (*p == ' ') p++; }
+    }
+    if (!p) { *len = 1; return "?"; }
+    *len = (int)strcspn(p, ", ");
+    return p;
+}
+
+/* Every non-NULL tensor of ts[n] on the device of ts[0]. */
+static int check_devices(const char *op, const char *names, const lunar_tensor *const *ts, int n) {
+    int d0 = lunar_tensor_device(ts[0]);
+    for (int i = 1; i < n; i++) {
+        if (!ts[i] || lunar_tensor_device(ts[i]) == d0) continue;
+        char a[32], b[32];
+        int la, lb;
+        const char *na = nth_name(names, 0, &la), *nb = nth_name(names, i, &lb);
+        device_str(d0, a, sizeof a);
+        device_str(lunar_tensor_device(ts[i]), b, sizeof b);
+        return lunar_error(LUNAR_ERR_DEVICE, "%s: %.*s is on %s but %.*s is on %s (the tensors of an op must "
+                           "be on one device: move them with :to())", op, la, na, a, lb, nb, b);
+    }
+    return LUNAR_OK;
+}
+
 #define CHECK(expr) do { int rc_ = (expr); if (rc_) return (lunar_status)rc_; } while (0)
 #define T(op, name, t) CHECK(check_t(op, name, t, LUNAR_F32))
 #define T_OPT(op, name, t) do { if (t) T(op, name, t); } while (0)
-#define BACKEND(t) const lunar_backend *be = lunar_backend_get(lunar_tensor_device(t)); if (!be) return lunar_last_status()
+/* BACKEND(op, t, ...): every non-NULL tensor listed on t's device (the names
+ * in messages are the argument names), then be = that device's backend. */
+#define BACKEND(op, ...)                                                                       \
+    const lunar_tensor *devs_[] = {__VA_ARGS__};                                                \
+    CHECK(check_devices(op, #__VA_ARGS__, devs_, (int)(sizeof devs_ / sizeof *devs_)));          \
+    const lunar_backend *be = lunar_backend_get(lunar_tensor_device(devs_[0]));                 \
+    if (!be) return lunar_last_status()
+/* After a kernel: the backend's pending error (CUDA), else OK. */
+#define DONE() return be->check ? be->check() : LUNAR_OK
 #define F(t) ((float *)lunar_tensor_data(t))
 #define FOPT(t) ((t) ? F(t) : NULL)
 #define LAST(t) ((t)->ndim ? (t)->shape[(t)->ndim - 1] : 1)
@@ -85,9 +141,9 @@ lunar_status lunar_op_linear_forward(lunar_tensor *out, const lunar_tensor *inp,
     if (bias) CHECK(check_numel(op, "bias", bias, N, "N = weight rows"));
     if (LAST(out) != N || lunar_tensor_numel(out) != M * N)
         return shape_err(op, "out", out, "weight", weight, "do not fit (out must be [..., N])");
-    BACKEND(inp);
+    BACKEND(op, inp, out, weight, bias);
     be->linear_forward(F(out), F(inp), F(weight), FOPT(bias), (int)M, (int)K, (int)N);
-    return LUNAR_OK;
+    DONE();
 }
 
 lunar_status lunar_op_linear_backward(lunar_tensor *dinp, lunar_tensor *dweight, lunar_tensor *dbias,
@@ -105,9 +161,9 @@ lunar_status lunar_op_linear_backward(lunar_tensor *dinp, lunar_tensor *dweight,
     if (dinp) CHECK(check_numel(op, "dinp", dinp, M * K, "the size of inp"));
     CHECK(check_numel(op, "dweight", dweight, N * K, "the size of weight"));
     if (dbias) CHECK(check_numel(op, "dbias", dbias, N, "N"));
-    BACKEND(inp);
+    BACKEND(op, inp, dinp, dweight, dbias, dout, weight);
     be->linear_backward(FOPT(dinp), F(dweight), FOPT(dbias), F(dout), F(inp), F(weight), (int)M, (int)K, (int)N);
-    return LUNAR_OK;
+    DONE();
 }
 
 static int patch_geom(const char *op, const lunar_tensor *img, int P, int *S, int *k, int64_t *L, int64_t *cols) {
@@ -139,9 +195,9 @@ lunar_status lunar_op_patchify_forward(lunar_tensor *out, const lunar_tensor *in
     int S[3], k; int64_t L, cols;
     CHECK(patch_geom(op, inp, P, S, &k, &L, &cols));
     CHECK(check_numel(op, "out", out, inp->shape[0] * L * cols, "[B, patches, C*P^k]"));
-    BACKEND(inp);
+    BACKEND(op, inp, out);
     be->patchify_forward(F(out), F(inp), (int)inp->shape[0], (int)inp->shape[1], k, S, P);
-    return LUNAR_OK;
+    DONE();
 }
 
 lunar_status lunar_op_patchify_backward(lunar_tensor *dinp, const lunar_tensor *dout, int P) {
@@ -150,9 +206,9 @@ lunar_status lunar_op_patchify_backward(lunar_tensor *dinp, const lunar_tensor *
     int S[3], k; int64_t L, cols;
     CHECK(patch_geom(op, dinp, P, S, &k, &L, &cols));
     CHECK(check_numel(op, "dout", dout, dinp->shape[0] * L * cols, "[B, patches, C*P^k]"));
-    BACKEND(dinp);
+    BACKEND(op, dinp, dout);
     be->patchify_backward(F(dinp), F(dout), (int)dinp->shape[0], (int)dinp->shape[1], k, S, P);
-    return LUNAR_OK;
+    DONE();
 }
 
 lunar_status lunar_op_layernorm_forward(lunar_tensor *out, lunar_tensor *mean, lunar_tensor *rstd,
@@ -167,9 +223,9 @@ lunar_status lunar_op_layernorm_forward(lunar_tensor *out, lunar_tensor *mean, l
     CHECK(check_numel(op, "out", out, M * C, "the size of inp"));
     CHECK(check_numel(op, "mean", mean, M, "rows of inp"));
     CHECK(check_numel(op, "rstd", rstd, M, "rows of inp"));
-    BACKEND(inp);
+    BACKEND(op, inp, out, mean, rstd, weight, bias);
     be->layernorm_forward(F(out), F(mean), F(rstd), F(inp), F(weight), F(bias), (int)M, (int)C, eps);
-    return LUNAR_OK;
+    DONE();
 }
 
 lunar_status lunar_op_layernorm_backward(lunar_tensor *dinp, lunar_tensor *dweight, lunar_tensor *dbias,
@@ -187,18 +243,18 @@ lunar_status lunar_op_layernorm_backward(lunar_tensor *dinp, lunar_tensor *dweig
     CHECK(check_numel(op, "dbias", dbias, C, "C"));
     CHECK(check_numel(op, "mean", mean, M, "rows"));
     CHECK(check_numel(op, "rstd", rstd, M, "rows"));
-    BACKEND(inp);
+    BACKEND(op, inp, dinp, dweight, dbias, dout, weight, mean, rstd);
     be->layernorm_backward(F(dinp), F(dweight), F(dbias), F(dout), F(inp), F(weight), F(mean), F(rstd),
                            (int)M, (int)C);
-    return LUNAR_OK;
+    DONE();
 }
 
 lunar_status lunar_op_gelu_forward(lunar_tensor *out, const lunar_tensor *inp) {
     T("gelu", "out", out); T("gelu", "inp", inp);
     CHECK(check_numel("gelu", "out", out, lunar_tensor_numel(inp), "the size of inp"));
-    BACKEND(inp);
+    BACKEND("gelu", inp, out);
     be->gelu_forward(F(out), F(inp), (size_t)lunar_tensor_numel(inp));
-    return LUNAR_OK;
+    DONE();
 }
 
 lunar_status lunar_op_gelu_backward(lunar_tensor *dinp, const lunar_tensor *dout, const lunar_tensor *inp) {
@@ -207,9 +263,9 @@ lunar_status lunar_op_gelu_backward(lunar_tensor *dinp, const lunar_tensor *dout
     int64_t n = lunar_tensor_numel(inp);
     CHECK(check_numel(op, "dout", dout, n, "the size of inp"));
     CHECK(check_numel(op, "dinp", dinp, n, "the size of inp"));
-    BACKEND(inp);
+    BACKEND(op, inp, dinp, dout);
     be->gelu_backward(F(dinp), F(dout), F(inp), (size_t)n);
-    return LUNAR_OK;
+    DONE();
 }
 
 static int attn_geom(const char *op, const lunar_tensor *qkv, int H, int *B, int *N, int *D) {
@@ -231,9 +287,9 @@ lunar_status lunar_op_attention_forward(lunar_tensor *out, lunar_tensor *lse, co
     CHECK(attn_geom(op, qkv, H, &B, &N, &D));
     CHECK(check_numel(op, "out", out, (int64_t)B * N * H * D, "[B, N, C]"));
     CHECK(check_numel(op, "lse", lse, (int64_t)B * H * N, "[B, H, N]"));
-    BACKEND(qkv);
+    BACKEND(op, qkv, out, lse);
     be->attention_forward(F(out), F(lse), F(qkv), B, N, H, D);
-    return LUNAR_OK;
+    DONE();
 }
 
 lunar_status lunar_op_attention_backward(lunar_tensor *dqkv, const lunar_tensor *dout, const lunar_tensor *qkv,
@@ -246,9 +302,9 @@ lunar_status lunar_op_attention_backward(lunar_tensor *dqkv, const lunar_tensor 
     CHECK(check_numel(op, "dout", dout, (int64_t)B * N * H * D, "[B, N, C]"));
     CHECK(check_numel(op, "out", out, (int64_t)B * N * H * D, "[B, N, C]"));
     CHECK(check_numel(op, "lse", lse, (int64_t)B * H * N, "[B, H, N]"));
-    BACKEND(qkv);
+    BACKEND(op, qkv, dqkv, dout, out, lse);
     be->attention_backward(F(dqkv), F(dout), F(qkv), F(out), F(lse), B, N, H, D);
-    return LUNAR_OK;
+    DONE();
 }
 
 lunar_status lunar_op_embed_tokens_forward(lunar_tensor *out, const lunar_tensor *x, const lunar_tensor *cls,
@@ -262,9 +318,9 @@ lunar_status lunar_op_embed_tokens_forward(lunar_tensor *out, const lunar_tensor
     if (lunar_tensor_numel(pos) != (L + 1) * C)
         return shape_err(op, "patches", x, "pos_embed", pos, "do not fit (pos_embed must be [1, L+1, C])");
     CHECK(check_numel(op, "out", out, B * (L + 1) * C, "[B, L+1, C]"));
-    BACKEND(x);
+    BACKEND(op, x, out, cls, pos);
     be->embed_tokens_forward(F(out), F(x), F(cls), F(pos), (int)B, (int)L, (int)C);
-    return LUNAR_OK;
+    DONE();
 }
 
 lunar_status lunar_op_embed_tokens_backward(lunar_tensor *dx, lunar_tensor *dcls, lunar_tensor *dpos,
@@ -277,9 +333,9 @@ lunar_status lunar_op_embed_tokens_backward(lunar_tensor *dx, lunar_tensor *dcls
     if (dx) CHECK(check_numel(op, "dx", dx, B * L * C, "[B, L, C]"));
     CHECK(check_numel(op, "dcls", dcls, C, "C"));
     CHECK(check_numel(op, "dpos", dpos, (L + 1) * C, "[L+1, C]"));
-    BACKEND(dout);
+    BACKEND(op, dout, dx, dcls, dpos);
     be->embed_tokens_backward(FOPT(dx), F(dcls), F(dpos), F(dout), (int)B, (int)L, (int)C);
-    return LUNAR_OK;
+    DONE();
 }
 
 static int check_p(const char *op, float p) {
@@ -291,18 +347,18 @@ lunar_status lunar_op_dropout_forward(lunar_tensor *out, const lunar_tensor *inp
                                       uint64_t stream, uint64_t offset) {
     T("dropout", "out", out); T("dropout", "inp", inp); CHECK(check_p("dropout", p));
     CHECK(check_numel("dropout", "out", out, lunar_tensor_numel(inp), "the size of inp"));
-    BACKEND(inp);
+    BACKEND("dropout", inp, out);
     be->dropout_forward(F(out), F(inp), (size_t)lunar_tensor_numel(inp), p, seed, stream, offset);
-    return LUNAR_OK;
+    DONE();
 }
 
 lunar_status lunar_op_dropout_backward(lunar_tensor *dinp, const lunar_tensor *dout, float p, uint64_t seed,
                                        uint64_t stream, uint64_t offset) {
     T("dropout_backward", "dinp", dinp); T("dropout_backward", "dout", dout); CHECK(check_p("dropout", p));
     CHECK(check_numel("dropout_backward", "dinp", dinp, lunar_tensor_numel(dout), "the size of dout"));
-    BACKEND(dout);
+    BACKEND("dropout_backward", dout, dinp);
     be->dropout_backward(F(dinp), F(dout), (size_t)lunar_tensor_numel(dout), p, seed, stream, offset);
-    return LUNAR_OK;
+    DONE();
 }
 
 static int ce_geom(const char *op, const lunar_tensor *logits, const lunar_tensor *targets, int *B, int *K) {
@@ -313,9 +369,21 @@ static int ce_geom(const char *op, const lunar_tensor *logits, const lunar_tenso
     *B = (int)logits->shape[0]; *K = (int)logits->shape[1];
     CHECK(check_numel(op, "targets", targets, *B, "B = rows of logits"));
     const int32_t *t = lunar_tensor_data(targets);
+    int32_t *host = NULL;
+    if (lunar_tensor_device(targets) != LUNAR_CPU && *B > 0) {   /* checked on the host */
+        host = malloc((size_t)*B * sizeof *host);
+        if (!host) return lunar_error(LUNAR_ERR_OOM, "%s: out of memory for %d targets", op, *B);
+        lunar_status st = lunar_cuda_memcpy(host, LUNAR_CPU, t, lunar_tensor_device(targets), (size_t)*B * sizeof *host);
+        if (st) { free(host); return st; }
+        t = host;
+    }
     for (int b = 0; b < *B; b++)
-        if (t[b] < 0 || t[b] >= *K)
-            return lunar_error(LUNAR_ERR_ARG, "%s: target %d of row %d is not a class in [0, %d)", op, t[b], b, *K);
+        if (t[b] < 0 || t[b] >= *K) {
+            int tb = t[b];
+            free(host);
+            return lunar_error(LUNAR_ERR_ARG, "%s: target %d of row %d is not a class in [0, %d)", op, tb, b, *K);
+        }
+    free(host);
     return LUNAR_OK;
 }
 
@@ -327,9 +395,9 @@ lunar_status lunar_op_cross_entropy_forward(float *loss, lunar_tensor *losses, c
     T_OPT(op, "losses", losses);
     if (losses) CHECK(check_numel(op, "losses", losses, B, "B"));
     if (!(smoothing >= 0 && smoothing <= 1)) return lunar_error(LUNAR_ERR_ARG, "%s: label smoothing %g not in [0, 1]", op, smoothing);
-    BACKEND(logits);
+    BACKEND(op, logits, targets, losses);
     be->cross_entropy_forward(loss, FOPT(losses), F(logits), lunar_tensor_data(targets), B, K, smoothing);
-    return LUNAR_OK;
+    DONE();
 }
 
 lunar_status lunar_op_cross_entropy_backward(lunar_tensor *dlogits, const lunar_tensor *logits,
@@ -339,17 +407,17 @@ lunar_status lunar_op_cross_entropy_backward(lunar_tensor *dlogits, const lunar_
     CHECK(ce_geom(op, logits, targets, &B, &K));
     T(op, "dlogits", dlogits);
     CHECK(check_numel(op, "dlogits", dlogits, (int64_t)B * K, "[B, K]"));
-    BACKEND(logits);
+    BACKEND(op, logits, targets, dlogits);
     be->cross_entropy_backward(F(dlogits), F(logits), lunar_tensor_data(targets), B, K, smoothing, dloss);
-    return LUNAR_OK;
+    DONE();
 }
 
 lunar_status lunar_op_accuracy_count(int64_t *correct, const lunar_tensor *logits, const lunar_tensor *targets) {
     int B, K;
     CHECK(ce_geom("accuracy", logits, targets, &B, &K));
-    BACKEND(logits);
+    BACKEND("accuracy", logits, targets);
     *correct = be->accuracy_count(F(logits), lunar_tensor_data(targets), B, K);
-    return LUNAR_OK;
+    DONE();
 }
 
 lunar_status lunar_op_add(lunar_tensor *out, const lunar_tensor *a, const lunar_tensor *b) {
@@ -357,16 +425,16 @@ lunar_status lunar_op_add(lunar_tensor *out, const lunar_tensor *a, const lunar_
     int64_t n = lunar_tensor_numel(a);
     if (lunar_tensor_numel(b) != n) return shape_err("add", "a", a, "b", b, "differ in size");
     CHECK(check_numel("add", "out", out, n, "the size of a"));
-    BACKEND(a);
+    BACKEND("add", a, out, b);
     be->add(F(out), F(a), F(b), (size_t)n);
-    return LUNAR_OK;
+    DONE();
 }
 
 lunar_status lunar_op_scale(lunar_tensor *x, float s) {
     T("scale", "x", x);
-    BACKEND(x);
+    BACKEND("scale", x);
     be->scale(F(x), (size_t)lunar_tensor_numel(x), s);
-    return LUNAR_OK;
+    DONE();
 }
 
 lunar_status lunar_op_adamw_step(lunar_tensor *param, lunar_tensor *m, lunar_tensor *v, const lunar_tensor *grad,
@@ -378,9 +446,9 @@ lunar_status lunar_op_adamw_step(lunar_tensor *param, lunar_tensor *m, lunar_ten
     CHECK(check_numel(op, "exp_avg", m, n, "the size of param"));
     CHECK(check_numel(op, "exp_avg_sq", v, n, "the size of param"));
     if (t < 1) return lunar_error(LUNAR_ERR_ARG, "%s: step %d must be >= 1", op, t);
-    BACKEND(param);
+    BACKEND(op, param, m, v, grad);
     be->adamw_step(F(param), F(m), F(v), F(grad), (size_t)n, lr, beta1, beta2, eps, weight_decay, t);
-    return LUNAR_OK;
+    DONE();
 }
 
 lunar_status lunar_op_sgd_step(lunar_tensor *param, lunar_tensor *buf, const lunar_tensor *grad, float lr,
@@ -391,14 +459,14 @@ lunar_status lunar_op_sgd_step(lunar_tensor *param, lunar_tensor *buf, const lun
     CHECK(check_numel(op, "grad", grad, n, "the size of param"));
     if (momentum != 0 && !buf) return lunar_error(LUNAR_ERR_ARG, "%s: momentum %g needs a momentum buffer", op, momentum);
     if (buf) CHECK(check_numel(op, "momentum_buffer", buf, n, "the size of param"));
-    BACKEND(param);
+    BACKEND(op, param, grad, buf);
     be->sgd_step(F(param), FOPT(buf), F(grad), (size_t)n, lr, momentum, weight_decay, nesterov, first);
-    return LUNAR_OK;
+    DONE();
 }
 
 lunar_status lunar_op_sum_squares(double *out, const lunar_tensor *x) {
     T("sum_squares", "x", x);
-    BACKEND(x);
+    BACKEND("sum_squares", x);
     *out = be->sum_squares(F(x), (size_t)lunar_tensor_numel(x));
-    return LUNAR_OK;
+    DONE();
 }

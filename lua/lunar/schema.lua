@@ -128,13 +128,29 @@ local TOP = {
   { 'PREFETCH', E{ type = 'boolean', default = true,
       doc = 'load the next batch on a background thread' } },
 
+  -- image-size benchmark (examples/benchmark_image_sizes.lua)
+  { 'SWEEP_START', E{ type = 'integer', default = 32, min = 1,
+      doc = 'image-size benchmark: first image side in pixels (a multiple of PATCH_SIZE)' } },
+  { 'SWEEP_STOP', E{ type = 'integer', default = 128, min = 1,
+      doc = 'image-size benchmark: last image side in pixels (included when the steps reach it)' } },
+  { 'SWEEP_STEP', E{ type = 'integer', default = 32, min = 1,
+      doc = 'image-size benchmark: increment of the image side (a multiple of PATCH_SIZE)' } },
+  { 'BENCH_STEPS', E{ type = 'integer', default = 5, min = 1,
+      doc = 'image-size benchmark: timed training steps per image size' } },
+  { 'BENCH_WARMUP', E{ type = 'integer', default = 2, min = 0,
+      doc = 'image-size benchmark: untimed warm-up steps per image size' } },
+  { 'BENCH_CSV', E{ type = 'string', default = 'benchmark_image_sizes.csv',
+      doc = "image-size benchmark: CSV file of the results table ('' = none)" } },
+
   -- checkpoints
   { 'CHECKPOINT_DIR', E{ type = 'string', default = '',
       doc = "directory of sharded checkpoints ('' = no checkpoints)" } },
   { 'SAVE_EVERY', E{ type = 'integer', default = 0, min = 0,
-      doc = 'save a checkpoint every N epochs (0 = only at the end, if CHECKPOINT_DIR is set)' } },
+      doc = 'save a checkpoint every N training steps (0 = only at the end, if CHECKPOINT_DIR is set)' } },
+  { 'KEEP_CHECKPOINTS', E{ type = 'integer', default = 0, min = 0,
+      doc = 'keep only the newest N complete checkpoints in CHECKPOINT_DIR (0 = keep all)' } },
   { 'RESUME', E{ type = 'string', default = '',
-      doc = "checkpoint to resume from ('' = start fresh)" } },
+      doc = "checkpoint to resume from: '' = start fresh, 'auto' = the newest complete one in CHECKPOINT_DIR (fresh if none), else a step_<N> directory" } },
 
   -- parallelism (Colossal-AI's parallel dict)
   { 'parallel', E{ type = 'table',

@@ -2,6 +2,9 @@
  * tests/c/test.h: a minimal C test harness. Each test binary defines test
  * functions, registers them in main with RUN(fn), and ends with
  * TEST_SUMMARY(), which prints "N passed, N failed" and returns the exit code.
+ * A test that cannot run here (no CUDA device) is registered with
+ * SKIP(fn, reason) instead: it counts as skipped, never as passed, and the
+ * summary becomes "N passed, N failed, N skipped" (tests/run_all.sh reads it).
  * A test fails on the first CHECK that does not hold; the message names the
  * file, line and values.
  */
@@ -12,7 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static int test_passed_, test_failed_, test_current_failed_;
+static int test_passed_, test_failed_, test_skipped_, test_current_failed_;
 static const char *test_current_name_;
 
 #define CHECK(cond)                                                                 \
@@ -54,7 +57,16 @@ static const char *test_current_name_;
         else { test_passed_++; printf("  ok %s\n", #fn); }                          \
     } while (0)
 
+#define SKIP(fn, reason)                                                            \
+    do {                                                                            \
+        test_skipped_++;                                                            \
+        printf("  skip %s: %s\n", #fn, (reason));                                   \
+    } while (0)
+
 #define TEST_SUMMARY()                                                              \
-    (printf("%d passed, %d failed\n", test_passed_, test_failed_), test_failed_ ? 1 : 0)
+    ((test_skipped_ ? printf("%d passed, %d failed, %d skipped\n", test_passed_,    \
+                             test_failed_, test_skipped_)                           \
+                    : printf("%d passed, %d failed\n", test_passed_, test_failed_)), \
+     test_failed_ ? 1 : 0)
 
 #endif

@@ -7,6 +7,10 @@
  * CUDACachingAllocator, here for host memory). Counters report the bytes handed
  * out now (in use), their high-water mark (peak) and the bytes held from the
  * system (reserved = in use + cached). Thread-safe.
+ *
+ * Devices other than the CPU are served by a device allocator that the CUDA
+ * backend registers (lunar_alloc_register_device_allocator, called by
+ * lunar_cuda_init in lunar/cuda.h), so this file stays free of CUDA.
  */
 #ifndef LUNAR_ALLOC_H
 #define LUNAR_ALLOC_H
@@ -51,6 +55,26 @@ void lunar_alloc_empty_cache(int device);
  * Lua host uses it to step its garbage collector, which does not see C memory
  * (torch7's THSetGCHandler). Pass NULL to remove. */
 void lunar_alloc_set_pressure_hook(void (*hook)(void *ud), void *ud, size_t threshold);
+
+/* The allocator of CUDA devices (device >= 0): lunar_alloc, lunar_free and
+ * the stats functions forward there. Each function takes the device; alloc
+ * returns NULL with a lunar_error naming the device and the bytes asked for
+ * and in use. */
+typedef struct lunar_device_allocator {
+    void *(*alloc)(int device, size_t nbytes);
+    void (*free)(int device, void *ptr, size_t nbytes);
+    void (*get_stats)(int device, lunar_alloc_stats *out);
+    void (*reset_peak)(int device);
+    void (*empty_cache)(int device);
+} lunar_device_allocator;
+
+/* Registers (or with NULL removes) the device allocator; `a` must stay valid.
+ * Without one, lunar_alloc on a device >= 0 fails with a message. */
+void lunar_alloc_register_device_allocator(const lunar_device_allocator *a);
+
+/* Writes `bytes` for messages ("512 B", "3.0 MiB", "1.5 GiB") into buf (size
+ * n) and returns buf. */
+char *lunar_format_bytes(size_t bytes, char *buf, size_t n);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,17 @@
  *   lunar_ref_<op>_f32  the same loops in single precision (core/ops/ref/);
  *   lunar_cpu_<op>      the fast f32 kernel: BLAS for GEMMs, OpenMP loops,
  *                       fused passes (core/ops/cpu/); tested against ref.
+ * and, in a build with the CUDA backend (LUNAR_USE_CUDA), a fourth time:
+ *   lunar_cuda_<op>     on device memory of the calling thread's current CUDA
+ *                       device, queued on its compute stream (core/ops/cuda/,
+ *                       lunar/cuda.h): cuBLASLt for GEMMs, own kernels for the
+ *                       rest; tested against lunar_cpu_* (tests/c/test_cuda.c).
+ *                       Pointers are device pointers, except the scalar results
+ *                       (`loss` of cross_entropy_forward, and the return values
+ *                       of sum_squares and accuracy_count), which come back to
+ *                       the host (those three wait for the device). A failure
+ *                       is kept as the thread's sticky CUDA error
+ *                       (lunar_cuda_take_error).
  * The tensor-level API in ops.h checks shapes and dispatches to a backend.
  *
  * Conventions (llm.c order): outputs first, then what was saved for backward,
@@ -115,10 +126,13 @@ int64_t NAME(accuracy_count)(const real *logits, const int32_t *targets, int B, 
 #define LUNAR_REF_F64(op) lunar_ref_##op##_f64
 #define LUNAR_REF_F32(op) lunar_ref_##op##_f32
 #define LUNAR_CPU_KERNEL(op) lunar_cpu_##op
+#define LUNAR_CUDA_KERNEL(op) lunar_cuda_##op
 
 LUNAR_KERNEL_DECLS(LUNAR_REF_F64, double)
 LUNAR_KERNEL_DECLS(LUNAR_REF_F32, float)
 LUNAR_KERNEL_DECLS(LUNAR_CPU_KERNEL, float)
+/* defined only with LUNAR_USE_CUDA (core/ops/cuda/) */
+LUNAR_KERNEL_DECLS(LUNAR_CUDA_KERNEL, float)
 
 #ifdef __cplusplus
 }

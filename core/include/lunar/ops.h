@@ -4,7 +4,8 @@
  * signatures of kernels.h; the CPU backend is lunar_cpu_*).
  *
  * Every tensor argument must be f32 (targets: i32), contiguous, and on one
- * device. A failing check returns a lunar_status whose message names the op
+ * device (checked: "linear: inp is on cuda:0 but weight is on cpu"); the op
+ * runs on that device's backend. A failing check returns a lunar_status whose message names the op
  * and the shapes involved ("linear: inp [8, 5] and weight [4, 6] differ in
  * K"). Gradient arguments follow kernels.h: input gradients are overwritten,
  * parameter gradients accumulated; a NULL gradient is skipped where allowed.
@@ -25,10 +26,15 @@ extern "C" {
 typedef struct lunar_backend {
     const char *name;
     LUNAR_KERNEL_DECLS(LUNAR_BACKEND_FIELD, float)
+    /* NULL, or returns (and clears) an error the kernels could not return,
+     * checked after every call (the CUDA backend: lunar_cuda_take_error). */
+    lunar_status (*check)(void);
 } lunar_backend;
 
-/* The backend of a device (LUNAR_CPU or a CUDA ordinal); NULL with an error
- * when that device has none in this build. */
+/* The backend of a device (LUNAR_CPU or a CUDA ordinal; for a CUDA device it
+ * also becomes the thread's current device); NULL with an error when that
+ * device is not available ("no CUDA device available (...)", an index out of
+ * range, or no CUDA backend in this build). */
 const lunar_backend *lunar_backend_get(int device);
 /* The CPU reference backend (lunar_ref_*_f32), for tests and debugging. */
 const lunar_backend *lunar_backend_ref(void);

@@ -90,9 +90,14 @@ lunar_tensor *lunar_tensor_reshape(const lunar_tensor *t, int ndim, const int64_
 lunar_tensor *lunar_tensor_contiguous(const lunar_tensor *t);
 /* A contiguous copy with another dtype (f32 <-> bf16/f16/f64/i32/i64/u8). */
 lunar_tensor *lunar_tensor_to_dtype(const lunar_tensor *t, lunar_dtype dtype);
+/* A contiguous copy (same dtype) on another device (LUNAR_CPU or a CUDA
+ * ordinal): host <-> device or device <-> device. NULL with an error, e.g.
+ * "no CUDA device available (...)". */
+lunar_tensor *lunar_tensor_to_device(const lunar_tensor *t, int device);
 
 /* dst <- src elementwise for any strides, converting dtypes; shapes must have
- * the same number of elements and equal shapes. */
+ * the same number of elements and equal shapes. Either may be on a CUDA device
+ * (synchronous: a host destination is ready at return). */
 lunar_status lunar_tensor_copy(lunar_tensor *dst, const lunar_tensor *src);
 /* Every element of t <- value (converted to t's dtype). */
 lunar_status lunar_tensor_fill(lunar_tensor *t, double value);

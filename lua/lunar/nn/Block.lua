@@ -9,17 +9,23 @@ local ops = lunar.ops
 
 local Block = class('Block', Module)
 
---- @param opts {dim=, num_heads=, mlp_ratio=4, eps=1e-6, drop=0, seed=}
+--- @param opts {dim=, num_heads=, mlp_ratio=4, eps=1e-6, drop=0, seed=, qkv_bias=true, tp=}
+--   tp: a tensor-parallel context (lunar.parallel.tp_context): attention and
+--   MLP split across tensor ranks; with tp.sequence_parallel the norms and
+--   residuals run on this rank's token slice.
 function Block:__init(opts)
   Module.__init(self)
   local dim = opts.dim
-  self:add('norm1', LayerNorm(dim, opts.eps))
-  self:add('attn', Attention(dim, opts.num_heads, {proj_drop = opts.drop, seed = opts.seed}))
-  self:add('norm2', LayerNorm(dim, opts.eps))
-  self:add('mlp', MLP(dim, math.floor(dim * (opts.mlp_ratio or 4) + 0.5), {drop = opts.drop, seed = opts.seed}))
+  local tp = opts.tp
+  local sp = tp and tp.size > 1 and tp.sequence_parallel and {sequence_parallel = true} or nil
+  self:add('norm1', LayerNorm(dim, opts.eps, sp))
+  self:add('attn', Attention(dim, opts.num_heads, {proj_drop = opts.drop, seed = opts.seed, qkv_bias = opts.qkv_bias,
+    tp = tp}))
+  self:add('norm2', LayerNorm(dim, opts.eps, sp))
+  self:add('mlp', MLP(dim, math.floor(dim * (opts.mlp_ratio or 4) + 0.5), {drop = opts.drop, seed = opts.seed, tp = tp}))
 end
 
---- x [B, N, C] -> [B, N, C].
+--- x [B, N, C] -> [B, N, C] (with sequence parallelism, token slices [B, N/T, C]).
 function Block:forward(x)
   local h1, cn1 = self.norm1:forward(x)
   local a, ca = self.attn:forward(h1)

@@ -1,7 +1,11 @@
 --- lunar.nn.Dropout: inverted dropout (Srivastava et al. 2014) whose mask is a
 -- pure function of (seed, the module's path, a per-call counter) through
 -- Philox (rng.h): nothing is stored, backward regenerates the mask, and the
--- mask of a given call never depends on the parallel layout.
+-- mask of a given call never depends on the parallel layout. A module that
+-- runs on one slice of a tensor split across ranks (sequence parallelism:
+-- each tensor rank holds 1/T of the tokens) sets `rank_offset` to its rank,
+-- so the ranks draw disjoint parts of the stream (element offset
+-- rank_offset * numel) instead of the same mask for every slice.
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local ops = lunar.ops
@@ -11,6 +15,7 @@ local Dropout = class('Dropout', Module)
 function Dropout:__init(p, seed)
   Module.__init(self)
   self.p, self.seed, self.calls = p or 0, seed or 0, 0
+  self.rank_offset = 0
 end
 
 function Dropout:extra_repr() return string.format('p=%g', self.p) end
@@ -19,12 +24,13 @@ function Dropout:forward(x)
   if not self.training or self.p == 0 then return x, {identity = true} end
   self.calls = self.calls + 1
   local stream = lunar.stream_id(self.path .. '#' .. self.calls)
-  return ops.dropout(x, self.p, self.seed, stream, 0), {stream = stream}
+  local offset = self.rank_offset * x:numel()
+  return ops.dropout(x, self.p, self.seed, stream, offset), {stream = stream, offset = offset}
 end
 
 function Dropout:backward(ctx, dy)
   if ctx.identity then return dy end
-  return ops.dropout_backward(dy, self.p, self.seed, ctx.stream, 0)
+  return ops.dropout_backward(dy, self.p, self.seed, ctx.stream, ctx.offset)
 end
 
 return Dropout

@@ -6,11 +6,17 @@ local ops = lunar.ops
 
 local LayerNorm = class('LayerNorm', Module)
 
-function LayerNorm:__init(dim, eps)
+--- @param dim integer C
+-- @param eps number (default 1e-6)
+-- @param opts {sequence_parallel=bool}: the norm runs on this rank's token
+--   slice (Megatron's sequence parallelism), so its parameters' gradients are
+--   partial sums over the tensor-parallel group (Module:param)
+function LayerNorm:__init(dim, eps, opts)
   Module.__init(self)
   self.dim, self.eps = dim, eps or 1e-6
-  self:param('weight', {dim}, {kind = 'ones'})
-  self:param('bias', {dim}, {kind = 'zeros'})
+  local popts = opts and opts.sequence_parallel and {sequence_parallel = true} or nil
+  self:param('weight', {dim}, {kind = 'ones'}, popts)
+  self:param('bias', {dim}, {kind = 'zeros'}, popts)
 end
 
 function LayerNorm:extra_repr() return string.format('%d, eps=%g', self.dim, self.eps) end

@@ -1,5 +1,8 @@
 --- lunar.nn.MLP: fc1 -> exact GELU -> fc2 (timm's Mlp; Hendrycks & Gimpel 2016
--- for GELU), with optional dropout after fc2 (timm's drop).
+-- for GELU), with optional dropout after fc2 (timm's drop). With a
+-- tensor-parallel context (opts.tp) fc1 is a ColumnParallelLinear (hidden/T
+-- units per rank) and fc2 a RowParallelLinear (Megatron's MLP: one all_reduce
+-- forward, one backward).
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Linear = require('lunar.nn.Linear')
@@ -8,13 +11,26 @@ local ops = lunar.ops
 
 local MLP = class('MLP', Module)
 
+--- @param dim integer C
+-- @param hidden integer the hidden width
+-- @param opts {drop=0, seed=, tp=} (tp: lunar.parallel.tp_context)
 function MLP:__init(dim, hidden, opts)
   opts = opts or {}
   Module.__init(self)
   self.dim, self.hidden = dim, hidden
-  self:add('fc1', Linear(dim, hidden))
-  self:add('fc2', Linear(hidden, dim))
-  self.drop = Dropout(opts.drop or 0, opts.seed)
+  local tp = opts.tp
+  if tp and tp.size > 1 then
+    local ColumnParallelLinear = require('lunar.parallel.ColumnParallelLinear')
+    local RowParallelLinear = require('lunar.parallel.RowParallelLinear')
+    self:add('fc1', ColumnParallelLinear(dim, hidden, {tp = tp}))
+    self:add('fc2', RowParallelLinear(hidden, dim, {tp = tp}))
+  else
+    self:add('fc1', Linear(dim, hidden))
+    self:add('fc2', Linear(hidden, dim))
+  end
+  self:add('drop', Dropout(opts.drop or 0, opts.seed))   -- a child: train()/evaluate() reach it
+  -- with sequence parallelism the dropout sees this rank's tokens: its own part of the stream
+  if tp and tp.size > 1 and tp.sequence_parallel then self.drop.rank_offset = tp.rank end
 end
 
 function MLP:extra_repr() return string.format('%d -> %d -> %d', self.dim, self.hidden, self.dim) end

@@ -30,9 +30,17 @@ end
 -- @param name local name (timm's: 'weight', 'bias', 'cls_token', ...)
 -- @param shape table of sizes
 -- @param init {kind='trunc_normal'|'normal'|'uniform'|'zeros'|'ones', std=, a=, b=, low=, high=}
--- @param opts {no_weight_decay=bool}
+-- @param opts {no_weight_decay=bool, shard=, sequence_parallel=bool}: `shard`
+--   marks a tensor-parallel shard (shape is then the local shape): {dim=d,
+--   groups=G, size=T, rank=r, full_shape=} - dim d of the full tensor is G
+--   equal groups, each cut into T equal parts, and this rank holds part r of
+--   every group (lunar.nn.shard_pieces); materialize initializes it as
+--   that slice of the full tensor. `sequence_parallel` marks a replicated
+--   parameter that sees only this rank's tokens, whose gradient is a partial
+--   sum over the tensor-parallel group (Megatron's attribute of that name).
 function Module:param(name, shape, init, opts)
-  local p = {name = name, shape = shape, init = init, no_weight_decay = opts and opts.no_weight_decay}
+  local p = {name = name, shape = shape, init = init, no_weight_decay = opts and opts.no_weight_decay,
+    shard = opts and opts.shard, sequence_parallel = opts and opts.sequence_parallel}
   table.insert(self._params, p)
   return p
 end
@@ -54,7 +62,8 @@ function Module:apply(fn, path)
 end
 
 --- The parameters in declaration order, each {name=full name, param=tensor,
--- grad=tensor, shape=, no_weight_decay=, module=}. Tensors exist after
+-- grad=tensor, shape=, no_weight_decay=, module=, shard=, sequence_parallel=}
+-- (shard and sequence_parallel: see Module:param). Tensors exist after
 -- materialize.
 function Module:parameters()
   local out = {}
@@ -64,6 +73,7 @@ function Module:parameters()
         name = path == '' and p.name or (path .. '.' .. p.name),
         param = m[p.name], grad = m['grad_' .. p.name], shape = p.shape, init = p.init,
         no_weight_decay = p.no_weight_decay or #p.shape <= 1, module = m, local_name = p.name,
+        shard = p.shard, sequence_parallel = p.sequence_parallel,
       })
     end
   end)

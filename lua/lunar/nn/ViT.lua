@@ -9,6 +9,26 @@
 --               num_heads=3, mlp_ratio=4, num_classes=10, ndim=2, drop=0, seed=0}
 --   logits, ctx = model:forward(images)     images [B, C, S..] -> logits [B, classes]
 --   model:backward(ctx, dlogits)            accumulates every parameter gradient
+--
+-- Parallel forms (lunar.parallel builds them from the process grid; nothing
+-- changes for the plain model):
+--   opts.tp = {comm=, size=T, rank=, sequence_parallel=}   tensor parallel
+--     (Megatron 1D): attention heads and MLP units split across T ranks; with
+--     sequence_parallel the norms and residuals of the blocks run on a 1/T
+--     slice of the tokens (ScatterToSP after the embedding, GatherFromSP
+--     before the final norm).
+--   opts.stage = {first_block=, last_block=}   a pipeline stage: only blocks
+--     first..last (0-based, their global names kept); the stage holding block
+--     0 owns patch_embed, cls_token and pos_embed, the one holding the last
+--     block owns norm and head. forward(x) takes images on the first stage,
+--     else the previous stage's activations [B, N, C] (token slices with
+--     sequence parallelism), and returns logits on the last stage, else
+--     activations; backward takes dlogits or the activation gradient and
+--     returns the activation gradient (nil on the first stage unless need_dx).
+--   model.grad_ready_hook = function(group)   called by backward as soon as a
+--     group's gradients are complete: 'head' (norm and head), 'blocks.i' (last
+--     to first), 'embed' (cls_token, pos_embed, patch_embed): each group is
+--     contiguous in the flat gradient buffer, for data-parallel buckets.
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local PatchEmbed = require('lunar.nn.PatchEmbed')
@@ -26,46 +46,130 @@ function ViT:__init(opts)
   self.opts = opts
   local dim = opts.embed_dim
   self.embed_dim, self.num_classes, self.depth = dim, opts.num_classes, opts.depth
-  self:add('patch_embed', PatchEmbed{img_size = opts.img_size, patch_size = opts.patch_size,
-    in_chans = opts.in_chans, embed_dim = dim, ndim = opts.ndim or 2})
-  self.num_tokens = self.patch_embed.num_patches + 1
-  self:param('cls_token', {1, 1, dim}, {kind = 'normal', std = 1e-6}, {no_weight_decay = true})
-  self:param('pos_embed', {1, self.num_tokens, dim}, {kind = 'trunc_normal', std = 0.02, a = -2, b = 2},
-    {no_weight_decay = true})
-  self.pos_drop = Dropout(opts.drop or 0, opts.seed)
+  local tp = opts.tp
+  if tp and tp.size <= 1 then tp = nil end
+  self.tp = tp
+  self.sequence_parallel = tp and tp.sequence_parallel and true or false
+  local stage = opts.stage or {}
+  self.first_block = stage.first_block or 0
+  self.last_block = stage.last_block or (opts.depth - 1)
+  if self.first_block < 0 or self.last_block >= opts.depth or self.first_block > self.last_block then
+    error(string.format('ViT: stage blocks %d..%d are not within DEPTH %d', self.first_block, self.last_block,
+      opts.depth), 0)
+  end
+  self.is_first = self.first_block == 0
+  self.is_last = self.last_block == opts.depth - 1
+  local patch_embed = PatchEmbed{img_size = opts.img_size, patch_size = opts.patch_size,
+    in_chans = opts.in_chans, embed_dim = dim, ndim = opts.ndim or 2}
+  self.num_tokens = patch_embed.num_patches + 1
+  self.local_tokens = self.num_tokens
+  if self.sequence_parallel then
+    if self.num_tokens % tp.size ~= 0 then
+      error(string.format('ViT: sequence parallelism needs the %d tokens to be divisible by the tensor parallel ' ..
+        'size %d', self.num_tokens, tp.size), 0)
+    end
+    self.local_tokens = self.num_tokens // tp.size
+  end
+  if self.is_first then
+    self:add('patch_embed', patch_embed)
+    self:param('cls_token', {1, 1, dim}, {kind = 'normal', std = 1e-6}, {no_weight_decay = true})
+    self:param('pos_embed', {1, self.num_tokens, dim}, {kind = 'trunc_normal', std = 0.02, a = -2, b = 2},
+      {no_weight_decay = true})
+    self:add('pos_drop', Dropout(opts.drop or 0, opts.seed))   -- a child: train()/evaluate() reach it
+  end
   local blocks = self:add('blocks', Module())
   blocks.__name = 'ModuleList'
-  for i = 0, opts.depth - 1 do
+  for i = self.first_block, self.last_block do
     blocks:add(tostring(i), Block{dim = dim, num_heads = opts.num_heads, mlp_ratio = opts.mlp_ratio,
-      eps = opts.eps or 1e-6, drop = opts.drop, seed = opts.seed})
+      eps = opts.eps or 1e-6, drop = opts.drop, seed = opts.seed, qkv_bias = opts.qkv_bias, tp = tp})
   end
-  self:add('norm', LayerNorm(dim, opts.eps or 1e-6))
-  self:add('head', Linear(dim, opts.num_classes))
+  if self.is_last then
+    self:add('norm', LayerNorm(dim, opts.eps or 1e-6))
+    self:add('head', Linear(dim, opts.num_classes))
+  end
+  if self.sequence_parallel then
+    local mappings = require('lunar.parallel.mappings')
+    if self.is_first then self.scatter = mappings.ScatterToSP(tp) end
+    if self.is_last then self.gather = mappings.GatherFromSP(tp, {grad = 'split'}) end
+  end
 end
 
 function ViT:extra_repr()
-  return string.format('tokens %d, dim %d, depth %d, classes %d', self.num_tokens, self.embed_dim,
+  local s = string.format('tokens %d, dim %d, depth %d, classes %d', self.num_tokens, self.embed_dim,
     self.depth, self.num_classes)
+  if not (self.is_first and self.is_last) then
+    s = s .. string.format(', blocks %d-%d', self.first_block, self.last_block)
+  end
+  if self.tp then
+    s = s .. string.format(', tensor parallel %d%s', self.tp.size, self.sequence_parallel and ' (sequence parallel)' or '')
+  end
+  return s
 end
 
---- images [B, C, S..] -> logits [B, num_classes].
-function ViT:forward(img)
+--- The shape of the activations this stage receives / sends for a batch of
+-- B images: {B, N, C}, or {B, N/T, C} with sequence parallelism.
+function ViT:hidden_shape(batch) return {batch, self.local_tokens, self.embed_dim} end
+
+--- The gradient group of a parameter name: 'head', 'blocks.i' or 'embed'.
+function ViT:grad_group_of(name)
+  local i = name:match('^blocks%.(%d+)%.')
+  if i then return 'blocks.' .. i end
+  if name:match('^norm%.') or name:match('^head%.') then return 'head' end
+  return 'embed'
+end
+
+--- This stage's gradient groups in the order backward completes them.
+function ViT:grad_group_order()
+  local order = {}
+  if self.is_last then order[#order + 1] = 'head' end
+  for i = self.last_block, self.first_block, -1 do order[#order + 1] = 'blocks.' .. i end
+  if self.is_first then order[#order + 1] = 'embed' end
+  return order
+end
+
+function ViT:_grads_ready(group)
+  if self.grad_ready_hook then self.grad_ready_hook(group) end
+end
+
+--- images [B, C, S..] -> logits [B, num_classes] (a pipeline stage: see the
+-- module doc for its input and output).
+function ViT:forward(input)
   local ctx = {blocks = {}, xs = {}}
-  local p, cp = self.patch_embed:forward(img)
-  ctx.cp = cp
-  local x = ops.embed_tokens(p, self.cls_token, self.pos_embed)
-  p:free()
-  self.pos_drop.path = 'pos_drop'
-  x, ctx.cd = self.pos_drop:forward(x)
-  for i = 0, self.depth - 1 do
+  local x
+  if self.is_first then
+    local p, cp = self.patch_embed:forward(input)
+    ctx.cp = cp
+    x = ops.embed_tokens(p, self.cls_token, self.pos_embed)
+    p:free()
+    self.pos_drop.path = 'pos_drop'
+    x, ctx.cd = self.pos_drop:forward(x)
+    if self.scatter then
+      local full = x
+      x = self.scatter:forward(full)
+      full:free()
+    end
+  else
+    local s = input:shape()
+    if #s ~= 3 or s[2] ~= self.local_tokens or s[3] ~= self.embed_dim then
+      self:shape_error('activations from the previous pipeline stage', s, {'B', self.local_tokens, self.embed_dim})
+    end
+    x = input
+  end
+  for i = self.first_block, self.last_block do
     ctx.xs[i] = x
     x, ctx.blocks[i] = self.blocks[tostring(i)]:forward(x)
     if not self.training then
-      -- evaluation keeps no activations for backward: free as we go
+      -- evaluation keeps no activations for backward: free as we go (not the caller's input)
       free_ctx(ctx.blocks[i])
-      ctx.xs[i]:free()
+      if i > self.first_block or self.is_first then ctx.xs[i]:free() end
       ctx.blocks[i], ctx.xs[i] = nil, nil
     end
+  end
+  if not self.is_last then return x, ctx end
+  if self.gather then
+    local slice = x
+    x = self.gather:forward(slice)
+    slice:free()
   end
   local h, cn = self.norm:forward(x)
   ctx.cn, ctx.x_last, ctx.h = cn, x, h
@@ -75,30 +179,54 @@ function ViT:forward(img)
   return logits, ctx
 end
 
---- dlogits [B, num_classes]; accumulates every parameter gradient. Returns
--- the image gradient when need_dx (else nil).
-function ViT:backward(ctx, dlogits, need_dx)
-  if not ctx.xs[0] then error('ViT:backward: the forward ran in evaluation mode and kept no activations', 2) end
-  local dpooled = self.head:backward(ctx.ch, dlogits)
-  ctx.pooled:free()
-  local hs = ctx.h:shape()
-  local dh = lunar.zeros(hs)
-  dh:select(2, 1):copy_(dpooled)
-  dpooled:free(); ctx.h:free()
-  local dx = self.norm:backward(ctx.cn, dh)
-  dh:free(); ctx.x_last:free()
-  for i = self.depth - 1, 0, -1 do
+--- dlogits [B, num_classes] (or, on a stage before the last, the gradient of
+-- its output activations); accumulates every parameter gradient, calling
+-- grad_ready_hook as groups complete. Returns the image gradient when
+-- need_dx on the first stage (else nil there), the input activation gradient
+-- on later stages. The caller's dy and input are not freed.
+function ViT:backward(ctx, dy, need_dx)
+  if not ctx.xs[self.first_block] then
+    error('ViT:backward: the forward ran in evaluation mode and kept no activations', 2)
+  end
+  local dx
+  if self.is_last then
+    local dpooled = self.head:backward(ctx.ch, dy)
+    ctx.pooled:free()
+    local hs = ctx.h:shape()
+    local dh = lunar.zeros(hs)
+    dh:select(2, 1):copy_(dpooled)
+    dpooled:free(); ctx.h:free()
+    dx = self.norm:backward(ctx.cn, dh)
+    dh:free(); ctx.x_last:free()
+    if self.gather then
+      local full = dx
+      dx = self.gather:backward(nil, full)
+      full:free()
+    end
+    self:_grads_ready('head')
+  else
+    dx = dy
+  end
+  for i = self.last_block, self.first_block, -1 do
     local dprev = self.blocks[tostring(i)]:backward(ctx.blocks[i], dx)
-    dx:free()
-    if i > 0 then ctx.xs[i]:free() end
+    if dx ~= dy then dx:free() end
+    if i > self.first_block then ctx.xs[i]:free() end
     dx = dprev
+    self:_grads_ready('blocks.' .. i)
+  end
+  if not self.is_first then return dx end
+  if self.scatter then
+    local slice = dx
+    dx = self.scatter:backward(nil, slice)
+    slice:free()
   end
   dx = self.pos_drop:backward(ctx.cd, dx)
-  ctx.xs[0]:free()
+  ctx.xs[self.first_block]:free()
   local dp = ops.embed_tokens_backward(dx, self.grad_cls_token, self.grad_pos_embed)
   dx:free()
   local dimg = self.patch_embed:backward(ctx.cp, dp, need_dx)
   dp:free()
+  self:_grads_ready('embed')
   return dimg
 end
 

@@ -32,10 +32,48 @@ function nn.init_param(t, init, seed, name)
   else error('init_param: unknown init kind ' .. tostring(k) .. ' for ' .. name) end
 end
 
+--- The pieces of a tensor-parallel shard along its dim (Module:param's
+-- `shard` = {dim=, groups=G, size=T, rank=, full_shape=}): dim `dim` of the
+-- full tensor is G equal groups, each cut into T equal parts; rank r holds
+-- part r of every group, the groups one after the other. E.g. timm's qkv
+-- weight [3*C, C] split by heads is {dim=1, groups=3} (q, k and v rows of the
+-- rank's heads); fc1's rows {dim=1, groups=1}; fc2's columns {dim=2, groups=1}.
+-- @param shard the spec
+-- @param rank optional rank (default shard.rank)
+-- @return list of {full_offset=, local_offset=, len=} (0-based, along dim)
+function nn.shard_pieces(shard, rank)
+  rank = rank or shard.rank
+  local F = shard.full_shape[shard.dim]
+  local G = shard.groups or 1
+  local group = F // G
+  local part = group // shard.size
+  local pieces = {}
+  for g = 0, G - 1 do
+    pieces[#pieces + 1] = {full_offset = g * group + rank * part, local_offset = g * part, len = part}
+  end
+  return pieces
+end
+
+--- Initializes a shard as its slice of the full tensor: draws the full tensor
+-- (the stream of the full name) and copies this rank's pieces, so every
+-- layout starts from the same weights.
+local function init_shard(w, p, init, seed)
+  local full = lunar.empty(p.shard.full_shape)
+  nn.init_param(full, init, seed, p.name)
+  local d = p.shard.dim
+  for _, pc in ipairs(nn.shard_pieces(p.shard)) do
+    w:narrow(d, pc.local_offset + 1, pc.len):copy_(full:narrow(d, pc.full_offset + 1, pc.len))
+  end
+  full:free()
+end
+
 --- Allocates one flat f32 buffer for every parameter of `model` and one for
 -- their gradients (zeroed), points each parameter (module[name]) and its
 -- gradient (module['grad_' .. name]) at a view, sets each module's path, and
--- initializes the weights from `seed`. Returns the model.
+-- initializes the weights from `seed`. A tensor-parallel shard (Module:param's
+-- `shard`) is initialized as its slice of the full tensor. Records each
+-- parameter's 1-based offset in the flat buffers in model._offsets[name].
+-- Returns the model.
 -- @param model a Module tree
 -- @param seed integer
 -- @param opts {init='timm'|'pytorch'}: 'pytorch' replaces the init of every
@@ -52,6 +90,7 @@ function nn.materialize(model, seed, opts)
   local flat = lunar.empty({math.max(total, 1)})
   local flat_grad = lunar.zeros({math.max(total, 1)})
   local off = 1
+  local offsets = {}
   for _, p in ipairs(params) do
     local n = numel(p.shape)
     local w = flat:narrow(1, off, n):view(p.shape)
@@ -59,14 +98,16 @@ function nn.materialize(model, seed, opts)
     p.module[p.local_name] = w
     p.module['grad_' .. p.local_name] = g
     local init = p.init
-    if scheme == 'pytorch' and p.module.__name == 'Linear' then
+    -- Linear and its tensor-parallel forms (in_features is the full fan-in)
+    if scheme == 'pytorch' and (p.module.__name == 'Linear' or p.module.is_parallel_linear) then
       local bound = 1 / math.sqrt(p.module.in_features)
       init = {kind = 'uniform', low = -bound, high = bound}
     end
-    nn.init_param(w, init, seed or 0, p.name)
+    if p.shard then init_shard(w, p, init, seed or 0) else nn.init_param(w, init, seed or 0, p.name) end
+    offsets[p.name] = off
     off = off + n
   end
-  model._flat, model._flat_grad = flat, flat_grad
+  model._flat, model._flat_grad, model._offsets = flat, flat_grad, offsets
   return model
 end
 

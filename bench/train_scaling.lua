@@ -1,0 +1,69 @@
+-- bench/train_scaling.lua: images/s of one training configuration on this
+-- job's ranks (not a test): bench/scaling's training half runs it on 1 rank x
+-- 2 threads and on 2 ranks x 1 thread (data parallel).
+--
+--   build/lunar bench/train_scaling.lua --config configs/vit_fmnist.lua MAX_STEPS=15 [key=value ...]
+--   mpirun -np 2 build/lunar bench/train_scaling.lua --config configs/vit_fmnist.lua BATCH_SIZE=64
+--
+-- Every rank trains the config's ViT (its part of the grid from the
+-- `parallel` dict: lunar.parallel) on one fixed random batch of BATCH_SIZE
+-- images per data-parallel rank (no data loading in the timing); a timed step
+-- is engine zero_grad + forward + loss + backward (with the bucketed,
+-- overlapped data-parallel all_reduce) + step (AdamW), or execute_schedule
+-- with pipeline stages / micro-batches. After 3 warm-up steps, MAX_STEPS
+-- (default 15) steps are timed; the step time is the slowest rank's. Rank 0
+-- prints ONE JSON line starting {"bench":"train_scaling": the global batch,
+-- median step time, images/s (global batch / median), ranks, threads, layout.
+local config = require('lunar.config')
+local nn = require('lunar.nn')
+local optim = require('lunar.optim')
+local engine_mod = require('lunar.engine')
+local parallel = require('lunar.parallel')
+local cjson = require('cjson')
+
+local cfg = parallel.same_on_every_rank(config.load, lunar.args.config, lunar.args.overrides)
+if cfg.NUM_THREADS and cfg.NUM_THREADS > 0 then lunar.set_num_threads(cfg.NUM_THREADS) end
+local g = parallel.initialize(cfg, nil, {quiet = true})
+local steps = cfg.MAX_STEPS > 0 and cfg.MAX_STEPS or 15
+local warmup = 3
+
+local model = nn.materialize(parallel.vit(cfg, g), cfg.SEED, {init = cfg.INIT})
+local opt = optim.AdamW(model:parameters(), {lr = 1e-4, weight_decay = cfg.WEIGHT_DECAY})
+local eng = engine_mod.initialize{model = model, optimizer = opt, criterion = nn.CrossEntropy{label_smoothing = 0.1},
+  grid = g}
+
+local shape = {cfg.BATCH_SIZE, cfg.IN_CHANS}
+for _ = 1, cfg.IMG_DIMS do table.insert(shape, cfg.IMG_SIZE) end
+local x = lunar.empty(shape):normal_(cfg.SEED, 'bench.images.' .. g.dp_rank, 0, 1)
+local y = lunar.empty({cfg.BATCH_SIZE}, 'i32')
+for i = 1, cfg.BATCH_SIZE do y[i] = (i * 7 + g.dp_rank) % cfg.NUM_CLASSES end
+
+local times = {}
+for s = 1, warmup + steps do
+  g.world:barrier()
+  local t0 = lunar.clock()
+  eng:zero_grad()
+  if eng:uses_schedule() then
+    eng:execute_schedule(x, y)
+  else
+    local logits = eng(x)
+    local loss = eng:criterion(logits, y)
+    eng:backward(loss)
+    logits:free()
+  end
+  eng:step()
+  local dt = g.world:all_reduce_number(lunar.clock() - t0, 'max')
+  if s > warmup then times[#times + 1] = dt end
+end
+table.sort(times)
+local median = times[(#times + 1) // 2]
+local global_batch = cfg.BATCH_SIZE * g.dp_size
+if g.rank == 0 then
+  local body = cjson.encode{
+    ranks = g.world_size, threads = lunar.num_threads(), dp = g.dp_size, tp = g.tp_size, pp = g.pp_size,
+    global_batch = global_batch, steps = steps, step_ms_median = median * 1e3, step_ms_min = times[1] * 1e3,
+    step_ms_max = times[#times] * 1e3, images_per_s = global_batch / median,
+    peak_rss_mb = lunar.memory().peak_rss_bytes / 2^20,
+  }
+  print('{"bench":"train_scaling",' .. body:sub(2))
+end

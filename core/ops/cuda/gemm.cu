@@ -1,0 +1,340 @@
+// core/ops/cuda/gemm.cu: the linear layer on CUDA through cuBLASLt, forward and
+// backward (kernels.h), f32 or TF32 (lunar_cuda_set_tf32).
+//
+// Row-major [rows, cols] is column-major [cols, rows], so with D = C
+// column-major (cuBLASLt's convention):
+//   forward  out^T  [N, M]  = W^T' [N, K] . inp^T [K, M]   A = W    (op T), B = inp  (op N), bias epilogue
+//   dinp     dinp^T [K, M]  = W^T  [K, N] . dout^T [N, M]  A = W    (op N), B = dout (op N)
+//   dweight  dW^T   [K, N] += inp^T [K, M] . dout [M, N]   A = inp  (op N), B = dout (op T), beta = 1
+// The bias of the forward is fused as CUBLASLT_EPILOGUE_BIAS (a vector of D's
+// rows = N); when cuBLASLt offers no algorithm for it (an unaligned bias), a
+// separate kernel adds it. dbias is an own deterministic column sum (per-chunk
+// partials in double, then one pass per column), accumulated (+=).
+//
+// cuBLASLt is opened with dlopen at the first GEMM (libcublasLt.so.13): the
+// library is ~0.5 GB and linking it would add ~0.1 s to every start of lunar,
+// GPU or not. Per device: one handle, a 32 MiB workspace and a cache of the
+// heuristic's choice per problem (shape, transposes, epilogue, TF32 and the
+// alignment of every pointer, which cuBLASLt's kernels depend on: tensors
+// are often views at any float offset of a flat parameter buffer).
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cublasLt.h>
+
+#include "common.cuh"
+
+using namespace lunar_cuda;
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// the library, opened once
+
+struct LtApi {
+    decltype(&cublasLtCreate) create;
+    decltype(&cublasLtMatmulDescCreate) desc_create;
+    decltype(&cublasLtMatmulDescDestroy) desc_destroy;
+    decltype(&cublasLtMatmulDescSetAttribute) desc_set;
+    decltype(&cublasLtMatrixLayoutCreate) layout_create;
+    decltype(&cublasLtMatrixLayoutDestroy) layout_destroy;
+    decltype(&cublasLtMatmulPreferenceCreate) pref_create;
+    decltype(&cublasLtMatmulPreferenceDestroy) pref_destroy;
+    decltype(&cublasLtMatmulPreferenceSetAttribute) pref_set;
+    decltype(&cublasLtMatmulAlgoGetHeuristic) heuristic;
+    decltype(&cublasLtMatmul) matmul;
+    decltype(&cublasLtGetStatusString) status_string;
+};
+
+LtApi lt;
+bool lt_ok;
+char lt_error[384];
+pthread_once_t lt_once = PTHREAD_ONCE_INIT;
+
+template <typename F> bool load_sym(void *h, const char *name, F *out) {
+    *out = (F)dlsym(h, name);
+    if (!*out) snprintf(lt_error, sizeof lt_error, "cuBLASLt: symbol %s not found: %s", name, dlerror());
+    return *out != nullptr;
+}
+
+void lt_load() {
+    const char *names[] = {"libcublasLt.so.13", "libcublasLt.so"};
+    void *h = nullptr;
+    for (const char *n : names)
+        if ((h = dlopen(n, RTLD_NOW | RTLD_LOCAL))) break;
+    if (!h) {
+        const char *e = dlerror();
+        snprintf(lt_error, sizeof lt_error, "cuBLASLt not available: dlopen(libcublasLt.so.13): %s", e ? e : "?");
+        return;
+    }
+    lt_ok = load_sym(h, "cublasLtCreate", &lt.create) && load_sym(h, "cublasLtMatmulDescCreate", &lt.desc_create) &&
+            load_sym(h, "cublasLtMatmulDescDestroy", &lt.desc_destroy) &&
+            load_sym(h, "cublasLtMatmulDescSetAttribute", &lt.desc_set) &&
+            load_sym(h, "cublasLtMatrixLayoutCreate", &lt.layout_create) &&
+            load_sym(h, "cublasLtMatrixLayoutDestroy", &lt.layout_destroy) &&
+            load_sym(h, "cublasLtMatmulPreferenceCreate", &lt.pref_create) &&
+            load_sym(h, "cublasLtMatmulPreferenceDestroy", &lt.pref_destroy) &&
+            load_sym(h, "cublasLtMatmulPreferenceSetAttribute", &lt.pref_set) &&
+            load_sym(h, "cublasLtMatmulAlgoGetHeuristic", &lt.heuristic) &&
+            load_sym(h, "cublasLtMatmul", &lt.matmul) && load_sym(h, "cublasLtGetStatusString", &lt.status_string);
+}
+
+const char *status_str(cublasStatus_t st) { return lt.status_string ? lt.status_string(st) : "cuBLAS error"; }
+
+// Records a failed cuBLASLt call (file and line of the caller).
+#define LT_CHECK(call)                                                                             \
+    ([&]() -> bool {                                                                               \
+        cublasStatus_t st_ = (call);                                                               \
+        if (st_ == CUBLAS_STATUS_SUCCESS) return true;                                             \
+        char m_[160];                                                                              \
+        snprintf(m_, sizeof m_, "%s (cublasStatus %d)", status_str(st_), (int)st_);                \
+        lunar_cuda_record_error(__FILE__, __LINE__, #call, m_);                                    \
+        return false;                                                                              \
+    }())
+
+// ---------------------------------------------------------------------------
+// per-device state
+
+constexpr int MAX_DEVICES = 64;
+constexpr size_t WORKSPACE = 32u << 20;
+constexpr int CACHE = 256;
+
+struct Key {
+    int ta, tb, m, n, k, lda, ldb, ldd, epilogue, tf32;
+    unsigned align_a, align_b, align_d, align_bias;
+    bool operator==(const Key &o) const { return memcmp(this, &o, sizeof *this) == 0; }
+};
+
+struct Entry {
+    Key key;
+    cublasLtMatmulAlgo_t algo;
+    size_t workspace;
+    int found;   // 0: cuBLASLt has no algorithm for this problem
+};
+
+struct DeviceLt {
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    int ready = 0, failed = 0;
+    cublasLtHandle_t handle = nullptr;
+    void *workspace = nullptr;
+    Entry cache[CACHE];
+    int used = 0, next = 0;
+};
+
+DeviceLt devs[MAX_DEVICES];
+
+// The state of the current device, created on first use; nullptr after
+// recording why not.
+DeviceLt *device_lt(int dev) {
+    pthread_once(&lt_once, lt_load);
+    if (!lt_ok) {
+        lunar_cuda_record_error(__FILE__, __LINE__, "linear", lt_error);
+        return nullptr;
+    }
+    if (dev < 0 || dev >= MAX_DEVICES) {
+        lunar_cuda_record_error(__FILE__, __LINE__, "linear", "device ordinal beyond the 64 cuBLASLt supports here");
+        return nullptr;
+    }
+    DeviceLt *d = &devs[dev];
+    pthread_mutex_lock(&d->mu);
+    if (!d->ready && !d->failed) {
+        memset(d->cache, 0, sizeof d->cache);
+        if (!LT_CHECK(lt.create(&d->handle)) || CUDA_RECORD(cudaMalloc(&d->workspace, WORKSPACE))) d->failed = 1;
+        else d->ready = 1;
+    }
+    bool ok = d->ready;
+    pthread_mutex_unlock(&d->mu);
+    if (!ok) lunar_cuda_record_error(__FILE__, __LINE__, "linear", "cuBLASLt could not be set up on this device");
+    return ok ? d : nullptr;
+}
+
+unsigned align_of(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    unsigned al = 256;
+    while (al > 4 && (a % al)) al >>= 1;
+    return al;
+}
+
+// D[m, n] (column-major, ld ldd) = op(A) op(B) + beta D [+ bias[m] per column].
+// Returns 1 when done, 0 when cuBLASLt has no algorithm (only asked when bias
+// is set; the caller then adds the bias itself), -1 after recording an error.
+int lt_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float *A, int lda, const float *B,
+            int ldb, float beta, float *D, int ldd, const float *bias) {
+    int dev = device();
+    DeviceLt *d = device_lt(dev);
+    if (!d) return -1;
+    int tf32 = lunar_cuda_tf32();
+    cublasLtEpilogue_t epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    Key key;
+    memset(&key, 0, sizeof key);
+    key.ta = (int)ta; key.tb = (int)tb; key.m = m; key.n = n; key.k = k;
+    key.lda = lda; key.ldb = ldb; key.ldd = ldd; key.epilogue = (int)epi; key.tf32 = tf32;
+    key.align_a = align_of(A); key.align_b = align_of(B); key.align_d = align_of(D);
+    key.align_bias = bias ? align_of(bias) : 0;
+
+    cublasLtMatmulDesc_t desc = nullptr;
+    cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr;
+    cublasLtMatmulPreference_t pref = nullptr;
+    int result = -1;
+    int32_t opa = (int32_t)ta, opb = (int32_t)tb;
+    uint32_t epi32 = (uint32_t)epi;
+    cublasComputeType_t ct = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    bool ok = LT_CHECK(lt.desc_create(&desc, ct, CUDA_R_32F)) &&
+              LT_CHECK(lt.desc_set(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa)) &&
+              LT_CHECK(lt.desc_set(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb)) &&
+              LT_CHECK(lt.desc_set(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi32, sizeof epi32));
+    if (ok && bias) {
+        cudaDataType_t bt = CUDA_R_32F;
+        ok = LT_CHECK(lt.desc_set(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias)) &&
+             LT_CHECK(lt.desc_set(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+    }
+    // stored shapes: A is m x k (op N) or k x m (op T); B is k x n or n x k
+    ok = ok && LT_CHECK(lt.layout_create(&la, CUDA_R_32F, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda)) &&
+         LT_CHECK(lt.layout_create(&lb, CUDA_R_32F, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb)) &&
+         LT_CHECK(lt.layout_create(&ld, CUDA_R_32F, m, n, ldd));
+    if (ok) {
+        // the heuristic's choice, cached per problem
+        Entry e;
+        int have = 0;
+        pthread_mutex_lock(&d->mu);
+        for (int i = 0; i < d->used; i++)
+            if (d->cache[i].key == key) { e = d->cache[i]; have = 1; break; }
+        pthread_mutex_unlock(&d->mu);
+        if (!have) {
+            uint64_t ws = WORKSPACE;
+            uint32_t aa = key.align_a, ab = key.align_b, ad = key.align_d;
+            cublasLtMatmulHeuristicResult_t res[1];
+            int nres = 0;
+            ok = LT_CHECK(lt.pref_create(&pref)) &&
+                 LT_CHECK(lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws)) &&
+                 LT_CHECK(lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, sizeof aa)) &&
+                 LT_CHECK(lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, sizeof ab)) &&
+                 LT_CHECK(lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ad, sizeof ad)) &&
+                 LT_CHECK(lt.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ad, sizeof ad));
+            if (ok) {
+                cublasStatus_t st = lt.heuristic(d->handle, desc, la, lb, ld, ld, pref, 1, res, &nres);
+                memset(&e, 0, sizeof e);
+                e.key = key;
+                if (st == CUBLAS_STATUS_SUCCESS && nres > 0 && res[0].state == CUBLAS_STATUS_SUCCESS) {
+                    e.algo = res[0].algo;
+                    e.workspace = res[0].workspaceSize;
+                    e.found = 1;
+                } else if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED) {
+                    ok = LT_CHECK(st);
+                }
+                if (ok) {
+                    pthread_mutex_lock(&d->mu);
+                    int slot = d->used < CACHE ? d->used++ : (d->next++ % CACHE);
+                    d->cache[slot] = e;
+                    pthread_mutex_unlock(&d->mu);
+                    have = 1;
+                }
+            }
+        }
+        if (ok && have) {
+            if (!e.found) {
+                if (bias) result = 0;
+                else {
+                    char m_[200];
+                    snprintf(m_, sizeof m_, "no cuBLASLt algorithm for m=%d n=%d k=%d (op %d/%d, ld %d/%d/%d)", m, n,
+                             k, (int)ta, (int)tb, lda, ldb, ldd);
+                    lunar_cuda_record_error(__FILE__, __LINE__, "cublasLtMatmulAlgoGetHeuristic", m_);
+                }
+            } else {
+                float alpha = 1.0f;
+                if (LT_CHECK(lt.matmul(d->handle, desc, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &e.algo,
+                                       d->workspace, e.workspace, stream())))
+                    result = 1;
+            }
+        }
+    }
+    if (pref) LT_CHECK(lt.pref_destroy(pref));
+    if (la) LT_CHECK(lt.layout_destroy(la));
+    if (lb) LT_CHECK(lt.layout_destroy(lb));
+    if (ld) LT_CHECK(lt.layout_destroy(ld));
+    if (desc) LT_CHECK(lt.desc_destroy(desc));
+    return result;
+}
+
+// ---------------------------------------------------------------------------
+// own kernels: bias add, fill, the column sums of dbias
+
+constexpr int THREADS = 256;
+
+// out[M, N] (+)= bias[n] (add = 1) or = bias[n] / 0 (add = 0: the K = 0 case)
+__global__ void bias_kernel(float *out, const float *bias, size_t total, int N, int add) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        float b = bias ? bias[i % (size_t)N] : 0.0f;
+        out[i] = add ? out[i] + b : b;
+    }
+}
+
+__global__ void colsum_partial_kernel(double *partial, const float *x, int M, int N, int chunk) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    int r = blockIdx.y;
+    if (c >= N) return;
+    int m0 = r * chunk, m1 = min(M, m0 + chunk);
+    double s = 0.0;
+    for (int m = m0; m < m1; m++) s += (double)x[(size_t)m * N + c];
+    partial[(size_t)r * N + c] = s;
+}
+
+__global__ void colsum_final_kernel(float *acc, const double *partial, int R, int N) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= N) return;
+    double s = 0.0;
+    for (int r = 0; r < R; r++) s += partial[(size_t)r * N + c];
+    acc[c] += (float)s;
+}
+
+// acc[N] += column sums of x[M, N]
+void colsum_accumulate(float *acc, const float *x, int M, int N) {
+    if (M <= 0 || N <= 0) return;
+    int R = (M + 31) / 32;
+    if (R > 512) R = 512;
+    int chunk = (M + R - 1) / R;
+    R = (M + chunk - 1) / chunk;
+    Scratch tmp(sizeof(double) * (size_t)R * (size_t)N);
+    if (!tmp.ptr) return;
+    cudaStream_t s = stream();
+    dim3 grid((unsigned)((N + 255) / 256), (unsigned)R);
+    colsum_partial_kernel<<<grid, 256, 0, s>>>(tmp.as<double>(), x, M, N, chunk);
+    if (LAUNCH_CHECK()) return;
+    colsum_final_kernel<<<(N + 255) / 256, 256, 0, s>>>(acc, tmp.as<double>(), R, N);
+    LAUNCH_CHECK();
+}
+
+}  // namespace
+
+extern "C" void lunar_cuda_linear_forward(float *out, const float *inp, const float *weight, const float *bias, int M,
+                                          int K, int N) {
+    if (M <= 0 || N <= 0) return;
+    size_t total = (size_t)M * (size_t)N;
+    if (K <= 0) {   // an empty sum: out = bias (or 0)
+        bias_kernel<<<blocks_for(total, THREADS), THREADS, 0, stream()>>>(out, bias, total, N, 0);
+        LAUNCH_CHECK();
+        return;
+    }
+    int r = lt_gemm(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, weight, K, inp, K, 0.0f, out, N, bias);
+    if (r == 0) {   // no fused-bias algorithm: plain GEMM, then the bias
+        r = lt_gemm(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, weight, K, inp, K, 0.0f, out, N, nullptr);
+        if (r == 1) {
+            bias_kernel<<<blocks_for(total, THREADS), THREADS, 0, stream()>>>(out, bias, total, N, 1);
+            LAUNCH_CHECK();
+        }
+    }
+}
+
+extern "C" void lunar_cuda_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                                           const float *inp, const float *weight, int M, int K, int N) {
+    if (M <= 0) return;   // nothing flows back; the parameter sums are empty
+    cudaStream_t s = stream();
+    if (dinp && K > 0) {
+        if (N <= 0) CUDA_RECORD(cudaMemsetAsync(dinp, 0, sizeof(float) * (size_t)M * (size_t)K, s));
+        else lt_gemm(CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, weight, K, dout, N, 0.0f, dinp, K, nullptr);
+    }
+    if (K > 0 && N > 0) lt_gemm(CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, inp, K, dout, N, 1.0f, dweight, K, nullptr);
+    if (dbias && N > 0) colsum_accumulate(dbias, dout, M, N);
+}

@@ -1,0 +1,105 @@
+// core/ops/cuda/optim.cu: the optimizer steps (AdamW, SGD with momentum) and the
+// sum of squares behind the global gradient norm, on CUDA.
+//
+// The steps follow core/ops/cpu/optim.c operation for operation: the scalars
+// that PyTorch computes in double (bias corrections, 1 - lr wd) are computed
+// once on the host in double and rounded to float, and every float operation
+// uses the _rn intrinsics, which nvcc never fuses into an FMA, so a step on the
+// GPU gives the same bits as the CPU's (gcc -std=c11 does not contract either).
+// sum_squares accumulates in double: per-block partials over a grid that
+// depends only on n, then one block adds them in order (deterministic).
+#include "common.cuh"
+
+using namespace lunar_cuda;
+
+namespace {
+
+constexpr int THREADS = 256;
+
+__global__ void adamw_kernel(float *param, float *m, float *v, const float *grad, size_t n, float beta1,
+                             float beta2, float eps, float decay, float omb1, float omb2, float step, float bc2s) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float g = grad[i];
+        float p = __fmul_rn(param[i], decay);
+        float mi = __fadd_rn(__fmul_rn(beta1, m[i]), __fmul_rn(omb1, g));
+        float vi = __fadd_rn(__fmul_rn(beta2, v[i]), __fmul_rn(__fmul_rn(omb2, g), g));
+        float den = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), bc2s), eps);
+        m[i] = mi;
+        v[i] = vi;
+        param[i] = __fsub_rn(p, __fmul_rn(step, __fdiv_rn(mi, den)));
+    }
+}
+
+__global__ void sgd_kernel(float *param, float *buf, const float *grad, size_t n, float lr, float mu, float wd,
+                           int nesterov, int first) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float g = wd != 0.0f ? __fadd_rn(grad[i], __fmul_rn(wd, param[i])) : grad[i];
+        if (mu == 0.0f) {
+            param[i] = __fsub_rn(param[i], __fmul_rn(lr, g));
+            continue;
+        }
+        float b = first ? g : __fadd_rn(__fmul_rn(mu, buf[i]), g);
+        float d = nesterov ? __fadd_rn(g, __fmul_rn(mu, b)) : b;
+        buf[i] = b;
+        param[i] = __fsub_rn(param[i], __fmul_rn(lr, d));
+    }
+}
+
+constexpr int SUM_THREADS = 512;
+
+__global__ void sumsq_partial_kernel(double *partial, const float *x, size_t n) {
+    __shared__ double sh[32];
+    double s = 0.0;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        double v = (double)x[i];
+        s += v * v;
+    }
+    s = block_sum(s, sh);
+    if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+__global__ void sum_partials_kernel(double *out, const double *partial, int nparts) {
+    __shared__ double sh[32];
+    double s = 0.0;
+    for (int i = threadIdx.x; i < nparts; i += blockDim.x) s += partial[i];
+    s = block_sum(s, sh);
+    if (threadIdx.x == 0) out[0] = s;
+}
+
+}  // namespace
+
+extern "C" void lunar_cuda_adamw_step(float *param, float *m, float *v, const float *grad, size_t n, float lr,
+                                      float beta1, float beta2, float eps, float weight_decay, int t) {
+    if (n == 0) return;
+    const double bc1 = 1.0 - pow((double)beta1, t), bc2 = 1.0 - pow((double)beta2, t);
+    const float decay = (float)(1.0 - (double)lr * (double)weight_decay);
+    const float omb1 = (float)(1.0 - (double)beta1), omb2 = (float)(1.0 - (double)beta2);
+    const float step = (float)((double)lr / bc1), bc2s = (float)sqrt(bc2);
+    adamw_kernel<<<blocks_for(n, THREADS), THREADS, 0, stream()>>>(param, m, v, grad, n, beta1, beta2, eps, decay,
+                                                                   omb1, omb2, step, bc2s);
+    LAUNCH_CHECK();
+}
+
+extern "C" void lunar_cuda_sgd_step(float *param, float *buf, const float *grad, size_t n, float lr, float momentum,
+                                    float weight_decay, int nesterov, int first) {
+    if (n == 0) return;
+    sgd_kernel<<<blocks_for(n, THREADS), THREADS, 0, stream()>>>(param, buf, grad, n, lr, momentum, weight_decay,
+                                                                 nesterov, first);
+    LAUNCH_CHECK();
+}
+
+extern "C" double lunar_cuda_sum_squares(const float *x, size_t n) {
+    if (n == 0) return 0.0;
+    int nparts = (int)blocks_for(n, SUM_THREADS * 4, 1024);
+    Scratch tmp(sizeof(double) * (size_t)(nparts + 1));
+    if (!tmp.ptr) return NAN;
+    double *partial = tmp.as<double>(), *out = partial + nparts;
+    cudaStream_t s = stream();
+    sumsq_partial_kernel<<<nparts, SUM_THREADS, 0, s>>>(partial, x, n);
+    if (LAUNCH_CHECK()) return NAN;
+    sum_partials_kernel<<<1, 1024, 0, s>>>(out, partial, nparts);
+    if (LAUNCH_CHECK()) return NAN;
+    double result = NAN;
+    if (to_host(&result, out, sizeof result)) return NAN;
+    return result;
+}

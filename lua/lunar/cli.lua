@@ -1,0 +1,309 @@
+--- lunar.cli: the `lunar config` subcommands (bindings/main.c runs
+-- `require('lunar.cli').main(args)` when the first argument is `config`).
+--
+--   lunar config show FILE [key=value ...]   the resolved config (config.dump,
+--                                            with each key's doc) and the model's
+--                                            size, computed without allocating it
+--   lunar config keys                        every key: type, default, doc
+--   lunar config keys --markdown             the same as a markdown table (the
+--                                            README's config reference)
+--   lunar config keys --update-readme [FILE] rewrites that section of FILE
+--                                            (default README.md in lunar.home)
+--   lunar config help
+--
+-- Each subcommand is a function that returns its output text (or raises an
+-- error), so tests call them directly; `main` prints and sets the exit status:
+-- 0 success, 1 a config error (bad key, include cycle, missing file, ...),
+-- 2 a usage error. The output of `show` is itself a config file: comments plus
+-- `return { ... }`, so `lunar config show A.lua K=V > B.lua` gives a config B
+-- that resolves to the same values.
+-- @module lunar.cli
+local config = require('lunar.config')
+local schema = require('lunar.schema')
+
+local cli = {}
+
+cli.README_BEGIN = '<!-- config-reference:begin -->'
+cli.README_END = '<!-- config-reference:end -->'
+
+local USAGE = [[
+usage: lunar config show FILE [key=value ...]   the resolved config and the model's size
+       lunar config keys [--markdown]           every config key: type, default, doc
+       lunar config keys --update-readme [FILE] regenerate FILE's config reference
+                                                (default: README.md of the repository)
+       lunar config help                        this text
+]]
+
+--- A usage error: raised as a table so `main` can tell it from a config error.
+local function usage_error(msg)
+  error(setmetatable({ msg = msg, usage = true }, { __tostring = function(e) return e.msg end }), 0)
+end
+
+--- 1234567 -> "1,234,567".
+function cli.thousands(n)
+  local s = string.format('%d', n)
+  local sign, digits = s:match('^(-?)(%d+)$')
+  digits = digits:reverse():gsub('(%d%d%d)', '%1,'):reverse():gsub('^,', '')
+  return sign .. digits
+end
+
+--- 86567656 -> "86.6M", 1844440680 -> "1844.4M" (millions, as papers write them).
+local function millions(n) return string.format('%.1fM', n / 1e6) end
+
+local function bytes(n)
+  if n >= 2^30 then return string.format('%.1f GiB', n / 2^30) end
+  return string.format('%.1f MiB', n / 2^20)
+end
+
+-- ---------------------------------------------------------------------------
+-- model size
+
+--- The model's size from a resolved config, without allocating it: the ViT's
+-- modules are built (parameters declared, no storage) and counted.
+-- @tparam table cfg a resolved config
+-- @treturn table {params=, head=, backbone= (params without the classification
+--   head), tokens=, mlp_hidden=, flops_per_image= (training, forward + backward)}
+function cli.model_size(cfg)
+  local models = require('lunar.models')
+  local model = models.vit(cfg)
+  local params = model:num_parameters()
+  local head = 0
+  for _, p in ipairs(model.head:parameters()) do
+    local k = 1
+    for _, s in ipairs(p.shape) do k = k * s end
+    head = head + k
+  end
+  return {
+    params = params, head = head, backbone = params - head, tokens = model.num_tokens,
+    mlp_hidden = model.blocks['0'].mlp.hidden,
+    flops_per_image = models.vit_train_flops_per_image(cfg, params),
+  }
+end
+
+--- The text of `lunar config show`: a header, `return <config.dump>`, and the
+-- model's size as comments.
+-- @tparam string file the config file
+-- @tparam[opt] {string,...} overrides `key=value` strings
+-- @treturn string
+-- @raise the errors of `config.load` (unknown key, include cycle, a key given
+--   twice on the command line, ...)
+function cli.config_show(file, overrides)
+  if type(file) ~= 'string' or file == '' then usage_error('config show: missing FILE') end
+  local cfg = config.load(file, overrides)
+  local size = cli.model_size(cfg)
+  local p = cfg.parallel
+  local tp = p.tensor.mode == 'none' and 1 or p.tensor.size
+  local lines = {}
+  local function add(fmt, ...) lines[#lines + 1] = string.format(fmt, ...) end
+  local ovs = overrides and #overrides > 0 and (' ' .. table.concat(overrides, ' ')) or ''
+  add('-- %s%s, resolved (lunar config show)', file, ovs)
+  add('return %s', config.dump(cfg, { comments = true }))
+  add('-- model: ViT %s%s, patch %d, width %d, depth %d, %d heads, MLP %d, %d classes, %d tokens',
+    cfg.IMG_SIZE, cfg.IMG_DIMS == 3 and ' (3D)' or 'px', cfg.PATCH_SIZE, cfg.HIDDEN_SIZE, cfg.DEPTH,
+    cfg.NUM_HEADS, size.mlp_hidden, cfg.NUM_CLASSES, size.tokens)
+  add('-- parameters: %s (%s); without the classification head: %s (%s)', cli.thousands(size.params),
+    millions(size.params), cli.thousands(size.backbone), millions(size.backbone))
+  local split = p.pipeline * tp
+  local state = string.format('-- fp32 weights + gradients + AdamW moments (16 B/parameter): %s per replica',
+    bytes(16 * size.params))
+  if split > 1 then
+    state = state .. string.format(', %s per rank over pipeline %d x tensor %d', bytes(16 * size.params / split),
+      p.pipeline, tp)
+  end
+  add('%s', state)
+  add('-- training FLOPs per image: %.3g (6 * params * tokens + 12 * depth * tokens^2 * width)',
+    size.flops_per_image)
+  local data
+  if p.data > 0 then data = tostring(p.data)
+  elseif split > 1 then data = string.format('world size / %d', split)
+  else data = 'world size' end
+  add('-- ranks = data x pipeline x tensor = (%s) x %d x %d; global batch = BATCH_SIZE x data x ' ..
+    'gradient_accumulation = %d x data x %d', data, p.pipeline, tp, cfg.BATCH_SIZE, cfg.gradient_accumulation)
+  return table.concat(lines, '\n') .. '\n'
+end
+
+-- ---------------------------------------------------------------------------
+-- keys
+
+local function lua_literal(v)
+  if type(v) == 'string' then return string.format('%q', v) end
+  if type(v) == 'table' then return '{...}' end
+  if math.type(v) == 'float' then
+    local s = string.format('%.14g', v)
+    if not s:find('[.eEna]') then s = s .. '.0' end
+    return s
+  end
+  return tostring(v)
+end
+
+local function type_of(e)
+  if e.fields then return 'dict' end
+  if e.items then return 'list of ' .. e.items .. 's' end
+  return e.type
+end
+
+local function doc_of(e)
+  local doc = e.doc
+  if e.enum then
+    local vals = {}
+    for i, v in ipairs(e.enum) do vals[i] = lua_literal(v) end
+    doc = doc .. ' (one of ' .. table.concat(vals, ', ') .. ')'
+  end
+  return doc
+end
+
+--- The text of `lunar config keys`: one line per key (schema.help()).
+-- @treturn string
+function cli.config_keys()
+  return schema.help()
+end
+
+--- The README's config reference: a markdown table of every key with its
+-- type, default and doc, generated from lunar.schema.
+-- @treturn string the table, ending with a newline
+function cli.markdown_reference()
+  local function cell(s) return (tostring(s):gsub('|', '\\|')) end
+  local lines = {
+    '| key | type | default | doc |',
+    '|---|---|---|---|',
+  }
+  for _, e in ipairs(schema.keys()) do
+    local default
+    if e.fields then default = ''
+    elseif e.default == nil then default = '(unset)'
+    else default = '`' .. lua_literal(e.default) .. '`' end
+    lines[#lines + 1] = string.format('| `%s` | %s | %s | %s |', e.key, type_of(e), cell(default),
+      cell(doc_of(e)))
+  end
+  return table.concat(lines, '\n') .. '\n'
+end
+
+--- The whole generated README section, markers included.
+-- @treturn string
+function cli.readme_section()
+  return cli.README_BEGIN .. '\n' ..
+    '<!-- generated from lua/lunar/schema.lua by `build/lunar config keys --update-readme`; do not edit -->\n' ..
+    '\n' .. cli.markdown_reference() .. '\n' .. cli.README_END
+end
+
+--- Prints the README's config reference (the markdown table): for
+-- `build/lunar -e "require('lunar.cli').readme_reference()"`.
+function cli.readme_reference()
+  io.stdout:write(cli.markdown_reference())
+end
+
+local function read_file(path)
+  local f, err = io.open(path, 'rb')
+  if not f then error('cannot open ' .. tostring(err), 0) end
+  local s = f:read('a')
+  f:close()
+  return s
+end
+
+--- Splits a README into the text before the config reference section, the
+-- section (markers included) and the text after it.
+-- @treturn string,string,string before, section, after
+-- @raise when the markers are missing or out of order
+function cli.split_readme(text, path)
+  local b = text:find(cli.README_BEGIN, 1, true)
+  local e = text:find(cli.README_END, 1, true)
+  if not b or not e or e < b then
+    error(string.format('%s: no config reference section (a line %s, then a line %s)', path or 'README',
+      cli.README_BEGIN, cli.README_END), 0)
+  end
+  local stop = e + #cli.README_END - 1
+  return text:sub(1, b - 1), text:sub(b, stop), text:sub(stop + 1)
+end
+
+--- Rewrites the config reference section of a README in place.
+-- @tparam[opt] string path default: README.md in lunar.home
+-- @treturn string a line saying what was done
+function cli.update_readme(path)
+  path = path or ((lunar and lunar.home or '.') .. '/README.md')
+  local text = read_file(path)
+  local before, section, after = cli.split_readme(text, path)
+  local fresh = cli.readme_section()
+  if section == fresh then return path .. ': the config reference is up to date\n' end
+  local f, err = io.open(path, 'wb')
+  if not f then error('cannot write ' .. tostring(err), 0) end
+  f:write(before, fresh, after)
+  f:close()
+  return path .. ': config reference regenerated\n'
+end
+
+-- ---------------------------------------------------------------------------
+-- dispatch
+
+local SUBCOMMANDS = { 'show', 'keys', 'help' }
+
+--- `lunar config ...`: args are the words after `config`.
+-- @treturn string the output
+function cli.config(args)
+  local sub = args[1]
+  if sub == nil then usage_error('config: missing subcommand (show, keys, help)') end
+  if sub == 'help' or sub == '--help' or sub == '-h' then return USAGE end
+  if sub == 'show' then
+    local file, overrides = nil, {}
+    for i = 2, #args do
+      local a = args[i]
+      if a:find('=', 1, true) and not a:match('^[^=]*/') then
+        overrides[#overrides + 1] = a
+      elseif a:sub(1, 1) == '-' then
+        usage_error("config show: unknown option '" .. a .. "'")
+      elseif file then
+        usage_error("config show: one FILE expected, got '" .. file .. "' and '" .. a .. "'")
+      else
+        file = a
+      end
+    end
+    return cli.config_show(file, overrides)
+  end
+  if sub == 'keys' then
+    local mode, path = 'plain', nil
+    local i = 2
+    while i <= #args do
+      local a = args[i]
+      if a == '--markdown' then mode = 'markdown'
+      elseif a == '--update-readme' then
+        mode = 'update'
+        if args[i + 1] and args[i + 1]:sub(1, 1) ~= '-' then path = args[i + 1]; i = i + 1 end
+      else usage_error("config keys: unknown argument '" .. a .. "'") end
+      i = i + 1
+    end
+    if mode == 'markdown' then return cli.markdown_reference() end
+    if mode == 'update' then return cli.update_readme(path) end
+    return cli.config_keys()
+  end
+  local msg = "config: unknown subcommand '" .. tostring(sub) .. "'"
+  for _, s in ipairs(SUBCOMMANDS) do
+    if s:sub(1, 2) == tostring(sub):sub(1, 2) then msg = msg .. " (did you mean '" .. s .. "'?)"; break end
+  end
+  usage_error(msg)
+end
+
+--- Runs a CLI command line and exits with its status (0, 1 or 2); output on
+-- rank 0 only. args[1] is the command (`config`).
+-- @tparam {string,...} args the host's arguments after the program name
+function cli.main(args)
+  local cmd = args[1]
+  local rest = table.move(args, 2, #args, 1, {})
+  local ok, out = pcall(function()
+    if cmd == 'config' then return cli.config(rest) end
+    usage_error("unknown command '" .. tostring(cmd) .. "'")
+  end)
+  local main_rank = (lunar and lunar.rank or 0) == 0
+  if ok then
+    if main_rank then io.stdout:write(out); io.stdout:flush() end
+    os.exit(0)
+  end
+  local usage = type(out) == 'table' and out.usage
+  if main_rank then
+    -- usage errors read "lunar config show: ...", config errors "lunar config: FILE: ..."
+    io.stderr:write(usage and 'lunar ' or 'lunar config: ', tostring(out), '\n')
+    if usage then io.stderr:write(USAGE) end
+    io.stderr:flush()
+  end
+  os.exit(usage and 2 or 1)
+end
+
+return cli

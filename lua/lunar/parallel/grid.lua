@@ -1,0 +1,269 @@
+--- lunar.parallel.grid: the process grid from the config's `parallel` dict
+-- (Colossal-AI's dict; Megatron-LM's parallel_state rank order).
+--
+--   local grid = require('lunar.parallel.grid')
+--   local msg = grid.validate(cfg, world_size)     nil, or what does not divide what
+--   local g = grid.new(cfg [, comm])               raises error(msg, 0) on a bad layout
+--   g.dp_size, g.tp_size, g.pp_size                data / tensor / pipeline parallel size
+--   g.dp_rank, g.tp_rank, g.pp_rank                this rank's coordinates (0-based)
+--   g.dp_group, g.tp_group, g.pp_group, g.mp_group sub-communicators (lunar.comm);
+--                                                  mp = tensor x pipeline (same dp rank)
+--   g.stage = {index, first_block, last_block, is_first, is_last}   (blocks 0-based)
+--   g:rank_of(pp, dp, tp), g:coords_of(rank), g:stage_of_block(i), print(g:describe())
+--
+-- Rank order (Megatron's: tensor innermost, then data, then pipeline), so the
+-- ranks of one tensor-parallel group are neighbours (the same node):
+--
+--     rank = pp * (dp_size * tp_size) + dp * tp_size + tp
+--
+-- The data-parallel size is world / (pipeline * tensor) unless parallel.data
+-- names it (then the product must equal the world size). validate() needs no
+-- communication and gives the same answer on every rank, so a bad layout is
+-- found before the first collective (lunar.parallel.initialize prints it once).
+local grid = {}
+
+local Grid = {}
+Grid.__index = Grid
+
+-- The MLP hidden size the ViT builds (nn.Block: floor(dim * ratio + 0.5)).
+local function mlp_hidden(cfg)
+  return math.floor((cfg.HIDDEN_SIZE or 0) * (cfg.MLP_RATIO or 4) + 0.5)
+end
+
+-- Tokens per image incl. the class token (schema's SEQ_LENGTH derivation).
+local function seq_length(cfg)
+  if cfg.SEQ_LENGTH then return cfg.SEQ_LENGTH end
+  if not (cfg.IMG_SIZE and cfg.PATCH_SIZE) then return nil end
+  local n, s = cfg.IMG_SIZE // cfg.PATCH_SIZE, 1
+  for _ = 1, cfg.IMG_DIMS or 2 do s = s * n end
+  return s + 1
+end
+
+local function fmt_list(t)
+  local parts = {}
+  for i, v in ipairs(t) do parts[i] = tostring(v) end
+  return '{' .. table.concat(parts, ', ') .. '}'
+end
+
+--- The sizes a config asks for, without checking them: pipeline, tensor
+-- size, tensor mode, data (0 = derived), sequence_parallel, schedule, split.
+local function requested(cfg)
+  local par = cfg.parallel or {}
+  local tensor = par.tensor
+  local mode, tsize = 'none', 1
+  if type(tensor) == 'table' then
+    mode = tensor.mode == nil and 'none' or tensor.mode
+    tsize = tensor.size or 1
+  elseif type(tensor) == 'number' then          -- parallel = {tensor = 2}: Colossal-AI shorthand for 1d
+    mode, tsize = tensor > 1 and '1d' or 'none', tensor
+  end
+  return {
+    pp = par.pipeline or 1, tp = tsize, mode = mode, dp = par.data or 0,
+    sp = par.sequence_parallel and true or false,
+    schedule = par.pipeline_schedule or '1f1b', split = par.pipeline_split,
+  }
+end
+
+--- Blocks per pipeline stage: the explicit split, or an even split of depth
+-- over pp stages (the first depth % pp stages get one more block).
+-- @param depth integer number of blocks
+-- @param pp integer number of stages
+-- @param split optional list of blocks per stage
+-- @return list of pp integers
+function grid.partition(depth, pp, split)
+  if split then
+    local t = {}
+    for i, v in ipairs(split) do t[i] = v end
+    return t
+  end
+  local base, extra, t = depth // pp, depth % pp, {}
+  for s = 1, pp do t[s] = base + (s <= extra and 1 or 0) end
+  return t
+end
+
+--- Checks a layout against the world size and the model, with no
+-- communication: the same answer on every rank.
+-- @param cfg a config (lunar.config.load) or a table with the same keys:
+--   parallel, HIDDEN_SIZE, NUM_HEADS, MLP_RATIO, DEPTH, BATCH_SIZE,
+--   NUM_MICRO_BATCHES, SEQ_LENGTH (or IMG_SIZE, PATCH_SIZE, IMG_DIMS)
+-- @param world_size integer number of ranks
+-- @return nil when the layout fits, else a message that says what does not
+--   divide what (starting with "parallel: ")
+function grid.validate(cfg, world_size)
+  local r = requested(cfg)
+  local function bad(fmt, ...) return 'parallel: ' .. string.format(fmt, ...) end
+  if math.type(r.pp) ~= 'integer' or r.pp < 1 then return bad('pipeline size %s must be an integer >= 1', tostring(r.pp)) end
+  if math.type(r.tp) ~= 'integer' or r.tp < 1 then return bad('tensor size %s must be an integer >= 1', tostring(r.tp)) end
+  if r.mode ~= '1d' and r.mode ~= 'none' then
+    return bad("unknown tensor mode '%s' (parallel.tensor.mode is '1d' or 'none')", tostring(r.mode))
+  end
+  if r.tp > 1 and r.mode ~= '1d' then
+    return bad("tensor parallel size %d needs tensor mode '1d' (parallel.tensor.mode is '%s')", r.tp, r.mode)
+  end
+  if r.schedule ~= '1f1b' and r.schedule ~= 'gpipe' then
+    return bad("unknown pipeline_schedule '%s' ('1f1b' or 'gpipe')", tostring(r.schedule))
+  end
+  local mp = r.pp * r.tp
+  if world_size % mp ~= 0 then
+    return bad('world size %d is not divisible by pipeline (%d) x tensor (%d) = %d', world_size, r.pp, r.tp, mp)
+  end
+  if r.dp ~= 0 and r.dp * mp ~= world_size then
+    return bad('data (%d) x pipeline (%d) x tensor (%d) = %d does not equal the world size %d',
+      r.dp, r.pp, r.tp, r.dp * mp, world_size)
+  end
+  if r.tp > 1 then
+    local heads, dim, hidden = cfg.NUM_HEADS, cfg.HIDDEN_SIZE, mlp_hidden(cfg)
+    if dim and dim % r.tp ~= 0 then
+      return bad('HIDDEN_SIZE %d is not divisible by the tensor parallel size %d', dim, r.tp)
+    end
+    if heads and heads % r.tp ~= 0 then
+      return bad('NUM_HEADS %d is not divisible by the tensor parallel size %d (heads are split across tensor ranks)',
+        heads, r.tp)
+    end
+    if dim and hidden % r.tp ~= 0 then
+      return bad('the MLP hidden size %d (HIDDEN_SIZE %d x MLP_RATIO %g) is not divisible by the tensor parallel size %d',
+        hidden, dim, cfg.MLP_RATIO or 4, r.tp)
+    end
+  end
+  if r.sp then
+    if r.mode ~= '1d' or r.tp < 2 then
+      return bad("sequence_parallel needs tensor mode '1d' with a tensor parallel size > 1 (got mode '%s', size %d)",
+        r.mode, r.tp)
+    end
+    local n = seq_length(cfg)
+    if n and n % r.tp ~= 0 then
+      return bad('sequence_parallel: the %d tokens per image (SEQ_LENGTH, class token included) are not divisible ' ..
+        'by the tensor parallel size %d (no padding: choose IMG_SIZE/PATCH_SIZE so that tokens %% tensor == 0)', n, r.tp)
+    end
+  end
+  local depth = cfg.DEPTH
+  if depth then
+    if r.split then
+      if #r.split ~= r.pp then
+        return bad('pipeline_split %s has %d entries for %d pipeline stages', fmt_list(r.split), #r.split, r.pp)
+      end
+      local sum = 0
+      for i, v in ipairs(r.split) do
+        if math.type(v) ~= 'integer' or v < 1 then
+          return bad('pipeline_split %s gives stage %d %s blocks (every stage needs at least one)',
+            fmt_list(r.split), i - 1, tostring(v))
+        end
+        sum = sum + v
+      end
+      if sum ~= depth then
+        return bad('pipeline_split %s sums to %d blocks, not DEPTH %d (every block must belong to exactly one stage)',
+          fmt_list(r.split), sum, depth)
+      end
+    elseif depth < r.pp then
+      return bad('DEPTH %d is fewer blocks than the %d pipeline stages (every stage needs at least one block)',
+        depth, r.pp)
+    end
+  end
+  local m = cfg.NUM_MICRO_BATCHES or 1
+  if cfg.BATCH_SIZE and cfg.BATCH_SIZE % m ~= 0 then
+    return bad('BATCH_SIZE %d (per data-parallel rank) is not divisible by NUM_MICRO_BATCHES %d', cfg.BATCH_SIZE, m)
+  end
+  return nil
+end
+
+--- Builds the grid of `comm` (default: the world) for `cfg`; collective over
+-- comm (three to four comm:split calls, the same on every rank). Raises
+-- error(msg, 0) when the layout does not fit (before any collective).
+-- @param cfg config (see grid.validate)
+-- @param comm optional lunar.comm communicator (default lunar.comm.world())
+-- @return the grid (fields in the module doc)
+function grid.new(cfg, comm)
+  comm = comm or lunar.comm.world()
+  local world_size = comm:size()
+  local msg = grid.validate(cfg, world_size)
+  if msg then error(msg, 0) end
+  local r = requested(cfg)
+  local tp, pp = r.tp, r.pp
+  local dp = world_size // (tp * pp)
+  local g = setmetatable({
+    world = comm, rank = comm:rank(), world_size = world_size,
+    dp_size = dp, tp_size = tp, pp_size = pp,
+    tensor_mode = tp > 1 and '1d' or r.mode, sequence_parallel = r.sp,
+    num_micro_batches = cfg.NUM_MICRO_BATCHES or 1, pipeline_schedule = r.schedule,
+    depth = cfg.DEPTH,
+  }, Grid)
+  g.pp_rank, g.dp_rank, g.tp_rank = g:coords_of(g.rank)
+  -- groups: every rank calls every split, in this order
+  local name = comm:name()
+  g.tp_group = comm:split(g.pp_rank * dp + g.dp_rank, g.tp_rank, name .. '/tp')
+  g.dp_group = comm:split(g.pp_rank * tp + g.tp_rank, g.dp_rank, name .. '/dp')
+  g.pp_group = comm:split(g.dp_rank * tp + g.tp_rank, g.pp_rank, name .. '/pp')
+  g.mp_group = comm:split(g.dp_rank, g.pp_rank * tp + g.tp_rank, name .. '/mp')
+  if cfg.DEPTH then
+    g.splits = grid.partition(cfg.DEPTH, pp, r.split)
+    g.stage = g:stage_info(g.pp_rank)
+  else
+    g.stage = {index = g.pp_rank, is_first = g.pp_rank == 0, is_last = g.pp_rank == pp - 1}
+  end
+  return g
+end
+
+--- The global rank of coordinates (pp, dp, tp), all 0-based.
+function Grid:rank_of(pp, dp, tp) return pp * (self.dp_size * self.tp_size) + dp * self.tp_size + tp end
+
+--- The coordinates (pp, dp, tp) of a global rank.
+function Grid:coords_of(rank)
+  local per_stage = self.dp_size * self.tp_size
+  return rank // per_stage, (rank % per_stage) // self.tp_size, rank % self.tp_size
+end
+
+--- Stage `s` (0-based): {index, first_block, last_block, is_first, is_last, num_blocks}.
+function Grid:stage_info(s)
+  local first = 0
+  for i = 1, s do first = first + self.splits[i] end
+  return {index = s, first_block = first, last_block = first + self.splits[s + 1] - 1,
+    num_blocks = self.splits[s + 1], is_first = s == 0, is_last = s == self.pp_size - 1}
+end
+
+--- The pipeline stage (0-based) that owns block i (0-based).
+function Grid:stage_of_block(i)
+  local hi = -1
+  for s = 1, self.pp_size do
+    hi = hi + self.splits[s]
+    if i <= hi then return s - 1 end
+  end
+  error(string.format('grid: block %d is beyond DEPTH %d', i, hi + 1), 2)
+end
+
+--- Whether any parallelism is on (more than one rank).
+function Grid:is_parallel() return self.world_size > 1 end
+
+--- A table of the ranks: one line per pipeline stage (with its blocks), the
+-- data-parallel replicas across, each a list of its tensor-parallel ranks.
+function Grid:describe()
+  local lines = {string.format('process grid: world %d = data %d x pipeline %d x tensor %d%s (tensor innermost)',
+    self.world_size, self.dp_size, self.pp_size, self.tp_size,
+    self.sequence_parallel and ', sequence parallel' or '')}
+  for s = 0, self.pp_size - 1 do
+    local cells = {}
+    for d = 0, self.dp_size - 1 do
+      local ranks = {}
+      for t = 0, self.tp_size - 1 do ranks[#ranks + 1] = tostring(self:rank_of(s, d, t)) end
+      cells[#cells + 1] = string.format('dp %d: [%s]', d, table.concat(ranks, ' '))
+    end
+    local blocks = ''
+    if self.splits then
+      local st = self:stage_info(s)
+      blocks = st.first_block == st.last_block and string.format(' (block %d)', st.first_block)
+        or string.format(' (blocks %d-%d)', st.first_block, st.last_block)
+    end
+    lines[#lines + 1] = string.format('  stage %d%s: %s', s, blocks, table.concat(cells, '  '))
+  end
+  if self.pp_size > 1 then
+    lines[#lines + 1] = string.format('  pipeline schedule %s, %d micro-batches', self.pipeline_schedule,
+      self.num_micro_batches)
+  end
+  return table.concat(lines, '\n')
+end
+
+function Grid:__tostring()
+  return string.format('grid(rank %d: pp %d dp %d tp %d of %dx%dx%d)', self.rank, self.pp_rank, self.dp_rank,
+    self.tp_rank, self.pp_size, self.dp_size, self.tp_size)
+end
+
+return grid

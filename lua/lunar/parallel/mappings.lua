@@ -1,0 +1,136 @@
+--- lunar.parallel.mappings: the tensor-parallel communication as modules whose
+-- forward and backward are conjugate collectives (Megatron-LM's
+-- tensor_parallel/mappings.py; Shoeybi et al. 2019, "f" and "g"; Korthikanti
+-- et al. 2022 for the sequence-parallel pairs).
+--
+--   module               forward                         backward
+--   CopyToTP             identity                        all_reduce (sum)
+--   ReduceFromTP         all_reduce (sum)                identity
+--   ScatterToSP          keep this rank's token slice    all_gather along tokens
+--   GatherFromSP         all_gather along tokens         reduce_scatter along tokens
+--                                                        (or keep the slice: grad='split')
+--   ReduceScatterToSP    reduce_scatter along tokens     all_gather along tokens
+--
+-- Each is built on a tensor-parallel context `tp = {comm=, size=T, rank=r}`
+-- (lunar.parallel.tp_context) and follows the module contract:
+-- `y, ctx = m:forward(x)`, `dx = m:backward(ctx, dy)`. Tensors are
+-- [B, N, C] (tokens in dim 2); a sequence-parallel slice is [B, N/T, C], rank
+-- r holding tokens r*N/T .. (r+1)*N/T-1. all_reduce works in place (the
+-- forward input / backward gradient is overwritten and returned); the token
+-- collectives return new tensors and leave their input alone.
+local class = require('lunar.class')
+
+local mappings = {}
+
+-- ---- token collectives (dim 2 of [B, N, C]) -------------------------------------------
+
+--- All-gathers token slices: x [B, n, C] on each of T ranks -> [B, T*n, C]
+-- (rank r's slice at tokens r*n ..). MPI gathers rank-major, so the result
+-- is permuted from [T, B, n, C].
+function mappings.all_gather_tokens(tp, x)
+  local s = x:shape()
+  local B, n, C = s[1], s[2], s[3]
+  local buf = lunar.empty({tp.size, B, n, C})
+  local xc = x:is_contiguous() and x or x:contiguous()
+  tp.comm:all_gather(buf, xc)
+  if xc ~= x then xc:free() end
+  local out = buf:permute(2, 1, 3, 4):contiguous():view(B, tp.size * n, C)
+  buf:free()
+  return out
+end
+
+--- Reduce-scatters along tokens: x [B, N, C] (a partial sum on each rank) ->
+-- [B, N/T, C], the sum over ranks of this rank's token slice.
+function mappings.reduce_scatter_tokens(tp, x)
+  local s = x:shape()
+  local B, N, C = s[1], s[2], s[3]
+  local n = N // tp.size
+  local xt = x:view(B, tp.size, n, C):permute(2, 1, 3, 4):contiguous()   -- [T, B, n, C]
+  local out = lunar.empty({B, n, C})
+  tp.comm:reduce_scatter(out, xt, 'sum')
+  xt:free()
+  return out
+end
+
+--- This rank's token slice of x [B, N, C] -> [B, N/T, C] (a new tensor).
+function mappings.split_tokens(tp, x)
+  local s = x:shape()
+  local n = s[2] // tp.size
+  return x:narrow(2, tp.rank * n + 1, n):contiguous()
+end
+
+local function check_tokens(who, tp, x)
+  local s = x:shape()
+  if #s ~= 3 then error(string.format('%s: expected [B, N, C], got [%s]', who, table.concat(s, ', ')), 3) end
+  if s[2] % tp.size ~= 0 then
+    error(string.format('%s: %d tokens are not divisible by the tensor parallel size %d', who, s[2], tp.size), 3)
+  end
+end
+
+-- ---- tensor parallel ------------------------------------------------------------------------
+
+--- CopyToTP: enters a tensor-parallel region with a replicated input.
+-- forward: identity; backward: all_reduce (sum) of the input gradient over
+-- the tensor-parallel group (each rank's gradient is a partial sum).
+mappings.CopyToTP = class('CopyToTP')
+function mappings.CopyToTP:__init(tp) self.tp = tp end
+function mappings.CopyToTP:forward(x) return x, {} end
+function mappings.CopyToTP:backward(ctx, dy) return self.tp.comm:all_reduce(dy, 'sum') end
+
+--- ReduceFromTP: leaves a tensor-parallel region: forward all_reduce (sum) of
+-- the partial outputs (in place); backward: identity.
+mappings.ReduceFromTP = class('ReduceFromTP')
+function mappings.ReduceFromTP:__init(tp) self.tp = tp end
+function mappings.ReduceFromTP:forward(x) return self.tp.comm:all_reduce(x, 'sum'), {} end
+function mappings.ReduceFromTP:backward(ctx, dy) return dy end
+
+-- ---- sequence parallel --------------------------------------------------------------------
+
+--- ScatterToSP: enters the sequence-parallel region from a replicated
+-- [B, N, C]: forward keeps this rank's tokens [B, N/T, C]; backward
+-- all-gathers the slice gradients back to [B, N, C].
+mappings.ScatterToSP = class('ScatterToSP')
+function mappings.ScatterToSP:__init(tp) self.tp = tp end
+function mappings.ScatterToSP:forward(x)
+  check_tokens('ScatterToSP', self.tp, x)
+  return mappings.split_tokens(self.tp, x), {}
+end
+function mappings.ScatterToSP:backward(ctx, dy) return mappings.all_gather_tokens(self.tp, dy) end
+
+--- GatherFromSP: forward all-gathers token slices [B, N/T, C] -> [B, N, C].
+-- backward: opts.grad = 'reduce_scatter' (default: the consumer is tensor
+-- parallel, e.g. a ColumnParallelLinear, so each rank's gradient is a
+-- partial sum) or 'split' (the consumer is replicated, e.g. the final norm
+-- and head, so every rank holds the whole gradient and keeps its slice).
+mappings.GatherFromSP = class('GatherFromSP')
+function mappings.GatherFromSP:__init(tp, opts)
+  self.tp = tp
+  self.grad = opts and opts.grad or 'reduce_scatter'
+  assert(self.grad == 'reduce_scatter' or self.grad == 'split', 'GatherFromSP: grad is reduce_scatter or split')
+end
+function mappings.GatherFromSP:forward(x) return mappings.all_gather_tokens(self.tp, x), {} end
+function mappings.GatherFromSP:backward(ctx, dy)
+  check_tokens('GatherFromSP', self.tp, dy)
+  if self.grad == 'split' then return mappings.split_tokens(self.tp, dy) end
+  return mappings.reduce_scatter_tokens(self.tp, dy)
+end
+
+--- ReduceScatterToSP: leaves a tensor-parallel region into the sequence-
+-- parallel one: forward reduce-scatters partial [B, N, C] -> summed
+-- [B, N/T, C]; backward all-gathers the slice gradients to [B, N, C].
+mappings.ReduceScatterToSP = class('ReduceScatterToSP')
+function mappings.ReduceScatterToSP:__init(tp) self.tp = tp end
+function mappings.ReduceScatterToSP:forward(x)
+  check_tokens('ReduceScatterToSP', self.tp, x)
+  return mappings.reduce_scatter_tokens(self.tp, x), {}
+end
+function mappings.ReduceScatterToSP:backward(ctx, dy) return mappings.all_gather_tokens(self.tp, dy) end
+
+-- Function-style names (Megatron's): copy_to_tp, reduce_from_tp, ...
+mappings.copy_to_tp = mappings.CopyToTP
+mappings.reduce_from_tp = mappings.ReduceFromTP
+mappings.scatter_to_sp = mappings.ScatterToSP
+mappings.gather_from_sp = mappings.GatherFromSP
+mappings.reduce_scatter_to_sp = mappings.ReduceScatterToSP
+
+return mappings

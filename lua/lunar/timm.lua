@@ -1,0 +1,196 @@
+--- lunar.timm: timm (pytorch-image-models) ViT weights in safetensors, both ways.
+--
+--   local timm = require('lunar.timm')
+--   local report = timm.load_pretrained(model, 'vit_tiny.safetensors', {num_classes = 10})
+--   timm.export(model, 'lunar_vit.safetensors')     -- timm: model.load_state_dict(
+--                                                   --   safetensors.torch.load_file(path))
+--
+-- Lunar's ViT keeps timm's parameter names and layouts (DESIGN.md):
+-- patch_embed.proj.weight [E, C, P, P] (Conv2d), patch_embed.proj.bias [E],
+-- cls_token [1, 1, E], pos_embed [1, 1 + (S/P)^2, E] (class token first),
+-- blocks.i.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}.{weight, bias}
+-- (Linear weights [out, in]; qkv rows q, k, v), norm.{weight, bias},
+-- head.{weight, bias} [K, E] - timm's VisionTransformer with its defaults
+-- (class token, global_pool 'token', qkv_bias, LayerNorm eps 1e-6, no
+-- layer scale, no fc_norm), so the names map one to one.
+--
+-- load_pretrained(model, path, opts) -> {loaded=, skipped={names}, unexpected={names}}
+--   Reads every parameter of `model` (this rank's part: a tensor-parallel
+--   shard takes its pieces, a pipeline stage its own parameters) from the
+--   file, converting F16/BF16/F64 to the parameter's dtype. When the file's
+--   head has another class count than the model (fine-tuning on another
+--   dataset), head.weight and head.bias are skipped, kept at their init, and
+--   a message says so (opts.log, default lunar.log.info). Refused, with the
+--   file and the tensor named and nothing changed: a file that is not valid
+--   safetensors, a missing tensor, a tensor of another shape (a pos_embed of
+--   another grid size names both shapes: interpolate it beforehand), a
+--   tensor that the model does not have (timm options Lunar lacks, such as
+--   fc_norm or layer scale; opts.strict = false ignores them).
+--   opts.num_classes, when given, must equal the model's class count.
+-- export(model, path, opts) writes the whole model's parameters by timm name,
+--   F32, contiguous, no other keys, metadata {format = 'pt'} (as timm's
+--   save). With opts.grid (lunar.parallel) and several ranks, the shards and
+--   stages are gathered (collective: every rank calls it) and rank 0 writes.
+local log = require('lunar.log')
+local checkpoint = require('lunar.checkpoint')
+
+local timm = {}
+
+local function shape_str(s)
+  local t = {}
+  for i, v in ipairs(s) do t[i] = tostring(math.tointeger(v) or v) end
+  return '[' .. table.concat(t, ', ') .. ']'
+end
+
+local function same_shape(a, b)
+  if #a ~= #b then return false end
+  for i = 1, #a do if a[i] ~= b[i] then return false end end
+  return true
+end
+
+local FLOAT = {F32 = true, F16 = true, BF16 = true, F64 = true}
+
+--- The whole model's parameter names (a pipeline stage or tensor shard model
+-- rebuilt without them, no storage), as parallel.gather_full_parameters.
+local function whole_model_names(model)
+  local specs
+  if model.opts and (model.opts.stage or model.opts.tp) then
+    local plain = {}
+    for k, v in pairs(model.opts) do plain[k] = v end
+    plain.tp, plain.stage = nil, nil
+    specs = getmetatable(model)(plain):parameters()
+  else
+    specs = model:parameters()
+  end
+  local names = {}
+  for _, p in ipairs(specs) do names[p.name] = true end
+  return names
+end
+
+--- Loads a timm ViT checkpoint (safetensors) into `model`; see the module doc.
+function timm.load_pretrained(model, path, opts)
+  opts = opts or {}
+  local say = opts.log or function(s) log.info('%s', s) end
+  assert(type(path) == 'string', 'timm.load_pretrained: path must be a string')
+  local ok, r = pcall(lunar.io.open_safetensors, path)
+  if not ok then error('timm.load_pretrained: ' .. tostring(r), 0) end
+  local function bad(fmt, ...)
+    r:close()
+    error(string.format('timm.load_pretrained: %s: ' .. fmt, path, ...), 0)
+  end
+  local params = model:parameters()
+  local by_name = {}
+  for _, p in ipairs(params) do
+    if not p.param then bad('parameter %s has no storage (materialize the model first)', p.name) end
+    by_name[p.name] = p
+  end
+  -- the head: replaced when the class count differs
+  local skip = {}
+  local model_classes = model.num_classes
+  if opts.num_classes and model_classes and opts.num_classes ~= model_classes then
+    bad('num_classes %d, but the model has %d classes (build it with NUM_CLASSES=%d)', opts.num_classes,
+      model_classes, opts.num_classes)
+  end
+  local hw = r:info('head.weight')
+  if hw and model_classes and hw.shape[1] ~= model_classes then
+    skip['head.weight'], skip['head.bias'] = true, true
+    say(string.format("timm: %s has a head of %d classes, the model %d: head.weight and head.bias are kept at " ..
+      'their initialization (fine-tuning)', path, hw.shape[1], model_classes))
+  end
+  -- unexpected tensors
+  local names = whole_model_names(model)
+  local unexpected = {}
+  for _, n in ipairs(r:names()) do
+    if not names[n] and not skip[n] then unexpected[#unexpected + 1] = n end
+  end
+  if #unexpected > 0 and opts.strict ~= false then
+    bad("tensor '%s' is not a parameter of this ViT%s (a timm option Lunar's ViT does not have; strict = false " ..
+      'ignores it)', unexpected[1], #unexpected > 1 and string.format(' (and %d more)', #unexpected - 1) or '')
+  end
+  -- check everything, then read into temporaries
+  local plan = {}
+  for _, p in ipairs(params) do
+    if not skip[p.name] then
+      local info = r:info(p.name)
+      if not info then bad("no tensor '%s' (a parameter of the model)", p.name) end
+      local pc = checkpoint.pieces(p)
+      if not same_shape(info.shape, pc.full_shape) then
+        local extra = ''
+        if p.name == 'pos_embed' then
+          extra = string.format(' (%d tokens against %d: another image or patch size; interpolate pos_embed to the ' ..
+            "model's grid first)", info.shape[2] or 0, pc.full_shape[2])
+        end
+        bad("tensor '%s' is %s in the file, %s in the model%s", p.name, shape_str(info.shape), shape_str(pc.full_shape), extra)
+      end
+      if not FLOAT[info.dtype] then bad("tensor '%s' is %s, not a floating-point type", p.name, info.dtype) end
+      plan[#plan + 1] = {p = p, pc = pc}
+    end
+  end
+  local temps = {}
+  local okr, err = pcall(function()
+    for i, it in ipairs(plan) do
+      local p = it.p
+      local tmp = lunar.empty(p.shape, p.param:dtype(), 'cpu')
+      for _, piece in ipairs(it.pc.pieces) do
+        local block = r:read(p.name, piece.full)
+        local dst = tmp
+        for d, rg in ipairs(piece['local']) do
+          if rg[1] ~= 0 or rg[2] ~= dst:size(d) then dst = dst:narrow(d, rg[1] + 1, rg[2]) end
+        end
+        dst:copy_(block)    -- converts the dtype
+        block:free()
+      end
+      temps[i] = tmp
+    end
+  end)
+  r:close()
+  if not okr then
+    for _, t in pairs(temps) do t:free() end
+    error('timm.load_pretrained: ' .. tostring(err), 0)
+  end
+  for i, it in ipairs(plan) do
+    it.p.param:copy_(temps[i])
+    temps[i]:free()
+  end
+  local skipped = {}
+  for n in pairs(skip) do if by_name[n] then skipped[#skipped + 1] = n end end
+  table.sort(skipped)
+  return {loaded = #plan, skipped = skipped, unexpected = unexpected}
+end
+
+--- Writes the model's parameters as a timm state_dict in safetensors; see
+-- the module doc. Returns path (on the writing rank).
+function timm.export(model, path, opts)
+  opts = opts or {}
+  assert(type(path) == 'string' and path ~= '', 'timm.export: path must be a non-empty string')
+  local g = opts.grid
+  local tensors = {}
+  if g and g.world_size > 1 then
+    local full = require('lunar.parallel').gather_full_parameters(model, g)
+    if g.rank ~= 0 then
+      for _, t in pairs(full) do t:free() end
+      return nil
+    end
+    tensors = full
+  else
+    for _, p in ipairs(model:parameters()) do
+      if p.shard then
+        error('timm.export: ' .. p.name .. ' is a tensor-parallel shard: pass opts.grid so the shards are gathered', 2)
+      end
+      if not p.param then error('timm.export: parameter ' .. p.name .. ' has no storage', 2) end
+      tensors[p.name] = p.param
+    end
+    if model.opts and model.opts.stage then
+      error('timm.export: the model is one pipeline stage: pass opts.grid so the stages are gathered', 2)
+    end
+  end
+  for name, t in pairs(tensors) do
+    if t:device() ~= 'cpu' then t = t:to('cpu') end
+    if t:dtype() ~= 'f32' then t = t:to('f32') end
+    tensors[name] = t
+  end
+  lunar.io.save_safetensors(path, tensors, {format = 'pt'})
+  return path
+end
+
+return timm

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""tests/golden/timm_check.py: Lunar <-> timm interoperability, checked by hand
+(never part of `make test`: timm and safetensors are not dependencies).
+
+What it checks, with timm's own VisionTransformer(img_size=32, patch_size=8,
+in_chans=3, embed_dim=64, depth=2, num_heads=2, num_classes=10):
+  1. timm writes its state_dict with safetensors.torch.save_file; Lunar's
+     lunar.timm.load_pretrained reads it into nn.ViT and Lunar's logits equal
+     timm's on the same input (eval mode) within 1e-4.
+  2. Lunar trains that model one AdamW step and exports it with
+     lunar.timm.export; a fresh timm model loads the file with
+     model.load_state_dict(safetensors.torch.load_file(path)) (strict: same
+     keys, shapes, F32, contiguous) and its logits equal Lunar's within 1e-4.
+  3. Loading the 10-class checkpoint into a 5-class Lunar model keeps the head
+     at its init and says so; the other weights load.
+
+How to run (from the repository root, after `make`):
+    /usr/bin/python3 -m venv --system-site-packages /tmp/venv
+    /tmp/venv/bin/pip install --no-deps timm safetensors
+    apt-get install python3-torchvision          # timm imports torchvision
+    /tmp/venv/bin/python tests/golden/timm_check.py [path/to/lunar]
+Debian 12's python3-torch (1.13) is enough. Prints one line per check and
+"N passed, N failed"; exits 1 on a failure.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+import torch
+from safetensors.torch import load_file, save_file
+from timm.models.vision_transformer import VisionTransformer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LUNAR = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build", "lunar")
+ARCH = dict(img_size=32, patch_size=8, in_chans=3, embed_dim=64, depth=2, num_heads=2, num_classes=10)
+TOL = 1e-4
+
+LUA = r"""
+local nn = require('lunar.nn')
+local optim = require('lunar.optim')
+local timm = require('lunar.timm')
+local D = lunar.args.rest[1]
+local function vit(classes)
+  return nn.materialize(nn.ViT{img_size = 32, patch_size = 8, in_chans = 3, embed_dim = 64, depth = 2,
+    num_heads = 2, mlp_ratio = 4, num_classes = classes}, 1)
+end
+local io_in = lunar.io.load_safetensors(D .. '/input.safetensors')
+local x, labels = io_in.x, io_in.labels
+local model = vit(10)
+local rep = timm.load_pretrained(model, D .. '/timm.safetensors')
+model:evaluate()
+local logits, ctx = model:forward(x)
+require('lunar.nn.Module').free_ctx(ctx)
+-- one training step, then the trained model's logits and its export
+model:train()
+local opt = optim.AdamW(model:parameters(), {lr = 1e-2, weight_decay = 0.05})
+local out, c2 = model:forward(x)
+local ce = nn.CrossEntropy{}
+local loss, cctx = ce:forward(out, labels)
+model:backward(c2, ce:backward(cctx, 1))
+opt:step()
+model:evaluate()
+local trained, c3 = model:forward(x)
+require('lunar.nn.Module').free_ctx(c3)
+timm.export(model, D .. '/lunar_export.safetensors')
+-- fine-tuning: 5 classes, the head skipped
+local small = vit(5)
+local head0 = small.head.weight:clone()
+local msgs = {}
+local rep5 = timm.load_pretrained(small, D .. '/timm.safetensors', {num_classes = 5, log = function(s) msgs[#msgs + 1] = s end})
+local head_kept = (small.head.weight - head0):norm() == 0
+local fc1_same = (small.blocks['0'].mlp.fc1.weight - model.blocks['0'].mlp.fc1.weight):norm()   -- model has trained
+lunar.io.save_safetensors(D .. '/lunar_out.safetensors', {logits = logits, trained_logits = trained},
+  {loaded = tostring(rep.loaded), loaded5 = tostring(rep5.loaded), skipped5 = table.concat(rep5.skipped, ','),
+   head_kept = tostring(head_kept), message = msgs[1] or ''})
+print('lunar: loaded ' .. rep.loaded .. ' tensors; 5-class model: ' .. (msgs[1] or '(no message)'))
+"""
+
+
+def main():
+    passed = failed = 0
+
+    def check(name, ok, detail=""):
+        nonlocal passed, failed
+        if ok:
+            passed += 1
+            print(f"  ok {name} {detail}")
+        else:
+            failed += 1
+            print(f"  FAIL {name} {detail}")
+
+    torch.manual_seed(0)
+    m = VisionTransformer(**ARCH).eval()
+    with torch.no_grad():   # every parameter away from its init (LayerNorm 1/0, cls_token ~1e-6, zero biases)
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    x = torch.randn(4, 3, 32, 32)
+    labels = torch.tensor([1, 7, 3, 0], dtype=torch.int32)
+    with torch.no_grad():
+        ref = m(x)
+    with tempfile.TemporaryDirectory() as d:
+        save_file({k: v.contiguous() for k, v in m.state_dict().items()}, f"{d}/timm.safetensors",
+                  metadata={"format": "pt"})
+        save_file({"x": x, "labels": labels}, f"{d}/input.safetensors")
+        with open(f"{d}/check.lua", "w") as f:
+            f.write(LUA)
+        r = subprocess.run([LUNAR, f"{d}/check.lua", "--", d], capture_output=True, text=True, cwd=ROOT)
+        print(r.stdout.strip())
+        if r.returncode != 0:
+            print(r.stderr)
+            check("lunar script ran", False)
+            return 1
+        out = load_file(f"{d}/lunar_out.safetensors")
+        diff = (out["logits"] - ref).abs().max().item()
+        check("timm -> Lunar: logits equal timm's", diff <= TOL, f"(max abs diff {diff:.3g}, tol {TOL})")
+
+        sd = load_file(f"{d}/lunar_export.safetensors")
+        want = m.state_dict()
+        check("Lunar export: exactly timm's keys", sorted(sd) == sorted(want),
+              f"({len(sd)} tensors)")
+        check("Lunar export: F32, contiguous, timm's shapes",
+              all(sd[k].dtype == torch.float32 and sd[k].is_contiguous() and sd[k].shape == want[k].shape
+                  for k in want))
+        m2 = VisionTransformer(**ARCH).eval()
+        res = m2.load_state_dict(sd, strict=True)
+        check("Lunar -> timm: load_state_dict(strict=True)", not res.missing_keys and not res.unexpected_keys)
+        with torch.no_grad():
+            got = m2(x)
+        diff2 = (got - out["trained_logits"]).abs().max().item()
+        check("Lunar -> timm: the trained model's logits equal Lunar's", diff2 <= TOL,
+              f"(max abs diff {diff2:.3g}, tol {TOL})")
+        moved = max((sd[k] - want[k]).abs().max().item() for k in want)
+        check("the exported weights are the trained ones (they moved)", moved > 1e-4, f"(max change {moved:.3g})")
+
+        meta = subprocess.run([LUNAR, "-e", f"local _, m = lunar.io.load_safetensors('{d}/lunar_out.safetensors');"
+                               " print(m.head_kept, m.skipped5, m.loaded5)"], capture_output=True, text=True)
+        head_kept, skipped5, loaded5 = meta.stdout.split()
+        check("10-class checkpoint into a 5-class model: head kept at init, the rest loaded",
+              head_kept == "true" and skipped5 == "head.bias,head.weight" and int(loaded5) == len(want) - 2,
+              f"(skipped {skipped5}, loaded {loaded5})")
+    print(f"{passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+-- tests/lua/test_cuda.lua: CUDA devices from Lua (bindings/lcuda.c).
+-- Everywhere: lunar.cuda answers whether a device is available and why not,
+-- device arguments are checked, and CPU tensors behave as before. Without a
+-- device: asking for one raises "no CUDA device available (<reason>)" and the
+-- tests that need a GPU are skipped (counted as skipped, never as passed).
+-- With one: tensors move to and from the device, the ops run there and agree
+-- with the CPU, and the device's memory counters move.
+--   build/lunar tests/lua/test_cuda.lua
+local T = require('harness')
+local ops = lunar.ops
+
+local available, reason = lunar.cuda.is_available()
+
+local function need_gpu()
+  if not available then T.skip('no CUDA device (' .. reason .. ')') end
+end
+
+-- max |a - b| / max |b| (b on the CPU)
+local function rel_err(a, b)
+  local d = a:cpu():contiguous() - b:contiguous()
+  local dmax = math.max(math.abs(d:max()), math.abs(d:min()))
+  local bmax = math.max(math.abs(b:max()), math.abs(b:min()))
+  return dmax / math.max(bmax, 1e-30)
+end
+
+local function rand(shape, seed, lo, hi)
+  return lunar.empty(shape, 'f32', 'cpu'):uniform_(seed or 1, 'test_cuda', lo or -1, hi or 1)
+end
+
+T.test('lunar.cuda.is_available answers with a reason', function()
+  T.eq(type(available), 'boolean')
+  T.eq(type(reason), 'string')
+  if available then
+    T.eq(reason, '')
+    T.truthy(lunar.cuda.device_count() >= 1)
+  else
+    T.truthy(#reason > 0, 'a reason is given')
+    T.eq(lunar.cuda.device_count(), 0)
+  end
+  T.eq(type(lunar.cuda.compiled()), 'boolean')
+  T.eq(lunar.default_device(), 'cpu')
+end)
+
+T.test('without a device, asking for cuda raises a clear error', function()
+  if available then T.skip('a CUDA device is present') end
+  local msg = T.raises(function() return lunar.zeros({2}):to('cuda') end, 'no CUDA device available (', 'to(cuda)')
+  T.truthy(msg:find(reason, 1, true), 'the message carries the reason: ' .. msg)
+  T.raises(function() return lunar.zeros({2}):cuda() end, 'no CUDA device available (')
+  T.raises(function() return lunar.empty({2, 3}, 'f32', 'cuda:1') end, 'cannot allocate 24 B on cuda:1')
+  T.raises(function() return lunar.tensor({1, 2}, nil, 'f32', 'cuda') end, 'no CUDA device available (')
+  T.raises(function() return lunar.cuda.memory() end, 'no CUDA device available (')
+  T.raises(function() lunar.cuda.synchronize() end, 'no CUDA device available (')
+  T.raises(function() lunar.set_default_device('cuda') end, 'no CUDA device available (')
+  T.eq(lunar.default_device(), 'cpu', 'the default device is unchanged')
+end)
+
+T.test('device arguments are checked', function()
+  T.raises(function() return lunar.zeros({2}):to('gpu') end, "unknown dtype or device 'gpu'")
+  T.raises(function() return lunar.empty({2}, 'f32', 'tpu') end, "unknown device 'tpu'")
+  T.raises(function() return lunar.empty({2}, 'f32', 'cuda:x') end, "unknown device 'cuda:x'")
+  T.raises(function() return lunar.zeros({2}):to('f32', 'f64') end, 'two dtypes')
+end)
+
+T.test('CPU tensors: to(cpu), cpu(), is_cuda, to(dtype) as before', function()
+  local t = lunar.tensor({1, 2, 3})
+  T.eq(t:to('cpu'):totable(), {1, 2, 3})
+  T.eq(t:cpu():device(), 'cpu')
+  T.falsy(t:is_cuda())
+  local d = t:to('f64')
+  T.eq(d:dtype(), 'f64')
+  T.eq(t:to('i32', 'cpu'):dtype(), 'i32')
+  T.eq(t:to():dtype(), 'f32')
+  local v = t:to('cpu')
+  v[1] = 7
+  T.eq(t[1], 7, 'to(the same device and dtype) is a view, as PyTorch')
+  T.eq(lunar.zeros({2}, 'f32', 'cpu'):device(), 'cpu')
+end)
+
+-- ---------------------------------------------------------------------------
+-- with a GPU
+
+T.test('tensors move to the device and back', function()
+  need_gpu()
+  local t = rand({5, 7}, 3)
+  local d = t:to('cuda')
+  T.eq(d:device(), 'cuda:' .. lunar.cuda.device())
+  T.truthy(d:is_cuda())
+  T.truthy(tostring(d):find('cuda:', 1, true))
+  T.eq(d:cpu():totable(), t:totable())
+  T.eq(d:totable(), t:totable())
+  T.eq(d:transpose(1, 2):contiguous():cpu():totable(), t:transpose(1, 2):contiguous():totable())
+  T.near(d:sum(), t:sum(), 1e-12)
+  T.near(d[2][3], t[2][3], 0)
+  d[1] = 0
+  T.eq(d:cpu()[1]:totable(), {0, 0, 0, 0, 0, 0, 0})
+  local z = lunar.zeros({3, 4}, 'f32', 'cuda:0')
+  T.eq(z:device(), 'cuda:0')
+  T.eq(z:sum(), 0)
+  local f = lunar.full({2}, 2.5, 'f32', 'cuda')
+  T.eq(f:totable(), {2.5, 2.5})
+  T.eq((f + f):device(), f:device(), 'arithmetic keeps the device')
+  T.eq((f * 2):totable(), {5, 5})
+  local bf = d:to('bf16')
+  T.eq(bf:dtype(), 'bf16')
+  T.eq(bf:device(), d:device())
+  local n = lunar.cuda.device_count()
+  T.raises(function() return t:to('cuda:' .. n) end, 'out of range')
+end)
+
+T.test('random fills on the device match the CPU', function()
+  need_gpu()
+  local c = lunar.empty({1000}, 'f32', 'cpu'):trunc_normal_(5, 'w', 0, 0.02, -0.04, 0.04)
+  local g = lunar.empty({1000}, 'f32', 'cuda'):trunc_normal_(5, 'w', 0, 0.02, -0.04, 0.04)
+  T.eq(g:cpu():totable(), c:totable())
+end)
+
+T.test('ops on CUDA tensors agree with the CPU', function()
+  need_gpu()
+  local x, w, b = rand({6, 50, 48}, 1), rand({40, 48}, 2, -0.2, 0.2), rand({40}, 3)
+  local X, W, Bb = x:cuda(), w:cuda(), b:cuda()
+  local y, Y = ops.linear(x, w, b), ops.linear(X, W, Bb)
+  T.eq(Y:device(), X:device())
+  T.truthy(rel_err(Y, y) < 1e-5, 'linear')
+  local lw, lb = rand({48}, 4, 0.5, 1.5), rand({48}, 5)
+  local h = ops.layernorm(x, lw, lb, 1e-6)
+  local H = ops.layernorm(X, lw:cuda(), lb:cuda(), 1e-6)
+  T.truthy(rel_err(H, h) < 1e-5, 'layernorm')
+  local qkv = rand({2, 50, 3 * 48}, 6)
+  local o = ops.attention(qkv, 3)
+  local O = ops.attention(qkv:cuda(), 3)
+  T.truthy(rel_err(O, o) < 1e-4, 'attention')
+  local g, G = ops.gelu(x), ops.gelu(X)
+  T.truthy(rel_err(G, g) < 1e-5, 'gelu')
+  local dr, DR = ops.dropout(x, 0.3, 7, 'drop', 11), ops.dropout(X, 0.3, 7, 'drop', 11)
+  T.eq(DR:cpu():totable(), dr:totable(), 'dropout masks are bitwise the CPU ones')
+  local logits, tg = rand({8, 10}, 8, -3, 3), lunar.tensor({1, 2, 3, 4, 5, 6, 7, 0}, nil, 'i32')
+  T.near(ops.cross_entropy(logits:cuda(), tg:cuda(), 0.1), ops.cross_entropy(logits, tg, 0.1), 1e-5)
+  T.eq(ops.accuracy_count(logits:cuda(), tg:cuda()), ops.accuracy_count(logits, tg))
+  T.near(ops.sum_squares(X), ops.sum_squares(x), 1e-9)
+end)
+
+T.test('an op with tensors on two devices names them', function()
+  need_gpu()
+  local x, w = rand({4, 8}, 1):cuda(), rand({3, 8}, 2)
+  T.raises(function() return ops.linear(x, w) end, 'weight is on cpu')
+end)
+
+T.test('the device memory counters move', function()
+  need_gpu()
+  lunar.cuda.synchronize()
+  local m0 = lunar.cuda.memory()
+  local t = lunar.empty({1024, 1024}, 'f32', 'cuda')
+  local m1 = lunar.cuda.memory()
+  T.eq(m1.bytes_in_use - m0.bytes_in_use, 4 * 1024 * 1024)
+  T.truthy(m1.peak_bytes >= m1.bytes_in_use)
+  T.truthy(m1.total_bytes > 0)
+  t:free()
+  T.eq(lunar.cuda.memory().bytes_in_use, m0.bytes_in_use)
+  lunar.cuda.empty_cache()
+  local m2 = lunar.cuda.memory()
+  T.eq(m2.bytes_reserved, m2.bytes_in_use)
+  lunar.cuda.reset_peak_memory()
+  T.eq(lunar.cuda.memory().peak_bytes, lunar.cuda.memory().bytes_in_use)
+  T.raises(function() return lunar.empty({1 << 40}, 'f32', 'cuda') end, 'out of memory allocating')
+end)
+
+T.test('the default device', function()
+  need_gpu()
+  lunar.set_default_device('cuda')
+  local ok, err = pcall(function()
+    T.eq(lunar.zeros({2}):device(), 'cuda:' .. lunar.cuda.device())
+    T.eq(lunar.tensor({1, 2}):device(), 'cuda:' .. lunar.cuda.device())
+    T.eq(lunar.zeros({2}, 'f32', 'cpu'):device(), 'cpu')
+  end)
+  lunar.set_default_device('cpu')
+  if not ok then error(err, 0) end
+  T.eq(lunar.zeros({2}):device(), 'cpu')
+end)
+
+T.run()

@@ -1,0 +1,239 @@
+-- Tests of lua/lunar/engine.lua: a tiny ViT on synthetic data learns,
+-- training is bitwise reproducible, a non-finite loss stops before the update,
+-- gradient accumulation equals one full batch, clipping and the LR schedule
+-- are applied.
+--   build/lunar tests/lua/test_engine.lua
+local T = require('harness')
+local nn = require('lunar.nn')
+local optim = require('lunar.optim')
+local schedule = require('lunar.schedule')
+local engine = require('lunar.engine')
+local config = require('lunar.config')
+local data = require('lunar.data')
+local models = require('lunar.models')
+
+local CFG = config.from_table({DATASET = 'synthetic', NUM_SAMPLES = 256, IMG_SIZE = 8, PATCH_SIZE = 4,
+  IN_CHANS = 2, NUM_CLASSES = 4, BATCH_SIZE = 32, SEED = 1, HIDDEN_SIZE = 32, NUM_HEADS = 2, DEPTH = 2,
+  LABEL_SMOOTHING = 0.1}, 'test_engine')
+local TRAIN = data.datasets(CFG)
+
+local function new_engine(opts)
+  opts = opts or {}
+  local model = models.vit(CFG)
+  nn.materialize(model, opts.seed or CFG.SEED)
+  local opt = optim.AdamW(model:parameters(), {lr = opts.lr or 3e-3, weight_decay = 0.05})
+  local eng = engine.initialize{model = model, optimizer = opt,
+    criterion = nn.CrossEntropy{label_smoothing = CFG.LABEL_SMOOTHING},
+    clip_grad_norm = opts.clip_grad_norm, gradient_accumulation = opts.gradient_accumulation,
+    lr_scheduler = opts.lr_scheduler}
+  eng:train()
+  return eng, model, opt
+end
+
+-- `steps` updates over the training loader (epochs wrap); returns the losses.
+local function train(eng, ld, steps)
+  local losses, epoch = {}, 0
+  ld:set_epoch(0)
+  for _ = 1, steps do
+    local x, y = ld:next()
+    if not x then
+      epoch = epoch + 1
+      ld:set_epoch(epoch)
+      x, y = ld:next()
+    end
+    eng:zero_grad()
+    local logits = eng(x)
+    local loss = eng:criterion(logits, y)
+    eng:backward(loss)
+    eng:step()
+    losses[#losses + 1] = loss
+    x:free(); y:free()
+  end
+  return losses
+end
+
+local function mean(t, i, j)
+  local s = 0
+  for k = i, j do s = s + t[k] end
+  return s / (j - i + 1)
+end
+
+T.test('30 steps reduce the loss clearly; accuracy on the train loader beats chance', function()
+  local eng, model = new_engine()
+  local ld = data.loader(TRAIN, CFG, {train = true})
+  local losses = train(eng, ld, 30)
+  T.eq(#losses, 30)
+  T.eq(eng.step_count, 30)
+  local first, last = mean(losses, 1, 3), mean(losses, 28, 30)
+  T.truthy(first > 1.2, 'starts near ln 4: ' .. first)
+  T.truthy(last < 0.75 * first, string.format('loss %.3f -> %.3f', first, last))
+  local eval_ld = data.loader(TRAIN, CFG, {train = false})
+  local acc, correct, total = eng:evaluate(eval_ld)
+  T.eq(total, 256)
+  T.eq(acc, correct / total)
+  T.truthy(acc > 0.6, 'accuracy ' .. acc .. ' beats chance (0.25)')
+  T.truthy(model.training, 'evaluate restores training mode')
+  -- evaluating does not change the weights
+  local before = model._flat:clone()
+  eng:evaluate(eval_ld)
+  T.eq(model._flat:totable(), before:totable())
+end)
+
+T.test('the same seed run twice gives bitwise identical losses', function()
+  local a = train(new_engine(), data.loader(TRAIN, CFG, {train = true}), 12)
+  local b = train(new_engine(), data.loader(TRAIN, CFG, {train = true}), 12)
+  T.eq(b, a)
+  local c = train(new_engine({seed = 2}), data.loader(TRAIN, CFG, {train = true}), 12)
+  T.truthy(c[1] ~= a[1], 'another init seed gives another loss')
+end)
+
+T.test("a NaN weight: backward raises 'non-finite loss' with the step; nothing is updated", function()
+  local eng, model, opt = new_engine()
+  local ld = data.loader(TRAIN, CFG, {train = true})
+  train(eng, ld, 2)
+  T.eq(eng.step_count, 2); T.eq(opt.t, 2)
+  model.head.weight:view(-1)[1] = 0 / 0
+  local before = model._flat:clone()
+  local m_before = opt:state_dict().exp_avg:clone()
+  local x, y = ld:next()
+  local msg = T.raises(function()
+    eng:zero_grad()
+    local logits = eng(x)
+    local loss = eng:criterion(logits, y)
+    eng:backward(loss)
+    eng:step()
+  end, 'non%-finite loss')
+  T.truthy(msg:find('step 3', 1, true), msg)
+  T.eq(eng.step_count, 2, 'no step counted')
+  T.eq(opt.t, 2, 'the optimizer did not step')
+  -- every weight but the poisoned one is unchanged, and so is the optimizer state
+  local a, b = model._flat:totable(), before:totable()
+  local changed = 0
+  for i = 1, #a do
+    if a[i] == a[i] and a[i] ~= b[i] then changed = changed + 1 end
+  end
+  T.eq(changed, 0)
+  T.eq(opt:state_dict().exp_avg:totable(), m_before:totable())
+  -- an infinite loss is refused too
+  T.raises(function() eng:backward(math.huge) end, 'non-finite loss inf at step 3')
+end)
+
+-- The flat gradient after one update's worth of backward passes over batch (x, y),
+-- split into `parts` micro-batches.
+local function grads_of(x, y, parts)
+  local eng, model = new_engine({gradient_accumulation = parts})
+  eng:zero_grad()
+  local B = x:size(1)
+  local mb = B // parts
+  for k = 0, parts - 1 do
+    local xs = x:narrow(1, k * mb + 1, mb):contiguous()
+    local ys = y:narrow(1, k * mb + 1, mb):contiguous()
+    local logits = eng(xs)
+    local loss = eng:criterion(logits, ys)
+    eng:backward(loss)
+  end
+  T.eq(eng.micro_step, parts)
+  return model._flat_grad:clone(), eng
+end
+
+T.test('gradient_accumulation=2 over two half-batches equals one full batch', function()
+  local ld = data.loader(TRAIN, CFG, {train = true})
+  local x, y = ld:next()
+  local full = grads_of(x, y, 1)
+  local acc = grads_of(x, y, 2)
+  local d = acc - full
+  local rel = math.max(d:max(), -d:min()) / math.max(full:max(), -full:min())
+  T.truthy(rel <= 1e-5, 'relative difference ' .. rel)
+  T.truthy(full:norm() > 0)
+  -- and a plain sum (no 1/2 scaling) would be twice as large: the test can fail
+  local doubled = grads_of(x, y, 1) * 2
+  local d2 = acc - doubled
+  T.truthy(math.max(d2:max(), -d2:min()) / math.max(full:max(), -full:min()) > 0.4)
+  -- one step after accumulation equals one step after the full batch
+  local e1, m1 = new_engine({gradient_accumulation = 1})
+  local e2, m2 = new_engine({gradient_accumulation = 2})
+  m1._flat_grad:copy_(full); e1:step()
+  m2._flat_grad:copy_(acc); e2:step()
+  local dw = m1._flat - m2._flat
+  T.truthy(math.max(dw:max(), -dw:min()) < 1e-5, 'weights after one step')
+end)
+
+T.test('gradient_accumulation=2 in the plain loop: zero_grad and step act once per cycle', function()
+  local ld = data.loader(TRAIN, CFG, {train = true})
+  local x, y = ld:next()
+  -- one engine, one update on the full batch
+  local e1, m1 = new_engine({gradient_accumulation = 1})
+  e1:zero_grad(); e1:backward(e1:criterion(e1(x), y))
+  local _, up1 = e1:step()
+  T.eq(up1, true)
+  -- the other: zero_grad, forward, criterion, backward, step for each half
+  local e2, m2, o2 = new_engine({gradient_accumulation = 2})
+  local w0 = m2._flat:clone()
+  local updates = {}
+  for k = 0, 1 do
+    local xs, ys = x:narrow(1, k * 16 + 1, 16):contiguous(), y:narrow(1, k * 16 + 1, 16):contiguous()
+    e2:zero_grad()
+    e2:backward(e2:criterion(e2(xs), ys))
+    local _, updated = e2:step()
+    updates[#updates + 1] = updated
+    if k == 0 then
+      T.eq(m2._flat:totable(), w0:totable(), 'no update in the middle of the cycle')
+      T.eq(e2.step_count, 0); T.eq(o2.t, 0)
+    end
+  end
+  T.eq(updates, {false, true})
+  T.eq(e2.step_count, 1); T.eq(o2.t, 1)
+  local dg = m2._flat_grad - m1._flat_grad
+  T.truthy(math.max(dg:max(), -dg:min()) / math.max(m1._flat_grad:max(), -m1._flat_grad:min()) <= 1e-5,
+    'accumulated gradients = full-batch gradients')
+  local dw = m2._flat - m1._flat
+  T.truthy(math.max(dw:max(), -dw:min()) < 1e-5, 'the same update')
+end)
+
+T.test('clip_grad_norm is applied: last_grad_norm set, gradients scaled to the max norm', function()
+  local max_norm = 1e-3
+  local eng, model = new_engine({clip_grad_norm = max_norm})
+  T.eq(eng.last_grad_norm, nil)
+  local ld = data.loader(TRAIN, CFG, {train = true})
+  local x, y = ld:next()
+  eng:zero_grad()
+  eng:backward(eng:criterion(eng(x), y))
+  local pre = optim.grad_norm(eng.params)
+  T.truthy(pre > 10 * max_norm, 'the gradient norm exceeds the max: ' .. pre)
+  eng:step()
+  T.near(eng.last_grad_norm, pre, 1e-9, 0, 'last_grad_norm is the norm before clipping')
+  T.near(optim.grad_norm(eng.params), max_norm, 1e-4, 0, 'gradients were scaled to max_norm')
+  T.near(model._flat_grad:norm(), max_norm, 1e-4)
+  -- without clipping: no norm recorded, gradients untouched
+  local e2, m2 = new_engine()
+  e2:zero_grad()
+  e2:backward(e2:criterion(e2(x), y))
+  local g = m2._flat_grad:clone()
+  e2:step()
+  T.eq(e2.last_grad_norm, nil)
+  T.eq(m2._flat_grad:totable(), g:totable())
+end)
+
+T.test('the lr scheduler sets the learning rate of each step', function()
+  local sched = schedule.warmup_cosine{base_lr = 1e-2, warmup_steps = 4, total_steps = 10, min_lr = 1e-4}
+  local eng, _, opt = new_engine({lr_scheduler = sched})
+  local ld = data.loader(TRAIN, CFG, {train = true})
+  local x, y = ld:next()
+  for step = 0, 5 do
+    eng:zero_grad()
+    eng:backward(eng:criterion(eng(x), y))
+    local lr = eng:step()
+    T.near(lr, sched:lr(step), 1e-15, 0, 'lr of step ' .. step)
+    T.eq(opt.lr, lr)
+  end
+  T.near(opt.lr, sched:lr(5), 1e-15)
+  T.near(sched:lr(0), 2.5e-3, 1e-12)
+end)
+
+T.test('backward without forward and criterion is an error', function()
+  local eng = new_engine()
+  T.raises(function() eng:backward(1.0) end, 'call forward and criterion first')
+  T.raises(function() engine.initialize{model = {}} end, 'model, optimizer and criterion are required')
+end)
+
+T.run()

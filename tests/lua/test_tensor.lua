@@ -1,0 +1,466 @@
+-- Tests of the tensor bindings (bindings/ltensor.c), a few of lunar.ops's
+-- error messages (bindings/lops.c) and lunar.memory / lunar.stream_id
+-- (bindings/lcore.c).
+--   build/lunar tests/lua/test_tensor.lua
+local T = require('harness')
+
+local ops = lunar.ops
+
+-- constructors and shapes ------------------------------------------------------
+
+T.test('constructors: shape, dtype, device, numel', function()
+  local e = lunar.empty({2, 3})
+  T.eq(e:shape(), {2, 3}); T.eq(e:size(), {2, 3}); T.eq(e:dim(), 2); T.eq(e:numel(), 6)
+  T.eq(e:dtype(), 'f32'); T.eq(e:device(), 'cpu'); T.eq(#e, 2)
+  T.eq(e:size(1), 2); T.eq(e:size(2), 3); T.eq(e:size(-1), 3)
+  T.eq(e:nbytes(), 24)
+  T.eq(lunar.empty({4}, 'i32'):dtype(), 'i32')
+  T.eq(lunar.empty({4}, 'bf16'):nbytes(), 8)
+  T.eq(lunar.zeros({2, 2, 2}, 'f64'):dtype(), 'f64')
+
+  local z = lunar.zeros({3, 4})
+  T.eq(z:totable(), {{0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}})
+  local o = lunar.ones({2, 5})
+  T.eq(o:sum(), 10); T.eq(o:min(), 1); T.eq(o:max(), 1)
+  local f = lunar.full({2, 2}, 2.5)
+  T.eq(f:totable(), {{2.5, 2.5}, {2.5, 2.5}})
+  local fi = lunar.full({3}, 7, 'i32')
+  T.eq(fi:dtype(), 'i32'); T.eq(fi:totable(), {7, 7, 7})
+  T.eq(math.type(fi[1]), 'integer')
+
+  T.raises(function() lunar.zeros({2}, 'f31') end, "unknown dtype 'f31'")
+  T.raises(function() lunar.zeros({2, -1}) end, 'negative size')
+end)
+
+T.test('lunar.tensor: nested tables, explicit shape, dtype, errors', function()
+  local t = lunar.tensor({{1, 2, 3}, {4, 5, 6}})
+  T.eq(t:shape(), {2, 3}); T.eq(t:dtype(), 'f32')
+  T.eq(t:totable(), {{1, 2, 3}, {4, 5, 6}})
+  local u = lunar.tensor({1, 2, 3, 4, 5, 6}, {3, 2})
+  T.eq(u:shape(), {3, 2}); T.eq(u:totable(), {{1, 2}, {3, 4}, {5, 6}})
+  local i = lunar.tensor({{1, 2}, {3, 4}}, 'i32')
+  T.eq(i:dtype(), 'i32'); T.eq(i:totable(), {{1, 2}, {3, 4}})
+  local j = lunar.tensor({1, 2, 3, 4}, {2, 2}, 'i64')
+  T.eq(j:dtype(), 'i64'); T.eq(j:shape(), {2, 2})
+  local c = lunar.tensor({{{1, 2}, {3, 4}}, {{5, 6}, {7, 8}}})
+  T.eq(c:shape(), {2, 2, 2}); T.eq(c:sum(), 36)
+  T.eq(lunar.tensor({}):shape(), {0})
+  T.raises(function() lunar.tensor({{1, 2}, {3}}) end, 'ragged')
+  T.raises(function() lunar.tensor({1, 'x'}) end, 'not a number')
+  T.raises(function() lunar.tensor({1, 2, 3}, {2, 2}) end, 'do not fill the shape')
+  T.truthy(lunar.is_tensor(t)); T.falsy(lunar.is_tensor({}))
+end)
+
+T.test('reductions: sum, mean, min, max, norm, item', function()
+  local t = lunar.tensor({{3, -4}, {1, 2}})
+  T.eq(t:sum(), 2); T.eq(t:mean(), 0.5); T.eq(t:min(), -4); T.eq(t:max(), 3)
+  T.near(t:norm(), math.sqrt(30), 1e-12)
+  T.eq(lunar.tensor({2.5}):item(), 2.5)
+  T.raises(function() t:item() end, 'item: tensor has 4 elements')
+  -- reductions over a strided view
+  T.eq(t:transpose(1, 2):select(1, 2):sum(), -2)
+end)
+
+-- views -------------------------------------------------------------------------
+
+T.test('views share storage: narrow, select, transpose, view, permute', function()
+  local base = lunar.zeros({3, 4})
+  local n = base:narrow(2, 2, 2)           -- columns 2..3
+  T.eq(n:shape(), {3, 2}); T.falsy(n:is_contiguous())
+  n:fill_(7)
+  T.eq(base:totable(), {{0, 7, 7, 0}, {0, 7, 7, 0}, {0, 7, 7, 0}})
+
+  local s = base:select(1, 2)              -- row 2
+  T.eq(s:shape(), {4})
+  s[4] = 5
+  T.eq(base[2][4], 5)
+  T.eq(base:totable()[2], {0, 7, 7, 5})
+
+  local tr = base:transpose(1, 2)
+  T.eq(tr:shape(), {4, 3}); T.falsy(tr:is_contiguous())
+  tr[1][3] = -2                            -- base[3][1]
+  T.eq(base[3][1], -2)
+  T.eq(tr[4][2], 5, 'read through the transpose')
+
+  local v = base:view(12)
+  T.eq(v:shape(), {12})
+  v[12] = 9
+  T.eq(base[3][4], 9)
+  local v2 = base:view({2, -1})
+  T.eq(v2:shape(), {2, 6})
+  v2[1][5] = 11                            -- flat 5 = base[2][1]
+  T.eq(base[2][1], 11)
+  T.eq(base:reshape(4, 3):shape(), {4, 3})
+
+  local b3 = lunar.zeros({2, 3, 4})
+  local p = b3:permute(3, 1, 2)
+  T.eq(p:shape(), {4, 2, 3})
+  p[4][2][3] = 1                           -- b3[2][3][4]
+  T.eq(b3[2][3][4], 1); T.eq(b3:sum(), 1)
+
+  -- copy_ into a view writes the base
+  local m = lunar.zeros({2, 3})
+  m:narrow(2, 2, 2):copy_(lunar.tensor({{1, 2}, {3, 4}}))
+  T.eq(m:totable(), {{0, 1, 2}, {0, 3, 4}})
+  T.raises(function() m:narrow(2, 1, 2):copy_(lunar.zeros({3, 2})) end, 'copy: destination [2, 2] and source [3, 2]')
+
+  -- errors
+  T.raises(function() tr:view(12) end, 'not contiguous')
+  T.raises(function() base:view(5) end, 'reshape: cannot view [3, 4]')
+  T.raises(function() base:narrow(2, 3, 3) end, 'narrow')
+  T.raises(function() base:select(3, 1) end, 'dim 3 out of range for a 2-dim tensor')
+  T.raises(function() base:permute(1, 1) end, 'repeated')
+end)
+
+T.test('a view keeps its storage alive after the base is freed', function()
+  local base = lunar.tensor({1, 2, 3, 4})
+  local v = base:narrow(1, 3, 2)
+  base:free()
+  T.truthy(base:is_released())
+  T.falsy(v:is_released())
+  T.eq(v:totable(), {3, 4})
+end)
+
+-- indexing ---------------------------------------------------------------------
+
+T.test('1-based indexing: read, write, nested, rows', function()
+  local t = lunar.tensor({{1, 2, 3}, {4, 5, 6}})
+  T.eq(t[1][1], 1); T.eq(t[2][3], 6); T.eq(t[1][3], 3)
+  local row = t[2]
+  T.truthy(lunar.is_tensor(row)); T.eq(row:shape(), {3}); T.eq(row:totable(), {4, 5, 6})
+  t[1][2] = 20
+  T.eq(t:totable(), {{1, 20, 3}, {4, 5, 6}})
+  t[2] = 0                                 -- a number fills the row
+  T.eq(t:totable(), {{1, 20, 3}, {0, 0, 0}})
+  t[2] = lunar.tensor({7, 8, 9})           -- a tensor is copied into the row
+  T.eq(t:totable(), {{1, 20, 3}, {7, 8, 9}})
+  row[1] = -1                              -- the row is a view
+  T.eq(t[2][1], -1)
+
+  local c = lunar.zeros({2, 3, 4})
+  c[2][3][4] = 5
+  T.eq(c:view(24)[24], 5); T.eq(c[2][3][4], 5)
+
+  local ints = lunar.tensor({1, 2, 3}, 'i32')
+  T.eq(math.type(ints[2]), 'integer'); T.eq(ints[2], 2)
+  ints[3] = 42
+  T.eq(ints[3], 42)
+  T.eq(math.type(lunar.tensor({1})[1]), 'float')
+
+  T.raises(function() return t[0] end, 'index 0 out of range')
+  T.raises(function() return t[3] end, 'index 3 out of range [1, 2]')
+  T.raises(function() t[3] = 1 end, 'out of range')
+  T.raises(function() t[1] = lunar.zeros({4}) end, 'differ in shape')
+end)
+
+-- arithmetic -------------------------------------------------------------------
+
+T.test('arithmetic with tensors and numbers', function()
+  local a = lunar.tensor({{1, 2}, {3, 4}})
+  local b = lunar.tensor({{10, 20}, {30, 40}})
+  T.eq((a + b):totable(), {{11, 22}, {33, 44}})
+  T.eq((b - a):totable(), {{9, 18}, {27, 36}})
+  T.eq((a * b):totable(), {{10, 40}, {90, 160}})
+  T.eq((b / a):totable(), {{10, 10}, {10, 10}})
+  T.eq((a + 1):totable(), {{2, 3}, {4, 5}})
+  T.eq((2 * a):totable(), {{2, 4}, {6, 8}})
+  T.eq((10 - a):totable(), {{9, 8}, {7, 6}})
+  T.eq((12 / a):totable(), {{12, 6}, {4, 3}})
+  T.eq((a / 2):totable(), {{0.5, 1}, {1.5, 2}})
+  T.eq((-a):totable(), {{-1, -2}, {-3, -4}})
+  T.eq((a + b):shape(), {2, 2})
+  -- operands are not modified
+  T.eq(a:totable(), {{1, 2}, {3, 4}})
+  -- a strided operand is read in logical order
+  T.eq((a:transpose(1, 2) + b):totable(), {{11, 23}, {32, 44}})
+  -- integer tensors give f32 results
+  local i = lunar.tensor({1, 2, 3}, 'i32')
+  local r = i * 0.5
+  T.eq(r:dtype(), 'f32'); T.eq(r:totable(), {0.5, 1, 1.5})
+  T.raises(function() return a + lunar.zeros({3}) end, 'arithmetic: shapes [2, 2] and [3] differ')
+end)
+
+T.test('clone and contiguous of a transposed tensor give the right element order', function()
+  local t = lunar.tensor({{1, 2, 3}, {4, 5, 6}})
+  local tt = t:transpose(1, 2)
+  local c = tt:contiguous()
+  T.truthy(c:is_contiguous())
+  T.eq(c:shape(), {3, 2})
+  T.eq(c:totable(), {{1, 4}, {2, 5}, {3, 6}})
+  T.eq(c:view(6):totable(), {1, 4, 2, 5, 3, 6})
+  local k = tt:clone()
+  T.truthy(k:is_contiguous())
+  T.eq(k:view(-1):totable(), {1, 4, 2, 5, 3, 6})
+  k[1][1] = 100                           -- a clone has its own storage
+  T.eq(t[1][1], 1)
+  local k2 = t:clone()
+  k2:fill_(0)
+  T.eq(t:sum(), 21)
+  -- 3-dim permute then contiguous
+  local x = lunar.tensor({{{1, 2}, {3, 4}}, {{5, 6}, {7, 8}}})
+  T.eq(x:permute(3, 2, 1):contiguous():view(8):totable(), {1, 5, 3, 7, 2, 6, 4, 8})
+end)
+
+-- dtype conversion -------------------------------------------------------------
+
+T.test("to('bf16') rounds to nearest, ties to even", function()
+  local e8 = 2 ^ -8
+  local vals = {
+    1 + e8,          -- halfway between 1 and 1 + 2^-7: tie, to even (1)
+    1 + 3 * e8,      -- halfway between 1 + 2^-7 (odd) and 1 + 2^-6 (even): up
+    1 + e8 + 2 ^ -12,  -- just above the tie: up
+    1 + e8 - 2 ^ -12,  -- just below the tie: down
+    -(1 + 3 * e8),   -- symmetric for negatives
+    3.140625,        -- exactly representable
+    1 / 0,
+  }
+  local b = lunar.tensor(vals):to('bf16')
+  T.eq(b:dtype(), 'bf16'); T.eq(b:nbytes(), 2 * #vals)
+  local want = {1, 1 + 2 ^ -6, 1 + 2 ^ -7, 1, -(1 + 2 ^ -6), 3.140625, 1 / 0}
+  T.eq(b:totable(), want)
+  T.eq(b:to('f32'):totable(), want)
+  T.eq(b:to('f32'):dtype(), 'f32')
+  local nan = lunar.tensor({0 / 0}):to('bf16')[1]
+  T.truthy(nan ~= nan, 'NaN stays NaN')
+  -- 65536 + 256 is halfway between 65536 and 65536 + 512: to even (65536)
+  T.eq(lunar.tensor({65536 + 256, 65536 + 768}):to('bf16'):totable(), {65536, 66560})
+end)
+
+T.test("to('i32') truncates toward zero; other dtypes", function()
+  local t = lunar.tensor({1.7, -2.7, 3, -0.5, 100000})
+  local i = t:to('i32')
+  T.eq(i:dtype(), 'i32'); T.eq(i:shape(), {5})
+  T.eq(i:totable(), {1, -2, 3, 0, 100000})
+  T.eq(math.type(i:totable()[1]), 'integer')
+  T.eq(i:to('f32'):totable(), {1, -2, 3, 0, 100000})
+  T.eq(lunar.tensor({200.9, 255, 1}):to('u8'):totable(), {200, 255, 1})
+  local d = lunar.tensor({0.1}):to('f64')
+  T.eq(d:dtype(), 'f64')
+  T.eq(d[1], (string.unpack('f', string.pack('f', 0.1))), 'f32 0.1 widened exactly')
+  -- a strided source converts in logical order
+  T.eq(lunar.tensor({{1, 2}, {3, 4}}):transpose(1, 2):to('i32'):totable(), {{1, 3}, {2, 4}})
+  T.raises(function() t:to('int7') end, 'unknown dtype')
+end)
+
+-- tostring ---------------------------------------------------------------------
+
+T.test('tostring shows shape, dtype, device and values of small tensors', function()
+  local s = tostring(lunar.tensor({{1, 2, 3}, {4, 5, 6}}))
+  T.truthy(s:find('[2, 3]', 1, true), s)
+  T.truthy(s:find('f32', 1, true), s)
+  T.truthy(s:find('cpu', 1, true), s)
+  T.truthy(s:find('[[1, 2, 3], [4, 5, 6]]', 1, true), s)
+  T.truthy(s:find('min=1', 1, true) and s:find('max=6', 1, true), s)
+  local si = tostring(lunar.tensor({-1, 7}, 'i32'))
+  T.truthy(si:find('i32', 1, true) and si:find('[-1, 7]', 1, true), si)
+  local sb = tostring(lunar.tensor({0.5, 2}):to('bf16'))
+  T.truthy(sb:find('bf16', 1, true) and sb:find('[0.5, 2]', 1, true), sb)
+  -- a large tensor: a summary, no value list
+  local sl = tostring(lunar.zeros({10, 10}))
+  T.truthy(sl:find('[10, 10]', 1, true), sl)
+  T.falsy(sl:find('[[', 1, true), sl)
+  T.falsy(sl:find('\n', 1, true), sl)
+  -- a released tensor still prints its shape
+  local r = lunar.zeros({4, 2}); r:free()
+  local sr = tostring(r)
+  T.truthy(sr:find('[4, 2]', 1, true) and sr:find('released', 1, true), sr)
+end)
+
+-- lifetime ---------------------------------------------------------------------
+
+T.test('use after free raises an error naming "released"', function()
+  local t = lunar.tensor({1, 2, 3})
+  t:free()
+  T.truthy(t:is_released())
+  T.eq(t:shape(), {3}, 'the shape is kept')
+  T.raises(function() return t[1] end, 'released')
+  T.raises(function() t[1] = 0 end, 'released')
+  T.raises(function() return t:sum() end, 'released')
+  T.raises(function() return t + 1 end, 'released')
+  T.raises(function() return 1 - t end, 'released')
+  T.raises(function() return t:view(3) end, 'released')
+  T.raises(function() return t:totable() end, 'released')
+  T.raises(function() return t:clone() end, 'released')
+  T.raises(function() return ops.gelu(t) end, 'released')
+  T.raises(function() lunar.zeros({3}):copy_(t) end, 'released')
+  t:free()                                 -- a second free is harmless
+end)
+
+T.test('a <close> variable releases its tensor at scope end, also on error', function()
+  local kept
+  do
+    local t <close> = lunar.ones({8})
+    kept = t
+    T.eq(t:sum(), 8)
+  end
+  T.truthy(kept:is_released())
+  T.raises(function() return kept:sum() end, 'released')
+
+  local kept2
+  local ok = pcall(function()
+    local u <close> = lunar.zeros({2})
+    kept2 = u
+    error('boom')
+  end)
+  T.falsy(ok)
+  T.truthy(kept2:is_released(), 'released when the scope is left by an error')
+end)
+
+T.test('lunar.memory: a freed tensor returns its bytes', function()
+  collectgarbage(); collectgarbage()
+  collectgarbage('stop')
+  local ok, err = pcall(function()
+    local m0 = lunar.memory()
+    for _, k in ipairs({'bytes_in_use', 'peak_bytes', 'bytes_reserved', 'num_allocs', 'num_sys_allocs',
+                        'peak_rss_bytes'}) do
+      T.eq(math.type(m0[k]), 'integer', k)
+    end
+    local n = 1 << 20
+    local t = lunar.empty({n})
+    local m1 = lunar.memory()
+    T.truthy(m1.bytes_in_use >= m0.bytes_in_use + 4 * n, 'in use grows by at least 4 MiB')
+    T.truthy(m1.peak_bytes >= m1.bytes_in_use)
+    t:free()
+    T.eq(lunar.memory().bytes_in_use, m0.bytes_in_use, 'back to where it was')
+  end)
+  collectgarbage('restart')
+  if not ok then error(err, 0) end
+  T.eq(lunar.rank, 0); T.eq(lunar.world_size, 1); T.eq(type(lunar.version), 'string')
+  T.eq(lunar.stream_id('a'), lunar.stream_id('a')); T.truthy(lunar.stream_id('a') ~= lunar.stream_id('b'))
+  T.raises(function() lunar.set_num_threads(0) end, 'set_num_threads: 0 is not a thread count')
+  T.truthy(lunar.num_threads() >= 1)
+  T.truthy(lunar.clock() > 0)
+  local t0 = lunar.clock()
+  T.truthy(lunar.clock() >= t0, 'monotonic')
+end)
+
+-- op errors --------------------------------------------------------------------
+
+T.test('op shape errors name the op and both shapes', function()
+  local msg = T.raises(function() ops.linear(lunar.zeros({2, 3}), lunar.zeros({4, 5})) end, 'linear')
+  T.truthy(msg:find('[2, 3]', 1, true) and msg:find('[4, 5]', 1, true), msg)
+  msg = T.raises(function() ops.linear(lunar.zeros({2, 5}), lunar.zeros({4, 5}), lunar.zeros({3})) end, 'linear')
+  T.truthy(msg:find('bias', 1, true) and msg:find('[3]', 1, true), msg)
+  msg = T.raises(function() ops.add(lunar.zeros({2, 3}), lunar.zeros({7})) end, 'add')
+  T.truthy(msg:find('[2, 3]', 1, true) and msg:find('[7]', 1, true), msg)
+  msg = T.raises(function() ops.attention(lunar.zeros({1, 4, 12}), 3) end, 'attention')
+  T.truthy(msg:find('[1, 4, 12]', 1, true), msg)
+  msg = T.raises(function() ops.linear(lunar.zeros({2, 5}, 'f64'), lunar.zeros({4, 5})) end, 'linear')
+  T.truthy(msg:find('dtype f64, expected f32', 1, true), msg)
+  msg = T.raises(function()
+    ops.cross_entropy(lunar.zeros({2, 3}), lunar.tensor({0, 3}, 'i32'), 0)
+  end, 'cross_entropy')
+  T.truthy(msg:find('not a class in [0, 3)', 1, true), msg)
+  -- a correct call works
+  local y = ops.linear(lunar.ones({2, 5}), lunar.full({4, 5}, 0.5), lunar.full({4}, 1))
+  T.eq(y:shape(), {2, 4}); T.eq(y:totable(), {{3.5, 3.5, 3.5, 3.5}, {3.5, 3.5, 3.5, 3.5}})
+end)
+
+-- random initialization --------------------------------------------------------
+
+local function stats(t)
+  local n = t:numel()
+  local mean = t:sum() / n
+  local var = t:norm() ^ 2 / n - mean * mean
+  return mean, math.sqrt(var)
+end
+
+T.test('normal_: a pure function of (seed, name)', function()
+  local a = lunar.empty({1000}):normal_(7, 'blocks.0.attn.qkv.weight', 0, 1)
+  local b = lunar.empty({1000}):normal_(7, 'blocks.0.attn.qkv.weight', 0, 1)
+  T.eq(a:totable(), b:totable(), 'same seed and name')
+  local c = lunar.empty({1000}):normal_(7, 'blocks.1.attn.qkv.weight', 0, 1)
+  local d = lunar.empty({1000}):normal_(8, 'blocks.0.attn.qkv.weight', 0, 1)
+  local same_c, same_d = 0, 0
+  for i = 1, 1000 do
+    if a[i] == c[i] then same_c = same_c + 1 end
+    if a[i] == d[i] then same_d = same_d + 1 end
+  end
+  T.eq(same_c, 0, 'another name gives other values')
+  T.eq(same_d, 0, 'another seed gives other values')
+  -- the name is the stream lunar.stream_id(name)
+  local e = lunar.empty({1000}):normal_(7, lunar.stream_id('blocks.0.attn.qkv.weight'), 0, 1)
+  T.eq(e:totable(), a:totable())
+  -- an offset draws a slice of the same stream (a shard draws its own part)
+  local part = lunar.empty({300}):normal_(7, 'blocks.0.attn.qkv.weight', 0, 1, 500)
+  T.eq(part:totable(), a:narrow(1, 501, 300):clone():totable())
+  -- mean and std
+  local big = lunar.empty({20000}):normal_(1, 'big', 3, 2)
+  local m, s = stats(big)
+  T.near(m, 3, 0, 0.06); T.near(s, 2, 0.03)
+  T.raises(function() lunar.empty({4}, 'i32'):normal_(1, 'x') end, 'normal_: needs a contiguous f32 tensor')
+  T.raises(function() lunar.empty({4, 4}):transpose(1, 2):normal_(1, 'x') end, 'contiguous f32')
+end)
+
+T.test('uniform_: in [low, high) with the right mean', function()
+  local u = lunar.empty({20000}):uniform_(3, 'u', -0.5, 1.5)
+  T.truthy(u:min() >= -0.5 and u:max() < 1.5, tostring(u))
+  local m, s = stats(u)
+  T.near(m, 0.5, 0, 0.03)
+  T.near(s, 2 / math.sqrt(12), 0.03)
+  T.eq(lunar.empty({50}):uniform_(3, 'u', -0.5, 1.5):totable(), u:narrow(1, 1, 50):clone():totable())
+end)
+
+T.test('trunc_normal_: within [a, b] with the truncated std', function()
+  -- N(0, 1) truncated to [-1, 1]: std = sqrt(1 - 2 phi(1) / (2 Phi(1) - 1)) = 0.5396
+  local t = lunar.empty({20000}):trunc_normal_(5, 'pos_embed', 0, 1, -1, 1)
+  T.truthy(t:min() >= -1 and t:max() <= 1, tostring(t))
+  T.truthy(t:min() < -0.99 and t:max() > 0.99, 'reaches near both bounds')
+  local m, s = stats(t)
+  T.near(m, 0, 0, 0.02)
+  T.near(s, 0.5396, 0.03)
+  -- [-2, 2]: std 0.8796
+  local w = lunar.empty({20000}):trunc_normal_(5, 'w', 0, 1, -2, 2)
+  T.truthy(w:min() >= -2 and w:max() <= 2)
+  local _, s2 = stats(w)
+  T.near(s2, 0.8796, 0.03)
+  -- absolute bounds (timm): std 0.02 in [-2, 2] is an untruncated N(0, 0.02)
+  local v = lunar.empty({20000}):trunc_normal_(5, 'v', 0, 0.02, -2, 2)
+  local _, s3 = stats(v)
+  T.near(s3, 0.02, 0.03)
+  -- off-center bounds: everything in [0.5, 3] for N(1, 1)
+  local o = lunar.empty({5000}):trunc_normal_(9, 'o', 1, 1, 0.5, 3)
+  T.truthy(o:min() >= 0.5 and o:max() <= 3, tostring(o))
+  -- deterministic
+  T.eq(lunar.empty({100}):trunc_normal_(5, 'pos_embed', 0, 1, -1, 1):totable(),
+    t:narrow(1, 1, 100):clone():totable())
+end)
+
+-- safetensors (bindings/lio.c) ---------------------------------------------------
+
+T.test('lunar.io: safetensors round trip of dtypes, a strided tensor and metadata', function()
+  local path = os.tmpname()
+  local t = lunar.tensor({{1, 2, 3}, {4, 5, 6}})
+  local tensors = {w = t, tr = t:transpose(1, 2), i = lunar.tensor({1, -2, 7}, 'i32'),
+                   b = lunar.tensor({1.5, -0.25}):to('bf16'), s = lunar.tensor({3.25})}
+  lunar.io.save_safetensors(path, tensors, {format = 'pt', note = 'a b'})
+  local st, meta = lunar.io.load_safetensors(path)
+  local names = {}
+  for k in pairs(st) do names[#names + 1] = k end
+  table.sort(names)
+  T.eq(names, {'b', 'i', 's', 'tr', 'w'})
+  T.eq(st.w:shape(), {2, 3}); T.eq(st.w:totable(), {{1, 2, 3}, {4, 5, 6}})
+  T.eq(st.tr:shape(), {3, 2}); T.eq(st.tr:totable(), {{1, 4}, {2, 5}, {3, 6}}, 'written in logical order')
+  T.eq(st.i:dtype(), 'i32'); T.eq(st.i:totable(), {1, -2, 7})
+  T.eq(st.b:dtype(), 'bf16'); T.eq(st.b:totable(), {1.5, -0.25})
+  T.eq(st.s:totable(), {3.25})
+  T.eq(meta, {format = 'pt', note = 'a b'})
+  -- loaded tensors are copies: writing them does not touch the file's next load
+  st.w[1][1] = 100
+  T.eq(lunar.io.load_safetensors(path).w[1][1], 1)
+  -- no metadata
+  lunar.io.save_safetensors(path, {x = lunar.zeros({2})})
+  local st2, meta2 = lunar.io.load_safetensors(path)
+  T.eq(st2.x:totable(), {0, 0}); T.eq(next(meta2), nil)
+  -- errors name the file
+  T.raises(function() lunar.io.save_safetensors(path, {w = t}, {n = 3}) end, 'metadata values must be strings')
+  T.raises(function() lunar.io.save_safetensors(path, {t}) end, 'tensor names must be strings')
+  local f = assert(io.open(path, 'wb')); f:write('garbage'); f:close()
+  T.raises(function() lunar.io.load_safetensors(path) end, path)
+  os.remove(path)
+  T.raises(function() lunar.io.load_safetensors(path) end, 'cannot open ' .. path)
+  T.raises(function() lunar.io.save_safetensors('/nonexistent-dir/x.safetensors', {w = t}) end,
+    '/nonexistent-dir/x.safetensors')
+end)
+
+T.run()

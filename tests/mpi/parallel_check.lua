@@ -1,0 +1,275 @@
+-- tests/mpi/parallel_check.lua: every parallel layout trains the same model
+-- (DESIGN.md's invariant), checked inside one mpirun job per world size
+-- (tests/mpi/test_parallel.sh runs it with -np 2, 4 and 8).
+--
+--   mpirun -np W build/lunar tests/mpi/parallel_check.lua [-- FILTER]
+--
+-- A tiny ViT (img 12, patch 4 -> 10 tokens, 2 channels, width 16, depth 4,
+-- 4 heads, MLP 64, 5 classes) on synthetic data, global batch 8, 5 AdamW
+-- steps with clip_grad_norm 0.5 (it clips every step). First every rank
+-- trains the single-rank reference itself (no collectives: the model is
+-- tiny), then each layout (dp, tp, pp) of the issue whose product is W (and
+-- (1, 1, 4) for four stages), with
+-- both schedules when pp > 1 and 1, 2 and 4 micro-batches, plus sequence
+-- parallelism, gradient accumulation, an uneven pipeline split and a repeat
+-- run. Checked against the reference:
+--   - the loss of every step: within 1e-5 relative (and on every rank)
+--   - the global gradient norm of every step (engine.last_grad_norm): within
+--     1e-5 relative (Adam is blind to a wrong clipping coefficient that is
+--     off by the same factor every step, so the norm is compared directly)
+--   - every final parameter, gathered to full tensors
+--     (parallel.gather_full_parameters): within 1e-4 * |ref| + lr / 50.
+--     The absolute part is 2% of one AdamW step: an element whose (clipped)
+--     gradient is a near-cancellation close to Adam's eps (1e-8) gets an
+--     update g / (|g| + eps) that moves with the rounding of g (measured: the
+--     single-rank run with 4 micro-batches differs from the one with 1 by
+--     0.5% of lr in blocks.3.attn.proj.weight[75], whose first gradient is
+--     -2.8e-8). A layout that gets a gradient wrong moves whole tensors by
+--     up to lr per step and changes the losses and the gradient norm. The key
+--     part of qkv.bias (rows C..2C-1) has a true gradient of zero (softmax is
+--     invariant to a constant added to every key), so AdamW turns rounding
+--     noise there into steps of about lr: that slice is compared with an
+--     absolute tolerance of lr * steps instead (the bias is kept, as in timm,
+--     so the q and v parts of the head split are checked).
+--   - the same layout and seed run twice: bitwise identical losses.
+--   - parallel.load_full_parameters puts the gathered tensors back into a
+--     fresh model of the same layout exactly (gathering it again round-trips).
+-- Every rank prints "rank R: parallel_check N passed, M failed"; rank 0
+-- prints one line per configuration with the largest differences. The script
+-- raises an error at the end when a check failed (the host aborts the job).
+local nn = require('lunar.nn')
+local optim = require('lunar.optim')
+local data = require('lunar.data')
+local config = require('lunar.config')
+local engine_mod = require('lunar.engine')
+local parallel = require('lunar.parallel')
+
+local world = lunar.comm.world()
+local R, W = world:rank(), world:size()
+local FILTER = (lunar.args.rest or {})[1]
+local STEPS = 5
+local LR = 1e-3
+local passed, failed = 0, 0
+
+local function check(name, cond, detail)
+  if cond then passed = passed + 1 return end
+  failed = failed + 1
+  io.stderr:write(string.format('rank %d: FAIL %s%s\n', R, name, detail and (': ' .. tostring(detail)) or ''))
+end
+
+local BASE = {
+  DATASET = 'synthetic', NUM_SAMPLES = 96, IMG_SIZE = 12, PATCH_SIZE = 4, IN_CHANS = 2, NUM_CLASSES = 5,
+  HIDDEN_SIZE = 16, DEPTH = 4, NUM_HEADS = 4, MLP_RATIO = 4, BATCH_SIZE = 8, LEARNING_RATE = LR,
+  WEIGHT_DECAY = 0.05, clip_grad_norm = 0.5, LABEL_SMOOTHING = 0.1, SEED = 7, PREFETCH = false,
+  INIT = 'timm', METRICS_FILE = '',
+}
+
+local function make_cfg(over)
+  local t = {}
+  for k, v in pairs(BASE) do t[k] = v end
+  for k, v in pairs(over or {}) do t[k] = v end
+  return config.from_table(t, 'parallel_check')
+end
+
+local train_ds = data.datasets(make_cfg())
+
+--- Trains STEPS updates; returns losses (one per batch), grad norms (one per
+-- update) and the full parameters (name -> tensor), and the names.
+local function train(cfg, g)
+  local model = nn.materialize(parallel.vit(cfg, g), cfg.SEED, {init = cfg.INIT})
+  local opt = optim.AdamW(model:parameters(), {lr = cfg.LEARNING_RATE, betas = {0.9, 0.999}, eps = 1e-8,
+    weight_decay = cfg.WEIGHT_DECAY})
+  -- small buckets: several data-parallel buckets per step
+  local eng = engine_mod.initialize{model = model, optimizer = opt,
+    criterion = nn.CrossEntropy{label_smoothing = cfg.LABEL_SMOOTHING}, clip_grad_norm = cfg.clip_grad_norm,
+    gradient_accumulation = cfg.gradient_accumulation, grid = g, bucket_size = 1500}
+  local loader = data.loader(train_ds, cfg, {train = true, rank = g and g.dp_rank or 0,
+    num_shards = g and g.dp_size or 1})
+  loader:set_epoch(0)
+  local losses, norms = {}, {}
+  for _ = 1, STEPS * cfg.gradient_accumulation do
+    local x, y = loader:next()
+    eng:zero_grad()
+    local loss
+    if eng:uses_schedule() then
+      loss = eng:execute_schedule(x, y)
+    else
+      local logits = eng(x)
+      loss = eng:criterion(logits, y)
+      eng:backward(loss)
+      logits:free()
+      loss = eng:all_reduce_metric(loss)
+    end
+    local _, updated = eng:step()
+    losses[#losses + 1] = loss
+    if updated then norms[#norms + 1] = eng.last_grad_norm end
+    x:free(); y:free()
+  end
+  local full, names = parallel.gather_full_parameters(model, g)
+  -- and back: full tensors loaded into a fresh model of the same layout gather to the same tensors
+  local fresh = nn.materialize(parallel.vit(cfg, g), cfg.SEED + 1, {init = cfg.INIT})
+  parallel.load_full_parameters(fresh, full)
+  local again = parallel.gather_full_parameters(fresh, g)
+  local round_trip = true
+  for _, n in ipairs(names) do
+    local a, b = again[n]:view(-1):totable(), full[n]:view(-1):totable()
+    for i = 1, #b do round_trip = round_trip and a[i] == b[i] end
+  end
+  check((g and 'layout' or 'reference') .. ': load_full_parameters then gather_full_parameters round-trips', round_trip)
+  return {losses = losses, norms = norms, params = full, names = names,
+    buckets = eng.reducer and #eng.reducer.buckets or 0, stats = eng.reducer and eng.reducer.stats}
+end
+
+local function rel(a, b) return math.abs(a - b) / math.max(math.abs(b), 1e-30) end
+
+local refs = {}
+local function reference(over)
+  local key = string.format('ga%d', over.gradient_accumulation or 1)
+  if not refs[key] then
+    refs[key] = train(make_cfg({gradient_accumulation = over.gradient_accumulation}), nil)
+  end
+  return refs[key]
+end
+
+local function compare(name, got, ref)
+  local ok = #got.losses == #ref.losses
+  local worst_loss, worst_norm, worst_param, worst_name = 0, 0, 0, ''
+  for i = 1, math.min(#got.losses, #ref.losses) do
+    worst_loss = math.max(worst_loss, rel(got.losses[i], ref.losses[i]))
+  end
+  check(name .. ': losses within 1e-5 relative', ok and worst_loss <= 1e-5,
+    string.format('%d vs %d losses, worst %.3g: %s vs %s', #got.losses, #ref.losses, worst_loss,
+      table.concat(got.losses, ' '), table.concat(ref.losses, ' ')))
+  for i = 1, math.min(#got.norms, #ref.norms) do
+    worst_norm = math.max(worst_norm, rel(got.norms[i], ref.norms[i]))
+  end
+  check(name .. ': grad norms within 1e-5 relative', #got.norms == #ref.norms and worst_norm <= 1e-5,
+    string.format('worst %.3g: %s vs %s', worst_norm, table.concat(got.norms, ' '), table.concat(ref.norms, ' ')))
+  local C = BASE.HIDDEN_SIZE
+  local param_ok = true
+  for _, n in ipairs(ref.names) do
+    local a, b = got.params[n], ref.params[n]
+    if not a then param_ok = false; check(name .. ': parameter ' .. n .. ' gathered', false) goto continue end
+    do
+      local va, vb = a:view(-1):totable(), b:view(-1):totable()
+      local is_qkv_bias = n:match('attn%.qkv%.bias$') ~= nil
+      for i = 1, #vb do
+        local d = math.abs(va[i] - vb[i])
+        local key_slice = is_qkv_bias and i > C and i <= 2 * C
+        local tol = key_slice and LR * STEPS or (LR / 50 + 1e-4 * math.abs(vb[i]))
+        if d > tol then
+          param_ok = false
+          check(string.format('%s: %s[%d] = %.8g, reference %.8g', name, n, i, va[i], vb[i]), false)
+          break
+        end
+        if not key_slice then
+          local r = d / (LR / 50 + 1e-4 * math.abs(vb[i]))
+          if r > worst_param then worst_param, worst_name = r, n end
+        end
+      end
+    end
+    ::continue::
+  end
+  if param_ok then check(name .. ': final parameters match', true) end
+  return worst_loss, worst_norm, worst_param, worst_name
+end
+
+-- ---- the configurations -------------------------------------------------------------------
+
+-- the issue's layouts, and four stages (middle stages: neither first nor last)
+local LAYOUTS = {{2, 1, 1}, {1, 2, 1}, {1, 1, 2}, {2, 2, 1}, {2, 1, 2}, {1, 2, 2}, {2, 2, 2}, {1, 1, 4}}
+if W == 1 then LAYOUTS = {{1, 1, 1}} end   -- alone: micro-batches and accumulation on one rank
+local configs = {}
+local function add(dp, tp, pp, extra, label)
+  local over = {BATCH_SIZE = BASE.BATCH_SIZE // dp,
+    parallel = {data = dp, pipeline = pp, tensor = {mode = tp > 1 and '1d' or 'none', size = tp}}}
+  for k, v in pairs(extra or {}) do
+    if k == 'parallel' then for k2, v2 in pairs(v) do over.parallel[k2] = v2 end else over[k] = v end
+  end
+  configs[#configs + 1] = {over = over, name = string.format('dp %d tp %d pp %d%s', dp, tp, pp, label or '')}
+end
+for _, l in ipairs(LAYOUTS) do
+  local dp, tp, pp = l[1], l[2], l[3]
+  if dp * tp * pp == W then
+    for _, sched in ipairs(pp > 1 and {'1f1b', 'gpipe'} or {'1f1b'}) do
+      for _, m in ipairs({1, 2, 4}) do
+        add(dp, tp, pp, {NUM_MICRO_BATCHES = m, parallel = {pipeline_schedule = sched}},
+          string.format('%s, %d micro-batches', pp > 1 and (', ' .. sched) or '', m))
+      end
+    end
+    if tp > 1 then
+      add(dp, tp, pp, {NUM_MICRO_BATCHES = pp > 1 and 2 or 1, parallel = {sequence_parallel = true}},
+        ', sequence parallel' .. (pp > 1 and ', 1f1b, 2 micro-batches' or ''))
+    end
+  end
+end
+-- gradient accumulation on the first layout of this world size; uneven
+-- pipeline splits on the first one with pipeline stages
+local first, first_pp
+for _, l in ipairs(LAYOUTS) do
+  if l[1] * l[2] * l[3] == W then
+    first = first or l
+    if l[3] > 1 then first_pp = first_pp or l end
+  end
+end
+if first then
+  add(first[1], first[2], first[3], {gradient_accumulation = 2, NUM_MICRO_BATCHES = 2},
+    ', gradient accumulation 2, 2 micro-batches')
+end
+if first_pp then
+  local dp, tp, pp = first_pp[1], first_pp[2], first_pp[3]
+  add(dp, tp, pp, {NUM_MICRO_BATCHES = 4, parallel = {pipeline_split = {3, 1}}}, ', 1f1b, split {3, 1}, 4 micro-batches')
+  add(dp, tp, pp, {NUM_MICRO_BATCHES = 2, parallel = {pipeline_split = {1, 3}, pipeline_schedule = 'gpipe'}},
+    ', gpipe, split {1, 3}, 2 micro-batches')
+end
+
+if #configs == 0 then
+  if R == 0 then print(string.format('parallel_check: no layout of the issue has %d ranks', W)) end
+end
+
+local t_all = lunar.clock()
+for _, c in ipairs(configs) do
+  if not FILTER or c.name:find(FILTER, 1, true) then
+    local t0 = lunar.clock()
+    local cfg = make_cfg(c.over)
+    local ref = reference(c.over)
+    local g = parallel.initialize(cfg, world, {quiet = true})
+    local got = train(cfg, g)
+    local wl, wn, wp, wname = compare(c.name, got, ref)
+    -- every rank logs the same loss
+    local l1 = got.losses[#got.losses]
+    local hi, lo = world:all_reduce_number(l1, 'max'), world:all_reduce_number(l1, 'min')  -- both, always
+    check(c.name .. ': every rank has the same loss', hi == l1 and lo == l1)
+    -- the data-parallel buckets start from the backward hooks (overlapped), none waits for finish
+    local st = got.stats
+    if g.dp_size > 1 then
+      check(c.name .. ': every bucket started during backward', st and st.late == 0 and
+        st.early == got.buckets * STEPS, st and string.format('%d early, %d late, %d buckets', st.early, st.late,
+        got.buckets))
+    end
+    if R == 0 then
+      print(string.format('%-58s loss %.3g  norm %.3g  param %.2f of tol (%s)  buckets %d (%d overlapped)  %.2f s',
+        c.name, wl, wn, wp, wname, got.buckets, st and st.early or 0, lunar.clock() - t0))
+    end
+    c.result = got
+  end
+end
+
+-- determinism: the first configuration again, bitwise the same losses
+local c1 = configs[1]
+if c1 and c1.result then
+  local cfg = make_cfg(c1.over)
+  local g = parallel.initialize(cfg, world, {quiet = true})
+  local again = train(cfg, g)
+  local same = #again.losses == #c1.result.losses
+  for i = 1, #again.losses do same = same and again.losses[i] == c1.result.losses[i] end
+  check(c1.name .. ': run twice, bitwise identical losses', same,
+    table.concat(again.losses, ' ') .. ' vs ' .. table.concat(c1.result.losses, ' '))
+  if R == 0 then print(string.format('%-58s repeated: %s', c1.name, same and 'bitwise identical' or 'DIFFERENT')) end
+end
+
+local total_failed = world:all_reduce_number(failed, 'sum')
+if R == 0 then print(string.format('world %d: %d configurations in %.1f s', W, #configs, lunar.clock() - t_all)) end
+print(string.format('rank %d: parallel_check %d passed, %d failed', R, passed, failed))
+io.stdout:flush()
+if total_failed > 0 then error(string.format('parallel_check: %d checks failed over the ranks', total_failed), 0) end

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# tests/mpi/test_layout_errors.sh: a `parallel` layout that does not fit is a
+# configuration error: found before any collective, printed ONCE (by rank 0,
+# not by every rank), naming what does not divide what, and every rank ends
+# non-zero at once (examples/train_with_engine.lua under mpirun; the job is
+# torn down by the host's MPI_Abort after rank 0 has printed).
+#   - tests/mpi/grid_check.lua alone: grid.validate's messages, splits, rank order
+#   - each bad layout under mpirun: exit non-zero within 10 s, the message
+#     exactly once, no traceback, nothing after the check ran (no training line)
+#   - a bad layout on one rank (no mpirun): exit 1 with the message
+# Run from the repository root (tests/run_all.sh does). Ends with
+# "N passed, N failed[, N skipped]".
+set -u
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+LUNAR=${LUNAR:-$BUILD/lunar}
+. tests/fail/lib.sh
+export OMP_NUM_THREADS=1
+MAIN=(examples/train_with_engine.lua --config configs/vit_fmnist.lua METRICS_FILE="$T/m.jsonl")
+
+run timeout 60 "$LUNAR" tests/mpi/grid_check.lua
+check "grid_check.lua: exit 0" [ "$rc" -eq 0 ]
+check "grid_check.lua: 0 failed" grep -qE '^[0-9]+ passed, 0 failed' <<<"$out"
+[ "$rc" -ne 0 ] && grep FAIL <<<"$out" | sed 's/^/    /'
+
+run "$LUNAR" "${MAIN[@]}" 'parallel={pipeline=2}'
+check "one rank, pipeline 2: exit 1" [ "$rc" -eq 1 ]
+check "one rank, pipeline 2: names world size and pipeline x tensor" \
+  has "$err" "world size 1 is not divisible by pipeline (2) x tensor (1) = 2"
+
+run "$LUNAR" --version
+if has "$out" "MPI: no"; then
+  skp "mpirun tests" "this build has no MPI (NO_MPI=1)"; finish
+fi
+if ! command -v mpirun >/dev/null; then
+  skp "mpirun tests" "mpirun not found (apt-get install openmpi-bin)"; finish
+fi
+
+bad_layout() {   # np, name, expected message (fixed string), overrides...
+  local np=$1 name=$2 msg=$3; shift 3
+  local t0; t0=$(date +%s%N)
+  run timeout 30 mpirun -np "$np" "$LUNAR" "${MAIN[@]}" "$@"
+  local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  local n; n=$(grep -cF -- "$msg" <<<"$out$err")
+  echo "    ($name: rc=$rc, ${ms} ms, message printed $n time(s))"
+  check "$name: exits non-zero (no hang)" bash -c '[ "$1" -ne 0 ] && [ "$1" -ne 124 ]' _ "$rc"
+  check "$name: within 10 s" [ "$ms" -lt 10000 ]
+  check "$name: the message, exactly once: $msg" [ "$n" -eq 1 ]
+  check "$name: only rank 0 speaks (no [rank R] prefix, no traceback)" \
+    eval '! grep -qE "lunar: \[rank [0-9]+\]|stack traceback" <<<"$out$err"'
+  check "$name: found before training started" eval '! has "$out" "params," && ! has "$out" "process grid"'
+}
+
+bad_layout 3 "world 3, pipeline 2" "parallel: world size 3 is not divisible by pipeline (2) x tensor (1) = 2" \
+  'parallel={pipeline=2}'
+bad_layout 4 "world 4, pipeline 2 x tensor 4" "world size 4 is not divisible by pipeline (2) x tensor (4) = 8" \
+  'parallel={pipeline=2, tensor={mode="1d", size=4}}'
+bad_layout 4 "data 3 on 4 ranks" "data (3) x pipeline (2) x tensor (1) = 6 does not equal the world size 4" \
+  'parallel={data=3, pipeline=2}'
+bad_layout 2 "3 heads over tensor 2" "NUM_HEADS 3 is not divisible by the tensor parallel size 2" \
+  'parallel={tensor={mode="1d", size=2}}'
+bad_layout 4 "HIDDEN_SIZE 6 over tensor 4" "HIDDEN_SIZE 6 is not divisible by the tensor parallel size 4" \
+  HIDDEN_SIZE=6 NUM_HEADS=3 'parallel={tensor={mode="1d", size=4}}'
+bad_layout 2 "MLP hidden 9 over tensor 2" "the MLP hidden size 9 (HIDDEN_SIZE 8 x MLP_RATIO 1.125) is not divisible by the tensor parallel size 2" \
+  HIDDEN_SIZE=8 NUM_HEADS=2 MLP_RATIO=1.125 'parallel={tensor={mode="1d", size=2}}'
+bad_layout 4 "DEPTH 2 over pipeline 4" "DEPTH 2 is fewer blocks than the 4 pipeline stages" \
+  DEPTH=2 'parallel={pipeline=4}'
+bad_layout 2 "pipeline_split sums to 5 with DEPTH 6" "pipeline_split {2, 3} sums to 5 blocks, not DEPTH 6" \
+  'parallel={pipeline=2, pipeline_split={2, 3}}'
+bad_layout 2 "pipeline_split with an empty stage" "pipeline_split {6, 0} gives stage 1 0 blocks" \
+  'parallel={pipeline=2, pipeline_split={6, 0}}'
+bad_layout 2 "BATCH_SIZE 6 over 4 micro-batches" "BATCH_SIZE 6 (per data-parallel rank) is not divisible by NUM_MICRO_BATCHES 4" \
+  BATCH_SIZE=6 NUM_MICRO_BATCHES=4 'parallel={pipeline=2}'
+bad_layout 2 "tensor size 2 with mode none" "tensor parallel size 2 needs tensor mode '1d'" \
+  'parallel={tensor={mode="none", size=2}}'
+bad_layout 2 "sequence parallel, 5 tokens over tensor 2" "the 5 tokens per image (SEQ_LENGTH, class token included) are not divisible by the tensor parallel size 2" \
+  IMG_SIZE=8 HIDDEN_SIZE=16 NUM_HEADS=4 'parallel={tensor={mode="1d", size=2}, sequence_parallel=true}'
+# an unknown mode is the config schema's error (an enum); printed once too
+bad_layout 4 "unknown tensor mode 2d" "config key 'parallel.tensor.mode' must be one of '1d', 'none', got string \"2d\"" \
+  'parallel={tensor={mode="2d", size=2}}'
+
+finish
