@@ -34,6 +34,13 @@
  * Lua stack before the process dies of that signal. Ctrl-C during a script is
  * the Lua error "interrupted" (with a traceback); a second Ctrl-C kills.
  * Usage errors exit with status 2.
+ *
+ * The debugger (bindings/repl.h): lunar.breakpoint() opens the REPL at its
+ * caller's frame on the --repl-rank rank, or on a single-rank run without
+ * --repl-rank, and is a no-op elsewhere; the other ranks wait at their next
+ * collective. With --repl-rank R, an error escaping the script (or an -e
+ * chunk) on rank R first opens the REPL post-mortem at the frame that raised
+ * it; leaving it ends the job with that error as above.
  */
 #include <errno.h>
 #include <execinfo.h>
@@ -226,7 +233,11 @@ static void usage(FILE *f) {
 "  key=value         a config override, in order: lunar.args.overrides\n"
 "  -e CODE           run CODE (before the script, if any); may be repeated\n"
 "  -i                after the script (or -e), open the REPL in the same state\n"
-"  --repl-rank R     the rank that runs the REPL under mpirun: lunar.args.repl_rank\n"
+"  --repl-rank R     the rank whose lunar.breakpoint() and errors open the REPL\n"
+"                    (debugger, post-mortem); the other ranks wait at their next\n"
+"                    collective. Without it, only a single-rank run stops at\n"
+"                    lunar.breakpoint(). Send stdin to rank R: mpirun --stdin R,\n"
+"                    srun --input=R. lunar.args.repl_rank\n"
 "  -                 read the script from stdin\n"
 "  --                the arguments after it go to the script: arg[1..], ...,\n"
 "                    lunar.args.rest (so do positional arguments after the script)\n"
@@ -524,14 +535,17 @@ static int open_state(lua_State *L) {
     set_package_path(L, lua_tostring(L, 4));
     lunar_open_bindings(L);
     lua_settop(L, 4);
-    return set_args(L);
+    set_args(L);
+    lua_getglobal(L, "lunar");
+    lunar_open_debug(L);  /* lunar.breakpoint (repl.h) */
+    return 0;
 }
 
 /* Loads and runs one chunk (already on the stack) with the script args. */
 static int run_chunk(lua_State *L, int load_status, const options *o) {
     if (load_status != LUA_OK) return load_status;
     for (int i = 0; i < o->n_rest; i++) lua_pushstring(L, o->rest[i]);
-    return lunar_docall(L, o->n_rest, 0);
+    return lunar_docall_postmortem(L, o->n_rest, 0);  /* post-mortem on the --repl-rank rank */
 }
 
 int main(int argc, char **argv) {
@@ -581,6 +595,17 @@ int main(int argc, char **argv) {
     if (g_size > 1) snprintf(g_prefix, sizeof g_prefix, "lunar: [rank %d] ", g_rank);
     lunar_bindings_set_rank(g_rank, g_size, g_local_rank);
     lunar_repl_set_rank(g_rank, g_size);
+    /* the debugger: lunar.breakpoint stops, and an error opens a post-mortem,
+     * on the --repl-rank rank only; without --repl-rank a single-rank run
+     * stops at breakpoints (no post-mortem) and a multi-rank run never does */
+    long repl_rank = o.repl_rank ? strtol(o.repl_rank, NULL, 10) : -1;
+    if (o.repl_rank)
+        lunar_debug_configure(repl_rank == g_rank, repl_rank == g_rank);
+    else
+        lunar_debug_configure(g_size == 1, 0);
+    if (o.repl_rank && repl_rank >= g_size && g_rank == 0)
+        fprintf(stderr, "lunar: warning: --repl-rank %ld, but the job has %d rank%s: no rank will "
+                        "open the REPL\n", repl_rank, g_size, g_size == 1 ? "" : "s");
     install_signal_handlers();
 
     char root[PATH_MAX];
