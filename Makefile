@@ -6,6 +6,8 @@
 #   make test-cuda-emu  the CUDA tests on the CPU emulation of tests/cuda_emu
 #   make bench      bench/vs_pytorch (needs python3-torch; not a test)
 #   make bench-build  bench programs (build/bench/comm_bench: Lunar vs raw MPI all_reduce)
+#   make fuzz       libFuzzer targets (fuzz/, needs clang), each run FUZZ_SECONDS (60);
+#                   make fuzz-build only builds them. Never part of all or test.
 #
 # Optional parts are detected and reported (llm.c style): NO_MPI=1, NO_OMP=1
 # switch them off. The CUDA backend (core/cuda, core/ops/cuda) is built when
@@ -67,8 +69,10 @@ endif
 
 # CUDA backend: sm_80 (A100) and sm_90 (H100/H200) machine code, plus sm_90 PTX
 # that newer GPUs compile at load time. cudart is linked statically; cuBLASLt
-# is opened at the first GEMM (dlopen), so the binary starts as fast as a CPU
-# build and runs where the CUDA libraries are missing (CPU only).
+# is opened at the first GEMM and cuDNN at the first bf16/f16 attention
+# (dlopen), so the binary starts as fast as a CPU build and runs where the CUDA
+# libraries are missing (CPU only). cuDNN's headers (cudnn_graph.h) are used
+# when nvcc finds them; without them the attention always takes the own kernel.
 CUDA_HOME := /usr/local/cuda
 NVCC := $(shell test -x $(CUDA_HOME)/bin/nvcc && echo $(CUDA_HOME)/bin/nvcc)
 USE_CUDA :=
@@ -112,7 +116,8 @@ LIB := $(BUILD)/liblunar.a
 TEST_C_SRC := $(wildcard tests/c/test_*.c)
 TEST_C_BIN := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(TEST_C_SRC))
 
-.PHONY: all lunar run test test-c test-lua test-fail test-mpi test-cuda-emu emu-build bench bench-build clean deps
+.PHONY: all lunar run test test-c test-lua test-fail test-mpi test-cuda-emu emu-build bench bench-build clean deps \
+        fuzz fuzz-build fuzz-replay fuzz-corpus fuzz-clang
 all: lunar
 deps: $(DEPS_STAMP)
 lunar: $(BUILD)/lunar
@@ -152,6 +157,84 @@ $(BUILD)/bench/comm_bench: bench/comm_bench.c $(LIB)
 	@if [ -z "$(HOST_DEFS)" ]; then echo "comm_bench needs MPI (mpicc)"; exit 1; fi
 	$(HOST_CC) $(CFLAGS) $(HOST_DEFS) $< $(LIB) -o $@ $(LDLIBS)
 
+# --- fuzzing (fuzz/README.md) ---------------------------------------------------------
+# The readers' parse-from-memory entry points under libFuzzer: clang with
+# -fsanitize=fuzzer,address,undefined, the core files they need compiled again
+# into $(BUILD)/fuzz (no MPI, CUDA or OpenMP). `make fuzz` runs each target for
+# FUZZ_SECONDS, one after another, growing $(BUILD)/fuzz/corpus/<target> from
+# the committed seeds in fuzz/corpus/<target>; crashes land in
+# $(BUILD)/fuzz/artifacts/<target>/. `make test` builds the same targets with
+# $(CC) (and ASan/UBSan when it has them) around fuzz/replay_main.c and replays
+# the committed corpus and fuzz/regressions/ (tests/fail/test_fuzz_corpus.sh).
+FUZZ_TARGETS := safetensors idx cifar
+FUZZ_CORE_SRC := core/status.c core/alloc.c core/rng.c core/tensor.c core/cuda/cuda_none.c \
+                 core/io/safetensors.c core/data/idx.c core/data/cifar.c core/data/dataset.c \
+                 core/data/loader.c
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_MAX_LEN ?= 65536
+FUZZ_ARGS ?=
+FUZZ_DIR := $(BUILD)/fuzz
+FUZZ_PKG_CFLAGS = $(shell pkg-config --cflags libcjson zlib 2>/dev/null)
+FUZZ_LIBS = $(shell pkg-config --libs libcjson zlib 2>/dev/null) -lm -lpthread
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas $(FUZZ_SAN) \
+              -Icore/include -Ifuzz $(FUZZ_PKG_CFLAGS)
+FUZZ_HDRS := $(wildcard core/include/lunar/*.h core/*/*.h) fuzz/fuzz_common.h
+FUZZ_OBJ := $(patsubst %.c,$(FUZZ_DIR)/%.o,$(FUZZ_CORE_SRC))
+FUZZ_BIN := $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_TARGETS))
+
+fuzz-clang:
+	@command -v $(FUZZ_CC) >/dev/null || { echo "make fuzz needs clang with libFuzzer ($(FUZZ_CC) not found: apt-get install clang libclang-rt-14-dev)"; exit 1; }
+
+$(FUZZ_DIR)/core/%.o: core/%.c $(FUZZ_HDRS) | fuzz-clang $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_OBJ) $(FUZZ_HDRS) | fuzz-clang
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_OBJ) -o $@ $(FUZZ_LIBS)
+
+fuzz-build: $(FUZZ_BIN)
+
+# one target after another (2 cores: never in parallel), each for FUZZ_SECONDS
+fuzz: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_DIR)/corpus/$$t $(FUZZ_DIR)/artifacts/$$t; \
+	  dict=; [ -f fuzz/$$t.dict ] && dict=-dict=fuzz/$$t.dict; \
+	  echo "== fuzz_$$t for $(FUZZ_SECONDS) s (log: $(FUZZ_DIR)/fuzz_$$t.log)"; \
+	  OMP_NUM_THREADS=1 $(abspath $(FUZZ_DIR))/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 \
+	    -max_len=$(FUZZ_MAX_LEN) -timeout=10 -print_final_stats=1 $$dict \
+	    -artifact_prefix=$(FUZZ_DIR)/artifacts/$$t/ $(FUZZ_ARGS) \
+	    $(FUZZ_DIR)/corpus/$$t fuzz/corpus/$$t > $(FUZZ_DIR)/fuzz_$$t.log 2>&1 \
+	    || { tail -n 60 $(FUZZ_DIR)/fuzz_$$t.log; echo "fuzz_$$t failed: a crash leaves its input in $(FUZZ_DIR)/artifacts/$$t/"; exit 1; }; \
+	  grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)|^#[0-9]+[[:space:]]+DONE' $(FUZZ_DIR)/fuzz_$$t.log || true; \
+	done
+
+# The replay build: the same targets with $(CC) and fuzz/replay_main.c.
+REPLAY_DIR := $(BUILD)/fuzz-replay
+REPLAY_SAN = $(eval REPLAY_SAN := $(shell echo 'int main(void){return 0;}' | \
+               $(CC) -fsanitize=address,undefined -x c - -o /dev/null 2>/dev/null && \
+               echo -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer))$(REPLAY_SAN)
+REPLAY_CFLAGS = -std=c11 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas $(REPLAY_SAN) \
+                -Icore/include -Ifuzz $(FUZZ_PKG_CFLAGS)
+REPLAY_OBJ := $(patsubst %.c,$(REPLAY_DIR)/%.o,$(FUZZ_CORE_SRC))
+REPLAY_BIN := $(patsubst %,$(REPLAY_DIR)/fuzz_%,$(FUZZ_TARGETS))
+
+$(REPLAY_DIR)/core/%.o: core/%.c $(FUZZ_HDRS) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(REPLAY_CFLAGS) -c $< -o $@
+
+$(REPLAY_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/replay_main.c $(REPLAY_OBJ) $(FUZZ_HDRS)
+	$(CC) $(REPLAY_CFLAGS) $< fuzz/replay_main.c $(REPLAY_OBJ) -o $@ $(FUZZ_LIBS)
+
+fuzz-replay: $(REPLAY_BIN)
+
+# regenerates the committed seeds, fuzz/corpus/<target>/ (fuzz/gen_corpus.c)
+fuzz-corpus: $(REPLAY_OBJ)
+	$(CC) $(REPLAY_CFLAGS) fuzz/gen_corpus.c $(REPLAY_OBJ) -o $(REPLAY_DIR)/gen_corpus $(FUZZ_LIBS)
+	$(abspath $(REPLAY_DIR))/gen_corpus fuzz/corpus
+.SECONDARY: $(FUZZ_OBJ) $(REPLAY_OBJ)
+
 # --- run, test, bench ----------------------------------------------------------------
 run: $(BUILD)/lunar
 	./$(BUILD)/lunar examples/train_with_engine.lua --config configs/vit_fmnist.lua $(ARGS)
@@ -160,7 +243,7 @@ run: $(BUILD)/lunar
 # emulation of tests/cuda_emu (suite emu); on a GPU, build/tests/test_cuda and
 # tests/lua/test_cuda.lua, test_golden_cuda.lua run on the device itself.
 EMU_BUILD := $(if $(USE_CUDA),emu-build)
-test: $(BUILD)/lunar $(TEST_C_BIN) $(EMU_BUILD)
+test: $(BUILD)/lunar $(TEST_C_BIN) $(EMU_BUILD) $(REPLAY_BIN)
 	@BUILD=$(BUILD) LUNAR_TEST_EMU=$(USE_CUDA) bash tests/run_all.sh
 
 emu-build: | $(DEPS_STAMP)
@@ -175,7 +258,7 @@ test-c: $(TEST_C_BIN)
 test-lua: $(BUILD)/lunar
 	@bash tests/run_all.sh lua
 
-test-fail: $(BUILD)/lunar
+test-fail: $(BUILD)/lunar $(REPLAY_BIN)
 	@bash tests/run_all.sh fail
 
 test-mpi: $(BUILD)/lunar $(BUILD)/tests/test_comm

@@ -5,9 +5,10 @@
 -- peak, and the device's peak memory. A timed step is zero_grad + forward +
 -- loss + backward + AdamW step, ended by a device synchronization.
 -- Precision: f32 storage with TF32 GEMMs (TF32=1, the default) or full f32
--- (TF32=0); bf16 mixed precision is not implemented yet, so the bf16 peak is
--- printed only for comparison.
+-- (TF32=0); or precision=bf16 (bf16 GEMMs with fp32 accumulation, fp32
+-- master weights: nn.materialize), whose MFU is taken against the bf16 peak.
 --   build/lunar bench/gpu_train_bench.lua --config configs/models/vit_b16.lua BATCH_SIZE=64 MAX_STEPS=20
+--   build/lunar bench/gpu_train_bench.lua --config configs/models/vit_b16.lua precision=bf16
 local config = require('lunar.config')
 local nn = require('lunar.nn')
 local optim = require('lunar.optim')
@@ -23,7 +24,8 @@ local tf32 = (os.getenv('TF32') or '1') ~= '0'
 
 lunar.cuda.set_tf32(tf32)
 lunar.set_default_device('cuda')   -- parameters, gradients, optimizer state, activations
-local model = nn.materialize(models.vit(cfg), cfg.SEED, {init = cfg.INIT})
+local bf16 = cfg.precision == 'bf16'   -- materialize refuses it on a device without bf16 GEMMs
+local model = nn.materialize(models.vit(cfg), cfg.SEED, {init = cfg.INIT, precision = cfg.precision})
 local params = model:parameters()
 local criterion = nn.CrossEntropy{label_smoothing = 0.1}
 local opt = optim.AdamW(params, {lr = 1e-3, weight_decay = cfg.WEIGHT_DECAY})
@@ -65,12 +67,12 @@ if name:find('H100') or name:find('H200') or name:find('GH200') then
 elseif name:find('A100') then
   peaks = {tf32 = 156, bf16 = 312, fp32 = 19.5}
 end
-local used = tf32 and peaks.tf32 or peaks.fp32
+local used = bf16 and peaks.bf16 or tf32 and peaks.tf32 or peaks.fp32
 if os.getenv('PEAK_TFLOPS') then used = tonumber(os.getenv('PEAK_TFLOPS')) end
 local achieved = ips * flops / 1e12
 local mem = lunar.cuda.memory()
 local body = cjson.encode{
-  device = name, precision = tf32 and 'f32 (TF32 GEMMs)' or 'f32',
+  device = name, precision = bf16 and 'bf16 (fp32 master weights)' or tf32 and 'f32 (TF32 GEMMs)' or 'f32',
   images_per_s = ips, step_ms_median = median * 1e3, step_ms_min = times[1] * 1e3,
   step_ms_max = times[#times] * 1e3, tflops_per_s = achieved,
   mfu = used > 0 and achieved / used or cjson.null, peak_tflops_used = used,

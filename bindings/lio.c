@@ -76,16 +76,42 @@ static int l_save(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     int has_meta = lua_istable(L, 3);
-    /* collect names in sorted order so files are reproducible */
+    /* check every key and value first (nothing allocated yet, so an error leaks nothing); a
+     * non-string key is named from a copy, never converted in place (that would break lua_next) */
     int n = 0;
     lua_pushnil(L);
-    while (lua_next(L, 2)) { n++; lua_pop(L, 1); }
+    while (lua_next(L, 2)) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            const char *kt = luaL_typename(L, -2);
+            lua_pushvalue(L, -2);   /* a copy to convert */
+            return luaL_error(L, "save_safetensors: %s: tensor names must be strings, got the %s key %s", path, kt,
+                              luaL_tolstring(L, -1, NULL));
+        }
+        lunar_check_tensor(L, -1);
+        n++;
+        lua_pop(L, 1);
+    }
+    if (has_meta) {
+        lua_pushnil(L);
+        while (lua_next(L, 3)) {
+            if (lua_type(L, -2) != LUA_TSTRING) {
+                const char *kt = luaL_typename(L, -2);
+                lua_pushvalue(L, -2);   /* a copy to convert */
+                return luaL_error(L, "save_safetensors: %s: metadata keys must be strings, got the %s key %s", path, kt,
+                                  luaL_tolstring(L, -1, NULL));
+            }
+            if (lua_type(L, -1) != LUA_TSTRING)
+                return luaL_error(L, "save_safetensors: %s: metadata values must be strings (key '%s' is a %s)",
+                                  path, lua_tostring(L, -2), luaL_typename(L, -1));
+            lua_pop(L, 1);
+        }
+    }
+    /* collect names in sorted order so files are reproducible */
     lunar_safetensors_entry *entries = calloc((size_t)(n ? n : 1), sizeof *entries);
     lunar_tensor **conts = calloc((size_t)(n ? n : 1), sizeof *conts);
     int i = 0;
     lua_pushnil(L);
     while (lua_next(L, 2)) {
-        if (lua_type(L, -2) != LUA_TSTRING) { lua_pop(L, 2); free(entries); free(conts); return luaL_error(L, "save_safetensors: %s: tensor names must be strings", path); }
         lunar_tensor *t = lunar_check_tensor(L, -1);
         /* a contiguous host copy of a device tensor, else a contiguous view */
         conts[i] = lunar_tensor_device(t) != LUNAR_CPU ? lunar_tensor_to_device(t, LUNAR_CPU) : lunar_tensor_contiguous(t);
@@ -112,18 +138,9 @@ static int l_save(lua_State *L) {
         vals = calloc((size_t)nm + 1, sizeof *vals);
         int k = 0;
         lua_pushnil(L);
-        while (lua_next(L, 3)) {
-            lua_pushvalue(L, -2);
-            keys[k] = lua_tostring(L, -1);
-            lua_pop(L, 1);
-            vals[k] = luaL_tolstring(L, -1, NULL);
-            lua_pop(L, 1);   /* the tolstring copy; the value in the table keeps it alive if a string */
-            if (lua_type(L, -1) != LUA_TSTRING) {
-                free(keys); free(vals);
-                for (int j = 0; j < n; j++) lunar_tensor_free(conts[j]);
-                free(entries); free(conts);
-                return luaL_error(L, "save_safetensors: %s: metadata values must be strings", path);
-            }
+        while (lua_next(L, 3)) {   /* keys and values are strings (checked above), kept alive by the table */
+            keys[k] = lua_tostring(L, -2);
+            vals[k] = lua_tostring(L, -1);
             k++;
             lua_pop(L, 1);
         }

@@ -24,6 +24,16 @@
  *   ops.adamw_step(p, m, v, g, lr, beta1, beta2, eps, wd, t)
  *   ops.sgd_step(p, buf|nil, g, lr, momentum, wd, nesterov, first)
  *   ops.sum_squares(x) -> number (double accumulation)
+ * bf16 mixed precision (precision = 'bf16'; ops.h):
+ *   y = ops.linear(x, w16 [, b])   a bf16 weight: the bf16 GEMM; x f32 or bf16; y f32
+ *   dx = ops.linear_backward(dy, x, w16, dw [, db [, need_dx]])   dx, dw, db f32
+ *   y, mean, rstd = ops.layernorm(x, w, b, eps, 'bf16')   y bf16 (mean, rstd f32)
+ *   y = ops.gelu(x, 'bf16')                                y bf16
+ *   h = ops.cast_bf16(x);  ops.cast_bf16_(h, x)            f32 -> bf16 (new, or into h)
+ *   ops.adamw_step_bf16(p, p16, m, v, g, lr, beta1, beta2, eps, wd, t)
+ *   ops.sgd_step_bf16(p, p16, buf|nil, g, lr, momentum, wd, nesterov, first)
+ *                                   the step, and p16 = bf16(p) in the same pass
+ *   ok, why = ops.bf16_supported([device])   true, or false and the reason
  */
 #include <string.h>
 
@@ -96,11 +106,23 @@ static int l_patchify_backward(lua_State *L) {
     return 1;
 }
 
+/* The optional output dtype argument of the ops with a bf16 output: nil or
+ * 'f32' (the default) or 'bf16'. */
+static lunar_dtype out_dtype_arg(lua_State *L, int idx) {
+    if (lua_isnoneornil(L, idx)) return LUNAR_F32;
+    const char *s = luaL_checkstring(L, idx);
+    if (!strcmp(s, "f32")) return LUNAR_F32;
+    if (!strcmp(s, "bf16")) return LUNAR_BF16;
+    luaL_argerror(L, idx, lua_pushfstring(L, "output dtype must be 'f32' or 'bf16', got '%s'", s));
+    return LUNAR_F32;
+}
+
 static int l_layernorm(lua_State *L) {
     lunar_tensor *x = T(1), *w = T(2), *b = T(3);
     float eps = (float)luaL_optnumber(L, 4, 1e-5);
+    lunar_dtype odt = out_dtype_arg(L, 5);
     int64_t rows = lunar_tensor_numel(x) / (x->ndim && x->shape[x->ndim - 1] ? x->shape[x->ndim - 1] : 1);
-    lunar_tensor *y = new_like(L, x);
+    lunar_tensor *y = new_like_shape(L, x->ndim, x->shape, odt);
     lunar_tensor *mean = new_like_shape(L, 1, &rows, LUNAR_F32);
     lunar_tensor *rstd = new_like_shape(L, 1, &rows, LUNAR_F32);
     TRY(lunar_op_layernorm_forward(y, mean, rstd, x, w, b, eps));
@@ -115,7 +137,9 @@ static int l_layernorm_backward(lua_State *L) {
 }
 
 static int l_gelu(lua_State *L) {
-    lunar_tensor *x = T(1), *y = new_like(L, x);
+    lunar_tensor *x = T(1);
+    lunar_dtype odt = out_dtype_arg(L, 2);
+    lunar_tensor *y = new_like_shape(L, x->ndim, x->shape, odt);
     TRY(lunar_op_gelu_forward(y, x));
     return 1;
 }
@@ -221,9 +245,10 @@ static int l_scale_(lua_State *L) {
 }
 
 static int l_adamw_step(lua_State *L) {
-    TRY(lunar_op_adamw_step(T(1), T(2), T(3), T(4), (float)luaL_checknumber(L, 5), (float)luaL_checknumber(L, 6),
-                            (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8),
-                            (float)luaL_checknumber(L, 9), (int)luaL_checkinteger(L, 10)));
+    /* the scalars stay doubles: the kernel computes 1 - beta and the bias corrections in double */
+    TRY(lunar_op_adamw_step(T(1), T(2), T(3), T(4), luaL_checknumber(L, 5), luaL_checknumber(L, 6),
+                            luaL_checknumber(L, 7), luaL_checknumber(L, 8), luaL_checknumber(L, 9),
+                            (int)luaL_checkinteger(L, 10)));
     return 0;
 }
 
@@ -238,6 +263,44 @@ static int l_sum_squares(lua_State *L) {
     TRY(lunar_op_sum_squares(&s, T(1)));
     lua_pushnumber(L, s);
     return 1;
+}
+
+static int l_cast_bf16(lua_State *L) {
+    lunar_tensor *x = T(1), *y = new_like_shape(L, x->ndim, x->shape, LUNAR_BF16);
+    TRY(lunar_op_cast_bf16(y, x));
+    return 1;
+}
+
+static int l_cast_bf16_(lua_State *L) {
+    TRY(lunar_op_cast_bf16(T(1), T(2)));
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int l_adamw_step_bf16(lua_State *L) {
+    TRY(lunar_op_adamw_step_bf16(T(1), T(2), T(3), T(4), T(5), luaL_checknumber(L, 6), luaL_checknumber(L, 7),
+                                 luaL_checknumber(L, 8), luaL_checknumber(L, 9), luaL_checknumber(L, 10),
+                                 (int)luaL_checkinteger(L, 11)));
+    return 0;
+}
+
+static int l_sgd_step_bf16(lua_State *L) {
+    TRY(lunar_op_sgd_step_bf16(T(1), T(2), TOPT(3), T(4), (float)luaL_checknumber(L, 5),
+                               (float)luaL_checknumber(L, 6), (float)luaL_checknumber(L, 7), lua_toboolean(L, 8),
+                               lua_toboolean(L, 9)));
+    return 0;
+}
+
+static int l_bf16_supported(lua_State *L) {
+    int device = lua_isnoneornil(L, 1) ? lunar_bindings_default_device() : lunar_check_device_arg(L, 1);
+    char why[512];
+    if (lunar_bf16_supported(device, why, sizeof why)) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushboolean(L, 0);
+    lua_pushstring(L, why);
+    return 2;
 }
 
 static int l_use_ref(lua_State *L) {
@@ -255,6 +318,8 @@ static const luaL_Reg ops[] = {
     {"cross_entropy", l_cross_entropy}, {"cross_entropy_backward", l_cross_entropy_backward},
     {"accuracy_count", l_accuracy_count}, {"add", l_add}, {"add_", l_add_}, {"scale_", l_scale_},
     {"adamw_step", l_adamw_step}, {"sgd_step", l_sgd_step}, {"sum_squares", l_sum_squares},
+    {"cast_bf16", l_cast_bf16}, {"cast_bf16_", l_cast_bf16_}, {"adamw_step_bf16", l_adamw_step_bf16},
+    {"sgd_step_bf16", l_sgd_step_bf16}, {"bf16_supported", l_bf16_supported},
     {"use_reference_kernels", l_use_ref}, {NULL, NULL}};
 
 /* Adds lunar.ops to the table on the top of the stack. */

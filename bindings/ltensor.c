@@ -483,11 +483,14 @@ static int arith(lua_State *L, int op) {
     lunar_tensor *a = ta ? lunar_check_tensor(L, 1) : NULL, *b = tb ? lunar_check_tensor(L, 2) : NULL;
     lunar_tensor *ref = a ? a : b;
     int64_t n = lunar_tensor_numel(ref);
-    if (a && b && lunar_tensor_numel(b) != n) {
+    int same = !(a && b) || a->ndim == b->ndim;   /* elementwise: the shapes, not just numel, must be equal */
+    for (int d = 0; same && a && b && d < a->ndim; d++) same = a->shape[d] == b->shape[d];
+    if (!same) {
         char s1[128], s2[128];
         return luaL_error(L, "arithmetic: shapes %s and %s differ", lunar_shape_str(a, s1, sizeof s1),
                           lunar_shape_str(b, s2, sizeof s2));
     }
+    double sa = a ? 0 : luaL_checknumber(L, 1), sb = b ? 0 : luaL_checknumber(L, 2);   /* before any allocation */
     /* computed on the host; the result goes to the device of the first tensor */
     int device = lunar_tensor_device(ref);
     lunar_tensor *out = lunar_tensor_new(LUNAR_F32, ref->ndim, ref->shape, LUNAR_CPU);
@@ -499,7 +502,6 @@ static int arith(lua_State *L, int op) {
     lunar_tensor_free(ha);
     lunar_tensor_free(hb);
     if ((a && !ca) || (b && !cb)) { lunar_tensor_free(ca); lunar_tensor_free(cb); return lunar_raise(L); }
-    double sa = a ? 0 : luaL_checknumber(L, 1), sb = b ? 0 : luaL_checknumber(L, 2);
     float *o = lunar_tensor_data(out);
     const float *pa = ca ? lunar_tensor_data(ca) : NULL, *pb = cb ? lunar_tensor_data(cb) : NULL;
     for (int64_t i = 0; i < n; i++) {

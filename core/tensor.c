@@ -109,13 +109,16 @@ float lunar_f16_to_f32(uint16_t x) {
 static int check_shape(int ndim, const int64_t *shape, int64_t *numel) {
     if (ndim < 0 || ndim > LUNAR_MAX_DIMS)
         return lunar_error(LUNAR_ERR_ARG, "tensor: %d dims (at most %d)", ndim, LUNAR_MAX_DIMS);
-    int64_t n = 1;
+    /* nz, the product of the nonzero sizes, bounds the contiguous strides even
+     * when a zero size makes numel 0: [0, 2^40, 2^40] would overflow them */
+    int64_t n = 1, nz = 1;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0) return lunar_error(LUNAR_ERR_ARG, "tensor: negative size %lld in dim %d",
                                              (long long)shape[i], i);
-        if (shape[i] && n > INT64_MAX / 16 / shape[i])
+        if (shape[i] && nz > INT64_MAX / 16 / shape[i])
             return lunar_error(LUNAR_ERR_ARG, "tensor: size overflows");
         n *= shape[i];
+        if (shape[i]) nz *= shape[i];
     }
     *numel = n;
     return LUNAR_OK;

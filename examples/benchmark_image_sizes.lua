@@ -99,7 +99,7 @@ local function bench(size)
   lunar.empty_cache()
   lunar.reset_peak_memory()
   local g = parallel.initialize(c, nil, {quiet = true})
-  local model = nn.materialize(parallel.vit(c, g), c.SEED, {init = c.INIT})
+  local model = nn.materialize(parallel.vit(c, g), c.SEED, {init = c.INIT, precision = c.precision})
   local params = models.vit(c):num_parameters()   -- the whole model's (not allocated)
   local optimizer = optim.AdamW(model:parameters(), {lr = c.LEARNING_RATE, betas = {c.BETA1, c.BETA2}, eps = c.EPS,
     weight_decay = c.WEIGHT_DECAY})

@@ -28,6 +28,7 @@ local parallel = require('lunar.parallel')
 
 -- a config error is printed once, before any collective
 local cfg = parallel.same_on_every_rank(config.load, lunar.args.config, lunar.args.overrides)
+parallel.same_on_every_rank(config.check_machine, cfg)   -- e.g. precision = 'bf16' on a CPU without avx512_bf16
 if cfg.NUM_THREADS and cfg.NUM_THREADS > 0 then lunar.set_num_threads(cfg.NUM_THREADS) end
 local grid = parallel.initialize(cfg)   -- data x pipeline x tensor (one rank: all 1)
 
@@ -40,7 +41,7 @@ local test_loader = data.loader(test_ds, cfg, {train = false, batch_size = 500, 
 local steps_per_epoch = train_loader:num_batches()
 
 -- model (this rank's tensor shards and pipeline stage), loss, optimizer, schedule
-local model = nn.materialize(parallel.vit(cfg, grid), cfg.SEED, {init = cfg.INIT})
+local model = nn.materialize(parallel.vit(cfg, grid), cfg.SEED, {init = cfg.INIT, precision = cfg.precision})
 local params = model:parameters()
 local num_params = models.vit(cfg):num_parameters()   -- the whole model's, not allocated
 local criterion = nn.CrossEntropy{label_smoothing = cfg.LABEL_SMOOTHING}

@@ -17,6 +17,8 @@ PKGS=(
   dataset-fashion-mnist           # the main job's data
   lua-cjson                       # JSON for metrics files and checkpoint indexes (Lua side)
   tmux                            # the REPL test drives a real terminal
+  clang libclang-rt-14-dev        # make fuzz only (libFuzzer; the runtime is only a
+                                  # Recommends of clang-14): never used by all or test
   # A local Slurm cluster for tests/mpi/test_slurm.sh (srun --mpi=pmix). These pull
   # in liblua5.1 (with recommends also lua5.1, which can take over /usr/bin/lua):
   # Lunar embeds Lua 5.4 and never calls a bare `lua`; scripts must use lua5.4.

@@ -62,7 +62,7 @@ typedef struct {
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static int g_count;                /* usable devices, 0 when none */
-static char g_reason[320];         /* why none */
+static char g_reason[512];         /* why none */
 static device_state *g_devs;
 static int g_local_rank;
 static _Atomic int g_tf32;
@@ -94,15 +94,29 @@ lunar_status lunar_cuda_take_error(void) {
 
 static void init_once(void) {
     int n = 0;
-    cudaError_t e = cudaGetDeviceCount(&n);
+    cudaError_t e = cudaGetDeviceCount(&n); const int call_line = __LINE__;
+    const char *visible = getenv("CUDA_VISIBLE_DEVICES");
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
-        snprintf(g_reason, sizeof g_reason, "cudaGetDeviceCount: %s [%s]", cudaGetErrorString(e),
-                 cudaGetErrorName(e));
+        /* what the two usual answers mean, in words */
+        char hint[160] = "";
+        if (e == cudaErrorInsufficientDriver)
+            snprintf(hint, sizeof hint, ": no NVIDIA driver is loaded on this machine, or it is older than this "
+                                        "CUDA runtime needs");
+        else if (e == cudaErrorNoDevice && visible)
+            snprintf(hint, sizeof hint, ": the driver sees no GPU with CUDA_VISIBLE_DEVICES='%.60s'", visible);
+        else if (e == cudaErrorNoDevice)
+            snprintf(hint, sizeof hint, ": the driver is loaded but sees no GPU");
+        snprintf(g_reason, sizeof g_reason, "cudaGetDeviceCount: %s [%s]%s (%s:%d)", cudaGetErrorString(e),
+                 cudaGetErrorName(e), hint, __FILE__, call_line);
         return;
     }
     if (n <= 0) {
-        snprintf(g_reason, sizeof g_reason, "cudaGetDeviceCount found no device");
+        if (visible)
+            snprintf(g_reason, sizeof g_reason, "cudaGetDeviceCount found no device (CUDA_VISIBLE_DEVICES='%.60s')",
+                     visible);
+        else
+            snprintf(g_reason, sizeof g_reason, "cudaGetDeviceCount found no device");
         return;
     }
     g_devs = calloc((size_t)n, sizeof *g_devs);
@@ -396,27 +410,35 @@ static void *cuda_alloc(int device, size_t nbytes) {
     }
 
     if (lunar_cuda_set_device(device)) return NULL;
-    cudaError_t e = cudaMalloc(&p, size);
+    cudaError_t e = cudaMalloc(&p, size); int call_line = __LINE__;
     if (e == cudaErrorMemoryAllocation) {
         (void)cudaGetLastError();
         release_cached(device);
-        e = cudaMalloc(&p, size);
+        e = cudaMalloc(&p, size); call_line = __LINE__;
     }
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
         size_t fr = 0, tot = 0;
-        if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) (void)cudaGetLastError();
+        int have_info = cudaMemGetInfo(&fr, &tot) == cudaSuccess;   /* best effort, for the message */
+        if (!have_info) (void)cudaGetLastError();
         pthread_mutex_lock(&d->mu);
         size_t in_use = d->stats.bytes_in_use;
         pthread_mutex_unlock(&d->mu);
-        if (e == cudaErrorMemoryAllocation)
-            lunar_error(LUNAR_ERR_OOM, "cuda:%d: out of memory allocating %s (%s in use, %s total, %s free)",
+        if (e == cudaErrorMemoryAllocation && have_info)
+            lunar_error(LUNAR_ERR_OOM, "cuda:%d: out of memory allocating %s (%s in use by Lunar, %s total, %s free; "
+                        "cudaMalloc at %s:%d)",
                         device, lunar_format_bytes(nbytes, b1, sizeof b1), lunar_format_bytes(in_use, b2, sizeof b2),
-                        lunar_format_bytes(tot, b3, sizeof b3), lunar_format_bytes(fr, b4, sizeof b4));
+                        lunar_format_bytes(tot, b3, sizeof b3), lunar_format_bytes(fr, b4, sizeof b4), __FILE__,
+                        call_line);
+        else if (e == cudaErrorMemoryAllocation)
+            lunar_error(LUNAR_ERR_OOM, "cuda:%d: out of memory allocating %s (%s in use by Lunar; total and free "
+                        "unknown: cudaMemGetInfo failed; cudaMalloc at %s:%d)",
+                        device, lunar_format_bytes(nbytes, b1, sizeof b1), lunar_format_bytes(in_use, b2, sizeof b2),
+                        __FILE__, call_line);
         else
             lunar_error(LUNAR_ERR_DEVICE, "cuda:%d: cudaMalloc of %s failed (%s in use): %s [%s] (%s:%d)", device,
                         lunar_format_bytes(nbytes, b1, sizeof b1), lunar_format_bytes(in_use, b2, sizeof b2),
-                        cudaGetErrorString(e), cudaGetErrorName(e), __FILE__, __LINE__);
+                        cudaGetErrorString(e), cudaGetErrorName(e), __FILE__, call_line);
         return NULL;
     }
     pthread_mutex_lock(&d->mu);

@@ -182,7 +182,11 @@ static lunar_status parse_entry(const char *path, const char *name, const cJSON 
         return lunar_error(LUNAR_ERR_FORMAT, "safetensors %s: tensor '%s': %d dims (at most %d supported)",
                            path, name, ndim, LUNAR_MAX_DIMS);
     e->ndim = ndim;
-    uint64_t numel = 1;
+    /* span: the product of the nonzero sizes (saturated at 2^63 - 1). It bounds
+     * a lunar tensor's strides (int64), so it must fit lunar_tensor_new's limit
+     * of 2^59 elements even when a zero size makes the tensor empty
+     * ([0, 2^40, 2^40]). */
+    uint64_t numel = 1, span = 1;
     int k = 0;
     for (const cJSON *v = sh->child; v; v = v->next, k++) {
         int64_t x = json_uint(v);
@@ -194,10 +198,16 @@ static lunar_status parse_entry(const char *path, const char *name, const cJSON 
             return lunar_error(LUNAR_ERR_FORMAT, "safetensors %s: tensor '%s': shape overflows the "
                                "element count", path, name);
         numel *= (uint64_t)x;
+        if (x != 0)
+            span = span > (uint64_t)INT64_MAX / (uint64_t)x ? (uint64_t)INT64_MAX : span * (uint64_t)x;
     }
     size_t esize = lunar_safetensors_dtype_size(e->dtype);
     if (numel > (uint64_t)INT64_MAX / esize)
         return lunar_error(LUNAR_ERR_FORMAT, "safetensors %s: tensor '%s': shape overflows the byte count",
+                           path, name);
+    if (span > (uint64_t)INT64_MAX / 16)
+        return lunar_error(LUNAR_ERR_FORMAT, "safetensors %s: tensor '%s': shape's nonzero sizes "
+                           "multiply past 2^59 elements, more than a tensor holds (even an empty one)",
                            path, name);
     uint64_t nbytes = numel * esize;
     if (!cJSON_IsArray(of) || cJSON_GetArraySize(of) != 2)
@@ -617,16 +627,23 @@ static lunar_status build_header(const char *path, const lunar_safetensors_entry
         if (e->ndim < 0 || e->ndim > LUNAR_MAX_DIMS)
             return lunar_error(LUNAR_ERR_ARG, "safetensors %s: tensor '%s': ndim %d (0..%d)", path,
                                e->name, e->ndim, LUNAR_MAX_DIMS);
-        uint64_t numel = 1;
+        /* the reader's bounds: sizes in [0, 2^53], nonzero sizes' product <= 2^59 */
+        uint64_t numel = 1, span = 1;
+        int empty = 0;
         for (int d = 0; d < e->ndim; d++) {
-            if (e->shape[d] < 0)
-                return lunar_error(LUNAR_ERR_ARG, "safetensors %s: tensor '%s': shape[%d] = %lld < 0",
-                                   path, e->name, d, (long long)e->shape[d]);
-            if (e->shape[d] && numel > (uint64_t)INT64_MAX / (uint64_t)e->shape[d])
+            if (e->shape[d] < 0 || e->shape[d] > (int64_t)1 << 53)
+                return lunar_error(LUNAR_ERR_ARG, "safetensors %s: tensor '%s': shape[%d] = %lld is not "
+                                   "in [0, 2^53]", path, e->name, d, (long long)e->shape[d]);
+            if (e->shape[d] == 0) {
+                empty = 1;
+                continue;
+            }
+            if (span > (uint64_t)INT64_MAX / 16 / (uint64_t)e->shape[d])
                 return lunar_error(LUNAR_ERR_ARG, "safetensors %s: tensor '%s': shape overflows", path,
                                    e->name);
-            numel *= (uint64_t)e->shape[d];
+            span *= (uint64_t)e->shape[d];
         }
+        numel = empty ? 0 : span;
         if (numel > (uint64_t)INT64_MAX / esize || numel * esize != (uint64_t)e->nbytes)
             return lunar_error(LUNAR_ERR_ARG, "safetensors %s: tensor '%s': nbytes %zu but %llu elements "
                                "of %s need %llu", path, e->name, e->nbytes, (unsigned long long)numel,

@@ -23,7 +23,10 @@
      ENTRY(P, embed_tokens_forward), ENTRY(P, embed_tokens_backward),                         \
      ENTRY(P, dropout_forward), ENTRY(P, dropout_backward), ENTRY(P, cross_entropy_forward),  \
      ENTRY(P, cross_entropy_backward), ENTRY(P, add), ENTRY(P, scale), ENTRY(P, adamw_step),  \
-     ENTRY(P, sgd_step), ENTRY(P, sum_squares), ENTRY(P, accuracy_count), __VA_ARGS__}
+     ENTRY(P, sgd_step), ENTRY(P, linear_forward_bf16), ENTRY(P, linear_backward_bf16),         \
+     ENTRY(P, layernorm_forward_bf16), ENTRY(P, gelu_forward_bf16), ENTRY(P, cast_bf16),        \
+     ENTRY(P, adamw_step_bf16), ENTRY(P, sgd_step_bf16), ENTRY(P, sum_squares),                \
+     ENTRY(P, accuracy_count), __VA_ARGS__}
 
 static const lunar_backend cpu_backend = BACKEND_TABLE("cpu", LUNAR_CPU_KERNEL);
 static const lunar_backend ref_backend = BACKEND_TABLE("ref", LUNAR_REF_F32);
@@ -111,8 +114,17 @@ static int check_devices(const char *op, const char *names, const lunar_tensor *
     return LUNAR_OK;
 }
 
+/* t is f32 or bf16 (an activation the bf16 kernels read either way). */
+static int check_t_f32_bf16(const char *op, const char *arg, const lunar_tensor *t) {
+    return check_t(op, arg, t, t && t->dtype == LUNAR_BF16 ? LUNAR_BF16 : LUNAR_F32);
+}
+
 #define CHECK(expr) do { int rc_ = (expr); if (rc_) return (lunar_status)rc_; } while (0)
 #define T(op, name, t) CHECK(check_t(op, name, t, LUNAR_F32))
+#define T16(op, name, t) CHECK(check_t(op, name, t, LUNAR_BF16))
+#define T32_16(op, name, t) CHECK(check_t_f32_bf16(op, name, t))
+#define H(t) ((uint16_t *)lunar_tensor_data(t))
+#define IS16(t) ((t)->dtype == LUNAR_BF16)
 #define T_OPT(op, name, t) do { if (t) T(op, name, t); } while (0)
 /* BACKEND(op, t, ...): every non-NULL tensor listed on t's device (the names
  * in messages are the argument names), then be = that device's backend. */
@@ -133,7 +145,11 @@ static int check_devices(const char *op, const char *names, const lunar_tensor *
 lunar_status lunar_op_linear_forward(lunar_tensor *out, const lunar_tensor *inp,
                                      const lunar_tensor *weight, const lunar_tensor *bias) {
     const char *op = "linear";
-    T(op, "out", out); T(op, "inp", inp); T(op, "weight", weight); T_OPT(op, "bias", bias);
+    /* a bf16 weight selects the bf16 GEMM (precision = 'bf16'): inp f32 or bf16 */
+    int w16 = weight && weight->dtype == LUNAR_BF16;
+    T(op, "out", out);
+    if (w16) { T32_16(op, "inp", inp); T16(op, "weight", weight); } else { T(op, "inp", inp); T(op, "weight", weight); }
+    T_OPT(op, "bias", bias);
     if (weight->ndim != 2) return shape_err(op, "inp", inp, "weight", weight, "(weight must be 2-dim [N, K])");
     int64_t N = weight->shape[0], K = weight->shape[1];
     if (LAST(inp) != K) return shape_err(op, "inp", inp, "weight", weight, "differ in K (the last dim of inp)");
@@ -142,7 +158,8 @@ lunar_status lunar_op_linear_forward(lunar_tensor *out, const lunar_tensor *inp,
     if (LAST(out) != N || lunar_tensor_numel(out) != M * N)
         return shape_err(op, "out", out, "weight", weight, "do not fit (out must be [..., N])");
     BACKEND(op, inp, out, weight, bias);
-    be->linear_forward(F(out), F(inp), F(weight), FOPT(bias), (int)M, (int)K, (int)N);
+    if (w16) be->linear_forward_bf16(F(out), lunar_tensor_data(inp), IS16(inp), H(weight), FOPT(bias), (int)M, (int)K, (int)N);
+    else be->linear_forward(F(out), F(inp), F(weight), FOPT(bias), (int)M, (int)K, (int)N);
     DONE();
 }
 
@@ -150,8 +167,9 @@ lunar_status lunar_op_linear_backward(lunar_tensor *dinp, lunar_tensor *dweight,
                                       const lunar_tensor *dout, const lunar_tensor *inp,
                                       const lunar_tensor *weight) {
     const char *op = "linear_backward";
-    T_OPT(op, "dinp", dinp); T(op, "dweight", dweight); T_OPT(op, "dbias", dbias);
-    T(op, "dout", dout); T(op, "inp", inp); T(op, "weight", weight);
+    int w16 = weight && weight->dtype == LUNAR_BF16;   /* the bf16 GEMMs, as in forward */
+    T_OPT(op, "dinp", dinp); T(op, "dweight", dweight); T_OPT(op, "dbias", dbias); T(op, "dout", dout);
+    if (w16) { T32_16(op, "inp", inp); T16(op, "weight", weight); } else { T(op, "inp", inp); T(op, "weight", weight); }
     if (weight->ndim != 2) return shape_err(op, "inp", inp, "weight", weight, "(weight must be 2-dim)");
     int64_t N = weight->shape[0], K = weight->shape[1];
     if (LAST(inp) != K) return shape_err(op, "inp", inp, "weight", weight, "differ in K");
@@ -162,7 +180,11 @@ lunar_status lunar_op_linear_backward(lunar_tensor *dinp, lunar_tensor *dweight,
     CHECK(check_numel(op, "dweight", dweight, N * K, "the size of weight"));
     if (dbias) CHECK(check_numel(op, "dbias", dbias, N, "N"));
     BACKEND(op, inp, dinp, dweight, dbias, dout, weight);
-    be->linear_backward(FOPT(dinp), F(dweight), FOPT(dbias), F(dout), F(inp), F(weight), (int)M, (int)K, (int)N);
+    if (w16)
+        be->linear_backward_bf16(FOPT(dinp), F(dweight), FOPT(dbias), F(dout), lunar_tensor_data(inp), IS16(inp),
+                                 H(weight), (int)M, (int)K, (int)N);
+    else
+        be->linear_backward(FOPT(dinp), F(dweight), FOPT(dbias), F(dout), F(inp), F(weight), (int)M, (int)K, (int)N);
     DONE();
 }
 
@@ -215,7 +237,7 @@ lunar_status lunar_op_layernorm_forward(lunar_tensor *out, lunar_tensor *mean, l
                                         const lunar_tensor *inp, const lunar_tensor *weight,
                                         const lunar_tensor *bias, float eps) {
     const char *op = "layernorm";
-    T(op, "out", out); T(op, "mean", mean); T(op, "rstd", rstd); T(op, "inp", inp);
+    T32_16(op, "out", out); T(op, "mean", mean); T(op, "rstd", rstd); T(op, "inp", inp);
     T(op, "weight", weight); T(op, "bias", bias);
     int64_t C = LAST(inp), M = lunar_tensor_numel(inp) / (C ? C : 1);
     if (lunar_tensor_numel(weight) != C) return shape_err(op, "inp", inp, "weight", weight, "differ in C");
@@ -224,7 +246,8 @@ lunar_status lunar_op_layernorm_forward(lunar_tensor *out, lunar_tensor *mean, l
     CHECK(check_numel(op, "mean", mean, M, "rows of inp"));
     CHECK(check_numel(op, "rstd", rstd, M, "rows of inp"));
     BACKEND(op, inp, out, mean, rstd, weight, bias);
-    be->layernorm_forward(F(out), F(mean), F(rstd), F(inp), F(weight), F(bias), (int)M, (int)C, eps);
+    if (IS16(out)) be->layernorm_forward_bf16(H(out), F(mean), F(rstd), F(inp), F(weight), F(bias), (int)M, (int)C, eps);
+    else be->layernorm_forward(F(out), F(mean), F(rstd), F(inp), F(weight), F(bias), (int)M, (int)C, eps);
     DONE();
 }
 
@@ -250,10 +273,11 @@ lunar_status lunar_op_layernorm_backward(lunar_tensor *dinp, lunar_tensor *dweig
 }
 
 lunar_status lunar_op_gelu_forward(lunar_tensor *out, const lunar_tensor *inp) {
-    T("gelu", "out", out); T("gelu", "inp", inp);
+    T32_16("gelu", "out", out); T("gelu", "inp", inp);
     CHECK(check_numel("gelu", "out", out, lunar_tensor_numel(inp), "the size of inp"));
     BACKEND("gelu", inp, out);
-    be->gelu_forward(F(out), F(inp), (size_t)lunar_tensor_numel(inp));
+    if (IS16(out)) be->gelu_forward_bf16(H(out), F(inp), (size_t)lunar_tensor_numel(inp));
+    else be->gelu_forward(F(out), F(inp), (size_t)lunar_tensor_numel(inp));
     DONE();
 }
 
@@ -438,7 +462,7 @@ lunar_status lunar_op_scale(lunar_tensor *x, float s) {
 }
 
 lunar_status lunar_op_adamw_step(lunar_tensor *param, lunar_tensor *m, lunar_tensor *v, const lunar_tensor *grad,
-                                 float lr, float beta1, float beta2, float eps, float weight_decay, int t) {
+                                 double lr, double beta1, double beta2, double eps, double weight_decay, int t) {
     const char *op = "adamw";
     T(op, "param", param); T(op, "exp_avg", m); T(op, "exp_avg_sq", v); T(op, "grad", grad);
     int64_t n = lunar_tensor_numel(param);
@@ -469,4 +493,87 @@ lunar_status lunar_op_sum_squares(double *out, const lunar_tensor *x) {
     BACKEND("sum_squares", x);
     *out = be->sum_squares(F(x), (size_t)lunar_tensor_numel(x));
     DONE();
+}
+
+// ----------------------------------------------------------------------------
+// bf16 mixed precision (precision = 'bf16')
+
+lunar_status lunar_op_cast_bf16(lunar_tensor *out, const lunar_tensor *x) {
+    const char *op = "cast_bf16";
+    T16(op, "out", out); T(op, "x", x);
+    CHECK(check_numel(op, "out", out, lunar_tensor_numel(x), "the size of x"));
+    BACKEND(op, x, out);
+    be->cast_bf16(H(out), F(x), (size_t)lunar_tensor_numel(x));
+    DONE();
+}
+
+lunar_status lunar_op_adamw_step_bf16(lunar_tensor *param, lunar_tensor *param_bf16, lunar_tensor *m,
+                                      lunar_tensor *v, const lunar_tensor *grad, double lr, double beta1,
+                                      double beta2, double eps, double weight_decay, int t) {
+    const char *op = "adamw";
+    T(op, "param", param); T16(op, "param_bf16", param_bf16);
+    T(op, "exp_avg", m); T(op, "exp_avg_sq", v); T(op, "grad", grad);
+    int64_t n = lunar_tensor_numel(param);
+    CHECK(check_numel(op, "param_bf16", param_bf16, n, "the size of param"));
+    CHECK(check_numel(op, "grad", grad, n, "the size of param"));
+    CHECK(check_numel(op, "exp_avg", m, n, "the size of param"));
+    CHECK(check_numel(op, "exp_avg_sq", v, n, "the size of param"));
+    if (t < 1) return lunar_error(LUNAR_ERR_ARG, "%s: step %d must be >= 1", op, t);
+    BACKEND(op, param, param_bf16, m, v, grad);
+    be->adamw_step_bf16(F(param), H(param_bf16), F(m), F(v), F(grad), (size_t)n, lr, beta1, beta2, eps,
+                        weight_decay, t);
+    DONE();
+}
+
+lunar_status lunar_op_sgd_step_bf16(lunar_tensor *param, lunar_tensor *param_bf16, lunar_tensor *buf,
+                                    const lunar_tensor *grad, float lr, float momentum, float weight_decay,
+                                    int nesterov, int first) {
+    const char *op = "sgd";
+    T(op, "param", param); T16(op, "param_bf16", param_bf16); T(op, "grad", grad);
+    T_OPT(op, "momentum_buffer", buf);
+    int64_t n = lunar_tensor_numel(param);
+    CHECK(check_numel(op, "param_bf16", param_bf16, n, "the size of param"));
+    CHECK(check_numel(op, "grad", grad, n, "the size of param"));
+    if (momentum != 0 && !buf) return lunar_error(LUNAR_ERR_ARG, "%s: momentum %g needs a momentum buffer", op, momentum);
+    if (buf) CHECK(check_numel(op, "momentum_buffer", buf, n, "the size of param"));
+    BACKEND(op, param, param_bf16, grad, buf);
+    be->sgd_step_bf16(F(param), H(param_bf16), FOPT(buf), F(grad), (size_t)n, lr, momentum, weight_decay,
+                      nesterov, first);
+    DONE();
+}
+
+int lunar_bf16_supported(int device, char *why, size_t n) {
+    if (why && n) why[0] = '\0';
+    if (device == LUNAR_CPU) {
+        const char *off = getenv("LUNAR_NO_CPU_BF16");   /* tests: act as a CPU without it */
+        if (off && *off && strcmp(off, "0")) {
+            if (why && n)
+                snprintf(why, n, "this CPU has no avx512_bf16 (LUNAR_NO_CPU_BF16=%s pretends so), which the bf16 "
+                                 "GEMMs on the CPU need", off);
+            return 0;
+        }
+        if (lunar_cpu_bf16_native()) return 1;
+        if (!why || !n) return 0;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512bf16"))
+            snprintf(why, n, "this build of lunar has no AVX512-BF16 kernels although this CPU has avx512_bf16 "
+                             "(rebuild it here: make clean && make, which compiles with -march=native)");
+        else
+#endif
+            snprintf(why, n, "this CPU has no avx512_bf16 (see the flags in /proc/cpuinfo), which the bf16 "
+                             "GEMMs on the CPU need (Intel Cooper Lake / Sapphire Rapids or later, AMD Zen 4 "
+                             "or later)");
+        return 0;
+    }
+    int major = 0, minor = 0;
+    if (lunar_cuda_capability(device, &major, &minor)) {
+        if (why && n) snprintf(why, n, "%s", lunar_last_error());
+        return 0;
+    }
+    if (major >= 8) return 1;
+    if (why && n)
+        snprintf(why, n, "cuda:%d has compute capability %d.%d; bf16 GEMMs (cuBLASLt CUDA_R_16BF) need 8.0 or later",
+                 device, major, minor);
+    return 0;
 }

@@ -838,6 +838,7 @@ function checkpoint.load(path, state)
   end
   -- everything is read and checked: change the state
   for _, c in ipairs(commits) do c.dst:copy_(c.src); c.src:free() end
+  if state.model.sync_working_weights then state.model:sync_working_weights() end   -- precision = 'bf16'
   if commits.optimizer then state.optimizer:load_state_dict(commits.optimizer) end
   if commits.grads then for _, c in ipairs(commits.grads) do c.dst:copy_(c.src); c.src:free() end end
   local e = state.engine

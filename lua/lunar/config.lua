@@ -316,6 +316,24 @@ local function derive_and_check(values, where)
   end
 end
 
+--- Checks what a loaded config asks of this machine, which config.load does
+-- not (a config is machine independent: `config show` reads a GPU recipe on a
+-- laptop): precision = 'bf16' needs native bf16 kernels on cfg.device
+-- (lunar.ops.bf16_supported: avx512_bf16 on the CPU, compute capability 8.0
+-- on CUDA). The training scripts call it before building anything. Raises
+-- "config key 'precision' is 'bf16', but <reason>" (no position), else
+-- returns cfg.
+-- @param cfg a config from config.load
+function config.check_machine(cfg)
+  if cfg.precision == 'bf16' then
+    local ok, why = lunar.ops.bf16_supported(cfg.device or 'cpu')
+    if not ok then
+      error(string.format("config key 'precision' is 'bf16', but %s; use precision = 'fp32' here", why), 0)
+    end
+  end
+  return cfg
+end
+
 -- ---------------------------------------------------------------------------
 -- overrides
 

@@ -33,8 +33,16 @@ function data.fashion_mnist(dir, split)
 end
 
 --- Train and test datasets named by cfg.DATASET; checks they match the model's
--- IMG_SIZE, IN_CHANS and NUM_CLASSES.
+-- IMG_DIMS (2 or 3; nil is 2), IMG_SIZE, IN_CHANS and NUM_CLASSES.
 function data.datasets(cfg)
+  -- IMG_DIMS: the spatial dimensions the model expects (a plain table may leave it out: 2)
+  local dims = cfg.IMG_DIMS
+  if dims == nil then dims = 2 end
+  if type(dims) == 'number' then dims = math.tointeger(dims) or dims end   -- 3.0 is 3
+  if dims ~= 2 and dims ~= 3 then
+    error(string.format('data: config key IMG_DIMS must be 2 (images) or 3 (volumes), got %s %s', type(cfg.IMG_DIMS),
+      tostring(cfg.IMG_DIMS)), 0)
+  end
   local train, test
   if cfg.DATASET == 'fashion_mnist' then
     train, test = data.fashion_mnist(cfg.DATA_DIR, 'train'), data.fashion_mnist(cfg.DATA_DIR, 't10k')
@@ -44,12 +52,17 @@ function data.datasets(cfg)
     train, test = C.load_cifar10(files), C.load_cifar10({join(cfg.DATA_DIR, 'test_batch.bin')})
   elseif cfg.DATASET == 'synthetic' then
     local size = {}
-    for i = 1, cfg.IMG_DIMS do size[i] = cfg.IMG_SIZE end
-    train = C.synthetic(cfg.NUM_SAMPLES, cfg.IN_CHANS, cfg.IMG_DIMS, size, cfg.NUM_CLASSES, cfg.SEED)
-    test = C.synthetic(math.max(cfg.NUM_SAMPLES // 4, cfg.NUM_CLASSES), cfg.IN_CHANS, cfg.IMG_DIMS, size,
+    for i = 1, dims do size[i] = cfg.IMG_SIZE end
+    train = C.synthetic(cfg.NUM_SAMPLES, cfg.IN_CHANS, dims, size, cfg.NUM_CLASSES, cfg.SEED)
+    test = C.synthetic(math.max(cfg.NUM_SAMPLES // 4, cfg.NUM_CLASSES), cfg.IN_CHANS, dims, size,
       cfg.NUM_CLASSES, cfg.SEED + 1)
   else
     error('data: unknown DATASET ' .. tostring(cfg.DATASET), 0)
+  end
+  if train:ndim() ~= dims then
+    error(string.format('data: %s has %dD images, but the config says IMG_DIMS=%d (%s)', cfg.DATASET, train:ndim(),
+      dims, train:ndim() == 2 and 'set IMG_DIMS=2, or use DATASET=synthetic for volumes' or 'set IMG_DIMS=' ..
+      train:ndim()), 0)
   end
   local shape = train:shape()
   if shape[1] ~= cfg.IN_CHANS or shape[2] ~= cfg.IMG_SIZE then

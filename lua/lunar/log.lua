@@ -3,7 +3,7 @@
 --   log.info(fmt, ...)                    printed by rank 0 only
 --   m = log.metrics(path)                 opens a JSON-lines file (rank 0), nil path = none
 --   m:write{step=, loss=, lr=, images_per_s=}   one JSON object per line, flushed
---   bar = log.progress(total, label)      a progress bar when stdout is a terminal
+--   bar = log.progress(total, label)      a progress bar on a terminal, one-rank jobs only
 --   bar:update(i, text)  bar:finish()
 local cjson = require('cjson')
 cjson.encode_number_precision(14)   -- 14 significant digits: every f32 value round-trips
@@ -47,9 +47,18 @@ end
 local Progress = {}
 Progress.__index = Progress
 
---- A progress bar on rank 0 when stdout is a terminal (inactive otherwise).
+--- Whether a progress bar is drawn: on rank 0 of a one-rank job, when stdout
+-- is a terminal. Under an MPI launcher with several ranks it is off: Open MPI
+-- gives every rank a pty, so isatty says yes even when mpirun's own output
+-- goes to a file or a pipe (the bar's carriage returns would fill the log);
+-- such jobs print the LOG_EVERY lines instead. mpirun -np 1 is a one-rank job.
+function log.progress_enabled()
+  return log.is_main() and (lunar.world_size or 1) <= 1 and lunar.isatty(1)
+end
+
+--- A progress bar (see log.progress_enabled; inactive otherwise).
 function log.progress(total, label)
-  return setmetatable({total = total, label = label or '', active = log.is_main() and lunar.isatty(1),
+  return setmetatable({total = total, label = label or '', active = log.progress_enabled(),
     t0 = lunar.clock()}, Progress)
 end
 

@@ -3,7 +3,8 @@
 --   model = models.vit(cfg)       a ViT with cfg.IMG_SIZE, PATCH_SIZE, IN_CHANS,
 --                                 HIDDEN_SIZE, DEPTH, NUM_HEADS, MLP_RATIO,
 --                                 NUM_CLASSES, DROPOUT, IMG_DIMS; not materialized
---   n = models.vit_num_params(cfg)
+--   n = models.vit(cfg):num_parameters()      the whole model's parameter count (allocates nothing)
+--   f = models.vit_train_flops_per_image(cfg, n)   training FLOPs of one image
 local nn = require('lunar.nn')
 
 local models = {}

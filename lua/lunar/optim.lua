@@ -10,6 +10,11 @@
 -- torch.optim.SGD (dampening 0). Weight decay follows timm's grouping
 -- (param_groups_weight_decay): no decay for 1-dim parameters and the names
 -- marked no_weight_decay (pos_embed, cls_token).
+--
+-- precision = 'bf16' (nn.materialize): the parameters (p.param) are the fp32
+-- master weights and the state is fp32; a parameter with a bf16 working copy
+-- (p.param_bf16) is updated by the fused ops.*_step_bf16, which writes the
+-- copy in the same pass (the fp32 update is the plain step's, bit for bit).
 local ops = lunar.ops
 local class = require('lunar.class')
 
@@ -56,10 +61,11 @@ function optim.AdamW:__init(params, opts)
   self.t = 0
   self.flat_m, self.m = flat_state(params)
   self.flat_v, self.v = flat_state(params)
-  self.pviews, self.gviews = {}, {}
+  self.pviews, self.gviews, self.p16views = {}, {}, {}
   for i, p in ipairs(params) do
     self.pviews[i] = p.param:view(-1)
     self.gviews[i] = p.grad:view(-1)
+    self.p16views[i] = p.param_bf16 and p.param_bf16:view(-1)   -- precision = 'bf16': the working copy
   end
 end
 
@@ -70,8 +76,13 @@ function optim.AdamW:step()
   self.t = self.t + 1
   for i, p in ipairs(self.params) do
     local wd = p.no_weight_decay and 0 or self.weight_decay
-    ops.adamw_step(self.pviews[i], self.m[i], self.v[i], self.gviews[i], self.lr, self.beta1, self.beta2,
-      self.eps, wd, self.t)
+    if self.p16views[i] then
+      ops.adamw_step_bf16(self.pviews[i], self.p16views[i], self.m[i], self.v[i], self.gviews[i], self.lr,
+        self.beta1, self.beta2, self.eps, wd, self.t)
+    else
+      ops.adamw_step(self.pviews[i], self.m[i], self.v[i], self.gviews[i], self.lr, self.beta1, self.beta2,
+        self.eps, wd, self.t)
+    end
   end
 end
 
@@ -97,10 +108,11 @@ function optim.SGD:__init(params, opts)
   self.nesterov = opts.nesterov or false
   self.t = 0
   if self.momentum ~= 0 then self.flat_buf, self.buf = flat_state(params) else self.buf = {} end
-  self.pviews, self.gviews = {}, {}
+  self.pviews, self.gviews, self.p16views = {}, {}, {}
   for i, p in ipairs(params) do
     self.pviews[i] = p.param:view(-1)
     self.gviews[i] = p.grad:view(-1)
+    self.p16views[i] = p.param_bf16 and p.param_bf16:view(-1)   -- precision = 'bf16': the working copy
   end
 end
 
@@ -111,8 +123,13 @@ function optim.SGD:step()
   self.t = self.t + 1
   for i, p in ipairs(self.params) do
     local wd = p.no_weight_decay and 0 or self.weight_decay
-    ops.sgd_step(self.pviews[i], self.buf[i], self.gviews[i], self.lr, self.momentum, wd, self.nesterov,
-      self.t == 1)
+    if self.p16views[i] then
+      ops.sgd_step_bf16(self.pviews[i], self.p16views[i], self.buf[i], self.gviews[i], self.lr, self.momentum, wd,
+        self.nesterov, self.t == 1)
+    else
+      ops.sgd_step(self.pviews[i], self.buf[i], self.gviews[i], self.lr, self.momentum, wd, self.nesterov,
+        self.t == 1)
+    end
   end
 end
 

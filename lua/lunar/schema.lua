@@ -92,7 +92,10 @@ local TOP = {
   { 'clip_grad_norm', E{ type = 'number', default = 0.0, min = 0,
       doc = 'clip the global gradient norm to this value (0 = off)' } },
   { 'precision', E{ type = 'string', default = 'fp32', enum = { 'fp32', 'bf16' },
-      doc = 'compute precision (bf16: bf16 compute, fp32 master weights)' } },
+      doc = "compute precision: 'fp32', or 'bf16' mixed precision: bf16 GEMMs (fp32 accumulation) on bf16 " ..
+        "working weights and GEMM-input activations; fp32 master weights, gradients, optimizer state, " ..
+        "LayerNorm/softmax statistics and loss. bf16 needs avx512_bf16 on the CPU (Zen 4+, Sapphire Rapids+) " ..
+        "or CUDA compute capability 8.0+" } },
 
   { 'INIT', E{ type = 'string', default = 'timm', enum = { 'timm', 'pytorch' },
       doc = "weight init: 'timm' (Linear trunc_normal std .02, zero bias) or 'pytorch' (module defaults: U(+-1/sqrt(fan_in)))" } },

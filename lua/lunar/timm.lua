@@ -152,6 +152,7 @@ function timm.load_pretrained(model, path, opts)
     it.p.param:copy_(temps[i])
     temps[i]:free()
   end
+  if model.sync_working_weights then model:sync_working_weights() end   -- precision = 'bf16': the working copy
   local skipped = {}
   for n in pairs(skip) do if by_name[n] then skipped[#skipped + 1] = n end end
   table.sort(skipped)

@@ -11,7 +11,7 @@
 --     train_loader = train_loader, test_loader = test_loader,
 --     epochs = 10, max_steps = 0,            -- 0 / nil: no limit on steps
 --     test_interval = 1,                     -- test after every N epochs (and after the last)
---     display_progress = true,               -- a progress bar on rank 0 when stdout is a terminal
+--     display_progress = true,               -- a progress bar when log.progress_enabled() (one rank, a terminal)
 --     hooks = { hooks.LRSchedulerHook{lr_scheduler = s}, hooks.LossHook{}, hooks.AccuracyHook{},
 --               function(event, trainer, ...) end },
 --   }

@@ -69,4 +69,35 @@ static const char *test_current_name_;
                     : printf("%d passed, %d failed\n", test_passed_, test_failed_)), \
      test_failed_ ? 1 : 0)
 
+/* ---- random inputs: a xorshift64* stream the test file seeds ------------------ */
+
+/* A test file that wants random inputs defines TEST_RNG_SEED (a uint64_t
+ * literal) before including this header and gets urand() (uniform doubles in
+ * [0, 1)), rand_f() (a malloc'ed float array uniform in [lo, hi)) and copy_f()
+ * (a malloc'ed copy); the caller frees the arrays. */
+#ifdef TEST_RNG_SEED
+#include <stdint.h>
+#include <stdlib.h>
+static uint64_t rng_s = TEST_RNG_SEED;
+
+static inline double urand(void) { /* uniform [0, 1), xorshift64* (Vigna 2016) */
+    rng_s ^= rng_s >> 12;
+    rng_s ^= rng_s << 25;
+    rng_s ^= rng_s >> 27;
+    return (double)((rng_s * 2685821657736338717ull) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static inline float *rand_f(size_t n, double lo, double hi) {
+    float *x = malloc((n ? n : 1) * sizeof *x);
+    for (size_t i = 0; i < n; i++) x[i] = (float)(lo + (hi - lo) * urand());
+    return x;
+}
+
+static inline float *copy_f(const float *x, size_t n) {
+    float *y = malloc((n ? n : 1) * sizeof *y);
+    memcpy(y, x, n * sizeof *y);
+    return y;
+}
+#endif
+
 #endif

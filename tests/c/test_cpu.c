@@ -20,30 +20,10 @@
 
 #include "lunar/kernels.h"
 #include "lunar/rng.h"
+#define TEST_RNG_SEED 0x9E3779B97F4A7C15ull
 #include "test.h"
 
 /* ---- helpers -------------------------------------------------------------------- */
-
-static uint64_t rng_s = 0x9E3779B97F4A7C15ull;
-
-static double urand(void) { /* uniform [0, 1), xorshift64* */
-    rng_s ^= rng_s >> 12;
-    rng_s ^= rng_s << 25;
-    rng_s ^= rng_s >> 27;
-    return (double)((rng_s * 2685821657736338717ull) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-static float *rand_f(size_t n, double lo, double hi) {
-    float *x = malloc((n ? n : 1) * sizeof *x);
-    for (size_t i = 0; i < n; i++) x[i] = (float)(lo + (hi - lo) * urand());
-    return x;
-}
-
-static float *copy_f(const float *x, size_t n) {
-    float *y = malloc((n ? n : 1) * sizeof *y);
-    memcpy(y, x, n * sizeof *y);
-    return y;
-}
 
 static double *to_d(const float *x, size_t n) {
     double *y = malloc((n ? n : 1) * sizeof *y);

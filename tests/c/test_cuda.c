@@ -9,11 +9,21 @@
  * are checked to give the same bits on two runs. Also: the device allocator's
  * counters and its errors, host <-> device tensor copies (contiguous, strided,
  * dtype conversion), and the op layer on CUDA tensors (device checks, targets
- * checked on the host).
+ * checked on the host). bf16 (precision = 'bf16'): the bf16 GEMMs (cuBLASLt
+ * CUDA_R_16BF, f32 accumulation) against the CPU's at an f32 tolerance (the
+ * operands are rounded alike), the bf16 outputs of LayerNorm and GELU within
+ * one bf16 rounding, the cast and the optimizer's working copy bitwise.
+ *
+ * The attention of bf16 / f16 inputs (core/cuda/attention.h): cuDNN's fused
+ * graph where libcudnn loads (test_attention_cudnn: against the CPU and the
+ * own kernel with bf16 / f16 tolerances, which path ran, determinism), and the
+ * own-kernel fallback everywhere, the CPU emulation included, where cuDNN is
+ * absent and the fallback must be taken and reported.
  *
  * On a machine without a CUDA device (or a build without the CUDA backend)
  * every test is reported as skipped, with the reason, and the summary reads
- * "0 passed, 0 failed, N skipped": a skip is never a pass.
+ * "0 passed, 0 failed, N skipped": a skip is never a pass. The cuDNN tests are
+ * skipped the same way where a device is present but libcudnn is not.
  *
  *   make build/tests/test_cuda && build/tests/test_cuda
  */
@@ -29,6 +39,7 @@
 #include "lunar/ops.h"
 #include "lunar/rng.h"
 #include "lunar/tensor.h"
+#define TEST_RNG_SEED 0x243F6A8885A308D3ull
 #include "test.h"
 
 /* every test, in order (X-macro: run them, or skip them all) */
@@ -43,6 +54,8 @@
     X(test_layernorm)                  \
     X(test_gelu_add_scale)             \
     X(test_attention)                  \
+    X(test_attention_path_f32)         \
+    X(test_attention_lowp_fallback)    \
     X(test_embed_tokens)               \
     X(test_patchify)                   \
     X(test_dropout_bitwise)            \
@@ -51,9 +64,16 @@
     X(test_optimizers)                 \
     X(test_sum_squares)                \
     X(test_determinism)                \
-    X(test_ops_on_device)
+    X(test_ops_on_device)              \
+    X(test_bf16)
+
+/* the tests that need cuDNN besides a device: skipped, with the reason, where
+ * libcudnn does not load (always in the CPU emulation) */
+#define CUDNN_TESTS(X)                 \
+    X(test_attention_cudnn)
 
 #ifdef LUNAR_USE_CUDA
+#include "../../core/cuda/attention.h"
 
 /* the Philox words on the device (core/ops/cuda/elementwise.cu) */
 void lunar_cuda_rng_u32_fill(uint32_t *out, size_t n, uint64_t seed, uint64_t stream, uint64_t offset);
@@ -61,27 +81,6 @@ void lunar_cuda_rng_u32_fill(uint32_t *out, size_t n, uint64_t seed, uint64_t st
 #define DEV 0
 
 /* ---- helpers -------------------------------------------------------------------- */
-
-static uint64_t rng_s = 0x243F6A8885A308D3ull;
-
-static double urand(void) {
-    rng_s ^= rng_s >> 12;
-    rng_s ^= rng_s << 25;
-    rng_s ^= rng_s >> 27;
-    return (double)((rng_s * 2685821657736338717ull) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-static float *rand_f(size_t n, double lo, double hi) {
-    float *x = malloc((n ? n : 1) * sizeof *x);
-    for (size_t i = 0; i < n; i++) x[i] = (float)(lo + (hi - lo) * urand());
-    return x;
-}
-
-static float *copy_f(const float *x, size_t n) {
-    float *y = malloc((n ? n : 1) * sizeof *y);
-    if (n) memcpy(y, x, n * sizeof *y);
-    return y;
-}
 
 /* device buffers: lunar_alloc on cuda:0, freed with their size */
 static void *d_alloc(size_t nbytes) { return lunar_alloc(DEV, nbytes ? nbytes : 4); }
@@ -435,6 +434,236 @@ static void test_attention(void) {
     for (size_t i = 0; i < sizeof SZ / sizeof *SZ; i++) CHECK(attention_case(SZ[i][0], SZ[i][1], SZ[i][2], SZ[i][3]));
 }
 
+/* ---- attention: which path, bf16 / f16 through cuDNN or the own kernel ----------------- */
+
+/* x rounded to dtype (bf16 / f16) in place; the 16-bit words (malloc'ed) */
+static uint16_t *round_16(float *x, size_t n, lunar_dtype dt) {
+    uint16_t *h = malloc((n ? n : 1) * 2);
+    for (size_t i = 0; i < n; i++) {
+        h[i] = dt == LUNAR_BF16 ? lunar_f32_to_bf16(x[i]) : lunar_f32_to_f16(x[i]);
+        x[i] = dt == LUNAR_BF16 ? lunar_bf16_to_f32(h[i]) : lunar_f16_to_f32(h[i]);
+    }
+    return h;
+}
+
+/* n 16-bit words of device memory as floats (malloc'ed), NULL on failure */
+static float *h_from_16(const void *d, size_t n, lunar_dtype dt) {
+    uint16_t *w = malloc((n ? n : 1) * 2);
+    float *f = malloc((n ? n : 1) * 4);
+    if (n && lunar_cuda_memcpy(w, LUNAR_CPU, d, DEV, n * 2)) { free(w); free(f); return NULL; }
+    for (size_t i = 0; i < n; i++) f[i] = dt == LUNAR_BF16 ? lunar_bf16_to_f32(w[i]) : lunar_f16_to_f32(w[i]);
+    free(w);
+    return f;
+}
+
+static void *d_from_16(const uint16_t *h, size_t n) {
+    void *d = d_alloc(n * 2);
+    if (d && n && lunar_cuda_memcpy(d, DEV, h, LUNAR_CPU, n * 2)) return NULL;
+    return d;
+}
+
+/* one forward and backward of dtype dt on the device, in the current
+ * LUNAR_CUDNN_ATTENTION mode: outputs as floats, the paths and their reasons */
+typedef struct {
+    float *o, *lse, *dqkv;
+    lunar_attn_path fwd, bwd;
+    char why_fwd[800], why_bwd[800];
+} lowp_run;
+
+static void lowp_free(lowp_run *r) { free(r->o); free(r->lse); free(r->dqkv); memset(r, 0, sizeof *r); }
+
+static int lowp_run_case(lunar_dtype dt, int B, int N, int H, int D, const uint16_t *qkv16, const uint16_t *dout16,
+                         lowp_run *r) {
+    size_t nq = (size_t)B * N * 3 * H * D, no = (size_t)B * N * H * D, nl = (size_t)B * H * N;
+    memset(r, 0, sizeof *r);
+    void *q = d_from_16(qkv16, nq), *g = d_from_16(dout16, no), *o = d_alloc(no * 2), *dq = d_alloc(nq * 2);
+    float *l = d_alloc(nl * 4);
+    const char *why = "";
+    lunar_cuda_attention_forward_dt(dt, o, l, q, B, N, H, D);
+    r->fwd = lunar_cuda_attention_last_path(0, &why);
+    snprintf(r->why_fwd, sizeof r->why_fwd, "%s", why);
+    lunar_cuda_attention_backward_dt(dt, dq, g, q, o, l, B, N, H, D);
+    r->bwd = lunar_cuda_attention_last_path(1, &why);
+    snprintf(r->why_bwd, sizeof r->why_bwd, "%s", why);
+    r->o = h_from_16(o, no, dt);
+    r->lse = h_from(l, nl);
+    r->dqkv = h_from_16(dq, nq, dt);
+    int ok = lunar_cuda_take_error() == LUNAR_OK;
+    if (!ok) fprintf(stderr, "    %s attention B=%d N=%d H=%d D=%d: %s\n", lunar_dtype_name(dt), B, N, H, D,
+                     lunar_last_error());
+    d_free(q, nq * 2); d_free(g, no * 2); d_free(o, no * 2); d_free(dq, nq * 2); d_free(l, nl * 4);
+    return ok && r->o && r->lse && r->dqkv;
+}
+
+/* the CPU on the rounded inputs: out, lse; and the backward from the
+ * device's own out and lse (so it is checked on its own) */
+typedef struct { float *o, *lse, *dqkv; } cpu_ref;
+
+static void cpu_ref_make(cpu_ref *c, const float *qkv, const float *dout, const float *dev_o, const float *dev_lse,
+                         int B, int N, int H, int D) {
+    size_t nq = (size_t)B * N * 3 * H * D, no = (size_t)B * N * H * D, nl = (size_t)B * H * N;
+    c->o = malloc(no * 4); c->lse = malloc(nl * 4); c->dqkv = malloc(nq * 4);
+    lunar_cpu_attention_forward(c->o, c->lse, qkv, B, N, H, D);
+    lunar_cpu_attention_backward(c->dqkv, dout, qkv, dev_o, dev_lse, B, N, H, D);
+}
+
+static void cpu_ref_free(cpu_ref *c) { free(c->o); free(c->lse); free(c->dqkv); }
+
+/* f32 inputs take the own kernel and say why */
+static void test_attention_path_f32(void) {
+    int B = 2, N = 9, H = 2, D = 16;
+    size_t nq = (size_t)B * N * 3 * H * D, no = (size_t)B * N * H * D, nl = (size_t)B * H * N;
+    float *qkv = rand_f(nq, -1, 1), *dout = rand_f(no, -1, 1);
+    float *dq = d_from(qkv, nq), *ddo = d_from(dout, no), *o = d_alloc(no * 4), *l = d_alloc(nl * 4),
+          *dd = d_alloc(nq * 4);
+    const char *why = NULL;
+    lunar_cuda_set_cudnn_attention(-1);
+    lunar_cuda_attention_forward(o, l, dq, B, N, H, D);
+    CHECK(lunar_cuda_attention_last_path(0, &why) == LUNAR_ATTN_PATH_OWN);
+    CHECK_MSG(why && strstr(why, "f32"), "reason: %s", why ? why : "(null)");
+    lunar_cuda_attention_backward_dt(LUNAR_F32, dd, ddo, dq, o, l, B, N, H, D);   /* the dtype entry too */
+    CHECK(lunar_cuda_attention_last_path(1, &why) == LUNAR_ATTN_PATH_OWN);
+    CHECK_MSG(strstr(why, "f32"), "reason: %s", why);
+    lunar_cuda_set_cudnn_attention(LUNAR_CUDNN_ATTN_OFF);
+    lunar_cuda_attention_forward_dt(LUNAR_F32, o, l, dq, B, N, H, D);
+    CHECK(lunar_cuda_attention_last_path(0, &why) == LUNAR_ATTN_PATH_OWN);
+    CHECK_MSG(strstr(why, "LUNAR_CUDNN_ATTENTION=0"), "reason: %s", why);
+    lunar_cuda_set_cudnn_attention(-1);
+    CHECK(strcmp(lunar_cuda_attention_path_name(LUNAR_ATTN_PATH_CUDNN), "cuDNN") == 0);
+    /* a dtype the attention does not take: an error, no path */
+    lunar_cuda_attention_forward_dt(LUNAR_I32, o, l, dq, B, N, H, D);
+    CHECK(lunar_cuda_take_error() != LUNAR_OK);
+    CHECK_MSG(strstr(lunar_last_error(), "f32, bf16, f16"), "message: %s", lunar_last_error());
+    CUDA_OK();
+    d_free(dq, nq * 4); d_free(ddo, no * 4); d_free(o, no * 4); d_free(l, nl * 4); d_free(dd, nq * 4);
+    free(qkv); free(dout);
+}
+
+/* bf16 / f16 through the own kernel: with cuDNN switched off, and (where
+ * libcudnn does not load: the CPU emulation) with cuDNN absent; each time the
+ * path and its reason are reported and the results are the CPU's within the
+ * rounding of the dtype */
+static void test_attention_lowp_fallback(void) {
+    static const int SZ[][4] = {{2, 33, 2, 64}, {1, 20, 3, 40}, {2, 9, 2, 33}, {1, 1, 2, 16}};
+    static const lunar_dtype DT[] = {LUNAR_BF16, LUNAR_F16};
+    int cudnn = lunar_cuda_cudnn_available();
+    if (!cudnn) printf("    cuDNN: %s\n", lunar_cuda_cudnn_unavailable_reason());
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1 && cudnn) break;   /* cuDNN absent: the default mode must fall back too */
+        lunar_cuda_set_cudnn_attention(pass == 0 ? LUNAR_CUDNN_ATTN_OFF : LUNAR_CUDNN_ATTN_ON);
+        for (size_t t = 0; t < sizeof SZ / sizeof *SZ; t++)
+            for (int k = 0; k < 2; k++) {
+                lunar_dtype dt = DT[k];
+                int B = SZ[t][0], N = SZ[t][1], H = SZ[t][2], D = SZ[t][3];
+                size_t nq = (size_t)B * N * 3 * H * D, no = (size_t)B * N * H * D, nl = (size_t)B * H * N;
+                float *qkv = rand_f(nq, -1.5, 1.5), *dout = rand_f(no, -1, 1);
+                uint16_t *q16 = round_16(qkv, nq, dt), *g16 = round_16(dout, no, dt);
+                lowp_run r = {0};
+                int ok = lowp_run_case(dt, B, N, H, D, q16, g16, &r);
+                const char *want = pass == 0 ? "LUNAR_CUDNN_ATTENTION=0" : lunar_cuda_cudnn_unavailable_reason();
+                char what[128];
+                snprintf(what, sizeof what, "%s fallback B=%d N=%d H=%d D=%d", lunar_dtype_name(dt), B, N, H, D);
+                int paths = r.fwd == LUNAR_ATTN_PATH_OWN && r.bwd == LUNAR_ATTN_PATH_OWN && strstr(r.why_fwd, want) &&
+                            strstr(r.why_bwd, want);
+                if (ok && !paths)
+                    fprintf(stderr, "    %s: paths %s (%s) / %s (%s), expected the own kernel because: %s\n", what,
+                            lunar_cuda_attention_path_name(r.fwd), r.why_fwd, lunar_cuda_attention_path_name(r.bwd),
+                            r.why_bwd, want);
+                cpu_ref c = {0};
+                if (ok) {
+                    float *dev_o = copy_f(r.o, no);
+                    cpu_ref_make(&c, qkv, dout, dev_o, r.lse, B, N, H, D);
+                    free(dev_o);
+                }
+                /* the f32 kernel rounded once to the dtype */
+                double rt = dt == LUNAR_BF16 ? 8e-3 : 2e-3, at = dt == LUNAR_BF16 ? 2e-3 : 5e-4;
+                ok = ok && paths && close_f(what, r.o, c.o, no, rt, at) && close_f("  lse", r.lse, c.lse, nl, 1e-4, 1e-5) &&
+                     close_f("  dqkv", r.dqkv, c.dqkv, nq, rt, at);
+                lowp_free(&r);
+                cpu_ref_free(&c);
+                free(qkv); free(dout); free(q16); free(g16);
+                if (!ok) lunar_cuda_set_cudnn_attention(-1);
+                CHECK(ok);
+            }
+    }
+    lunar_cuda_set_cudnn_attention(-1);
+    CUDA_OK();
+}
+
+/* bf16 / f16 through cuDNN's fused graph: the path, and the results against
+ * the CPU (on the same rounded inputs) and against the own kernel, with the
+ * tolerances of the dtype (the probabilities enter the second matmul, and dS
+ * the gradient matmuls, rounded to it); the deterministic backward twice */
+static void test_attention_cudnn(void) {
+    static const int SZ[][4] = {{2, 197, 3, 64}, {2, 128, 2, 128}, {1, 256, 4, 64}, {3, 50, 2, 32}, {1, 40, 1, 256}};
+    static const lunar_dtype DT[] = {LUNAR_BF16, LUNAR_F16};
+    int major = 0, minor = 0;
+    CHECK(lunar_cuda_capability(DEV, &major, &minor) == LUNAR_OK);
+    size_t v = lunar_cuda_cudnn_version();
+    printf("    cuDNN %zu.%zu.%zu on sm_%d%d\n", v / 10000, v / 100 % 100, v % 100, major, minor);
+    for (size_t t = 0; t < sizeof SZ / sizeof *SZ; t++)
+        for (int k = 0; k < 2; k++) {
+            lunar_dtype dt = DT[k];
+            int B = SZ[t][0], N = SZ[t][1], H = SZ[t][2], D = SZ[t][3];
+            size_t nq = (size_t)B * N * 3 * H * D, no = (size_t)B * N * H * D, nl = (size_t)B * H * N;
+            float *qkv = rand_f(nq, -1.5, 1.5), *dout = rand_f(no, -1, 1);
+            uint16_t *q16 = round_16(qkv, nq, dt), *g16 = round_16(dout, no, dt);
+            char what[128];
+            snprintf(what, sizeof what, "cuDNN %s B=%d N=%d H=%d D=%d", lunar_dtype_name(dt), B, N, H, D);
+            double rt = dt == LUNAR_BF16 ? 2e-2 : 5e-3, gt = dt == LUNAR_BF16 ? 3e-2 : 1e-2;
+            lowp_run r = {0}, own = {0}, again = {0};
+            lunar_cuda_set_cudnn_attention(LUNAR_CUDNN_ATTN_ON);
+            int ok = lowp_run_case(dt, B, N, H, D, q16, g16, &r);
+            /* cuDNN must take the forward (D > 128 only on Hopper: cuDNN before 9.10
+             * serves it nowhere else) and, on Hopper with D <= 128, the deterministic
+             * backward (from cuDNN 9.16 for N % 128 != 0); elsewhere the own kernel
+             * may run the backward, and the results are checked all the same */
+            int need_fwd = D <= 128 || major == 9,
+                need_bwd = major == 9 && D <= 128 && (v > 91500 || N % 128 == 0);
+            if (ok && r.fwd != LUNAR_ATTN_PATH_CUDNN)
+                fprintf(stderr, "    %s: forward took the %s: %s\n", what, lunar_cuda_attention_path_name(r.fwd), r.why_fwd);
+            if (ok && r.bwd != LUNAR_ATTN_PATH_CUDNN)
+                fprintf(stderr, "    %s: backward took the %s: %s\n", what, lunar_cuda_attention_path_name(r.bwd),
+                        r.why_bwd);
+            int paths = (r.fwd == LUNAR_ATTN_PATH_CUDNN || !need_fwd) && (r.bwd == LUNAR_ATTN_PATH_CUDNN || !need_bwd);
+            cpu_ref c = {0};
+            if (ok) {
+                float *dev_o = copy_f(r.o, no);
+                cpu_ref_make(&c, qkv, dout, dev_o, r.lse, B, N, H, D);
+                free(dev_o);
+            }
+            ok = ok && paths && close_f(what, r.o, c.o, no, rt, rt) && close_f("  lse", r.lse, c.lse, nl, 1e-3, 1e-3) &&
+                 close_f("  dqkv", r.dqkv, c.dqkv, nq, gt, gt);
+            /* the same through the own kernel */
+            lunar_cuda_set_cudnn_attention(LUNAR_CUDNN_ATTN_OFF);
+            ok = ok && lowp_run_case(dt, B, N, H, D, q16, g16, &own) && own.fwd == LUNAR_ATTN_PATH_OWN &&
+                 close_f("  out, cuDNN vs own kernel", r.o, own.o, no, rt, rt) &&
+                 close_f("  lse, cuDNN vs own kernel", r.lse, own.lse, nl, 1e-3, 1e-3) &&
+                 close_f("  dqkv, cuDNN vs own kernel", r.dqkv, own.dqkv, nq, gt, gt);
+            /* the deterministic backward: the same bits twice */
+            lunar_cuda_set_cudnn_attention(LUNAR_CUDNN_ATTN_ON);
+            ok = ok && lowp_run_case(dt, B, N, H, D, q16, g16, &again) &&
+                 same_bits("  out twice", r.o, again.o, no * 4) && same_bits("  dqkv twice", r.dqkv, again.dqkv, nq * 4);
+            /* the fast backward (f32 dQ accumulator): cuDNN where it serves it */
+            if (ok) {
+                lowp_run fast = {0};
+                lunar_cuda_set_cudnn_attention(LUNAR_CUDNN_ATTN_FAST);
+                ok = lowp_run_case(dt, B, N, H, D, q16, g16, &fast);
+                if (ok && fast.bwd != LUNAR_ATTN_PATH_CUDNN)
+                    printf("    %s: the fast backward took the %s: %s\n", what,
+                           lunar_cuda_attention_path_name(fast.bwd), fast.why_bwd);
+                ok = ok && close_f("  dqkv, fast backward", fast.dqkv, c.dqkv, nq, gt, gt);
+                lowp_free(&fast);
+            }
+            lunar_cuda_set_cudnn_attention(-1);
+            lowp_free(&r); lowp_free(&own); lowp_free(&again);
+            cpu_ref_free(&c);
+            free(qkv); free(dout); free(q16); free(g16);
+            CHECK(ok);
+        }
+    CUDA_OK();
+}
+
 /* ---- embeddings ---------------------------------------------------------------------- */
 
 static void test_embed_tokens(void) {
@@ -707,6 +936,122 @@ static void test_ops_on_device(void) {
     lunar_tensor_free(dt);
 }
 
+/* ---- bf16 (precision = 'bf16') ------------------------------------------------------- */
+
+static void *h_bytes(const void *d, size_t nbytes) {
+    void *h = malloc(nbytes ? nbytes : 1);
+    if (nbytes && lunar_cuda_memcpy(h, LUNAR_CPU, d, DEV, nbytes)) { free(h); return NULL; }
+    return h;
+}
+
+static uint16_t *bf16_of(const float *x, size_t n) {
+    uint16_t *h = malloc((n ? n : 1) * 2);
+    for (size_t i = 0; i < n; i++) h[i] = lunar_f32_to_bf16(x[i]);
+    return h;
+}
+
+static float *f32_of(const uint16_t *h, size_t n) {
+    float *x = malloc((n ? n : 1) * 4);
+    for (size_t i = 0; i < n; i++) x[i] = lunar_bf16_to_f32(h[i]);
+    return x;
+}
+
+/* the bf16 linear on GPU and CPU; inp16: the activation in bf16; shift: every
+ * device pointer that many elements past an aligned block (odd bf16 offsets) */
+static int linear_bf16_case(int M, int K, int N, int inp16, int shift) {
+    size_t ni = (size_t)M * K, nw = (size_t)N * K, no = (size_t)M * N, s = (size_t)shift;
+    float *x = rand_f(ni, -1, 1), *w = rand_f(nw, -0.5, 0.5), *b = rand_f(N, -1, 1), *dy = rand_f(no, -1, 1);
+    float *gw0 = rand_f(nw, -0.1, 0.1), *gb0 = rand_f(N, -0.1, 0.1);
+    uint16_t *xh = bf16_of(x, ni), *wh = bf16_of(w, nw);
+    const void *xin = inp16 ? (const void *)xh : (const void *)x;
+    size_t xes = inp16 ? 2 : 4;
+    float *y = malloc((no ? no : 1) * 4), *dx = malloc((ni ? ni : 1) * 4), *gw = copy_f(gw0, nw), *gb = copy_f(gb0, N);
+    lunar_cpu_linear_forward_bf16(y, xin, inp16, wh, b, M, K, N);
+    lunar_cpu_linear_backward_bf16(dx, gw, gb, dy, xin, inp16, wh, M, K, N);
+    char *bx = d_alloc((ni + s) * xes), *bw = d_alloc((nw + s) * 2);
+    float *bb = d_alloc((N + s) * 4), *bdy = d_alloc((no + s) * 4), *by = d_alloc((no + s) * 4),
+          *bdx = d_alloc((ni + s) * 4), *bgw = d_alloc((nw + s) * 4), *bgb = d_alloc((N + s) * 4);
+    void *dxin = bx + s * xes;
+    uint16_t *dwh = (uint16_t *)bw + s;
+    float *db_ = bb + s, *ddy = bdy + s, *dyo = by + s, *ddx = bdx + s, *dgw = bgw + s, *dgb = bgb + s;
+    lunar_cuda_memcpy(dxin, DEV, xin, LUNAR_CPU, ni * xes);
+    lunar_cuda_memcpy(dwh, DEV, wh, LUNAR_CPU, nw * 2);
+    lunar_cuda_memcpy(db_, DEV, b, LUNAR_CPU, N * 4);
+    lunar_cuda_memcpy(ddy, DEV, dy, LUNAR_CPU, no * 4);
+    lunar_cuda_memcpy(dgw, DEV, gw0, LUNAR_CPU, nw * 4);
+    lunar_cuda_memcpy(dgb, DEV, gb0, LUNAR_CPU, N * 4);
+    lunar_cuda_linear_forward_bf16(dyo, dxin, inp16, dwh, db_, M, K, N);
+    lunar_cuda_linear_backward_bf16(ddx, dgw, dgb, ddy, dxin, inp16, dwh, M, K, N);
+    float *gy = h_from(dyo, no), *gdx = h_from(ddx, ni), *ggw = h_from(dgw, nw), *ggb = h_from(dgb, N);
+    int ok = lunar_cuda_take_error() == LUNAR_OK;
+    if (!ok) fprintf(stderr, "    linear bf16 M=%d K=%d N=%d: %s\n", M, K, N, lunar_last_error());
+    char what[128];
+    snprintf(what, sizeof what, "linear bf16 M=%d K=%d N=%d inp16=%d shift=%d", M, K, N, inp16, shift);
+    ok = ok && close_f(what, gy, y, no, 1e-5, 1e-5) && close_f("  dinp", gdx, dx, ni, 1e-5, 1e-5) &&
+         close_f("  dweight (accumulated)", ggw, gw, nw, 1e-5, 1e-5) &&
+         close_f("  dbias (accumulated)", ggb, gb, N, 1e-5, 1e-6);
+    d_free(bx, (ni + s) * xes); d_free(bw, (nw + s) * 2); d_free(bb, (N + s) * 4); d_free(bdy, (no + s) * 4);
+    d_free(by, (no + s) * 4); d_free(bdx, (ni + s) * 4); d_free(bgw, (nw + s) * 4); d_free(bgb, (N + s) * 4);
+    free(x); free(w); free(b); free(dy); free(gw0); free(gb0); free(xh); free(wh); free(y); free(dx); free(gw);
+    free(gb); free(gy); free(gdx); free(ggw); free(ggb);
+    return ok;
+}
+
+static void test_bf16(void) {
+    for (size_t i = 0; i < sizeof LIN / sizeof *LIN; i++)
+        for (int inp16 = 0; inp16 <= 1; inp16++) CHECK(linear_bf16_case(LIN[i][0], LIN[i][1], LIN[i][2], inp16, 0));
+    CHECK(linear_bf16_case(19, 37, 11, 1, 1));   /* bf16 views at odd offsets */
+    CHECK(linear_bf16_case(64, 96, 48, 0, 3));
+    /* LayerNorm and GELU with bf16 outputs: within one bf16 rounding of the CPU's */
+    const int M = 33, C = 768;
+    size_t n = (size_t)M * C;
+    float *x = rand_f(n, -3, 5), *w = rand_f(C, 0.5, 1.5), *b = rand_f(C, -1, 1);
+    uint16_t *yc = malloc(n * 2), *gc = malloc(n * 2), *xc = malloc(n * 2);
+    float *mean = malloc(M * 4), *rstd = malloc(M * 4);
+    lunar_cpu_layernorm_forward_bf16(yc, mean, rstd, x, w, b, M, C, 1e-6f);
+    lunar_cpu_gelu_forward_bf16(gc, x, n);
+    lunar_cpu_cast_bf16(xc, x, n);
+    float *dx = d_from(x, n), *dw = d_from(w, C), *db = d_from(b, C), *dm = d_alloc(M * 4), *dr = d_alloc(M * 4);
+    uint16_t *dy = d_alloc(n * 2), *dg = d_alloc(n * 2), *dc = d_alloc(n * 2);
+    lunar_cuda_layernorm_forward_bf16(dy, dm, dr, dx, dw, db, M, C, 1e-6f);
+    lunar_cuda_gelu_forward_bf16(dg, dx, n);
+    lunar_cuda_cast_bf16(dc, dx, n);
+    uint16_t *hy = h_bytes(dy, n * 2), *hg = h_bytes(dg, n * 2), *hc = h_bytes(dc, n * 2);
+    float *hr = h_from(dr, M);
+    CUDA_OK();
+    float *fy = f32_of(hy, n), *fyc = f32_of(yc, n), *fg = f32_of(hg, n), *fgc = f32_of(gc, n);
+    CHECK(close_f("layernorm bf16 out", fy, fyc, n, 1.0 / 128, 1e-6));
+    CHECK(close_f("layernorm bf16 rstd", hr, rstd, M, 1e-5, 1e-6));
+    CHECK(close_f("gelu bf16 out", fg, fgc, n, 1.0 / 128, 1e-6));
+    CHECK(same_bits("cast_bf16", hc, xc, n * 2));
+    /* the optimizer's working copy: the plain step's param, rounded */
+    size_t np = 10007;
+    float *p0 = rand_f(np, -1, 1), *g = rand_f(np, -0.1, 0.1), *m0 = rand_f(np, -0.01, 0.01), *v0 = rand_f(np, 0, 1e-4);
+    float *dp = d_from(p0, np), *dmm = d_from(m0, np), *dv = d_from(v0, np), *dgr = d_from(g, np);
+    float *dp2 = d_from(p0, np), *dm2 = d_from(m0, np), *dv2 = d_from(v0, np);
+    uint16_t *dph = d_alloc(np * 2), *dph2 = d_alloc(np * 2);
+    lunar_cuda_adamw_step(dp, dmm, dv, dgr, np, 1e-3, 0.9, 0.999, 1e-8, 0.05, 3);
+    lunar_cuda_adamw_step_bf16(dp2, dph, dm2, dv2, dgr, np, 1e-3, 0.9, 0.999, 1e-8, 0.05, 3);
+    lunar_cuda_sgd_step_bf16(dp2, dph2, dm2, dgr, np, 0.1f, 0.9f, 1e-4f, 1, 0);
+    float *hp = h_from(dp, np), *hp2 = h_from(dp2, np);
+    uint16_t *hph = h_bytes(dph, np * 2), *hph2 = h_bytes(dph2, np * 2);
+    CUDA_OK();
+    CHECK(hp && hp2 && hph && hph2);
+    uint16_t *want = bf16_of(hp, np);
+    CHECK(same_bits("adamw_step_bf16 working copy", hph, want, np * 2));
+    free(want);
+    want = bf16_of(hp2, np);
+    CHECK(same_bits("sgd_step_bf16 working copy", hph2, want, np * 2));
+    free(want);
+    d_free(dx, n * 4); d_free(dw, C * 4); d_free(db, C * 4); d_free(dm, M * 4); d_free(dr, M * 4);
+    d_free(dy, n * 2); d_free(dg, n * 2); d_free(dc, n * 2); d_free(dp, np * 4); d_free(dmm, np * 4);
+    d_free(dv, np * 4); d_free(dgr, np * 4); d_free(dp2, np * 4); d_free(dm2, np * 4); d_free(dv2, np * 4);
+    d_free(dph, np * 2); d_free(dph2, np * 2);
+    free(x); free(w); free(b); free(yc); free(gc); free(xc); free(mean); free(rstd); free(hy); free(hg); free(hc);
+    free(hr); free(fy); free(fyc); free(fg); free(fgc); free(p0); free(g); free(m0); free(v0); free(hp); free(hp2);
+    free(hph); free(hph2);
+}
+
 #endif /* LUNAR_USE_CUDA */
 
 int main(void) {
@@ -716,6 +1061,7 @@ int main(void) {
         printf("skipped: no CUDA device (%s)\n", lunar_cuda_unavailable_reason());
 #define SKIP_ONE(fn) SKIP(fn, "no CUDA device");
         CUDA_TESTS(SKIP_ONE)
+        CUDNN_TESTS(SKIP_ONE)
         return TEST_SUMMARY();
     }
 #ifdef LUNAR_USE_CUDA
@@ -725,6 +1071,12 @@ int main(void) {
     }
 #define RUN_ONE(fn) RUN(fn);
     CUDA_TESTS(RUN_ONE)
+    if (lunar_cuda_cudnn_available()) {
+        CUDNN_TESTS(RUN_ONE)
+    } else {
+#define SKIP_NO_CUDNN(fn) SKIP(fn, lunar_cuda_cudnn_unavailable_reason());
+        CUDNN_TESTS(SKIP_NO_CUDNN)
+    }
 #endif
     return TEST_SUMMARY();
 }

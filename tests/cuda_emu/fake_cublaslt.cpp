@@ -6,7 +6,8 @@
 // do not fit, pointers less aligned than the preference the algorithm was
 // chosen for; it offers no fused-bias algorithm for a bias not 16-byte
 // aligned (so the fallback path runs), and rounds the operands to TF32 under
-// CUBLAS_COMPUTE_32F_FAST_TF32.
+// CUBLAS_COMPUTE_32F_FAST_TF32. A and B may be CUDA_R_16BF (both; C and D stay
+// CUDA_R_32F: the bf16 GEMMs of precision = 'bf16'), products summed in double.
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -56,6 +57,15 @@ bool dims(Desc *d, Layout *a, Layout *b, Layout *c, Layout *dd, uint64_t *m, uin
                 (unsigned long long)a->rows, (unsigned long long)a->cols, d->ta, (unsigned long long)b->rows,
                 (unsigned long long)b->cols, d->tb, (unsigned long long)dd->rows, (unsigned long long)dd->cols);
     return ok;
+}
+
+// element i of a matrix of type t (CUDA_R_32F or CUDA_R_16BF)
+float elem(const void *p, int t, uint64_t i) {
+    if (t == CUDA_R_32F) return ((const float *)p)[i];
+    uint32_t u = (uint32_t)((const uint16_t *)p)[i] << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
 }
 
 float tf32(float x) {   // round to nearest even at 10 mantissa bits
@@ -117,7 +127,7 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
 
 cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType t, uint64_t rows, uint64_t cols,
                                           int64_t ld) {
-    if (t != CUDA_R_32F || ld < (int64_t)rows || ld < 1) {
+    if ((t != CUDA_R_32F && t != CUDA_R_16BF) || ld < (int64_t)rows || ld < 1) {
         fprintf(stderr, "fake cuBLASLt: bad layout %llux%llu ld %lld\n", (unsigned long long)rows,
                 (unsigned long long)cols, (long long)ld);
         return CUBLAS_STATUS_INVALID_VALUE;
@@ -185,16 +195,22 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
         return CUBLAS_STATUS_INVALID_VALUE;
     }
     if (D(d)->epilogue == CUBLASLT_EPILOGUE_BIAS && !aligned(D(d)->bias, 16)) return CUBLAS_STATUS_NOT_SUPPORTED;
-    const float *a = (const float *)A, *b = (const float *)B, *c = (const float *)C;
+    int tya = L(la)->type, tyb = L(lb)->type;
+    if (tya != tyb || L(lc)->type != CUDA_R_32F || L(ld)->type != CUDA_R_32F) {
+        fprintf(stderr, "fake cuBLASLt: types A %d, B %d, C %d, D %d (A and B alike, C and D f32)\n", tya, tyb,
+                L(lc)->type, L(ld)->type);
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    }
+    const float *c = (const float *)C;
     float *dst = (float *)Dp, al_ = *(const float *)alpha, be = *(const float *)beta;
     int64_t lda = L(la)->ld, ldb = L(lb)->ld, ldc = L(lc)->ld, ldd = L(ld)->ld;
-    bool t32 = D(d)->compute == CUBLAS_COMPUTE_32F_FAST_TF32;
+    bool t32 = D(d)->compute == CUBLAS_COMPUTE_32F_FAST_TF32 && tya == CUDA_R_32F;
     for (uint64_t j = 0; j < n; j++)
         for (uint64_t i = 0; i < m; i++) {
             double sum = 0.0;
             for (uint64_t l = 0; l < k; l++) {
-                float x = D(d)->ta == CUBLAS_OP_N ? a[i + l * lda] : a[l + i * lda];
-                float y = D(d)->tb == CUBLAS_OP_N ? b[l + j * ldb] : b[j + l * ldb];
+                float x = elem(A, tya, D(d)->ta == CUBLAS_OP_N ? i + l * lda : l + i * lda);
+                float y = elem(B, tyb, D(d)->tb == CUBLAS_OP_N ? l + j * ldb : j + l * ldb);
                 if (t32) { x = tf32(x); y = tf32(y); }
                 sum += (double)x * (double)y;
             }

@@ -36,8 +36,8 @@ vit_b16 86,567,656 85,798,656 86 full
 vit_l16 304,326,632 303,301,632 304 full
 vit_h16 632,199,400 630,918,400 632 full
 vit_h14 632,045,800 630,764,800 632 full
-vit_g14 1,012,611,432 1,011,202,432 1011 backbone
-vit_G14 1,844,440,680 1,842,775,680 1843 backbone
+vit_giant14 1,012,611,432 1,011,202,432 1011 backbone
+vit_gigantic14 1,844,440,680 1,842,775,680 1843 backbone
 EOF
 check "show: every model's count matches its published size" [ "$ok_counts" -eq 1 ]
 

@@ -180,6 +180,33 @@ function T.raises(fn, pattern, msg)
   return text
 end
 
+--- Relative error of a tensor against a reference: max |a - b| / max |b|
+-- over all elements (0 when both are zero). Either may live on any device
+-- and have any float dtype; both are compared as f32 on the CPU.
+-- @tparam userdata a the tensor under test
+-- @tparam userdata b the reference, same shape
+-- @treturn number
+function T.rel_err(a, b)
+  a, b = a:to('cpu'):to('f32'):contiguous(), b:to('cpu'):to('f32'):contiguous()
+  local d = a - b
+  local dmax = math.max(math.abs(d:max()), math.abs(d:min()))
+  local bmax = math.max(math.abs(b:max()), math.abs(b:min()))
+  return dmax / math.max(bmax, 1e-30)
+end
+
+--- Fails the running test when T.rel_err(a, b) exceeds rtol, naming the
+-- tensor and the error; returns the error otherwise.
+-- @tparam string name the tensor's name, for the message
+-- @tparam number rtol the largest relative error allowed
+-- @tparam[opt] string where appended to the message (e.g. ' on cuda:0')
+function T.check_close(name, a, b, rtol, where)
+  local e = T.rel_err(a, b)
+  if e > rtol then
+    error(string.format('%s: relative error %.3g exceeds %.2g%s', name, e, rtol, where or ''), 0)
+  end
+  return e
+end
+
 --- Marks the running test as skipped (counted apart) and leaves it.
 -- @tparam[opt] string reason shown after the test name
 function T.skip(reason)

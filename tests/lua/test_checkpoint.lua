@@ -59,7 +59,7 @@ local function setup(cfg, init_seed)
   local ds = data.datasets(cfg)
   local loader = data.loader(ds, cfg, {train = true})
   loader:set_epoch(0)
-  local model = nn.materialize(models.vit(cfg), init_seed or cfg.SEED, {init = cfg.INIT})
+  local model = nn.materialize(models.vit(cfg), init_seed or cfg.SEED, {init = cfg.INIT, precision = cfg.precision})
   local opt
   if cfg.OPTIMIZER == 'sgd' then
     opt = optim.SGD(model:parameters(), {lr = cfg.LEARNING_RATE, momentum = cfg.MOMENTUM, weight_decay = cfg.WEIGHT_DECAY})
@@ -181,6 +181,14 @@ end)
 
 T.test('resume is bitwise identical with SGD momentum and no dropout', function()
   check_resume({OPTIMIZER = 'sgd', DROPOUT = 0.0, LEARNING_RATE = 0.05}, 9, 4)
+end)
+
+-- precision = 'bf16': the checkpoint holds the fp32 master weights; the load
+-- refreshes the bf16 working copy from them, as the optimizer would have
+T.test('resume under precision = bf16 is bitwise too (the working copy follows the loaded masters)', function()
+  local ok, why = lunar.ops.bf16_supported('cpu')
+  if not ok then T.skip(why) end
+  check_resume({precision = 'bf16'}, 8, 3)
 end)
 
 T.test('the checkpoint: files, index.json contents, timm names, optimizer views', function()

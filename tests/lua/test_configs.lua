@@ -20,8 +20,8 @@ local MODELS = {
   {'vit_l16', 1024, 24, 16, 4096, 16, 304326632, 304, true},
   {'vit_h16', 1280, 32, 16, 5120, 16, 632199400, 632, true},
   {'vit_h14', 1280, 32, 16, 5120, 14, 632045800, 632, true},
-  {'vit_g14', 1408, 40, 16, 6144, 14, 1012611432, 1011, false},
-  {'vit_G14', 1664, 48, 16, 8192, 14, 1844440680, 1843, false},
+  {'vit_giant14', 1408, 40, 16, 6144, 14, 1012611432, 1011, false},
+  {'vit_gigantic14', 1664, 48, 16, 8192, 14, 1844440680, 1843, false},
 }
 
 local function load_model(name, overrides) return config.load(ROOT .. 'configs/models/' .. name .. '.lua', overrides) end
@@ -36,8 +36,28 @@ T.test('model configs: NeMo widths, depths, heads, MLP sizes, patch and image', 
     T.eq(cli.model_size(c).mlp_hidden, m[5], m[1] .. ' MLP hidden size')
   end
   -- g/14 and G/14 have fractional ratios that give exactly 6144 and 8192
-  T.eq(math.type(load_model('vit_g14').MLP_RATIO), 'float')
+  T.eq(math.type(load_model('vit_giant14').MLP_RATIO), 'float')
   T.eq(load_model('vit_b16').MLP_RATIO, 4)
+end)
+
+T.test('no two files differ only by case (case-insensitive file systems: macOS, Windows)', function()
+  -- vit_g14.lua and vit_G14.lua collided; they are vit_giant14 and vit_gigantic14 (timm's names)
+  local function walk(dir, rel)
+    local names = lunar.io.listdir(dir)
+    if not names then return end
+    local seen = {}
+    for _, n in ipairs(names) do
+      local low = n:lower()
+      T.truthy(not seen[low], string.format('%s%s and %s%s differ only by case', rel, seen[low], rel, n))
+      seen[low] = n
+      if lunar.io.stat(dir .. '/' .. n) == 'dir' then walk(dir .. '/' .. n, rel .. n .. '/') end
+    end
+  end
+  for _, d in ipairs({'configs', 'lua', 'examples', 'tests', 'bindings', 'core'}) do walk(ROOT .. d, d .. '/') end
+  T.truthy(lunar.io.stat(ROOT .. 'configs/models/vit_giant14.lua') == 'file')
+  T.truthy(lunar.io.stat(ROOT .. 'configs/models/vit_gigantic14.lua') == 'file')
+  T.eq(load_model('vit_giant14').HIDDEN_SIZE, 1408)
+  T.eq(load_model('vit_gigantic14').HIDDEN_SIZE, 1664)
 end)
 
 T.test('model configs: parameter counts match the published sizes', function()
@@ -54,14 +74,14 @@ T.test('model configs: parameter counts match the published sizes', function()
   T.eq(cli.model_size(load_model('vit_b16')).params, 86567656)
   T.eq(cli.model_size(load_model('vit_l16')).params, 304326632)
   T.eq(cli.model_size(load_model('vit_h14')).params, 632045800)
-  T.eq(math.floor(cli.model_size(load_model('vit_g14')).backbone / 1e6 + 0.5), 1011)
-  T.eq(math.floor(cli.model_size(load_model('vit_G14')).backbone / 1e6 + 0.5), 1843)
+  T.eq(math.floor(cli.model_size(load_model('vit_giant14')).backbone / 1e6 + 0.5), 1011)
+  T.eq(math.floor(cli.model_size(load_model('vit_gigantic14')).backbone / 1e6 + 0.5), 1843)
 end)
 
 T.test('counting parameters allocates no tensor memory', function()
   collectgarbage(); collectgarbage()
   local before = lunar.memory()
-  local size = cli.model_size(load_model('vit_G14'))
+  local size = cli.model_size(load_model('vit_gigantic14'))
   local after = lunar.memory()
   T.eq(size.params, 1844440680)
   T.eq(after.num_allocs, before.num_allocs, 'allocations')
@@ -101,7 +121,7 @@ T.test('recipes: their layouts fit the world sizes their comments name', functio
 end)
 
 T.test('config show: the resolved config, the counts, and a file that loads back', function()
-  local text = cli.config_show(ROOT .. 'configs/models/vit_g14.lua', {'NUM_CLASSES=10'})
+  local text = cli.config_show(ROOT .. 'configs/models/vit_giant14.lua', {'NUM_CLASSES=10'})
   T.truthy(text:find('-- parameters: 1,011,216,522 (1011.2M); without the classification head: 1,011,202,432 (1011.2M)',
     1, true), text)
   T.truthy(text:find('MLP 6144', 1, true))
@@ -111,7 +131,7 @@ T.test('config show: the resolved config, the counts, and a file that loads back
   local f = assert(io.open(path, 'w')); f:write(text); f:close()
   local back = config.load(path)
   os.remove(path)
-  T.eq(back, config.load(ROOT .. 'configs/models/vit_g14.lua', {'NUM_CLASSES=10'}))
+  T.eq(back, config.load(ROOT .. 'configs/models/vit_giant14.lua', {'NUM_CLASSES=10'}))
   T.eq(cli.model_size(back).mlp_hidden, 6144)
   T.raises(function() cli.config_show(ROOT .. 'configs/models/vit_b16.lua', {'DEPTH=1', 'DEPTH=2'}) end,
     "key 'DEPTH' given twice on the command line")

@@ -15,13 +15,7 @@ local function need_gpu()
   if not available then T.skip('no CUDA device (' .. reason .. ')') end
 end
 
--- max |a - b| / max |b| (b on the CPU)
-local function rel_err(a, b)
-  local d = a:cpu():contiguous() - b:contiguous()
-  local dmax = math.max(math.abs(d:max()), math.abs(d:min()))
-  local bmax = math.max(math.abs(b:max()), math.abs(b:min()))
-  return dmax / math.max(bmax, 1e-30)
-end
+local rel_err = T.rel_err
 
 local function rand(shape, seed, lo, hi)
   return lunar.empty(shape, 'f32', 'cpu'):uniform_(seed or 1, 'test_cuda', lo or -1, hi or 1)
@@ -139,6 +133,39 @@ T.test('ops on CUDA tensors agree with the CPU', function()
   T.near(ops.sum_squares(X), ops.sum_squares(x), 1e-9)
 end)
 
+T.test('a ViT on the device trains while the default device is the CPU (buffers follow the activations)', function()
+  need_gpu()
+  local nn = require('lunar.nn')
+  local function build()
+    local m = nn.ViT{img_size = 8, patch_size = 4, in_chans = 2, embed_dim = 16, depth = 2, num_heads = 2,
+      mlp_ratio = 2, num_classes = 5}
+    return nn.materialize(m, 3)
+  end
+  local x, y = rand({3, 2, 8, 8}, 9), lunar.tensor({0, 4, 2}, nil, 'i32')
+  local crit = nn.CrossEntropy{}
+  local cpu_model = build()
+  local logits, ctx = cpu_model:forward(x)
+  local loss, cc = crit:forward(logits, y)
+  cpu_model:backward(ctx, crit:backward(cc), false)
+  -- the model's tensors on the device; everything the backward allocates must follow them
+  lunar.set_default_device('cuda')
+  local ok, gpu_model = pcall(build)
+  lunar.set_default_device('cpu')
+  assert(ok, gpu_model)
+  T.eq(lunar.default_device(), 'cpu')
+  local X, Y = x:cuda(), y:cuda()
+  local L, gctx = gpu_model:forward(X)
+  local gl, gcc = crit:forward(L, Y)
+  gpu_model:backward(gctx, crit:backward(gcc), false)   -- was: dh on the CPU, "... is on cpu"
+  T.near(gl, loss, 1e-4)
+  local cpu_p = {}
+  for _, p in ipairs(cpu_model:parameters()) do cpu_p[p.name] = p end
+  for _, p in ipairs(gpu_model:parameters()) do
+    T.eq(p.grad:device(), X:device(), p.name)
+    T.truthy(rel_err(p.grad, cpu_p[p.name].grad) < 1e-3, 'gradient of ' .. p.name)
+  end
+end)
+
 T.test('an op with tensors on two devices names them', function()
   need_gpu()
   local x, w = rand({4, 8}, 1):cuda(), rand({3, 8}, 2)
@@ -175,6 +202,48 @@ T.test('the default device', function()
   lunar.set_default_device('cpu')
   if not ok then error(err, 0) end
   T.eq(lunar.zeros({2}):device(), 'cpu')
+end)
+
+-- The attention path is told on stderr with LUNAR_ATTENTION_LOG=1 (core/cuda/attention.h),
+-- once per (direction, path, reason): f32 tensors always take the own kernel, and say
+-- why not cuDNN. Checked in a child lunar, whose stderr is read here.
+T.test('the attention path is logged once, with the reason', function()
+  need_gpu()
+  local prog, lo = arg and arg[0], 0
+  while arg and arg[lo - 1] do lo = lo - 1; prog = arg[lo] end   -- the host program: the lowest index
+  T.truthy(prog, 'the lunar program is known')
+  local script = os.tmpname()
+  local f = assert(io.open(script, 'w'))
+  f:write([[
+local qkv = lunar.empty({2, 9, 3 * 32}, 'f32', 'cpu'):uniform_(1, 'log', -1, 1):cuda()
+for _ = 1, 2 do
+  local o, lse = lunar.ops.attention(qkv, 2)
+  local dq = lunar.ops.attention_backward(o:clone(), qkv, o, lse, 2)
+end
+lunar.cuda.synchronize()
+print('child done')
+]])
+  f:close()
+  local function run(env)
+    local p = assert(io.popen(env .. " '" .. prog .. "' '" .. script .. "' 2>&1"))
+    local out = p:read('a')
+    p:close()
+    return out
+  end
+  local ok, err = pcall(function()
+    local out = run('LUNAR_ATTENTION_LOG=1')
+    T.truthy(out:find('child done', 1, true), 'the child ran: ' .. out)
+    local _, nf = out:gsub('attention forward %(f32, B=2 N=9 H=2 D=16%): own kernel %(f32 inputs', '')
+    local _, nb = out:gsub('attention backward %(f32, B=2 N=9 H=2 D=16%): own kernel %(f32 inputs', '')
+    T.eq(nf, 1, 'one forward line: ' .. out)
+    T.eq(nb, 1, 'one backward line: ' .. out)
+    out = run('LUNAR_ATTENTION_LOG=1 LUNAR_CUDNN_ATTENTION=0')
+    T.truthy(out:find('own kernel (cuDNN attention disabled (LUNAR_CUDNN_ATTENTION=0))', 1, true), out)
+    out = run('LUNAR_ATTENTION_LOG=0')
+    T.falsy(out:find('lunar: cuda:', 1, true), 'no line without LUNAR_ATTENTION_LOG: ' .. out)
+  end)
+  os.remove(script)
+  if not ok then error(err, 0) end
 end)
 
 T.run()

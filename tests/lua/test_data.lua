@@ -264,6 +264,27 @@ T.test('IN_CHANS=3 with fashion_mnist is an error naming IN_CHANS', function()
   T.raises(function() data.datasets(config.load(nil, {'NUM_CLASSES=5'})) end, 'NUM_CLASSES=5')
 end)
 
+T.test('IMG_DIMS must be 2 or 3 and match the dataset: a config error naming IMG_DIMS', function()
+  for _, bad in ipairs({4, 1, 0, 2.5, 'x'}) do
+    local cfg = synth_cfg()
+    cfg.IMG_DIMS = bad   -- past the schema, as a hand-built config table can be
+    T.raises(function() data.datasets(cfg) end, 'config key IMG_DIMS must be 2 (images) or 3 (volumes), got ' ..
+      type(bad) .. ' ' .. tostring(bad))
+  end
+  -- a plain table without IMG_DIMS: 2D
+  local plain = {DATASET = 'synthetic', NUM_SAMPLES = 8, IMG_SIZE = 8, IN_CHANS = 1, NUM_CLASSES = 2, SEED = 1}
+  T.eq(data.datasets(plain):ndim(), 2)
+  plain.IMG_DIMS = 3.0
+  T.eq(data.datasets(plain):ndim(), 3)
+  -- the schema refuses it on the command line too, naming the key
+  T.raises(function() config.load(nil, {'DATASET=synthetic', 'IMG_DIMS=4'}) end, "'IMG_DIMS' must be one of 2, 3")
+  -- a 2D dataset with IMG_DIMS=3
+  if have_fmnist() then
+    T.raises(function() data.datasets(config.load(nil, {'IMG_DIMS=3'})) end,
+      'fashion_mnist has 2D images, but the config says IMG_DIMS=3')
+  end
+end)
+
 T.test('synthetic data follows IN_CHANS and IMG_SIZE; unknown DATASET is an error', function()
   local cfg = synth_cfg({IN_CHANS = 3, IMG_SIZE = 12})
   local train = data.datasets(cfg)

@@ -36,20 +36,9 @@ local function new_optimizer(model)
     weight_decay = num('weight_decay')})
 end
 
--- max |a - b| / max |b| over a tensor (b the reference)
-local function rel_err(a, b)
-  local d = (a:contiguous() - b:contiguous())
-  local dmax = math.max(math.abs(d:max()), math.abs(d:min()))
-  local bmax = math.max(math.abs(b:max()), math.abs(b:min()))
-  return dmax / math.max(bmax, 1e-30)
-end
+local rel_err = T.rel_err
 
-local function check_close(name, a, b, rtol)
-  local e = rel_err(a, b)
-  if e > (rtol or RTOL) then
-    error(string.format('%s: relative error %.3g exceeds %.1g', name, e, rtol or RTOL), 0)
-  end
-end
+local function check_close(name, a, b, rtol) return T.check_close(name, a, b, rtol or RTOL) end
 
 local x, y = st.input, st.target
 local criterion = nn.CrossEntropy{label_smoothing = num('label_smoothing')}

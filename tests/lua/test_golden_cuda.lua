@@ -59,20 +59,9 @@ local function new_optimizer(model)
     weight_decay = num('weight_decay')})
 end
 
--- max |a - b| / max |b| over a tensor (a on the device, b the CPU reference)
-local function rel_err(a, b)
-  local d = a:cpu():contiguous() - b:contiguous()
-  local dmax = math.max(math.abs(d:max()), math.abs(d:min()))
-  local bmax = math.max(math.abs(b:max()), math.abs(b:min()))
-  return dmax / math.max(bmax, 1e-30)
-end
+local rel_err = T.rel_err
 
-local function check_close(name, a, b, rtol)
-  local e = rel_err(a, b)
-  if e > (rtol or RTOL) then
-    error(string.format('%s: relative error %.3g exceeds %.1g on %s', name, e, rtol or RTOL, DEVICE), 0)
-  end
-end
+local function check_close(name, a, b, rtol) return T.check_close(name, a, b, rtol or RTOL, ' on ' .. DEVICE) end
 
 local criterion = nn.CrossEntropy{label_smoothing = num('label_smoothing')}
 
@@ -147,6 +136,38 @@ T.test('ten AdamW steps: the losses match PyTorch', function()
     local loss, cctx = criterion:forward(logits, y)
     T.near(loss, ref[i], RTOL, 0, 'loss of step ' .. (i - 1))
     model:backward(ctx, criterion:backward(cctx, 1))
+    opt:step()
+  end
+end)
+
+-- precision = 'bf16' on the device (cuBLASLt CUDA_R_16BF GEMMs with fp32
+-- accumulation, bf16 LayerNorm/GELU outputs, the fused AdamW writing the
+-- working copy): the bf16 tolerances of tests/lua/test_bf16.lua.
+T.test('bf16: logits, gradients and ten AdamW losses within bf16 tolerance of PyTorch', function()
+  need_device()
+  local ok, why = lunar.ops.bf16_supported(DEVICE)
+  if not ok then T.skip(why) end
+  local model = nn.ViT{img_size = num('img_size'), patch_size = num('patch_size'), in_chans = num('in_chans'),
+    embed_dim = num('dim'), depth = num('depth'), num_heads = num('heads'), mlp_ratio = num('mlp_ratio'),
+    num_classes = num('num_classes'), eps = num('ln_eps')}
+  nn.materialize(model, 0, {precision = 'bf16'})
+  for _, p in ipairs(model:parameters()) do p.param:copy_(st['param.' .. p.name]:view(p.shape)) end
+  model:sync_working_weights()
+  T.eq(model._flat_bf16:device():sub(1, 4), DEVICE:sub(1, 4), 'the working copy lives on the device')
+  local opt = new_optimizer(model)
+  local ref = st.losses10
+  for i = 1, 10 do
+    model:zero_grad()
+    local logits, ctx = model:forward(x)
+    if i == 1 then check_close('bf16 logits', logits, st.logits, 2e-2) end
+    local loss, cctx = criterion:forward(logits, y)
+    T.near(loss, ref[i], 2e-2, 0, 'bf16 loss of step ' .. (i - 1))
+    model:backward(ctx, criterion:backward(cctx, 1))
+    if i == 1 then
+      for _, p in ipairs(model:parameters()) do
+        check_close('bf16 grad.' .. p.name, p.grad, st['grad.' .. p.name]:view(p.shape), 5e-2)
+      end
+    end
     opt:step()
   end
 end)

@@ -37,13 +37,7 @@ local function with_kernels(ref, fn)
   if not ok then error(err, 0) end
 end
 
--- max |a - b| / max |b|
-local function rel_err(a, b)
-  local d = a:contiguous() - b:contiguous()
-  local dmax = math.max(d:max(), -d:min())
-  local bmax = math.max(b:max(), -b:min())
-  return dmax / math.max(bmax, 1e-30)
-end
+local rel_err = T.rel_err
 
 -- finite differences ---------------------------------------------------------------
 
@@ -116,6 +110,25 @@ local function fd_params(ref)
     end
   end)
 end
+
+T.test('the lunar.models doc names only functions that exist', function()
+  local path = assert(package.searchpath('lunar.models', package.path))
+  local f = assert(io.open(path)); local src = f:read('a'); f:close()
+  local named = 0
+  for line in src:gmatch('[^\n]+') do
+    if not line:match('^%-%-') then break end   -- the header comment
+    for name in line:gmatch('models%.([%w_]+)%(') do
+      named = named + 1
+      T.eq(type(models[name]), 'function', 'models.' .. name .. ' (named in the doc of ' .. path .. ')')
+    end
+  end
+  T.truthy(named >= 2, 'the doc names models.vit and the helpers')
+  local cfg = {IMG_SIZE = 8, PATCH_SIZE = 4, IN_CHANS = 2, HIDDEN_SIZE = 16, DEPTH = 2, NUM_HEADS = 2,
+    MLP_RATIO = 4, NUM_CLASSES = 3}
+  local n = models.vit(cfg):num_parameters()
+  T.truthy(math.type(n) == 'integer' and n > 0, 'num_parameters')
+  T.truthy(models.vit_train_flops_per_image(cfg, n) > 6 * n, 'flops per image')
+end)
 
 T.test('finite differences: parameter gradients (reference kernels)', function() fd_params(true) end)
 T.test('finite differences: parameter gradients (fast kernels)', function() fd_params(false) end)

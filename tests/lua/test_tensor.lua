@@ -180,6 +180,18 @@ T.test('arithmetic with tensors and numbers', function()
   T.raises(function() return a + lunar.zeros({3}) end, 'arithmetic: shapes [2, 2] and [3] differ')
 end)
 
+T.test('arithmetic compares shapes, not element counts', function()
+  -- [2, 3] and [3, 2] have the same numel: still an error naming both shapes
+  local a, b = lunar.zeros({2, 3}), lunar.zeros({3, 2})
+  for _, f in ipairs({function() return a + b end, function() return a - b end, function() return a * b end,
+      function() return a / b end}) do
+    T.raises(f, 'arithmetic: shapes [2, 3] and [3, 2] differ')
+  end
+  T.raises(function() return lunar.zeros({6}) + a end, 'arithmetic: shapes [6] and [2, 3] differ')
+  T.raises(function() return lunar.zeros({1, 6}) * lunar.zeros({6, 1}) end, 'shapes [1, 6] and [6, 1] differ')
+  T.eq((a + lunar.ones({2, 3})):shape(), {2, 3})
+end)
+
 T.test('clone and contiguous of a transposed tensor give the right element order', function()
   local t = lunar.tensor({{1, 2, 3}, {4, 5, 6}})
   local tt = t:transpose(1, 2)
@@ -239,7 +251,11 @@ T.test("to('i32') truncates toward zero; other dtypes", function()
   T.eq(d[1], (string.unpack('f', string.pack('f', 0.1))), 'f32 0.1 widened exactly')
   -- a strided source converts in logical order
   T.eq(lunar.tensor({{1, 2}, {3, 4}}):transpose(1, 2):to('i32'):totable(), {{1, 3}, {2, 4}})
-  T.raises(function() t:to('int7') end, 'unknown dtype')
+  -- a bad dtype is named, with the valid ones
+  T.raises(function() t:to('int7') end, "unknown dtype or device 'int7'")
+  T.raises(function() t:to('int7') end, 'dtypes: f32, bf16, f16, f64, i32, i64, u8')
+  T.raises(function() t:to('cpu', 'int7') end, "unknown dtype or device 'int7'")
+  T.raises(function() t:to(7) end, "unknown dtype '7'")
 end)
 
 -- tostring ---------------------------------------------------------------------
@@ -455,6 +471,22 @@ T.test('lunar.io: safetensors round trip of dtypes, a strided tensor and metadat
   -- errors name the file
   T.raises(function() lunar.io.save_safetensors(path, {w = t}, {n = 3}) end, 'metadata values must be strings')
   T.raises(function() lunar.io.save_safetensors(path, {t}) end, 'tensor names must be strings')
+  -- a numeric metadata key is an error naming the key (it was converted in place during lua_next)
+  for _, meta in ipairs({{'a'}, {[1] = 'x', b = 'y'}, {[2.5] = 'v'}, {format = 'pt', [7] = 'seven'}}) do
+    local k = next(meta)
+    while type(k) == 'string' do k = next(meta, k) end
+    T.raises(function() lunar.io.save_safetensors(path, {w = t}, meta) end,
+      path .. ': metadata keys must be strings, got the number key ' .. tostring(k))
+  end
+  T.raises(function() lunar.io.save_safetensors(path, {w = t}, {[true] = 'v'}) end, 'got the boolean key true')
+  T.raises(function() lunar.io.save_safetensors(path, {w = t}, {n = 3}) end, "key 'n' is a number")
+  T.raises(function() lunar.io.save_safetensors(path, {[1.5] = t}) end, 'tensor names must be strings, got the number key 1.5')
+  T.raises(function() lunar.io.save_safetensors(path, {w = 3}) end, 'tensor')
+  -- a refused save writes nothing: the last good file is still there
+  lunar.io.save_safetensors(path, {x = lunar.ones({2})}, {ok = 'yes'})
+  pcall(lunar.io.save_safetensors, path, {x = lunar.zeros({2})}, {[1] = 'bad'})
+  local st3, meta3 = lunar.io.load_safetensors(path)
+  T.eq(st3.x:totable(), {1, 1}); T.eq(meta3, {ok = 'yes'})
   local f = assert(io.open(path, 'wb')); f:write('garbage'); f:close()
   T.raises(function() lunar.io.load_safetensors(path) end, path)
   os.remove(path)

@@ -355,6 +355,46 @@ T.test('LogMetricByStepHook, LogMetricByEpochHook, LogMemoryByEpochHook: what th
   T.truthy(tr.states.memory.peak_bytes > 0)
 end)
 
+T.test('the progress bar: rank 0 of a one-rank job on a terminal only (never under mpirun -np N > 1)', function()
+  local log = require('lunar.log')
+  local real = {isatty = lunar.isatty, rank = lunar.rank, world_size = lunar.world_size}
+  local function with(tty, rank, size, fn)
+    lunar.isatty, lunar.rank, lunar.world_size = function() return tty end, rank, size
+    local ok, err = pcall(fn)
+    lunar.isatty, lunar.rank, lunar.world_size = real.isatty, real.rank, real.world_size
+    if not ok then error(err, 0) end
+  end
+  local cases = {   -- isatty(1), rank, world size -> drawn
+    {true, 0, 1, true},     -- a terminal, one rank (also mpirun -np 1)
+    {false, 0, 1, false},   -- redirected to a file or a pipe
+    {true, 0, 2, false},    -- mpirun -np 2: Open MPI gives each rank a pty, the log may be a file
+    {true, 1, 2, false},    -- never on another rank
+    {true, 0, 8, false},
+    {true, 0, nil, true},   -- a host without world_size: one rank
+  }
+  for _, c in ipairs(cases) do
+    with(c[1], c[2], c[3], function()
+      local what = string.format('isatty %s, rank %s, world size %s', tostring(c[1]), tostring(c[2]), tostring(c[3]))
+      T.eq(log.progress_enabled(), c[4], what)
+      T.eq(log.progress(10, 'epoch 1').active, c[4], what)
+    end)
+  end
+  -- the trainer follows it: with display_progress and no bar, the LOG_EVERY lines are printed
+  with(true, 0, 2, function()
+    local s = setup(false)
+    local logged = {}
+    local logger = {info = function(fmt, ...) logged[#logged + 1] = string.format(fmt, ...) end}
+    local tr = Trainer{engine = s.engine}
+    local seen_active
+    tr:fit{train_loader = s.train_loader, epochs = 1, display_progress = true, hooks = {
+      hooks.LRSchedulerHook{lr_scheduler = s.sched},
+      hooks.LogMetricByStepHook{log_every = 1, logger = logger},
+      {name = 'probe', before_train_epoch = function(_, t) seen_active = t.progress_active end}}}
+    T.eq(seen_active, false, 'no bar under mpirun with 2 ranks')
+    T.eq(#logged, SPE, 'a console line per step instead')
+  end)
+end)
+
 T.test('SaveCheckpointHook: every N steps, every N epochs and at the end, with a stub save', function()
   local s = setup(true)
   local saves = {}

@@ -4,7 +4,15 @@
 # data / tensor / pipeline layout of the world size (barriers, one shard per
 # writing rank, index.json and the rename by rank 0), resumes bitwise on the
 # same layout through RESUME='auto', and loads into the single-rank model
-# (resharding). Skips when mpirun is absent or the build has no MPI.
+# (resharding). Then examples/train_with_engine.lua itself, on a tiny synthetic
+# config with dropout: N steps straight against k steps, a stop, and
+# RESUME='auto' for the N - k others: the losses and learning rates of every
+# step (METRICS_FILE) are identical and the final checkpoints (parameters and
+# optimizer state) bitwise equal, on one rank (also stopped in the middle of a
+# gradient accumulation cycle) and on two ranks (pipeline 2, 1F1B); a
+# checkpoint resumed into another layout (2 ranks -> 1, 1 -> tensor 2,
+# pipeline 2 -> data 2) matches within 1e-5 relative. The one-rank part runs
+# without MPI; the rest skips when mpirun is absent or the build has no MPI.
 # Run from the repository root (tests/run_all.sh does). Ends with
 # "N passed, N failed[, N skipped]".
 set -u
@@ -13,6 +21,121 @@ BUILD=${BUILD:-build}
 LUNAR=${LUNAR:-$BUILD/lunar}
 . tests/fail/lib.sh
 export OMP_NUM_THREADS=1
+
+# --- the example: straight vs stop + RESUME='auto' ---------------------------------------------
+# same_metrics.lua A B TOL: the training lines (with a loss) of two METRICS_FILEs cover the same
+# steps with the same epochs and learning rates (exactly) and losses (TOL 0: identical; else within
+# TOL relative); test accuracies of the evaluations both files hold at a step are equal
+cat >"$T/same_metrics.lua" <<'LUA'
+local cjson = require('cjson')
+local a_path, b_path, tol = arg[1], arg[2], tonumber(arg[3] or '0')
+local function read(path)
+  local f = assert(io.open(path), 'cannot open ' .. tostring(path))
+  local train, eval, n = {}, {}, 0
+  for line in f:lines() do
+    local o = cjson.decode(line)
+    if o.loss then train[o.step] = o; n = n + 1 elseif o.test_accuracy then eval[o.step] = o end
+  end
+  f:close()
+  return train, eval, n
+end
+local ta, ea, na = read(a_path)
+local tb, eb, nb = read(b_path)
+local function fail(fmt, ...) io.stderr:write('metrics differ: ', string.format(fmt, ...), '\n'); os.exit(1) end
+if na ~= nb or na == 0 then fail('%d training lines in %s, %d in %s', na, a_path, nb, b_path) end
+local worst = 0
+for s = 1, na do
+  local x, y = ta[s], tb[s]
+  if not x or not y then fail('step %d is missing from %s', s, x and b_path or a_path) end
+  if x.epoch ~= y.epoch or x.lr ~= y.lr then
+    fail('step %d: epoch %s lr %.17g vs epoch %s lr %.17g', s, x.epoch, x.lr, y.epoch, y.lr)
+  end
+  local d = math.abs(x.loss - y.loss) / math.max(math.abs(x.loss), 1e-30)
+  worst = math.max(worst, d)
+  if (tol == 0 and x.loss ~= y.loss) or d > tol then
+    fail('step %d: loss %.17g vs %.17g (relative %.3g, tolerance %g)', s, x.loss, y.loss, d, tol)
+  end
+end
+for s, x in pairs(ea) do
+  if eb[s] and eb[s].test_accuracy ~= x.test_accuracy then
+    fail('step %d: test accuracy %s vs %s', s, x.test_accuracy, eb[s].test_accuracy)
+  end
+end
+print(string.format('%d losses %s, worst relative difference %.3g', na, tol == 0 and 'identical' or 'match', worst))
+LUA
+# same_checkpoint.lua A B: every shard file of checkpoint A is in B with the same tensors, bitwise
+cat >"$T/same_checkpoint.lua" <<'LUA'
+local a, b = arg[1], arg[2]
+local files, n = 0, 0
+for _, f in ipairs(assert(lunar.io.listdir(a), 'no checkpoint ' .. a)) do
+  if f:match('%.safetensors$') then
+    files = files + 1
+    local ta, tb = lunar.io.load_safetensors(a .. '/' .. f), lunar.io.load_safetensors(b .. '/' .. f)
+    for name, t in pairs(ta) do
+      local u = tb[name]
+      if not u then io.stderr:write(b, '/', f, ': no tensor ', name, '\n'); os.exit(1) end
+      local x, y = t:contiguous():view(-1):totable(), u:contiguous():view(-1):totable()
+      for i = 1, math.max(#x, #y) do
+        if x[i] ~= y[i] then
+          io.stderr:write(string.format('%s: tensor %s differs at element %d: %.9g vs %.9g\n', f, name, i,
+            x[i] or 0 / 0, y[i] or 0 / 0))
+          os.exit(1)
+        end
+      end
+      n = n + 1
+    end
+  end
+end
+if files == 0 then io.stderr:write('no shard file in ', a, '\n'); os.exit(1) end
+print(string.format('%d tensors in %d files bitwise equal', n, files))
+LUA
+EX=(examples/train_with_engine.lua --config configs/vit_fmnist.lua DATASET=synthetic NUM_SAMPLES=40 IMG_SIZE=8
+    PATCH_SIZE=4 IN_CHANS=2 NUM_CLASSES=4 HIDDEN_SIZE=16 DEPTH=4 NUM_HEADS=4 NUM_EPOCHS=2 WARMUP_EPOCHS=0.5
+    LOG_EVERY=1 clip_grad_norm=1.0 LEARNING_RATE=3e-3)
+
+same_metrics() {   # label, A, B, tol
+  local o=$out e=$err r=$rc
+  run "$LUNAR" "$T/same_metrics.lua" -- "$2" "$3" "$4"
+  check "$1" [ "$rc" -eq 0 ]
+  echo "    (${out:-$err})"
+  out=$o err=$e rc=$r
+}
+
+# resume_case LABEL K LAUNCH... -- OVERRIDES...: straight (T/LABEL/a), K steps then stop
+# (T/LABEL/b, SAVE_EVERY=3), RESUME=auto from T/LABEL/b: the same metrics, bitwise final checkpoints
+resume_case() {
+  local label=$1 k=$2; shift 2
+  local launch=()
+  while [ "$1" != -- ]; do launch+=("$1"); shift; done
+  shift
+  local d="$T/$label"; mkdir -p "$d"
+  run timeout 120 "${launch[@]}" "$LUNAR" "${EX[@]}" "$@" METRICS_FILE="$d/a.jsonl" CHECKPOINT_DIR="$d/a"
+  check "$label: the straight run: exit 0, a final checkpoint" \
+    eval '[ "$rc" -eq 0 ] && [ -f "$d/a/step_10/index.json" ]'
+  run timeout 120 "${launch[@]}" "$LUNAR" "${EX[@]}" "$@" METRICS_FILE="$d/b.jsonl" CHECKPOINT_DIR="$d/b" \
+    SAVE_EVERY=3 MAX_STEPS="$k"
+  check "$label: stopped after $k steps: exit 0, saved step_3 and step_$k" \
+    eval '[ "$rc" -eq 0 ] && [ -f "$d/b/step_3/index.json" ] && [ -f "$d/b/step_$k/index.json" ]'
+  cp -r "$d/b" "$d/b_saved"; cp "$d/b.jsonl" "$d/b_saved.jsonl"   # what the other layouts resume from
+  run timeout 120 "${launch[@]}" "$LUNAR" "${EX[@]}" "$@" METRICS_FILE="$d/b.jsonl" CHECKPOINT_DIR="$d/b" \
+    RESUME=auto
+  check "$label: RESUME=auto: exit 0, resumed from step_$k, trained to step 10" \
+    eval '[ "$rc" -eq 0 ] && has "$out" "checkpoint: resumed from $d/b/step_$k (step $k" && [ -f "$d/b/step_10/index.json" ]'
+  check "$label: RESUME=auto: no step before $((k + 1)) is trained again" \
+    eval '! grep -qE "^epoch [0-9]+ step [1-$k]/10 " <<<"$out" && grep -qE "^epoch [0-9]+ step $((k + 1))/10 " <<<"$out"'
+  same_metrics "$label: losses and learning rates of steps 1..10 identical to the straight run" \
+    "$d/a.jsonl" "$d/b.jsonl" 0
+  local o=$out
+  run "$LUNAR" "$T/same_checkpoint.lua" -- "$d/a/step_10" "$d/b/step_10"
+  check "$label: the final checkpoints (parameters, optimizer state) are bitwise equal" [ "$rc" -eq 0 ]
+  echo "    (${out:-$err})"
+  check "$label: no .tmp directory is left" bash -c '! find "$1" -name "*.tmp.*" | grep -q .' _ "$d"
+  out=$o
+}
+
+resume_case one 7 -- BATCH_SIZE=8 DROPOUT=0.1
+# stopped at the end of epoch 1, in the middle of an accumulation cycle (the gradients are saved)
+resume_case one_accumulating 5 -- BATCH_SIZE=8 gradient_accumulation=2 DROPOUT=0.1
 
 run "$LUNAR" --version
 if has "$out" "MPI: no"; then
@@ -32,4 +155,36 @@ for np in 2 4; do
     bash -c '! find "$1" -name "*.tmp.*" | grep -q .' _ "$T/np$np"
   [ "$rc" -ne 0 ] && { grep -E 'FAIL|rror' <<<"$out$err" | head -n 10 | sed 's/^/    /'; }
 done
+
+# --- the example on two ranks, and resumed into other layouts ---------------------------------
+PP2=('parallel={pipeline=2}' NUM_MICRO_BATCHES=2 BATCH_SIZE=8 DROPOUT=0.1)
+resume_case pp2 7 mpirun -np 2 -- "${PP2[@]}"
+
+reshard() {   # label, stopped run's checkpoint dir and metrics, reference metrics, launch... -- overrides...
+  local label=$1 from=$2 from_metrics=$3 ref=$4; shift 4
+  local launch=()
+  while [ "$1" != -- ]; do launch+=("$1"); shift; done
+  shift
+  local d="$T/reshard_${label//[^a-z0-9]/_}"
+  cp -r "$from" "$d"
+  cp "$from_metrics" "$d.jsonl"
+  run timeout 120 "${launch[@]}" "$LUNAR" "${EX[@]}" "$@" METRICS_FILE="$d.jsonl" CHECKPOINT_DIR="$d" RESUME=auto
+  check "resharded, $label: exit 0, resumed from step_7, trained to step 10" \
+    eval '[ "$rc" -eq 0 ] && has "$out" "checkpoint: resumed from $d/step_7 (step 7" && [ -f "$d/step_10/index.json" ]'
+  same_metrics "resharded, $label: losses within 1e-5 of the straight run" "$ref" "$d.jsonl" 1e-5
+}
+# dropout masks are keyed by the call counter of each micro-batch: a layout that keeps the
+# micro-batches keeps the masks
+reshard "pipeline 2 -> one rank" "$T/pp2/b_saved" "$T/pp2/b_saved.jsonl" "$T/pp2/a.jsonl" -- \
+  BATCH_SIZE=8 NUM_MICRO_BATCHES=2 DROPOUT=0.1
+reshard "one rank -> tensor 2" "$T/one/b_saved" "$T/one/b_saved.jsonl" "$T/one/a.jsonl" mpirun -np 2 -- \
+  BATCH_SIZE=8 DROPOUT=0.1 'parallel={tensor={mode="1d", size=2}}'
+# another data-parallel size shards the loader otherwise (the global batch stays 8) and every
+# replica draws the same dropout masks for other images: without dropout
+run timeout 120 "$LUNAR" "${EX[@]}" DROPOUT=0 BATCH_SIZE=8 METRICS_FILE="$T/nodrop.jsonl"
+check "one rank without dropout: exit 0" [ "$rc" -eq 0 ]
+run timeout 120 mpirun -np 2 "$LUNAR" "${EX[@]}" DROPOUT=0 BATCH_SIZE=4 METRICS_FILE="$T/dp2.jsonl" \
+  CHECKPOINT_DIR="$T/dp2" MAX_STEPS=7
+check "data 2 without dropout, stopped after 7 steps: exit 0" eval '[ "$rc" -eq 0 ] && [ -f "$T/dp2/step_7/index.json" ]'
+reshard "data 2 -> one rank" "$T/dp2" "$T/dp2.jsonl" "$T/nodrop.jsonl" -- DROPOUT=0 BATCH_SIZE=8
 finish

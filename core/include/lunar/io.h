@@ -61,9 +61,11 @@ typedef struct lunar_safetensors lunar_safetensors;
  * object with "dtype" (string), "shape" (array of integers >= 0) and
  * "data_offsets" ([begin, end], integers, begin <= end); an unknown or
  * unsupported dtype; more than LUNAR_MAX_DIMS dims; a shape whose element or
- * byte count overflows; end - begin != numel * dtype size; offsets past the end
- * of the buffer, overlapping, leaving a hole or not covering the buffer; a
- * duplicate name; "__metadata__" that is not an object of strings. */
+ * byte count overflows, or whose nonzero sizes multiply past 2^59 elements
+ * (lunar_tensor_new's limit; also when a zero size makes it empty); end -
+ * begin != numel * dtype size; offsets past the end of the buffer,
+ * overlapping, leaving a hole or not covering the buffer; a duplicate name;
+ * "__metadata__" that is not an object of strings. */
 lunar_safetensors *lunar_safetensors_open(const char *path);
 
 /* Parses a safetensors file held in memory (buf[len]; copied, so buf may be
@@ -101,7 +103,8 @@ void lunar_safetensors_close(lunar_safetensors *st);
  * fsync, rename onto path, fsync of the directory. Offsets are contiguous in
  * the given order; the header is padded with spaces to a multiple of 8 bytes.
  * LUNAR_ERR_ARG (naming path and tensor): a NULL or duplicate name, the name
- * "__metadata__", ndim out of [0, LUNAR_MAX_DIMS], a negative dim, an
+ * "__metadata__", ndim out of [0, LUNAR_MAX_DIMS], a dim outside [0, 2^53] or
+ * nonzero dims whose product passes 2^59 (what the reader refuses), an
  * unsupported dtype, nbytes != numel * dtype size, NULL data with nbytes > 0, a
  * NULL or duplicate metadata key or NULL value. LUNAR_ERR_IO (naming the file
  * and the system error) when a write, fsync or rename fails; the temporary

@@ -109,14 +109,47 @@ void NAME(add)(real *out, const real *a, const real *b, size_t n);              
 void NAME(scale)(real *x, size_t n, real s);                                                    \
 /* AdamW step t >= 1 (Loshchilov & Hutter 2019, PyTorch's torch.optim.AdamW):               */  \
 /* p -= lr*wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;                                 */  \
-/* p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).                                 */  \
-void NAME(adamw_step)(real *param, real *m, real *v, const real *grad, size_t n, real lr,     \
-                      real beta1, real beta2, real eps, real weight_decay, int t);              \
+/* p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps). The scalars are doubles, as    */  \
+/* PyTorch's Python floats: 1 - b, the bias corrections, 1 - lr wd and lr / (1 - b1^t) are   */  \
+/* computed in double from them (never from a float-rounded beta), then rounded to real.    */  \
+void NAME(adamw_step)(real *param, real *m, real *v, const real *grad, size_t n, double lr,   \
+                      double beta1, double beta2, double eps, double weight_decay, int t);      \
 /* SGD with momentum (PyTorch's torch.optim.SGD, dampening 0):                              */  \
 /* g' = g + wd p; buf = first ? g' : momentum buf + g'; d = nesterov ? g' + momentum buf    */  \
 /* : buf; p -= lr d. momentum == 0 ignores buf (may be NULL).                               */  \
 void NAME(sgd_step)(real *param, real *buf, const real *grad, size_t n, real lr,              \
                     real momentum, real weight_decay, int nesterov, int first);                 \
+/* ---- bf16 mixed precision (precision = 'bf16', ops.h). A bf16 value is a uint16_t: the   */  \
+/* high half of an f32, rounded to nearest even, NaN kept quiet (lunar_f32_to_bf16).         */  \
+/* Linear with a bf16 weight: out[M,N] = bf16(inp)[M,K] @ weight[N,K]^T + bias[N] (bias may */  \
+/* be NULL). inp is real, rounded to bf16 as it is read (inp_bf16 = 0), or bf16              */  \
+/* (inp_bf16 = 1). Products of bf16 values are exact; they are summed in real (fp32          */  \
+/* accumulation: cuBLASLt's CUBLAS_COMPUTE_32F, VDPBF16PS on the CPU).                       */  \
+void NAME(linear_forward_bf16)(real *out, const void *inp, int inp_bf16, const uint16_t *weight, \
+                               const real *bias, int M, int K, int N);                          \
+/* dinp[M,K] = bf16(dout) @ weight (overwritten; may be NULL);                               */  \
+/* dweight[N,K] += bf16(dout)^T @ bf16(inp) (real, the master weight's gradient);            */  \
+/* dbias[N] += column sums of dout, not rounded (may be NULL). inp as in forward.            */  \
+void NAME(linear_backward_bf16)(real *dinp, real *dweight, real *dbias, const real *dout,      \
+                                const void *inp, int inp_bf16, const uint16_t *weight, int M,  \
+                                int K, int N);                                                  \
+/* layernorm_forward whose out[M,C] is rounded to bf16; mean, rstd and the arithmetic real.  */  \
+void NAME(layernorm_forward_bf16)(uint16_t *out, real *mean, real *rstd, const real *inp,      \
+                                  const real *weight, const real *bias, int M, int C,          \
+                                  real eps);                                                    \
+/* gelu_forward whose out[n] is rounded to bf16.                                             */  \
+void NAME(gelu_forward_bf16)(uint16_t *out, const real *inp, size_t n);                         \
+/* out[n] = bf16(x[n]).                                                                      */  \
+void NAME(cast_bf16)(uint16_t *out, const real *x, size_t n);                                   \
+/* adamw_step that also writes param_bf16[n] = bf16(the updated param) in the same pass:    */  \
+/* the fp32 master weight and its bf16 working copy.                                         */  \
+void NAME(adamw_step_bf16)(real *param, uint16_t *param_bf16, real *m, real *v,                \
+                           const real *grad, size_t n, double lr, double beta1, double beta2,   \
+                           double eps, double weight_decay, int t);                             \
+/* sgd_step that also writes param_bf16[n] = bf16(the updated param).                        */  \
+void NAME(sgd_step_bf16)(real *param, uint16_t *param_bf16, real *buf, const real *grad,       \
+                         size_t n, real lr, real momentum, real weight_decay, int nesterov,    \
+                         int first);                                                            \
 /* Sum of squares of x[n], accumulated in double (for the global gradient norm).            */  \
 double NAME(sum_squares)(const real *x, size_t n);                                              \
 /* Number of rows b whose argmax over logits[b, 0..K) (first index on ties) equals          */  \
@@ -131,6 +164,11 @@ int64_t NAME(accuracy_count)(const real *logits, const int32_t *targets, int B, 
 LUNAR_KERNEL_DECLS(LUNAR_REF_F64, double)
 LUNAR_KERNEL_DECLS(LUNAR_REF_F32, float)
 LUNAR_KERNEL_DECLS(LUNAR_CPU_KERNEL, float)
+/* 1 when the CPU bf16 kernels above (lunar_cpu_*_bf16) run on AVX512-BF16 instructions
+ * (VDPBF16PS): built with them (-march=native on such a CPU) and the processor running
+ * this has them (cpuid); 0: they run a portable path, correct but slower than f32
+ * (core/ops/cpu/linear_bf16.c). precision = 'bf16' on the CPU requires 1. */
+int lunar_cpu_bf16_native(void);
 /* defined only with LUNAR_USE_CUDA (core/ops/cuda/) */
 LUNAR_KERNEL_DECLS(LUNAR_CUDA_KERNEL, float)
 

@@ -3,7 +3,8 @@
  * through the backend of the tensors' device (a table of kernels with the
  * signatures of kernels.h; the CPU backend is lunar_cpu_*).
  *
- * Every tensor argument must be f32 (targets: i32), contiguous, and on one
+ * Every tensor argument must be f32 (targets: i32; bf16 where an op below says
+ * so: the ops of precision = 'bf16'), contiguous, and on one
  * device (checked: "linear: inp is on cuda:0 but weight is on cpu"); the op
  * runs on that device's backend. A failing check returns a lunar_status whose message names the op
  * and the shapes involved ("linear: inp [8, 5] and weight [4, 6] differ in
@@ -41,7 +42,11 @@ const lunar_backend *lunar_backend_ref(void);
 /* Make the CPU ops use the reference kernels (1) or the fast ones (0). */
 void lunar_backend_use_ref(int on);
 
-/* out[..., N] = inp[..., K] @ weight[N, K]^T + bias[N]; bias may be NULL. */
+/* out[..., N] = inp[..., K] @ weight[N, K]^T + bias[N]; bias may be NULL.
+ * A bf16 weight selects the bf16 GEMM (kernels.h linear_*_bf16; precision =
+ * 'bf16'): inp may then be f32 (rounded to bf16 as it is read) or bf16, the
+ * products are summed in f32, out, bias, dout, dinp, dweight and dbias stay
+ * f32 (dweight is the fp32 master weight's gradient). */
 lunar_status lunar_op_linear_forward(lunar_tensor *out, const lunar_tensor *inp,
                                      const lunar_tensor *weight, const lunar_tensor *bias);
 lunar_status lunar_op_linear_backward(lunar_tensor *dinp, lunar_tensor *dweight, lunar_tensor *dbias,
@@ -50,7 +55,8 @@ lunar_status lunar_op_linear_backward(lunar_tensor *dinp, lunar_tensor *dweight,
 /* inp [B, C, S1, S2] or [B, C, S1, S2, S3] -> out [B, L, C*P^k] (kernels.h). */
 lunar_status lunar_op_patchify_forward(lunar_tensor *out, const lunar_tensor *inp, int P);
 lunar_status lunar_op_patchify_backward(lunar_tensor *dinp, const lunar_tensor *dout, int P);
-/* LayerNorm over the last dim C of inp [..., C]; mean, rstd have numel M = rows. */
+/* LayerNorm over the last dim C of inp [..., C]; mean, rstd have numel M = rows.
+ * out may be bf16 (rounded as it is stored; statistics and arithmetic f32). */
 lunar_status lunar_op_layernorm_forward(lunar_tensor *out, lunar_tensor *mean, lunar_tensor *rstd,
                                         const lunar_tensor *inp, const lunar_tensor *weight,
                                         const lunar_tensor *bias, float eps);
@@ -58,6 +64,7 @@ lunar_status lunar_op_layernorm_backward(lunar_tensor *dinp, lunar_tensor *dweig
                                          const lunar_tensor *dout, const lunar_tensor *inp,
                                          const lunar_tensor *weight, const lunar_tensor *mean,
                                          const lunar_tensor *rstd);
+/* out may be bf16 (rounded as it is stored). */
 lunar_status lunar_op_gelu_forward(lunar_tensor *out, const lunar_tensor *inp);
 lunar_status lunar_op_gelu_backward(lunar_tensor *dinp, const lunar_tensor *dout, const lunar_tensor *inp);
 /* qkv [B, N, 3C] (timm: 3, H, D) -> out [B, N, C], lse [B, H, N]. */
@@ -83,10 +90,42 @@ lunar_status lunar_op_accuracy_count(int64_t *correct, const lunar_tensor *logit
 lunar_status lunar_op_add(lunar_tensor *out, const lunar_tensor *a, const lunar_tensor *b);
 lunar_status lunar_op_scale(lunar_tensor *x, float s);
 lunar_status lunar_op_adamw_step(lunar_tensor *param, lunar_tensor *m, lunar_tensor *v, const lunar_tensor *grad,
-                                 float lr, float beta1, float beta2, float eps, float weight_decay, int t);
+                                 double lr, double beta1, double beta2, double eps, double weight_decay, int t);
 lunar_status lunar_op_sgd_step(lunar_tensor *param, lunar_tensor *buf, const lunar_tensor *grad, float lr,
                                float momentum, float weight_decay, int nesterov, int first);
 lunar_status lunar_op_sum_squares(double *out, const lunar_tensor *x);
+
+/* ---- bf16 mixed precision (precision = 'bf16') ------------------------------------
+ * Mixed precision training (Micikevicius et al. 2018) in bf16, which needs no
+ * loss scaling (Kalamkar et al. 2019), as Megatron-LM keeps it (bf16 model
+ * params, fp32 main params and optimizer state), on explicit contexts: fp32
+ * master weights, gradients and optimizer state; a bf16 working copy of the
+ * weights for the GEMMs; bf16 activations where a GEMM is their only reader
+ * (the outputs of LayerNorm and GELU); f32 statistics, softmax, loss and
+ * residual stream (lua/lunar/nn, nn.materialize). */
+
+/* out (bf16) = x (f32) rounded to nearest even, NaN kept quiet; same numel.
+ * Errors: dtypes, sizes, devices. Source: kernels.h cast_bf16. */
+lunar_status lunar_op_cast_bf16(lunar_tensor *out, const lunar_tensor *x);
+/* lunar_op_adamw_step / lunar_op_sgd_step on the fp32 master param that also
+ * write its bf16 working copy param_bf16 (bf16, numel of param) in the same
+ * pass; the fp32 update is bit for bit that of the plain step. Errors: as the
+ * plain steps (dtypes: param_bf16 must be bf16, the rest f32; sizes; devices;
+ * t < 1; momentum without a buffer). Source: kernels.h *_step_bf16. */
+lunar_status lunar_op_adamw_step_bf16(lunar_tensor *param, lunar_tensor *param_bf16, lunar_tensor *m,
+                                      lunar_tensor *v, const lunar_tensor *grad, double lr, double beta1,
+                                      double beta2, double eps, double weight_decay, int t);
+lunar_status lunar_op_sgd_step_bf16(lunar_tensor *param, lunar_tensor *param_bf16, lunar_tensor *buf,
+                                    const lunar_tensor *grad, float lr, float momentum, float weight_decay,
+                                    int nesterov, int first);
+/* 1 when the bf16 ops run natively on device (LUNAR_CPU: the CPU kernels use
+ * AVX512-BF16 and the processor has it, lunar_cpu_bf16_native; a CUDA
+ * ordinal: compute capability 8.0 or later); else 0 with the reason written
+ * to why[n] (may be NULL), e.g. "this CPU has no avx512_bf16 (...)". The
+ * environment variable LUNAR_NO_CPU_BF16=1 makes the CPU answer 0 (a test of
+ * the refusal on any machine). The bf16 kernels themselves run anywhere
+ * (portable paths); this says whether they are worth running. */
+int lunar_bf16_supported(int device, char *why, size_t n);
 
 #ifdef __cplusplus
 }

@@ -5,7 +5,8 @@
  * a pointer to a refcounted storage on one device. Views (narrow, select,
  * reshape of a contiguous tensor, transpose, permute) share storage and cost no
  * copy. Storage memory comes from the caching allocator (alloc.h). Compute is
- * f32; bf16 is a storage dtype with conversions (round to nearest even).
+ * f32; bf16 is a storage dtype with conversions (round to nearest even) and
+ * the operand dtype of the bf16 ops of precision = 'bf16' (ops.h).
  * Functions that can fail return NULL or a lunar_status and leave a message
  * (status.h).
  */

@@ -12,6 +12,7 @@
 #include <math.h>
 
 #include "lunar/kernels.h"
+#include "lunar/tensor.h"   /* lunar_f32_to_bf16 */
 #include "simd.h"
 
 #ifdef __AVX512F__
@@ -49,6 +50,21 @@ void lunar_cpu_gelu_forward(float *out, const float *inp, size_t n) {
 #else
     LUNAR_OMP(omp parallel for schedule(static) if (n >= LUNAR_PAR_MIN))
     for (size_t i = 0; i < n; i++) out[i] = inp[i] * normal_cdf(inp[i]);
+#endif
+}
+
+/* gelu_forward with out rounded to bf16 as it is stored (precision = 'bf16'). */
+void lunar_cpu_gelu_forward_bf16(uint16_t *out, const float *inp, size_t n) {
+#ifdef __AVX512F__
+    LUNAR_OMP(omp parallel for schedule(static) if (n >= LUNAR_PAR_MIN))
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 k = lunar_mask16(n - i < 16 ? (int)(n - i) : 16);
+        __m512 x = _mm512_maskz_loadu_ps(k, inp + i);
+        _mm256_mask_storeu_epi16(out + i, k, lunar_bf16x16(_mm512_mul_ps(x, normal_cdf512(x))));
+    }
+#else
+    LUNAR_OMP(omp parallel for schedule(static) if (n >= LUNAR_PAR_MIN))
+    for (size_t i = 0; i < n; i++) out[i] = lunar_f32_to_bf16(inp[i] * normal_cdf(inp[i]));
 #endif
 }
 

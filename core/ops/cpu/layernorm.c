@@ -16,11 +16,13 @@
 #include <string.h>
 
 #include "lunar/kernels.h"
+#include "lunar/tensor.h"   /* lunar_f32_to_bf16 */
 #include "simd.h"
 
 /* ---- forward ---------------------------------------------------------------- */
 
-static void ln_row_forward(float *y, float *mean_out, float *rstd_out, const float *x,
+/* One row: y[C] (f32), or yb[C] (bf16, rounded as lunar_f32_to_bf16) when yb is set. */
+static void ln_row_forward(float *y, uint16_t *yb, float *mean_out, float *rstd_out, const float *x,
                            const float *w, const float *bias, int C, float eps) {
     float shift = x[0], s1, s2;
 #ifdef __AVX512F__
@@ -67,10 +69,12 @@ static void ln_row_forward(float *y, float *mean_out, float *rstd_out, const flo
         __mmask16 k = lunar_mask16(C - c);
         __m512 t = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + c), vm), vr);
         __m512 o = _mm512_fmadd_ps(t, _mm512_maskz_loadu_ps(k, w + c), _mm512_maskz_loadu_ps(k, bias + c));
-        _mm512_mask_storeu_ps(y + c, k, o);
+        if (yb) _mm256_mask_storeu_epi16(yb + c, k, lunar_bf16x16(o));
+        else _mm512_mask_storeu_ps(y + c, k, o);
     }
 #else
-    for (int c = 0; c < C; c++) y[c] = (x[c] - mu) * rs * w[c] + bias[c];
+    if (yb) for (int c = 0; c < C; c++) yb[c] = lunar_f32_to_bf16((x[c] - mu) * rs * w[c] + bias[c]);
+    else for (int c = 0; c < C; c++) y[c] = (x[c] - mu) * rs * w[c] + bias[c];
 #endif
 }
 
@@ -79,7 +83,18 @@ void lunar_cpu_layernorm_forward(float *out, float *mean, float *rstd, const flo
     if (M <= 0 || C <= 0) return;
     LUNAR_OMP(omp parallel for schedule(static) if ((size_t)M * C >= LUNAR_PAR_MIN))
     for (int m = 0; m < M; m++) {
-        ln_row_forward(out + (size_t)m * C, mean ? mean + m : NULL, rstd ? rstd + m : NULL,
+        ln_row_forward(out + (size_t)m * C, NULL, mean ? mean + m : NULL, rstd ? rstd + m : NULL,
+                       inp + (size_t)m * C, weight, bias, C, eps);
+    }
+}
+
+/* The same with out[M,C] rounded to bf16 as it is stored (precision = 'bf16'). */
+void lunar_cpu_layernorm_forward_bf16(uint16_t *out, float *mean, float *rstd, const float *inp,
+                                      const float *weight, const float *bias, int M, int C, float eps) {
+    if (M <= 0 || C <= 0) return;
+    LUNAR_OMP(omp parallel for schedule(static) if ((size_t)M * C >= LUNAR_PAR_MIN))
+    for (int m = 0; m < M; m++) {
+        ln_row_forward(NULL, out + (size_t)m * C, mean ? mean + m : NULL, rstd ? rstd + m : NULL,
                        inp + (size_t)m * C, weight, bias, C, eps);
     }
 }

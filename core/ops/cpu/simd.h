@@ -7,6 +7,8 @@
  *                    the scaling by 2^n done by vscalefps (correct underflow to 0,
  *                    overflow to inf, NaN kept), about 1 ulp;
  *   lunar_hsum / lunar_hmax  fixed-order horizontal reductions.
+ *   lunar_round_bf16_hi / lunar_bf16x16  f32 -> bf16 on 16 lanes (the rounding of
+ *                    lunar_f32_to_bf16), for the kernels with bf16 outputs.
  * Without AVX-512 (__AVX512F__ undefined) each kernel has a scalar loop with the
  * same arithmetic, so the library builds and is correct on any x86-64 or ARM.
  *
@@ -71,6 +73,20 @@ static inline __m512 lunar_exp512(__m512 x) {
     __m512 r2 = _mm512_mul_ps(r, r);
     p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     return _mm512_scalef_ps(p, n);
+}
+
+/* f32 -> bf16 on 16 lanes, lunar_f32_to_bf16's rounding (nearest even; NaN stays a
+ * quiet NaN; denormals kept, unlike VCVTNEPS2BF16): the bf16 in the high half of
+ * each 32-bit lane (the low half is garbage), and packed to 16 x 16 bits. */
+static inline __m512i lunar_round_bf16_hi(__m512 x) {
+    __m512i u = _mm512_castps_si512(x);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    return _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x00400000));
+}
+static inline __m256i lunar_bf16x16(__m512 x) {
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(lunar_round_bf16_hi(x), 16));
 }
 
 static inline float lunar_hsum(__m512 v) { return _mm512_reduce_add_ps(v); }

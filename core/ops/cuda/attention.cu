@@ -25,7 +25,13 @@
 //
 // Head dims up to 256 (templated on the number of 32-wide chunks); beyond 48
 // KiB of shared memory (D > 128 in backward) the kernels opt in to more.
+//
+// These are the f32 kernels of kernels.h, the path f32 inputs always take.
+// bf16 / f16 inputs go through cuDNN's fused attention where it serves them,
+// and through these kernels (on f32 copies) where it does not
+// (attention_cudnn.cu, core/cuda/attention.h); each call records its path.
 #include "common.cuh"
+#include "../../cuda/attention.h"
 
 using namespace lunar_cuda;
 
@@ -410,7 +416,8 @@ bool check_geometry(int B, int N, int H, int D) {
 
 }  // namespace
 
-extern "C" void lunar_cuda_attention_forward(float *out, float *lse, const float *qkv, int B, int N, int H, int D) {
+extern "C" void lunar_cuda_attention_forward_own(float *out, float *lse, const float *qkv, int B, int N, int H,
+                                                 int D) {
     if (B <= 0 || N <= 0 || H <= 0 || D <= 0) return;
     if (!check_geometry(B, N, H, D)) return;
     float scale = (float)(1.0 / sqrt((double)D));
@@ -420,8 +427,8 @@ extern "C" void lunar_cuda_attention_forward(float *out, float *lse, const float
     else forward_dc<8>(out, lse, qkv, B, N, H, D, scale);
 }
 
-extern "C" void lunar_cuda_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out,
-                                              const float *lse, int B, int N, int H, int D) {
+extern "C" void lunar_cuda_attention_backward_own(float *dqkv, const float *dout, const float *qkv,
+                                                  const float *out, const float *lse, int B, int N, int H, int D) {
     if (B <= 0 || N <= 0 || H <= 0 || D <= 0) return;
     if (!check_geometry(B, N, H, D)) return;
     float scale = (float)(1.0 / sqrt((double)D));
@@ -436,4 +443,18 @@ extern "C" void lunar_cuda_attention_backward(float *dqkv, const float *dout, co
     else if (D <= 64) backward_dc<2>(dqkv, dout, qkv, lse, Di, B, N, H, D, scale);
     else if (D <= 128) backward_dc<4>(dqkv, dout, qkv, lse, Di, B, N, H, D, scale);
     else backward_dc<8>(dqkv, dout, qkv, lse, Di, B, N, H, D, scale);
+}
+
+// kernels.h: f32 inputs, the own kernel (recorded as the path taken)
+extern "C" void lunar_cuda_attention_forward(float *out, float *lse, const float *qkv, int B, int N, int H, int D) {
+    if (B <= 0 || N <= 0 || H <= 0 || D <= 0) return;
+    lunar_cuda_attention_forward_own(out, lse, qkv, B, N, H, D);
+    lunar_cuda_attention_note_f32(0, B, N, H, D);
+}
+
+extern "C" void lunar_cuda_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out,
+                                              const float *lse, int B, int N, int H, int D) {
+    if (B <= 0 || N <= 0 || H <= 0 || D <= 0) return;
+    lunar_cuda_attention_backward_own(dqkv, dout, qkv, out, lse, B, N, H, D);
+    lunar_cuda_attention_note_f32(1, B, N, H, D);
 }

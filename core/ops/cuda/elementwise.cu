@@ -2,7 +2,8 @@
 // exact GELU forward and backward, the residual add, scale, and inverted
 // dropout with the CPU's Philox4x32-10 stream, so that a mask drawn on the GPU
 // is bitwise the mask drawn on the CPU for the same (seed, stream, offset).
-// Grid-stride loops; in place allowed (out == inp) as on the CPU.
+// Grid-stride loops; in place allowed (out == inp) as on the CPU. precision =
+// 'bf16': GELU with a bf16 output and the f32 -> bf16 cast (cast_bf16).
 #include "common.cuh"
 
 using namespace lunar_cuda;
@@ -15,11 +16,19 @@ constexpr int THREADS = 256;
 // GELU: out = x Phi(x); dinp = dout (Phi(x) + x phi(x)). normcdff keeps its
 // relative accuracy in the left tail (no 1 + erf cancellation).
 
-__global__ void gelu_forward_kernel(float *out, const float *inp, size_t n) {
+// OutT: float, or uint16_t for a bf16 out (precision = 'bf16'; store_as rounds)
+template <typename OutT>
+__global__ void gelu_forward_kernel(OutT *out, const float *inp, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float x = inp[i];
-        out[i] = x * normcdff(x);
+        store_as(out + i, x * normcdff(x));
     }
+}
+
+// out = bf16(x)
+__global__ void cast_bf16_kernel(uint16_t *out, const float *x, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = f32_to_bf16(x[i]);
 }
 
 __global__ void gelu_backward_kernel(float *dinp, const float *dout, const float *inp, size_t n) {
@@ -124,7 +133,19 @@ void dropout_apply(float *out, const float *inp, size_t n, float p, uint64_t see
 
 extern "C" void lunar_cuda_gelu_forward(float *out, const float *inp, size_t n) {
     if (n == 0) return;
-    gelu_forward_kernel<<<blocks_for(n, THREADS), THREADS, 0, stream()>>>(out, inp, n);
+    gelu_forward_kernel<float><<<blocks_for(n, THREADS), THREADS, 0, stream()>>>(out, inp, n);
+    LAUNCH_CHECK();
+}
+
+extern "C" void lunar_cuda_gelu_forward_bf16(uint16_t *out, const float *inp, size_t n) {
+    if (n == 0) return;
+    gelu_forward_kernel<uint16_t><<<blocks_for(n, THREADS), THREADS, 0, stream()>>>(out, inp, n);
+    LAUNCH_CHECK();
+}
+
+extern "C" void lunar_cuda_cast_bf16(uint16_t *out, const float *x, size_t n) {
+    if (n == 0) return;
+    cast_bf16_kernel<<<blocks_for(n, THREADS), THREADS, 0, stream()>>>(out, x, n);
     LAUNCH_CHECK();
 }
 

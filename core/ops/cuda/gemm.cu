@@ -1,6 +1,11 @@
 // core/ops/cuda/gemm.cu: the linear layer on CUDA through cuBLASLt, forward and
 // backward (kernels.h), f32 or TF32 (lunar_cuda_set_tf32).
 //
+// precision = 'bf16' (linear_*_bf16): the same three GEMMs with A and B in
+// CUDA_R_16BF, D in f32 and CUBLAS_COMPUTE_32F (fp32 accumulation; TF32 does
+// not apply): the weight is the bf16 working copy, an f32 activation or
+// gradient operand is first rounded to bf16 into scratch (cast_bf16).
+//
 // Row-major [rows, cols] is column-major [cols, rows], so with D = C
 // column-major (cuBLASLt's convention):
 //   forward  out^T  [N, M]  = W^T' [N, K] . inp^T [K, M]   A = W    (op T), B = inp  (op N), bias epilogue
@@ -102,7 +107,7 @@ constexpr size_t WORKSPACE = 32u << 20;
 constexpr int CACHE = 256;
 
 struct Key {
-    int ta, tb, m, n, k, lda, ldb, ldd, epilogue, tf32;
+    int ta, tb, m, n, k, lda, ldb, ldd, epilogue, tf32, ab_type;
     unsigned align_a, align_b, align_d, align_bias;
     bool operator==(const Key &o) const { return memcmp(this, &o, sizeof *this) == 0; }
 };
@@ -153,24 +158,25 @@ DeviceLt *device_lt(int dev) {
 unsigned align_of(const void *p) {
     uintptr_t a = (uintptr_t)p;
     unsigned al = 256;
-    while (al > 4 && (a % al)) al >>= 1;
+    while (al > 2 && (a % al)) al >>= 1;   // 2: a bf16 view at an odd offset
     return al;
 }
 
-// D[m, n] (column-major, ld ldd) = op(A) op(B) + beta D [+ bias[m] per column].
+// D[m, n] (column-major, ld ldd) = op(A) op(B) + beta D [+ bias[m] per column];
+// A and B are f32 (ab = CUDA_R_32F) or bf16 (CUDA_R_16BF), D and bias f32.
 // Returns 1 when done, 0 when cuBLASLt has no algorithm (only asked when bias
 // is set; the caller then adds the bias itself), -1 after recording an error.
-int lt_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float *A, int lda, const float *B,
-            int ldb, float beta, float *D, int ldd, const float *bias) {
+int lt_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *A, int lda, const void *B,
+            int ldb, float beta, float *D, int ldd, const float *bias, cudaDataType_t ab = CUDA_R_32F) {
     int dev = device();
     DeviceLt *d = device_lt(dev);
     if (!d) return -1;
-    int tf32 = lunar_cuda_tf32();
+    int tf32 = ab == CUDA_R_32F ? lunar_cuda_tf32() : 0;
     cublasLtEpilogue_t epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
     Key key;
     memset(&key, 0, sizeof key);
     key.ta = (int)ta; key.tb = (int)tb; key.m = m; key.n = n; key.k = k;
-    key.lda = lda; key.ldb = ldb; key.ldd = ldd; key.epilogue = (int)epi; key.tf32 = tf32;
+    key.lda = lda; key.ldb = ldb; key.ldd = ldd; key.epilogue = (int)epi; key.tf32 = tf32; key.ab_type = (int)ab;
     key.align_a = align_of(A); key.align_b = align_of(B); key.align_d = align_of(D);
     key.align_bias = bias ? align_of(bias) : 0;
 
@@ -191,8 +197,8 @@ int lt_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, con
              LT_CHECK(lt.desc_set(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
     }
     // stored shapes: A is m x k (op N) or k x m (op T); B is k x n or n x k
-    ok = ok && LT_CHECK(lt.layout_create(&la, CUDA_R_32F, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda)) &&
-         LT_CHECK(lt.layout_create(&lb, CUDA_R_32F, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb)) &&
+    ok = ok && LT_CHECK(lt.layout_create(&la, ab, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda)) &&
+         LT_CHECK(lt.layout_create(&lb, ab, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb)) &&
          LT_CHECK(lt.layout_create(&ld, CUDA_R_32F, m, n, ldd));
     if (ok) {
         // the heuristic's choice, cached per problem
@@ -336,5 +342,64 @@ extern "C" void lunar_cuda_linear_backward(float *dinp, float *dweight, float *d
         else lt_gemm(CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, weight, K, dout, N, 0.0f, dinp, K, nullptr);
     }
     if (K > 0 && N > 0) lt_gemm(CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, inp, K, dout, N, 1.0f, dweight, K, nullptr);
+    if (dbias && N > 0) colsum_accumulate(dbias, dout, M, N);
+}
+
+// ---------------------------------------------------------------------------
+// bf16 (precision = 'bf16')
+
+namespace {
+
+// x as bf16: x itself when it is bf16 already, else rounded into scratch s
+// (nullptr after recording an error).
+const uint16_t *as_bf16(const void *x, int is_bf16, size_t n, Scratch *&s) {
+    if (is_bf16) return (const uint16_t *)x;
+    s = new Scratch(n * sizeof(uint16_t));
+    if (!s->ptr) return nullptr;
+    lunar_cuda_cast_bf16(s->as<uint16_t>(), (const float *)x, n);
+    return s->as<uint16_t>();
+}
+
+}  // namespace
+
+extern "C" void lunar_cuda_linear_forward_bf16(float *out, const void *inp, int inp_bf16, const uint16_t *weight,
+                                               const float *bias, int M, int K, int N) {
+    if (M <= 0 || N <= 0) return;
+    size_t total = (size_t)M * (size_t)N;
+    if (K <= 0) {
+        bias_kernel<<<blocks_for(total, THREADS), THREADS, 0, stream()>>>(out, bias, total, N, 0);
+        LAUNCH_CHECK();
+        return;
+    }
+    Scratch *si = nullptr;
+    const uint16_t *x = as_bf16(inp, inp_bf16, (size_t)M * (size_t)K, si);
+    if (x) {
+        int r = lt_gemm(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, weight, K, x, K, 0.0f, out, N, bias, CUDA_R_16BF);
+        if (r == 0) {
+            r = lt_gemm(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, weight, K, x, K, 0.0f, out, N, nullptr, CUDA_R_16BF);
+            if (r == 1) {
+                bias_kernel<<<blocks_for(total, THREADS), THREADS, 0, stream()>>>(out, bias, total, N, 1);
+                LAUNCH_CHECK();
+            }
+        }
+    }
+    delete si;
+}
+
+extern "C" void lunar_cuda_linear_backward_bf16(float *dinp, float *dweight, float *dbias, const float *dout,
+                                                const void *inp, int inp_bf16, const uint16_t *weight, int M, int K,
+                                                int N) {
+    if (M <= 0) return;
+    cudaStream_t s = stream();
+    if (dinp && K > 0 && N <= 0) CUDA_RECORD(cudaMemsetAsync(dinp, 0, sizeof(float) * (size_t)M * (size_t)K, s));
+    if (N > 0 && K > 0) {
+        Scratch *sd = nullptr, *si = nullptr;
+        const uint16_t *dy = as_bf16(dout, 0, (size_t)M * (size_t)N, sd);
+        if (dy && dinp) lt_gemm(CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, weight, K, dy, N, 0.0f, dinp, K, nullptr, CUDA_R_16BF);
+        const uint16_t *x = dy ? as_bf16(inp, inp_bf16, (size_t)M * (size_t)K, si) : nullptr;
+        if (x) lt_gemm(CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, x, K, dy, N, 1.0f, dweight, K, nullptr, CUDA_R_16BF);
+        delete si;
+        delete sd;
+    }
     if (dbias && N > 0) colsum_accumulate(dbias, dout, M, N);
 }

@@ -2,6 +2,7 @@
 // backward (kernels.h; the formulas of core/ops/ref/ref_impl.h, llm.c's
 // layernorm_forward/backward).
 //
+// precision = 'bf16': the forward may store its output as bf16 (f32 arithmetic).
 // One warp per row: the mean and the biased variance in two passes (no
 // E[x^2] - mean^2 cancellation), rstd = 1/sqrt(var + eps). Backward: dinp per
 // row in the same warp; dweight and dbias, sums over all rows, are reduced
@@ -17,7 +18,9 @@ namespace {
 constexpr int WARPS = 8;
 constexpr int THREADS = WARPS * 32;
 
-__global__ void ln_forward_kernel(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+// OutT: float, or uint16_t for a bf16 out (precision = 'bf16'; store_as rounds)
+template <typename OutT>
+__global__ void ln_forward_kernel(OutT *out, float *mean, float *rstd, const float *inp, const float *weight,
                                   const float *bias, int M, int C, float eps) {
     int lane = threadIdx.x & 31;
     int m = blockIdx.x * WARPS + (threadIdx.x >> 5);
@@ -33,8 +36,8 @@ __global__ void ln_forward_kernel(float *out, float *mean, float *rstd, const fl
     }
     float var = warp_sum(v) / (float)C;
     float rs = 1.0f / sqrtf(var + eps);
-    float *y = out + (size_t)m * C;
-    for (int c = lane; c < C; c += 32) y[c] = (x[c] - mu) * rs * weight[c] + bias[c];
+    OutT *y = out + (size_t)m * C;
+    for (int c = lane; c < C; c += 32) store_as(y + c, (x[c] - mu) * rs * weight[c] + bias[c]);
     if (lane == 0) {
         mean[m] = mu;
         rstd[m] = rs;
@@ -101,8 +104,16 @@ __global__ void ln_param_final_kernel(float *dweight, float *dbias, const double
 extern "C" void lunar_cuda_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                                              const float *weight, const float *bias, int M, int C, float eps) {
     if (M <= 0 || C <= 0) return;
-    ln_forward_kernel<<<(M + WARPS - 1) / WARPS, THREADS, 0, stream()>>>(out, mean, rstd, inp, weight, bias, M, C,
-                                                                         eps);
+    ln_forward_kernel<float><<<(M + WARPS - 1) / WARPS, THREADS, 0, stream()>>>(out, mean, rstd, inp, weight, bias,
+                                                                                M, C, eps);
+    LAUNCH_CHECK();
+}
+
+extern "C" void lunar_cuda_layernorm_forward_bf16(uint16_t *out, float *mean, float *rstd, const float *inp,
+                                                  const float *weight, const float *bias, int M, int C, float eps) {
+    if (M <= 0 || C <= 0) return;
+    ln_forward_kernel<uint16_t><<<(M + WARPS - 1) / WARPS, THREADS, 0, stream()>>>(out, mean, rstd, inp, weight,
+                                                                                   bias, M, C, eps);
     LAUNCH_CHECK();
 }
 

@@ -479,9 +479,9 @@ void NAME(scale)(real *x, size_t n, real s) {
  * single-tensor path): decoupled weight decay p *= 1 - lr*wd first, then
  * m, v moving averages and the bias-corrected update
  * p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps). */
-void NAME(adamw_step)(real *param, real *m, real *v, const real *grad, size_t n, real lr,
-                      real beta1, real beta2, real eps, real weight_decay, int t) {
-    double b1 = (double)beta1, b2 = (double)beta2;
+void NAME(adamw_step)(real *param, real *m, real *v, const real *grad, size_t n, double lr,
+                      double beta1, double beta2, double eps, double weight_decay, int t) {
+    double b1 = beta1, b2 = beta2;
     double bc1 = 1.0 - pow(b1, t), bc2 = 1.0 - pow(b2, t);
     for (size_t i = 0; i < n; i++) {
         double g = (double)grad[i];
@@ -534,4 +534,131 @@ int64_t NAME(accuracy_count)(const real *logits, const int32_t *targets, int B, 
         if (best == targets[b]) correct++;
     }
     return correct;
+}
+
+/* ------------------------------------------------------------------------------------
+ * bf16 mixed precision (precision = 'bf16'): the same ops with bf16 operands
+ * or outputs. A bf16 operand is rounded from real as it is read; the products
+ * of bf16 values are exact in double and summed in double, as everything here. */
+
+#ifndef LUNAR_REF_IMPL_BF16
+#define LUNAR_REF_IMPL_BF16
+/* x to bf16, through float (nearest even; NaN stays a quiet NaN): the rounding
+ * of lunar_f32_to_bf16, repeated so that ref.c needs only rng.c. For a double
+ * x the two roundings can differ from one rounding in a tie of the float's
+ * last bits, far below any bf16 tolerance. */
+static uint16_t lunar_ref_to_bf16(double x) {
+    float f = (float)x;
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static double lunar_ref_from_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return (double)f;
+}
+#endif /* LUNAR_REF_IMPL_BF16 */
+
+/* Element i of an operand that is real (rounded to bf16 here) or bf16. */
+static double NAME(bf16_operand)(const void *x, int is_bf16, size_t i) {
+    if (is_bf16) return lunar_ref_from_bf16(((const uint16_t *)x)[i]);
+    return lunar_ref_from_bf16(lunar_ref_to_bf16((double)((const real *)x)[i]));
+}
+
+/* out[M,N] = bf16(inp) @ weight^T + bias, summed in double. */
+void NAME(linear_forward_bf16)(real *out, const void *inp, int inp_bf16, const uint16_t *weight,
+                               const real *bias, int M, int K, int N) {
+    for (int m = 0; m < M; m++) {
+        for (int n = 0; n < N; n++) {
+            double sum = bias ? (double)bias[n] : 0.0;
+            for (int k = 0; k < K; k++) {
+                sum += NAME(bf16_operand)(inp, inp_bf16, (size_t)m * K + k) *
+                       lunar_ref_from_bf16(weight[(size_t)n * K + k]);
+            }
+            out[(size_t)m * N + n] = (real)sum;
+        }
+    }
+}
+
+/* dinp = bf16(dout) @ weight (when dinp); dweight += bf16(dout)^T @ bf16(inp);
+ * dbias += column sums of dout as they are (when dbias). */
+void NAME(linear_backward_bf16)(real *dinp, real *dweight, real *dbias, const real *dout,
+                                const void *inp, int inp_bf16, const uint16_t *weight, int M,
+                                int K, int N) {
+    if (dinp) {
+        for (int m = 0; m < M; m++) {
+            for (int k = 0; k < K; k++) {
+                double sum = 0.0;
+                for (int n = 0; n < N; n++) {
+                    sum += NAME(bf16_operand)(dout, 0, (size_t)m * N + n) *
+                           lunar_ref_from_bf16(weight[(size_t)n * K + k]);
+                }
+                dinp[(size_t)m * K + k] = (real)sum;
+            }
+        }
+    }
+    for (int n = 0; n < N; n++) {
+        for (int k = 0; k < K; k++) {
+            double sum = 0.0;
+            for (int m = 0; m < M; m++) {
+                sum += NAME(bf16_operand)(dout, 0, (size_t)m * N + n) *
+                       NAME(bf16_operand)(inp, inp_bf16, (size_t)m * K + k);
+            }
+            dweight[(size_t)n * K + k] += (real)sum;
+        }
+    }
+    if (dbias) {
+        for (int n = 0; n < N; n++) {
+            double sum = 0.0;
+            for (int m = 0; m < M; m++) sum += (double)dout[(size_t)m * N + n];
+            dbias[n] += (real)sum;
+        }
+    }
+}
+
+/* layernorm_forward, then out rounded to bf16 (mean and rstd as layernorm_forward). */
+void NAME(layernorm_forward_bf16)(uint16_t *out, real *mean, real *rstd, const real *inp,
+                                  const real *weight, const real *bias, int M, int C, real eps) {
+    real *row = malloc((size_t)(C > 0 ? C : 1) * sizeof *row);
+    if (!row) return;  /* the oracle runs in tests on small rows */
+    for (int m = 0; m < M; m++) {
+        NAME(layernorm_forward)(row, mean + m, rstd + m,
+                                inp + (size_t)m * C, weight, bias, 1, C, eps);
+        for (int c = 0; c < C; c++) out[(size_t)m * C + c] = lunar_ref_to_bf16((double)row[c]);
+    }
+    free(row);
+}
+
+/* gelu_forward, then rounded to bf16. */
+void NAME(gelu_forward_bf16)(uint16_t *out, const real *inp, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        real y;
+        NAME(gelu_forward)(&y, inp + i, 1);
+        out[i] = lunar_ref_to_bf16((double)y);
+    }
+}
+
+/* out = bf16(x). */
+void NAME(cast_bf16)(uint16_t *out, const real *x, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = lunar_ref_to_bf16((double)x[i]);
+}
+
+/* adamw_step, then the bf16 working copy of the updated parameter. */
+void NAME(adamw_step_bf16)(real *param, uint16_t *param_bf16, real *m, real *v, const real *grad,
+                           size_t n, double lr, double beta1, double beta2, double eps,
+                           double weight_decay, int t) {
+    NAME(adamw_step)(param, m, v, grad, n, lr, beta1, beta2, eps, weight_decay, t);
+    NAME(cast_bf16)(param_bf16, param, n);
+}
+
+/* sgd_step, then the bf16 working copy of the updated parameter. */
+void NAME(sgd_step_bf16)(real *param, uint16_t *param_bf16, real *buf, const real *grad, size_t n,
+                         real lr, real momentum, real weight_decay, int nesterov, int first) {
+    NAME(sgd_step)(param, buf, grad, n, lr, momentum, weight_decay, nesterov, first);
+    NAME(cast_bf16)(param_bf16, param, n);
 }

@@ -21,11 +21,13 @@ end
 
 function LayerNorm:extra_repr() return string.format('%d, eps=%g', self.dim, self.eps) end
 
---- x [..., C] -> y [..., C]; ctx keeps x, mean, rstd.
+--- x [..., C] -> y [..., C]; ctx keeps x, mean, rstd. Under precision = 'bf16'
+-- (nn.materialize) y is bf16 (its readers in the ViT are GEMMs); the
+-- statistics and the arithmetic stay f32, and x stays what it is (f32).
 function LayerNorm:forward(x)
   local shape = x:shape()
   if shape[#shape] ~= self.dim then self:shape_error('normalized dim', shape, {'*', self.dim}) end
-  local y, mean, rstd = ops.layernorm(x, self.weight, self.bias, self.eps)
+  local y, mean, rstd = ops.layernorm(x, self.weight, self.bias, self.eps, self.precision == 'bf16' and 'bf16' or nil)
   return y, {x = x, mean = mean, rstd = rstd}
 end
 

@@ -62,16 +62,18 @@ function Module:apply(fn, path)
 end
 
 --- The parameters in declaration order, each {name=full name, param=tensor,
--- grad=tensor, shape=, no_weight_decay=, module=, shard=, sequence_parallel=}
--- (shard and sequence_parallel: see Module:param). Tensors exist after
--- materialize.
+-- grad=tensor, param_bf16=tensor or nil, shape=, no_weight_decay=, module=,
+-- shard=, sequence_parallel=} (shard and sequence_parallel: see
+-- Module:param; param_bf16: the bf16 working copy of precision = 'bf16', see
+-- nn.materialize). Tensors exist after materialize.
 function Module:parameters()
   local out = {}
   self:apply(function(m, path)
     for _, p in ipairs(m._params) do
       table.insert(out, {
         name = path == '' and p.name or (path .. '.' .. p.name),
-        param = m[p.name], grad = m['grad_' .. p.name], shape = p.shape, init = p.init,
+        param = m[p.name], grad = m['grad_' .. p.name], param_bf16 = m[p.name .. '_bf16'], shape = p.shape,
+        init = p.init,
         no_weight_decay = p.no_weight_decay or #p.shape <= 1, module = m, local_name = p.name,
         shard = p.shard, sequence_parallel = p.sequence_parallel,
       })
@@ -89,6 +91,23 @@ function Module:num_parameters()
     n = n + k
   end
   return n
+end
+
+--- precision = 'bf16' (nn.materialize): rounds every fp32 master weight into
+-- its bf16 working copy (one cast of the flat buffer). The optimizer steps do
+-- this themselves; call it after writing master weights any other way
+-- (p.param:copy_, a checkpoint or timm load: lunar.checkpoint,
+-- lunar.parallel.load_full_parameters and lunar.timm call it). Call it on the
+-- materialized root; a no-op in fp32. Returns self.
+function Module:sync_working_weights()
+  if self._flat_bf16 then lunar.ops.cast_bf16_(self._flat_bf16, self._flat) end
+  return self
+end
+
+--- The weight a GEMM reads: the bf16 working copy under precision = 'bf16',
+-- else the fp32 parameter itself.
+function Module:gemm_weight(name)
+  return self[name .. '_bf16'] or self[name]
 end
 
 --- Sets every parameter gradient to zero (one memset of the flat buffer when

@@ -49,13 +49,13 @@ function PatchEmbed:forward(img)
     self:shape_error('image', shape, want)
   end
   local patches = ops.patchify(img, self.patch_size)
-  local w = self.proj.weight:view(self.embed_dim, self.fan_in)
+  local w = self.proj:gemm_weight('weight'):view(self.embed_dim, self.fan_in)   -- bf16 under precision = 'bf16'
   return ops.linear(patches, w, self.proj.bias), {patches = patches, img_shape = shape}
 end
 
 --- Accumulates the conv weight and bias gradients; returns dimg when need_dx.
 function PatchEmbed:backward(ctx, dy, need_dx)
-  local w = self.proj.weight:view(self.embed_dim, self.fan_in)
+  local w = self.proj:gemm_weight('weight'):view(self.embed_dim, self.fan_in)
   local gw = self.proj.grad_weight:view(self.embed_dim, self.fan_in)
   local dp = ops.linear_backward(dy, ctx.patches, w, gw, self.proj.grad_bias, need_dx == true)
   ctx.patches:free()

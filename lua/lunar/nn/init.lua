@@ -76,13 +76,31 @@ end
 -- Returns the model.
 -- @param model a Module tree
 -- @param seed integer
--- @param opts {init='timm'|'pytorch'}: 'pytorch' replaces the init of every
---   Linear by PyTorch's nn.Linear default (kaiming_uniform with a = sqrt(5):
---   weight and bias U(-1/sqrt(in), 1/sqrt(in))); 'timm' (default) keeps the
---   modules' own rules.
+-- @param opts {init='timm'|'pytorch', precision='fp32'|'bf16'}: init 'pytorch'
+--   replaces the init of every Linear by PyTorch's nn.Linear default
+--   (kaiming_uniform with a = sqrt(5): weight and bias U(-1/sqrt(in),
+--   1/sqrt(in))); 'timm' (default) keeps the modules' own rules. precision
+--   'bf16' (the config key `precision`; Megatron-style mixed precision) also
+--   allocates one flat bf16 buffer mirroring the f32 one: every parameter gets
+--   a bf16 working copy module[name .. '_bf16'] (Module:parameters()'s
+--   param_bf16), rounded from the f32 master weights now, by every optimizer
+--   step (optim's fused *_step_bf16) and by Module:sync_working_weights();
+--   every module gets .precision = 'bf16'. What is bf16 then: the GEMM weights
+--   (Linear, the parallel linears, patch_embed.proj) read their working copy;
+--   LayerNorm and GELU write bf16 outputs (their only readers are GEMMs);
+--   every GEMM sums in f32. What stays f32: the master weights (p.param,
+--   state_dict, checkpoints), gradients, optimizer state, the residual stream,
+--   attention (softmax and its lse), LayerNorm statistics, biases, the 1-dim
+--   and embedding parameters, logits and the loss. Raises an error when the
+--   model's device has no native bf16 kernels (lunar.ops.bf16_supported: a
+--   CPU without avx512_bf16).
 function nn.materialize(model, seed, opts)
   local scheme = opts and opts.init or 'timm'
   if scheme ~= 'timm' and scheme ~= 'pytorch' then error('materialize: unknown init scheme ' .. tostring(scheme), 2) end
+  local precision = opts and opts.precision or 'fp32'
+  if precision ~= 'fp32' and precision ~= 'bf16' then
+    error("materialize: precision must be 'fp32' or 'bf16', got " .. tostring(precision), 2)
+  end
   model:apply(function(m, path) m.path = path end)
   local params = model:parameters()
   local total = 0
@@ -108,6 +126,20 @@ function nn.materialize(model, seed, opts)
     off = off + n
   end
   model._flat, model._flat_grad, model._offsets = flat, flat_grad, offsets
+  if precision == 'bf16' then
+    local ok, why = lunar.ops.bf16_supported(flat:device())
+    if not ok then error("materialize: precision = 'bf16': " .. why, 2) end
+    local flat16 = lunar.empty({math.max(total, 1)}, 'bf16', flat:device())
+    off = 1
+    for _, p in ipairs(params) do
+      local n = numel(p.shape)
+      p.module[p.local_name .. '_bf16'] = flat16:narrow(1, off, n):view(p.shape)
+      off = off + n
+    end
+    model._flat_bf16 = flat16
+    model:apply(function(m) m.precision = 'bf16' end)
+    model:sync_working_weights()
+  end
   return model
 end
 

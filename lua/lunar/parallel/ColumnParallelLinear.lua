@@ -60,13 +60,13 @@ function ColumnParallelLinear:forward(x)
     self:shape_error('input features', shape, {'*', self.in_features})
   end
   local xin, mctx = self.input_map:forward(x)
-  return ops.linear(xin, self.weight, self.bias), {x = xin, own = xin ~= x, mctx = mctx}
+  return ops.linear(xin, self:gemm_weight('weight'), self.bias), {x = xin, own = xin ~= x, mctx = mctx}
 end
 
 --- Accumulates this rank's dweight, dbias; returns dx [..., in] (all-reduced,
 -- or reduce-scattered to this rank's tokens with sequence parallelism).
 function ColumnParallelLinear:backward(ctx, dy)
-  local dx = ops.linear_backward(dy, ctx.x, self.weight, self.grad_weight, self.grad_bias, true)
+  local dx = ops.linear_backward(dy, ctx.x, self:gemm_weight('weight'), self.grad_weight, self.grad_bias, true)
   if ctx.own then ctx.x:free() end
   ctx.x = nil
   local out = self.input_map:backward(ctx.mctx, dx)

@@ -79,7 +79,7 @@ function RowParallelLinear:forward(x)
   if shape[#shape] ~= self.in_local then
     self:shape_error('input features (this rank\'s slice)', shape, {'*', self.in_local})
   end
-  local partial = ops.linear(x, self.weight)
+  local partial = ops.linear(x, self:gemm_weight('weight'))
   local y, mctx = self.output_map:forward(partial)
   if y ~= partial then partial:free() end
   if self.has_bias then RowParallelLinear.add_bias_(y, self.bias) end
@@ -91,7 +91,7 @@ end
 function RowParallelLinear:backward(ctx, dy)
   if self.has_bias then RowParallelLinear.acc_bias_grad_(dy, self.grad_bias) end
   local dyf = self.output_map:backward(ctx.mctx, dy)
-  local dx = ops.linear_backward(dyf, ctx.x, self.weight, self.grad_weight, nil, true)
+  local dx = ops.linear_backward(dyf, ctx.x, self:gemm_weight('weight'), self.grad_weight, nil, true)
   if dyf ~= dy then dyf:free() end
   ctx.x = nil
   return dx

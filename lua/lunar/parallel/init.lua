@@ -223,6 +223,7 @@ function parallel.load_full_parameters(model, tensors)
       p.param:copy_(t)
     end
   end
+  model:sync_working_weights()   -- precision = 'bf16': the working copy follows the master weights
 end
 
 return parallel

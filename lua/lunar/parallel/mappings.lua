@@ -30,7 +30,7 @@ local mappings = {}
 function mappings.all_gather_tokens(tp, x)
   local s = x:shape()
   local B, n, C = s[1], s[2], s[3]
-  local buf = lunar.empty({tp.size, B, n, C})
+  local buf = lunar.empty({tp.size, B, n, C}, x:dtype())   -- bf16 activations too (precision = 'bf16')
   local xc = x:is_contiguous() and x or x:contiguous()
   tp.comm:all_gather(buf, xc)
   if xc ~= x then xc:free() end
