@@ -170,7 +170,8 @@ static lunar_status get_comm(comm_nccl **slot, MPI_Comm mc, const comm_ctx *x, i
     ncclResult_t r = nc.init_rank(&n->comm, x->size, id, x->rank);
     if (r != ncclSuccess) {
         free(n);
-        return comm_fail(x, LUNAR_ERR_IO, "NCCL error: ncclCommInitRank: %s", nc.error_string(r));
+        return comm_fail(x, LUNAR_ERR_IO, "NCCL error at %s:%d: ncclCommInitRank(%d ranks, rank %d, cuda:%d): %s",
+                         __FILE__, __LINE__, x->size, x->rank, device, nc.error_string(r));
     }
     n->device = device;
     *slot = n;

@@ -146,8 +146,15 @@ DeviceLt *device_lt(int dev) {
     pthread_mutex_lock(&d->mu);
     if (!d->ready && !d->failed) {
         memset(d->cache, 0, sizeof d->cache);
-        if (!LT_CHECK(lt.create(&d->handle)) || CUDA_RECORD(cudaMalloc(&d->workspace, WORKSPACE))) d->failed = 1;
-        else d->ready = 1;
+        if (!LT_CHECK(lt.create(&d->handle))) {
+            d->failed = 1;
+        } else if (!(d->workspace = lunar_alloc(dev, WORKSPACE))) {   // from the device allocator: its OOM
+            // message names the device, the bytes asked for and those in use
+            lunar_cuda_record_error(__FILE__, __LINE__, "cuBLASLt workspace", lunar_last_error());
+            d->failed = 1;
+        } else {
+            d->ready = 1;
+        }
     }
     bool ok = d->ready;
     pthread_mutex_unlock(&d->mu);

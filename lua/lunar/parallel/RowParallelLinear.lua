@@ -25,7 +25,7 @@ local RowParallelLinear = class('RowParallelLinear', Module)
 function RowParallelLinear.add_bias_(y, bias)
   local C = bias:numel()
   local R = y:numel() // C
-  local ones = lunar.ones({R, 1})
+  local ones = lunar.ones({R, 1}, 'f32', y:device())
   local b = ops.linear(ones, bias:view(C, 1))
   ops.add_(y, b)
   ones:free(); b:free()
@@ -36,7 +36,7 @@ end
 function RowParallelLinear.acc_bias_grad_(dy, grad_bias)
   local C = grad_bias:numel()
   local R = dy:numel() // C
-  local ones = lunar.ones({R, 1})
+  local ones = lunar.ones({R, 1}, 'f32', dy:device())
   local d = dy:is_contiguous() and dy or dy:contiguous()
   ops.linear_backward(d:view(R, C), ones, grad_bias:view(C, 1), grad_bias:view(C, 1), nil, false)
   if d ~= dy then d:free() end

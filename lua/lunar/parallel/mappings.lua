@@ -30,7 +30,7 @@ local mappings = {}
 function mappings.all_gather_tokens(tp, x)
   local s = x:shape()
   local B, n, C = s[1], s[2], s[3]
-  local buf = lunar.empty({tp.size, B, n, C}, x:dtype())   -- bf16 activations too (precision = 'bf16')
+  local buf = lunar.empty({tp.size, B, n, C}, x:dtype(), x:device())   -- bf16 activations too (precision = 'bf16')
   local xc = x:is_contiguous() and x or x:contiguous()
   tp.comm:all_gather(buf, xc)
   if xc ~= x then xc:free() end
@@ -46,7 +46,7 @@ function mappings.reduce_scatter_tokens(tp, x)
   local B, N, C = s[1], s[2], s[3]
   local n = N // tp.size
   local xt = x:view(B, tp.size, n, C):permute(2, 1, 3, 4):contiguous()   -- [T, B, n, C]
-  local out = lunar.empty({B, n, C})
+  local out = lunar.empty({B, n, C}, x:dtype(), x:device())
   tp.comm:reduce_scatter(out, xt, 'sum')
   xt:free()
   return out
