@@ -162,10 +162,10 @@ $(BUILD)/bench/comm_bench: bench/comm_bench.c $(LIB)
 # -fsanitize=fuzzer,address,undefined, the core files they need compiled again
 # into $(BUILD)/fuzz (no MPI, CUDA or OpenMP). `make fuzz` runs each target for
 # FUZZ_SECONDS, one after another, growing $(BUILD)/fuzz/corpus/<target> from
-# the committed seeds in fuzz/corpus/<target>; crashes land in
+# the seeds fuzz/gen_corpus.c writes to $(FUZZ_SEEDS)/<target>; crashes land in
 # $(BUILD)/fuzz/artifacts/<target>/. `make test` builds the same targets with
 # $(CC) (and ASan/UBSan when it has them) around fuzz/replay_main.c and replays
-# the committed corpus and fuzz/regressions/ (tests/fail/test_fuzz_corpus.sh).
+# the generated seeds and fuzz/regressions/ (tests/fail/test_fuzz_corpus.sh).
 FUZZ_TARGETS := safetensors idx cifar
 FUZZ_CORE_SRC := core/status.c core/alloc.c core/rng.c core/tensor.c core/cuda/cuda_none.c \
                  core/io/safetensors.c core/data/idx.c core/data/cifar.c core/data/dataset.c \
@@ -175,6 +175,8 @@ FUZZ_SECONDS ?= 60
 FUZZ_MAX_LEN ?= 65536
 FUZZ_ARGS ?=
 FUZZ_DIR := $(BUILD)/fuzz
+FUZZ_SEEDS := $(BUILD)/fuzz-seeds
+FUZZ_SEEDS_STAMP := $(BUILD)/.fuzz-seeds
 FUZZ_PKG_CFLAGS = $(shell pkg-config --cflags libcjson zlib 2>/dev/null)
 FUZZ_LIBS = $(shell pkg-config --libs libcjson zlib 2>/dev/null) -lm -lpthread
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
@@ -197,7 +199,7 @@ $(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_OBJ) $(FUZZ_HDRS) | fuzz-clang
 fuzz-build: $(FUZZ_BIN)
 
 # one target after another (2 cores: never in parallel), each for FUZZ_SECONDS
-fuzz: fuzz-build
+fuzz: fuzz-build $(FUZZ_SEEDS_STAMP)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  mkdir -p $(FUZZ_DIR)/corpus/$$t $(FUZZ_DIR)/artifacts/$$t; \
 	  dict=; [ -f fuzz/$$t.dict ] && dict=-dict=fuzz/$$t.dict; \
@@ -205,7 +207,7 @@ fuzz: fuzz-build
 	  OMP_NUM_THREADS=1 $(abspath $(FUZZ_DIR))/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 \
 	    -max_len=$(FUZZ_MAX_LEN) -timeout=10 -print_final_stats=1 $$dict \
 	    -artifact_prefix=$(FUZZ_DIR)/artifacts/$$t/ $(FUZZ_ARGS) \
-	    $(FUZZ_DIR)/corpus/$$t fuzz/corpus/$$t > $(FUZZ_DIR)/fuzz_$$t.log 2>&1 \
+	    $(FUZZ_DIR)/corpus/$$t $(FUZZ_SEEDS)/$$t > $(FUZZ_DIR)/fuzz_$$t.log 2>&1 \
 	    || { tail -n 60 $(FUZZ_DIR)/fuzz_$$t.log; echo "fuzz_$$t failed: a crash leaves its input in $(FUZZ_DIR)/artifacts/$$t/"; exit 1; }; \
 	  grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)|^#[0-9]+[[:space:]]+DONE' $(FUZZ_DIR)/fuzz_$$t.log || true; \
 	done
@@ -229,10 +231,12 @@ $(REPLAY_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/replay_main.c $(REPLAY_OBJ) $(FUZZ_HDRS
 
 fuzz-replay: $(REPLAY_BIN)
 
-# regenerates the committed seeds, fuzz/corpus/<target>/ (fuzz/gen_corpus.c)
-fuzz-corpus: $(REPLAY_OBJ)
+# the seeds, $(FUZZ_SEEDS)/<target>/: a few valid tiny files per reader, written
+# by Lunar's own writers (fuzz/gen_corpus.c); generated, never committed
+$(FUZZ_SEEDS_STAMP): fuzz/gen_corpus.c $(REPLAY_OBJ) $(FUZZ_HDRS)
 	$(CC) $(REPLAY_CFLAGS) fuzz/gen_corpus.c $(REPLAY_OBJ) -o $(REPLAY_DIR)/gen_corpus $(FUZZ_LIBS)
-	$(abspath $(REPLAY_DIR))/gen_corpus fuzz/corpus
+	rm -rf $(FUZZ_SEEDS) && $(abspath $(REPLAY_DIR))/gen_corpus $(FUZZ_SEEDS) && touch $@
+fuzz-corpus: $(FUZZ_SEEDS_STAMP)
 .SECONDARY: $(FUZZ_OBJ) $(REPLAY_OBJ)
 
 # --- run, test, bench ----------------------------------------------------------------
@@ -243,7 +247,7 @@ run: $(BUILD)/lunar
 # emulation of tests/cuda_emu (suite emu); on a GPU, build/tests/test_cuda and
 # tests/lua/test_cuda.lua, test_golden_cuda.lua run on the device itself.
 EMU_BUILD := $(if $(USE_CUDA),emu-build)
-test: $(BUILD)/lunar $(TEST_C_BIN) $(EMU_BUILD) $(REPLAY_BIN)
+test: $(BUILD)/lunar $(TEST_C_BIN) $(EMU_BUILD) $(REPLAY_BIN) $(FUZZ_SEEDS_STAMP)
 	@BUILD=$(BUILD) LUNAR_TEST_EMU=$(USE_CUDA) bash tests/run_all.sh
 
 emu-build: | $(DEPS_STAMP)
@@ -258,7 +262,7 @@ test-c: $(TEST_C_BIN)
 test-lua: $(BUILD)/lunar
 	@bash tests/run_all.sh lua
 
-test-fail: $(BUILD)/lunar $(REPLAY_BIN)
+test-fail: $(BUILD)/lunar $(REPLAY_BIN) $(FUZZ_SEEDS_STAMP)
 	@bash tests/run_all.sh fail
 
 test-mpi: $(BUILD)/lunar $(BUILD)/tests/test_comm

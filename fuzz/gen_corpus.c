@@ -1,6 +1,6 @@
 /*
  * fuzz/gen_corpus.c: writes the committed seed corpus of the fuzz targets,
- * fuzz/corpus/{safetensors,idx,cifar}/, a few valid tiny files each (< 10 KB).
+ * DIR/{safetensors,idx,cifar}/ (make fuzz-corpus: $(BUILD)/fuzz-seeds), a few valid tiny files each (< 10 KB).
  * The safetensors seeds come from Lunar's own writer
  * (lunar_safetensors_serialize); the IDX and CIFAR-10 seeds are built here in
  * the targets' input layout (a control header, then the file bytes; see
@@ -20,7 +20,7 @@
 #include "lunar/io.h"     /* lunar_safetensors_serialize */
 #include "lunar/tensor.h" /* lunar_f32_to_bf16, lunar_f32_to_f16 */
 
-static const char *outdir = "fuzz/corpus";
+static const char *outdir = "build/fuzz-seeds";
 
 static void die(const char *what) {
     fprintf(stderr, "gen_corpus: %s: %s\n", what, lunar_last_error()[0] ? lunar_last_error() : strerror(errno));
