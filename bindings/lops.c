@@ -25,10 +25,14 @@
  *   ops.sgd_step(p, buf|nil, g, lr, momentum, wd, nesterov, first)
  *   ops.sum_squares(x) -> number (double accumulation)
  * bf16 mixed precision (precision = 'bf16'; ops.h):
- *   y = ops.linear(x, w16 [, b])   a bf16 weight: the bf16 GEMM; x f32 or bf16; y f32
- *   dx = ops.linear_backward(dy, x, w16, dw [, db [, need_dx]])   dx, dw, db f32
+ *   y = ops.linear(x, w16 [, b [, 'bf16']])   a bf16 weight: the bf16 GEMM; x f32 or bf16;
+ *                                   y f32, or bf16 with 'bf16' (rounded once from the fp32 sums)
+ *   dx = ops.linear_backward(dy, x, w16, dw [, db [, need_dx]])   dy f32 or bf16; dx, dw, db f32
+ *   o, lse = ops.attention(qkv16, H)   bf16 qkv: o bf16, lse f32 (cuDNN's fused attention on CUDA)
+ *   dqkv = ops.attention_backward(do16, qkv16, o16, lse, H)   all bf16 but lse; dqkv bf16
+ *   dx = ops.gelu_backward(dy, x16)    a bf16 x (the bf16 fc1 output); dy, dx f32
  *   y, mean, rstd = ops.layernorm(x, w, b, eps, 'bf16')   y bf16 (mean, rstd f32)
- *   y = ops.gelu(x, 'bf16')                                y bf16
+ *   y = ops.gelu(x, 'bf16')                                y bf16 (x f32 or bf16)
  *   h = ops.cast_bf16(x);  ops.cast_bf16_(h, x)            f32 -> bf16 (new, or into h)
  *   ops.adamw_step_bf16(p, p16, m, v, g, lr, beta1, beta2, eps, wd, t)
  *   ops.sgd_step_bf16(p, p16, buf|nil, g, lr, momentum, wd, nesterov, first)
@@ -63,13 +67,24 @@ static uint64_t stream_arg(lua_State *L, int idx) {
     return (uint64_t)luaL_optinteger(L, idx, 0);
 }
 
+/* The optional output dtype argument of the ops with a bf16 output: nil or
+ * 'f32' (the default) or 'bf16'. */
+static lunar_dtype out_dtype_arg(lua_State *L, int idx) {
+    if (lua_isnoneornil(L, idx)) return LUNAR_F32;
+    const char *s = luaL_checkstring(L, idx);
+    if (!strcmp(s, "f32")) return LUNAR_F32;
+    if (!strcmp(s, "bf16")) return LUNAR_BF16;
+    luaL_argerror(L, idx, lua_pushfstring(L, "output dtype must be 'f32' or 'bf16', got '%s'", s));
+    return LUNAR_F32;
+}
+
 static int l_linear(lua_State *L) {
     lunar_tensor *x = T(1), *w = T(2), *b = TOPT(3);
     int64_t shape[LUNAR_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
     int nd = x->ndim ? x->ndim : 1;
     shape[nd - 1] = w->ndim == 2 ? w->shape[0] : 0;
-    lunar_tensor *y = new_like_shape(L, nd, shape, LUNAR_F32);
+    lunar_tensor *y = new_like_shape(L, nd, shape, out_dtype_arg(L, 4));
     TRY(lunar_op_linear_forward(y, x, w, b));
     return 1;
 }
@@ -104,17 +119,6 @@ static int l_patchify_backward(lua_State *L) {
     lunar_tensor *dimg = new_like_shape(L, nd, shape, LUNAR_F32);
     TRY(lunar_op_patchify_backward(dimg, dp, (int)luaL_checkinteger(L, 3)));
     return 1;
-}
-
-/* The optional output dtype argument of the ops with a bf16 output: nil or
- * 'f32' (the default) or 'bf16'. */
-static lunar_dtype out_dtype_arg(lua_State *L, int idx) {
-    if (lua_isnoneornil(L, idx)) return LUNAR_F32;
-    const char *s = luaL_checkstring(L, idx);
-    if (!strcmp(s, "f32")) return LUNAR_F32;
-    if (!strcmp(s, "bf16")) return LUNAR_BF16;
-    luaL_argerror(L, idx, lua_pushfstring(L, "output dtype must be 'f32' or 'bf16', got '%s'", s));
-    return LUNAR_F32;
 }
 
 static int l_layernorm(lua_State *L) {
@@ -155,7 +159,7 @@ static int l_attention(lua_State *L) {
     int H = (int)luaL_checkinteger(L, 2);
     int64_t oshape[3] = {qkv->shape[0], qkv->ndim > 1 ? qkv->shape[1] : 0, qkv->ndim > 2 ? qkv->shape[2] / 3 : 0};
     int64_t lshape[3] = {oshape[0], H, oshape[1]};
-    lunar_tensor *o = new_like_shape(L, 3, oshape, LUNAR_F32);
+    lunar_tensor *o = new_like_shape(L, 3, oshape, qkv->dtype);   /* bf16 for a bf16 qkv */
     lunar_tensor *lse = new_like_shape(L, 3, lshape, LUNAR_F32);
     TRY(lunar_op_attention_forward(o, lse, qkv, H));
     return 2;
@@ -164,7 +168,7 @@ static int l_attention(lua_State *L) {
 static int l_attention_backward(lua_State *L) {
     lunar_tensor *dout = T(1), *qkv = T(2), *o = T(3), *lse = T(4);
     int H = (int)luaL_checkinteger(L, 5);
-    lunar_tensor *dqkv = new_like(L, qkv);
+    lunar_tensor *dqkv = new_like_shape(L, qkv->ndim, qkv->shape, qkv->dtype);
     TRY(lunar_op_attention_backward(dqkv, dout, qkv, o, lse, H));
     return 1;
 }

@@ -5,6 +5,12 @@
  * own kernel (core/ops/cuda/attention.cu) as the fallback, and which of the
  * two ran. Only with LUNAR_USE_CUDA.
  *
+ * The bf16 path is what precision = 'bf16' reaches from Lua now: ops.h's
+ * attention on bf16 tensors calls kernels.h's lunar_cuda_attention_forward_bf16
+ * and lunar_cuda_attention_backward_bf16, which are the dtype entries below
+ * with LUNAR_BF16 (core/ops/cuda/attention_cudnn.cu). f16 is reached only
+ * through the _dt entries (tests, benchmarks).
+ *
  * Which path runs (per call, forward and backward decided apart):
  *   f32 inputs                  the own f32 kernel (cuDNN's fused flash
  *                               attention takes bf16 / f16 only);
@@ -65,6 +71,8 @@ typedef enum {
 /* kernels.h's attention on device memory of dtype f32, bf16 or f16: qkv
  * [B, N, 3, H, D] -> out [B, N, H, D] (dtype), lse [B, H, N] (always f32);
  * dqkv [B, N, 3, H, D] (dtype) from dout, qkv, out (dtype) and lse.
+ * LUNAR_F32 is kernels.h's lunar_cuda_attention_forward / _backward, LUNAR_BF16
+ * its lunar_cuda_attention_forward_bf16 / _backward_bf16 (precision = 'bf16').
  * Queued on the current device's compute stream; a failure is the thread's
  * sticky CUDA error (lunar_cuda_take_error), as for every CUDA kernel. */
 void lunar_cuda_attention_forward_dt(lunar_dtype dtype, void *out, float *lse, const void *qkv, int B, int N,

@@ -24,7 +24,8 @@
      ENTRY(P, dropout_forward), ENTRY(P, dropout_backward), ENTRY(P, cross_entropy_forward),  \
      ENTRY(P, cross_entropy_backward), ENTRY(P, add), ENTRY(P, scale), ENTRY(P, adamw_step),  \
      ENTRY(P, sgd_step), ENTRY(P, linear_forward_bf16), ENTRY(P, linear_backward_bf16),         \
-     ENTRY(P, layernorm_forward_bf16), ENTRY(P, gelu_forward_bf16), ENTRY(P, cast_bf16),        \
+     ENTRY(P, layernorm_forward_bf16), ENTRY(P, gelu_forward_bf16), ENTRY(P, gelu_backward_bf16), \
+     ENTRY(P, attention_forward_bf16), ENTRY(P, attention_backward_bf16), ENTRY(P, cast_bf16),  \
      ENTRY(P, adamw_step_bf16), ENTRY(P, sgd_step_bf16), ENTRY(P, sum_squares),                \
      ENTRY(P, accuracy_count), __VA_ARGS__}
 
@@ -147,8 +148,8 @@ lunar_status lunar_op_linear_forward(lunar_tensor *out, const lunar_tensor *inp,
     const char *op = "linear";
     /* a bf16 weight selects the bf16 GEMM (precision = 'bf16'): inp f32 or bf16 */
     int w16 = weight && weight->dtype == LUNAR_BF16;
-    T(op, "out", out);
-    if (w16) { T32_16(op, "inp", inp); T16(op, "weight", weight); } else { T(op, "inp", inp); T(op, "weight", weight); }
+    if (w16) { T32_16(op, "out", out); T32_16(op, "inp", inp); T16(op, "weight", weight); }
+    else { T(op, "out", out); T(op, "inp", inp); T(op, "weight", weight); }
     T_OPT(op, "bias", bias);
     if (weight->ndim != 2) return shape_err(op, "inp", inp, "weight", weight, "(weight must be 2-dim [N, K])");
     int64_t N = weight->shape[0], K = weight->shape[1];
@@ -158,7 +159,9 @@ lunar_status lunar_op_linear_forward(lunar_tensor *out, const lunar_tensor *inp,
     if (LAST(out) != N || lunar_tensor_numel(out) != M * N)
         return shape_err(op, "out", out, "weight", weight, "do not fit (out must be [..., N])");
     BACKEND(op, inp, out, weight, bias);
-    if (w16) be->linear_forward_bf16(F(out), lunar_tensor_data(inp), IS16(inp), H(weight), FOPT(bias), (int)M, (int)K, (int)N);
+    if (w16)
+        be->linear_forward_bf16(lunar_tensor_data(out), IS16(out), lunar_tensor_data(inp), IS16(inp), H(weight),
+                                FOPT(bias), (int)M, (int)K, (int)N);
     else be->linear_forward(F(out), F(inp), F(weight), FOPT(bias), (int)M, (int)K, (int)N);
     DONE();
 }
@@ -168,8 +171,9 @@ lunar_status lunar_op_linear_backward(lunar_tensor *dinp, lunar_tensor *dweight,
                                       const lunar_tensor *weight) {
     const char *op = "linear_backward";
     int w16 = weight && weight->dtype == LUNAR_BF16;   /* the bf16 GEMMs, as in forward */
-    T_OPT(op, "dinp", dinp); T(op, "dweight", dweight); T_OPT(op, "dbias", dbias); T(op, "dout", dout);
-    if (w16) { T32_16(op, "inp", inp); T16(op, "weight", weight); } else { T(op, "inp", inp); T(op, "weight", weight); }
+    T_OPT(op, "dinp", dinp); T(op, "dweight", dweight); T_OPT(op, "dbias", dbias);
+    if (w16) { T32_16(op, "dout", dout); T32_16(op, "inp", inp); T16(op, "weight", weight); }
+    else { T(op, "dout", dout); T(op, "inp", inp); T(op, "weight", weight); }
     if (weight->ndim != 2) return shape_err(op, "inp", inp, "weight", weight, "(weight must be 2-dim)");
     int64_t N = weight->shape[0], K = weight->shape[1];
     if (LAST(inp) != K) return shape_err(op, "inp", inp, "weight", weight, "differ in K");
@@ -181,8 +185,8 @@ lunar_status lunar_op_linear_backward(lunar_tensor *dinp, lunar_tensor *dweight,
     if (dbias) CHECK(check_numel(op, "dbias", dbias, N, "N"));
     BACKEND(op, inp, dinp, dweight, dbias, dout, weight);
     if (w16)
-        be->linear_backward_bf16(FOPT(dinp), F(dweight), FOPT(dbias), F(dout), lunar_tensor_data(inp), IS16(inp),
-                                 H(weight), (int)M, (int)K, (int)N);
+        be->linear_backward_bf16(FOPT(dinp), F(dweight), FOPT(dbias), lunar_tensor_data(dout), IS16(dout),
+                                 lunar_tensor_data(inp), IS16(inp), H(weight), (int)M, (int)K, (int)N);
     else
         be->linear_backward(FOPT(dinp), F(dweight), FOPT(dbias), F(dout), F(inp), F(weight), (int)M, (int)K, (int)N);
     DONE();
@@ -273,22 +277,25 @@ lunar_status lunar_op_layernorm_backward(lunar_tensor *dinp, lunar_tensor *dweig
 }
 
 lunar_status lunar_op_gelu_forward(lunar_tensor *out, const lunar_tensor *inp) {
-    T32_16("gelu", "out", out); T("gelu", "inp", inp);
+    T32_16("gelu", "out", out); T32_16("gelu", "inp", inp);
+    if (IS16(inp) && !IS16(out))   /* a bf16 input (precision = 'bf16') gives a bf16 output */
+        return lunar_error(LUNAR_ERR_DTYPE, "gelu: inp has dtype bf16, so out must be bf16 (got f32)");
     CHECK(check_numel("gelu", "out", out, lunar_tensor_numel(inp), "the size of inp"));
     BACKEND("gelu", inp, out);
-    if (IS16(out)) be->gelu_forward_bf16(H(out), F(inp), (size_t)lunar_tensor_numel(inp));
+    if (IS16(out)) be->gelu_forward_bf16(H(out), lunar_tensor_data(inp), IS16(inp), (size_t)lunar_tensor_numel(inp));
     else be->gelu_forward(F(out), F(inp), (size_t)lunar_tensor_numel(inp));
     DONE();
 }
 
 lunar_status lunar_op_gelu_backward(lunar_tensor *dinp, const lunar_tensor *dout, const lunar_tensor *inp) {
     const char *op = "gelu_backward";
-    T(op, "dinp", dinp); T(op, "dout", dout); T(op, "inp", inp);
+    T(op, "dinp", dinp); T(op, "dout", dout); T32_16(op, "inp", inp);
     int64_t n = lunar_tensor_numel(inp);
     CHECK(check_numel(op, "dout", dout, n, "the size of inp"));
     CHECK(check_numel(op, "dinp", dinp, n, "the size of inp"));
     BACKEND(op, inp, dinp, dout);
-    be->gelu_backward(F(dinp), F(dout), F(inp), (size_t)n);
+    if (IS16(inp)) be->gelu_backward_bf16(F(dinp), F(dout), H(inp), (size_t)n);
+    else be->gelu_backward(F(dinp), F(dout), F(inp), (size_t)n);
     DONE();
 }
 
@@ -306,20 +313,24 @@ static int attn_geom(const char *op, const lunar_tensor *qkv, int H, int *B, int
 
 lunar_status lunar_op_attention_forward(lunar_tensor *out, lunar_tensor *lse, const lunar_tensor *qkv, int H) {
     const char *op = "attention";
-    T(op, "out", out); T(op, "lse", lse); T(op, "qkv", qkv);
+    /* qkv f32 or bf16 (precision = 'bf16'); out of qkv's dtype; lse f32 */
+    T32_16(op, "qkv", qkv); CHECK(check_t(op, "out", out, qkv->dtype)); T(op, "lse", lse);
     int B, N, D;
     CHECK(attn_geom(op, qkv, H, &B, &N, &D));
     CHECK(check_numel(op, "out", out, (int64_t)B * N * H * D, "[B, N, C]"));
     CHECK(check_numel(op, "lse", lse, (int64_t)B * H * N, "[B, H, N]"));
     BACKEND(op, qkv, out, lse);
-    be->attention_forward(F(out), F(lse), F(qkv), B, N, H, D);
+    if (IS16(qkv)) be->attention_forward_bf16(H(out), F(lse), H(qkv), B, N, H, D);
+    else be->attention_forward(F(out), F(lse), F(qkv), B, N, H, D);
     DONE();
 }
 
 lunar_status lunar_op_attention_backward(lunar_tensor *dqkv, const lunar_tensor *dout, const lunar_tensor *qkv,
                                          const lunar_tensor *out, const lunar_tensor *lse, int H) {
     const char *op = "attention_backward";
-    T(op, "dqkv", dqkv); T(op, "dout", dout); T(op, "qkv", qkv); T(op, "out", out); T(op, "lse", lse);
+    /* all of qkv's dtype (f32, or bf16 under precision = 'bf16') but lse, f32 */
+    T32_16(op, "qkv", qkv); CHECK(check_t(op, "dqkv", dqkv, qkv->dtype)); CHECK(check_t(op, "dout", dout, qkv->dtype));
+    CHECK(check_t(op, "out", out, qkv->dtype)); T(op, "lse", lse);
     int B, N, D;
     CHECK(attn_geom(op, qkv, H, &B, &N, &D));
     CHECK(check_numel(op, "dqkv", dqkv, lunar_tensor_numel(qkv), "the size of qkv"));
@@ -327,7 +338,8 @@ lunar_status lunar_op_attention_backward(lunar_tensor *dqkv, const lunar_tensor 
     CHECK(check_numel(op, "out", out, (int64_t)B * N * H * D, "[B, N, C]"));
     CHECK(check_numel(op, "lse", lse, (int64_t)B * H * N, "[B, H, N]"));
     BACKEND(op, qkv, dqkv, dout, out, lse);
-    be->attention_backward(F(dqkv), F(dout), F(qkv), F(out), F(lse), B, N, H, D);
+    if (IS16(qkv)) be->attention_backward_bf16(H(dqkv), H(dout), H(qkv), H(out), F(lse), B, N, H, D);
+    else be->attention_backward(F(dqkv), F(dout), F(qkv), F(out), F(lse), B, N, H, D);
     DONE();
 }
 

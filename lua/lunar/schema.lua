@@ -93,8 +93,8 @@ local TOP = {
       doc = 'clip the global gradient norm to this value (0 = off)' } },
   { 'precision', E{ type = 'string', default = 'fp32', enum = { 'fp32', 'bf16' },
       doc = "compute precision: 'fp32', or 'bf16' mixed precision: bf16 GEMMs (fp32 accumulation) on bf16 " ..
-        "working weights and GEMM-input activations; fp32 master weights, gradients, optimizer state, " ..
-        "LayerNorm/softmax statistics and loss. bf16 needs avx512_bf16 on the CPU (Zen 4+, Sapphire Rapids+) " ..
+        "working weights, bf16 activations inside each block (LayerNorm outputs, qkv, attention, MLP hidden); " ..
+        "fp32 master weights, gradients, optimizer state, residual stream, LayerNorm/softmax statistics and loss. bf16 needs avx512_bf16 on the CPU (Zen 4+, Sapphire Rapids+) " ..
         "or CUDA compute capability 8.0+" } },
 
   { 'INIT', E{ type = 'string', default = 'timm', enum = { 'timm', 'pytorch' },

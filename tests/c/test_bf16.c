@@ -141,9 +141,25 @@ static void test_linear_forward(void) {
             const void *x = inp16 ? (const void *)inph : (const void *)inp;
             float *out = rand_f(nout, -9, 9);   /* garbage: overwritten */
             double *din = to_d(inp, nin), *db = to_d(b, N), *want = zeros_d(nout), *exact = zeros_d(nout);
-            lunar_cpu_linear_forward_bf16(out, x, inp16, wh, with_bias ? b : NULL, M, K, N);
-            lunar_ref_linear_forward_bf16_f64(want, inp16 ? (const void *)inph : (const void *)din, inp16, wh,
+            lunar_cpu_linear_forward_bf16(out, 0, x, inp16, wh, with_bias ? b : NULL, M, K, N);
+            lunar_ref_linear_forward_bf16_f64(want, 0, inp16 ? (const void *)inph : (const void *)din, inp16, wh,
                                               with_bias ? db : NULL, M, K, N);
+            /* a bf16 output (precision = 'bf16': qkv, fc1) is the f32 result rounded once, bit for
+             * bit (the row blocks of its scratch do not change any element's sum order) */
+            uint16_t *outh = malloc(nout * sizeof *outh), *want_h = to_bf16(out, nout);
+            lunar_cpu_linear_forward_bf16(outh, 1, x, inp16, wh, with_bias ? b : NULL, M, K, N);
+            CHECK_MSG(memcmp(outh, want_h, nout * sizeof *outh) == 0, "linear_forward_bf16 out bf16 M%d K%d N%d", M,
+                      K, N);
+            uint16_t *ref_h = malloc(nout * sizeof *ref_h);   /* the oracle, rounded from double */
+            lunar_ref_linear_forward_bf16_f64(ref_h, 1, inp16 ? (const void *)inph : (const void *)din, inp16, wh,
+                                              with_bias ? db : NULL, M, K, N);
+            for (size_t i = 0; i < nout; i++) {
+                double a = lunar_bf16_to_f32(outh[i]), r = lunar_bf16_to_f32(ref_h[i]);
+                CHECK_MSG(fabs(a - r) <= fabs(r) * (1.0 / 128) + ATOL_ORACLE * 10, "out bf16 element %zu: %g vs %g",
+                          i, a, r);
+                if (fabs(a - r) > fabs(r) * (1.0 / 128) + ATOL_ORACLE * 10) break;
+            }
+            free(outh); free(want_h); free(ref_h);
             char what[96];
             snprintf(what, sizeof what, "linear_forward_bf16 M%d K%d N%d bias %d bf16 inp %d", M, K, N, with_bias,
                      inp16);
@@ -162,24 +178,27 @@ static void test_linear_backward(void) {
     for (size_t s = 0; s < NSIZES; s++) {
         int M = SIZES[s][0], K = SIZES[s][1], N = SIZES[s][2];
         size_t nin = (size_t)M * K, nw = (size_t)N * K, nout = (size_t)M * N;
-        for (int mode = 0; mode < 4; mode++) {
-            int with_dinp = mode & 1, inp16 = (mode & 2) != 0;
+        for (int mode = 0; mode < 8; mode++) {
+            int with_dinp = mode & 1, inp16 = (mode & 2) != 0, dout16 = (mode & 4) != 0;
             float *inp = rand_f(nin, -1, 1), *w = rand_f(nw, -1, 1), *g = rand_f(nout, -1, 1);
-            uint16_t *inph = to_bf16(inp, nin), *wh = to_bf16(w, nw);
+            uint16_t *inph = to_bf16(inp, nin), *wh = to_bf16(w, nw), *gh = to_bf16(g, nout);
+            if (dout16) for (size_t i = 0; i < nout; i++) g[i] = lunar_bf16_to_f32(gh[i]);   /* the oracle's dout */
             const void *x = inp16 ? (const void *)inph : (const void *)inp;
+            const void *dy = dout16 ? (const void *)gh : (const void *)g;
             float *dinp = rand_f(nin, -9, 9);                             /* overwritten */
             float *gw = rand_f(nw, -1, 1), *gb = rand_f(N, -1, 1);        /* accumulated */
             double *din = to_d(inp, nin), *gd = to_d(g, nout), *dinp_ref = zeros_d(nin);
             double *gw_ref = to_d(gw, nw), *gb_ref = to_d(gb, N);
-            lunar_cpu_linear_backward_bf16(with_dinp ? dinp : NULL, gw, gb, g, x, inp16, wh, M, K, N);
-            lunar_ref_linear_backward_bf16_f64(with_dinp ? dinp_ref : NULL, gw_ref, gb_ref, gd,
+            lunar_cpu_linear_backward_bf16(with_dinp ? dinp : NULL, gw, gb, dy, dout16, x, inp16, wh, M, K, N);
+            lunar_ref_linear_backward_bf16_f64(with_dinp ? dinp_ref : NULL, gw_ref, gb_ref, gd, 0,
                                                inp16 ? (const void *)inph : (const void *)din, inp16, wh, M, K, N);
             char what[96];
-            snprintf(what, sizeof what, "linear_backward_bf16 M%d K%d N%d bf16 inp %d", M, K, N, inp16);
+            snprintf(what, sizeof what, "linear_backward_bf16 M%d K%d N%d bf16 inp %d bf16 dout %d", M, K, N, inp16,
+                     dout16);
             if (with_dinp) CHECK(close_arr(what, dinp, dinp_ref, nin, RTOL_ORACLE, ATOL_ORACLE));
             CHECK(close_arr(what, gw, gw_ref, nw, RTOL_ORACLE, ATOL_ORACLE));
             CHECK(close_arr(what, gb, gb_ref, N, 1e-6, 1e-6));
-            free(inp); free(w); free(g); free(inph); free(wh); free(dinp); free(gw); free(gb); free(din); free(gd);
+            free(inp); free(w); free(g); free(inph); free(wh); free(gh); free(dinp); free(gw); free(gb); free(din); free(gd);
             free(dinp_ref); free(gw_ref); free(gb_ref);
         }
     }
@@ -199,8 +218,8 @@ static void test_linear_threads(void) {
         r[t][0] = calloc(nout, sizeof(float));
         r[t][1] = calloc(nin, sizeof(float));
         r[t][2] = calloc(nw, sizeof(float));
-        lunar_cpu_linear_forward_bf16(r[t][0], inp, 0, wh, b, M, K, N);
-        lunar_cpu_linear_backward_bf16(r[t][1], r[t][2], NULL, g, inp, 0, wh, M, K, N);
+        lunar_cpu_linear_forward_bf16(r[t][0], 0, inp, 0, wh, b, M, K, N);
+        lunar_cpu_linear_backward_bf16(r[t][1], r[t][2], NULL, g, 0, inp, 0, wh, M, K, N);
     }
     set_threads(before);
     CHECK(memcmp(r[0][0], r[1][0], nout * sizeof(float)) == 0);
@@ -236,12 +255,76 @@ static void test_layernorm_gelu_bf16(void) {
         }
         /* GELU */
         lunar_cpu_gelu_forward(y, x, n);
-        lunar_cpu_gelu_forward_bf16(yh, x, n);
+        lunar_cpu_gelu_forward_bf16(yh, x, 0, n);
         free(want);
         want = to_bf16(y, n);
         CHECK(memcmp(yh, want, n * 2) == 0);
+        /* GELU of a bf16 input (the bf16 fc1 output): the f32 kernels on the widened values */
+        uint16_t *xh = to_bf16(x, n);
+        float *xw = malloc(n * 4), *dy = rand_f(n, -1, 1), *dx = malloc(n * 4), *dx2 = malloc(n * 4);
+        for (size_t i = 0; i < n; i++) xw[i] = lunar_bf16_to_f32(xh[i]);
+        lunar_cpu_gelu_forward(y, xw, n);
+        lunar_cpu_gelu_forward_bf16(yh, xh, 1, n);
+        free(want);
+        want = to_bf16(y, n);
+        CHECK(memcmp(yh, want, n * 2) == 0);
+        lunar_cpu_gelu_backward(dx, dy, xw, n);
+        lunar_cpu_gelu_backward_bf16(dx2, dy, xh, n);
+        CHECK(memcmp(dx, dx2, n * 4) == 0);
+        double *xwd = to_d(xw, n), *dyd = to_d(dy, n), *dxd = zeros_d(n);
+        lunar_ref_gelu_backward_bf16_f64(dxd, dyd, xh, n);
+        CHECK(close_arr("gelu_backward_bf16 vs oracle", dx2, dxd, n, 1e-5, 1e-6));
+        free(xh); free(xw); free(dy); free(dx); free(dx2); free(xwd); free(dyd); free(dxd);
         free(x); free(w); free(b); free(y); free(mean); free(rstd); free(mean2); free(rstd2); free(yh); free(ref);
         free(want); free(xd); free(wd); free(bd); free(md); free(rd); free(refd);
+    }
+}
+
+/* ---- attention on bf16 operands ---------------------------------------------------------- */
+
+/* the bf16 attention is the f32 kernel on the widened operands, results rounded
+ * once (bit for bit), and within bf16 of the f64 oracle on the same operands */
+static void test_attention_bf16(void) {
+    const int shapes[][4] = {{1, 1, 1, 1}, {2, 7, 3, 8}, {2, 50, 2, 16}, {1, 197, 3, 64}};
+    for (int s = 0; s < 4; s++) {
+        int B = shapes[s][0], N = shapes[s][1], H = shapes[s][2], D = shapes[s][3];
+        size_t nq = (size_t)B * N * 3 * H * D, no = (size_t)B * N * H * D, nl = (size_t)B * H * N;
+        float *q = rand_f(nq, -2, 2), *dout = rand_f(no, -1, 1);
+        uint16_t *qh = to_bf16(q, nq), *dh = to_bf16(dout, no);
+        for (size_t i = 0; i < nq; i++) q[i] = lunar_bf16_to_f32(qh[i]);
+        for (size_t i = 0; i < no; i++) dout[i] = lunar_bf16_to_f32(dh[i]);
+        float *o = malloc(no * 4), *lse = malloc(nl * 4), *lse2 = malloc(nl * 4), *dq = malloc(nq * 4);
+        uint16_t *oh = malloc(no * 2), *dqh = malloc(nq * 2);
+        lunar_cpu_attention_forward(o, lse, q, B, N, H, D);
+        lunar_cpu_attention_forward_bf16(oh, lse2, qh, B, N, H, D);
+        uint16_t *want = to_bf16(o, no);
+        CHECK_MSG(memcmp(oh, want, no * 2) == 0 && memcmp(lse, lse2, nl * 4) == 0, "attention bf16 B%d N%d H%d D%d",
+                  B, N, H, D);
+        /* backward reads the bf16 out of forward */
+        for (size_t i = 0; i < no; i++) o[i] = lunar_bf16_to_f32(oh[i]);
+        lunar_cpu_attention_backward(dq, dout, q, o, lse, B, N, H, D);
+        lunar_cpu_attention_backward_bf16(dqh, dh, qh, oh, lse2, B, N, H, D);
+        free(want);
+        want = to_bf16(dq, nq);
+        CHECK_MSG(memcmp(dqh, want, nq * 2) == 0, "attention_backward bf16 B%d N%d H%d D%d", B, N, H, D);
+        /* the oracle */
+        double *ld = zeros_d(nl);
+        uint16_t *oref = malloc(no * 2), *dqref = malloc(nq * 2);
+        lunar_ref_attention_forward_bf16_f64(oref, ld, qh, B, N, H, D);
+        lunar_ref_attention_backward_bf16_f64(dqref, dh, qh, oh, ld, B, N, H, D);
+        double omax = 0, dmax = 0, oerr = 0, derr = 0;
+        for (size_t i = 0; i < no; i++) {
+            omax = fmax(omax, fabs(lunar_bf16_to_f32(oref[i])));
+            oerr = fmax(oerr, fabs(lunar_bf16_to_f32(oh[i]) - lunar_bf16_to_f32(oref[i])));
+        }
+        for (size_t i = 0; i < nq; i++) {
+            dmax = fmax(dmax, fabs(lunar_bf16_to_f32(dqref[i])));
+            derr = fmax(derr, fabs(lunar_bf16_to_f32(dqh[i]) - lunar_bf16_to_f32(dqref[i])));
+        }
+        CHECK_MSG(oerr <= omax / 128 + 1e-6, "attention bf16 vs oracle: %g of max %g", oerr, omax);
+        CHECK_MSG(derr <= dmax / 128 + 1e-6, "attention_backward bf16 vs oracle: %g of max %g", derr, dmax);
+        free(q); free(dout); free(qh); free(dh); free(o); free(lse); free(lse2); free(dq); free(oh); free(dqh);
+        free(want); free(ld); free(oref); free(dqref);
     }
 }
 
@@ -284,6 +367,7 @@ int main(void) {
     RUN(test_linear_backward);
     RUN(test_linear_threads);
     RUN(test_layernorm_gelu_bf16);
+    RUN(test_attention_bf16);
     RUN(test_optim_bf16);
     return TEST_SUMMARY();
 }

@@ -11,8 +11,11 @@
  * dtype conversion), and the op layer on CUDA tensors (device checks, targets
  * checked on the host). bf16 (precision = 'bf16'): the bf16 GEMMs (cuBLASLt
  * CUDA_R_16BF, f32 accumulation) against the CPU's at an f32 tolerance (the
- * operands are rounded alike), the bf16 outputs of LayerNorm and GELU within
- * one bf16 rounding, the cast and the optimizer's working copy bitwise.
+ * operands are rounded alike), with f32 or bf16 activations, gradients and
+ * outputs (a bf16 output within one bf16 rounding); the bf16 outputs of
+ * LayerNorm and GELU within one bf16 rounding, GELU forward and backward from
+ * a bf16 input, the bf16 attention of kernels.h against the CPU's bf16 and
+ * f32 kernels, the cast and the optimizer's working copy bitwise.
  *
  * The attention of bf16 / f16 inputs (core/cuda/attention.h): cuDNN's fused
  * graph where libcudnn loads (test_attention_cudnn: against the CPU and the
@@ -65,7 +68,9 @@
     X(test_sum_squares)                \
     X(test_determinism)                \
     X(test_ops_on_device)              \
-    X(test_bf16)
+    X(test_bf16)                       \
+    X(test_gelu_bf16)                  \
+    X(test_attention_bf16)
 
 /* the tests that need cuDNN besides a device: skipped, with the reason, where
  * libcudnn does not load (always in the CPU emulation) */
@@ -956,52 +961,80 @@ static float *f32_of(const uint16_t *h, size_t n) {
     return x;
 }
 
-/* the bf16 linear on GPU and CPU; inp16: the activation in bf16; shift: every
- * device pointer that many elements past an aligned block (odd bf16 offsets) */
-static int linear_bf16_case(int M, int K, int N, int inp16, int shift) {
+/* the bf16 linear on GPU and CPU; inp16: the activation in bf16; out16: the
+ * forward's output in bf16 (the f32 sum plus bias rounded once); dout16: the
+ * gradient in bf16 (the GEMM operand as given, dbias its column sums);
+ * with_bias: a bias (0: NULL, for forward and dbias); shift: every device
+ * pointer that many elements past an aligned block (odd bf16 offsets; a bias
+ * not 16-byte aligned takes the unfused bias) */
+static int linear_bf16_case(int M, int K, int N, int inp16, int out16, int dout16, int with_bias, int shift) {
     size_t ni = (size_t)M * K, nw = (size_t)N * K, no = (size_t)M * N, s = (size_t)shift;
     float *x = rand_f(ni, -1, 1), *w = rand_f(nw, -0.5, 0.5), *b = rand_f(N, -1, 1), *dy = rand_f(no, -1, 1);
     float *gw0 = rand_f(nw, -0.1, 0.1), *gb0 = rand_f(N, -0.1, 0.1);
-    uint16_t *xh = bf16_of(x, ni), *wh = bf16_of(w, nw);
-    const void *xin = inp16 ? (const void *)xh : (const void *)x;
-    size_t xes = inp16 ? 2 : 4;
-    float *y = malloc((no ? no : 1) * 4), *dx = malloc((ni ? ni : 1) * 4), *gw = copy_f(gw0, nw), *gb = copy_f(gb0, N);
-    lunar_cpu_linear_forward_bf16(y, xin, inp16, wh, b, M, K, N);
-    lunar_cpu_linear_backward_bf16(dx, gw, gb, dy, xin, inp16, wh, M, K, N);
-    char *bx = d_alloc((ni + s) * xes), *bw = d_alloc((nw + s) * 2);
-    float *bb = d_alloc((N + s) * 4), *bdy = d_alloc((no + s) * 4), *by = d_alloc((no + s) * 4),
-          *bdx = d_alloc((ni + s) * 4), *bgw = d_alloc((nw + s) * 4), *bgb = d_alloc((N + s) * 4);
-    void *dxin = bx + s * xes;
+    uint16_t *xh = bf16_of(x, ni), *wh = bf16_of(w, nw), *dyh = bf16_of(dy, no);
+    const void *xin = inp16 ? (const void *)xh : (const void *)x, *dyin = dout16 ? (const void *)dyh : (const void *)dy;
+    size_t xes = inp16 ? 2 : 4, yes = out16 ? 2 : 4, dyes = dout16 ? 2 : 4;
+    const float *bias = with_bias ? b : NULL;
+    void *y = malloc((no ? no : 1) * yes);
+    float *dx = malloc((ni ? ni : 1) * 4), *gw = copy_f(gw0, nw), *gb = copy_f(gb0, N);
+    lunar_cpu_linear_forward_bf16(y, out16, xin, inp16, wh, bias, M, K, N);
+    lunar_cpu_linear_backward_bf16(dx, gw, with_bias ? gb : NULL, dyin, dout16, xin, inp16, wh, M, K, N);
+    char *bx = d_alloc((ni + s) * xes), *bw = d_alloc((nw + s) * 2), *bdy = d_alloc((no + s) * dyes),
+         *by = d_alloc((no + s) * yes);
+    float *bb = d_alloc((N + s) * 4), *bdx = d_alloc((ni + s) * 4), *bgw = d_alloc((nw + s) * 4),
+          *bgb = d_alloc((N + s) * 4);
+    void *dxin = bx + s * xes, *ddy = bdy + s * dyes, *dyo = by + s * yes;
     uint16_t *dwh = (uint16_t *)bw + s;
-    float *db_ = bb + s, *ddy = bdy + s, *dyo = by + s, *ddx = bdx + s, *dgw = bgw + s, *dgb = bgb + s;
-    lunar_cuda_memcpy(dxin, DEV, xin, LUNAR_CPU, ni * xes);
-    lunar_cuda_memcpy(dwh, DEV, wh, LUNAR_CPU, nw * 2);
+    float *db_ = bb + s, *ddx = bdx + s, *dgw = bgw + s, *dgb = bgb + s;
+    if (ni) lunar_cuda_memcpy(dxin, DEV, xin, LUNAR_CPU, ni * xes);
+    if (nw) lunar_cuda_memcpy(dwh, DEV, wh, LUNAR_CPU, nw * 2);
     lunar_cuda_memcpy(db_, DEV, b, LUNAR_CPU, N * 4);
-    lunar_cuda_memcpy(ddy, DEV, dy, LUNAR_CPU, no * 4);
-    lunar_cuda_memcpy(dgw, DEV, gw0, LUNAR_CPU, nw * 4);
+    lunar_cuda_memcpy(ddy, DEV, dyin, LUNAR_CPU, no * dyes);
+    if (nw) lunar_cuda_memcpy(dgw, DEV, gw0, LUNAR_CPU, nw * 4);
     lunar_cuda_memcpy(dgb, DEV, gb0, LUNAR_CPU, N * 4);
-    lunar_cuda_linear_forward_bf16(dyo, dxin, inp16, dwh, db_, M, K, N);
-    lunar_cuda_linear_backward_bf16(ddx, dgw, dgb, ddy, dxin, inp16, dwh, M, K, N);
-    float *gy = h_from(dyo, no), *gdx = h_from(ddx, ni), *ggw = h_from(dgw, nw), *ggb = h_from(dgb, N);
+    lunar_cuda_linear_forward_bf16(dyo, out16, dxin, inp16, dwh, with_bias ? db_ : NULL, M, K, N);
+    lunar_cuda_linear_backward_bf16(ddx, dgw, with_bias ? dgb : NULL, ddy, dout16, dxin, inp16, dwh, M, K, N);
+    float *gy = out16 ? h_from_16(dyo, no, LUNAR_BF16) : h_from(dyo, no), *gdx = h_from(ddx, ni),
+          *ggw = h_from(dgw, nw), *ggb = h_from(dgb, N);
+    float *cy = out16 ? f32_of(y, no) : copy_f(y, no);
     int ok = lunar_cuda_take_error() == LUNAR_OK;
     if (!ok) fprintf(stderr, "    linear bf16 M=%d K=%d N=%d: %s\n", M, K, N, lunar_last_error());
-    char what[128];
-    snprintf(what, sizeof what, "linear bf16 M=%d K=%d N=%d inp16=%d shift=%d", M, K, N, inp16, shift);
-    ok = ok && close_f(what, gy, y, no, 1e-5, 1e-5) && close_f("  dinp", gdx, dx, ni, 1e-5, 1e-5) &&
+    char what[160];
+    snprintf(what, sizeof what, "linear bf16 M=%d K=%d N=%d inp16=%d out16=%d dout16=%d bias=%d shift=%d", M, K, N,
+             inp16, out16, dout16, with_bias, shift);
+    /* a bf16 out: the two f32 sums (alike within f32 summation) each rounded
+     * once, so within one bf16 rounding of each other */
+    double yrt = out16 ? 1.0 / 128 : 1e-5;
+    ok = ok && close_f(what, gy, cy, no, yrt, 1e-5) && close_f("  dinp", gdx, dx, ni, 1e-5, 1e-5) &&
          close_f("  dweight (accumulated)", ggw, gw, nw, 1e-5, 1e-5) &&
          close_f("  dbias (accumulated)", ggb, gb, N, 1e-5, 1e-6);
-    d_free(bx, (ni + s) * xes); d_free(bw, (nw + s) * 2); d_free(bb, (N + s) * 4); d_free(bdy, (no + s) * 4);
-    d_free(by, (no + s) * 4); d_free(bdx, (ni + s) * 4); d_free(bgw, (nw + s) * 4); d_free(bgb, (N + s) * 4);
-    free(x); free(w); free(b); free(dy); free(gw0); free(gb0); free(xh); free(wh); free(y); free(dx); free(gw);
-    free(gb); free(gy); free(gdx); free(ggw); free(ggb);
+    d_free(bx, (ni + s) * xes); d_free(bw, (nw + s) * 2); d_free(bb, (N + s) * 4); d_free(bdy, (no + s) * dyes);
+    d_free(by, (no + s) * yes); d_free(bdx, (ni + s) * 4); d_free(bgw, (nw + s) * 4); d_free(bgb, (N + s) * 4);
+    free(x); free(w); free(b); free(dy); free(gw0); free(gb0); free(xh); free(wh); free(dyh); free(y); free(dx);
+    free(gw); free(gb); free(gy); free(gdx); free(ggw); free(ggb); free(cy);
     return ok;
 }
 
 static void test_bf16(void) {
+    /* the activation f32 or bf16; the output and the gradient both f32 or both bf16 */
     for (size_t i = 0; i < sizeof LIN / sizeof *LIN; i++)
-        for (int inp16 = 0; inp16 <= 1; inp16++) CHECK(linear_bf16_case(LIN[i][0], LIN[i][1], LIN[i][2], inp16, 0));
-    CHECK(linear_bf16_case(19, 37, 11, 1, 1));   /* bf16 views at odd offsets */
-    CHECK(linear_bf16_case(64, 96, 48, 0, 3));
+        for (int inp16 = 0; inp16 <= 1; inp16++)
+            for (int io16 = 0; io16 <= 1; io16++)
+                CHECK(linear_bf16_case(LIN[i][0], LIN[i][1], LIN[i][2], inp16, io16, io16, 1, 0));
+    /* a bf16 out without bias (cuBLASLt's bf16 D), and each bf16 flag alone */
+    CHECK(linear_bf16_case(33, 200, 17, 1, 1, 1, 0, 0));
+    CHECK(linear_bf16_case(64, 96, 48, 0, 1, 0, 0, 0));
+    CHECK(linear_bf16_case(64, 96, 48, 0, 1, 0, 1, 0));
+    CHECK(linear_bf16_case(64, 96, 48, 0, 0, 1, 1, 0));
+    /* bf16 views at odd offsets; an unaligned bias takes the unfused bias (for a
+     * bf16 out: added and rounded in one pass) */
+    CHECK(linear_bf16_case(19, 37, 11, 1, 0, 0, 1, 1));
+    CHECK(linear_bf16_case(64, 96, 48, 0, 0, 0, 1, 3));
+    CHECK(linear_bf16_case(19, 37, 11, 1, 1, 1, 1, 1));
+    CHECK(linear_bf16_case(64, 96, 48, 0, 1, 1, 0, 3));
+    /* K = 0: out = bias (rounded when bf16), dinp = 0 */
+    CHECK(linear_bf16_case(5, 0, 7, 0, 1, 1, 1, 0));
+    CHECK(linear_bf16_case(5, 0, 7, 1, 0, 0, 1, 0));
     /* LayerNorm and GELU with bf16 outputs: within one bf16 rounding of the CPU's */
     const int M = 33, C = 768;
     size_t n = (size_t)M * C;
@@ -1009,12 +1042,12 @@ static void test_bf16(void) {
     uint16_t *yc = malloc(n * 2), *gc = malloc(n * 2), *xc = malloc(n * 2);
     float *mean = malloc(M * 4), *rstd = malloc(M * 4);
     lunar_cpu_layernorm_forward_bf16(yc, mean, rstd, x, w, b, M, C, 1e-6f);
-    lunar_cpu_gelu_forward_bf16(gc, x, n);
+    lunar_cpu_gelu_forward_bf16(gc, x, 0, n);
     lunar_cpu_cast_bf16(xc, x, n);
     float *dx = d_from(x, n), *dw = d_from(w, C), *db = d_from(b, C), *dm = d_alloc(M * 4), *dr = d_alloc(M * 4);
     uint16_t *dy = d_alloc(n * 2), *dg = d_alloc(n * 2), *dc = d_alloc(n * 2);
     lunar_cuda_layernorm_forward_bf16(dy, dm, dr, dx, dw, db, M, C, 1e-6f);
-    lunar_cuda_gelu_forward_bf16(dg, dx, n);
+    lunar_cuda_gelu_forward_bf16(dg, dx, 0, n);
     lunar_cuda_cast_bf16(dc, dx, n);
     uint16_t *hy = h_bytes(dy, n * 2), *hg = h_bytes(dg, n * 2), *hc = h_bytes(dc, n * 2);
     float *hr = h_from(dr, M);
@@ -1050,6 +1083,105 @@ static void test_bf16(void) {
     free(x); free(w); free(b); free(yc); free(gc); free(xc); free(mean); free(rstd); free(hy); free(hg); free(hc);
     free(hr); free(fy); free(fyc); free(fg); free(fgc); free(p0); free(g); free(m0); free(v0); free(hp); free(hp2);
     free(hph); free(hph2);
+}
+
+/* GELU from a bf16 input (the bf16 fc1 output of precision = 'bf16'): forward
+ * to bf16 within one bf16 rounding of the CPU's, backward in f32 at the f32
+ * GELU's tolerance, against the CPU's bf16 kernel and the f32 backward of the
+ * widened input (the same math) */
+static void test_gelu_bf16(void) {
+    static const size_t NS[] = {1, 1000, 100003};
+    for (size_t t = 0; t < sizeof NS / sizeof *NS; t++) {
+        size_t n = NS[t];
+        float *x = rand_f(n, -6, 6), *dy = rand_f(n, -1, 1);
+        uint16_t *xh = bf16_of(x, n), *gc = malloc(n * 2);
+        float *xw = f32_of(xh, n), *dxc = malloc(n * 4), *dxw = malloc(n * 4);
+        lunar_cpu_gelu_forward_bf16(gc, xh, 1, n);
+        lunar_cpu_gelu_backward_bf16(dxc, dy, xh, n);
+        lunar_cpu_gelu_backward(dxw, dy, xw, n);
+        uint16_t *dxh = d_from_16(xh, n), *dg = d_alloc(n * 2);
+        float *ddy = d_from(dy, n), *ddx = d_alloc(n * 4);
+        lunar_cuda_gelu_forward_bf16(dg, dxh, 1, n);
+        lunar_cuda_gelu_backward_bf16(ddx, ddy, dxh, n);
+        float *fg = h_from_16(dg, n, LUNAR_BF16), *gdx = h_from(ddx, n), *fgc = f32_of(gc, n);
+        CUDA_OK();
+        CHECK(close_f("gelu bf16 out from a bf16 inp", fg, fgc, n, 1.0 / 128, 1e-6));
+        CHECK(close_f("gelu_backward_bf16 dinp", gdx, dxc, n, 2e-6, 1e-7));
+        CHECK(close_f("gelu_backward_bf16 dinp vs f32 backward of the widened inp", gdx, dxw, n, 2e-6, 1e-7));
+        /* the bf16 input gives the f32 input's forward on the widened values */
+        float *dxw_d = d_from(xw, n);
+        uint16_t *dg2 = d_alloc(n * 2);
+        lunar_cuda_gelu_forward_bf16(dg2, dxw_d, 0, n);
+        uint16_t *h1 = h_bytes(dg, n * 2), *h2 = h_bytes(dg2, n * 2);
+        CUDA_OK();
+        CHECK(same_bits("gelu bf16 out: bf16 inp vs its f32 widening", h1, h2, n * 2));
+        d_free(dxh, n * 2); d_free(dg, n * 2); d_free(ddy, n * 4); d_free(ddx, n * 4); d_free(dxw_d, n * 4);
+        d_free(dg2, n * 2);
+        free(x); free(dy); free(xh); free(gc); free(xw); free(dxc); free(dxw); free(fg); free(gdx); free(fgc);
+        free(h1); free(h2);
+    }
+}
+
+/* kernels.h's bf16 attention (precision = 'bf16'): the path it took is
+ * recorded (the own kernel where cuDNN is absent, the CPU emulation
+ * included), and its results are the CPU's: against the CPU's bf16 kernel and
+ * against the CPU's f32 attention of the widened inputs (the backward from the
+ * device's own out and lse, so it is checked on its own), with the bf16
+ * tolerances of the path that ran */
+static void test_attention_bf16(void) {
+    static const int SZ[][4] = {{2, 33, 2, 64}, {1, 20, 3, 40}, {2, 9, 2, 33}, {1, 1, 2, 16}, {1, 128, 2, 64}};
+    int cudnn = lunar_cuda_cudnn_available();
+    lunar_cuda_set_cudnn_attention(-1);
+    for (size_t t = 0; t < sizeof SZ / sizeof *SZ; t++) {
+        int B = SZ[t][0], N = SZ[t][1], H = SZ[t][2], D = SZ[t][3];
+        size_t nq = (size_t)B * N * 3 * H * D, no = (size_t)B * N * H * D, nl = (size_t)B * H * N;
+        float *qkv = rand_f(nq, -1.5, 1.5), *dout = rand_f(no, -1, 1);
+        uint16_t *q16 = round_16(qkv, nq, LUNAR_BF16), *g16 = round_16(dout, no, LUNAR_BF16);
+        uint16_t *dq = d_from_16(q16, nq), *dg = d_from_16(g16, no), *dout_ = d_alloc(no * 2), *ddq = d_alloc(nq * 2);
+        float *dl = d_alloc(nl * 4);
+        const char *why = NULL;
+        lunar_cuda_attention_forward_bf16(dout_, dl, dq, B, N, H, D);
+        lunar_attn_path pf = lunar_cuda_attention_last_path(0, &why);
+        char why_f[800];
+        snprintf(why_f, sizeof why_f, "%s", why ? why : "");
+        lunar_cuda_attention_backward_bf16(ddq, dg, dq, dout_, dl, B, N, H, D);
+        lunar_attn_path pb = lunar_cuda_attention_last_path(1, &why);
+        uint16_t *ho = h_bytes(dout_, no * 2), *hdq = h_bytes(ddq, nq * 2);
+        float *go = h_from_16(dout_, no, LUNAR_BF16), *gl = h_from(dl, nl), *gd = h_from_16(ddq, nq, LUNAR_BF16);
+        int ok = lunar_cuda_take_error() == LUNAR_OK && ho && hdq && go && gl && gd;
+        char what[128];
+        snprintf(what, sizeof what, "attention bf16 B=%d N=%d H=%d D=%d (%s / %s)", B, N, H, D,
+                 lunar_cuda_attention_path_name(pf), lunar_cuda_attention_path_name(pb));
+        if (!ok) fprintf(stderr, "    %s: %s\n", what, lunar_last_error());
+        /* a path is recorded; without cuDNN it is the own kernel, saying why */
+        int paths = pf != LUNAR_ATTN_PATH_NONE && pb != LUNAR_ATTN_PATH_NONE &&
+                    (cudnn || (pf == LUNAR_ATTN_PATH_OWN && pb == LUNAR_ATTN_PATH_OWN && why_f[0] && why && why[0]));
+        if (!paths) fprintf(stderr, "    %s: unexpected paths (%s; %s)\n", what, why_f, why ? why : "");
+        /* the CPU: its bf16 kernels on the same bf16 words, and its f32 kernels
+         * on the widened values */
+        uint16_t *co16 = malloc(no * 2), *cdq16 = malloc(nq * 2);
+        float *cl16 = malloc(nl * 4), *co = malloc(no * 4), *cl = malloc(nl * 4), *cdq = malloc(nq * 4);
+        if (ok) {
+            lunar_cpu_attention_forward_bf16(co16, cl16, q16, B, N, H, D);
+            lunar_cpu_attention_backward_bf16(cdq16, g16, q16, ho, gl, B, N, H, D);
+            lunar_cpu_attention_forward(co, cl, qkv, B, N, H, D);
+            lunar_cpu_attention_backward(cdq, dout, qkv, go, gl, B, N, H, D);
+        }
+        float *fco = ok ? f32_of(co16, no) : NULL, *fcdq = ok ? f32_of(cdq16, nq) : NULL;
+        /* the own kernel: the f32 kernel rounded once; cuDNN rounds the
+         * probabilities and dS to bf16 inside (test_attention_cudnn's tolerances) */
+        int own_f = pf == LUNAR_ATTN_PATH_OWN, own_b = pb == LUNAR_ATTN_PATH_OWN;
+        double rt = own_f ? 8e-3 : 2e-2, at = own_f ? 2e-3 : 2e-2, lt = own_f ? 1e-4 : 1e-3;
+        double gt = own_b ? 8e-3 : 3e-2, ga = own_b ? 2e-3 : 3e-2;
+        ok = ok && paths && close_f(what, go, fco, no, rt, at) && close_f("  lse vs cpu bf16", gl, cl16, nl, lt, lt / 10) &&
+             close_f("  dqkv vs cpu bf16", gd, fcdq, nq, gt, ga) && close_f("  out vs cpu f32", go, co, no, rt, at) &&
+             close_f("  lse vs cpu f32", gl, cl, nl, lt, lt / 10) && close_f("  dqkv vs cpu f32", gd, cdq, nq, gt, ga);
+        CHECK(ok);
+        d_free(dq, nq * 2); d_free(dg, no * 2); d_free(dout_, no * 2); d_free(ddq, nq * 2); d_free(dl, nl * 4);
+        free(qkv); free(dout); free(q16); free(g16); free(ho); free(hdq); free(go); free(gl); free(gd);
+        free(co16); free(cdq16); free(cl16); free(co); free(cl); free(cdq); free(fco); free(fcdq);
+    }
+    CUDA_OK();
 }
 
 #endif /* LUNAR_USE_CUDA */

@@ -6,8 +6,15 @@
 // do not fit, pointers less aligned than the preference the algorithm was
 // chosen for; it offers no fused-bias algorithm for a bias not 16-byte
 // aligned (so the fallback path runs), and rounds the operands to TF32 under
-// CUBLAS_COMPUTE_32F_FAST_TF32. A and B may be CUDA_R_16BF (both; C and D stay
-// CUDA_R_32F: the bf16 GEMMs of precision = 'bf16'), products summed in double.
+// CUBLAS_COMPUTE_32F_FAST_TF32. Types, the part of cuBLASLt's
+// CUBLAS_COMPUTE_32F table that Lunar uses: A and B alike, C and D alike; A
+// and B CUDA_R_32F with C and D CUDA_R_32F, or A and B CUDA_R_16BF with C and
+// D CUDA_R_32F or CUDA_R_16BF (the bf16 GEMMs of precision = 'bf16'); other
+// combinations get no algorithm. Products are summed in double; a bf16 D gets
+// the result rounded to nearest even (lunar_f32_to_bf16's rounding) from the
+// f32 value a real kernel would hold. The bias vector has D's type, as
+// cublasLt.h documents CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE for these kernels:
+// a bias type other than D's gets no algorithm.
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -20,7 +27,8 @@ namespace {
 struct Desc {
     int compute, ta, tb;
     uint32_t epilogue;
-    const float *bias;
+    const void *bias;
+    int bias_type;   // -1: unset (D's type)
 };
 struct Layout {
     int type;
@@ -68,6 +76,25 @@ float elem(const void *p, int t, uint64_t i) {
     return x;
 }
 
+uint16_t to_bf16(float x) {   // lunar_f32_to_bf16: nearest even, NaN kept quiet
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+// the type combinations the fake serves (all in cuBLASLt's CUBLAS_COMPUTE_32F table)
+bool types_ok(int ta, int tb, int tc, int td) {
+    bool ab16 = ta == CUDA_R_16BF && tb == CUDA_R_16BF, ab32 = ta == CUDA_R_32F && tb == CUDA_R_32F;
+    bool cd32 = tc == CUDA_R_32F && td == CUDA_R_32F, cd16 = tc == CUDA_R_16BF && td == CUDA_R_16BF;
+    bool ok = (ab32 && cd32) || (ab16 && (cd32 || cd16));
+    if (!ok)
+        fprintf(stderr, "fake cuBLASLt: types A %d, B %d, C %d, D %d (A and B alike, C and D alike; bf16 C/D only "
+                        "with bf16 A/B)\n", ta, tb, tc, td);
+    return ok;
+}
+
 float tf32(float x) {   // round to nearest even at 10 mantissa bits
     uint32_t u;
     memcpy(&u, &x, 4);
@@ -101,7 +128,7 @@ cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeTy
     if (st != CUDA_R_32F || (ct != CUBLAS_COMPUTE_32F && ct != CUBLAS_COMPUTE_32F_FAST_TF32))
         return CUBLAS_STATUS_NOT_SUPPORTED;
     *d = new cublasLtMatmulDescOpaque_t();
-    *D(*d) = Desc{(int)ct, CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT, nullptr};
+    *D(*d) = Desc{(int)ct, CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT, nullptr, -1};
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) { delete d; return CUBLAS_STATUS_SUCCESS; }
@@ -117,7 +144,8 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
         int t;
         if (n != 4) return CUBLAS_STATUS_INVALID_VALUE;
         memcpy(&t, buf, 4);
-        if (t != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+        if (t != CUDA_R_32F && t != CUDA_R_16BF && t != -1) return CUBLAS_STATUS_NOT_SUPPORTED;
+        D(d)->bias_type = t;
         break;
     }
     default: return CUBLAS_STATUS_NOT_SUPPORTED;
@@ -168,7 +196,10 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
     uint64_t m, n, k;
     if (req <= 0 || !dims(D(d), L(a), L(b), L(c), L(dd), &m, &n, &k)) return CUBLAS_STATUS_INVALID_VALUE;
     *nres = 0;
+    if (!types_ok(L(a)->type, L(b)->type, L(c)->type, L(dd)->type)) return CUBLAS_STATUS_NOT_SUPPORTED;
     if (D(d)->epilogue == CUBLASLT_EPILOGUE_BIAS && !aligned(D(d)->bias, 16)) return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (D(d)->epilogue == CUBLASLT_EPILOGUE_BIAS && D(d)->bias_type != -1 && D(d)->bias_type != L(dd)->type)
+        return CUBLAS_STATUS_NOT_SUPPORTED;   // the bias has D's type (non-IMMA, non-fp8 kernels)
     if (D(d)->epilogue != CUBLASLT_EPILOGUE_DEFAULT && D(d)->epilogue != CUBLASLT_EPILOGUE_BIAS)
         return CUBLAS_STATUS_NOT_SUPPORTED;
     memset(&res[0], 0, sizeof res[0]);
@@ -195,14 +226,11 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
         return CUBLAS_STATUS_INVALID_VALUE;
     }
     if (D(d)->epilogue == CUBLASLT_EPILOGUE_BIAS && !aligned(D(d)->bias, 16)) return CUBLAS_STATUS_NOT_SUPPORTED;
-    int tya = L(la)->type, tyb = L(lb)->type;
-    if (tya != tyb || L(lc)->type != CUDA_R_32F || L(ld)->type != CUDA_R_32F) {
-        fprintf(stderr, "fake cuBLASLt: types A %d, B %d, C %d, D %d (A and B alike, C and D f32)\n", tya, tyb,
-                L(lc)->type, L(ld)->type);
-        return CUBLAS_STATUS_NOT_SUPPORTED;
-    }
-    const float *c = (const float *)C;
-    float *dst = (float *)Dp, al_ = *(const float *)alpha, be = *(const float *)beta;
+    int tya = L(la)->type, tyb = L(lb)->type, tyc = L(lc)->type, tyd = L(ld)->type;
+    if (!types_ok(tya, tyb, tyc, tyd)) return CUBLAS_STATUS_NOT_SUPPORTED;
+    int tybias = D(d)->bias_type == -1 ? tyd : D(d)->bias_type;
+    if (D(d)->epilogue == CUBLASLT_EPILOGUE_BIAS && tybias != tyd) return CUBLAS_STATUS_NOT_SUPPORTED;
+    float al_ = *(const float *)alpha, be = *(const float *)beta;
     int64_t lda = L(la)->ld, ldb = L(lb)->ld, ldc = L(lc)->ld, ldd = L(ld)->ld;
     bool t32 = D(d)->compute == CUBLAS_COMPUTE_32F_FAST_TF32 && tya == CUDA_R_32F;
     for (uint64_t j = 0; j < n; j++)
@@ -215,9 +243,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
                 sum += (double)x * (double)y;
             }
             double v = al_ * sum;
-            if (be != 0.0f) v += (double)be * c[i + j * ldc];   // C is not read when beta = 0
-            if (D(d)->epilogue == CUBLASLT_EPILOGUE_BIAS) v += D(d)->bias[i];
-            dst[i + j * ldd] = (float)v;
+            if (be != 0.0f) v += (double)be * elem(C, tyc, i + j * ldc);   // C is not read when beta = 0
+            if (D(d)->epilogue == CUBLASLT_EPILOGUE_BIAS) v += elem(D(d)->bias, tybias, i);
+            if (tyd == CUDA_R_32F) ((float *)Dp)[i + j * ldd] = (float)v;
+            else ((uint16_t *)Dp)[i + j * ldd] = to_bf16((float)v);
         }
     return CUBLAS_STATUS_SUCCESS;
 }

@@ -3,11 +3,13 @@
 -- GEMMs with fp32 accumulation, bf16 LayerNorm and GELU outputs; fp32
 -- statistics, softmax and loss; nn.materialize, lunar/ops.h):
 --   - the ops: the bf16 linear, LayerNorm and GELU against their f32 forms at
---     a bf16 tolerance, and the dtype errors;
+--     a bf16 tolerance, the bf16 linear output and dout, GELU and attention on
+--     bf16 operands against the f32 ops of the widened values, and the dtype
+--     errors;
 --   - materialize: master weights f32, working copies bf16 = the rounded
 --     masters, after init, after optimizer steps (fused) and after
---     sync_working_weights; the activations the contexts keep are bf16 where
---     a GEMM reads them and f32 elsewhere;
+--     sync_working_weights; the activations the contexts keep are bf16 inside
+--     the blocks, the residual stream and the statistics f32;
 --   - the tiny ViT trained 10 steps in fp32 and in bf16 from the same seed:
 --     the bf16 losses track the fp32 ones within 2e-2 relative;
 --   - the golden file (tests/golden/vit_tiny.safetensors, PyTorch in f32):
@@ -82,9 +84,52 @@ T.test('ops: LayerNorm and GELU with bf16 outputs; dtype errors name the op', fu
   T.eq(g16:to('f32'):totable(), ops.cast_bf16(ops.gelu(x)):to('f32'):totable())
   T.raises(function() ops.gelu(x, 'f16') end, "'f32' or 'bf16'")
   -- bf16 where f32 is expected: the op and the argument are named
-  T.raises(function() ops.gelu(g16) end, 'gelu: inp has dtype bf16, expected f32')
+  T.raises(function() ops.gelu(g16) end, 'gelu: inp has dtype bf16, so out must be bf16')
   T.raises(function() ops.linear(g16:view(6, 40), w:view(1, 40)) end, 'linear: inp has dtype bf16, expected f32')
   T.raises(function() ops.cast_bf16_(x, x) end, 'cast_bf16: out has dtype f32, expected bf16')
+end)
+
+T.test('ops: bf16 linear output, bf16 dout, GELU from bf16, attention on bf16', function()
+  local x, w, b = rand({3, 5, 40}, 'x2'), rand({24, 40}, 'w2', -0.3, 0.3), rand({24}, 'b2')
+  local w16 = ops.cast_bf16(w)
+  -- a bf16 output is the f32 output rounded once
+  local y = ops.linear(x, w16, b)
+  local y16 = ops.linear(x, w16, b, 'bf16')
+  T.eq(y16:dtype(), 'bf16'); T.eq(y16:shape(), {3, 5, 24})
+  T.eq(y16:to('f32'):totable(), ops.cast_bf16(y):to('f32'):totable(), 'out bf16 = bf16(out f32)')
+  T.raises(function() ops.linear(x, w, b, 'bf16') end, 'linear: out has dtype bf16, expected f32')
+  -- a bf16 dout: the same dinp and dweight as its f32 value (the GEMMs round it anyway), dbias of the bf16 values
+  local dy16 = ops.cast_bf16(rand({3, 5, 24}, 'dy2'))
+  local dw1, db1, dw2, db2 = lunar.zeros({24, 40}), lunar.zeros({24}), lunar.zeros({24, 40}), lunar.zeros({24})
+  local dx1 = ops.linear_backward(dy16, x, w16, dw1, db1)
+  local dx2 = ops.linear_backward(dy16:to('f32'), x, w16, dw2, db2)
+  T.eq(dx1:dtype(), 'f32')
+  T.eq(dx1:totable(), dx2:totable(), 'dinp'); T.eq(dw1:totable(), dw2:totable(), 'dweight')
+  check_close('dbias', db1, db2, 1e-6)
+  -- GELU of a bf16 input, and its backward: the f32 kernels on the widened values
+  local h16 = ops.cast_bf16(rand({4, 33}, 'h', -3, 3))
+  T.eq(ops.gelu(h16, 'bf16'):to('f32'):totable(), ops.cast_bf16(ops.gelu(h16:to('f32'))):to('f32'):totable())
+  local da = rand({4, 33}, 'da')
+  local dh = ops.gelu_backward(da, h16)
+  T.eq(dh:dtype(), 'f32')
+  T.eq(dh:totable(), ops.gelu_backward(da, h16:to('f32')):totable())
+  -- attention on bf16 operands: out bf16 = the f32 attention of the widened qkv, rounded; lse f32
+  local qkv16 = ops.cast_bf16(rand({2, 9, 3 * 32}, 'qkv', -2, 2))
+  local o16, lse16 = ops.attention(qkv16, 2)
+  T.eq(o16:dtype(), 'bf16'); T.eq(lse16:dtype(), 'f32'); T.eq(o16:shape(), {2, 9, 32})
+  local o, lse = ops.attention(qkv16:to('f32'), 2)
+  T.eq(o16:to('f32'):totable(), ops.cast_bf16(o):to('f32'):totable())
+  T.eq(lse16:totable(), lse:totable())
+  local do16 = ops.cast_bf16(rand({2, 9, 32}, 'do'))
+  local dqkv16 = ops.attention_backward(do16, qkv16, o16, lse16, 2)
+  T.eq(dqkv16:dtype(), 'bf16'); T.eq(dqkv16:shape(), {2, 9, 96})
+  local dqkv = ops.attention_backward(do16:to('f32'), qkv16:to('f32'), o16:to('f32'), lse16, 2)
+  T.eq(dqkv16:to('f32'):totable(), ops.cast_bf16(dqkv):to('f32'):totable())
+  -- mixed dtypes name the argument
+  T.raises(function() ops.attention_backward(do16:to('f32'), qkv16, o16, lse16, 2) end,
+    'attention_backward: dout has dtype f32, expected bf16')
+  T.raises(function() ops.attention_backward(do16, qkv16, o16:to('f32'), lse16, 2) end,
+    'attention_backward: out has dtype f32, expected bf16')
 end)
 
 -- ---- the model ----------------------------------------------------------------------------
@@ -105,7 +150,7 @@ local function working_copies_are_rounded_masters(model, what)
   end
 end
 
-T.test('materialize: fp32 master weights, bf16 working copies, bf16 GEMM-input activations', function()
+T.test('materialize: fp32 master weights, bf16 working copies, bf16 activations inside the blocks', function()
   need_bf16()
   local m32 = nn.materialize(models.vit(CFG), 3)
   local m16 = nn.materialize(models.vit(CFG), 3, {precision = 'bf16'})
@@ -124,8 +169,10 @@ T.test('materialize: fp32 master weights, bf16 working copies, bf16 GEMM-input a
   T.eq(b0.h1:dtype(), 'bf16', 'norm1 output (qkv input)')
   T.eq(b0.h2:dtype(), 'bf16', 'norm2 output (fc1 input)')
   T.eq(b0.cm.c2.x:dtype(), 'bf16', 'GELU output (fc2 input)')
-  T.eq(b0.cm.h:dtype(), 'f32', 'fc1 output (GELU backward input)')
-  T.eq(b0.ca.qkv:dtype(), 'f32', 'qkv (attention input)')
+  T.eq(b0.cm.h:dtype(), 'bf16', 'fc1 output (GELU backward input)')
+  T.eq(b0.ca.qkv:dtype(), 'bf16', 'qkv (attention input)')
+  T.eq(b0.ca.o:dtype(), 'bf16', 'attention output (proj input)')
+  T.eq(b0.ca.lse:dtype(), 'f32', 'softmax statistics (lse)')
   T.eq(b0.x1:dtype(), 'f32', 'residual stream')
   T.eq(ctx.h:dtype(), 'bf16', 'final norm output (head input)')
   m16:backward(ctx, lunar.ones({4, 4}))

@@ -124,21 +124,35 @@ void NAME(sgd_step)(real *param, real *buf, const real *grad, size_t n, real lr,
 /* Linear with a bf16 weight: out[M,N] = bf16(inp)[M,K] @ weight[N,K]^T + bias[N] (bias may */  \
 /* be NULL). inp is real, rounded to bf16 as it is read (inp_bf16 = 0), or bf16              */  \
 /* (inp_bf16 = 1). Products of bf16 values are exact; they are summed in real (fp32          */  \
-/* accumulation: cuBLASLt's CUBLAS_COMPUTE_32F, VDPBF16PS on the CPU).                       */  \
-void NAME(linear_forward_bf16)(real *out, const void *inp, int inp_bf16, const uint16_t *weight, \
-                               const real *bias, int M, int K, int N);                          \
+/* accumulation: cuBLASLt's CUBLAS_COMPUTE_32F, VDPBF16PS on the CPU). out is real           */  \
+/* (out_bf16 = 0) or bf16 (out_bf16 = 1: the real sum plus bias, rounded once as stored).    */  \
+void NAME(linear_forward_bf16)(void *out, int out_bf16, const void *inp, int inp_bf16,         \
+                               const uint16_t *weight, const real *bias, int M, int K, int N); \
 /* dinp[M,K] = bf16(dout) @ weight (overwritten; may be NULL);                               */  \
 /* dweight[N,K] += bf16(dout)^T @ bf16(inp) (real, the master weight's gradient);            */  \
-/* dbias[N] += column sums of dout, not rounded (may be NULL). inp as in forward.            */  \
-void NAME(linear_backward_bf16)(real *dinp, real *dweight, real *dbias, const real *dout,      \
-                                const void *inp, int inp_bf16, const uint16_t *weight, int M,  \
-                                int K, int N);                                                  \
+/* dbias[N] += column sums of dout as given (may be NULL). inp as in forward; dout is real   */  \
+/* (dout_bf16 = 0, rounded as read by the GEMMs) or bf16 (dout_bf16 = 1).                   */  \
+void NAME(linear_backward_bf16)(real *dinp, real *dweight, real *dbias, const void *dout,       \
+                                int dout_bf16, const void *inp, int inp_bf16,                  \
+                                const uint16_t *weight, int M, int K, int N);                  \
 /* layernorm_forward whose out[M,C] is rounded to bf16; mean, rstd and the arithmetic real.  */  \
 void NAME(layernorm_forward_bf16)(uint16_t *out, real *mean, real *rstd, const real *inp,      \
                                   const real *weight, const real *bias, int M, int C,          \
                                   real eps);                                                    \
-/* gelu_forward whose out[n] is rounded to bf16.                                             */  \
-void NAME(gelu_forward_bf16)(uint16_t *out, const real *inp, size_t n);                         \
+/* gelu_forward whose out[n] is rounded to bf16; inp real (inp_bf16 = 0) or bf16 (1).        */  \
+void NAME(gelu_forward_bf16)(uint16_t *out, const void *inp, int inp_bf16, size_t n);          \
+/* gelu_backward from a bf16 inp[n] (the bf16 fc1 output): dinp = dout * gelu'(inp), real.   */  \
+void NAME(gelu_backward_bf16)(real *dinp, const real *dout, const uint16_t *inp, size_t n);    \
+/* attention_forward on bf16 qkv: out[B, N, H, D] bf16 (rounded once from the real result),  */  \
+/* lse[B, H, N] real; scores, softmax and sums in real (cuDNN's fused attention on CUDA,     */  \
+/* where it serves the shape, core/cuda/attention.h).                                        */  \
+void NAME(attention_forward_bf16)(uint16_t *out, real *lse, const uint16_t *qkv, int B, int N, \
+                                  int H, int D);                                                \
+/* attention_backward on bf16 operands: dqkv[B, N, 3, H, D] bf16 (overwritten) from bf16     */  \
+/* dout, qkv, out and the real lse of forward; the arithmetic in real.                       */  \
+void NAME(attention_backward_bf16)(uint16_t *dqkv, const uint16_t *dout, const uint16_t *qkv,  \
+                                   const uint16_t *out, const real *lse, int B, int N, int H,  \
+                                   int D);                                                      \
 /* out[n] = bf16(x[n]).                                                                      */  \
 void NAME(cast_bf16)(uint16_t *out, const real *x, size_t n);                                   \
 /* adamw_step that also writes param_bf16[n] = bf16(the updated param) in the same pass:    */  \

@@ -45,8 +45,10 @@ void lunar_backend_use_ref(int on);
 /* out[..., N] = inp[..., K] @ weight[N, K]^T + bias[N]; bias may be NULL.
  * A bf16 weight selects the bf16 GEMM (kernels.h linear_*_bf16; precision =
  * 'bf16'): inp may then be f32 (rounded to bf16 as it is read) or bf16, the
- * products are summed in f32, out, bias, dout, dinp, dweight and dbias stay
- * f32 (dweight is the fp32 master weight's gradient). */
+ * products are summed in f32; out f32, or bf16 (the f32 sums plus bias,
+ * rounded once); dout f32 (rounded as the GEMMs read it; dbias sums it
+ * unrounded) or bf16; bias, dinp, dweight and dbias stay f32 (dweight is the
+ * fp32 master weight's gradient). Errors: dtypes, shapes, devices. */
 lunar_status lunar_op_linear_forward(lunar_tensor *out, const lunar_tensor *inp,
                                      const lunar_tensor *weight, const lunar_tensor *bias);
 lunar_status lunar_op_linear_backward(lunar_tensor *dinp, lunar_tensor *dweight, lunar_tensor *dbias,
@@ -64,10 +66,14 @@ lunar_status lunar_op_layernorm_backward(lunar_tensor *dinp, lunar_tensor *dweig
                                          const lunar_tensor *dout, const lunar_tensor *inp,
                                          const lunar_tensor *weight, const lunar_tensor *mean,
                                          const lunar_tensor *rstd);
-/* out may be bf16 (rounded as it is stored). */
+/* out may be bf16 (rounded as it is stored); inp f32, or bf16 with a bf16 out.
+ * gelu_backward: inp f32 or bf16 (widened exactly); dout, dinp f32. */
 lunar_status lunar_op_gelu_forward(lunar_tensor *out, const lunar_tensor *inp);
 lunar_status lunar_op_gelu_backward(lunar_tensor *dinp, const lunar_tensor *dout, const lunar_tensor *inp);
-/* qkv [B, N, 3C] (timm: 3, H, D) -> out [B, N, C], lse [B, H, N]. */
+/* qkv [B, N, 3C] (timm: 3, H, D) -> out [B, N, C], lse [B, H, N] (f32).
+ * qkv, out, dout and dqkv are all f32, or all bf16 (precision = 'bf16':
+ * kernels.h attention_*_bf16, the arithmetic in f32; on CUDA cuDNN's fused
+ * attention where it serves the shape, core/cuda/attention.h). */
 lunar_status lunar_op_attention_forward(lunar_tensor *out, lunar_tensor *lse, const lunar_tensor *qkv, int H);
 lunar_status lunar_op_attention_backward(lunar_tensor *dqkv, const lunar_tensor *dout, const lunar_tensor *qkv,
                                          const lunar_tensor *out, const lunar_tensor *lse, int H);
@@ -100,9 +106,10 @@ lunar_status lunar_op_sum_squares(double *out, const lunar_tensor *x);
  * loss scaling (Kalamkar et al. 2019), as Megatron-LM keeps it (bf16 model
  * params, fp32 main params and optimizer state), on explicit contexts: fp32
  * master weights, gradients and optimizer state; a bf16 working copy of the
- * weights for the GEMMs; bf16 activations where a GEMM is their only reader
- * (the outputs of LayerNorm and GELU); f32 statistics, softmax, loss and
- * residual stream (lua/lunar/nn, nn.materialize). */
+ * weights for the GEMMs; bf16 activations inside each block (the outputs of
+ * LayerNorm, qkv, attention, fc1 and GELU, and the gradients of qkv); f32
+ * statistics, softmax, loss, and the residual stream with its gradient (as
+ * Megatron's fp32_residual_connection) (lua/lunar/nn, nn.materialize). */
 
 /* out (bf16) = x (f32) rounded to nearest even, NaN kept quiet; same numel.
  * Errors: dtypes, sizes, devices. Source: kernels.h cast_bf16. */

@@ -13,11 +13,16 @@
  * 4 vectors), on per-thread scratch: K^T and V^T [D, Np] (Np = N rounded up to
  * 16) and one or two [Br, Np] score tiles for a block of Br query rows (Br = N
  * unless N is large). Nothing of size N x N outlives the call.
+ *
+ * bf16 (precision = 'bf16'; attention_*_bf16): the same kernels on f32 copies
+ * of the bf16 operands made for the call, results rounded once to bf16; what
+ * the model keeps between forward and backward (qkv, out) stays bf16.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "lunar/alloc.h"   /* the bf16 entries' scratch */
 #include "lunar/kernels.h"
 #include "simd.h"
 
@@ -425,4 +430,57 @@ void lunar_cpu_attention_backward(float *dqkv, const float *dout, const float *q
         }
         free(Kt);
     }
+}
+
+/* ---- bf16 (precision = 'bf16') ------------------------------------------------------ */
+
+/* n bf16 values widened into f32 scratch from the caching allocator (no page
+ * faults in steady state; counted in the CPU's peak memory), or NULL. */
+static float *widen_bf16(const uint16_t *h, size_t n) {
+    float *x = lunar_alloc(LUNAR_CPU, n * sizeof(float));
+    if (!x) return NULL;
+    LUNAR_OMP(omp parallel for schedule(static) if (n >= LUNAR_PAR_MIN))
+    for (size_t i = 0; i < n; i++) x[i] = lunar_bf16_widen(h[i]);
+    return x;
+}
+
+static void scratch_free(float *x, size_t n) {
+    if (x) lunar_free(LUNAR_CPU, x, n * sizeof(float));
+}
+
+/* attention_forward on bf16 qkv: the f32 kernel above on the widened qkv (a
+ * transient f32 copy, freed before returning: what is kept for backward, qkv
+ * and out, stays bf16), out rounded once to bf16. Out of memory: out NaN. */
+void lunar_cpu_attention_forward_bf16(uint16_t *out, float *lse, const uint16_t *qkv, int B, int N, int H, int D) {
+    if (B <= 0 || N <= 0 || H <= 0 || D <= 0) return;
+    size_t nq = (size_t)B * N * 3 * H * D, no = (size_t)B * N * H * D;
+    float *q = widen_bf16(qkv, nq), *o = lunar_alloc(LUNAR_CPU, no * sizeof(float));
+    if (q && o) {
+        lunar_cpu_attention_forward(o, lse, q, B, N, H, D);
+        lunar_cpu_cast_bf16(out, o, no);
+    } else {
+        for (size_t i = 0; i < no; i++) out[i] = 0x7fc0;   /* bf16 NaN: make it visible */
+    }
+    scratch_free(q, nq);
+    scratch_free(o, no);
+}
+
+/* attention_backward on bf16 operands: the f32 kernel on widened copies,
+ * dqkv rounded once to bf16. Out of memory: dqkv NaN. */
+void lunar_cpu_attention_backward_bf16(uint16_t *dqkv, const uint16_t *dout, const uint16_t *qkv, const uint16_t *out,
+                                       const float *lse, int B, int N, int H, int D) {
+    if (B <= 0 || N <= 0 || H <= 0 || D <= 0) return;
+    size_t nq = (size_t)B * N * 3 * H * D, no = (size_t)B * N * H * D;
+    float *q = widen_bf16(qkv, nq), *o = widen_bf16(out, no), *d = widen_bf16(dout, no);
+    float *dq = lunar_alloc(LUNAR_CPU, nq * sizeof(float));
+    if (q && o && d && dq) {
+        lunar_cpu_attention_backward(dq, d, q, o, lse, B, N, H, D);
+        lunar_cpu_cast_bf16(dqkv, dq, nq);
+    } else {
+        for (size_t i = 0; i < nq; i++) dqkv[i] = 0x7fc0;
+    }
+    scratch_free(q, nq);
+    scratch_free(o, no);
+    scratch_free(d, no);
+    scratch_free(dq, nq);
 }

@@ -53,28 +53,35 @@ void lunar_cpu_gelu_forward(float *out, const float *inp, size_t n) {
 #endif
 }
 
-/* gelu_forward with out rounded to bf16 as it is stored (precision = 'bf16'). */
-void lunar_cpu_gelu_forward_bf16(uint16_t *out, const float *inp, size_t n) {
+/* gelu_forward with out rounded to bf16 as it is stored (precision = 'bf16');
+ * inp f32, or bf16 (inp_bf16: the bf16 fc1 output) widened as it is read. */
+void lunar_cpu_gelu_forward_bf16(uint16_t *out, const void *inp, int inp_bf16, size_t n) {
+    const float *x32 = inp;
+    const uint16_t *x16 = inp;
 #ifdef __AVX512F__
     LUNAR_OMP(omp parallel for schedule(static) if (n >= LUNAR_PAR_MIN))
     for (size_t i = 0; i < n; i += 16) {
         __mmask16 k = lunar_mask16(n - i < 16 ? (int)(n - i) : 16);
-        __m512 x = _mm512_maskz_loadu_ps(k, inp + i);
+        __m512 x = inp_bf16 ? lunar_load_bf16x16(k, x16 + i) : _mm512_maskz_loadu_ps(k, x32 + i);
         _mm256_mask_storeu_epi16(out + i, k, lunar_bf16x16(_mm512_mul_ps(x, normal_cdf512(x))));
     }
 #else
     LUNAR_OMP(omp parallel for schedule(static) if (n >= LUNAR_PAR_MIN))
-    for (size_t i = 0; i < n; i++) out[i] = lunar_f32_to_bf16(inp[i] * normal_cdf(inp[i]));
+    for (size_t i = 0; i < n; i++) {
+        float x = inp_bf16 ? lunar_bf16_widen(x16[i]) : x32[i];
+        out[i] = lunar_f32_to_bf16(x * normal_cdf(x));
+    }
 #endif
 }
 
-void lunar_cpu_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
+/* dinp = dout * (Phi(x) + x phi(x)), x from inp (f32) or inp16 (bf16, when set). */
+static void gelu_backward(float *dinp, const float *dout, const float *inp, const uint16_t *inp16, size_t n) {
     const float inv_sqrt_2pi = 0.39894228040143268f;
 #ifdef __AVX512F__
     LUNAR_OMP(omp parallel for schedule(static) if (n >= LUNAR_PAR_MIN))
     for (size_t i = 0; i < n; i += 16) {
         __mmask16 k = lunar_mask16(n - i < 16 ? (int)(n - i) : 16);
-        __m512 x = _mm512_maskz_loadu_ps(k, inp + i);
+        __m512 x = inp16 ? lunar_load_bf16x16(k, inp16 + i) : _mm512_maskz_loadu_ps(k, inp + i);
         __m512 pdf = _mm512_mul_ps(
             _mm512_set1_ps(inv_sqrt_2pi),
             lunar_exp512(_mm512_mul_ps(_mm512_mul_ps(x, x), _mm512_set1_ps(-0.5f))));
@@ -84,9 +91,18 @@ void lunar_cpu_gelu_backward(float *dinp, const float *dout, const float *inp, s
 #else
     LUNAR_OMP(omp parallel for schedule(static) if (n >= LUNAR_PAR_MIN))
     for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
+        float x = inp16 ? lunar_bf16_widen(inp16[i]) : inp[i];
         float pdf = inv_sqrt_2pi * expf(-0.5f * x * x);
         dinp[i] = dout[i] * (normal_cdf(x) + x * pdf);
     }
 #endif
+}
+
+void lunar_cpu_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
+    gelu_backward(dinp, dout, inp, NULL, n);
+}
+
+/* gelu_backward from a bf16 input (precision = 'bf16': the bf16 fc1 output). */
+void lunar_cpu_gelu_backward_bf16(float *dinp, const float *dout, const uint16_t *inp, size_t n) {
+    gelu_backward(dinp, dout, NULL, inp, n);
 }

@@ -40,14 +40,35 @@ static int dbias_block_rows(int M) {
     return r < 32 ? 32 : r;
 }
 
-static void dbias_accumulate(float *dbias, const float *dout, int M, int N) {
+/* row m of dout into p[N] (add = 0: p = row; 1: p += row), f32 or bf16 widened */
+static void dbias_row(float *p, const void *dout, int bf16, int m, int N, int add) {
+    if (bf16) {
+        const uint16_t *row = (const uint16_t *)dout + (size_t)m * N;
+        LUNAR_SIMD
+        for (int n = 0; n < N; n++) {
+            float x = lunar_bf16_widen(row[n]);
+            p[n] = add ? p[n] + x : x;
+        }
+    } else {
+        const float *row = (const float *)dout + (size_t)m * N;
+        if (!add) { memcpy(p, row, (size_t)N * sizeof(float)); return; }
+        LUNAR_SIMD
+        for (int n = 0; n < N; n++) p[n] += row[n];
+    }
+}
+
+void lunar_cpu_dbias_accumulate(float *dbias, const void *dout, int dout_bf16, int M, int N) {
+    if (M <= 0 || N <= 0) return;
     const int rows = dbias_block_rows(M), nblk = (M + rows - 1) / rows;
     /* N doubles to combine the partials, then nblk x N floats of partials */
     double *acc = malloc((size_t)N * sizeof(double) + (size_t)nblk * N * sizeof(float));
     if (!acc) { /* out of memory: column by column, no scratch */
         for (int n = 0; n < N; n++) {
             double sum = 0.0;
-            for (int m = 0; m < M; m++) sum += (double)dout[(size_t)m * N + n];
+            for (int m = 0; m < M; m++) {
+                size_t i = (size_t)m * N + n;
+                sum += dout_bf16 ? (double)lunar_bf16_widen(((const uint16_t *)dout)[i]) : (double)((const float *)dout)[i];
+            }
             dbias[n] += (float)sum;
         }
         return;
@@ -57,12 +78,7 @@ static void dbias_accumulate(float *dbias, const float *dout, int M, int N) {
     for (int blk = 0; blk < nblk; blk++) {
         int m0 = blk * rows, m1 = m0 + rows < M ? m0 + rows : M;
         float *p = part + (size_t)blk * N;
-        memcpy(p, dout + (size_t)m0 * N, (size_t)N * sizeof(float));
-        for (int m = m0 + 1; m < m1; m++) {
-            const float *row = dout + (size_t)m * N;
-            LUNAR_SIMD
-            for (int n = 0; n < N; n++) p[n] += row[n];
-        }
+        for (int m = m0; m < m1; m++) dbias_row(p, dout, dout_bf16, m, N, m > m0);
     }
     for (int n = 0; n < N; n++) acc[n] = 0.0;
     for (int blk = 0; blk < nblk; blk++) {
@@ -91,5 +107,5 @@ void lunar_cpu_linear_backward(float *dinp, float *dweight, float *dbias, const 
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, dout, N, inp, K, 1.0f,
                     dweight, K);
     }
-    if (dbias) dbias_accumulate(dbias, dout, M, N);
+    if (dbias) lunar_cpu_dbias_accumulate(dbias, dout, 0, M, N);
 }

@@ -333,33 +333,73 @@ static int gemm_bf16(int M, int N, int K, const operand *A, const operand *Bt, i
 
 /* ---- the linear layer ------------------------------------------------------------- */
 
-/* out[M,N] = bf16(inp)[M,K] @ weight[N,K]^T + bias[N] (bias may be NULL). */
-void lunar_cpu_linear_forward_bf16(float *out, const void *inp, int inp_bf16, const uint16_t *weight,
-                                   const float *bias, int M, int K, int N) {
-    if (M <= 0 || N <= 0) return;
+/* out[M,N] (f32, ld N) = bf16(inp)[M,K] @ weight[N,K]^T + bias[N] (bias may be NULL). */
+static void linear_f32_out(float *out, const operand *a, const uint16_t *weight, const float *bias, int M, int K,
+                           int N) {
     if (bias) {
         LUNAR_OMP(omp parallel for schedule(static) if ((size_t)M * N >= LUNAR_PAR_MIN))
         for (int m = 0; m < M; m++) memcpy(out + (size_t)m * N, bias, (size_t)N * sizeof *out);
     }
-    operand a = {inp, inp_bf16, (size_t)K, 1}, bt = {weight, 1, (size_t)K, 1};
-    if (gemm_bf16(M, N, K, &a, &bt, bias != NULL, out, (size_t)N)) {
+    operand bt = {weight, 1, (size_t)K, 1};
+    if (gemm_bf16(M, N, K, a, &bt, bias != NULL, out, (size_t)N)) {
         /* out of memory for 0.5 MiB of packing: the sums element by element */
         for (int m = 0; m < M; m++)
             for (int n = 0; n < N; n++) {
                 float s = bias ? bias[n] : 0.0f;
                 for (int k = 0; k < K; k++)
-                    s += lunar_bf16_to_f32(elem_bf16(&a, m, k)) * lunar_bf16_to_f32(weight[(size_t)n * K + k]);
+                    s += lunar_bf16_to_f32(elem_bf16(a, m, k)) * lunar_bf16_to_f32(weight[(size_t)n * K + k]);
                 out[(size_t)m * N + n] = s;
             }
     }
 }
 
+/* out[M,N] = bf16(inp)[M,K] @ weight[N,K]^T + bias[N] (bias may be NULL); out
+ * f32, or bf16 (out_bf16): then the f32 sums of a block of rows go through a
+ * scratch of at most OUT_ROWS rows and are rounded once into out, so the f32
+ * result never exists whole (fc1's [B*N, 4C] output is what a bf16 activation
+ * saves). OUT_ROWS keeps every thread's MC blocks busy; the weight is packed
+ * again per block, O(N K) next to the block's O(OUT_ROWS N K). */
+#define OUT_ROWS_PER_THREAD (2 * MC)
+
+void lunar_cpu_linear_forward_bf16(void *out, int out_bf16, const void *inp, int inp_bf16, const uint16_t *weight,
+                                   const float *bias, int M, int K, int N) {
+    if (M <= 0 || N <= 0) return;
+    if (!out_bf16) {
+        operand a = {inp, inp_bf16, (size_t)K, 1};
+        linear_f32_out(out, &a, weight, bias, M, K, N);
+        return;
+    }
+    int rows = OUT_ROWS_PER_THREAD * lunar_omp_max_threads();
+    if (rows > M) rows = M;
+    float *tmp = malloc((size_t)rows * N * sizeof *tmp);
+    if (!tmp) rows = 1;   /* out of memory: a row at a time, element by element, below */
+    for (int m0 = 0; m0 < M; m0 += rows) {
+        int mr = M - m0 < rows ? M - m0 : rows;
+        size_t off = (size_t)m0 * K;
+        operand a = {inp_bf16 ? (const void *)((const uint16_t *)inp + off) : (const void *)((const float *)inp + off),
+                     inp_bf16, (size_t)K, 1};
+        if (tmp) {
+            linear_f32_out(tmp, &a, weight, bias, mr, K, N);
+            lunar_cpu_cast_bf16((uint16_t *)out + (size_t)m0 * N, tmp, (size_t)mr * N);
+        } else {
+            for (int n = 0; n < N; n++) {   /* no scratch at all: element by element */
+                float s = bias ? bias[n] : 0.0f;
+                for (int k = 0; k < K; k++)
+                    s += lunar_bf16_to_f32(elem_bf16(&a, 0, k)) * lunar_bf16_to_f32(weight[(size_t)n * K + k]);
+                ((uint16_t *)out)[(size_t)m0 * N + n] = lunar_f32_to_bf16(s);
+            }
+        }
+    }
+    free(tmp);
+}
+
 /* dinp[M,K] = bf16(dout) @ weight (dinp may be NULL); dweight[N,K] +=
- * bf16(dout)^T @ bf16(inp); dbias[N] += column sums of dout (f32, unrounded). */
-void lunar_cpu_linear_backward_bf16(float *dinp, float *dweight, float *dbias, const float *dout, const void *inp,
-                                    int inp_bf16, const uint16_t *weight, int M, int K, int N) {
+ * bf16(dout)^T @ bf16(inp); dbias[N] += column sums of dout as given (f32
+ * unrounded, or the bf16 values). dout f32 or bf16 (dout_bf16). */
+void lunar_cpu_linear_backward_bf16(float *dinp, float *dweight, float *dbias, const void *dout, int dout_bf16,
+                                    const void *inp, int inp_bf16, const uint16_t *weight, int M, int K, int N) {
     if (dinp && M > 0 && K > 0) {
-        operand a = {dout, 0, (size_t)N, 1}, bt = {weight, 1, 1, (size_t)K};
+        operand a = {dout, dout_bf16, (size_t)N, 1}, bt = {weight, 1, 1, (size_t)K};
         if (gemm_bf16(M, K, N, &a, &bt, 0, dinp, (size_t)K)) {
             for (int m = 0; m < M; m++)
                 for (int k = 0; k < K; k++) {
@@ -372,7 +412,7 @@ void lunar_cpu_linear_backward_bf16(float *dinp, float *dweight, float *dbias, c
     }
     if (M <= 0 || N <= 0) return;
     if (dweight && K > 0) {
-        operand a = {dout, 0, 1, (size_t)N}, bt = {inp, inp_bf16, 1, (size_t)K};
+        operand a = {dout, dout_bf16, 1, (size_t)N}, bt = {inp, inp_bf16, 1, (size_t)K};
         if (gemm_bf16(N, K, M, &a, &bt, 1, dweight, (size_t)K)) {
             for (int n = 0; n < N; n++)
                 for (int k = 0; k < K; k++) {
@@ -384,7 +424,7 @@ void lunar_cpu_linear_backward_bf16(float *dinp, float *dweight, float *dbias, c
         }
     }
     /* dbias: the f32 kernel's deterministic column sums */
-    if (dbias) lunar_cpu_linear_backward(NULL, NULL, dbias, dout, NULL, NULL, M, K, N);
+    if (dbias) lunar_cpu_dbias_accumulate(dbias, dout, dout_bf16, M, N);
 }
 
 /* 1 when the bf16 kernels of this build use AVX512-BF16 (VDPBF16PS) and the

@@ -8,7 +8,10 @@
  *                    overflow to inf, NaN kept), about 1 ulp;
  *   lunar_hsum / lunar_hmax  fixed-order horizontal reductions.
  *   lunar_round_bf16_hi / lunar_bf16x16  f32 -> bf16 on 16 lanes (the rounding of
- *                    lunar_f32_to_bf16), for the kernels with bf16 outputs.
+ *                    lunar_f32_to_bf16), for the kernels with bf16 outputs;
+ *                    lunar_load_bf16x16 / lunar_bf16_widen: bf16 -> f32 (exact);
+ *   lunar_cpu_dbias_accumulate  the deterministic column sums of linear.c, for
+ *                    f32 or bf16 gradients (linear_bf16.c uses it too).
  * Without AVX-512 (__AVX512F__ undefined) each kernel has a scalar loop with the
  * same arithmetic, so the library builds and is correct on any x86-64 or ARM.
  *
@@ -88,6 +91,10 @@ static inline __m512i lunar_round_bf16_hi(__m512 x) {
 static inline __m256i lunar_bf16x16(__m512 x) {
     return _mm512_cvtepi32_epi16(_mm512_srli_epi32(lunar_round_bf16_hi(x), 16));
 }
+/* the first n (<= 16) bf16 values at p widened to f32 (exact), the rest 0 */
+static inline __m512 lunar_load_bf16x16(__mmask16 k, const uint16_t *p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, p)), 16));
+}
 
 static inline float lunar_hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
 static inline float lunar_hmax(__m512 v) { return _mm512_reduce_max_ps(v); }
@@ -97,5 +104,16 @@ static inline double lunar_hsum_pd(__m512d a, __m512d b) {
     return _mm512_reduce_add_pd(_mm512_add_pd(a, b));
 }
 #endif /* __AVX512F__ */
+
+/* a bf16 value widened to f32 (exact), inline for the loops that read bf16 */
+static inline float lunar_bf16_widen(uint16_t h) {
+    union { uint32_t u; float f; } v = {(uint32_t)h << 16};
+    return v.f;
+}
+
+/* dbias[N] += column sums of dout[M, N], f32 (dout_bf16 = 0) or bf16 (1), in
+ * fixed row blocks (float per block, double across blocks in order): the same
+ * result for any thread count (linear.c). */
+void lunar_cpu_dbias_accumulate(float *dbias, const void *dout, int dout_bf16, int M, int N);
 
 #endif

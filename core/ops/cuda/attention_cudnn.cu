@@ -1,7 +1,9 @@
 // core/ops/cuda/attention_cudnn.cu: fused attention through cuDNN's
 // scaled-dot-product-attention graph (forward and backward) for bf16 / f16
 // inputs, with the own kernel of attention.cu as the fallback, and the record
-// of which path ran (core/cuda/attention.h says when each runs).
+// of which path ran (core/cuda/attention.h says when each runs); also
+// kernels.h's lunar_cuda_attention_{forward,backward}_bf16 (precision =
+// 'bf16'), the bf16 calls of the dtype-generic entry points.
 //
 // cuDNN is opened with dlopen at the first bf16 / f16 attention (libcudnn.so.9,
 // or LUNAR_CUDNN_LIBRARY), like cuBLASLt in gemm.cu: the binary starts and runs
@@ -950,6 +952,22 @@ extern "C" void lunar_cuda_attention_backward_dt(lunar_dtype dtype, void *dqkv, 
     }
     own_backward_16(dtype, dqkv, dout, qkv, out, lse, B, N, H, D);
     note(1, LUNAR_ATTN_PATH_OWN, dtype, B, N, H, D, "%s", why);
+}
+
+// kernels.h's attention of precision = 'bf16' (what Lua's bf16 models reach
+// through ops.h): the bf16 entries of the dtype-generic calls above, so cuDNN's
+// fused graph where it serves the shape, else the own kernel on f32 copies;
+// the path is recorded as for every call (lunar_cuda_attention_last_path).
+extern "C" void lunar_cuda_attention_forward_bf16(uint16_t *out, float *lse, const uint16_t *qkv, int B, int N, int H,
+                                                  int D) {
+    lunar_cuda_attention_forward_dt(LUNAR_BF16, out, lse, qkv, B, N, H, D);
+}
+
+// Backward of lunar_cuda_attention_forward_bf16: dqkv bf16 (overwritten) from
+// the bf16 dout, qkv, out and the f32 lse of forward (either path's).
+extern "C" void lunar_cuda_attention_backward_bf16(uint16_t *dqkv, const uint16_t *dout, const uint16_t *qkv,
+                                                   const uint16_t *out, const float *lse, int B, int N, int H, int D) {
+    lunar_cuda_attention_backward_dt(LUNAR_BF16, dqkv, dout, qkv, out, lse, B, N, H, D);
 }
 
 extern "C" lunar_attn_path lunar_cuda_attention_last_path(int backward, const char **reason) {

@@ -115,6 +115,9 @@ __device__ __forceinline__ float bf16_to_f32(uint16_t h) {
 // Stores v as the element type of an output: f32, or bf16 rounded.
 __device__ __forceinline__ void store_as(float *p, float v) { *p = v; }
 __device__ __forceinline__ void store_as(uint16_t *p, float v) { *p = f32_to_bf16(v); }
+// Loads an input element as f32: f32, or bf16 widened (exact).
+__device__ __forceinline__ float load_as(const float *p) { return *p; }
+__device__ __forceinline__ float load_as(const uint16_t *p) { return bf16_to_f32(*p); }
 
 // Copies n bytes from the device to the host and waits (the scalar results).
 static inline int to_host(void *dst, const void *src, size_t n) {

@@ -2,9 +2,20 @@
 // backward (kernels.h), f32 or TF32 (lunar_cuda_set_tf32).
 //
 // precision = 'bf16' (linear_*_bf16): the same three GEMMs with A and B in
-// CUDA_R_16BF, D in f32 and CUBLAS_COMPUTE_32F (fp32 accumulation; TF32 does
-// not apply): the weight is the bf16 working copy, an f32 activation or
-// gradient operand is first rounded to bf16 into scratch (cast_bf16).
+// CUDA_R_16BF and CUBLAS_COMPUTE_32F (fp32 accumulation; TF32 does not apply):
+// the weight is the bf16 working copy; an f32 activation or gradient operand
+// is first rounded to bf16 into scratch (cast_bf16), a bf16 one is used as it
+// is. D is f32, except for a forward with a bf16 output (out_bf16 = 1), where
+// it is rounded once from the f32 sum plus bias:
+//   - no bias: C and D in CUDA_R_16BF (cuBLASLt rounds the f32 result as it
+//     stores it);
+//   - a bias: cuBLASLt's bias vector has D's type (cublasLt.h and the cuBLAS
+//     docs, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: the exceptions are the integer
+//     IMMA and fp8 kernels only), so with a bf16 D the bias would be rounded to
+//     bf16 before the sum, then the sum again: two roundings. Instead the GEMM
+//     and its f32 bias go to f32 scratch, then cast_bf16 (one rounding);
+//   - where cuBLASLt offers no algorithm for the bf16 D, the same f32 scratch
+//     and cast (the unfused bias, where needed, added in that same pass).
 //
 // Row-major [rows, cols] is column-major [cols, rows], so with D = C
 // column-major (cuBLASLt's convention):
@@ -14,14 +25,16 @@
 // The bias of the forward is fused as CUBLASLT_EPILOGUE_BIAS (a vector of D's
 // rows = N); when cuBLASLt offers no algorithm for it (an unaligned bias), a
 // separate kernel adds it. dbias is an own deterministic column sum (per-chunk
-// partials in double, then one pass per column), accumulated (+=).
+// partials in double, then one pass per column) of dout, f32 or bf16,
+// accumulated (+=).
 //
 // cuBLASLt is opened with dlopen at the first GEMM (libcublasLt.so.13): the
 // library is ~0.5 GB and linking it would add ~0.1 s to every start of lunar,
 // GPU or not. Per device: one handle, a 32 MiB workspace and a cache of the
-// heuristic's choice per problem (shape, transposes, epilogue, TF32 and the
-// alignment of every pointer, which cuBLASLt's kernels depend on: tensors
-// are often views at any float offset of a flat parameter buffer).
+// heuristic's choice per problem (shape, transposes, epilogue, TF32, the types
+// of A/B and of C/D, and the alignment of every pointer, which cuBLASLt's
+// kernels depend on: tensors are often views at any offset of a flat
+// parameter buffer).
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -107,7 +120,7 @@ constexpr size_t WORKSPACE = 32u << 20;
 constexpr int CACHE = 256;
 
 struct Key {
-    int ta, tb, m, n, k, lda, ldb, ldd, epilogue, tf32, ab_type;
+    int ta, tb, m, n, k, lda, ldb, ldd, epilogue, tf32, ab_type, d_type;
     unsigned align_a, align_b, align_d, align_bias;
     bool operator==(const Key &o) const { return memcmp(this, &o, sizeof *this) == 0; }
 };
@@ -170,11 +183,15 @@ unsigned align_of(const void *p) {
 }
 
 // D[m, n] (column-major, ld ldd) = op(A) op(B) + beta D [+ bias[m] per column];
-// A and B are f32 (ab = CUDA_R_32F) or bf16 (CUDA_R_16BF), D and bias f32.
-// Returns 1 when done, 0 when cuBLASLt has no algorithm (only asked when bias
-// is set; the caller then adds the bias itself), -1 after recording an error.
+// A and B are f32 (ab = CUDA_R_32F) or bf16 (CUDA_R_16BF); D (and C = D) f32
+// or bf16 (dt = CUDA_R_16BF: the f32 result rounded as stored); bias f32, so
+// only with an f32 D (cuBLASLt's bias has D's type). Returns 1 when done, 0
+// when cuBLASLt has no algorithm and the caller has another way (a bias: it
+// adds it itself; a bf16 D: it goes through f32), -1 after recording an error.
 int lt_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *A, int lda, const void *B,
-            int ldb, float beta, float *D, int ldd, const float *bias, cudaDataType_t ab = CUDA_R_32F) {
+            int ldb, float beta, void *D, int ldd, const float *bias, cudaDataType_t ab = CUDA_R_32F,
+            cudaDataType_t dt = CUDA_R_32F) {
+    if (bias && dt != CUDA_R_32F) return 0;   // an f32 bias with a bf16 D: not a documented combination
     int dev = device();
     DeviceLt *d = device_lt(dev);
     if (!d) return -1;
@@ -184,6 +201,7 @@ int lt_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, con
     memset(&key, 0, sizeof key);
     key.ta = (int)ta; key.tb = (int)tb; key.m = m; key.n = n; key.k = k;
     key.lda = lda; key.ldb = ldb; key.ldd = ldd; key.epilogue = (int)epi; key.tf32 = tf32; key.ab_type = (int)ab;
+    key.d_type = (int)dt;
     key.align_a = align_of(A); key.align_b = align_of(B); key.align_d = align_of(D);
     key.align_bias = bias ? align_of(bias) : 0;
 
@@ -206,7 +224,7 @@ int lt_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, con
     // stored shapes: A is m x k (op N) or k x m (op T); B is k x n or n x k
     ok = ok && LT_CHECK(lt.layout_create(&la, ab, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda)) &&
          LT_CHECK(lt.layout_create(&lb, ab, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb)) &&
-         LT_CHECK(lt.layout_create(&ld, CUDA_R_32F, m, n, ldd));
+         LT_CHECK(lt.layout_create(&ld, dt, m, n, ldd));
     if (ok) {
         // the heuristic's choice, cached per problem
         Entry e;
@@ -248,7 +266,7 @@ int lt_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, con
         }
         if (ok && have) {
             if (!e.found) {
-                if (bias) result = 0;
+                if (bias || dt != CUDA_R_32F) result = 0;
                 else {
                     char m_[200];
                     snprintf(m_, sizeof m_, "no cuBLASLt algorithm for m=%d n=%d k=%d (op %d/%d, ld %d/%d/%d)", m, n,
@@ -276,21 +294,31 @@ int lt_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, con
 
 constexpr int THREADS = 256;
 
-// out[M, N] (+)= bias[n] (add = 1) or = bias[n] / 0 (add = 0: the K = 0 case)
-__global__ void bias_kernel(float *out, const float *bias, size_t total, int N, int add) {
+// out[M, N] = src[M, N] + bias[n], or = bias[n] where src is NULL (the K = 0
+// case), 0 for a NULL bias; stored as OutT (a bf16 out rounded once). In place
+// (out == src) for an f32 out.
+template <typename OutT>
+__global__ void bias_kernel(OutT *out, const float *src, const float *bias, size_t total, int N) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         float b = bias ? bias[i % (size_t)N] : 0.0f;
-        out[i] = add ? out[i] + b : b;
+        store_as(out + i, src ? src[i] + b : b);
     }
 }
 
-__global__ void colsum_partial_kernel(double *partial, const float *x, int M, int N, int chunk) {
+template <typename OutT> void bias_apply(OutT *out, const float *src, const float *bias, size_t total, int N) {
+    bias_kernel<OutT><<<blocks_for(total, THREADS), THREADS, 0, stream()>>>(out, src, bias, total, N);
+    LAUNCH_CHECK();
+}
+
+// T: float, or uint16_t for a bf16 dout (precision = 'bf16'), widened exactly
+template <typename T>
+__global__ void colsum_partial_kernel(double *partial, const T *x, int M, int N, int chunk) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     int r = blockIdx.y;
     if (c >= N) return;
     int m0 = r * chunk, m1 = min(M, m0 + chunk);
     double s = 0.0;
-    for (int m = m0; m < m1; m++) s += (double)x[(size_t)m * N + c];
+    for (int m = m0; m < m1; m++) s += (double)load_as(x + (size_t)m * N + c);
     partial[(size_t)r * N + c] = s;
 }
 
@@ -302,8 +330,8 @@ __global__ void colsum_final_kernel(float *acc, const double *partial, int R, in
     acc[c] += (float)s;
 }
 
-// acc[N] += column sums of x[M, N]
-void colsum_accumulate(float *acc, const float *x, int M, int N) {
+// acc[N] += column sums of x[M, N] (f32 or bf16): fixed chunks, deterministic
+template <typename T> void colsum_accumulate(float *acc, const T *x, int M, int N) {
     if (M <= 0 || N <= 0) return;
     int R = (M + 31) / 32;
     if (R > 512) R = 512;
@@ -313,33 +341,40 @@ void colsum_accumulate(float *acc, const float *x, int M, int N) {
     if (!tmp.ptr) return;
     cudaStream_t s = stream();
     dim3 grid((unsigned)((N + 255) / 256), (unsigned)R);
-    colsum_partial_kernel<<<grid, 256, 0, s>>>(tmp.as<double>(), x, M, N, chunk);
+    colsum_partial_kernel<T><<<grid, 256, 0, s>>>(tmp.as<double>(), x, M, N, chunk);
     if (LAUNCH_CHECK()) return;
     colsum_final_kernel<<<(N + 255) / 256, 256, 0, s>>>(acc, tmp.as<double>(), R, N);
     LAUNCH_CHECK();
 }
 
-}  // namespace
-
-extern "C" void lunar_cuda_linear_forward(float *out, const float *inp, const float *weight, const float *bias, int M,
-                                          int K, int N) {
-    if (M <= 0 || N <= 0) return;
-    size_t total = (size_t)M * (size_t)N;
-    if (K <= 0) {   // an empty sum: out = bias (or 0)
-        bias_kernel<<<blocks_for(total, THREADS), THREADS, 0, stream()>>>(out, bias, total, N, 0);
-        LAUNCH_CHECK();
-        return;
-    }
-    int r = lt_gemm(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, weight, K, inp, K, 0.0f, out, N, bias);
+// out^T [N, M] (f32) = op(A) . op(B) + bias: the fused bias epilogue, or where
+// cuBLASLt has no algorithm for it the plain GEMM and bias_kernel. ab: the type
+// of A (the weight) and B (the activation).
+void forward_f32_out(float *out, const void *W, const void *x, const float *bias, int M, int K, int N,
+                     cudaDataType_t ab) {
+    int r = lt_gemm(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, W, K, x, K, 0.0f, out, N, bias, ab);
     if (r == 0) {   // no fused-bias algorithm: plain GEMM, then the bias
-        r = lt_gemm(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, weight, K, inp, K, 0.0f, out, N, nullptr);
-        if (r == 1) {
-            bias_kernel<<<blocks_for(total, THREADS), THREADS, 0, stream()>>>(out, bias, total, N, 1);
-            LAUNCH_CHECK();
-        }
+        r = lt_gemm(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, W, K, x, K, 0.0f, out, N, nullptr, ab);
+        if (r == 1) bias_apply(out, out, bias, (size_t)M * (size_t)N, N);
     }
 }
 
+}  // namespace
+
+// Linear forward in f32 (TF32 with lunar_cuda_set_tf32): out[M,N] = inp[M,K] @
+// weight[N,K]^T + bias[N] (kernels.h); cuBLASLt with the fused bias epilogue.
+extern "C" void lunar_cuda_linear_forward(float *out, const float *inp, const float *weight, const float *bias, int M,
+                                          int K, int N) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {   // an empty sum: out = bias (or 0)
+        bias_apply(out, (const float *)nullptr, bias, (size_t)M * (size_t)N, N);
+        return;
+    }
+    forward_f32_out(out, weight, inp, bias, M, K, N, CUDA_R_32F);
+}
+
+// Linear backward in f32 (kernels.h): dinp overwritten (may be NULL), dweight
+// and dbias (may be NULL) accumulated; dbias by the deterministic column sum.
 extern "C" void lunar_cuda_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                                            const float *inp, const float *weight, int M, int K, int N) {
     if (M <= 0) return;   // nothing flows back; the parameter sums are empty
@@ -369,44 +404,66 @@ const uint16_t *as_bf16(const void *x, int is_bf16, size_t n, Scratch *&s) {
 
 }  // namespace
 
-extern "C" void lunar_cuda_linear_forward_bf16(float *out, const void *inp, int inp_bf16, const uint16_t *weight,
-                                               const float *bias, int M, int K, int N) {
+// Linear forward with a bf16 weight (kernels.h, precision = 'bf16'): inp f32
+// (rounded to bf16 into scratch) or bf16; A and B CUDA_R_16BF, f32
+// accumulation; out f32 (out_bf16 = 0) or bf16 (out_bf16 = 1: the f32 sum
+// plus bias rounded once, as the file header says how).
+extern "C" void lunar_cuda_linear_forward_bf16(void *out, int out_bf16, const void *inp, int inp_bf16,
+                                               const uint16_t *weight, const float *bias, int M, int K, int N) {
     if (M <= 0 || N <= 0) return;
     size_t total = (size_t)M * (size_t)N;
-    if (K <= 0) {
-        bias_kernel<<<blocks_for(total, THREADS), THREADS, 0, stream()>>>(out, bias, total, N, 0);
-        LAUNCH_CHECK();
+    if (K <= 0) {   // an empty sum: out = bias (or 0), rounded when bf16
+        if (out_bf16) bias_apply((uint16_t *)out, (const float *)nullptr, bias, total, N);
+        else bias_apply((float *)out, (const float *)nullptr, bias, total, N);
         return;
     }
     Scratch *si = nullptr;
     const uint16_t *x = as_bf16(inp, inp_bf16, (size_t)M * (size_t)K, si);
-    if (x) {
-        int r = lt_gemm(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, weight, K, x, K, 0.0f, out, N, bias, CUDA_R_16BF);
-        if (r == 0) {
-            r = lt_gemm(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, weight, K, x, K, 0.0f, out, N, nullptr, CUDA_R_16BF);
-            if (r == 1) {
-                bias_kernel<<<blocks_for(total, THREADS), THREADS, 0, stream()>>>(out, bias, total, N, 1);
-                LAUNCH_CHECK();
+    if (x && !out_bf16) {
+        forward_f32_out((float *)out, weight, x, bias, M, K, N, CUDA_R_16BF);
+    } else if (x) {
+        // no bias: cuBLASLt stores D in bf16 itself (0: no algorithm for it)
+        int r = bias ? 0
+                     : lt_gemm(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, weight, K, x, K, 0.0f, out, N, nullptr, CUDA_R_16BF,
+                               CUDA_R_16BF);
+        if (r == 0) {   // the f32 sum (plus the f32 bias) in scratch, rounded once into out
+            Scratch tmp(total * sizeof(float));
+            if (tmp.ptr) {
+                r = lt_gemm(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, weight, K, x, K, 0.0f, tmp.ptr, N, bias, CUDA_R_16BF);
+                if (r == 1) {
+                    lunar_cuda_cast_bf16((uint16_t *)out, tmp.as<float>(), total);
+                } else if (r == 0) {   // no fused-bias algorithm: bias added and rounded in one pass
+                    r = lt_gemm(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, weight, K, x, K, 0.0f, tmp.ptr, N, nullptr,
+                                CUDA_R_16BF);
+                    if (r == 1) bias_apply((uint16_t *)out, tmp.as<float>(), bias, total, N);
+                }
             }
         }
     }
     delete si;
 }
 
-extern "C" void lunar_cuda_linear_backward_bf16(float *dinp, float *dweight, float *dbias, const float *dout,
-                                                const void *inp, int inp_bf16, const uint16_t *weight, int M, int K,
-                                                int N) {
+// Linear backward with a bf16 weight (kernels.h, precision = 'bf16'): dout
+// and inp f32 (rounded to bf16 into scratch) or bf16 (used as they are) as
+// the GEMMs' CUDA_R_16BF operands; dinp (may be NULL) overwritten, dweight
+// accumulated in f32; dbias (may be NULL) += the column sums of dout as given.
+extern "C" void lunar_cuda_linear_backward_bf16(float *dinp, float *dweight, float *dbias, const void *dout,
+                                                int dout_bf16, const void *inp, int inp_bf16, const uint16_t *weight,
+                                                int M, int K, int N) {
     if (M <= 0) return;
     cudaStream_t s = stream();
     if (dinp && K > 0 && N <= 0) CUDA_RECORD(cudaMemsetAsync(dinp, 0, sizeof(float) * (size_t)M * (size_t)K, s));
     if (N > 0 && K > 0) {
         Scratch *sd = nullptr, *si = nullptr;
-        const uint16_t *dy = as_bf16(dout, 0, (size_t)M * (size_t)N, sd);
+        const uint16_t *dy = as_bf16(dout, dout_bf16, (size_t)M * (size_t)N, sd);
         if (dy && dinp) lt_gemm(CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, weight, K, dy, N, 0.0f, dinp, K, nullptr, CUDA_R_16BF);
         const uint16_t *x = dy ? as_bf16(inp, inp_bf16, (size_t)M * (size_t)K, si) : nullptr;
         if (x) lt_gemm(CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, x, K, dy, N, 1.0f, dweight, K, nullptr, CUDA_R_16BF);
         delete si;
         delete sd;
     }
-    if (dbias && N > 0) colsum_accumulate(dbias, dout, M, N);
+    if (dbias && N > 0) {
+        if (dout_bf16) colsum_accumulate(dbias, (const uint16_t *)dout, M, N);
+        else colsum_accumulate(dbias, (const float *)dout, M, N);
+    }
 }

@@ -570,9 +570,10 @@ static double NAME(bf16_operand)(const void *x, int is_bf16, size_t i) {
     return lunar_ref_from_bf16(lunar_ref_to_bf16((double)((const real *)x)[i]));
 }
 
-/* out[M,N] = bf16(inp) @ weight^T + bias, summed in double. */
-void NAME(linear_forward_bf16)(real *out, const void *inp, int inp_bf16, const uint16_t *weight,
-                               const real *bias, int M, int K, int N) {
+/* out[M,N] = bf16(inp) @ weight^T + bias, summed in double; out real, or bf16 (out_bf16)
+ * rounded once from the double sum. */
+void NAME(linear_forward_bf16)(void *out, int out_bf16, const void *inp, int inp_bf16,
+                               const uint16_t *weight, const real *bias, int M, int K, int N) {
     for (int m = 0; m < M; m++) {
         for (int n = 0; n < N; n++) {
             double sum = bias ? (double)bias[n] : 0.0;
@@ -580,22 +581,23 @@ void NAME(linear_forward_bf16)(real *out, const void *inp, int inp_bf16, const u
                 sum += NAME(bf16_operand)(inp, inp_bf16, (size_t)m * K + k) *
                        lunar_ref_from_bf16(weight[(size_t)n * K + k]);
             }
-            out[(size_t)m * N + n] = (real)sum;
+            if (out_bf16) ((uint16_t *)out)[(size_t)m * N + n] = lunar_ref_to_bf16(sum);
+            else ((real *)out)[(size_t)m * N + n] = (real)sum;
         }
     }
 }
 
 /* dinp = bf16(dout) @ weight (when dinp); dweight += bf16(dout)^T @ bf16(inp);
  * dbias += column sums of dout as they are (when dbias). */
-void NAME(linear_backward_bf16)(real *dinp, real *dweight, real *dbias, const real *dout,
-                                const void *inp, int inp_bf16, const uint16_t *weight, int M,
-                                int K, int N) {
+void NAME(linear_backward_bf16)(real *dinp, real *dweight, real *dbias, const void *dout,
+                                int dout_bf16, const void *inp, int inp_bf16,
+                                const uint16_t *weight, int M, int K, int N) {
     if (dinp) {
         for (int m = 0; m < M; m++) {
             for (int k = 0; k < K; k++) {
                 double sum = 0.0;
                 for (int n = 0; n < N; n++) {
-                    sum += NAME(bf16_operand)(dout, 0, (size_t)m * N + n) *
+                    sum += NAME(bf16_operand)(dout, dout_bf16, (size_t)m * N + n) *
                            lunar_ref_from_bf16(weight[(size_t)n * K + k]);
                 }
                 dinp[(size_t)m * K + k] = (real)sum;
@@ -606,7 +608,7 @@ void NAME(linear_backward_bf16)(real *dinp, real *dweight, real *dbias, const re
         for (int k = 0; k < K; k++) {
             double sum = 0.0;
             for (int m = 0; m < M; m++) {
-                sum += NAME(bf16_operand)(dout, 0, (size_t)m * N + n) *
+                sum += NAME(bf16_operand)(dout, dout_bf16, (size_t)m * N + n) *
                        NAME(bf16_operand)(inp, inp_bf16, (size_t)m * K + k);
             }
             dweight[(size_t)n * K + k] += (real)sum;
@@ -615,7 +617,10 @@ void NAME(linear_backward_bf16)(real *dinp, real *dweight, real *dbias, const re
     if (dbias) {
         for (int n = 0; n < N; n++) {
             double sum = 0.0;
-            for (int m = 0; m < M; m++) sum += (double)dout[(size_t)m * N + n];
+            for (int m = 0; m < M; m++) {
+                size_t i = (size_t)m * N + n;
+                sum += dout_bf16 ? lunar_ref_from_bf16(((const uint16_t *)dout)[i]) : (double)((const real *)dout)[i];
+            }
             dbias[n] += (real)sum;
         }
     }
@@ -634,13 +639,58 @@ void NAME(layernorm_forward_bf16)(uint16_t *out, real *mean, real *rstd, const r
     free(row);
 }
 
-/* gelu_forward, then rounded to bf16. */
-void NAME(gelu_forward_bf16)(uint16_t *out, const real *inp, size_t n) {
+/* gelu_forward of inp (real, or bf16 when inp_bf16), then rounded to bf16. */
+void NAME(gelu_forward_bf16)(uint16_t *out, const void *inp, int inp_bf16, size_t n) {
     for (size_t i = 0; i < n; i++) {
-        real y;
-        NAME(gelu_forward)(&y, inp + i, 1);
+        real x = inp_bf16 ? (real)lunar_ref_from_bf16(((const uint16_t *)inp)[i]) : ((const real *)inp)[i], y;
+        NAME(gelu_forward)(&y, &x, 1);
         out[i] = lunar_ref_to_bf16((double)y);
     }
+}
+
+/* gelu_backward of the bf16 input widened to real. */
+void NAME(gelu_backward_bf16)(real *dinp, const real *dout, const uint16_t *inp, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        real x = (real)lunar_ref_from_bf16(inp[i]);
+        NAME(gelu_backward)(dinp + i, dout + i, &x, 1);
+    }
+}
+
+/* n bf16 values widened to a new real array (NULL when out of memory; the
+ * oracle runs in tests on small sizes). */
+static real *NAME(widen_bf16)(const uint16_t *h, size_t n) {
+    real *x = calloc(n ? n : 1, sizeof *x);
+    if (x) for (size_t i = 0; i < n; i++) x[i] = (real)lunar_ref_from_bf16(h[i]);
+    return x;
+}
+
+/* attention_forward of the widened qkv; out rounded to bf16. */
+void NAME(attention_forward_bf16)(uint16_t *out, real *lse, const uint16_t *qkv, int B, int N, int H,
+                                  int D) {
+    size_t nq = (size_t)B * N * 3 * H * D, no = (size_t)B * N * H * D;
+    real *q = NAME(widen_bf16)(qkv, nq), *o = malloc((no ? no : 1) * sizeof *o);
+    if (q && o) {
+        NAME(attention_forward)(o, lse, q, B, N, H, D);
+        for (size_t i = 0; i < no; i++) out[i] = lunar_ref_to_bf16((double)o[i]);
+    }
+    free(q);
+    free(o);
+}
+
+/* attention_backward of the widened operands; dqkv rounded to bf16. */
+void NAME(attention_backward_bf16)(uint16_t *dqkv, const uint16_t *dout, const uint16_t *qkv,
+                                   const uint16_t *out, const real *lse, int B, int N, int H, int D) {
+    size_t nq = (size_t)B * N * 3 * H * D, no = (size_t)B * N * H * D;
+    real *q = NAME(widen_bf16)(qkv, nq), *o = NAME(widen_bf16)(out, no), *d = NAME(widen_bf16)(dout, no);
+    real *dq = malloc((nq ? nq : 1) * sizeof *dq);
+    if (q && o && d && dq) {
+        NAME(attention_backward)(dq, d, q, o, lse, B, N, H, D);
+        for (size_t i = 0; i < nq; i++) dqkv[i] = lunar_ref_to_bf16((double)dq[i]);
+    }
+    free(q);
+    free(o);
+    free(d);
+    free(dq);
 }
 
 /* out = bf16(x). */

@@ -57,9 +57,12 @@ function Attention:extra_repr()
 end
 
 --- x [B, N, C] -> y [B, N, C] (with sequence parallelism both are this
--- rank's token slice [B, N/T, C]).
+-- rank's token slice [B, N/T, C]). Under precision = 'bf16' qkv and the
+-- attention output o (what backward keeps) are bf16, lse and y f32; the
+-- attention runs on bf16 operands (cuDNN's fused attention on CUDA).
 function Attention:forward(x)
-  local qkv, qkv_ctx = self.qkv:forward(x)
+  local lowp = self.precision == 'bf16' and 'bf16' or nil
+  local qkv, qkv_ctx = self.qkv:forward(x, lowp)
   local o, lse = ops.attention(qkv, self.local_heads)
   local y, proj_ctx = self.proj:forward(o)
   self.proj_drop.path = self.path .. '.proj_drop'
@@ -70,6 +73,11 @@ end
 function Attention:backward(ctx, dy)
   dy = self.proj_drop:backward(ctx.drop_ctx, dy)
   local do_ = self.proj:backward(ctx.proj_ctx, dy)
+  if ctx.qkv:dtype() == 'bf16' then   -- precision = 'bf16': the attention's operands are all bf16
+    local do16 = ops.cast_bf16(do_)
+    do_:free()
+    do_ = do16
+  end
   local dqkv = ops.attention_backward(do_, ctx.qkv, ctx.o, ctx.lse, self.local_heads)
   do_:free(); ctx.o:free(); ctx.lse:free(); ctx.qkv:free()
   local dx = self.qkv:backward(ctx.qkv_ctx, dqkv)

@@ -22,16 +22,18 @@ end
 function Linear:extra_repr() return string.format('%d -> %d', self.in_features, self.out_features) end
 
 --- x [..., in] -> y [..., out]; ctx keeps x. Under precision = 'bf16' the GEMM
--- reads the bf16 working weight (x f32 or bf16; y f32, fp32 accumulation).
-function Linear:forward(x)
+-- reads the bf16 working weight (x f32 or bf16; fp32 accumulation) and
+-- out_dtype 'bf16' asks for a bf16 y (the f32 sums rounded once; default f32).
+function Linear:forward(x, out_dtype)
   local shape = x:shape()
   if shape[#shape] ~= self.in_features then
     self:shape_error('input features', shape, {'*', self.in_features})
   end
-  return ops.linear(x, self:gemm_weight('weight'), self.bias), {x = x}
+  return ops.linear(x, self:gemm_weight('weight'), self.bias, out_dtype), {x = x}
 end
 
---- Accumulates dweight, dbias; returns dx (nil when need_dx is false).
+--- Accumulates dweight, dbias; returns dx (nil when need_dx is false). dy f32,
+-- or bf16 under precision = 'bf16'; dx f32.
 function Linear:backward(ctx, dy, need_dx)
   local dx = ops.linear_backward(dy, ctx.x, self:gemm_weight('weight'), self.grad_weight, self.grad_bias,
     need_dx ~= false)

@@ -35,12 +35,13 @@ end
 
 function MLP:extra_repr() return string.format('%d -> %d -> %d', self.dim, self.hidden, self.dim) end
 
---- x [..., dim] -> y [..., dim]. Under precision = 'bf16' the GELU output (fc2's
--- input, kept for its backward) is bf16; fc1's output h, kept for the GELU
--- backward, stays f32.
+--- x [..., dim] -> y [..., dim]. Under precision = 'bf16' fc1's output h (kept
+-- for the GELU backward) and the GELU output a (fc2's input, kept for its
+-- backward) are bf16; y and the gradients f32.
 function MLP:forward(x)
-  local h, c1 = self.fc1:forward(x)
-  local a = ops.gelu(h, self.precision == 'bf16' and 'bf16' or nil)
+  local lowp = self.precision == 'bf16' and 'bf16' or nil
+  local h, c1 = self.fc1:forward(x, lowp)
+  local a = ops.gelu(h, lowp)
   local y, c2 = self.fc2:forward(a)
   self.drop.path = self.path .. '.drop'
   local yd, cd = self.drop:forward(y)

@@ -87,11 +87,15 @@ end
 --   step (optim's fused *_step_bf16) and by Module:sync_working_weights();
 --   every module gets .precision = 'bf16'. What is bf16 then: the GEMM weights
 --   (Linear, the parallel linears, patch_embed.proj) read their working copy;
---   LayerNorm and GELU write bf16 outputs (their only readers are GEMMs);
---   every GEMM sums in f32. What stays f32: the master weights (p.param,
---   state_dict, checkpoints), gradients, optimizer state, the residual stream,
---   attention (softmax and its lse), LayerNorm statistics, biases, the 1-dim
---   and embedding parameters, logits and the loss. Raises an error when the
+--   the activations inside a block, which are all a backward keeps there:
+--   the LayerNorm outputs, qkv, the attention output, fc1's output and the
+--   GELU output, and the attention's operands in backward (dout, dqkv); every
+--   GEMM and the attention sum in f32. What stays f32: the master weights
+--   (p.param, state_dict, checkpoints), gradients of parameters, optimizer
+--   state, the residual stream and its gradient (Megatron's
+--   fp32_residual_connection: the block inputs LayerNorm and the residual adds
+--   read), the softmax statistics (lse), LayerNorm statistics, biases, the
+--   1-dim and embedding parameters, logits and the loss. Raises an error when the
 --   model's device has no native bf16 kernels (lunar.ops.bf16_supported: a
 --   CPU without avx512_bf16).
 function nn.materialize(model, seed, opts)

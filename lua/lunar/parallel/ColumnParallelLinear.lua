@@ -53,14 +53,15 @@ function ColumnParallelLinear:extra_repr()
     self.tp.size, self.sequence_parallel and ', sequence parallel' or '')
 end
 
---- x [..., in] -> y [..., out/T]; ctx keeps the (gathered) input.
-function ColumnParallelLinear:forward(x)
+--- x [..., in] -> y [..., out/T]; ctx keeps the (gathered) input. out_dtype:
+-- as Linear:forward ('bf16' under precision = 'bf16' for a bf16 y).
+function ColumnParallelLinear:forward(x, out_dtype)
   local shape = x:shape()
   if shape[#shape] ~= self.in_features then
     self:shape_error('input features', shape, {'*', self.in_features})
   end
   local xin, mctx = self.input_map:forward(x)
-  return ops.linear(xin, self:gemm_weight('weight'), self.bias), {x = xin, own = xin ~= x, mctx = mctx}
+  return ops.linear(xin, self:gemm_weight('weight'), self.bias, out_dtype), {x = xin, own = xin ~= x, mctx = mctx}
 end
 
 --- Accumulates this rank's dweight, dbias; returns dx [..., in] (all-reduced,
