@@ -242,26 +242,11 @@ end
 
 -- ---- golden ---------------------------------------------------------------------------------
 
-local GOLDEN = 'tests/golden/vit_tiny.safetensors'
-local st, meta = lunar.io.load_safetensors(GOLDEN)
-local num = function(k) return tonumber(meta[k]) end
-
-local function golden_model()
-  local model = nn.ViT{img_size = num('img_size'), patch_size = num('patch_size'), in_chans = num('in_chans'),
-    embed_dim = num('dim'), depth = num('depth'), num_heads = num('heads'), mlp_ratio = num('mlp_ratio'),
-    num_classes = num('num_classes'), eps = num('ln_eps')}
-  nn.materialize(model, 0, {precision = 'bf16'})
-  for _, p in ipairs(model:parameters()) do p.param:copy_(st['param.' .. p.name]:view(p.shape)) end
-  model:sync_working_weights()   -- the masters were written directly
-  return model
-end
-
-local function golden_optimizer(model)
-  return optim.AdamW(model:parameters(), {lr = num('lr'), betas = {num('beta1'), num('beta2')}, eps = num('eps'),
-    weight_decay = num('weight_decay')})
-end
-
-local criterion = nn.CrossEntropy{label_smoothing = num('label_smoothing')}
+local golden = require('golden')
+local st, num = golden.st, golden.num
+local function golden_model() return golden.model({precision = 'bf16'}) end
+local golden_optimizer = golden.optimizer
+local criterion = golden.criterion()
 
 -- bf16 tolerances, as max |lunar - torch| / max |torch| per tensor: logits
 -- and loss carry the rounding of every GEMM operand (2^-9 relative each);

@@ -5,43 +5,17 @@
 -- Tolerance: max |lunar - torch| / max |torch| <= 1e-4 per tensor.
 --   build/lunar tests/lua/test_golden.lua
 local T = require('harness')
-local nn = require('lunar.nn')
-local optim = require('lunar.optim')
-
-local GOLDEN = 'tests/golden/vit_tiny.safetensors'
+local golden = require('golden')
 local RTOL = 1e-4
 
-local st, meta = lunar.io.load_safetensors(GOLDEN)
-if meta.format_version ~= '1' then
-  error('golden file ' .. GOLDEN .. ' has format_version ' .. tostring(meta.format_version) ..
-    ', expected 1. HINT: regenerate it with /usr/bin/python3 tests/golden/gen_golden.py', 0)
-end
-local num = function(k) return tonumber(meta[k]) end
+local st, num = golden.st, golden.num
+local build, new_optimizer = golden.model, golden.optimizer
 
-local function build()
-  local model = nn.ViT{img_size = num('img_size'), patch_size = num('patch_size'), in_chans = num('in_chans'),
-    embed_dim = num('dim'), depth = num('depth'), num_heads = num('heads'), mlp_ratio = num('mlp_ratio'),
-    num_classes = num('num_classes'), eps = num('ln_eps')}
-  nn.materialize(model, 0)
-  for _, p in ipairs(model:parameters()) do
-    local g = st['param.' .. p.name]
-    assert(g, 'golden file has no parameter ' .. p.name)
-    p.param:copy_(g:view(p.shape))
-  end
-  return model
-end
-
-local function new_optimizer(model)
-  return optim.AdamW(model:parameters(), {lr = num('lr'), betas = {num('beta1'), num('beta2')}, eps = num('eps'),
-    weight_decay = num('weight_decay')})
-end
-
-local rel_err = T.rel_err
 
 local function check_close(name, a, b, rtol) return T.check_close(name, a, b, rtol or RTOL) end
 
 local x, y = st.input, st.target
-local criterion = nn.CrossEntropy{label_smoothing = num('label_smoothing')}
+local criterion = golden.criterion()
 
 T.test('every parameter of the golden file exists in Lunar with the same shape', function()
   local model = build()
