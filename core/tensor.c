@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "lunar/cuda.h"
+#include "lunar/half.h"
 #include "lunar/tensor.h"
 
 static const struct { const char *name, *st; size_t size; } dtypes[LUNAR_NUM_DTYPES] = {
@@ -43,65 +44,11 @@ int lunar_dtype_from_name(const char *name) {
 // ----------------------------------------------------------------------------
 // bf16 / f16 conversions
 
-uint16_t lunar_f32_to_bf16(float x) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);                                            /* nearest even */
-    return (uint16_t)(u >> 16);
-}
-
-float lunar_bf16_to_f32(uint16_t x) {
-    uint32_t u = (uint32_t)x << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-uint16_t lunar_f32_to_f16(float x) {
-#if defined(__F16C__) || defined(__FLT16_MAX__)
-    _Float16 h = (_Float16)x;
-    uint16_t u;
-    memcpy(&u, &h, 2);
-    return u;
-#else
-    /* portable round-to-nearest-even conversion */
-    uint32_t f; memcpy(&f, &x, 4);
-    uint32_t sign = (f >> 16) & 0x8000u;
-    int32_t exp = (int32_t)((f >> 23) & 0xff) - 127 + 15;
-    uint32_t mant = f & 0x7fffffu;
-    if (((f >> 23) & 0xff) == 0xff) return (uint16_t)(sign | 0x7c00u | (mant ? 0x200u : 0));
-    if (exp >= 31) return (uint16_t)(sign | 0x7c00u);
-    if (exp <= 0) {
-        if (exp < -10) return (uint16_t)sign;
-        mant |= 0x800000u;
-        uint32_t shift = (uint32_t)(14 - exp);
-        uint32_t h = mant >> shift, rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (h & 1))) h++;
-        return (uint16_t)(sign | h);
-    }
-    uint32_t h = ((uint32_t)exp << 10) | (mant >> 13), rem = mant & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++;
-    return (uint16_t)(sign | h);
-#endif
-}
-
-float lunar_f16_to_f32(uint16_t x) {
-#if defined(__F16C__) || defined(__FLT16_MAX__)
-    _Float16 h;
-    memcpy(&h, &x, 2);
-    return (float)h;
-#else
-    uint32_t sign = (uint32_t)(x & 0x8000u) << 16, exp = (x >> 10) & 0x1f, mant = x & 0x3ffu, f;
-    if (exp == 0) {
-        if (!mant) f = sign;
-        else { exp = 127 - 15 + 1; while (!(mant & 0x400u)) { mant <<= 1; exp--; }
-               f = sign | (exp << 23) | ((mant & 0x3ffu) << 13); }
-    } else if (exp == 31) f = sign | 0x7f800000u | (mant << 13);
-    else f = sign | ((exp - 15 + 127) << 23) | (mant << 13);
-    float r; memcpy(&r, &f, 4); return r;
-#endif
-}
+/* lunar/half.h's integer conversions, the same bits as the CUDA kernels' */
+uint16_t lunar_f32_to_bf16(float x) { return lunar_half_f32_to_bf16(x); }
+float lunar_bf16_to_f32(uint16_t x) { return lunar_half_bf16_to_f32(x); }
+uint16_t lunar_f32_to_f16(float x) { return lunar_half_f32_to_f16(x); }
+float lunar_f16_to_f32(uint16_t x) { return lunar_half_f16_to_f32(x); }
 
 // ----------------------------------------------------------------------------
 // construction

@@ -777,67 +777,14 @@ void precheck(char *why, size_t n, int backward, int B, int N, int H, int D, con
         }
 }
 
-// The entry to run for this call (d->mu held on return when non-NULL), or NULL
 // ---------------------------------------------------------------------------
 // the own kernel on bf16 / f16: f32 copies made on the device
 
-__device__ __forceinline__ uint32_t bits_of(float x) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    return u;
-}
-__device__ __forceinline__ float float_of(uint32_t u) {
-    float x;
-    memcpy(&x, &u, 4);
-    return x;
-}
-
-__device__ __forceinline__ float half_bf16_to_f32(uint16_t h) { return float_of((uint32_t)h << 16); }
-
-__device__ __forceinline__ uint16_t half_f32_to_bf16(float x) {   // nearest even; NaN stays NaN
-    uint32_t u = bits_of(x);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-__device__ __forceinline__ float half_f16_to_f32(uint16_t x) {
-    uint32_t sign = (uint32_t)(x & 0x8000u) << 16, exp = (x >> 10) & 0x1f, mant = x & 0x3ffu, f;
-    if (exp == 0) {
-        if (!mant) {
-            f = sign;
-        } else {   // subnormal: normalize
-            exp = 127 - 15 + 1;
-            while (!(mant & 0x400u)) { mant <<= 1; exp--; }
-            f = sign | (exp << 23) | ((mant & 0x3ffu) << 13);
-        }
-    } else if (exp == 31) {
-        f = sign | 0x7f800000u | (mant << 13);
-    } else {
-        f = sign | ((exp - 15 + 127) << 23) | (mant << 13);
-    }
-    return float_of(f);
-}
-
-__device__ __forceinline__ uint16_t half_f32_to_f16(float x) {   // nearest even
-    uint32_t f = bits_of(x);
-    uint32_t sign = (f >> 16) & 0x8000u;
-    int32_t exp = (int32_t)((f >> 23) & 0xff) - 127 + 15;
-    uint32_t mant = f & 0x7fffffu;
-    if (((f >> 23) & 0xff) == 0xff) return (uint16_t)(sign | 0x7c00u | (mant ? 0x200u : 0));
-    if (exp >= 31) return (uint16_t)(sign | 0x7c00u);
-    if (exp <= 0) {
-        if (exp < -10) return (uint16_t)sign;
-        mant |= 0x800000u;
-        uint32_t shift = (uint32_t)(14 - exp);
-        uint32_t h = mant >> shift, rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (h & 1))) h++;
-        return (uint16_t)(sign | h);
-    }
-    uint32_t h = ((uint32_t)exp << 10) | (mant >> 13), rem = mant & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++;
-    return (uint16_t)(sign | h);
-}
+// the conversions of lunar/half.h (the host's bits), by dtype
+__device__ __forceinline__ float half_bf16_to_f32(uint16_t h) { return lunar_half_bf16_to_f32(h); }
+__device__ __forceinline__ uint16_t half_f32_to_bf16(float x) { return lunar_half_f32_to_bf16(x); }
+__device__ __forceinline__ float half_f16_to_f32(uint16_t x) { return lunar_half_f16_to_f32(x); }
+__device__ __forceinline__ uint16_t half_f32_to_f16(float x) { return lunar_half_f32_to_f16(x); }
 
 constexpr int CVT_THREADS = 256;
 

@@ -24,6 +24,7 @@
 
 #include "lunar/alloc.h"
 #include "lunar/cuda.h"
+#include "lunar/half.h"
 #include "lunar/kernels.h"
 #include "../../cuda/internal.h"
 
@@ -97,21 +98,9 @@ struct Scratch {
 };
 
 // f32 -> bf16 (precision = 'bf16'): round to nearest even, NaN kept quiet, the
-// bits of lunar_f32_to_bf16 (integer arithmetic: the same on every
-// architecture, denormals kept); and back (exact).
-__device__ __forceinline__ uint16_t f32_to_bf16(float x) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-__device__ __forceinline__ float bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float x;
-    memcpy(&x, &u, 4);
-    return x;
-}
+// bits of lunar_f32_to_bf16 (lunar/half.h, shared with the host); and back (exact).
+__device__ __forceinline__ uint16_t f32_to_bf16(float x) { return lunar_half_f32_to_bf16(x); }
+__device__ __forceinline__ float bf16_to_f32(uint16_t h) { return lunar_half_bf16_to_f32(h); }
 // Stores v as the element type of an output: f32, or bf16 rounded.
 __device__ __forceinline__ void store_as(float *p, float v) { *p = v; }
 __device__ __forceinline__ void store_as(uint16_t *p, float v) { *p = f32_to_bf16(v); }
