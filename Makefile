@@ -38,8 +38,15 @@ ifeq ($(CC),cc)
 endif
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Wno-unused-parameter -fPIC \
                -Icore/include
-ifeq ($(shell $(CC) -march=native -x c -E /dev/null >/dev/null 2>&1 && echo ok),ok)
-  CFLAGS_BASE += -march=native
+# MARCH: the -march of the C code, native by default (where the compiler takes
+# it); MARCH=x86-64-v3 builds a binary for another machine (scripts/gpu_bundle.sh)
+MARCH ?= native
+ifeq ($(MARCH),native)
+  ifeq ($(shell $(CC) -march=native -x c -E /dev/null >/dev/null 2>&1 && echo ok),ok)
+    CFLAGS_BASE += -march=native
+  endif
+else
+  CFLAGS_BASE += -march=$(MARCH)
 endif
 ifneq ($(NO_OMP),1)
   ifeq ($(shell echo 'int main(){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo ok),ok)
@@ -103,7 +110,7 @@ LDLIBS = $(PKG_LIBS) -lm -lpthread $(LDFLAGS_OMP) $(CUDA_LDLIBS)
 # Objects depend on the build configuration (CUDA on or off, MPI), so that
 # switching it (make CUDA=0 after make) rebuilds what it changes.
 BUILD_CONFIG := $(BUILD)/.config
-CONFIG_LINE := cuda=$(USE_CUDA) mpi=$(MPICC) omp=$(LDFLAGS_OMP)
+CONFIG_LINE := cuda=$(USE_CUDA) mpi=$(MPICC) omp=$(LDFLAGS_OMP) march=$(MARCH)
 $(shell mkdir -p $(BUILD) && { [ "$$(cat $(BUILD_CONFIG) 2>/dev/null)" = "$(CONFIG_LINE)" ] || echo "$(CONFIG_LINE)" > $(BUILD_CONFIG); })
 
 # --- sources --------------------------------------------------------------------
