@@ -14,15 +14,16 @@
  * 16) and one or two [Br, Np] score tiles for a block of Br query rows (Br = N
  * unless N is large). Nothing of size N x N outlives the call.
  *
- * bf16 (precision = 'bf16'; attention_*_bf16): the same kernels on f32 copies
- * of the bf16 operands made for the call, results rounded once to bf16; what
- * the model keeps between forward and backward (qkv, out) stays bf16.
+ * bf16 (precision = 'bf16'; attention_*_bf16): the same per-pair kernels on
+ * the pair's rows widened to f32 in per-thread scratch, results rounded once
+ * to bf16, so the bf16 result is bit for bit the f32 kernel's on the widened
+ * operands, rounded; nothing of the size of the whole input is copied.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "lunar/alloc.h"   /* the bf16 entries' scratch */
+#include "lunar/tensor.h"   /* lunar_f32_to_bf16 */
 #include "lunar/kernels.h"
 #include "simd.h"
 
@@ -319,27 +320,98 @@ static float *scratch_alloc(size_t floats) {
     return aligned_alloc(64, bytes);
 }
 
+/* ---- bf16 rows (precision = 'bf16') ------------------------------------------------ */
+
+/* dst[n, D] (contiguous) = the bf16 rows src (row stride ss) widened to f32 */
+static void widen_rows(float *dst, const uint16_t *src, ptrdiff_t ss, int n, int D) {
+    for (int i = 0; i < n; i++) {
+        const uint16_t *r = src + i * ss;
+        float *d = dst + (size_t)i * D;
+#ifdef __AVX512F__
+        for (int j = 0; j < D; j += 16) {
+            __mmask16 k = lunar_mask16(D - j);
+            _mm512_mask_storeu_ps(d + j, k, lunar_load_bf16x16(k, r + j));
+        }
+#else
+        for (int j = 0; j < D; j++) d[j] = lunar_bf16_widen(r[j]);
+#endif
+    }
+}
+
+/* the f32 rows src[n, D] (contiguous) rounded into the bf16 rows dst (row stride ds) */
+static void round_rows(uint16_t *dst, ptrdiff_t ds, const float *src, int n, int D) {
+    for (int i = 0; i < n; i++) {
+        const float *r = src + (size_t)i * D;
+        uint16_t *d = dst + i * ds;
+#ifdef __AVX512F__
+        for (int j = 0; j < D; j += 16) {
+            __mmask16 k = lunar_mask16(D - j);
+            _mm256_mask_storeu_epi16(d + j, k, lunar_bf16x16(_mm512_maskz_loadu_ps(k, r + j)));
+        }
+#else
+        for (int j = 0; j < D; j++) d[j] = lunar_f32_to_bf16(r[j]);
+#endif
+    }
+}
+
 /* ---- forward ---------------------------------------------------------------------- */
 
-void lunar_cpu_attention_forward(float *out, float *lse, const float *qkv, int B, int N, int H,
-                                 int D) {
+/* One (image, head) pair: Q, K, V rows [N, D] of row stride qs -> O rows of
+ * stride os, L[N]; Kt [D, Np], S [Br, Np], inv [Br] scratch. */
+static void pair_forward(float *O, ptrdiff_t os, float *L, const float *Q, const float *K, const float *V,
+                         ptrdiff_t qs, int N, int D, int Np, int Br, float scale, float *Kt, float *S, float *inv,
+                         const prefetcher *pf) {
+    transpose(Kt, Np, K, qs, N, D);
+    for (int i0 = 0; i0 < N; i0 += Br) {
+        int nb = N - i0 < Br ? N - i0 : Br;
+        small_gemm(nb, N, D, Q + i0 * qs, qs, 1, Kt, Np, S, Np, scale, NULL, 0);
+        softmax_rows(S, Np, nb, N, L + i0, inv, pf, i0);
+        /* O = (exp(S - max) V) / sum: the division folded into the store */
+        small_gemm(nb, D, N, S, Np, 1, V, qs, O + i0 * os, os, 1.0f, inv, 0);
+    }
+}
+
+/* The forward on f32 qkv (bf16 = 0) or bf16 qkv and out (bf16 = 1: each pair's
+ * q, k, v rows widened into per-thread scratch, its output rounded once). */
+static void attention_forward(void *out_, float *lse, const void *qkv_, int bf16, int B, int N, int H, int D) {
     if (B <= 0 || N <= 0 || H <= 0 || D <= 0) return;
     const int Np = round16(N), Br = block_rows(N, Np);
     const ptrdiff_t qs = (ptrdiff_t)3 * H * D, os = (ptrdiff_t)H * D;
     const float scale = (float)(1.0 / sqrt((double)D));
     const int pairs = B * H;
+    const size_t wide = bf16 ? 4 * (size_t)N * D : 0;   /* widened q, k, v and the f32 output */
     LUNAR_OMP(omp parallel if (pairs > 1 && (size_t)pairs * N * N * D >= 65536))
     {
-        float *Kt = scratch_alloc((size_t)D * Np + (size_t)Br * Np + round16(Br));
+        float *Kt = scratch_alloc((size_t)D * Np + (size_t)Br * Np + round16(Br) + wide);
         float *S = Kt ? Kt + (size_t)D * Np : NULL;
         float *inv = Kt ? S + (size_t)Br * Np : NULL;
+        float *W = Kt ? inv + round16(Br) : NULL;
         LUNAR_OMP(omp for schedule(static))
         for (int bh = 0; bh < pairs; bh++) {
             int b = bh / H, h = bh % H;
-            const float *Q = qkv + (size_t)b * N * qs + (size_t)h * D;
-            const float *K = Q + os, *V = Q + 2 * os;
-            float *O = out + (size_t)b * N * os + (size_t)h * D;
+            size_t qoff = (size_t)b * N * qs + (size_t)h * D, ooff = (size_t)b * N * os + (size_t)h * D;
             float *L = lse + (size_t)bh * N;
+            if (!Kt) { /* out of memory: make it visible */
+                for (int i = 0; i < N; i++) {
+                    for (int d = 0; d < D; d++) {
+                        if (bf16) ((uint16_t *)out_)[ooff + i * os + d] = 0x7fc0;
+                        else ((float *)out_)[ooff + i * os + d] = NAN;
+                    }
+                    L[i] = NAN;
+                }
+                continue;
+            }
+            if (bf16) {
+                const uint16_t *q16 = (const uint16_t *)qkv_ + qoff;
+                float *Wq = W, *Wk = W + (size_t)N * D, *Wv = Wk + (size_t)N * D, *Wo = Wv + (size_t)N * D;
+                widen_rows(Wq, q16, qs, N, D);
+                widen_rows(Wk, q16 + os, qs, N, D);
+                widen_rows(Wv, q16 + 2 * os, qs, N, D);
+                pair_forward(Wo, D, L, Wq, Wk, Wv, D, N, D, Np, Br, scale, Kt, S, inv, NULL);
+                round_rows((uint16_t *)out_ + ooff, os, Wo, N, D);
+                continue;
+            }
+            const float *qkv = qkv_, *Q = qkv + qoff;
             prefetcher pf = {{NULL}, {0}, 3, D}; /* a pair this thread most likely does soon */
             if (bh + PF < pairs) {
                 const float *nq = qkv + (size_t)((bh + PF) / H) * N * qs + (size_t)((bh + PF) % H) * D;
@@ -348,51 +420,104 @@ void lunar_cpu_attention_forward(float *out, float *lse, const float *qkv, int B
                     pf.stride[k] = qs;
                 }
             }
-            if (!Kt) { /* out of memory: make it visible */
-                for (int i = 0; i < N; i++) {
-                    for (int d = 0; d < D; d++) O[i * os + d] = NAN;
-                    L[i] = NAN;
-                }
-                continue;
-            }
-            transpose(Kt, Np, K, qs, N, D);
-            for (int i0 = 0; i0 < N; i0 += Br) {
-                int nb = N - i0 < Br ? N - i0 : Br;
-                small_gemm(nb, N, D, Q + i0 * qs, qs, 1, Kt, Np, S, Np, scale, NULL, 0);
-                softmax_rows(S, Np, nb, N, L + i0, inv, pf.p[0] ? &pf : NULL, i0);
-                /* O = (exp(S - max) V) / sum: the division folded into the store */
-                small_gemm(nb, D, N, S, Np, 1, V, qs, O + i0 * os, os, 1.0f, inv, 0);
-            }
+            pair_forward((float *)out_ + ooff, os, L, Q, Q + os, Q + 2 * os, qs, N, D, Np, Br, scale, Kt, S, inv,
+                         pf.p[0] ? &pf : NULL);
         }
         free(Kt);
     }
 }
 
+void lunar_cpu_attention_forward(float *out, float *lse, const float *qkv, int B, int N, int H, int D) {
+    attention_forward(out, lse, qkv, 0, B, N, H, D);
+}
+
+/* attention_forward on bf16 qkv: per pair, the f32 kernel on the widened q, k,
+ * v rows (per-thread scratch), out rounded once to bf16. */
+void lunar_cpu_attention_forward_bf16(uint16_t *out, float *lse, const uint16_t *qkv, int B, int N, int H, int D) {
+    attention_forward(out, lse, qkv, 1, B, N, H, D);
+}
+
 /* ---- backward --------------------------------------------------------------------- */
 
-void lunar_cpu_attention_backward(float *dqkv, const float *dout, const float *qkv,
-                                  const float *out, const float *lse, int B, int N, int H, int D) {
+/* One pair: dQ, dK, dV (row stride qs, like Q, K, V) from dO, O (row stride
+ * os) and L; Kt, Vt [D, Np], P, dS [Br, Np], Di [Br] scratch. */
+static void pair_backward(float *dQ, float *dK, float *dV, const float *Q, const float *K, const float *V,
+                          ptrdiff_t qs, const float *O, const float *dO, ptrdiff_t os, const float *L, int N, int D,
+                          int Np, int Br, float scale, float *Kt, float *Vt, float *P, float *dS, float *Di,
+                          const prefetcher *pf, const prefetcher *pf2) {
+    transpose(Kt, Np, K, qs, N, D);
+    transpose(Vt, Np, V, qs, N, D);
+    for (int i0 = 0; i0 < N; i0 += Br) {
+        int nb = N - i0 < Br ? N - i0 : Br;
+        /* P = exp(scale Q K^T - lse) and dP = dO V^T for the block's rows */
+        small_gemm(nb, N, D, Q + i0 * qs, qs, 1, Kt, Np, P, Np, scale, NULL, 0);
+        small_gemm(nb, N, D, dO + i0 * os, os, 1, Vt, Np, dS, Np, 1.0f, NULL, 0);
+        rowdots(Di, dO + i0 * os, O + i0 * os, os, nb, D, pf2, i0);
+        dsoftmax_rows(P, dS, Np, nb, N, L + i0, Di, scale, pf, i0);
+        /* dQ = dS K (dS carries the scale), dK (+)= dS^T Q, dV (+)= P^T dO */
+        small_gemm(nb, D, N, dS, Np, 1, K, qs, dQ + i0 * qs, qs, 1.0f, NULL, 0);
+        small_gemm(N, D, nb, dS, 1, Np, Q + i0 * qs, qs, dK, qs, 1.0f, NULL, i0 > 0);
+        small_gemm(N, D, nb, P, 1, Np, dO + i0 * os, os, dV, qs, 1.0f, NULL, i0 > 0);
+    }
+}
+
+/* The backward on f32 operands (bf16 = 0) or bf16 dqkv, dout, qkv, out (bf16 =
+ * 1: each pair's rows widened into per-thread scratch, its gradients rounded
+ * once). */
+static void attention_backward(void *dqkv_, const void *dout_, const void *qkv_, const void *out_, const float *lse,
+                               int bf16, int B, int N, int H, int D) {
     if (B <= 0 || N <= 0 || H <= 0 || D <= 0) return;
     const int Np = round16(N), Br = block_rows(N, Np);
     const ptrdiff_t qs = (ptrdiff_t)3 * H * D, os = (ptrdiff_t)H * D;
     const float scale = (float)(1.0 / sqrt((double)D));
     const int pairs = B * H;
+    const size_t wide = bf16 ? 8 * (size_t)N * D : 0;   /* q, k, v, out, dout widened; dq, dk, dv in f32 */
     LUNAR_OMP(omp parallel if (pairs > 1 && (size_t)pairs * N * N * D >= 65536))
     {
-        float *Kt = scratch_alloc(2 * (size_t)D * Np + 2 * (size_t)Br * Np + round16(Br));
+        float *Kt = scratch_alloc(2 * (size_t)D * Np + 2 * (size_t)Br * Np + round16(Br) + wide);
         float *Vt = Kt ? Kt + (size_t)D * Np : NULL;
         float *P = Kt ? Vt + (size_t)D * Np : NULL;
         float *dS = Kt ? P + (size_t)Br * Np : NULL;
         float *Di = Kt ? dS + (size_t)Br * Np : NULL;
+        float *W = Kt ? Di + round16(Br) : NULL;
         LUNAR_OMP(omp for schedule(static))
         for (int bh = 0; bh < pairs; bh++) {
             int b = bh / H, h = bh % H;
-            size_t qoff = (size_t)b * N * qs + (size_t)h * D;
-            const float *Q = qkv + qoff, *K = Q + os, *V = Q + 2 * os;
-            float *dQ = dqkv + qoff, *dK = dQ + os, *dV = dQ + 2 * os;
-            size_t ooff = (size_t)b * N * os + (size_t)h * D;
-            const float *O = out + ooff, *dO = dout + ooff;
+            size_t qoff = (size_t)b * N * qs + (size_t)h * D, ooff = (size_t)b * N * os + (size_t)h * D;
             const float *L = lse + (size_t)bh * N;
+            if (!Kt) { /* out of memory: make it visible */
+                for (int i = 0; i < N; i++) {
+                    for (int k = 0; k < 3; k++) {
+                        for (int d = 0; d < D; d++) {
+                            size_t at = qoff + k * os + i * qs + d;
+                            if (bf16) ((uint16_t *)dqkv_)[at] = 0x7fc0;
+                            else ((float *)dqkv_)[at] = NAN;
+                        }
+                    }
+                }
+                continue;
+            }
+            if (bf16) {
+                const size_t nd = (size_t)N * D;
+                const uint16_t *q16 = (const uint16_t *)qkv_ + qoff;
+                float *Wq = W, *Wk = W + nd, *Wv = W + 2 * nd, *Wo = W + 3 * nd, *Wdo = W + 4 * nd;
+                float *Wdq = W + 5 * nd, *Wdk = W + 6 * nd, *Wdv = W + 7 * nd;
+                widen_rows(Wq, q16, qs, N, D);
+                widen_rows(Wk, q16 + os, qs, N, D);
+                widen_rows(Wv, q16 + 2 * os, qs, N, D);
+                widen_rows(Wo, (const uint16_t *)out_ + ooff, os, N, D);
+                widen_rows(Wdo, (const uint16_t *)dout_ + ooff, os, N, D);
+                pair_backward(Wdq, Wdk, Wdv, Wq, Wk, Wv, D, Wo, Wdo, D, L, N, D, Np, Br, scale, Kt, Vt, P, dS, Di,
+                              NULL, NULL);
+                uint16_t *d16 = (uint16_t *)dqkv_ + qoff;
+                round_rows(d16, qs, Wdq, N, D);
+                round_rows(d16 + os, qs, Wdk, N, D);
+                round_rows(d16 + 2 * os, qs, Wdv, N, D);
+                continue;
+            }
+            const float *qkv = qkv_, *out = out_, *dout = dout_;
+            const float *Q = qkv + qoff;
+            float *dQ = (float *)dqkv_ + qoff;
             /* a pair this thread most likely does soon: its q, k, v rows (pf) and
              * dout, out rows (pf2) */
             prefetcher pf = {{NULL}, {0}, 3, D}, pf2 = {{NULL}, {0}, 2, D};
@@ -407,80 +532,21 @@ void lunar_cpu_attention_backward(float *dqkv, const float *dout, const float *q
                 pf2.p[1] = out + no;
                 pf2.stride[0] = pf2.stride[1] = os;
             }
-            if (!Kt) { /* out of memory: make it visible */
-                for (int i = 0; i < N; i++) {
-                    for (int d = 0; d < D; d++) dQ[i * qs + d] = dK[i * qs + d] = dV[i * qs + d] = NAN;
-                }
-                continue;
-            }
-            transpose(Kt, Np, K, qs, N, D);
-            transpose(Vt, Np, V, qs, N, D);
-            for (int i0 = 0; i0 < N; i0 += Br) {
-                int nb = N - i0 < Br ? N - i0 : Br;
-                /* P = exp(scale Q K^T - lse) and dP = dO V^T for the block's rows */
-                small_gemm(nb, N, D, Q + i0 * qs, qs, 1, Kt, Np, P, Np, scale, NULL, 0);
-                small_gemm(nb, N, D, dO + i0 * os, os, 1, Vt, Np, dS, Np, 1.0f, NULL, 0);
-                rowdots(Di, dO + i0 * os, O + i0 * os, os, nb, D, pf2.p[0] ? &pf2 : NULL, i0);
-                dsoftmax_rows(P, dS, Np, nb, N, L + i0, Di, scale, pf.p[0] ? &pf : NULL, i0);
-                /* dQ = dS K (dS carries the scale), dK (+)= dS^T Q, dV (+)= P^T dO */
-                small_gemm(nb, D, N, dS, Np, 1, K, qs, dQ + i0 * qs, qs, 1.0f, NULL, 0);
-                small_gemm(N, D, nb, dS, 1, Np, Q + i0 * qs, qs, dK, qs, 1.0f, NULL, i0 > 0);
-                small_gemm(N, D, nb, P, 1, Np, dO + i0 * os, os, dV, qs, 1.0f, NULL, i0 > 0);
-            }
+            pair_backward(dQ, dQ + os, dQ + 2 * os, Q, Q + os, Q + 2 * os, qs, out + ooff, dout + ooff, os, L, N, D,
+                          Np, Br, scale, Kt, Vt, P, dS, Di, pf.p[0] ? &pf : NULL, pf2.p[0] ? &pf2 : NULL);
         }
         free(Kt);
     }
 }
 
-/* ---- bf16 (precision = 'bf16') ------------------------------------------------------ */
-
-/* n bf16 values widened into f32 scratch from the caching allocator (no page
- * faults in steady state; counted in the CPU's peak memory), or NULL. */
-static float *widen_bf16(const uint16_t *h, size_t n) {
-    float *x = lunar_alloc(LUNAR_CPU, n * sizeof(float));
-    if (!x) return NULL;
-    LUNAR_OMP(omp parallel for schedule(static) if (n >= LUNAR_PAR_MIN))
-    for (size_t i = 0; i < n; i++) x[i] = lunar_bf16_widen(h[i]);
-    return x;
+void lunar_cpu_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out,
+                                  const float *lse, int B, int N, int H, int D) {
+    attention_backward(dqkv, dout, qkv, out, lse, 0, B, N, H, D);
 }
 
-static void scratch_free(float *x, size_t n) {
-    if (x) lunar_free(LUNAR_CPU, x, n * sizeof(float));
-}
-
-/* attention_forward on bf16 qkv: the f32 kernel above on the widened qkv (a
- * transient f32 copy, freed before returning: what is kept for backward, qkv
- * and out, stays bf16), out rounded once to bf16. Out of memory: out NaN. */
-void lunar_cpu_attention_forward_bf16(uint16_t *out, float *lse, const uint16_t *qkv, int B, int N, int H, int D) {
-    if (B <= 0 || N <= 0 || H <= 0 || D <= 0) return;
-    size_t nq = (size_t)B * N * 3 * H * D, no = (size_t)B * N * H * D;
-    float *q = widen_bf16(qkv, nq), *o = lunar_alloc(LUNAR_CPU, no * sizeof(float));
-    if (q && o) {
-        lunar_cpu_attention_forward(o, lse, q, B, N, H, D);
-        lunar_cpu_cast_bf16(out, o, no);
-    } else {
-        for (size_t i = 0; i < no; i++) out[i] = 0x7fc0;   /* bf16 NaN: make it visible */
-    }
-    scratch_free(q, nq);
-    scratch_free(o, no);
-}
-
-/* attention_backward on bf16 operands: the f32 kernel on widened copies,
- * dqkv rounded once to bf16. Out of memory: dqkv NaN. */
+/* attention_backward on bf16 operands: per pair, the f32 kernel on widened
+ * rows (per-thread scratch), dqkv rounded once to bf16. */
 void lunar_cpu_attention_backward_bf16(uint16_t *dqkv, const uint16_t *dout, const uint16_t *qkv, const uint16_t *out,
                                        const float *lse, int B, int N, int H, int D) {
-    if (B <= 0 || N <= 0 || H <= 0 || D <= 0) return;
-    size_t nq = (size_t)B * N * 3 * H * D, no = (size_t)B * N * H * D;
-    float *q = widen_bf16(qkv, nq), *o = widen_bf16(out, no), *d = widen_bf16(dout, no);
-    float *dq = lunar_alloc(LUNAR_CPU, nq * sizeof(float));
-    if (q && o && d && dq) {
-        lunar_cpu_attention_backward(dq, d, q, o, lse, B, N, H, D);
-        lunar_cpu_cast_bf16(dqkv, dq, nq);
-    } else {
-        for (size_t i = 0; i < nq; i++) dqkv[i] = 0x7fc0;
-    }
-    scratch_free(q, nq);
-    scratch_free(o, no);
-    scratch_free(d, no);
-    scratch_free(dq, nq);
+    attention_backward(dqkv, dout, qkv, out, lse, 1, B, N, H, D);
 }
