@@ -93,3 +93,6 @@ trainer:fit{
 }
 local mem = lunar.memory()
 log.info('peak memory: %.1f MiB in tensors, %.1f MiB resident', mem.peak_bytes / 2^20, mem.peak_rss_bytes / 2^20)
+if grid.device ~= 'cpu' then   -- device = 'cuda': the model, its state and the activations are there
+  log.info('peak memory on %s: %.1f MiB in tensors', grid.device, lunar.cuda.memory(grid.device).peak_bytes / 2^20)
+end

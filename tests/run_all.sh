@@ -51,7 +51,7 @@ for suite in "${suites[@]}"; do
     fail) for t in tests/fail/test_*.sh; do [ -f "$t" ] && run_one "fail/$(basename "$t")" bash "$t"; done ;;
     mpi)  for t in tests/mpi/test_*.sh; do [ -f "$t" ] && run_one "mpi/$(basename "$t")" bash "$t"; done ;;
     emu)  # the CUDA tests on the CPU emulation of the CUDA backend (tests/cuda_emu)
-          for t in test_cuda lua golden; do run_one "emu/$t" env BUILD="$BUILD" bash tests/cuda_emu/run.sh "$t"; done ;;
+          for t in test_cuda lua golden train; do run_one "emu/$t" env BUILD="$BUILD" bash tests/cuda_emu/run.sh "$t"; done ;;
     *) echo "unknown suite $suite"; exit 2 ;;
   esac
 done

@@ -76,9 +76,12 @@ function data.datasets(cfg)
   return train, test
 end
 
---- A loader over ds configured from cfg: BATCH_SIZE, SEED, PREFETCH and the
--- dataset's normalization; opts.train shuffles and drops the last partial
--- batch; opts.rank / opts.num_shards shard by data-parallel rank.
+--- A loader over ds configured from cfg: BATCH_SIZE, SEED, PREFETCH, device
+-- and the dataset's normalization; opts.train shuffles and drops the last
+-- partial batch; opts.rank / opts.num_shards shard by data-parallel rank;
+-- opts.device (default cfg.device, else 'cpu') is where its batches land: on
+-- 'cuda' / 'cuda:N' each batch goes through the loader's page-locked host
+-- buffer to that device.
 function data.loader(ds, cfg, opts)
   opts = opts or {}
   local st = data.stats[cfg.DATASET] or {}
@@ -86,6 +89,7 @@ function data.loader(ds, cfg, opts)
     batch_size = opts.batch_size or cfg.BATCH_SIZE, shuffle = opts.train ~= false,
     seed = cfg.SEED, drop_last = opts.train ~= false, rank = opts.rank or 0,
     num_shards = opts.num_shards or 1, mean = st.mean, std = st.std, prefetch = cfg.PREFETCH,
+    device = opts.device or cfg.device or 'cpu',
   })
 end
 

@@ -352,8 +352,10 @@ end
 
 --- Memory after every training epoch (and test, unless opts.log_eval =
 -- false), from lunar.memory(), on rank 0; trainer.states.memory holds the
--- last reading.
+-- last reading. When the default device is a GPU (config key device), its
+-- memory too (lunar.cuda.memory; trainer.states.device_memory).
 --   epoch 1: memory 12.3 MiB in use, peak 410.2 MiB in tensors, 620.5 MiB resident
+--   epoch 1: cuda:0 memory 812.0 MiB in use, peak 2210.4 MiB in tensors
 hooks.LogMemoryByEpochHook = new_hook('LogMemoryByEpochHook', 10)
 
 function hooks.LogMemoryByEpochHook:__init(opts)
@@ -367,6 +369,13 @@ function hooks.LogMemoryByEpochHook:report(trainer, what)
   trainer.states.memory = m
   self.logger.info('epoch %d%s: memory %.1f MiB in use, peak %.1f MiB in tensors, %.1f MiB resident',
     trainer.cur_epoch + 1, what, m.bytes_in_use / 2^20, m.peak_bytes / 2^20, m.peak_rss_bytes / 2^20)
+  local dev = lunar.default_device()
+  if dev ~= 'cpu' then
+    local d = lunar.cuda.memory(dev)
+    trainer.states.device_memory = d
+    self.logger.info('epoch %d%s: %s memory %.1f MiB in use, peak %.1f MiB in tensors', trainer.cur_epoch + 1, what,
+      dev, d.bytes_in_use / 2^20, d.peak_bytes / 2^20)
+  end
 end
 
 function hooks.LogMemoryByEpochHook:after_train_epoch(trainer) self:report(trainer, '') end

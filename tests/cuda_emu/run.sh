@@ -6,13 +6,13 @@
 # indexing, barriers, shuffles, launch configurations and numerics this way
 # (under AddressSanitizer); a GPU run (build/tests/test_cuda) is still the
 # real test.
-#   bash tests/cuda_emu/run.sh [test_cuda|lua|golden ...]   (make test-cuda-emu)
+#   bash tests/cuda_emu/run.sh [test_cuda|lua|golden|train ...]   (make test-cuda-emu)
 set -u
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 EMU=$BUILD/emu
 what=("$@")
-[ ${#what[@]} -eq 0 ] && what=(test_cuda lua golden)
+[ ${#what[@]} -eq 0 ] && what=(test_cuda lua golden train)
 make -s -f tests/cuda_emu/emu.mk BUILD="$BUILD" -j"${JOBS:-2}" >&2 || { echo "0 passed, 1 failed (emulation build)"; exit 1; }
 export LD_LIBRARY_PATH="$PWD/$EMU/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"   # the fake libcublasLt.so.13
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:verify_asan_link_order=0}
@@ -23,6 +23,7 @@ for w in "${what[@]}"; do
     test_cuda) "$EMU/test_cuda" ;;
     lua)       "$EMU/lunar" tests/lua/test_cuda.lua ;;
     golden)    "$EMU/lunar" tests/lua/test_golden_cuda.lua ;;
+    train)     EMU="$EMU" bash tests/cuda_emu/train_check.sh ;;
     *) echo "unknown: $w"; exit 2 ;;
   esac
 done

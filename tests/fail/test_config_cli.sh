@@ -189,4 +189,23 @@ else
   skp "trainer on 2 ranks" "no MPI build"
 fi
 
+# device = 'cuda' where there is none: the training scripts stop before building anything, naming
+# the key and the reason, once (also on 2 ranks), without a traceback
+run "$LUNAR" -e 'print(lunar.cuda.is_available())'
+if has "$out" "false"; then
+  for script in train_with_engine train_with_trainer; do
+    run "$LUNAR" examples/$script.lua $SMALL device=cuda METRICS_FILE=
+    check "$script, device = 'cuda' without a GPU: exit 1, names the key and why" \
+      eval '[ "$rc" -eq 1 ] && has "$err" "config key '"'"'device'"'"' is '"'"'cuda'"'"', but no CUDA device is available (" &&
+            ! has "$err" "stack traceback"'
+  done
+  if [ "$MPI_BUILD" = 1 ] && command -v mpirun >/dev/null; then
+    run mpirun -np 2 "$LUNAR" examples/train_with_engine.lua $SMALL device=cuda METRICS_FILE=
+    check "device = 'cuda' without a GPU on 2 ranks: exit 1, the error printed once" \
+      eval '[ "$rc" -ne 0 ] && [ "$(grep -c "config key '"'"'device'"'"'" <<<"$err")" -eq 1 ]'
+  fi
+else
+  skp "device = 'cuda' without a GPU" "this machine has a CUDA device"
+fi
+
 finish

@@ -36,17 +36,19 @@ end
 
 --- Runs fn(...), a computation whose errors are the same on every rank (a
 -- config that does not load or a layout that does not fit: deterministic,
--- before any collective). On success returns its results. On an error with
--- one rank, re-raises it; with more, rank 0 alone prints "lunar: <message>"
--- to stderr, then every rank meets in a barrier (so the message is out
--- before the job is torn down) and exits 1 (the host aborts the job: every
--- rank ends non-zero).
+-- before any collective). On success returns its results. On an error,
+-- rank 0 alone prints "lunar: <message>" to stderr (the message, no Lua
+-- traceback: the user's input is wrong, not the program), then every rank
+-- meets in a barrier (so the message is out before the job is torn down) and
+-- exits 1 (with several ranks the host aborts the job: every rank ends
+-- non-zero). An error that is not a string (a bug, not a message) is
+-- re-raised with its traceback on one rank.
 function parallel.same_on_every_rank(fn, ...)
   local res = table.pack(pcall(fn, ...))
   if res[1] then return table.unpack(res, 2, res.n) end
   local msg = res[2]
   local world = lunar.comm.world()
-  if world:size() <= 1 then error(msg, 0) end
+  if world:size() <= 1 and type(msg) ~= 'string' then error(msg, 0) end
   if world:rank() == 0 then
     io.stderr:write('lunar: ', tostring(msg), '\n')
   end
@@ -58,7 +60,12 @@ end
 --- The process grid of `cfg` over `comm` (default the world), validated
 -- before any collective (an error is printed once and every rank exits 1,
 -- see same_on_every_rank); rank 0 prints the grid table when there is more
--- than one rank (opts.quiet: never).
+-- than one rank (opts.quiet: never). Also makes cfg.device the default
+-- device (lunar.set_default_device; 'cuda' is this rank's local GPU,
+-- lunar.local_rank modulo the device count, as torch.cuda.set_device(
+-- local_rank) in Colossal-AI's launch), so the model, its gradients, the
+-- optimizer state and the activations are created there; grid.device names
+-- it ('cpu' or 'cuda:N'). config.check_machine checks the device first.
 -- @param cfg a config (lunar.config.load)
 -- @param comm optional communicator
 -- @param opts optional {quiet=bool}
@@ -70,6 +77,9 @@ function parallel.initialize(cfg, comm, opts)
     if msg then error(msg, 0) end
   end)
   local g = grid.new(cfg, comm)
+  -- cfg.device: where this rank's tensors live from now on ('cuda': its local GPU)
+  lunar.set_default_device(cfg.device or 'cpu')
+  g.device = lunar.default_device()
   if g.world_size > 1 and g.rank == 0 and not (opts and opts.quiet) then
     io.stdout:write(g:describe(), '\n')
     io.stdout:flush()
