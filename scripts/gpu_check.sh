@@ -8,7 +8,10 @@
 #      prints which path each attention call took)
 #   2. tests/lua/test_cuda.lua and tests/lua/test_golden_cuda.lua (the golden
 #      ViT on the GPU in fp32 and bf16 against PyTorch's file)
-#   3. bench/gpu_throughput (ViT-B/16 and ViT-L/16, fp32/TF32 and bf16, beside
+#   3. tests/cuda_emu/train_check.sh with the real device: both example
+#      training scripts on device=cuda against the same binary on the CPU
+#      (losses within 1e-4), checkpoints saved on the GPU resumed bitwise
+#   4. bench/gpu_throughput (ViT-B/16 and ViT-L/16, fp32/TF32 and bf16, beside
 #      PyTorch when it has CUDA), STEPS steps (default 10)
 # Where Lunar's libraries are not installed (a lent machine reaches no package
 # registry), scripts/gpu_bundle.sh, run beforehand on a machine that has them,
@@ -90,6 +93,7 @@ stage "test_cuda" 300 "$BUILD/tests/test_cuda"
 stage "test_cuda.lua" 120 "$LUNAR" tests/lua/test_cuda.lua
 stage "test_golden_cuda.lua" 120 "$LUNAR" tests/lua/test_golden_cuda.lua
 unset LUNAR_ATTENTION_LOG
+stage "train on cuda" 240 env EMU="$BUILD" CPU_LUNAR="$LUNAR" BUILD="$BUILD" bash tests/cuda_emu/train_check.sh
 stage "gpu_throughput" 300 env LUNAR="$LUNAR" bash bench/gpu_throughput "$STEPS"
 say "---- summary"
 cat "$SUM" | tee -a "$LOG"

@@ -16,8 +16,9 @@
 #     device's checkpoint on the CPU matches within 1e-4;
 #   - device = 'cuda:3' on the emulation's one device: the config error names
 #     the key and the device count, before anything is built.
-# Run by tests/cuda_emu/run.sh train (the emu suite of make test). Ends with
-# "N passed, N failed[, N skipped]".
+# Run by tests/cuda_emu/run.sh train (the emu suite of make test), and on a
+# real GPU by scripts/gpu_check.sh (EMU=<build dir with a CUDA lunar>,
+# CPU_LUNAR=the same binary). Ends with "N passed, N failed[, N skipped]".
 set -u
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
