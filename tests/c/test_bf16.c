@@ -1,7 +1,7 @@
 /*
  * tests/c/test_bf16.c: the bf16 kernels of precision = 'bf16' (kernels.h
- * linear_*_bf16, layernorm_forward_bf16, gelu_forward_bf16, cast_bf16,
- * adamw_step_bf16, sgd_step_bf16) on the CPU (core/ops/cpu) against the
+ * linear_*_bf16, layernorm_forward_bf16, gelu_*_bf16, attention_*_bf16,
+ * cast_bf16, adamw_step_bf16, sgd_step_bf16) on the CPU (core/ops/cpu) against the
  * reference (core/ops/ref, double sums of exact bf16 products):
  *   - the bf16 GEMMs against the bf16 oracle at an f32-summation tolerance (the
  *     operands are rounded the same way, so only the order of the f32 sums
@@ -9,10 +9,14 @@
  *     bf16 tolerance (what precision = 'bf16' costs), on sizes that take every
  *     block and tail path of the packing (K odd and past KC = 256, M past
  *     MC = 128, N past NC = 1024, K past a group of packed B), with f32 and
- *     bf16 activations;
+ *     bf16 activations and gradients (dout); a bf16 output is bit for bit
+ *     the f32 one rounded, and within one bf16 rounding of the oracle's;
  *   - overwrite (dinp) and accumulate (dweight, dbias) semantics;
  *   - the bf16 outputs of LayerNorm and GELU, the cast and the optimizer steps
  *     with a working copy are bit for bit the f32 kernel then lunar_f32_to_bf16;
+ *     GELU forward and backward from a bf16 input, and attention forward and
+ *     backward on bf16 operands, bit for bit the f32 kernels on the widened
+ *     values (then rounded), and within one bf16 rounding of the f64 oracle;
  *   - the GEMMs give the same bits on 1 and 2 threads.
  * On a CPU without avx512_bf16 (lunar_cpu_bf16_native() == 0) the kernels run
  * their portable path and the same checks apply.
