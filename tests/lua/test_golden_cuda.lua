@@ -21,7 +21,7 @@ if DEVICE == '' then DEVICE = 'cuda' end
 local available, reason = lunar.cuda.is_available()
 local runs = DEVICE == 'cpu' or available
 
-local st, num = golden.st, golden.num
+local st = golden.st
 
 local x, y
 if runs then
@@ -47,71 +47,7 @@ T.test('the model lives on the device', function()
   end
 end)
 
-T.test('forward: logits and loss match PyTorch', function()
-  need_device()
-  local model = build()
-  local logits = model:forward(x)
-  T.eq(logits:device(), x:device())
-  check_close('logits', logits, st.logits)
-  local loss = criterion:forward(logits, y)
-  T.near(loss, st.loss:item(), RTOL, 0, 'loss')
-end)
-
-T.test('backward: every parameter gradient matches by name', function()
-  need_device()
-  local model = build()
-  model:zero_grad()
-  local logits, ctx = model:forward(x)
-  local _, cctx = criterion:forward(logits, y)
-  model:backward(ctx, criterion:backward(cctx, 1))
-  local n = 0
-  for _, p in ipairs(model:parameters()) do
-    check_close('grad.' .. p.name, p.grad, st['grad.' .. p.name]:view(p.shape))
-    n = n + 1
-  end
-  T.eq(n, 32, 'number of gradients compared')
-end)
-
-T.test('one AdamW step: the weights match by name', function()
-  need_device()
-  local model = build()
-  local opt = new_optimizer(model)
-  model:zero_grad()
-  local logits, ctx = model:forward(x)
-  local _, cctx = criterion:forward(logits, y)
-  model:backward(ctx, criterion:backward(cctx, 1))
-  opt:step()
-  local dim, lr = num('dim'), num('lr')
-  for _, p in ipairs(model:parameters()) do
-    local ref = st['step1.' .. p.name]:view(p.shape)
-    local got = p.param:cpu()
-    if p.name:match('attn%.qkv%.bias$') then
-      -- the key bias: a zero gradient in theory, rounding noise that AdamW
-      -- turns into an update of up to lr in practice (see test_golden.lua)
-      check_close('step1.' .. p.name .. '[q]', got:narrow(1, 1, dim), ref:narrow(1, 1, dim))
-      check_close('step1.' .. p.name .. '[v]', got:narrow(1, 2 * dim + 1, dim), ref:narrow(1, 2 * dim + 1, dim))
-      local d = got:narrow(1, dim + 1, dim) - ref:narrow(1, dim + 1, dim)
-      T.truthy(math.max(d:max(), -d:min()) <= lr * 1.01, 'step1.' .. p.name .. '[k] within lr')
-    else
-      check_close('step1.' .. p.name, got, ref)
-    end
-  end
-end)
-
-T.test('ten AdamW steps: the losses match PyTorch', function()
-  need_device()
-  local model = build()
-  local opt = new_optimizer(model)
-  local ref = st.losses10
-  for i = 1, 10 do
-    model:zero_grad()
-    local logits, ctx = model:forward(x)
-    local loss, cctx = criterion:forward(logits, y)
-    T.near(loss, ref[i], RTOL, 0, 'loss of step ' .. (i - 1))
-    model:backward(ctx, criterion:backward(cctx, 1))
-    opt:step()
-  end
-end)
+golden.fp32_tests(T, {x = x, y = y, rtol = RTOL, where = ' on ' .. DEVICE, before = need_device})
 
 -- precision = 'bf16' on the device (cuBLASLt CUDA_R_16BF GEMMs with fp32
 -- accumulation, bf16 activations inside the blocks, attention on bf16 through
