@@ -172,7 +172,7 @@ $(BUILD)/bench/comm_bench: bench/comm_bench.c $(LIB)
 # the seeds fuzz/gen_corpus.c writes to $(FUZZ_SEEDS)/<target>; crashes land in
 # $(BUILD)/fuzz/artifacts/<target>/. `make test` builds the same targets with
 # $(CC) (and ASan/UBSan when it has them) around fuzz/replay_main.c and replays
-# the generated seeds and fuzz/regressions/ (tests/fail/test_fuzz_corpus.sh).
+# the generated seeds and regressions (tests/fail/test_fuzz_corpus.sh).
 FUZZ_TARGETS := safetensors idx cifar
 FUZZ_CORE_SRC := core/status.c core/alloc.c core/rng.c core/tensor.c core/cuda/cuda_none.c \
                  core/io/safetensors.c core/data/idx.c core/data/cifar.c core/data/dataset.c \

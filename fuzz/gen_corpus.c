@@ -4,7 +4,9 @@
  * The safetensors seeds come from Lunar's own writer
  * (lunar_safetensors_serialize); the IDX and CIFAR-10 seeds are built here in
  * the targets' input layout (a control header, then the file bytes; see
- * fuzz_idx.c and fuzz_cifar.c).
+ * fuzz_idx.c and fuzz_cifar.c). The regressions (inputs that once broke a
+ * reader, kept after the fix) are written here too, byte for byte, as
+ * regression_<what>.<ext>, so no binary input is committed.
  *
  *   make fuzz-corpus     (builds this with the replay objects and runs it)
  */
@@ -110,6 +112,25 @@ static void gen_safetensors(void) {
                                       entry("caf\xc3\xa9 \xe2\x82\xac", LUNAR_I32, 0, NULL, i32)};
     const char *ek[1] = {"\xf0\x9f\x98\x80"}, *ev[1] = {"tab\there"};
     st_put("escapes.safetensors", esc, 2, ek, ev, 1);
+}
+
+/* A safetensors file as its bytes: the header length (u64, little endian), then
+ * the JSON header as given (any bytes, valid or not), then no data. */
+static void st_raw(const char *name, const char *json) {
+    size_t n = strlen(json);
+    uint8_t out[1024];
+    if (n + 8 > sizeof out) die("raw safetensors header too long");
+    for (int i = 0; i < 8; i++) out[i] = (uint8_t)((uint64_t)n >> (8 * i));
+    memcpy(out + 8, json, n);
+    put("safetensors", name, out, n + 8);
+}
+
+/* Inputs that once broke a reader (fuzz/README.md, "Found and fixed"). */
+static void gen_regressions(void) {
+    /* an empty tensor whose nonzero sizes overflow int64 when multiplied into
+     * strides (2^40 x 2^40): signed overflow in set_contiguous_strides */
+    st_raw("regression_zero_size_stride_overflow.safetensors",
+           "{\"a\":{\"dtype\":\"F32\",\"shape\":[0,1099511627776,1099511627776],\"data_offsets\":[0,0]}}");
 }
 
 /* ---------------------------------------------------------------- IDX, CIFAR */
@@ -240,6 +261,7 @@ static void gen_cifar(void) {
 int main(int argc, char **argv) {
     if (argc > 1) outdir = argv[1];
     gen_safetensors();
+    gen_regressions();
     gen_idx();
     gen_cifar();
     return 0;

@@ -5,7 +5,7 @@
  * failed invariant aborts (with the sanitizers' report when built with them);
  * otherwise it prints one line per file and exits 0.
  *
- *   build/fuzz-replay/fuzz_idx build/fuzz-seeds/idx/FILE... fuzz/regressions/idx/FILE...
+ *   build/fuzz-replay/fuzz_idx build/fuzz-seeds/idx/FILE...
  */
 #include <stddef.h>
 #include <stdint.h>
