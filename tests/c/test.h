@@ -100,4 +100,64 @@ static inline float *copy_f(const float *x, size_t n) {
 }
 #endif
 
+/* Against the double-precision reference (lunar_ref_*_f64), for the kernel
+ * tests: to_d() (a malloc'ed double copy of floats), zeros_d() (calloc'ed),
+ * and close_arr(): got ~ want elementwise, |g - w| <= rtol |w| + atol_rel *
+ * max|w| (a scale-aware absolute floor, for elements that cancel to near
+ * zero; NaN only matches NaN); prints the worst element and returns 0 when
+ * one is off. set_threads / max_threads: the OpenMP thread count
+ * (1 without OpenMP). */
+#include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static inline double *to_d(const float *x, size_t n) {
+    double *y = malloc((n ? n : 1) * sizeof *y);
+    for (size_t i = 0; i < n; i++) y[i] = (double)x[i];
+    return y;
+}
+
+static inline double *zeros_d(size_t n) { return calloc(n ? n : 1, sizeof(double)); }
+
+static inline int close_arr(const char *what, const float *got, const double *want, size_t n, double rtol,
+                            double atol_rel) {
+    double wmax = 0.0;
+    for (size_t i = 0; i < n; i++) wmax = fmax(wmax, fabs(want[i]));
+    double atol = atol_rel * wmax + 1e-30;
+    size_t worst = 0;
+    double worst_ratio = -1.0;
+    for (size_t i = 0; i < n; i++) {
+        double ratio = fabs((double)got[i] - want[i]) / (atol + rtol * fabs(want[i]));
+        if (isnan(got[i]) != isnan(want[i])) ratio = INFINITY;
+        if (isnan(got[i]) && isnan(want[i])) ratio = 0.0;
+        if (ratio > worst_ratio) {
+            worst_ratio = ratio;
+            worst = i;
+        }
+    }
+    if (worst_ratio > 1.0) {
+        fprintf(stderr, "    %s: element %zu of %zu: got %.9g, want %.9g (max |want| %.3g)\n", what, worst, n,
+                n ? (double)got[worst] : 0.0, n ? want[worst] : 0.0, wmax);
+        return 0;
+    }
+    return 1;
+}
+
+static inline void set_threads(int n) {
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
+static inline int max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
 #endif

@@ -45,51 +45,6 @@ static uint16_t *to_bf16(const float *x, size_t n) {
     return y;
 }
 
-static double *to_d(const float *x, size_t n) {
-    double *y = malloc((n ? n : 1) * sizeof *y);
-    for (size_t i = 0; i < n; i++) y[i] = (double)x[i];
-    return y;
-}
-
-static double *zeros_d(size_t n) { return calloc(n ? n : 1, sizeof(double)); }
-
-/* got ~ want: |g - w| <= rtol |w| + atol_rel * max|w|; prints the worst element. */
-static int close_arr(const char *what, const float *got, const double *want, size_t n, double rtol,
-                     double atol_rel) {
-    double wmax = 0.0;
-    for (size_t i = 0; i < n; i++) wmax = fmax(wmax, fabs(want[i]));
-    double atol = atol_rel * wmax + 1e-30;
-    size_t worst = 0;
-    double worst_ratio = -1.0;
-    for (size_t i = 0; i < n; i++) {
-        double ratio = fabs((double)got[i] - want[i]) / (atol + rtol * fabs(want[i]));
-        if (isnan(got[i]) != isnan(want[i])) ratio = INFINITY;
-        if (ratio > worst_ratio) { worst_ratio = ratio; worst = i; }
-    }
-    if (worst_ratio > 1.0) {
-        fprintf(stderr, "    %s: element %zu of %zu: got %.9g, want %.9g (max |want| %.3g)\n", what, worst, n,
-                (double)got[worst], want[worst], wmax);
-        return 0;
-    }
-    return 1;
-}
-
-static void set_threads(int n) {
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#else
-    (void)n;
-#endif
-}
-
-static int max_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
 /* Tolerances. Against the bf16 oracle only the f32 summation differs: a few
  * f32 ulps of the largest partial sum. Against the unrounded f64 GEMM each
  * operand carries a relative rounding error up to 2^-9, so a sum of K products

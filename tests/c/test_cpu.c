@@ -25,59 +25,9 @@
 
 /* ---- helpers -------------------------------------------------------------------- */
 
-static double *to_d(const float *x, size_t n) {
-    double *y = malloc((n ? n : 1) * sizeof *y);
-    for (size_t i = 0; i < n; i++) y[i] = (double)x[i];
-    return y;
-}
-
-static double *zeros_d(size_t n) { return calloc(n ? n : 1, sizeof(double)); }
 static float *zeros_f(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
 
-/* got ~ want elementwise: |g - w| <= rtol |w| + atol_rel * max|w| (scale-aware
- * absolute floor, for elements that cancel to near zero). Prints the worst. */
-static int close_arr(const char *what, const float *got, const double *want, size_t n,
-                     double rtol, double atol_rel) {
-    double wmax = 0.0;
-    for (size_t i = 0; i < n; i++) wmax = fmax(wmax, fabs(want[i]));
-    double atol = atol_rel * wmax + 1e-30;
-    size_t worst = 0;
-    double worst_ratio = -1.0;
-    for (size_t i = 0; i < n; i++) {
-        double err = fabs((double)got[i] - want[i]);
-        double ratio = err / (atol + rtol * fabs(want[i]));
-        if (isnan(got[i]) != isnan(want[i])) ratio = INFINITY;
-        if (isnan(got[i]) && isnan(want[i])) ratio = 0.0;
-        if (ratio > worst_ratio) {
-            worst_ratio = ratio;
-            worst = i;
-        }
-    }
-    if (worst_ratio > 1.0) {
-        fprintf(stderr, "    %s: element %zu of %zu: got %.9g, want %.9g (max |want| %.3g)\n", what,
-                worst, n, n ? (double)got[worst] : 0.0, n ? want[worst] : 0.0, wmax);
-        return 0;
-    }
-    return 1;
-}
-
 static int same_bits(const void *a, const void *b, size_t bytes) { return memcmp(a, b, bytes) == 0; }
-
-static void set_threads(int n) {
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#else
-    (void)n;
-#endif
-}
-
-static int max_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
 
 /* ---- linear --------------------------------------------------------------------- */
 
