@@ -119,6 +119,8 @@ local function same_shape(a, b)
   for i = 1, #a do if a[i] ~= b[i] then return false end end
   return true
 end
+-- for lunar.timm's messages and checks on the same safetensors headers
+checkpoint.shape_str, checkpoint.same_shape = shape_str, same_shape
 
 local function whole(shape)
   local r = {}

@@ -36,17 +36,7 @@ local checkpoint = require('lunar.checkpoint')
 
 local timm = {}
 
-local function shape_str(s)
-  local t = {}
-  for i, v in ipairs(s) do t[i] = tostring(math.tointeger(v) or v) end
-  return '[' .. table.concat(t, ', ') .. ']'
-end
-
-local function same_shape(a, b)
-  if #a ~= #b then return false end
-  for i = 1, #a do if a[i] ~= b[i] then return false end end
-  return true
-end
+local shape_str, same_shape = checkpoint.shape_str, checkpoint.same_shape
 
 local FLOAT = {F32 = true, F16 = true, BF16 = true, F64 = true}
 
