@@ -72,6 +72,30 @@ __device__ __forceinline__ void load_tile(float *t, const float *base, size_t st
     }
 }
 
+// acc[rr][c] (this warp's RPW rows at head dims lane + 32 c) += sum over the
+// tile's rows j < jn of w_j[rr] tile[j][d], where lane j of the warp holds the
+// weights w[rr] of tile row j (a score, a probability or a dS): the P V of
+// forward and the dS K of dq
+template <int DC>
+__device__ __forceinline__ void add_weighted_rows(float (&acc)[RPW][DC], const float (&w)[RPW], const float *tile,
+                                                  int jn, int D, int lane) {
+    for (int jj = 0; jj < jn; jj++) {
+        float wj[RPW];
+#pragma unroll
+        for (int rr = 0; rr < RPW; rr++) wj[rr] = __shfl_sync(FULL_MASK, w[rr], jj);
+        const float *row = tile + jj * (D + 1);
+#pragma unroll
+        for (int c = 0; c < DC; c++) {
+            int d = lane + 32 * c;
+            if (d < D) {
+                float x = row[d];
+#pragma unroll
+                for (int rr = 0; rr < RPW; rr++) acc[rr][c] += wj[rr] * x;
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // forward
 
@@ -131,21 +155,7 @@ __global__ void __launch_bounds__(THREADS) attn_forward_kernel(float *out, float
             m[rr] = mnew;
         }
         // acc += P V over the tile's keys
-        for (int jj = 0; jj < jn; jj++) {
-            float pj[RPW];
-#pragma unroll
-            for (int rr = 0; rr < RPW; rr++) pj[rr] = __shfl_sync(FULL_MASK, p[rr], jj);
-            const float *vr = v_s + jj * (D + 1);
-#pragma unroll
-            for (int c = 0; c < DC; c++) {
-                int d = lane + 32 * c;
-                if (d < D) {
-                    float vd = vr[d];
-#pragma unroll
-                    for (int rr = 0; rr < RPW; rr++) acc[rr][c] += pj[rr] * vd;
-                }
-            }
-        }
+        add_weighted_rows<DC>(acc, p, v_s, jn, D, lane);
     }
 
 #pragma unroll
@@ -237,21 +247,7 @@ __global__ void __launch_bounds__(THREADS) attn_dq_kernel(float *dqkv, const flo
             float P = valid && live_r[rr] ? expf(dot[rr] * scale - lse_r[rr]) : 0.0f;
             dS[rr] = P * (dp[rr] - di_r[rr]);
         }
-        for (int jj = 0; jj < jn; jj++) {
-            float ds[RPW];
-#pragma unroll
-            for (int rr = 0; rr < RPW; rr++) ds[rr] = __shfl_sync(FULL_MASK, dS[rr], jj);
-            const float *kk = k_s + jj * (D + 1);
-#pragma unroll
-            for (int c = 0; c < DC; c++) {
-                int d = lane + 32 * c;
-                if (d < D) {
-                    float kd = kk[d];
-#pragma unroll
-                    for (int rr = 0; rr < RPW; rr++) dq[rr][c] += ds[rr] * kd;
-                }
-            }
-        }
+        add_weighted_rows<DC>(dq, dS, k_s, jn, D, lane);
     }
 
 #pragma unroll
