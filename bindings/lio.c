@@ -45,6 +45,19 @@
 #include "lunar_bindings.h"
 #include "lunar/io.h"
 
+/* Pushes the safetensors metadata of st as a Lua table {key = value}. */
+static void push_metadata(lua_State *L, const lunar_safetensors *st) {
+    int nm = lunar_safetensors_metadata_count(st);
+    lua_createtable(L, 0, nm);
+    for (int i = 0; i < nm; i++) {
+        const char *k, *v;
+        if (lunar_safetensors_metadata_at(st, i, &k, &v) == 0) {
+            lua_pushstring(L, v);
+            lua_setfield(L, -2, k);
+        }
+    }
+}
+
 static int l_load(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     lunar_safetensors *st = lunar_safetensors_open(path);
@@ -59,15 +72,7 @@ static int l_load(lua_State *L) {
         lunar_push_tensor(L, t);
         lua_setfield(L, -2, e->name);
     }
-    int nm = lunar_safetensors_metadata_count(st);
-    lua_createtable(L, 0, nm);
-    for (int i = 0; i < nm; i++) {
-        const char *k, *v;
-        if (lunar_safetensors_metadata_at(st, i, &k, &v) == 0) {
-            lua_pushstring(L, v);
-            lua_setfield(L, -2, k);
-        }
-    }
+    push_metadata(L, st);
     lunar_safetensors_close(st);
     return 2;
 }
@@ -220,15 +225,7 @@ static int r_info(lua_State *L) {
 
 static int r_metadata(lua_State *L) {
     lunar_safetensors *st = check_reader(L, 1);
-    int nm = lunar_safetensors_metadata_count(st);
-    lua_createtable(L, 0, nm);
-    for (int i = 0; i < nm; i++) {
-        const char *k, *v;
-        if (lunar_safetensors_metadata_at(st, i, &k, &v) == 0) {
-            lua_pushstring(L, v);
-            lua_setfield(L, -2, k);
-        }
-    }
+    push_metadata(L, st);
     return 1;
 }
 
