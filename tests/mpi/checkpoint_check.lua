@@ -28,13 +28,9 @@ local R, W = world:rank(), world:size()
 local DIR = assert((lunar.args.rest or {})[1],
   'usage: checkpoint_check.lua DIR')
 local N, K = 6, 4
-local passed, failed = 0, 0
 
-local function check(name, cond, detail)
-  if cond then passed = passed + 1 return end
-  failed = failed + 1
-  io.stderr:write(string.format('rank %d: FAIL %s%s\n', R, name, detail and (': ' .. tostring(detail)) or ''))
-end
+local checks = require('rank_checks').new('checkpoint_check', world)
+local check = checks.check
 
 local BASE = {
   DATASET = 'synthetic', NUM_SAMPLES = 40, IMG_SIZE = 8, PATCH_SIZE = 4, IN_CHANS = 2, NUM_CLASSES = 4,
@@ -152,7 +148,4 @@ for li, l in ipairs(layouts) do
   world:barrier()
 end
 
-io.stdout:write(string.format('rank %d: checkpoint_check %d passed, %d failed\n', R, passed, failed))
-io.stdout:flush()
-world:barrier()
-if failed > 0 then error(string.format('checkpoint_check: %d failed on rank %d', failed, R), 0) end
+checks.finish()

@@ -13,16 +13,9 @@
 -- failed. Checks never skip a collective, so a failure cannot hang the job.
 local c = lunar.comm.world()
 local R, N = c:rank(), c:size()
-local passed, failed = 0, 0
 
-local function check(name, cond, detail)
-  if cond then
-    passed = passed + 1
-  else
-    failed = failed + 1
-    io.stderr:write(string.format("rank %d: FAIL %s%s\n", R, name, detail and (": " .. tostring(detail)) or ""))
-  end
-end
+local checks = require('rank_checks').new('comm_check', c)
+local check = checks.check
 
 local function close(a, b, tol) return math.abs(a - b) <= (tol or 0) * math.max(1, math.abs(b)) end
 
@@ -249,6 +242,4 @@ expect_error("not a tensor", {"bad argument"}, c.all_reduce, c, 3)
 c:barrier()
 
 -- ---- result --------------------------------------------------------------------------------------
-print(string.format("rank %d: comm_check %d passed, %d failed", R, passed, failed))
-local total = arn(c, failed)
-if total > 0 then error(string.format("comm_check: %d failures over %d ranks", total, N)) end
+checks.finish()

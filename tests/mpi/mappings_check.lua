@@ -17,12 +17,8 @@ local parallel = require('lunar.parallel')
 local world = lunar.comm.world()
 local R, T = world:rank(), world:size()
 local tp = {comm = world, size = T, rank = R, sequence_parallel = false}
-local passed, failed = 0, 0
-local function check(name, cond, detail)
-  if cond then passed = passed + 1 return end
-  failed = failed + 1
-  io.stderr:write(string.format('rank %d: FAIL %s%s\n', R, name, detail and (': ' .. tostring(detail)) or ''))
-end
+local checks = require('rank_checks').new('mappings_check', world)
+local check = checks.check
 
 local B, N, C = 2, 4, 3
 local n = N // T
@@ -182,7 +178,4 @@ do
   check('ColumnParallelLinear groups=3: q, k, v columns of this rank\'s heads', ok)
 end
 
-local total = world:all_reduce_number(failed, 'sum')
-print(string.format('rank %d: mappings_check %d passed, %d failed', R, passed, failed))
-io.stdout:flush()
-if total > 0 then error(string.format('mappings_check: %d checks failed over the ranks', total), 0) end
+checks.finish()

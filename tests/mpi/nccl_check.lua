@@ -5,18 +5,12 @@
 -- "rank R: nccl_check N passed, M failed" and raises an error when any failed.
 local c = lunar.comm.world()
 local R, N = c:rank(), c:size()
-local passed, failed = 0, 0
 local ok_dev, why = lunar.cuda.is_available()
 if not ok_dev then error('nccl_check: no CUDA device (' .. why .. ')', 0) end
 local dev = 'cuda:' .. lunar.cuda.device()
 
-local function check(name, cond, detail)
-  if cond then passed = passed + 1
-  else
-    failed = failed + 1
-    io.stderr:write(string.format("rank %d: FAIL %s%s\n", R, name, detail and (": " .. tostring(detail)) or ""))
-  end
-end
+local checks = require('rank_checks').new('nccl_check', c)
+local check = checks.check
 
 -- the device result equals the CPU result (tolerance for AVG's rounding)
 local function same(name, d, h, tol)
@@ -87,5 +81,4 @@ check('a collective on a device tensor returns', ok, err)
 local mixed_ok, mixed_err = pcall(c.all_gather, c, lunar.zeros({N}):to(dev), lunar.zeros({1}))
 check('mixed devices are refused', not mixed_ok and tostring(mixed_err):find('one CUDA device', 1, true), mixed_err)
 
-print(string.format("rank %d: nccl_check %d passed, %d failed", R, passed, failed))
-if failed > 0 then error(string.format("rank %d: %d NCCL checks failed", R, failed), 0) end
+checks.finish()

@@ -38,8 +38,8 @@
 --   - parallel.load_full_parameters puts the gathered tensors back into a
 --     fresh model of the same layout exactly (gathering it again round-trips).
 -- Every rank prints "rank R: parallel_check N passed, M failed"; rank 0
--- prints one line per configuration with the largest differences. The script
--- raises an error at the end when a check failed (the host aborts the job).
+-- prints one line per configuration with the largest differences. Every rank
+-- raises an error at the end when a check failed on any (the host aborts the job).
 local nn = require('lunar.nn')
 local optim = require('lunar.optim')
 local data = require('lunar.data')
@@ -52,13 +52,9 @@ local R, W = world:rank(), world:size()
 local FILTER = (lunar.args.rest or {})[1]
 local STEPS = 5
 local LR = 1e-3
-local passed, failed = 0, 0
 
-local function check(name, cond, detail)
-  if cond then passed = passed + 1 return end
-  failed = failed + 1
-  io.stderr:write(string.format('rank %d: FAIL %s%s\n', R, name, detail and (': ' .. tostring(detail)) or ''))
-end
+local checks = require('rank_checks').new('parallel_check', world)
+local check = checks.check
 
 local BASE = {
   DATASET = 'synthetic', NUM_SAMPLES = 96, IMG_SIZE = 12, PATCH_SIZE = 4, IN_CHANS = 2, NUM_CLASSES = 5,
@@ -304,8 +300,5 @@ if c1 and c1.result then
   if R == 0 then print(string.format('%-58s repeated: %s', c1.name, same and 'bitwise identical' or 'DIFFERENT')) end
 end
 
-local total_failed = world:all_reduce_number(failed, 'sum')
 if R == 0 then print(string.format('world %d: %d configurations in %.1f s', W, #configs, lunar.clock() - t_all)) end
-print(string.format('rank %d: parallel_check %d passed, %d failed', R, passed, failed))
-io.stdout:flush()
-if total_failed > 0 then error(string.format('parallel_check: %d checks failed over the ranks', total_failed), 0) end
+checks.finish()
