@@ -55,17 +55,21 @@ static int l_clock(lua_State *L) { lua_pushnumber(L, now()); return 1; }
 
 static void setint(lua_State *L, const char *k, lua_Integer v) { lua_pushinteger(L, v); lua_setfield(L, -2, k); }
 
-static int l_memory(lua_State *L) {
+void lunar_push_alloc_stats(lua_State *L, int device, int extra) {
     lunar_alloc_stats s;
-    lunar_alloc_get_stats(LUNAR_CPU, &s);
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    lua_createtable(L, 0, 6);
+    lunar_alloc_get_stats(device, &s);
+    lua_createtable(L, 0, 5 + extra);
     setint(L, "bytes_in_use", (lua_Integer)s.bytes_in_use);
     setint(L, "peak_bytes", (lua_Integer)s.peak_bytes);
     setint(L, "bytes_reserved", (lua_Integer)s.bytes_reserved);
     setint(L, "num_allocs", (lua_Integer)s.num_allocs);
     setint(L, "num_sys_allocs", (lua_Integer)s.num_sys_allocs);
+}
+
+static int l_memory(lua_State *L) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    lunar_push_alloc_stats(L, LUNAR_CPU, 1);
     setint(L, "peak_rss_bytes", (lua_Integer)ru.ru_maxrss * 1024);
     return 1;
 }

@@ -115,14 +115,7 @@ static int l_memory(lua_State *L) {
     int d = opt_ordinal(L, 1);
     size_t fr = 0, tot = 0;
     TRY(lunar_cuda_mem_info(d, &fr, &tot));
-    lunar_alloc_stats s;
-    lunar_alloc_get_stats(d, &s);
-    lua_createtable(L, 0, 7);
-    setint(L, "bytes_in_use", (lua_Integer)s.bytes_in_use);
-    setint(L, "peak_bytes", (lua_Integer)s.peak_bytes);
-    setint(L, "bytes_reserved", (lua_Integer)s.bytes_reserved);
-    setint(L, "num_allocs", (lua_Integer)s.num_allocs);
-    setint(L, "num_sys_allocs", (lua_Integer)s.num_sys_allocs);
+    lunar_push_alloc_stats(L, d, 2);
     setint(L, "free_bytes", (lua_Integer)fr);
     setint(L, "total_bytes", (lua_Integer)tot);
     return 1;

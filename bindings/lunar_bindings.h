@@ -31,6 +31,11 @@ int lunar_raise(lua_State *L);
 /* Set by the host: the world rank and size, and the directory of lua/. */
 void lunar_bindings_set_rank(int rank, int size, int local_rank);
 
+/* Pushes the caching allocator's counters of `device` (lunar/alloc.h) as a
+ * table {bytes_in_use, peak_bytes, bytes_reserved, num_allocs,
+ * num_sys_allocs}, with room for `extra` more fields (bindings/lcore.c). */
+void lunar_push_alloc_stats(lua_State *L, int device, int extra);
+
 /* Devices (bindings/lcuda.c). A device argument: 'cpu', 'cuda' (this rank's
  * device: lunar.local_rank modulo the device count) or 'cuda:N'; raises a Lua
  * error naming the argument otherwise. Returns LUNAR_CPU or the ordinal; the
