@@ -194,6 +194,31 @@ function T.rel_err(a, b)
   return dmax / math.max(bmax, 1e-30)
 end
 
+--- Trains `steps` batches with an engine (lunar.engine) over a loader, the
+-- low-level loop of examples/train_with_engine.lua (zero_grad, forward,
+-- criterion, backward, step; a new epoch when the loader runs out, from
+-- epoch 0). Returns the losses, one per batch.
+function T.train_steps(eng, ld, steps)
+  local losses, epoch = {}, 0
+  ld:set_epoch(0)
+  for _ = 1, steps do
+    local x, y = ld:next()
+    if not x then
+      epoch = epoch + 1
+      ld:set_epoch(epoch)
+      x, y = ld:next()
+    end
+    eng:zero_grad()
+    local logits = eng(x)
+    local loss = eng:criterion(logits, y)
+    eng:backward(loss)
+    eng:step()
+    losses[#losses + 1] = loss
+    logits:free(); x:free(); y:free()
+  end
+  return losses
+end
+
 --- Fails the running test when T.rel_err(a, b) exceeds rtol, naming the
 -- tensor and the error; returns the error otherwise.
 -- @tparam string name the tensor's name, for the message

@@ -196,27 +196,7 @@ local function new_engine(precision, opt_kind)
   return eng, model
 end
 
-local function train(eng, steps)
-  local ld = data.loader(TRAIN, CFG, {train = true})
-  local epoch = 0
-  ld:set_epoch(epoch)
-  local losses = {}
-  for _ = 1, steps do
-    local x, y = ld:next()
-    if not x then   -- 8 batches an epoch
-      epoch = epoch + 1
-      ld:set_epoch(epoch)
-      x, y = ld:next()
-    end
-    eng:zero_grad()
-    local loss = eng:criterion(eng(x), y)
-    eng:backward(loss)
-    eng:step()
-    losses[#losses + 1] = loss
-    x:free(); y:free()
-  end
-  return losses
-end
+local function train(eng, steps) return T.train_steps(eng, data.loader(TRAIN, CFG, {train = true}), steps) end
 
 for _, kind in ipairs({'adamw', 'sgd'}) do
   T.test('10 steps (' .. kind .. ', clip_grad_norm): the bf16 losses track fp32 within 2e-2', function()

@@ -30,27 +30,7 @@ local function new_engine(opts)
   return eng, model, opt
 end
 
--- `steps` updates over the training loader (epochs wrap); returns the losses.
-local function train(eng, ld, steps)
-  local losses, epoch = {}, 0
-  ld:set_epoch(0)
-  for _ = 1, steps do
-    local x, y = ld:next()
-    if not x then
-      epoch = epoch + 1
-      ld:set_epoch(epoch)
-      x, y = ld:next()
-    end
-    eng:zero_grad()
-    local logits = eng(x)
-    local loss = eng:criterion(logits, y)
-    eng:backward(loss)
-    eng:step()
-    losses[#losses + 1] = loss
-    x:free(); y:free()
-  end
-  return losses
-end
+local train = T.train_steps
 
 local function mean(t, i, j)
   local s = 0
