@@ -21,25 +21,21 @@
  *                    per dim); errors name the file and the tensor
  *   r:metadata() -> key -> string        r:close() (also __gc, __close)
  *
- * Small file-system helpers for checkpoint directories (POSIX; errors are
- * returned as nil, message naming the path, so callers can word them):
+ * File-system helpers for checkpoint directories (core/io/fs.c, io.h; errors
+ * are returned as nil, message naming the path, so callers can word them; an
+ * empty path, or remove_tree of "/", is raised as an error):
  *   lunar.io.mkdir(path)            like mkdir -p; true, or nil, msg
  *   lunar.io.listdir(path)          {name, ...} sorted (no . and ..), or nil, msg
  *   lunar.io.stat(path)             'file' | 'dir' | 'other', size; or nil, msg
  *   lunar.io.remove_tree(path)      removes a file or a directory tree; true, or nil, msg
  *   lunar.io.rename(from, to)       rename(2); true, or nil, msg
- *   lunar.io.write_file(path, s)    "<path>.tmp.<pid>", fsync, rename, fsync of the
- *                                   directory; true, or nil, msg
+ *   lunar.io.write_file(path, s)    lunar_atomic_write: "<path>.tmp.<pid>", fsync,
+ *                                   rename, fsync of the directory; true, or nil, msg
  *   lunar.io.fsync_dir(path)        fsync of a directory (durable renames); true, or nil, msg
  *   lunar.io.getpid()               the process id
  */
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "lunar_bindings.h"
@@ -287,185 +283,60 @@ static int r_read(lua_State *L) {
     return 1;
 }
 
-/* ---- file-system helpers -------------------------------------------------- */
+/* ---- file-system helpers (core/io/fs.c) ----------------------------------- */
 
-static int fail_errno(lua_State *L, const char *what, const char *path, int err) {
+/* true, or nil and the message of the failed core call; a refused argument
+ * (an empty path, remove_tree('/')) is raised as an error. */
+static int fs_result(lua_State *L, lunar_status s) {
+    if (s == LUNAR_OK) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (s == LUNAR_ERR_ARG) return lunar_raise(L);
     lua_pushnil(L);
-    lua_pushfstring(L, "%s %s: %s", what, path, strerror(err));
+    lua_pushstring(L, lunar_last_error());
     return 2;
 }
 
-static int l_mkdir(lua_State *L) {
-    const char *path = luaL_checkstring(L, 1);
-    size_t n = strlen(path);
-    char *p = malloc(n + 1);
-    if (!p) return luaL_error(L, "mkdir: out of memory");
-    memcpy(p, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (p[i] != '/' && p[i] != 0) continue;
-        char c = p[i];
-        p[i] = 0;
-        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-            int err = errno;
-            free(p);
-            return fail_errno(L, "cannot create directory", path, err);
-        }
-        p[i] = c;
-    }
-    free(p);
-    struct stat sb;
-    if (stat(path, &sb) != 0) return fail_errno(L, "cannot create directory", path, errno);
-    if (!S_ISDIR(sb.st_mode)) return fail_errno(L, "cannot create directory", path, ENOTDIR);
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int l_mkdir(lua_State *L) { return fs_result(L, lunar_mkdirs(luaL_checkstring(L, 1))); }
 
 static int l_listdir(lua_State *L) {
-    const char *path = luaL_checkstring(L, 1);
-    DIR *d = opendir(path);
-    if (!d) return fail_errno(L, "cannot list directory", path, errno);
-    size_t cap = 16, n = 0;
-    char **names = malloc(cap * sizeof *names);
-    struct dirent *de;
-    while (names && (de = readdir(d))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-        if (n == cap) {
-            char **nn = realloc(names, (cap *= 2) * sizeof *names);
-            if (!nn) break;
-            names = nn;
-        }
-        names[n] = strdup(de->d_name);
-        if (names[n]) n++;
-    }
-    closedir(d);
-    if (!names) return luaL_error(L, "listdir: out of memory");
-    qsort(names, n, sizeof *names, cmp_str);
+    char **names;
+    size_t n;
+    lunar_status s = lunar_listdir(luaL_checkstring(L, 1), &names, &n);
+    if (s != LUNAR_OK) return fs_result(L, s);
     lua_createtable(L, (int)n, 0);
     for (size_t i = 0; i < n; i++) {
         lua_pushstring(L, names[i]);
         lua_rawseti(L, -2, (lua_Integer)i + 1);
-        free(names[i]);
     }
-    free(names);
+    lunar_free_names(names, n);
     return 1;
 }
 
 static int l_stat(lua_State *L) {
-    const char *path = luaL_checkstring(L, 1);
-    struct stat sb;
-    if (stat(path, &sb) != 0) return fail_errno(L, "cannot stat", path, errno);
-    lua_pushstring(L, S_ISDIR(sb.st_mode) ? "dir" : S_ISREG(sb.st_mode) ? "file" : "other");
-    lua_pushinteger(L, (lua_Integer)sb.st_size);
+    lunar_path_kind kind;
+    int64_t size;
+    lunar_status s = lunar_path_stat(luaL_checkstring(L, 1), &kind, &size);
+    if (s != LUNAR_OK) return fs_result(L, s);
+    static const char *const kinds[] = {"file", "dir", "other"};
+    lua_pushstring(L, kinds[kind]);
+    lua_pushinteger(L, (lua_Integer)size);
     return 2;
 }
 
-/* 0, or an errno; *where gets the path that failed (malloc'd) */
-static int remove_tree(const char *path, char **where) {
-    struct stat sb;
-    if (lstat(path, &sb) != 0) { *where = strdup(path); return errno; }
-    if (S_ISDIR(sb.st_mode)) {
-        DIR *d = opendir(path);
-        if (!d) { *where = strdup(path); return errno; }
-        struct dirent *de;
-        int err = 0;
-        while (!err && (de = readdir(d))) {
-            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-            size_t k = strlen(path) + strlen(de->d_name) + 2;
-            char *child = malloc(k);
-            if (!child) { err = ENOMEM; *where = strdup(path); break; }
-            snprintf(child, k, "%s/%s", path, de->d_name);
-            err = remove_tree(child, where);
-            free(child);
-        }
-        closedir(d);
-        if (err) return err;
-        if (rmdir(path) != 0) { *where = strdup(path); return errno; }
-        return 0;
-    }
-    if (unlink(path) != 0) { *where = strdup(path); return errno; }
-    return 0;
-}
-
-static int l_remove_tree(lua_State *L) {
-    const char *path = luaL_checkstring(L, 1);
-    if (!*path || !strcmp(path, "/")) return luaL_error(L, "remove_tree: refusing to remove '%s'", path);
-    char *where = NULL;
-    int err = remove_tree(path, &where);
-    if (err) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "cannot remove %s: %s", where ? where : path, strerror(err));
-        free(where);
-        return 2;
-    }
-    lua_pushboolean(L, 1);
-    return 1;
-}
+static int l_remove_tree(lua_State *L) { return fs_result(L, lunar_remove_tree(luaL_checkstring(L, 1))); }
 
 static int l_rename(lua_State *L) {
-    const char *from = luaL_checkstring(L, 1), *to = luaL_checkstring(L, 2);
-    if (rename(from, to) != 0) {
-        int err = errno;
-        lua_pushnil(L);
-        lua_pushfstring(L, "cannot rename %s to %s: %s", from, to, strerror(err));
-        return 2;
-    }
-    lua_pushboolean(L, 1);
-    return 1;
+    return fs_result(L, lunar_rename(luaL_checkstring(L, 1), luaL_checkstring(L, 2)));
 }
 
-static int fsync_dir(const char *dir) {
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0) return errno;
-    int err = fsync(dfd) != 0 ? errno : 0;
-    close(dfd);
-    return err == EINVAL ? 0 : err;   /* some file systems cannot fsync a directory */
-}
-
-static int l_fsync_dir(lua_State *L) {
-    const char *path = luaL_checkstring(L, 1);
-    int err = fsync_dir(path);
-    if (err) return fail_errno(L, "cannot fsync directory", path, err);
-    lua_pushboolean(L, 1);
-    return 1;
-}
+static int l_fsync_dir(lua_State *L) { return fs_result(L, lunar_fsync_dir(luaL_checkstring(L, 1))); }
 
 static int l_write_file(lua_State *L) {
-    const char *path = luaL_checkstring(L, 1);
-    size_t len;
-    const char *text = luaL_checklstring(L, 2, &len);
-    lua_pushfstring(L, "%s.tmp.%d", path, (int)getpid());
-    const char *tmp = lua_tostring(L, -1);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return fail_errno(L, "cannot write", path, errno);
-    const char *what = NULL;
-    size_t done = 0;
-    while (done < len) {
-        ssize_t r = write(fd, text + done, len - done);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) { if (r == 0) errno = EIO; what = "write"; break; }
-        done += (size_t)r;
-    }
-    if (!what && fsync(fd) != 0) what = "fsync";
-    int err = errno;
-    if (close(fd) != 0 && !what) { what = "close"; err = errno; }
-    if (!what && rename(tmp, path) != 0) { what = "rename"; err = errno; }
-    if (what) {
-        unlink(tmp);
-        lua_pushnil(L);
-        lua_pushfstring(L, "cannot write %s: %s failed: %s", path, what, strerror(err));
-        return 2;
-    }
-    const char *slash = strrchr(path, '/');
-    if (slash) {
-        lua_pushlstring(L, path, slash == path ? 1 : (size_t)(slash - path));
-        fsync_dir(lua_tostring(L, -1));
-    } else {
-        fsync_dir(".");
-    }
-    lua_pushboolean(L, 1);
-    return 1;
+    lunar_io_part part;
+    part.data = luaL_checklstring(L, 2, &part.len);
+    return fs_result(L, lunar_atomic_write(luaL_checkstring(L, 1), &part, 1));
 }
 
 static int l_getpid(lua_State *L) { lua_pushinteger(L, (lua_Integer)getpid()); return 1; }

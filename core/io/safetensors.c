@@ -740,22 +740,6 @@ lunar_status lunar_safetensors_serialize(const lunar_safetensors_entry *entries,
     return LUNAR_OK;
 }
 
-static int write_all(int fd, const void *p, size_t n) {
-    const uint8_t *c = p;
-    while (n > 0) {
-        size_t k = n > (1u << 30) ? (1u << 30) : n;
-        ssize_t r = write(fd, c, k);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            if (r == 0) errno = EIO;
-            return -1;
-        }
-        c += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
 lunar_status lunar_safetensors_write(const char *path, const lunar_safetensors_entry *entries, int n,
                                      const char *const *meta_keys, const char *const *meta_values,
                                      int nmeta) {
@@ -767,50 +751,19 @@ lunar_status lunar_safetensors_write(const char *path, const lunar_safetensors_e
         free(hb.s);
         return s;
     }
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 32);
-    if (!tmp) {
+    uint8_t sz[8];
+    le64(sz, hb.n);
+    /* the size, the header, then every tensor's bytes: one atomic write */
+    lunar_io_part *parts = malloc(((size_t)(n > 0 ? n : 0) + 2) * sizeof *parts);
+    if (!parts) {
         free(hb.s);
         return lunar_error(LUNAR_ERR_OOM, "safetensors %s: out of memory", path);
     }
-    snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        s = lunar_error(LUNAR_ERR_IO, "cannot write %s: cannot create %s: %s", path, tmp, strerror(errno));
-        free(hb.s);
-        free(tmp);
-        return s;
-    }
-    uint8_t sz[8];
-    le64(sz, hb.n);
-    const char *what = "write";
-    int bad = write_all(fd, sz, 8) || write_all(fd, hb.s, hb.n);
-    for (int i = 0; i < n && !bad; i++)
-        if (entries[i].nbytes) bad = write_all(fd, entries[i].data, entries[i].nbytes);
-    if (!bad && fsync(fd) != 0) { bad = 1; what = "fsync"; }
-    int err = errno;
-    if (close(fd) != 0 && !bad) { bad = 1; what = "close"; err = errno; }
-    if (!bad && rename(tmp, path) != 0) { bad = 1; what = "rename onto the path"; err = errno; }
-    if (bad) {
-        s = lunar_error(LUNAR_ERR_IO, "cannot write %s: %s of %s failed: %s", path, what, tmp,
-                        strerror(err));
-        unlink(tmp);
-        free(hb.s);
-        free(tmp);
-        return s;
-    }
-    /* make the rename durable: fsync the directory (best effort) */
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
-    if (dir) {
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
-        free(dir);
-    }
+    parts[0] = (lunar_io_part){sz, 8};
+    parts[1] = (lunar_io_part){hb.s, hb.n};
+    for (int i = 0; i < n; i++) parts[i + 2] = (lunar_io_part){entries[i].data, entries[i].nbytes};
+    s = lunar_atomic_write(path, parts, n + 2);
+    free(parts);
     free(hb.s);
-    free(tmp);
-    return LUNAR_OK;
+    return s;
 }

@@ -1,6 +1,6 @@
 /*
  * tests/c/test_safetensors.c: safetensors write/read round trip with
- * metadata, the atomic write, and every corruption refused with a message that
+ * metadata, the atomic write (and the file-system helpers of core/io/fs.c), and every corruption refused with a message that
  * names the file (and the tensor). Files go to a temporary directory.
  */
 #include <dirent.h>
@@ -467,6 +467,49 @@ static void test_write_atomic_replace(void) {
     CHECK(no_tmp_files());
 }
 
+/* core/io/fs.c: the atomic write of several parts, and the directory helpers
+ * (expected values: the bytes written by hand, the names created here). */
+static void test_fs_helpers(void) {
+    char dir[600], deep[700], f[700];
+    snprintf(dir, sizeof dir, "%s/fs", tmpdir);
+    snprintf(deep, sizeof deep, "%s/a/b/c", dir);
+    CHECK(lunar_mkdirs(deep) == LUNAR_OK);
+    CHECK(lunar_mkdirs(deep) == LUNAR_OK);   /* exists: success, as mkdir -p */
+    snprintf(f, sizeof f, "%s/x.txt", dir);
+    lunar_io_part parts[3] = {{"ab", 2}, {NULL, 0}, {"cde", 3}};
+    CHECK(lunar_atomic_write(f, parts, 3) == LUNAR_OK);
+    size_t len = 0;
+    uint8_t *b = read_all(f, &len);
+    int same = b && len == 5 && memcmp(b, "abcde", 5) == 0;
+    free(b);
+    CHECK(same);
+    lunar_path_kind kind;
+    int64_t size = -1;
+    CHECK(lunar_path_stat(f, &kind, &size) == LUNAR_OK && kind == LUNAR_PATH_FILE && size == 5);
+    CHECK(lunar_path_stat(dir, &kind, NULL) == LUNAR_OK && kind == LUNAR_PATH_DIR);
+    /* a file in the way of mkdir: ENOTDIR named with the path */
+    CHECK(lunar_mkdirs(f) == LUNAR_ERR_IO);
+    CHECK_MSG(has(lunar_last_error(), f) && has(lunar_last_error(), "Not a directory"), "message: %s",
+              lunar_last_error());
+    char **names;
+    size_t n;
+    CHECK(lunar_listdir(dir, &names, &n) == LUNAR_OK);
+    int listed = n == 2 && strcmp(names[0], "a") == 0 && strcmp(names[1], "x.txt") == 0;
+    lunar_free_names(names, n);
+    CHECK(listed);   /* sorted, no . and .., no temporary file left */
+    char g[700];
+    snprintf(g, sizeof g, "%s/y.txt", dir);
+    CHECK(lunar_rename(f, g) == LUNAR_OK);
+    CHECK(lunar_path_stat(f, NULL, NULL) == LUNAR_ERR_IO && has(lunar_last_error(), f));
+    CHECK(lunar_fsync_dir(dir) == LUNAR_OK);
+    CHECK(lunar_remove_tree("/") == LUNAR_ERR_ARG);
+    CHECK(lunar_remove_tree(dir) == LUNAR_OK);
+    CHECK(lunar_listdir(dir, &names, &n) == LUNAR_ERR_IO && names == NULL && n == 0);
+    CHECK_MSG(has(lunar_last_error(), dir) && has(lunar_last_error(), "No such file"), "message: %s",
+              lunar_last_error());
+    CHECK(no_tmp_files());
+}
+
 static void test_dtype_names(void) {
     CHECK(strcmp(lunar_safetensors_dtype_name(LUNAR_BF16), "BF16") == 0);
     CHECK(lunar_safetensors_dtype_from_name("F64") == LUNAR_F64);
@@ -495,6 +538,7 @@ int main(void) {
     RUN(test_parse_memory_fuzz);
     RUN(test_write_refuses_bad_entries);
     RUN(test_write_atomic_replace);
+    RUN(test_fs_helpers);
     RUN(test_dtype_names);
     rm_rf_tmp();
     return TEST_SUMMARY();

@@ -1,5 +1,7 @@
 /*
- * lunar/io.h: safetensors read and write.
+ * lunar/io.h: safetensors read and write, and the file-system primitives
+ * Lunar's files go through (core/io/fs.c): the atomic write and the
+ * directory helpers of checkpoint directories.
  *
  * Format (https://github.com/huggingface/safetensors, README "Format"): an
  * 8-byte little-endian u64 N, then N bytes of a UTF-8 JSON object
@@ -99,8 +101,8 @@ const char *lunar_safetensors_path(const lunar_safetensors *st);
 void lunar_safetensors_close(lunar_safetensors *st);
 
 /* Writes entries[n] and nmeta metadata pairs (meta_keys[i] -> meta_values[i];
- * both may be NULL when nmeta is 0) to path atomically: "<path>.tmp.<pid>",
- * fsync, rename onto path, fsync of the directory. Offsets are contiguous in
+ * both may be NULL when nmeta is 0) to path with lunar_atomic_write
+ * ("<path>.tmp.<pid>", fsync, rename onto path, fsync of the directory). Offsets are contiguous in
  * the given order; the header is padded with spaces to a multiple of 8 bytes.
  * LUNAR_ERR_ARG (naming path and tensor): a NULL or duplicate name, the name
  * "__metadata__", ndim out of [0, LUNAR_MAX_DIMS], a dim outside [0, 2^53] or
@@ -128,6 +130,62 @@ int lunar_safetensors_dtype_from_name(const char *name);
 
 /* Bytes per element of a dtype (0 for an invalid one), as lunar_dtype_size. */
 size_t lunar_safetensors_dtype_size(lunar_dtype dtype);
+
+/* ---- files and directories (core/io/fs.c, POSIX) ---------------------------
+ * Every function returns LUNAR_OK, or an error whose message names the path
+ * and the system error (LUNAR_ERR_IO; LUNAR_ERR_OOM; LUNAR_ERR_ARG for a NULL
+ * or empty path). */
+
+/* One piece of a file for lunar_atomic_write: len bytes at data. */
+typedef struct {
+    const void *data;
+    size_t len;
+} lunar_io_part;
+
+/* Writes parts[0..nparts) in order to path atomically: the bytes go to
+ * "<path>.tmp.<pid>", which is fsynced, closed and renamed onto path; then
+ * path's directory is fsynced (best effort) so the rename is durable. A crash
+ * leaves either the old file or the complete new one at path, never a
+ * partial one (DESIGN.md invariant). On error the temporary file is removed,
+ * path is left as it was, and the message reads "cannot write PATH: <step> of
+ * TMP failed: <strerror>" (step: write, fsync, close, rename onto the path)
+ * or "cannot write PATH: cannot create TMP: <strerror>". The only writer of
+ * files in Lunar: lunar_safetensors_write and lunar.io.write_file use it. */
+lunar_status lunar_atomic_write(const char *path, const lunar_io_part *parts, int nparts);
+
+/* fsync of a directory, so renames inside it are durable. A file system that
+ * cannot fsync directories (EINVAL) counts as success.
+ * Error: "cannot fsync directory PATH: <strerror>". */
+lunar_status lunar_fsync_dir(const char *path);
+
+/* Creates path and its missing parents (mode 0755), as mkdir -p; an existing
+ * directory is success. Error: "cannot create directory PATH: <strerror>"
+ * (ENOTDIR when path exists and is not a directory). */
+lunar_status lunar_mkdirs(const char *path);
+
+/* The names in directory path, without "." and "..", sorted by strcmp:
+ * *names (malloc'd array of n malloc'd strings; free with lunar_free_names)
+ * and *n. Error: "cannot list directory PATH: <strerror>"; *names is then
+ * NULL and *n 0. */
+lunar_status lunar_listdir(const char *path, char ***names, size_t *n);
+
+/* Frees what lunar_listdir returned (NULL is ignored). */
+void lunar_free_names(char **names, size_t n);
+
+typedef enum { LUNAR_PATH_FILE = 0, LUNAR_PATH_DIR, LUNAR_PATH_OTHER } lunar_path_kind;
+
+/* stat(2) of path (following links): its kind and size in bytes (either
+ * pointer may be NULL). Error: "cannot stat PATH: <strerror>" (also for a
+ * path that does not exist, ENOENT). */
+lunar_status lunar_path_stat(const char *path, lunar_path_kind *kind, int64_t *size);
+
+/* Removes a file, or a directory and everything under it (links are removed,
+ * never followed). "" and "/" are refused (LUNAR_ERR_ARG). Stops at the first
+ * failure: "cannot remove P: <strerror>" with P the entry that failed. */
+lunar_status lunar_remove_tree(const char *path);
+
+/* rename(2). Error: "cannot rename FROM to TO: <strerror>". */
+lunar_status lunar_rename(const char *from, const char *to);
 
 #ifdef __cplusplus
 }
