@@ -1,10 +1,11 @@
 /*
  * tests/c/test.h: a minimal C test harness. Each test binary defines test
  * functions, registers them in main with RUN(fn), and ends with
- * TEST_SUMMARY(), which prints "N passed, N failed" and returns the exit code.
- * A test that cannot run here (no CUDA device) is registered with
- * SKIP(fn, reason) instead: it counts as skipped, never as passed, and the
- * summary becomes "N passed, N failed, N skipped" (tests/run_all.sh reads it).
+ * TEST_SUMMARY(), which prints "N passed, N failed, N skipped" (tests/run_all.sh
+ * reads it) and returns the exit code. A test that cannot run because the
+ * machine lacks something (a CUDA device, a dataset package) is registered
+ * with SKIP(fn, reason), or calls TEST_SKIP(reason) from its body: it counts
+ * as skipped, never as passed.
  * A test fails on the first CHECK that does not hold; the message names the
  * file, line and values.
  */
@@ -53,7 +54,8 @@ static const char *test_current_name_;
         test_current_name_ = #fn;                                                   \
         test_current_failed_ = 0;                                                   \
         fn();                                                                       \
-        if (test_current_failed_) test_failed_++;                                   \
+        if (test_current_failed_ < 0) test_skipped_++;                              \
+        else if (test_current_failed_) test_failed_++;                              \
         else { test_passed_++; printf("  ok %s\n", #fn); }                          \
     } while (0)
 
@@ -63,10 +65,17 @@ static const char *test_current_name_;
         printf("  skip %s: %s\n", #fn, (reason));                                   \
     } while (0)
 
+/* Inside a test body: leaves the test and counts it as skipped (not passed). */
+#define TEST_SKIP(reason)                                                           \
+    do {                                                                            \
+        printf("  skip %s: %s\n", test_current_name_, (reason));                    \
+        test_current_failed_ = -1;                                                  \
+        return;                                                                     \
+    } while (0)
+
 #define TEST_SUMMARY()                                                              \
-    ((test_skipped_ ? printf("%d passed, %d failed, %d skipped\n", test_passed_,    \
-                             test_failed_, test_skipped_)                           \
-                    : printf("%d passed, %d failed\n", test_passed_, test_failed_)), \
+    (printf("%d passed, %d failed, %d skipped\n", test_passed_, test_failed_,       \
+            test_skipped_),                                                         \
      test_failed_ ? 1 : 0)
 
 /* ---- random inputs: a xorshift64* stream the test file seeds ------------------ */

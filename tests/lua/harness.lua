@@ -6,7 +6,7 @@
 --       T.near(0.1 + 0.2, 0.3, 1e-12)
 --       T.raises(function() error('boom') end, 'boom')
 --     end)
---     T.run()   -- prints "  ok adds", then "1 passed, 0 failed"; exits 0 or 1
+--     T.run()   -- prints "  ok adds", then "1 passed, 0 failed, 0 skipped"; exits 0 or 1
 --
 -- Assertions take the actual value first and the expected one second. A failed
 -- assertion reports the test file's line; any other error reports its message
@@ -257,7 +257,7 @@ end
 
 --- Runs the registered tests and prints "  ok NAME" / "  FAIL NAME: MESSAGE"
 -- (with a traceback for errors other than assertion failures), then the
--- closing line "N passed, N failed" (", N skipped" added when some were).
+-- closing line "N passed, N failed, N skipped".
 -- @tparam[opt] table opts `{exit = false}` returns instead of exiting;
 --   `{filter = {'name part', ...}}` replaces LUNAR_TEST_FILTER
 -- @treturn integer,integer,integer passed, failed, skipped (when not exiting)
@@ -294,9 +294,7 @@ function T.run(opts)
       end
     end
   end
-  local line = string.format('%d passed, %d failed', passed, failed)
-  if skipped > 0 then line = line .. string.format(', %d skipped', skipped) end
-  print(line)
+  print(string.format('%d passed, %d failed, %d skipped', passed, failed, skipped))
   io.stdout:flush()
   if opts.exit == false then return passed, failed, skipped end
   os.exit(failed == 0 and 0 or 1)

@@ -251,8 +251,8 @@ if BF16_OK then
       end
     end
   end
-elseif R == 0 then
-  print('parallel_check: the bf16 layouts are skipped: ' .. BF16_WHY)
+else
+  checks.skip('the bf16 layouts', BF16_WHY)   -- the CPU lacks avx512_bf16
 end
 
 if #configs == 0 then
