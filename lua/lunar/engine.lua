@@ -2,43 +2,54 @@
 --
 --   local engine = require('lunar.engine').initialize{
 --     model = m, optimizer = opt, criterion = nn.CrossEntropy{...},
---     lr_scheduler = sched,            -- optional: sets the lr before each step
+--     lr_scheduler = sched,            -- optional: sets the lr before each optimizer step
 --     clip_grad_norm = 0,              -- optional: max global norm (0 = off)
---     gradient_accumulation = 1,       -- optional: micro-steps per update
+--     gradient_accumulation = 1,       -- optional: batches per optimizer step
 --     grid = g,                        -- optional: lunar.parallel.initialize(cfg)
 --     num_micro_batches = m,           -- optional (default the grid's NUM_MICRO_BATCHES, or 1)
 --     pipeline_schedule = '1f1b',      -- optional: '1f1b' | 'gpipe' (default the grid's)
 --     bucket_size = 2^18,              -- optional: elements per data-parallel gradient bucket
 --   }
 --   engine:train()
+--   local loss, lr, updated = engine:train_step(images, labels)   -- one batch, any layout
+--   local acc = engine:evaluate(loader)                           -- top-1 accuracy over a loader
+--
+-- engine:train_step is THE training step of Lunar (the trainer, the tests and
+-- the benches call it): zero_grad, then execute_schedule (the forward,
+-- criterion and backward of the batch: whole, as num_micro_batches
+-- micro-batches, or through the pipeline stages with GPipe or 1F1B), then
+-- step. It is made of the low-level calls, which examples/train_with_engine.lua
+-- shows one by one on a plain layout:
 --   engine:zero_grad()
 --   local logits = engine(images)               -- forward (also engine:forward)
 --   local loss = engine:criterion(logits, labels)
 --   engine:backward(loss)
---   engine:step()                               -- lr, clipping, update; step += 1
---   local acc = engine:evaluate(loader)         -- top-1 accuracy over a loader
+--   engine:step()                               -- lr, clipping, update
 --
--- or, with pipeline stages or micro-batches (engine:uses_schedule()), one call
--- for the whole batch instead of forward, criterion and backward:
---   local loss = engine:execute_schedule(images, labels)   -- mean loss of the batch
+-- Counters (saved in checkpoints):
+--   engine.optimizer_steps  optimizer updates done (Megatron's iteration; what
+--                           MAX_STEPS, SAVE_EVERY, LOG_EVERY and the LR schedule count)
+--   engine.batches_done     batches whose backward ran (optimizer_steps *
+--                           gradient_accumulation plus the batches of the cycle in progress)
 --
 -- Explicit forward/backward contexts: the engine holds the context of the last
 -- forward and criterion; backward consumes them. A non-finite loss raises an
--- error naming the step (and nothing is updated).
+-- error naming the optimizer step (engine.check_loss; nothing is updated).
 --
 -- Gradient accumulation (Colossal-AI's): with gradient_accumulation = n, the
 -- loss gradient is 1/n, zero_grad only clears at the start of a cycle of n
--- backward passes and step only updates after the n-th (it returns the lr
--- and whether it updated), so a loop that calls zero_grad, forward,
--- criterion, backward and step for every batch updates every n batches.
+-- batches and step only updates after the n-th (it returns the lr and
+-- whether it updated), so a loop that calls train_step for every batch
+-- updates every n batches.
 --
 -- Parallel (a grid from lunar.parallel.initialize): the model is this rank's
 -- part (lunar.parallel.vit); the data-parallel gradients are averaged in
 -- buckets overlapped with backward (lunar.parallel.reducer), finished before
 -- the update; clip_grad_norm takes the global norm over the tensor and
 -- pipeline groups (lunar.parallel.clip_grad_norm); execute_schedule runs the
--- GPipe or 1F1B schedule (lunar.parallel.pipeline) and returns the loss
--- averaged over micro-batches and data-parallel ranks, on every rank.
+-- GPipe or 1F1B schedule (lunar.parallel.pipeline). The loss train_step
+-- returns is the batch's mean loss averaged over the data-parallel ranks, on
+-- every rank.
 local optim = require('lunar.optim')
 
 local Engine = {}
@@ -51,6 +62,19 @@ local engine = {}
 -- context that will not be used for backward).
 engine.free_ctx = require('lunar.nn.Module').free_ctx
 
+--- Raises "non-finite loss L at step S[, micro-batch K] (1-based; stopping
+-- before the update)" when `loss` is NaN or infinite; returns it otherwise.
+-- step: the optimizer step being computed (1-based); micro_batch: optional.
+-- The one check of the loss, for backward, execute_schedule and the pipeline
+-- stages (lunar.parallel.pipeline calls it through run{check_loss=}).
+function engine.check_loss(loss, step, micro_batch)
+  if loss ~= loss or loss == math.huge or loss == -math.huge then
+    error(string.format('non-finite loss %s at step %d%s (1-based; stopping before the update)', tostring(loss),
+      step, micro_batch and string.format(', micro-batch %d', micro_batch) or ''), 0)
+  end
+  return loss
+end
+
 --- Creates an engine; see the module doc for the fields of `args`.
 function engine.initialize(args)
   assert(args.model and args.optimizer and args.criterion, 'engine.initialize: model, optimizer and criterion are required')
@@ -58,7 +82,7 @@ function engine.initialize(args)
   local self = setmetatable({
     model = args.model, optimizer = args.optimizer, criterion_module = args.criterion,
     lr_scheduler = args.lr_scheduler, clip_grad_norm = args.clip_grad_norm or 0,
-    gradient_accumulation = args.gradient_accumulation or 1, step_count = 0, micro_step = 0,
+    gradient_accumulation = args.gradient_accumulation or 1, optimizer_steps = 0, batches_done = 0,
     params = args.model:parameters(), last_grad_norm = nil, grid = g,
     num_micro_batches = args.num_micro_batches or (g and g.num_micro_batches) or 1,
     pipeline_schedule = args.pipeline_schedule or (g and g.pipeline_schedule) or '1f1b',
@@ -69,8 +93,9 @@ function engine.initialize(args)
   return self
 end
 
---- Whether a batch must go through execute_schedule (pipeline stages or
--- more than one micro-batch) rather than forward / criterion / backward.
+--- Whether a batch goes through the schedule (pipeline stages or more than
+-- one micro-batch) rather than one forward / criterion / backward; such a
+-- step has no logits of the whole batch.
 function Engine:uses_schedule()
   return self.num_micro_batches > 1 or (self.grid ~= nil and self.grid.pp_size > 1)
 end
@@ -86,15 +111,21 @@ end
 function Engine:train() self.model:train(true) end
 function Engine:eval() self.model:evaluate() end
 
+--- Whether the next batch is the last of a gradient accumulation cycle (its
+-- backward finishes the gradients the next step applies).
+function Engine:_ends_cycle()
+  return (self.batches_done + 1) % self.gradient_accumulation == 0
+end
+
 --- Sets every gradient to zero (at the start of an accumulation cycle only).
 function Engine:zero_grad()
-  if self.micro_step % self.gradient_accumulation == 0 then self.model:zero_grad() end
+  if self.batches_done % self.gradient_accumulation == 0 then self.model:zero_grad() end
 end
 
 --- images -> logits; keeps the context for backward.
 function Engine:forward(x)
   if self.grid and self.grid.pp_size > 1 then
-    error('engine:forward: this rank holds one pipeline stage; run the batch with engine:execute_schedule', 2)
+    error('engine:forward: this rank holds one pipeline stage; run the batch with engine:train_step', 2)
   end
   if self._ctx then engine.free_ctx(self._ctx) end
   local out, ctx = self.model:forward(x)
@@ -109,20 +140,24 @@ function Engine:criterion(out, labels)
   return loss
 end
 
---- Backward of the last criterion and forward. The loss gradient is
--- 1 / gradient_accumulation, so accumulated micro-steps average.
-function Engine:backward(loss)
-  if loss ~= loss or loss == math.huge or loss == -math.huge then
-    error(string.format('non-finite loss %s at step %d (1-based; stopping before the update)', tostring(loss), self.step_count + 1), 0)
-  end
-  assert(self._ctx and self._cctx, 'engine:backward: call forward and criterion first')
-  local dlogits = self.criterion_module:backward(self._cctx, 1 / self.gradient_accumulation)
+-- The backward of the held criterion and forward contexts: the loss gradient
+-- `scale`, the data-parallel buckets started (to be reduced when `sync`).
+function Engine:_backward_held(scale, sync)
+  local dlogits = self.criterion_module:backward(self._cctx, scale)
   self._cctx.logits:free()
-  if self.reducer then self.reducer:begin((self.micro_step + 1) % self.gradient_accumulation == 0) end
+  if self.reducer then self.reducer:begin(sync) end
   self.model:backward(self._ctx, dlogits)
   dlogits:free()
   self._ctx, self._cctx = nil, nil
-  self.micro_step = self.micro_step + 1
+end
+
+--- Backward of the last criterion and forward (one batch). The loss gradient
+-- is 1 / gradient_accumulation, so the batches of a cycle average.
+function Engine:backward(loss)
+  engine.check_loss(loss, self.optimizer_steps + 1)
+  assert(self._ctx and self._cctx, 'engine:backward: call forward and criterion first')
+  self:_backward_held(1 / self.gradient_accumulation, self:_ends_cycle())
+  self.batches_done = self.batches_done + 1
 end
 
 --- One optimizer update: the scheduler's lr for this step, the gradient
@@ -133,9 +168,9 @@ end
 function Engine:step()
   local lr = self.optimizer.lr
   if self.lr_scheduler then
-    lr = self.lr_scheduler:lr(self.step_count)
+    lr = self.lr_scheduler:lr(self.optimizer_steps)
   end
-  if self.micro_step % self.gradient_accumulation ~= 0 then return lr, false end
+  if self.batches_done % self.gradient_accumulation ~= 0 then return lr, false end
   self.optimizer:set_lr(lr)
   if self.reducer then self.reducer:finish() end
   if self.clip_grad_norm and self.clip_grad_norm > 0 then
@@ -146,33 +181,35 @@ function Engine:step()
     end
   end
   self.optimizer:step()
-  self.step_count = self.step_count + 1
+  self.optimizer_steps = self.optimizer_steps + 1
   return lr, true
 end
 
 --- Runs the forward and backward passes of a whole batch (this
--- data-parallel rank's images [B, C, S..] and labels [B]) as the schedule
--- says (Colossal-AI's execute_schedule): num_micro_batches micro-batches of
--- B / num_micro_batches images, through the pipeline stages with GPipe or
--- 1F1B when the grid has them, gradients accumulated (each micro-batch's loss
--- gradient is 1 / (num_micro_batches * gradient_accumulation)). Every rank
--- passes its batch (only the first stage reads images, only the last the
--- labels). Returns the batch's mean loss averaged over the data-parallel
--- group, on every rank. Call zero_grad before and step after, as with
--- backward.
-function Engine:execute_schedule(images, labels)
+-- data-parallel rank's images [B, C, S..] and labels [B]) as the layout says
+-- (Colossal-AI's execute_schedule): num_micro_batches micro-batches of
+-- B / num_micro_batches images (one: the batch itself), through the pipeline
+-- stages with GPipe or 1F1B when the grid has them, gradients accumulated
+-- (each micro-batch's loss gradient is 1 / (num_micro_batches *
+-- gradient_accumulation)). Every rank passes its batch (only the first stage
+-- reads images, only the last the labels). Returns the batch's mean loss
+-- averaged over the data-parallel group, on every rank, and, when
+-- `keep_logits` is true and the layout has them (not engine:uses_schedule()),
+-- a copy of the logits [B, classes] the caller frees. Call zero_grad before
+-- and step after (engine:train_step does all three).
+function Engine:execute_schedule(images, labels, keep_logits)
   local g, m = self.grid, self.num_micro_batches
-  local ga = self.gradient_accumulation
-  local sync = (self.micro_step + 1) % ga == 0
-  local scale = 1 / (m * ga)
+  local sync = self:_ends_cycle()
+  local scale = 1 / (m * self.gradient_accumulation)
   local reducer = self.reducer
-  local where = string.format(' at step %d (1-based; stopping before the update)', self.step_count + 1)
-  local loss_sum
+  local step = self.optimizer_steps + 1
+  local loss_sum, logits_copy
   if self._ctx then engine.free_ctx(self._ctx); self._ctx, self._cctx = nil, nil end
   if g and g.pp_size > 1 then
     loss_sum = require('lunar.parallel.pipeline').run{
       model = self.model, criterion = self.criterion_module, grid = g, schedule = self.pipeline_schedule,
-      images = images, labels = labels, num_micro_batches = m, loss_scale = scale, where = where,
+      images = images, labels = labels, num_micro_batches = m, loss_scale = scale,
+      check_loss = function(loss, k) engine.check_loss(loss, step, k) end,
       before_backward = function(k) if reducer then reducer:begin(sync and k == m) end end,
     }
   else
@@ -185,21 +222,32 @@ function Engine:execute_schedule(images, labels)
     for k = 1, m do
       local x = m == 1 and images or images:narrow(1, (k - 1) * mb + 1, mb)
       local y = m == 1 and labels or labels:narrow(1, (k - 1) * mb + 1, mb)
-      local logits, ctx = self.model:forward(x)
-      local loss, cctx = self.criterion_module:forward(logits, y)
-      if loss ~= loss or loss == math.huge or loss == -math.huge then
-        error(string.format('non-finite loss %s%s', tostring(loss), where), 0)
-      end
+      local logits = self:forward(x)
+      local loss = engine.check_loss(self:criterion(logits, y), step, m > 1 and k or nil)
       loss_sum = loss_sum + loss
-      local dlogits = self.criterion_module:backward(cctx, scale)
-      logits:free()
-      if reducer then reducer:begin(sync and k == m) end
-      self.model:backward(ctx, dlogits)
-      dlogits:free()
+      if keep_logits and m == 1 then logits_copy = logits:clone() end
+      self:_backward_held(scale, sync and k == m)
     end
   end
-  self.micro_step = self.micro_step + 1
-  return self:_schedule_loss(loss_sum and loss_sum / m)
+  self.batches_done = self.batches_done + 1
+  local mean = loss_sum and loss_sum / m
+  if self:uses_schedule() then return self:_schedule_loss(mean) end
+  return self:all_reduce_metric(mean), logits_copy
+end
+
+--- One training step on one batch, for every layout: zero_grad,
+-- execute_schedule (forward, criterion and backward: plain, micro-batches or
+-- pipeline stages), step. Returns
+--   loss     the batch's mean loss averaged over the data-parallel ranks (every rank)
+--   lr       the learning rate of the update (or of the next one)
+--   updated  whether the optimizer updated (false inside a gradient accumulation cycle)
+--   logits   with opts.keep_logits, a copy of the batch's logits [B, classes]
+--            for the caller (who frees it); nil when the layout runs a schedule
+function Engine:train_step(images, labels, opts)
+  self:zero_grad()
+  local loss, logits = self:execute_schedule(images, labels, opts and opts.keep_logits)
+  local lr, updated = self:step()
+  return loss, lr, updated, logits
 end
 
 -- The mean loss from the last stage (tensor rank 0) of every data-parallel
@@ -209,6 +257,25 @@ function Engine:_schedule_loss(loss)
   if not g or g.world_size == 1 then return loss end
   local mine = (g.stage.is_last and g.tp_rank == 0) and loss or 0.0
   return g.world:all_reduce_number(mine + 0.0, 'sum') / g.dp_size
+end
+
+--- The forward of one evaluation batch (no context kept): images [B, ...]
+-- -> logits [B, classes] (the caller frees them; nil on a pipeline stage
+-- other than the last) and, with labels, the batch's mean loss on this rank
+-- (nil without logits). Every rank of a pipeline calls it.
+function Engine:eval_step(images, labels)
+  local g = self.grid
+  local logits
+  if g and g.pp_size > 1 then
+    logits = require('lunar.parallel.pipeline').forward_only(self.model, g, images, images:size(1))
+  else
+    local ctx
+    logits, ctx = self.model:forward(images)
+    engine.free_ctx(ctx)
+  end
+  local loss
+  if logits and labels then loss = self.criterion_module:forward(logits, labels) end
+  return logits, loss
 end
 
 --- Top-1 accuracy of the model over every batch of `loader` (eval mode, then
@@ -225,14 +292,7 @@ function Engine:evaluate(loader, epoch)
   while true do
     local x, y = loader:next()
     if not x then break end
-    local logits
-    if g and g.pp_size > 1 then
-      logits = require('lunar.parallel.pipeline').forward_only(self.model, g, x, y:numel())
-    else
-      local ctx
-      logits, ctx = self.model:forward(x)
-      engine.free_ctx(ctx)
-    end
+    local logits = self:eval_step(x)
     if logits then
       correct = correct + lunar.ops.accuracy_count(logits, y)
       total = total + y:numel()

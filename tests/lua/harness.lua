@@ -180,23 +180,79 @@ function T.raises(fn, pattern, msg)
   return text
 end
 
+--- The elements of a tensor (any device, any float dtype) as a flat Lua
+-- array of numbers, read as f32 on the CPU.
+local function flat_values(t)
+  t = t:to('cpu'):to('f32'):contiguous()
+  if t:dim() == 0 then return {t:item()} end
+  return t:view(-1):totable()
+end
+
+local function is_finite(v) return v == v and v ~= math.huge and v ~= -math.huge end
+
 --- Relative error of a tensor against a reference: max |a - b| / max |b|
--- over all elements (0 when both are zero). Either may live on any device
--- and have any float dtype; both are compared as f32 on the CPU.
+-- over all elements (0 when both are zero), computed element by element in
+-- Lua (no tensor reduction, so no NaN can be skipped). NaN when any element
+-- of either is NaN or infinite, or the shapes differ, so `rel_err(a, b) < tol`
+-- and `rel_err(a, b) > tol` both fail then. Either may live on any device and
+-- have any float dtype; both are compared as f32 on the CPU.
 -- @tparam userdata a the tensor under test
--- @tparam userdata b the reference, same shape
+-- @tparam userdata b the reference, same number of elements
 -- @treturn number
 function T.rel_err(a, b)
-  a, b = a:to('cpu'):to('f32'):contiguous(), b:to('cpu'):to('f32'):contiguous()
-  local d = a - b
-  local dmax = math.max(math.abs(d:max()), math.abs(d:min()))
-  local bmax = math.max(math.abs(b:max()), math.abs(b:min()))
+  local av, bv = flat_values(a), flat_values(b)
+  if #av ~= #bv then return 0 / 0 end
+  local dmax, bmax = 0, 0
+  for i = 1, #bv do
+    local x, y = av[i], bv[i]
+    if not (is_finite(x) and is_finite(y)) then return 0 / 0 end
+    dmax = math.max(dmax, math.abs(x - y))
+    bmax = math.max(bmax, math.abs(y))
+  end
   return dmax / math.max(bmax, 1e-30)
 end
 
---- Trains `steps` batches with an engine (lunar.engine) over a loader, the
--- low-level loop of examples/train_with_engine.lua (zero_grad, forward,
--- criterion, backward, step; a new epoch when the loader runs out, from
+--- Compares a tensor with a reference element by element, as
+-- torch.testing.assert_close does: |a - b| <= atol + rtol * |b| for every
+-- element; an infinite reference element must be matched exactly; a NaN on
+-- either side fails (equal_nan = False), so does an infinity or a NaN in `a`
+-- where `b` is finite. Computed in Lua over the elements (no tensor
+-- reduction is trusted to see NaN).
+-- @tparam userdata a the tensor under test (any device, any float dtype)
+-- @tparam userdata b the reference, same number of elements
+-- @tparam number rtol relative tolerance
+-- @tparam number atol absolute tolerance
+-- @treturn boolean whether every element is close
+-- @treturn table the worst element: {index = (1-based, flat), got, want,
+--   ratio = |a - b| / (atol + rtol * |b|) (inf where non-finite), bad = the
+--   number of elements off, n = the number of elements}
+function T.compare(a, b, rtol, atol)
+  assert(type(rtol) == 'number' and type(atol) == 'number', 'T.compare: rtol and atol must be numbers')
+  local av, bv = flat_values(a), flat_values(b)
+  if #av ~= #bv then
+    return false, {index = 0, got = #av, want = #bv, ratio = math.huge, bad = math.max(#av, #bv), n = #bv,
+      size_mismatch = true}
+  end
+  local worst = {index = 0, ratio = -1, bad = 0, n = #bv}
+  for i = 1, #bv do
+    local x, y = av[i], bv[i]
+    local ratio
+    if x ~= x or y ~= y then ratio = math.huge
+    elseif not is_finite(y) then ratio = (x == y) and 0 or math.huge
+    elseif not is_finite(x) then ratio = math.huge
+    else
+      local bound = atol + rtol * math.abs(y)
+      local d = math.abs(x - y)
+      ratio = d == 0 and 0 or (bound > 0 and d / bound or math.huge)
+    end
+    if ratio > 1 then worst.bad = worst.bad + 1 end
+    if ratio > worst.ratio then worst.index, worst.got, worst.want, worst.ratio = i, x, y, ratio end
+  end
+  return worst.bad == 0, worst
+end
+
+--- Trains `steps` batches with an engine (lunar.engine) over a loader:
+-- engine:train_step on each (a new epoch when the loader runs out, from
 -- epoch 0). Returns the losses, one per batch.
 function T.train_steps(eng, ld, steps)
   local losses, epoch = {}, 0
@@ -208,28 +264,36 @@ function T.train_steps(eng, ld, steps)
       ld:set_epoch(epoch)
       x, y = ld:next()
     end
-    eng:zero_grad()
-    local logits = eng(x)
-    local loss = eng:criterion(logits, y)
-    eng:backward(loss)
-    eng:step()
-    losses[#losses + 1] = loss
-    logits:free(); x:free(); y:free()
+    losses[#losses + 1] = eng:train_step(x, y)
+    x:free(); y:free()
   end
   return losses
 end
 
---- Fails the running test when T.rel_err(a, b) exceeds rtol, naming the
--- tensor and the error; returns the error otherwise.
+--- Fails the running test unless every element of `a` is within
+-- atol + rtol * |b| of the reference `b` (T.compare: torch.testing.assert_close's
+-- rule; NaN or infinity where b is finite fails). The message names the
+-- tensor, how many elements are off, and the worst one (flat index, values,
+-- tolerances).
 -- @tparam string name the tensor's name, for the message
--- @tparam number rtol the largest relative error allowed
+-- @tparam userdata a the tensor under test
+-- @tparam userdata b the reference
+-- @tparam table tol {rtol = number, atol = number}, both required
 -- @tparam[opt] string where appended to the message (e.g. ' on cuda:0')
-function T.check_close(name, a, b, rtol, where)
-  local e = T.rel_err(a, b)
-  if e > rtol then
-    error(string.format('%s: relative error %.3g exceeds %.2g%s', name, e, rtol, where or ''), 0)
+-- @treturn table the worst element (T.compare's second result)
+function T.check_close(name, a, b, tol, where)
+  assert(type(tol) == 'table' and type(tol.rtol) == 'number' and type(tol.atol) == 'number',
+    'T.check_close: tol must be {rtol = number, atol = number}')
+  local ok, w = T.compare(a, b, tol.rtol, tol.atol)
+  if not ok then
+    if w.size_mismatch then
+      raise(string.format('%s: %d elements, the reference has %d%s', name, w.got, w.want, where or ''))
+    end
+    raise(string.format('%s: %d of %d elements not within atol %g + rtol %g * |ref|%s; worst element %d: got %s, ' ..
+      'want %s (|diff| %.3g)', name, w.bad, w.n, tol.atol, tol.rtol, where or '', w.index, show(w.got),
+      show(w.want), math.abs(w.got - w.want)))
   end
-  return e
+  return w
 end
 
 --- Marks the running test as skipped (counted apart) and leaves it.

@@ -82,7 +82,7 @@ local function state_of(r)
     loader = r.loader, step = r.step, epoch = e, config = r.cfg, rng = {note = 'kept'}}
 end
 
---- Trains r up to step `to` (the loop of examples/train_with_engine.lua: a new
+--- Trains r up to step `to` (engine:train_step per batch: a new
 -- epoch when the loader is exhausted); returns the losses.
 local function train(r, to)
   local losses = {}
@@ -92,12 +92,8 @@ local function train(r, to)
       r.loader:set_epoch((r.loader:position()) + 1)
       x, y = r.loader:next()
     end
-    r.engine:zero_grad()
-    local logits = r.engine(x)
-    local loss = r.engine:criterion(logits, y)
-    r.engine:backward(loss)
-    logits:free(); x:free(); y:free()
-    r.engine:step()
+    local loss = r.engine:train_step(x, y)
+    x:free(); y:free()
     r.step = r.step + 1
     losses[#losses + 1] = loss
   end
@@ -120,7 +116,7 @@ local function snapshot(r)
   return {flat = r.model._flat:clone(), grad = r.model._flat_grad:clone(),
     m = sd.exp_avg and sd.exp_avg:clone(), v = sd.exp_avg_sq and sd.exp_avg_sq:clone(),
     mb = sd.momentum_buffer and sd.momentum_buffer:clone(), t = sd.step,
-    step_count = r.engine.step_count, micro_step = r.engine.micro_step, pos = {e, b}, calls = calls,
+    optimizer_steps = r.engine.optimizer_steps, batches_done = r.engine.batches_done, pos = {e, b}, calls = calls,
     sched = r.lr_scheduler:state_dict()}
 end
 
@@ -129,7 +125,7 @@ local function same_snapshot(a, b)
   T.truthy(bits_equal(a.grad, b.grad), 'gradients changed')
   if a.m then T.truthy(bits_equal(a.m, b.m) and bits_equal(a.v, b.v), 'AdamW moments changed') end
   if a.mb then T.truthy(bits_equal(a.mb, b.mb), 'momentum changed') end
-  T.eq(b.t, a.t, 'optimizer step'); T.eq(b.step_count, a.step_count); T.eq(b.micro_step, a.micro_step)
+  T.eq(b.t, a.t, 'optimizer step'); T.eq(b.optimizer_steps, a.optimizer_steps); T.eq(b.batches_done, a.batches_done)
   T.eq(b.pos, a.pos, 'loader position'); T.eq(b.calls, a.calls, 'dropout counters'); T.eq(b.sched, a.sched)
 end
 
@@ -201,7 +197,7 @@ T.test('the checkpoint: files, index.json contents, timm names, optimizer views'
   local f = io.open(path .. '/index.json'); local idx = cjson.decode(f:read('a')); f:close()
   T.eq(idx.format, 'lunar-checkpoint'); T.eq(idx.step, 3); T.eq(idx.files, {'model_rank0.safetensors'})
   T.eq(idx.loader.epoch, 0); T.eq(idx.loader.batch, 3); T.eq(idx.optimizer.kind, 'adamw'); T.eq(idx.optimizer.step, 3)
-  T.eq(idx.engine.step_count, 3); T.eq(idx.rng.seed, 3); T.eq(idx.model.HIDDEN_SIZE, 16)
+  T.eq(idx.engine.optimizer_steps, 3); T.eq(idx.rng.seed, 3); T.eq(idx.model.HIDDEN_SIZE, 16)
   T.eq(idx.config.HIDDEN_SIZE, 16); T.eq(idx.config.LEARNING_RATE, 1e-2); T.eq(idx.lr_scheduler.base_lr, 1e-2)
   T.truthy(idx.rng.dropout_calls['blocks.0.mlp.drop'] > 0)
   local q = idx.tensors['blocks.1.attn.qkv.weight']
@@ -243,7 +239,7 @@ T.test("latest and RESUME='auto': the newest complete checkpoint, never a .tmp o
   T.eq(info.step, 10); T.eq(info.path, dir .. '/step_10')
   T.eq(info.loader, {epoch = 2, batch = 0})          -- 10 batches = 2 whole epochs of 5
   T.eq({c.loader:position()}, {2, 0})
-  T.eq(c.engine.step_count, 10)
+  T.eq(c.engine.optimizer_steps, 10)
   -- an explicit path; '' resumes nothing
   local d = setup(cfg, 78)
   T.eq(checkpoint.maybe_resume(make_cfg({RESUME = dir .. '/step_2'}), state_of(d)).step, 2)
@@ -397,7 +393,7 @@ T.test('corrupt: a tensor missing from index.json', function()
   refused(function(d)
     local idx = cjson.decode(read_bytes(d .. '/index.json'))
     idx.tensors['blocks.1.norm2.bias'] = nil
-    write_bytes(d .. '/index.json', checkpoint.json_encode(idx))
+    write_bytes(d .. '/index.json', cjson.encode(idx))
   end, {'DIR/index.json', "tensor 'blocks.1.norm2.bias'"})
 end)
 

@@ -25,7 +25,7 @@ local function new_engine(opts)
   local eng = engine.initialize{model = model, optimizer = opt,
     criterion = nn.CrossEntropy{label_smoothing = CFG.LABEL_SMOOTHING},
     clip_grad_norm = opts.clip_grad_norm, gradient_accumulation = opts.gradient_accumulation,
-    lr_scheduler = opts.lr_scheduler}
+    lr_scheduler = opts.lr_scheduler, num_micro_batches = opts.num_micro_batches}
   eng:train()
   return eng, model, opt
 end
@@ -43,7 +43,7 @@ T.test('30 steps reduce the loss clearly; accuracy on the train loader beats cha
   local ld = data.loader(TRAIN, CFG, {train = true})
   local losses = train(eng, ld, 30)
   T.eq(#losses, 30)
-  T.eq(eng.step_count, 30)
+  T.eq(eng.optimizer_steps, 30)
   local first, last = mean(losses, 1, 3), mean(losses, 28, 30)
   T.truthy(first > 1.2, 'starts near ln 4: ' .. first)
   T.truthy(last < 0.75 * first, string.format('loss %.3f -> %.3f', first, last))
@@ -71,7 +71,7 @@ T.test("a NaN weight: backward raises 'non-finite loss' with the step; nothing i
   local eng, model, opt = new_engine()
   local ld = data.loader(TRAIN, CFG, {train = true})
   train(eng, ld, 2)
-  T.eq(eng.step_count, 2); T.eq(opt.t, 2)
+  T.eq(eng.optimizer_steps, 2); T.eq(opt.t, 2)
   model.head.weight:view(-1)[1] = 0 / 0
   local before = model._flat:clone()
   local m_before = opt:state_dict().exp_avg:clone()
@@ -83,8 +83,8 @@ T.test("a NaN weight: backward raises 'non-finite loss' with the step; nothing i
     eng:backward(loss)
     eng:step()
   end, 'non%-finite loss')
-  T.truthy(msg:find('step 3', 1, true), msg)
-  T.eq(eng.step_count, 2, 'no step counted')
+  T.truthy(msg:find('at step 3 ', 1, true), msg)
+  T.eq(eng.optimizer_steps, 2, 'no step counted')
   T.eq(opt.t, 2, 'the optimizer did not step')
   -- every weight but the poisoned one is unchanged, and so is the optimizer state
   local a, b = model._flat:totable(), before:totable()
@@ -112,7 +112,7 @@ local function grads_of(x, y, parts)
     local loss = eng:criterion(logits, ys)
     eng:backward(loss)
   end
-  T.eq(eng.micro_step, parts)
+  T.eq(eng.batches_done, parts)
   return model._flat_grad:clone(), eng
 end
 
@@ -158,11 +158,11 @@ T.test('gradient_accumulation=2 in the plain loop: zero_grad and step act once p
     updates[#updates + 1] = updated
     if k == 0 then
       T.eq(m2._flat:totable(), w0:totable(), 'no update in the middle of the cycle')
-      T.eq(e2.step_count, 0); T.eq(o2.t, 0)
+      T.eq(e2.optimizer_steps, 0); T.eq(o2.t, 0)
     end
   end
   T.eq(updates, {false, true})
-  T.eq(e2.step_count, 1); T.eq(o2.t, 1)
+  T.eq(e2.optimizer_steps, 1); T.eq(o2.t, 1)
   local dg = m2._flat_grad - m1._flat_grad
   T.truthy(math.max(dg:max(), -dg:min()) / math.max(m1._flat_grad:max(), -m1._flat_grad:min()) <= 1e-5,
     'accumulated gradients = full-batch gradients')
@@ -208,6 +208,94 @@ T.test('the lr scheduler sets the learning rate of each step', function()
   end
   T.near(opt.lr, sched:lr(5), 1e-15)
   T.near(sched:lr(0), 2.5e-3, 1e-12)
+end)
+
+T.test('train_step: micro-batches give the plain losses and weights; keep_logits gives the forward', function()
+  -- The loss of a batch is the mean over its images, so the mean of the losses
+  -- of two equal halves is the full batch's loss, and the gradients of the
+  -- halves, each scaled by 1/2, sum to the full gradient: equal up to float
+  -- rounding (1e-5 relative, as the gradient accumulation test above). A
+  -- wrong scale (1 instead of 1/2) doubles the gradient, which the first
+  -- step's gradients show (AdamW itself is nearly blind to the scale).
+  local plain, mp = new_engine()
+  local micro, mm = new_engine({num_micro_batches = 2})
+  T.falsy(plain:uses_schedule()); T.truthy(micro:uses_schedule())
+  local la, lb = data.loader(TRAIN, CFG, {train = true}), data.loader(TRAIN, CFG, {train = true})
+  local a = train(plain, la, 1)
+  local b = train(micro, lb, 1)
+  local dg = mm._flat_grad - mp._flat_grad
+  T.truthy(math.max(dg:max(), -dg:min()) / math.max(mp._flat_grad:max(), -mp._flat_grad:min()) <= 1e-5,
+    'the first step\'s gradients')
+  T.near(b, a, 1e-6, 0, 'the first loss')
+  -- 5 more steps: losses within 1e-5 relative; weights within lr / 10: AdamW
+  -- turns rounding noise in a gradient near zero (the key part of qkv.bias has
+  -- a true gradient of zero, tests/mpi/parallel_check.lua) into steps of up
+  -- to lr (measured: 1e-4 = lr / 30 after 6 steps)
+  local function more(eng, ld)
+    local out = {}
+    for i = 1, 5 do
+      local x, y = ld:next()
+      out[i] = eng:train_step(x, y)
+      x:free(); y:free()
+    end
+    return out
+  end
+  local a5, b5 = more(plain, la), more(micro, lb)
+  T.near(b5, a5, 1e-5)
+  T.truthy(a5[5] < a[1], 'the model trains')
+  local dw = mp._flat - mm._flat
+  T.truthy(math.max(dw:max(), -dw:min()) < 3e-3 / 10, 'the same weights after 6 steps')
+  T.eq(micro.optimizer_steps, 6); T.eq(micro.batches_done, 6)
+  -- keep_logits: a copy of the batch's logits, equal to a forward in eval mode without dropout
+  local ld = data.loader(TRAIN, CFG, {train = false})
+  local x, y = ld:next()
+  local e, m = new_engine()
+  local ref = m:forward(x)            -- CFG has no dropout: the same logits as in training mode
+  local loss, lr, updated, logits = e:train_step(x, y, {keep_logits = true})
+  T.eq(logits:shape(), {32, 4})
+  T.eq(logits:totable(), ref:totable())
+  T.truthy(updated); T.eq(lr, 3e-3)
+  T.near(loss, lunar.ops.cross_entropy(ref, y, CFG.LABEL_SMOOTHING), 1e-6)
+  local _, _, _, none = micro:train_step(x, y, {keep_logits = true})
+  T.eq(none, nil, 'no logits of the whole batch with micro-batches')
+  logits:free(); ref:free()
+end)
+
+T.test('train_step with gradient_accumulation=2: counters, lr of each update, the update after two batches', function()
+  local sched = schedule.warmup_cosine{base_lr = 1e-2, warmup_steps = 2, total_steps = 6, min_lr = 1e-4}
+  local eng, model, opt = new_engine({gradient_accumulation = 2, lr_scheduler = sched})
+  local ld = data.loader(TRAIN, CFG, {train = true})
+  ld:set_epoch(0)
+  local got = {}
+  for i = 1, 6 do
+    local x, y = ld:next()
+    local w0 = model._flat:clone()
+    local _, lr, updated = eng:train_step(x, y)
+    got[i] = {lr = lr, updated = updated, optimizer_steps = eng.optimizer_steps, batches_done = eng.batches_done}
+    -- the weights move on the second batch of each cycle only
+    local dw = model._flat - w0
+    T.eq(math.max(dw:max(), -dw:min()) > 0, updated, 'batch ' .. i)
+    x:free(); y:free()
+  end
+  -- updates 0, 1, 2 (0-based) after batches 2, 4, 6: the schedule's lr of each
+  -- update (warmup: 1e-2 * 1/2, 1e-2 * 2/2; then cosine at progress 0)
+  local w = {sched:lr(0), sched:lr(1), sched:lr(2)}
+  T.near({w[1], w[2], w[3]}, {5e-3, 1e-2, 1e-2}, 1e-12)
+  T.eq(got, {
+    {lr = w[1], updated = false, optimizer_steps = 0, batches_done = 1},
+    {lr = w[1], updated = true, optimizer_steps = 1, batches_done = 2},
+    {lr = w[2], updated = false, optimizer_steps = 1, batches_done = 3},
+    {lr = w[2], updated = true, optimizer_steps = 2, batches_done = 4},
+    {lr = w[3], updated = false, optimizer_steps = 2, batches_done = 5},
+    {lr = w[3], updated = true, optimizer_steps = 3, batches_done = 6},
+  })
+  T.eq(opt.t, 3)
+end)
+
+T.test('engine.check_loss: NaN and infinities raise with the step (and micro-batch), finite passes', function()
+  T.eq(engine.check_loss(1.5, 1), 1.5)
+  T.raises(function() engine.check_loss(0 / 0, 4) end, 'non%-finite loss .*nan at step 4 %(1%-based')
+  T.raises(function() engine.check_loss(-math.huge, 2, 3) end, 'non-finite loss -inf at step 2, micro-batch 3')
 end)
 
 T.test('backward without forward and criterion is an error', function()

@@ -8,6 +8,7 @@
 --     num_micro_batches = m,           -- B % m == 0
 --     loss_scale = 1 / (m * ga),       -- gradient of each micro-batch loss
 --     before_backward = function(k) end,  -- called before micro-batch k's backward (1-based)
+--     check_loss = function(loss, k) end, -- called with each micro-batch loss (lunar.engine.check_loss)
 --   }
 --
 -- Each pipeline rank holds one stage (a ViT built with opts.stage): stage 0
@@ -104,9 +105,7 @@ function pipeline.run(args)
     local rec = {ctx = ctx, input = (not first) and input or nil}
     if last then
       local loss, cctx = criterion:forward(out, micro_batch(args.labels, k, mb))
-      if loss ~= loss or loss == math.huge or loss == -math.huge then
-        error(string.format('non-finite loss %s in micro-batch %d%s', tostring(loss), k, args.where or ''), 0)
-      end
+      if args.check_loss then args.check_loss(loss, k) end   -- raises on a non-finite loss
       loss_sum = loss_sum + loss
       rec.logits, rec.cctx = out, cctx
       out = nil
