@@ -159,6 +159,18 @@ $(BUILD)/tests/%: tests/c/%.c tests/c/test.h $(LIB)
 	@mkdir -p $(dir $@)
 	$(HOST_CC) $(CFLAGS) $(HOST_DEFS) $< $(LIB) -o $@ $(LDLIBS)
 
+# A single-rank host from the same objects, comm_single.c in place of comm_mpi.c
+# (the bindings make no MPI call), for tests/fail/test_single_rank.sh: a
+# single-rank build started by mpirun must refuse to run.
+SINGLE_HOST := $(BUILD)/tests/lunar-single
+$(BUILD)/single/%.o: core/comm/%.c core/comm/internal.h $(wildcard core/include/lunar/*.h) $(BUILD_CONFIG) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(SINGLE_HOST): $(BIND_OBJ) $(BUILD)/single/comm_single.o $(BUILD)/single/comm_common.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(HOST_CC) $^ -o $@ $(LDLIBS)
+
 $(BUILD)/bench/comm_bench: bench/comm_bench.c $(LIB)
 	@mkdir -p $(dir $@)
 	@if [ -z "$(HOST_DEFS)" ]; then echo "comm_bench needs MPI (mpicc)"; exit 1; fi
@@ -254,7 +266,7 @@ run: $(BUILD)/lunar
 # emulation of tests/cuda_emu (suite emu); on a GPU, build/tests/test_cuda and
 # tests/lua/test_cuda.lua, test_golden_cuda.lua run on the device itself.
 EMU_BUILD := $(if $(USE_CUDA),emu-build)
-test: $(BUILD)/lunar $(TEST_C_BIN) $(EMU_BUILD) $(REPLAY_BIN) $(FUZZ_SEEDS_STAMP)
+test: $(BUILD)/lunar $(SINGLE_HOST) $(TEST_C_BIN) $(EMU_BUILD) $(REPLAY_BIN) $(FUZZ_SEEDS_STAMP)
 	@BUILD=$(BUILD) LUNAR_TEST_EMU=$(USE_CUDA) bash tests/run_all.sh
 
 emu-build: | $(DEPS_STAMP)
@@ -269,7 +281,7 @@ test-c: $(TEST_C_BIN)
 test-lua: $(BUILD)/lunar
 	@bash tests/run_all.sh lua
 
-test-fail: $(BUILD)/lunar $(REPLAY_BIN) $(FUZZ_SEEDS_STAMP)
+test-fail: $(BUILD)/lunar $(SINGLE_HOST) $(REPLAY_BIN) $(FUZZ_SEEDS_STAMP)
 	@bash tests/run_all.sh fail
 
 test-mpi: $(BUILD)/lunar $(BUILD)/tests/test_comm

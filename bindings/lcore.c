@@ -27,8 +27,6 @@
 #include "lunar/cuda.h"
 #include "lunar/rng.h"
 
-#define LUNAR_VERSION "0.1.0"
-
 void lunar_open_tensor(lua_State *L);
 void lunar_open_ops(lua_State *L);
 void lunar_open_data(lua_State *L);

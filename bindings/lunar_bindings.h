@@ -12,6 +12,10 @@
 
 #include "lunar/tensor.h"
 
+/* The version of Lunar, defined here only: lunar.version (lcore.c) and
+ * `lunar --version` (main.c). */
+#define LUNAR_VERSION "0.1.0"
+
 /* Creates the global table `lunar` with every binding (and package.loaded
  * ["lunar.core"]). Returns 0, or raises a Lua error. */
 int lunar_open_bindings(lua_State *L);

@@ -1,8 +1,9 @@
 /*
  * bindings/main.c: `lunar`, the host program.
  *
- * Starts MPI (when built with LUNAR_USE_MPI; a singleton run without mpirun
- * works), opens a Lua 5.4 state with the standard libraries and the `lunar`
+ * Starts the communication layer (lunar_comm_init: MPI when built with it; a
+ * singleton run without mpirun works; a single-rank build refuses to run under
+ * a launcher that started several processes), opens a Lua 5.4 state with the standard libraries and the `lunar`
  * table (lunar_bindings.h), points package.path at the repository's lua/
  * (and tests/lua/), and runs a script, code given with -e, or the REPL. The
  * same command runs on every rank; an error on any rank ends the whole job.
@@ -28,7 +29,7 @@
  *
  * Errors: a Lua error prints "lunar: [rank R] <message>" with its traceback
  * (the rank only when the world size is > 1) and exits with status 1; with
- * more than one rank it calls MPI_Abort so the others end too. os.exit(n)
+ * more than one rank it calls lunar_comm_abort (MPI_Abort) so the others end too. os.exit(n)
  * exits with n (MPI finalized, or aborted when n != 0 and size > 1). SIGSEGV,
  * SIGBUS, SIGFPE, SIGILL and SIGABRT print the signal, the C backtrace and the
  * Lua stack before the process dies of that signal. Ctrl-C during a script is
@@ -57,17 +58,10 @@
 #include <lualib.h>
 #include <lauxlib.h>
 
-#ifdef LUNAR_USE_MPI
-#include <mpi.h>
-#endif
-
 #include "lunar_bindings.h"
 #include "lunar/alloc.h"
+#include "lunar/comm.h"
 #include "repl.h"
-
-#ifndef LUNAR_VERSION
-#define LUNAR_VERSION "0.1.0"
-#endif
 
 /* ---- process state ------------------------------------------------------------ */
 
@@ -76,41 +70,23 @@ static lua_State *g_L;
 static pthread_t g_main_thread;
 static char g_prefix[64] = "lunar: ";  /* "lunar: [rank R] " when size > 1 */
 
-static int mpi_active(void) {
-#ifdef LUNAR_USE_MPI
-    int init = 0, fin = 0;
-    MPI_Initialized(&init);
-    MPI_Finalized(&fin);
-    return init && !fin;
-#else
-    return 0;
-#endif
-}
-
-static void mpi_finalize(void) {
-#ifdef LUNAR_USE_MPI
-    if (mpi_active()) MPI_Finalize();
-#endif
-}
-
-/* Ends the whole job now: MPI_Abort with more than one rank, else exit. */
+/* Ends the whole job now: lunar_comm_abort (MPI_Abort) with more than one
+ * rank, else finalize and exit. */
 static void die(int status) {
     fflush(stdout);
     fflush(stderr);
-#ifdef LUNAR_USE_MPI
-    if (g_size > 1 && mpi_active()) MPI_Abort(MPI_COMM_WORLD, status);
-#endif
-    mpi_finalize();
+    if (g_size > 1) lunar_comm_abort(status);
+    lunar_comm_finalize();
     _exit(status);
 }
 
-/* Runs at exit() (os.exit, or a C library that calls exit): finalize MPI,
- * or abort the job when the status is an error and there are other ranks. */
+/* Runs at exit() (os.exit, or a C library that calls exit): finalize the
+ * communication layer, or abort the job when the status is an error and
+ * there are other ranks. */
 static void on_exit_handler(int status, void *arg) {
     (void)arg;
-    if (!mpi_active()) return;
     if (status != 0 && g_size > 1) die(status);
-    mpi_finalize();
+    lunar_comm_finalize();
 }
 
 /* ---- fatal signals ------------------------------------------------------------ */
@@ -270,16 +246,7 @@ static void usage(FILE *f) {
 }
 
 static void version(void) {
-    printf("lunar %s (%s", LUNAR_VERSION, LUA_RELEASE);
-#ifdef LUNAR_USE_MPI
-#if defined(OMPI_MAJOR_VERSION)
-    printf(", MPI: Open MPI %d.%d.%d", OMPI_MAJOR_VERSION, OMPI_MINOR_VERSION, OMPI_RELEASE_VERSION);
-#else
-    printf(", MPI: yes (MPI %d.%d)", MPI_VERSION, MPI_SUBVERSION);
-#endif
-#else
-    printf(", MPI: no");
-#endif
+    printf("lunar %s (%s, MPI: %s", LUNAR_VERSION, LUA_RELEASE, lunar_comm_backend());
 #ifdef _OPENMP
     printf(", OpenMP: yes (%d)", _OPENMP);
 #else
@@ -324,7 +291,17 @@ static const char *opt_value(int argc, char **argv, int *i, const char *name, in
     return argv[++*i];
 }
 
-/* Returns -1 on success, else the exit status (usage error). */
+static void free_options(options *o) {
+    free(o->chunks);
+    free(o->overrides);
+    free(o->rest);
+    free(o->role);
+    o->chunks = o->overrides = o->rest = NULL;
+    o->role = NULL;
+}
+
+/* Returns -1 on success, else the exit status (usage error); the caller
+ * frees o's arrays with free_options in every case. */
 static int parse_args(int argc, char **argv, options *o) {
     memset(o, 0, sizeof *o);
     o->chunks = calloc((size_t)argc + 1, sizeof *o->chunks);
@@ -551,20 +528,15 @@ static int run_chunk(lua_State *L, int load_status, const options *o) {
 int main(int argc, char **argv) {
     options o;
     int rc = parse_args(argc, argv, &o);
-    if (rc >= 0) return rc;
-    if (o.help) {
-        usage(stdout);
-        return 0;
-    }
-    if (o.version) {
-        version();
-        return 0;
+    if (rc >= 0 || o.help || o.version) {
+        if (rc < 0 && o.help) usage(stdout);
+        else if (rc < 0) version();
+        free_options(&o);
+        return rc >= 0 ? rc : 0;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);  /* line by line, also through mpirun's pipes */
     g_main_thread = pthread_self();
 
-#ifdef LUNAR_USE_MPI
-    int provided = 0;
     /* MPI starts helper threads; they inherit this mask, so a fatal signal or
      * Ctrl-C sent to the process is delivered to the main thread, whose handler
      * can print the Lua stack. (Faults are still delivered to the faulting thread.) */
@@ -573,24 +545,19 @@ int main(int argc, char **argv) {
     int blocked[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGINT};
     for (size_t i = 0; i < sizeof blocked / sizeof blocked[0]; i++) sigaddset(&fatal, blocked[i]);
     pthread_sigmask(SIG_BLOCK, &fatal, &old);
-    int mpi_rc = MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    lunar_comm_process proc;
+    lunar_status cs = lunar_comm_init(&argc, &argv, &proc);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (mpi_rc != MPI_SUCCESS) {
-        fprintf(stderr, "lunar: MPI_Init_thread failed\n");
+    if (cs != LUNAR_OK) {
+        fprintf(stderr, "lunar: %s\n", lunar_last_error());
+        free_options(&o);
         return 1;
     }
-    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &g_size);
-    MPI_Comm local;
-    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g_rank, MPI_INFO_NULL, &local) ==
-        MPI_SUCCESS) {
-        MPI_Comm_rank(local, &g_local_rank);
-        MPI_Comm_free(&local);
-    }
-    if (provided < MPI_THREAD_FUNNELED && g_rank == 0)
-        fprintf(stderr, "lunar: warning: MPI provides thread level %d < MPI_THREAD_FUNNELED\n",
-                provided);
-#endif
+    g_rank = proc.rank;
+    g_size = proc.size;
+    g_local_rank = proc.local_rank;
+    if (!proc.thread_funneled && g_rank == 0)
+        fprintf(stderr, "lunar: warning: MPI provides a thread level below MPI_THREAD_FUNNELED\n");
     on_exit(on_exit_handler, NULL);
     if (g_size > 1) snprintf(g_prefix, sizeof g_prefix, "lunar: [rank %d] ", g_rank);
     lunar_bindings_set_rank(g_rank, g_size, g_local_rank);
@@ -653,7 +620,8 @@ int main(int argc, char **argv) {
     lunar_alloc_set_pressure_hook(NULL, NULL, 0);
     g_L = NULL;
     lua_close(L);
+    free_options(&o);
     fflush(stdout);
-    mpi_finalize();
+    lunar_comm_finalize();
     return status == LUA_OK ? 0 : 1;
 }

@@ -550,6 +550,44 @@ int lunar_request_test(lunar_request *r) {
     return flag;
 }
 
+lunar_status lunar_comm_init(int *argc, char ***argv, lunar_comm_process *p) {
+    lunar_comm_process me = {.rank = 0, .size = 1, .local_rank = 0, .thread_funneled = 1};
+    int init = 0, provided = MPI_THREAD_FUNNELED;
+    MPI_Initialized(&init);
+    if (!init) {
+        int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+        if (rc != MPI_SUCCESS) return lunar_error(LUNAR_ERR_IO, "MPI_Init_thread failed (error %d)", rc);
+    } else {
+        MPI_Query_thread(&provided);
+    }
+    me.thread_funneled = provided >= MPI_THREAD_FUNNELED;
+    MPI_Comm_rank(MPI_COMM_WORLD, &me.rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &me.size);
+    MPI_Comm local;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, me.rank, MPI_INFO_NULL, &local) ==
+        MPI_SUCCESS) {
+        MPI_Comm_rank(local, &me.local_rank);
+        MPI_Comm_free(&local);
+    }
+    if (p) *p = me;
+    return LUNAR_OK;
+}
+
+void lunar_comm_finalize(void) {
+    if (mpi_running()) MPI_Finalize();
+}
+
+#define LUNAR_STR_(x) #x
+#define LUNAR_STR(x) LUNAR_STR_(x)
+const char *lunar_comm_backend(void) {
+#if defined(OMPI_MAJOR_VERSION)
+    return "Open MPI " LUNAR_STR(OMPI_MAJOR_VERSION) "." LUNAR_STR(OMPI_MINOR_VERSION) "." LUNAR_STR(
+        OMPI_RELEASE_VERSION);
+#else
+    return "MPI " LUNAR_STR(MPI_VERSION) "." LUNAR_STR(MPI_SUBVERSION);
+#endif
+}
+
 void lunar_comm_abort(int code) {
     fflush(stdout);
     fflush(stderr);

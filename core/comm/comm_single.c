@@ -6,6 +6,8 @@
  * comm_mpi.c, so code that is wrong at any size fails here too. Point to
  * point has no peer: send/recv (and isend/irecv) are errors naming the op.
  * Non-blocking forms complete at once and return a NULL request.
+ * lunar_comm_init refuses to start when a launcher (mpirun, srun) started
+ * several processes of this build (comm.h).
  */
 #ifndef LUNAR_USE_MPI
 
@@ -180,6 +182,36 @@ lunar_status lunar_comm_irecv(lunar_comm *c, lunar_tensor *t, int src, int tag, 
 /* No request is ever made: every non-blocking op completed at once. */
 lunar_status lunar_request_wait(lunar_request *req) { return LUNAR_OK; }
 int lunar_request_test(lunar_request *req) { return 1; }
+
+/* A launcher's "number of processes" variables: a single-rank build started
+ * by one of them would run N independent jobs, each believing it is alone. */
+static const char *const launcher_size_vars[] = {
+    "OMPI_COMM_WORLD_SIZE",  /* Open MPI's mpirun */
+    "PMI_SIZE",              /* PMI-1/2 launchers: MPICH's hydra, srun --mpi=pmi2 */
+    "PMIX_SIZE",             /* some PMIx launchers */
+    "MPI_LOCALNRANKS",       /* MPICH's hydra */
+    "SLURM_STEP_NUM_TASKS",  /* srun (set in a job step, not in the batch script) */
+};
+
+lunar_status lunar_comm_init(int *argc, char ***argv, lunar_comm_process *p) {
+    for (size_t i = 0; i < sizeof launcher_size_vars / sizeof launcher_size_vars[0]; i++) {
+        const char *v = getenv(launcher_size_vars[i]);
+        long n = v && *v ? strtol(v, NULL, 10) : 0;
+        if (n > 1)
+            return lunar_error(LUNAR_ERR_ARG,
+                               "this lunar was built without MPI (a single-rank build: make NO_MPI=1, "
+                               "or mpicc was missing at build time) but was started as one of %ld "
+                               "processes (%s=%s): each would run the job alone. Rebuild with MPI "
+                               "(Open MPI installed: scripts/install_deps.sh, then make), or run it "
+                               "without a launcher", n, launcher_size_vars[i], v);
+    }
+    if (p) *p = (lunar_comm_process){.rank = 0, .size = 1, .local_rank = 0, .thread_funneled = 1};
+    return LUNAR_OK;
+}
+
+void lunar_comm_finalize(void) {}
+
+const char *lunar_comm_backend(void) { return "no"; }
 
 void lunar_comm_abort(int code) {
     fflush(stdout);

@@ -4,8 +4,8 @@
  * Run alone (tests/run_all.sh c) it is a world of one rank: collectives are
  * identities or copies, and every argument error (sizes, dtypes, ranks,
  * layout, point to point to self) gives a message naming the op, the
- * communicator, the rank and the sizes. Built with MPI it calls MPI_Init
- * itself (C tests run without the host), and under mpirun -np N
+ * communicator, the rank and the sizes. Built with MPI it starts MPI
+ * through lunar_comm_init (C tests run without the host), and under mpirun -np N
  * (tests/mpi/test_comm.sh, N = 4) it also checks every collective with
  * rank-dependent values (rank r contributes r + 1), on the world and on split
  * groups, blocking and non-blocking, and MPI errors (truncation) coming back
@@ -378,9 +378,12 @@ int main(int argc, char **argv) {
         test_passed_++;
         printf("  ok world_before_mpi_init\n");
     }
-    int provided;
-    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
 #endif
+    lunar_comm_process proc = {-1, -1, -1, -1};
+    if (lunar_comm_init(&argc, &argv, &proc) != LUNAR_OK) {
+        fprintf(stderr, "lunar_comm_init: %s\n", lunar_last_error());
+        return 1;
+    }
     W = lunar_comm_world();
     if (!W) {
         fprintf(stderr, "lunar_comm_world: %s\n", lunar_last_error());
@@ -388,6 +391,17 @@ int main(int argc, char **argv) {
     }
     R = lunar_comm_rank(W);
     N = lunar_comm_size(W);
+    /* lunar_comm_init's view of the process is the world's (the launcher's
+     * rank and size; a local rank within [0, size)) */
+    if (proc.rank != R || proc.size != N || proc.local_rank < 0 || proc.local_rank >= N ||
+        proc.thread_funneled != 1) {
+        fprintf(stderr, "  FAIL comm_init: rank %d size %d local %d funneled %d, world rank %d size %d\n",
+                proc.rank, proc.size, proc.local_rank, proc.thread_funneled, R, N);
+        test_failed_++;
+    } else {
+        test_passed_++;
+        printf("  ok comm_init\n");
+    }
     if (N > 1) setvbuf(stdout, NULL, _IOLBF, 0);
     RUN(test_world);
     RUN(test_size_mismatch_messages);
@@ -406,7 +420,7 @@ int main(int argc, char **argv) {
     MPI_Allreduce(&local, &any, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     if (N > 1) printf("[rank %d of %d] ", R, N);
     int rc = TEST_SUMMARY();
-    MPI_Finalize();
+    lunar_comm_finalize();
     return rc || any ? 1 : 0;
 #else
     return TEST_SUMMARY();

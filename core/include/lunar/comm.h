@@ -33,7 +33,7 @@
  * references to them). Point to point to the calling rank itself is refused
  * (a blocking send to self could deadlock).
  *
- * Threads: MPI is initialized MPI_THREAD_FUNNELED by the host, so call these
+ * Threads: MPI is initialized MPI_THREAD_FUNNELED (lunar_comm_init), so call these
  * only from the main thread.
  *
  * Sources: the MPI 3.1 standard (collectives, MPI_Comm_split); the group
@@ -110,9 +110,43 @@ lunar_status lunar_request_wait(lunar_request *req);
  * by the wait. */
 int lunar_request_test(lunar_request *req);
 
-/* Ends the whole job from any rank: prints nothing, calls MPI_Abort on
- * MPI_COMM_WORLD (or _exit without MPI, or when MPI is not running) with
- * `code`. For the host's fatal paths only. */
+/* ---- the process in the job (the host `lunar` calls these; a C program
+ * that does not call MPI_Init itself may too) ------------------------------ */
+
+/* Where this process runs: filled by lunar_comm_init. */
+typedef struct {
+    int rank, size;      /* in the world */
+    int local_rank;      /* among the world's ranks on this node (MPI_COMM_TYPE_SHARED) */
+    int thread_funneled; /* 1 when MPI provides MPI_THREAD_FUNNELED or more (always 1 without MPI) */
+} lunar_comm_process;
+
+/* Starts the communication layer once per process, before any other call of
+ * this header: MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED) with MPI (a
+ * singleton run without mpirun is a world of one), then the rank, size and
+ * local rank into *p. argc/argv may be NULL. Helper threads MPI starts
+ * inherit the caller's signal mask (the host blocks its fatal signals around
+ * this call so they reach the main thread).
+ * Without MPI (comm_single.c): a world of one rank, unless the environment
+ * shows that a launcher started several processes (OMPI_COMM_WORLD_SIZE,
+ * PMI_SIZE, PMIX_SIZE, MPI_LOCALNRANKS or SLURM_STEP_NUM_TASKS greater than 1):
+ * then LUNAR_ERR_ARG, "this lunar was built without MPI (a single-rank
+ * build) but was started as one of N processes (VAR=N): ...", so
+ * `mpirun -np 2` of a single-rank build fails instead of running two
+ * independent jobs. LUNAR_ERR_IO when MPI_Init_thread fails. */
+lunar_status lunar_comm_init(int *argc, char ***argv, lunar_comm_process *p);
+
+/* Ends the communication layer (MPI_Finalize) if it is running; a no-op
+ * otherwise (before init, after finalize, without MPI). Every rank calls it
+ * at a normal exit. */
+void lunar_comm_finalize(void);
+
+/* What the layer is built on, for `lunar --version`: "Open MPI 4.1.4",
+ * "MPI 3.1" for another MPI, or "no" for a single-rank build. A static string. */
+const char *lunar_comm_backend(void);
+
+/* Ends the whole job from any rank: prints nothing, flushes stdio, calls
+ * MPI_Abort on MPI_COMM_WORLD (or _exit without MPI, or when MPI is not
+ * running) with `code`. For the host's fatal paths only. */
 void lunar_comm_abort(int code);
 
 #ifdef __cplusplus
