@@ -5,8 +5,9 @@
 # replaces the last complete checkpoint; RESUME=auto continues from the
 # newest complete one. Runs a tiny synthetic training script with the
 # checkpoint calls of the engine loop (lunar.checkpoint.maybe_resume /
-# maybe_save); when examples/train_with_engine.lua calls them too, the same
-# refusals are checked through it.
+# maybe_save); the same refusals are checked through
+# examples/train_with_engine.lua (which must call maybe_resume: a failure, not
+# a skip, when it does not).
 set -u
 cd "$(dirname "$0")/../.."
 . tests/fail/lib.sh
@@ -49,12 +50,8 @@ for epoch = start_epoch, cfg.NUM_EPOCHS - 1 do
   while step < total_steps do
     local x, y = loader:next()
     if not x then break end
-    engine:zero_grad()
-    local logits = engine(x)
-    local loss = engine:criterion(logits, y)
-    engine:backward(loss)
-    logits:free(); x:free(); y:free()
-    local lr = engine:step()
+    local loss, lr = engine:train_step(x, y)
+    x:free(); y:free()
     step = step + 1
     print(string.format('step %d loss %.9g lr %.6g', step, loss, lr))
     ckpt.step, ckpt.epoch = step, epoch
@@ -93,11 +90,9 @@ corrupt() {   # name, lua chunk run with D = the copy's path
   echo "$d"
 }
 SH=model_rank0.safetensors
-refused() {   # label, dir, needles... : through the script (and the example when it is wired)
+refused() {   # label, dir, needles... : through the script and the example
   local label=$1 d=$2; shift 2
-  local scripts=("$T/train.lua")
-  grep -q 'maybe_resume' examples/train_with_engine.lua && scripts+=(examples/train_with_engine.lua)
-  for s in "${scripts[@]}"; do
+  for s in "$T/train.lua" examples/train_with_engine.lua; do
     local w; w=$(basename "$s")
     run "$LUNAR" "$s" "${TINY[@]}" RESUME="$d"
     check "$label ($w): exit 1, no signal" clean_exit
@@ -129,6 +124,6 @@ run "$LUNAR" "$T/train.lua" "${TINY[@]}" MLP_RATIO=2 RESUME="$CK/step_3"
 check "a model that differs: exit 1, no signal" clean_exit
 check "a model that differs: names index.json and MLP_RATIO" \
   bash -c 'grep -qF "$2/index.json" <<<"$1" && grep -qF "MLP_RATIO is 4 in the checkpoint, 2 here" <<<"$1"' _ "$err" "$CK/step_3"
-grep -q 'maybe_resume' examples/train_with_engine.lua ||
-  skp "the refusals through examples/train_with_engine.lua" "it does not call lunar.checkpoint.maybe_resume yet"
+check "examples/train_with_engine.lua resumes through lunar.checkpoint.maybe_resume" \
+  grep -q 'checkpoint.maybe_resume' examples/train_with_engine.lua
 finish
