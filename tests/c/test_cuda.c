@@ -80,7 +80,7 @@
 #ifdef LUNAR_USE_CUDA
 #include "../../core/cuda/attention.h"
 
-/* the Philox words on the device (core/ops/cuda/elementwise.cu) */
+/* the Philox words on the device (core/ops/cuda/dropout.cu) */
 void lunar_cuda_rng_u32_fill(uint32_t *out, size_t n, uint64_t seed, uint64_t stream, uint64_t offset);
 
 #define DEV 0

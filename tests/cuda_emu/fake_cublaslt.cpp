@@ -1,5 +1,5 @@
 // tests/cuda_emu/fake_cublaslt.cpp: libcublasLt.so.13 for the CUDA emulation:
-// the dozen cuBLASLt calls Lunar makes (core/ops/cuda/gemm.cu), on the CPU,
+// the dozen cuBLASLt calls Lunar makes (core/ops/cuda/linear.cu), on the CPU,
 // with cuBLASLt's column-major conventions, so that the emulated build checks
 // Lunar's mapping of row-major linear layers onto them. It also checks what a
 // real cuBLASLt would refuse: layouts with ld < rows, operands whose shapes

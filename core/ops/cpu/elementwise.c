@@ -1,12 +1,13 @@
 /*
  * core/ops/cpu/elementwise.c: the elementwise helpers and reductions on the CPU
- * (kernels.h): add, scale, sum_squares, accuracy_count. In place allowed.
+ * (kernels.h): add, scale, sum_squares, cast_bf16. In place allowed.
  * sum_squares sums fixed chunks (set by n only) in double, in 16 lanes, then
  * the chunks in order: the same result for any thread count.
  */
 #include <stdlib.h>
 
 #include "lunar/kernels.h"
+#include "lunar/tensor.h"   /* lunar_f32_to_bf16 */
 #include "simd.h"
 
 void lunar_cpu_add(float *out, const float *a, const float *b, size_t n) {
@@ -53,14 +54,32 @@ double lunar_cpu_sum_squares(const float *x, size_t n) {
     return s;
 }
 
-int64_t lunar_cpu_accuracy_count(const float *logits, const int32_t *targets, int B, int K) {
-    int64_t correct = 0;
-    LUNAR_OMP(omp parallel for schedule(static) reduction(+ : correct) if ((size_t)B * K >= LUNAR_PAR_MIN))
-    for (int b = 0; b < B; b++) {
-        const float *z = logits + (size_t)b * K;
-        int best = 0;
-        for (int k = 1; k < K; k++) if (z[k] > z[best]) best = k;
-        if (best == targets[b]) correct++;
+/* ---- f32 -> bf16 -------------------------------------------------------------- */
+
+#ifdef __AVX512F__
+/* 32 consecutive floats (first n valid, rest read as 0) -> 32 bf16 in order. */
+static inline __m512i cvt32_bf16(const float *x, int n) {
+    __m512 a = _mm512_maskz_loadu_ps(lunar_mask16(n), x);
+    __m512 b = _mm512_maskz_loadu_ps(lunar_mask16(n - 16), x + 16);
+    /* the high halves of the 32 rounded lanes, in order (AVX512BW); the same
+     * bits as VCVTNE2PS2BF16 except for denormals, which that flushes */
+    const __m512i idx = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29,
+                                         27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    return _mm512_permutex2var_epi16(lunar_round_bf16_hi(a), idx, lunar_round_bf16_hi(b));
+}
+#endif
+
+/* out[n] = bf16(x[n]) (nearest even; NaN quiet). */
+void lunar_cpu_cast_bf16(uint16_t *out, const float *x, size_t n) {
+#ifdef __AVX512F__
+    LUNAR_OMP(omp parallel for schedule(static) if (n >= LUNAR_PAR_MIN))
+    for (size_t i = 0; i < n; i += 32) {
+        int k = n - i < 32 ? (int)(n - i) : 32;
+        __m512i v = cvt32_bf16(x + i, k);
+        _mm512_mask_storeu_epi16(out + i, k >= 32 ? ~(__mmask32)0 : (((__mmask32)1 << k) - 1), v);
     }
-    return correct;
+#else
+    LUNAR_OMP(omp parallel for simd schedule(static) if (parallel : n >= LUNAR_PAR_MIN))
+    for (size_t i = 0; i < n; i++) out[i] = lunar_f32_to_bf16(x[i]);
+#endif
 }

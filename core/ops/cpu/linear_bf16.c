@@ -1,7 +1,7 @@
 /*
  * core/ops/cpu/linear_bf16.c: the linear layer with bf16 operands on the CPU
  * (kernels.h: linear_forward_bf16, linear_backward_bf16), the GEMMs of
- * precision = 'bf16', and the f32 -> bf16 cast (cast_bf16).
+ * precision = 'bf16' (the f32 -> bf16 cast is in elementwise.c).
  *
  * Debian's OpenBLAS 0.3.21 declares cblas_sbgemm in cblas.h but is built
  * without BUILD_BFLOAT16, so libopenblas.so does not export it; this file is
@@ -67,33 +67,7 @@ static inline __m512i pair_words_f32(__m512 lo, __m512 hi) {
     __m512i b = _mm512_and_si512(lunar_round_bf16_hi(hi), _mm512_set1_epi32((int)0xffff0000u));
     return _mm512_or_si512(a, b);
 }
-
-/* 32 consecutive floats (first n valid, rest read as 0) -> 32 bf16 in order. */
-static inline __m512i cvt32_bf16(const float *x, int n) {
-    __m512 a = _mm512_maskz_loadu_ps(lunar_mask16(n), x);
-    __m512 b = _mm512_maskz_loadu_ps(lunar_mask16(n - 16), x + 16);
-    /* the high halves of the 32 rounded lanes, in order (AVX512BW); the same
-     * bits as VCVTNE2PS2BF16 except for denormals, which that flushes */
-    const __m512i idx = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29,
-                                         27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-    return _mm512_permutex2var_epi16(lunar_round_bf16_hi(a), idx, lunar_round_bf16_hi(b));
-}
 #endif
-
-/* out[n] = bf16(x[n]) (nearest even; NaN quiet). */
-void lunar_cpu_cast_bf16(uint16_t *out, const float *x, size_t n) {
-#ifdef __AVX512F__
-    LUNAR_OMP(omp parallel for schedule(static) if (n >= LUNAR_PAR_MIN))
-    for (size_t i = 0; i < n; i += 32) {
-        int k = n - i < 32 ? (int)(n - i) : 32;
-        __m512i v = cvt32_bf16(x + i, k);
-        _mm512_mask_storeu_epi16(out + i, k >= 32 ? ~(__mmask32)0 : (((__mmask32)1 << k) - 1), v);
-    }
-#else
-    LUNAR_OMP(omp parallel for simd schedule(static) if (parallel : n >= LUNAR_PAR_MIN))
-    for (size_t i = 0; i < n; i++) out[i] = lunar_f32_to_bf16(x[i]);
-#endif
-}
 
 /* ---- packing -------------------------------------------------------------------- */
 

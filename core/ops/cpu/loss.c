@@ -4,7 +4,7 @@
  * lanes summed in double), lse = max + log(sum); the loss of a row is
  * lse - (1 - eps) z_t - (eps / K) sum_k z_k in double. The mean sums rows in
  * fixed blocks of 64 (double partials, in block order): the same for any thread
- * count.
+ * count. Also the top-1 correct count (accuracy_count).
  */
 #include <math.h>
 
@@ -120,4 +120,17 @@ void lunar_cpu_cross_entropy_backward(float *dlogits, const float *logits, const
         LUNAR_SIMD
         for (int k = 0; k < K; k++) d[k] = g * (d[k] * inv - (k == t ? qt : qo));
     }
+}
+
+/* Top-1 correct count: rows whose argmax (first index on ties) equals the target. */
+int64_t lunar_cpu_accuracy_count(const float *logits, const int32_t *targets, int B, int K) {
+    int64_t correct = 0;
+    LUNAR_OMP(omp parallel for schedule(static) reduction(+ : correct) if ((size_t)B * K >= LUNAR_PAR_MIN))
+    for (int b = 0; b < B; b++) {
+        const float *z = logits + (size_t)b * K;
+        int best = 0;
+        for (int k = 1; k < K; k++) if (z[k] > z[best]) best = k;
+        if (best == targets[b]) correct++;
+    }
+    return correct;
 }

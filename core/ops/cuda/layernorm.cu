@@ -1,5 +1,5 @@
 // core/ops/cuda/layernorm.cu: LayerNorm over the last dim on CUDA, forward and
-// backward (kernels.h; the formulas of core/ops/ref/ref_impl.h, llm.c's
+// backward (kernels.h; the formulas of core/ops/ref/layernorm.c, llm.c's
 // layernorm_forward/backward).
 //
 // precision = 'bf16': the forward may store its output as bf16 (f32 arithmetic).

@@ -1,4 +1,4 @@
-// core/ops/cuda/gemm.cu: the linear layer on CUDA through cuBLASLt, forward and
+// core/ops/cuda/linear.cu: the linear layer on CUDA through cuBLASLt, forward and
 // backward (kernels.h), f32 or TF32 (lunar_cuda_set_tf32).
 //
 // precision = 'bf16' (linear_*_bf16): the same three GEMMs with A and B in

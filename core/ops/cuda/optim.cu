@@ -1,5 +1,5 @@
-// core/ops/cuda/optim.cu: the optimizer steps (AdamW, SGD with momentum) and the
-// sum of squares behind the global gradient norm, on CUDA.
+// core/ops/cuda/optim.cu: the optimizer steps (AdamW, SGD with momentum) on CUDA
+// (the sum of squares behind the global gradient norm is in elementwise.cu).
 //
 // The steps follow core/ops/cpu/optim.c operation for operation: the scalars
 // that PyTorch computes in double (bias corrections, 1 - lr wd) are computed
@@ -8,8 +8,6 @@
 // GPU gives the same bits as the CPU's (gcc -std=c11 does not contract either).
 // The *_step_bf16 entry points (precision = 'bf16') run the same kernels and
 // also store each updated parameter rounded to bf16 (its working copy).
-// sum_squares accumulates in double: per-block partials over a grid that
-// depends only on n, then one block adds them in order (deterministic).
 #include "common.cuh"
 
 using namespace lunar_cuda;
@@ -54,27 +52,6 @@ __global__ void sgd_kernel(float *param, uint16_t *param_bf16, float *buf, const
     }
 }
 
-constexpr int SUM_THREADS = 512;
-
-__global__ void sumsq_partial_kernel(double *partial, const float *x, size_t n) {
-    __shared__ double sh[32];
-    double s = 0.0;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        double v = (double)x[i];
-        s += v * v;
-    }
-    s = block_sum(s, sh);
-    if (threadIdx.x == 0) partial[blockIdx.x] = s;
-}
-
-__global__ void sum_partials_kernel(double *out, const double *partial, int nparts) {
-    __shared__ double sh[32];
-    double s = 0.0;
-    for (int i = threadIdx.x; i < nparts; i += blockDim.x) s += partial[i];
-    s = block_sum(s, sh);
-    if (threadIdx.x == 0) out[0] = s;
-}
-
 }  // namespace
 
 // the AdamW launch; param_bf16 may be nullptr
@@ -116,20 +93,4 @@ extern "C" void lunar_cuda_sgd_step_bf16(float *param, uint16_t *param_bf16, flo
     sgd_kernel<<<blocks_for(n, THREADS), THREADS, 0, stream()>>>(param, param_bf16, buf, grad, n, lr, momentum,
                                                                  weight_decay, nesterov, first);
     LAUNCH_CHECK();
-}
-
-extern "C" double lunar_cuda_sum_squares(const float *x, size_t n) {
-    if (n == 0) return 0.0;
-    int nparts = (int)blocks_for(n, SUM_THREADS * 4, 1024);
-    Scratch tmp(sizeof(double) * (size_t)(nparts + 1));
-    if (!tmp.ptr) return NAN;
-    double *partial = tmp.as<double>(), *out = partial + nparts;
-    cudaStream_t s = stream();
-    sumsq_partial_kernel<<<nparts, SUM_THREADS, 0, s>>>(partial, x, n);
-    if (LAUNCH_CHECK()) return NAN;
-    sum_partials_kernel<<<1, 1024, 0, s>>>(out, partial, nparts);
-    if (LAUNCH_CHECK()) return NAN;
-    double result = NAN;
-    if (to_host(&result, out, sizeof result)) return NAN;
-    return result;
 }
