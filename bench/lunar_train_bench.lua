@@ -50,7 +50,7 @@ for s = 1, warmup + steps do
   local cctx
   loss, cctx = criterion:forward(logits, y)
   local dlogits = criterion:backward(cctx, 1)
-  model:backward(ctx, dlogits)
+  model:backward(ctx, dlogits, false)
   opt:step()
   dlogits:free(); logits:free()
   if gpu then lunar.cuda.synchronize() end

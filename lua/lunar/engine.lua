@@ -58,10 +58,6 @@ Engine.__call = function(self, x) return self:forward(x) end
 
 local engine = {}
 
---- Frees every tensor reachable from a forward context (evaluation, or a
--- context that will not be used for backward).
-engine.free_ctx = require('lunar.nn.Module').free_ctx
-
 --- Raises "non-finite loss L at step S[, micro-batch K] (1-based; stopping
 -- before the update)" when `loss` is NaN or infinite; returns it otherwise.
 -- step: the optimizer step being computed (1-based); micro_batch: optional.
@@ -127,9 +123,9 @@ function Engine:forward(x)
   if self.grid and self.grid.pp_size > 1 then
     error('engine:forward: this rank holds one pipeline stage; run the batch with engine:train_step', 2)
   end
-  if self._ctx then engine.free_ctx(self._ctx) end
+  if self._ctx then self._ctx:free() end
   local out, ctx = self.model:forward(x)
-  self._ctx = ctx
+  self._ctx, self._out = ctx, out   -- backward frees out (the logits) after the criterion's backward
   return out
 end
 
@@ -144,11 +140,11 @@ end
 -- `scale`, the data-parallel buckets started (to be reduced when `sync`).
 function Engine:_backward_held(scale, sync)
   local dlogits = self.criterion_module:backward(self._cctx, scale)
-  self._cctx.logits:free()
+  self._out:free()
   if self.reducer then self.reducer:begin(sync) end
-  self.model:backward(self._ctx, dlogits)
+  self.model:backward(self._ctx, dlogits, false)
   dlogits:free()
-  self._ctx, self._cctx = nil, nil
+  self._ctx, self._cctx, self._out = nil, nil, nil
 end
 
 --- Backward of the last criterion and forward (one batch). The loss gradient
@@ -204,7 +200,7 @@ function Engine:execute_schedule(images, labels, keep_logits)
   local reducer = self.reducer
   local step = self.optimizer_steps + 1
   local loss_sum, logits_copy
-  if self._ctx then engine.free_ctx(self._ctx); self._ctx, self._cctx = nil, nil end
+  if self._ctx then self._ctx:free(); self._ctx, self._cctx = nil, nil end
   if g and g.pp_size > 1 then
     loss_sum = require('lunar.parallel.pipeline').run{
       model = self.model, criterion = self.criterion_module, grid = g, schedule = self.pipeline_schedule,
@@ -271,7 +267,7 @@ function Engine:eval_step(images, labels)
   else
     local ctx
     logits, ctx = self.model:forward(images)
-    engine.free_ctx(ctx)
+    ctx:free()
   end
   local loss
   if logits and labels then loss = self.criterion_module:forward(logits, labels) end

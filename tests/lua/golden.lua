@@ -93,7 +93,7 @@ function golden.fp32_tests(T, opts)
     model:zero_grad()
     local logits, ctx = model:forward(x)
     local _, cctx = criterion:forward(logits, y)
-    model:backward(ctx, criterion:backward(cctx, 1))
+    model:backward(ctx, criterion:backward(cctx, 1), false)
     return model
   end
 
@@ -148,7 +148,7 @@ function golden.fp32_tests(T, opts)
       local logits, ctx = model:forward(x)
       local loss, cctx = criterion:forward(logits, y)
       T.near(loss, st.losses10[i], rtol, 0, 'loss of step ' .. (i - 1))
-      model:backward(ctx, criterion:backward(cctx, 1))
+      model:backward(ctx, criterion:backward(cctx, 1), false)
       opt:step()
     end
   end)

@@ -171,7 +171,7 @@ T.test('materialize: fp32 master weights, bf16 working copies, bf16 activations 
   local x = lunar.empty({4, 2, 8, 8}):normal_(1, 'img', 0, 1)
   local logits, ctx = m16:forward(x)
   T.eq(logits:dtype(), 'f32', 'logits')
-  local b0 = ctx.blocks[0]
+  local b0 = ctx.block0
   T.eq(b0.h1:dtype(), 'bf16', 'norm1 output (qkv input)')
   T.eq(b0.h2:dtype(), 'bf16', 'norm2 output (fc1 input)')
   T.eq(b0.cm.c2.x:dtype(), 'bf16', 'GELU output (fc2 input)')
@@ -181,7 +181,7 @@ T.test('materialize: fp32 master weights, bf16 working copies, bf16 activations 
   T.eq(b0.ca.lse:dtype(), 'f32', 'softmax statistics (lse)')
   T.eq(b0.x1:dtype(), 'f32', 'residual stream')
   T.eq(ctx.h:dtype(), 'bf16', 'final norm output (head input)')
-  m16:backward(ctx, lunar.ones({4, 4}))
+  m16:backward(ctx, lunar.ones({4, 4}), false)
   for _, p in ipairs(m16:parameters()) do T.eq(p.grad:dtype(), 'f32', p.name) end
   -- a master weight written directly: the working copy follows after sync_working_weights
   local w = m16.head.weight
@@ -258,7 +258,7 @@ T.test('golden (bf16): every gradient within bf16 tolerance, by name', function(
   model:zero_grad()
   local logits, ctx = model:forward(st.input)
   local _, cctx = criterion:forward(logits, st.target)
-  model:backward(ctx, criterion:backward(cctx, 1))
+  model:backward(ctx, criterion:backward(cctx, 1), false)
   local n, worst, wname = 0, 0, ''
   for _, p in ipairs(model:parameters()) do
     local e = check_close('grad.' .. p.name, p.grad, st['grad.' .. p.name]:view(p.shape), TOL.grad).ratio
@@ -276,7 +276,7 @@ T.test('golden (bf16): one AdamW step moves every weight as PyTorch does, within
   model:zero_grad()
   local logits, ctx = model:forward(st.input)
   local _, cctx = criterion:forward(logits, st.target)
-  model:backward(ctx, criterion:backward(cctx, 1))
+  model:backward(ctx, criterion:backward(cctx, 1), false)
   opt:step()
   local lr = num('lr')
   for _, p in ipairs(model:parameters()) do
@@ -298,7 +298,7 @@ T.test('golden (bf16): the losses of ten AdamW steps within 2e-2 of PyTorch', fu
     local r = math.abs(loss - ref[i]) / math.abs(ref[i])
     worst = math.max(worst, r)
     T.truthy(r <= TOL.losses, string.format('loss of step %d: %.6f vs %.6f', i - 1, loss, ref[i]))
-    model:backward(ctx, criterion:backward(cctx, 1))
+    model:backward(ctx, criterion:backward(cctx, 1), false)
     opt:step()
   end
   print(string.format('    largest relative loss difference %.2g', worst))

@@ -475,7 +475,7 @@ end
 local function part_model(cfg, g)
   local opts = {}
   for k, v in pairs(models.vit(cfg).opts) do opts[k] = v end
-  if g.tp_size > 1 then opts.tp = {size = g.tp_size, rank = g.tp_rank} end
+  if g.tp_size > 1 then opts.tp = require('lunar.parallel.tensor_1d').new{size = g.tp_size, rank = g.tp_rank} end
   if g.pp_size > 1 then
     local per = cfg.DEPTH // g.pp_size
     opts.stage = {first_block = g.pp_rank * per, last_block = (g.pp_rank + 1) * per - 1}

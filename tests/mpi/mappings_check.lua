@@ -17,6 +17,7 @@ local parallel = require('lunar.parallel')
 local world = lunar.comm.world()
 local R, T = world:rank(), world:size()
 local tp = {comm = world, size = T, rank = R, sequence_parallel = false}
+package.path = lunar.home .. '/tests/lua/?.lua;' .. package.path   -- rank_checks (tests add their own path)
 local checks = require('rank_checks').new('mappings_check', world)
 local check = checks.check
 
@@ -51,42 +52,49 @@ local tag = function(r, b, k, c) return 1000 * r + 100 * b + 10 * k + c end
 do
   local m = mappings.CopyToTP(tp)
   local x = fill({B, N, C}, function(b, k, c) return tag(0, b, k, c) end)
-  local y = m:forward(x)
+  local y, cy = m:forward(x)
   check('CopyToTP forward is the identity', y == x)
   local dy = fill({B, N, C}, function(b, k, c) return (R + 1) * tag(0, b, k, c) end)
-  check('CopyToTP backward sums over ranks', all_eq(m:backward({}, dy), function(b, k, c) return S * tag(0, b, k, c) end))
+  check('CopyToTP backward sums over ranks', all_eq(m:backward(cy, dy), function(b, k, c) return S * tag(0, b, k, c) end))
+  check('CopyToTP backward released its context', cy.freed == true)
   local r = mappings.ReduceFromTP(tp)
   local p = fill({B, N, C}, function(b, k, c) return (R + 1) * tag(0, b, k, c) end)
-  check('ReduceFromTP forward sums over ranks', all_eq(r:forward(p), function(b, k, c) return S * tag(0, b, k, c) end))
+  local rp, cr = r:forward(p)
+  check('ReduceFromTP forward sums over ranks', all_eq(rp, function(b, k, c) return S * tag(0, b, k, c) end))
   local d = fill({B, N, C}, function() return 1 end)
-  check('ReduceFromTP backward is the identity', r:backward({}, d) == d)
+  check('ReduceFromTP backward is the identity', r:backward(cr, d) == d)
+  check('the mappings are Modules', getmetatable(m).__parent == nn.Module and getmetatable(r).__parent == nn.Module)
+  local _, cn = r:forward(fill({B, N, C}, function() return 1 end))
+  check('need_dx = false: no input gradient', r:backward(cn, d, false) == nil)
 end
 
 -- sequence parallel: tokens r*n .. (r+1)*n-1 on rank r
 do
   local g = mappings.GatherFromSP(tp)
   local slice = fill({B, n, C}, function(b, k, c) return tag(R, b, k, c) end)
-  local full = g:forward(slice)
+  local full, cg = g:forward(slice)
   check('GatherFromSP forward: [B, N, C]', table.concat(full:shape(), ',') == table.concat({B, N, C}, ','))
   check('GatherFromSP forward: rank r\'s tokens at r*n..', all_eq(full, function(b, k, c)
     return tag(k // n, b, k % n, c) end))
   local dfull = fill({B, N, C}, function(b, k, c) return (R + 1) * tag(0, b, k, c) end)
-  check('GatherFromSP backward: reduce_scatter of this rank\'s tokens', all_eq(g:backward({}, dfull),
+  check('GatherFromSP backward: reduce_scatter of this rank\'s tokens', all_eq(g:backward(cg, dfull),
     function(b, k, c) return S * tag(0, b, R * n + k, c) end))
   local gs = mappings.GatherFromSP(tp, {grad = 'split'})
-  check('GatherFromSP(split) backward: this rank\'s slice', all_eq(gs:backward({}, dfull),
+  check('GatherFromSP(split) backward: this rank\'s slice', all_eq(gs:backward(select(2, gs:forward(slice)), dfull),
     function(b, k, c) return (R + 1) * tag(0, b, R * n + k, c) end))
   local sc = mappings.ScatterToSP(tp)
   local whole = fill({B, N, C}, function(b, k, c) return tag(0, b, k, c) end)
-  check('ScatterToSP forward: this rank\'s slice', all_eq(sc:forward(whole), function(b, k, c)
+  local part, csc = sc:forward(whole)
+  check('ScatterToSP forward: this rank\'s slice', all_eq(part, function(b, k, c)
     return tag(0, b, R * n + k, c) end))
-  check('ScatterToSP backward: all_gather', all_eq(sc:backward({}, slice), function(b, k, c)
+  check('ScatterToSP backward: all_gather', all_eq(sc:backward(csc, slice), function(b, k, c)
     return tag(k // n, b, k % n, c) end))
   local rs = mappings.ReduceScatterToSP(tp)
   local partial = fill({B, N, C}, function(b, k, c) return (R + 1) * tag(0, b, k, c) end)
-  check('ReduceScatterToSP forward: summed slice', all_eq(rs:forward(partial), function(b, k, c)
+  local summed, crs = rs:forward(partial)
+  check('ReduceScatterToSP forward: summed slice', all_eq(summed, function(b, k, c)
     return S * tag(0, b, R * n + k, c) end))
-  check('ReduceScatterToSP backward: all_gather', all_eq(rs:backward({}, slice), function(b, k, c)
+  check('ReduceScatterToSP backward: all_gather', all_eq(rs:backward(crs, slice), function(b, k, c)
     return tag(k // n, b, k % n, c) end))
 end
 

@@ -8,6 +8,7 @@
 -- rank_offset * numel) instead of the same mask for every slice.
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
+local Context = require('lunar.nn.Context')
 local ops = lunar.ops
 
 local Dropout = class('Dropout', Module)
@@ -20,17 +21,23 @@ end
 
 function Dropout:extra_repr() return string.format('p=%g', self.p) end
 
+--- x -> y: a new tensor in training mode with p > 0, else x itself (the
+-- identity). ctx keeps only the stream and offset (no tensor).
 function Dropout:forward(x)
-  if not self.training or self.p == 0 then return x, {identity = true} end
+  if not self.training or self.p == 0 then return x, Context(nil, {identity = true}) end
   self.calls = self.calls + 1
   local stream = lunar.stream_id(self.path .. '#' .. self.calls)
   local offset = self.rank_offset * x:numel()
-  return ops.dropout(x, self.p, self.seed, stream, offset), {stream = stream, offset = offset}
+  return ops.dropout(x, self.p, self.seed, stream, offset), Context(nil, {stream = stream, offset = offset})
 end
 
-function Dropout:backward(ctx, dy)
-  if ctx.identity then return dy end
-  return ops.dropout_backward(dy, self.p, self.seed, ctx.stream, ctx.offset)
+--- dy -> dx (the same mask regenerated), or dy itself for the identity.
+function Dropout:backward(ctx, dy, need_dx)
+  local identity, stream, offset = ctx.identity, ctx.stream, ctx.offset
+  ctx:free()
+  if need_dx == false then return nil end
+  if identity then return dy end
+  return ops.dropout_backward(dy, self.p, self.seed, stream, offset)
 end
 
 return Dropout

@@ -2,6 +2,7 @@
 -- nn.LayerNorm with elementwise affine). timm's ViT uses eps = 1e-6.
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
+local Context = require('lunar.nn.Context')
 local ops = lunar.ops
 
 local LayerNorm = class('LayerNorm', Module)
@@ -21,20 +22,22 @@ end
 
 function LayerNorm:extra_repr() return string.format('%d, eps=%g', self.dim, self.eps) end
 
---- x [..., C] -> y [..., C]; ctx keeps x, mean, rstd. Under precision = 'bf16'
+--- x [..., C] -> y [..., C]; ctx owns mean and rstd and refers to x. Under precision = 'bf16'
 -- (nn.materialize) y is bf16 (its readers in the ViT are GEMMs); the
 -- statistics and the arithmetic stay f32, and x stays what it is (f32).
 function LayerNorm:forward(x)
   local shape = x:shape()
   if shape[#shape] ~= self.dim then self:shape_error('normalized dim', shape, {'*', self.dim}) end
   local y, mean, rstd = ops.layernorm(x, self.weight, self.bias, self.eps, self.precision == 'bf16' and 'bf16' or nil)
-  return y, {x = x, mean = mean, rstd = rstd}
+  return y, Context({mean = mean, rstd = rstd}, {x = x})
 end
 
-function LayerNorm:backward(ctx, dy)
+--- Accumulates dweight, dbias; returns dx [..., C] f32 (nil when need_dx is
+-- false: the fused kernel computes it anyway).
+function LayerNorm:backward(ctx, dy, need_dx)
   local dx = ops.layernorm_backward(dy, ctx.x, self.weight, ctx.mean, ctx.rstd, self.grad_weight, self.grad_bias)
-  ctx.mean:free(); ctx.rstd:free()
-  ctx.x, ctx.mean, ctx.rstd = nil, nil, nil
+  ctx:free()
+  if need_dx == false then dx:free() return nil end
   return dx
 end
 

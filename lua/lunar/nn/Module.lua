@@ -1,11 +1,34 @@
---- lunar.nn.Module: the base of every module (torch/nn lineage, DESIGN.md).
+--- lunar.nn.Module: the base of every module (torch/nn lineage, DESIGN.md
+-- "Models as code").
 --
--- A module's `forward(x)` returns its output and a context `ctx` holding what
--- backward needs; `backward(ctx, dy)` returns the input gradient and
--- ACCUMULATES parameter gradients into the module's grad views (torch/nn's
--- accGradParameters), then frees the tensors the context held. Nothing about
--- one call is stored on the module, so a pipeline may keep many contexts in
--- flight.
+-- The contract, the same for every module (layers, containers, the loss
+-- lunar.nn.CrossEntropy, the parallel mappings and linears of lunar.parallel):
+--
+--   y, ctx = m:forward(x)             a loss: loss, ctx = crit:forward(logits, target)
+--   dx = m:backward(ctx, dy, need_dx)
+--
+-- - forward's one argument is the input; the only second argument is a
+--   loss's target (torch/nn's Criterion:forward(input, target)). Nothing
+--   else is passed per call: what a module computes in (its output dtype
+--   under precision = 'bf16', its dropout stream) is its own configuration.
+-- - `ctx` is a lunar.nn.Context: it OWNS the tensors the module created and
+--   kept for backward and its children's contexts, and only REFERS to the
+--   input x, which the caller keeps alive and unchanged until the backward
+--   (or ctx:free()). The output y belongs to the caller; y may be x itself
+--   (an identity: Dropout off, CopyToTP).
+-- - backward accumulates parameter gradients into the module's grad views
+--   (torch/nn's accGradParameters), returns dx and releases the context
+--   (ctx.freed; a second backward on it is an error). `dy` stays the
+--   caller's; dx belongs to the caller and may be dy itself (an identity), so
+--   a caller frees dy only when dx ~= dy. need_dx (default true) = false: the
+--   caller does not want dx; backward returns nil and skips computing it where
+--   the module can (Linear, PatchEmbed, the first ViT stage). A loss's dy is
+--   the gradient of the loss (a number, default 1).
+-- - A context not used for backward (evaluation, an abandoned step) is
+--   released with ctx:free(), or by `local y, ctx <close> = m:forward(x)`.
+-- - Nothing about one call is stored on the module (a pipeline keeps many
+--   contexts in flight) and a module never renames its children while it
+--   runs: paths are set once, by nn.materialize.
 --
 -- Parameters are declared at construction with `self:param(name, shape, init)`
 -- and receive storage when the root module is materialized
@@ -142,17 +165,6 @@ function Module:shape_error(what, got, expected)
   end
   error(string.format('%s (%s): %s: expected %s, got %s', self.path ~= '' and self.path or '<root>',
     self.__name or 'Module', what, s(expected), s(got)), 3)
-end
-
---- Frees every tensor reachable from a forward context (a context that will
--- not be used for backward: evaluation, or an abandoned step).
-function Module.free_ctx(ctx, seen)
-  seen = seen or {}
-  if type(ctx) ~= 'table' or seen[ctx] then return end
-  seen[ctx] = true
-  for _, v in pairs(ctx) do
-    if lunar.is_tensor(v) then v:free() else Module.free_ctx(v, seen) end
-  end
 end
 
 function Module:__tostring()

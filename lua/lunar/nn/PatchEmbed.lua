@@ -6,6 +6,7 @@
 -- a = sqrt(5): U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias).
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
+local Context = require('lunar.nn.Context')
 local ops = lunar.ops
 
 local PatchEmbed = class('PatchEmbed', Module)
@@ -38,7 +39,7 @@ function PatchEmbed:extra_repr()
     self.embed_dim, self.ndim)
 end
 
---- img [B, C, S..] -> tokens [B, L, dim]; ctx keeps the patches.
+--- img [B, C, S..] -> tokens [B, L, dim]; ctx owns the patches.
 function PatchEmbed:forward(img)
   local shape = img:shape()
   local ok = #shape == self.ndim + 2 and shape[2] == self.in_chans
@@ -50,18 +51,21 @@ function PatchEmbed:forward(img)
   end
   local patches = ops.patchify(img, self.patch_size)
   local w = self.proj:gemm_weight('weight'):view(self.embed_dim, self.fan_in)   -- bf16 under precision = 'bf16'
-  return ops.linear(patches, w, self.proj.bias), {patches = patches, img_shape = shape}
+  return ops.linear(patches, w, self.proj.bias), Context({patches = patches}, {img_shape = shape})
 end
 
---- Accumulates the conv weight and bias gradients; returns dimg when need_dx.
+--- Accumulates the conv weight and bias gradients; returns dimg [B, C, S..]
+-- (nil when need_dx is false).
 function PatchEmbed:backward(ctx, dy, need_dx)
   local w = self.proj:gemm_weight('weight'):view(self.embed_dim, self.fan_in)
   local gw = self.proj.grad_weight:view(self.embed_dim, self.fan_in)
-  local dp = ops.linear_backward(dy, ctx.patches, w, gw, self.proj.grad_bias, need_dx == true)
-  ctx.patches:free()
-  ctx.patches = nil
-  if need_dx then return ops.patchify_backward(dp, ctx.img_shape, self.patch_size) end
-  return nil
+  local dp = ops.linear_backward(dy, ctx.patches, w, gw, self.proj.grad_bias, need_dx ~= false)
+  local img_shape = ctx.img_shape
+  ctx:free()
+  if need_dx == false then return nil end
+  local dimg = ops.patchify_backward(dp, img_shape, self.patch_size)
+  dp:free()
+  return dimg
 end
 
 return PatchEmbed

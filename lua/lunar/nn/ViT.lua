@@ -12,11 +12,12 @@
 --
 -- Parallel forms (lunar.parallel builds them from the process grid; nothing
 -- changes for the plain model):
---   opts.tp = {comm=, size=T, rank=, sequence_parallel=}   tensor parallel
---     (Megatron 1D): attention heads and MLP units split across T ranks; with
---     sequence_parallel the norms and residuals of the blocks run on a 1/T
---     slice of the tokens (ScatterToSP after the embedding, GatherFromSP
---     before the final norm).
+--   opts.tp = a tensor-parallel mode's layer factory (lunar.nn.layers has its
+--     fields; lunar.parallel.tp_context gives Megatron's 1D one): attention
+--     heads and MLP units split across tp.size ranks; with
+--     tp.sequence_parallel the norms and residuals of the blocks run on a
+--     1/size slice of the tokens (tp:scatter_tokens() after the embedding,
+--     tp:gather_tokens() before the final norm).
 --   opts.stage = {first_block=, last_block=}   a pipeline stage: only blocks
 --     first..last (0-based, their global names kept); the stage holding block
 --     0 owns patch_embed, cls_token and pos_embed, the one holding the last
@@ -31,6 +32,7 @@
 --     contiguous in the flat gradient buffer, for data-parallel buckets.
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
+local Context = require('lunar.nn.Context')
 local PatchEmbed = require('lunar.nn.PatchEmbed')
 local Block = require('lunar.nn.Block')
 local LayerNorm = require('lunar.nn.LayerNorm')
@@ -39,7 +41,6 @@ local Dropout = require('lunar.nn.Dropout')
 local ops = lunar.ops
 
 local ViT = class('ViT', Module)
-local free_ctx = Module.free_ctx
 
 function ViT:__init(opts)
   Module.__init(self)
@@ -87,11 +88,9 @@ function ViT:__init(opts)
     self:add('norm', LayerNorm(dim, opts.eps or 1e-6))
     self:add('head', Linear(dim, opts.num_classes))
   end
-  if self.sequence_parallel then
-    local mappings = require('lunar.parallel.mappings')
-    if self.is_first then self.scatter = mappings.ScatterToSP(tp) end
-    if self.is_last then self.gather = mappings.GatherFromSP(tp, {grad = 'split'}) end
-  end
+  -- the factory's token mappings (nil unless sequence parallel): modules without parameters
+  if self.is_first then self.scatter = tp and tp:scatter_tokens() end
+  if self.is_last then self.gather = tp and tp:gather_tokens() end
 end
 
 function ViT:extra_repr()
@@ -132,20 +131,26 @@ function ViT:_grads_ready(group)
 end
 
 --- images [B, C, S..] -> logits [B, num_classes] (a pipeline stage: see the
--- module doc for its input and output).
+-- module doc for its input and output). ctx owns every activation the
+-- backward needs (on a later pipeline stage it refers to the input); in
+-- evaluation mode the block activations are freed as the forward goes and
+-- ctx only serves ctx:free().
 function ViT:forward(input)
-  local ctx = {blocks = {}, xs = {}}
+  local ctx = Context()
   local x
   if self.is_first then
     local p, cp = self.patch_embed:forward(input)
-    ctx.cp = cp
-    x = ops.embed_tokens(p, self.cls_token, self.pos_embed)
+    ctx:own('cp', cp)
+    local e = ops.embed_tokens(p, self.cls_token, self.pos_embed)
     p:free()
-    self.pos_drop.path = 'pos_drop'
-    x, ctx.cd = self.pos_drop:forward(x)
+    local cd
+    x, cd = self.pos_drop:forward(e)
+    ctx:own('cd', cd)
+    if x ~= e then e:free() end
     if self.scatter then
-      local full = x
-      x = self.scatter:forward(full)
+      local full, cs = x, nil
+      x, cs = self.scatter:forward(full)
+      ctx:own('cs', cs)
       full:free()
     end
   else
@@ -156,52 +161,58 @@ function ViT:forward(input)
     x = input
   end
   for i = self.first_block, self.last_block do
-    ctx.xs[i] = x
-    x, ctx.blocks[i] = self.blocks[tostring(i)]:forward(x)
+    local key = 'x' .. i                       -- block i's input
+    if i == self.first_block and not self.is_first then ctx[key] = x else ctx:own(key, x) end
+    local y, cb = self.blocks[tostring(i)]:forward(x)
+    ctx:own('block' .. i, cb)
     if not self.training then
       -- evaluation keeps no activations for backward: free as we go (not the caller's input)
-      free_ctx(ctx.blocks[i])
-      if i > self.first_block or self.is_first then ctx.xs[i]:free() end
-      ctx.blocks[i], ctx.xs[i] = nil, nil
+      ctx:release('block' .. i)
+      ctx:release(key)
     end
+    x = y
   end
+  if not self.training then ctx.evaluation = true end
   if not self.is_last then return x, ctx end
   if self.gather then
-    local slice = x
-    x = self.gather:forward(slice)
+    local slice, cg = x, nil
+    x, cg = self.gather:forward(slice)
+    ctx:own('cg', cg)
     slice:free()
   end
   local h, cn = self.norm:forward(x)
-  ctx.cn, ctx.x_last, ctx.h = cn, x, h
-  local pooled = h:select(2, 1):contiguous()     -- the class token, [B, C]
+  ctx:own('x_last', x); ctx:own('cn', cn); ctx:own('h', h)
+  local pooled = ctx:own('pooled', h:select(2, 1):contiguous())     -- the class token, [B, C]
   local logits, ch = self.head:forward(pooled)
-  ctx.ch, ctx.pooled = ch, pooled
+  ctx:own('ch', ch)
   return logits, ctx
 end
 
 --- dlogits [B, num_classes] (or, on a stage before the last, the gradient of
 -- its output activations); accumulates every parameter gradient, calling
--- grad_ready_hook as groups complete. Returns the image gradient when
--- need_dx on the first stage (else nil there), the input activation gradient
--- on later stages. The caller's dy and input are not freed.
+-- grad_ready_hook as groups complete, and releases ctx. Returns the image
+-- gradient on the first stage, the input activation gradient on later
+-- stages (nil for either when need_dx is false). The caller's dy and input
+-- are not freed.
 function ViT:backward(ctx, dy, need_dx)
-  if not ctx.xs[self.first_block] then
+  if ctx.evaluation then
     error('ViT:backward: the forward ran in evaluation mode and kept no activations', 2)
   end
+  if ctx.freed then error('ViT:backward: the context was already used by a backward, or freed', 2) end
   local dx
   if self.is_last then
     local dpooled = self.head:backward(ctx.ch, dy)
-    ctx.pooled:free()
+    ctx:release('pooled')
     local hs = ctx.h:shape()
     -- where the activation is, not the default device; f32 (a gradient), even when h is bf16 (precision = 'bf16')
     local dh = lunar.zeros(hs, 'f32', ctx.h:device())
     dh:select(2, 1):copy_(dpooled)
-    dpooled:free(); ctx.h:free()
+    dpooled:free(); ctx:release('h')
     dx = self.norm:backward(ctx.cn, dh)
-    dh:free(); ctx.x_last:free()
+    dh:free(); ctx:release('x_last')
     if self.gather then
       local full = dx
-      dx = self.gather:backward(nil, full)
+      dx = self.gather:backward(ctx.cg, full)
       full:free()
     end
     self:_grads_ready('head')
@@ -209,24 +220,31 @@ function ViT:backward(ctx, dy, need_dx)
     dx = dy
   end
   for i = self.last_block, self.first_block, -1 do
-    local dprev = self.blocks[tostring(i)]:backward(ctx.blocks[i], dx)
+    -- block first's input gradient: the embedding's on the first stage, else the caller's
+    local want = i > self.first_block or self.is_first or need_dx ~= false
+    local dprev = self.blocks[tostring(i)]:backward(ctx['block' .. i], dx, want)
     if dx ~= dy then dx:free() end
-    if i > self.first_block then ctx.xs[i]:free() end
+    if i > self.first_block then ctx:release('x' .. i) end
     dx = dprev
     self:_grads_ready('blocks.' .. i)
   end
-  if not self.is_first then return dx end
+  if not self.is_first then
+    ctx:free()
+    return dx
+  end
   if self.scatter then
     local slice = dx
-    dx = self.scatter:backward(nil, slice)
+    dx = self.scatter:backward(ctx.cs, slice)
     slice:free()
   end
-  dx = self.pos_drop:backward(ctx.cd, dx)
-  ctx.xs[self.first_block]:free()
-  local dp = ops.embed_tokens_backward(dx, self.grad_cls_token, self.grad_pos_embed)
-  dx:free()
+  local dd = self.pos_drop:backward(ctx.cd, dx)
+  if dd ~= dx then dx:free() end
+  ctx:release('x' .. self.first_block)
+  local dp = ops.embed_tokens_backward(dd, self.grad_cls_token, self.grad_pos_embed)
+  dd:free()
   local dimg = self.patch_embed:backward(ctx.cp, dp, need_dx)
   dp:free()
+  ctx:free()
   self:_grads_ready('embed')
   return dimg
 end

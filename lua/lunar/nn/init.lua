@@ -2,6 +2,8 @@
 -- materialize, which gives a model's parameters their storage and values.
 local nn = {
   Module = require('lunar.nn.Module'),
+  Context = require('lunar.nn.Context'),
+  layers = require('lunar.nn.layers'),
   Linear = require('lunar.nn.Linear'),
   LayerNorm = require('lunar.nn.LayerNorm'),
   PatchEmbed = require('lunar.nn.PatchEmbed'),

@@ -16,6 +16,8 @@
 -- rank}) initialized as the slice of the full tensor (nn.materialize).
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
+local Context = require('lunar.nn.Context')
+local Linear = require('lunar.nn.Linear')
 local mappings = require('lunar.parallel.mappings')
 local ops = lunar.ops
 
@@ -24,7 +26,8 @@ local ColumnParallelLinear = class('ColumnParallelLinear', Module)
 --- @param in_features integer K (full)
 -- @param out_features integer N (full; split in T parts per group)
 -- @param opts {tp = {comm=, size=T, rank=, sequence_parallel=}, bias = true,
---   groups = 1, init = trunc_normal(0.02), bias_init = zeros}
+--   groups = 1, init = trunc_normal(0.02), bias_init = zeros, bf16_output = false
+--   (as Linear's)}
 function ColumnParallelLinear:__init(in_features, out_features, opts)
   Module.__init(self)
   local tp = assert(opts and opts.tp, 'ColumnParallelLinear: opts.tp (a tensor-parallel context) is required')
@@ -45,6 +48,7 @@ function ColumnParallelLinear:__init(in_features, out_features, opts)
     self:param('bias', {self.out_local}, opts.bias_init or {kind = 'zeros'}, {shard = shard({out_features})})
   end
   self.sequence_parallel = tp.sequence_parallel and true or false
+  self.bf16_output = opts.bf16_output and true or false
   self.input_map = self.sequence_parallel and mappings.GatherFromSP(tp) or mappings.CopyToTP(tp)
 end
 
@@ -53,25 +57,33 @@ function ColumnParallelLinear:extra_repr()
     self.tp.size, self.sequence_parallel and ', sequence parallel' or '')
 end
 
---- x [..., in] -> y [..., out/T]; ctx keeps the (gathered) input. out_dtype:
--- as Linear:forward ('bf16' under precision = 'bf16' for a bf16 y).
-function ColumnParallelLinear:forward(x, out_dtype)
+--- x [..., in] -> y [..., out/T] (bf16 as Linear's with bf16_output); ctx
+-- owns the gathered input (sequence parallelism) or refers to x.
+function ColumnParallelLinear:forward(x)
   local shape = x:shape()
   if shape[#shape] ~= self.in_features then
     self:shape_error('input features', shape, {'*', self.in_features})
   end
   local xin, mctx = self.input_map:forward(x)
-  return ops.linear(xin, self:gemm_weight('weight'), self.bias, out_dtype), {x = xin, own = xin ~= x, mctx = mctx}
+  local y = ops.linear(xin, self:gemm_weight('weight'), self.bias, Linear.output_dtype(self))
+  local ctx = Context({mctx = mctx})
+  if xin ~= x then ctx:own('x', xin) else ctx.x = x end
+  return y, ctx
 end
 
 --- Accumulates this rank's dweight, dbias; returns dx [..., in] (all-reduced,
--- or reduce-scattered to this rank's tokens with sequence parallelism).
-function ColumnParallelLinear:backward(ctx, dy)
-  local dx = ops.linear_backward(dy, ctx.x, self:gemm_weight('weight'), self.grad_weight, self.grad_bias, true)
-  if ctx.own then ctx.x:free() end
-  ctx.x = nil
-  local out = self.input_map:backward(ctx.mctx, dx)
-  if out ~= dx then dx:free() end
+-- or reduce-scattered to this rank's tokens with sequence parallelism; nil
+-- and no collective when need_dx is false).
+function ColumnParallelLinear:backward(ctx, dy, need_dx)
+  local want = need_dx ~= false
+  local dx = ops.linear_backward(dy, ctx.x, self:gemm_weight('weight'), self.grad_weight, self.grad_bias, want)
+  ctx:release('x')
+  local out
+  if want then
+    out = self.input_map:backward(ctx.mctx, dx)
+    if out ~= dx then dx:free() end
+  end
+  ctx:free()
   return out
 end
 

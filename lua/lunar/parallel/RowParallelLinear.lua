@@ -16,13 +16,14 @@
 -- sequence_parallel: its gradient is summed over the group before the step).
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
+local Context = require('lunar.nn.Context')
 local mappings = require('lunar.parallel.mappings')
 local ops = lunar.ops
 
 local RowParallelLinear = class('RowParallelLinear', Module)
 
---- y [..., C] += bias [C] (one broadcast add: a K = 1 GEMM ones [R, 1] x bias [C, 1]^T).
-function RowParallelLinear.add_bias_(y, bias)
+-- y [..., C] += bias [C] (one broadcast add: a K = 1 GEMM ones [R, 1] x bias [C, 1]^T).
+local function add_bias_(y, bias)
   local C = bias:numel()
   local R = y:numel() // C
   local ones = lunar.ones({R, 1}, 'f32', y:device())
@@ -32,8 +33,8 @@ function RowParallelLinear.add_bias_(y, bias)
   return y
 end
 
---- grad_bias [C] += the sum of dy [..., C] over every row.
-function RowParallelLinear.acc_bias_grad_(dy, grad_bias)
+-- grad_bias [C] += the sum of dy [..., C] over every row.
+local function acc_bias_grad_(dy, grad_bias)
   local C = grad_bias:numel()
   local R = dy:numel() // C
   local ones = lunar.ones({R, 1}, 'f32', dy:device())
@@ -73,7 +74,8 @@ function RowParallelLinear:extra_repr()
     self.in_local, self.tp.size, self.sequence_parallel and ', sequence parallel' or '')
 end
 
---- x [..., in/T] -> y [..., out] (summed over the group; bias added once).
+--- x [..., in/T] -> y [..., out] (summed over the group; bias added once);
+-- ctx refers to x.
 function RowParallelLinear:forward(x)
   local shape = x:shape()
   if shape[#shape] ~= self.in_local then
@@ -82,18 +84,18 @@ function RowParallelLinear:forward(x)
   local partial = ops.linear(x, self:gemm_weight('weight'))
   local y, mctx = self.output_map:forward(partial)
   if y ~= partial then partial:free() end
-  if self.has_bias then RowParallelLinear.add_bias_(y, self.bias) end
-  return y, {x = x, mctx = mctx}
+  if self.has_bias then add_bias_(y, self.bias) end
+  return y, Context({mctx = mctx}, {x = x})
 end
 
 --- Accumulates dbias (from dy as it comes) and this rank's dweight; returns
--- dx [..., in/T].
-function RowParallelLinear:backward(ctx, dy)
-  if self.has_bias then RowParallelLinear.acc_bias_grad_(dy, self.grad_bias) end
+-- dx [..., in/T] (nil when need_dx is false).
+function RowParallelLinear:backward(ctx, dy, need_dx)
+  if self.has_bias then acc_bias_grad_(dy, self.grad_bias) end
   local dyf = self.output_map:backward(ctx.mctx, dy)
-  local dx = ops.linear_backward(dyf, ctx.x, self:gemm_weight('weight'), self.grad_weight, nil, true)
+  local dx = ops.linear_backward(dyf, ctx.x, self:gemm_weight('weight'), self.grad_weight, nil, need_dx ~= false)
   if dyf ~= dy then dyf:free() end
-  ctx.x = nil
+  ctx:free()
   return dx
 end
 

@@ -12,21 +12,24 @@
 --   parallel.load_full_parameters(model, full)               -- and back into shards
 --
 -- Pieces: grid (process grid and groups), mappings (the conjugate collectives
--- as modules), ColumnParallelLinear / RowParallelLinear, reducer (bucketed
+-- as modules), ColumnParallelLinear / RowParallelLinear, tensor_1d (the layer
+-- factory the nn modules take as opts.tp), reducer (bucketed
 -- data-parallel gradient all_reduce overlapped with backward), pipeline (GPipe
 -- and 1F1B schedules). Global gradient norm and clipping over the tensor and
 -- pipeline groups are here.
 local nn = require('lunar.nn')
 local grid = require('lunar.parallel.grid')
 
+local tensor_1d = require('lunar.parallel.tensor_1d')
+
 local parallel = {
   grid = grid,
   mappings = require('lunar.parallel.mappings'),
   ColumnParallelLinear = require('lunar.parallel.ColumnParallelLinear'),
   RowParallelLinear = require('lunar.parallel.RowParallelLinear'),
+  tensor_1d = tensor_1d,
   reducer = require('lunar.parallel.reducer'),
   pipeline = require('lunar.parallel.pipeline'),
-  shard_pieces = nn.shard_pieces,
 }
 
 local function flush()
@@ -87,11 +90,13 @@ function parallel.initialize(cfg, comm, opts)
   return g
 end
 
---- The tensor-parallel context the nn modules take (opts.tp): {comm=, size=,
--- rank=, sequence_parallel=}; nil when the tensor-parallel size is 1.
+--- The tensor-parallel context the nn modules take (opts.tp): the layer
+-- factory of the grid's tensor mode (lunar.parallel.tensor_1d: comm, size,
+-- rank, sequence_parallel and the split layers); nil when the
+-- tensor-parallel size is 1 (the modules then build plain layers).
 function parallel.tp_context(g)
   if not g or g.tp_size <= 1 then return nil end
-  return {comm = g.tp_group, size = g.tp_size, rank = g.tp_rank, sequence_parallel = g.sequence_parallel}
+  return tensor_1d.new{comm = g.tp_group, size = g.tp_size, rank = g.tp_rank, sequence_parallel = g.sequence_parallel}
 end
 
 --- Model options for this rank's place in the grid: opts with tp (the tensor

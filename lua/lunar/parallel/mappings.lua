@@ -11,14 +11,17 @@
 --                                                        (or keep the slice: grad='split')
 --   ReduceScatterToSP    reduce_scatter along tokens     all_gather along tokens
 --
--- Each is built on a tensor-parallel context `tp = {comm=, size=T, rank=r}`
--- (lunar.parallel.tp_context) and follows the module contract:
--- `y, ctx = m:forward(x)`, `dx = m:backward(ctx, dy)`. Tensors are
+-- Each is a Module (no parameters) built on a tensor-parallel context
+-- `tp = {comm=, size=T, rank=r}` (lunar.parallel.tp_context) and follows the
+-- module contract (lunar.nn.Module): `y, ctx = m:forward(x)`,
+-- `dx = m:backward(ctx, dy, need_dx)`; the contexts hold no tensor. Tensors are
 -- [B, N, C] (tokens in dim 2); a sequence-parallel slice is [B, N/T, C], rank
 -- r holding tokens r*N/T .. (r+1)*N/T-1. all_reduce works in place (the
 -- forward input / backward gradient is overwritten and returned); the token
 -- collectives return new tensors and leave their input alone.
 local class = require('lunar.class')
+local Module = require('lunar.nn.Module')
+local Context = require('lunar.nn.Context')
 
 local mappings = {}
 
@@ -27,7 +30,7 @@ local mappings = {}
 --- All-gathers token slices: x [B, n, C] on each of T ranks -> [B, T*n, C]
 -- (rank r's slice at tokens r*n ..). MPI gathers rank-major, so the result
 -- is permuted from [T, B, n, C].
-function mappings.all_gather_tokens(tp, x)
+local function all_gather_tokens(tp, x)
   local s = x:shape()
   local B, n, C = s[1], s[2], s[3]
   local buf = lunar.empty({tp.size, B, n, C}, x:dtype(), x:device())   -- bf16 activations too (precision = 'bf16')
@@ -41,7 +44,7 @@ end
 
 --- Reduce-scatters along tokens: x [B, N, C] (a partial sum on each rank) ->
 -- [B, N/T, C], the sum over ranks of this rank's token slice.
-function mappings.reduce_scatter_tokens(tp, x)
+local function reduce_scatter_tokens(tp, x)
   local s = x:shape()
   local B, N, C = s[1], s[2], s[3]
   local n = N // tp.size
@@ -69,68 +72,85 @@ end
 
 -- ---- tensor parallel ------------------------------------------------------------------------
 
+-- A mapping: a Module without parameters whose forward and backward are
+-- collectives over tp.comm; its contexts hold no tensor.
+local function mapping(name)
+  local M = class(name, Module)
+  function M:__init(tp)
+    Module.__init(self)
+    self.tp = tp
+  end
+  return M
+end
+
+-- Releases a mapping's context; whether the caller wants dx (need_dx, default true).
+local function wants_dx(ctx, need_dx)
+  ctx:free()
+  return need_dx ~= false
+end
+
 --- CopyToTP: enters a tensor-parallel region with a replicated input.
--- forward: identity; backward: all_reduce (sum) of the input gradient over
--- the tensor-parallel group (each rank's gradient is a partial sum).
-mappings.CopyToTP = class('CopyToTP')
-function mappings.CopyToTP:__init(tp) self.tp = tp end
-function mappings.CopyToTP:forward(x) return x, {} end
-function mappings.CopyToTP:backward(ctx, dy) return self.tp.comm:all_reduce(dy, 'sum') end
+-- forward: identity (y is x); backward: all_reduce (sum) of the input
+-- gradient over the tensor-parallel group, in place on dy (each rank's
+-- gradient is a partial sum), returned.
+mappings.CopyToTP = mapping('CopyToTP')
+function mappings.CopyToTP:forward(x) return x, Context() end
+function mappings.CopyToTP:backward(ctx, dy, need_dx)
+  if wants_dx(ctx, need_dx) then return self.tp.comm:all_reduce(dy, 'sum') end
+end
 
 --- ReduceFromTP: leaves a tensor-parallel region: forward all_reduce (sum) of
--- the partial outputs (in place); backward: identity.
-mappings.ReduceFromTP = class('ReduceFromTP')
-function mappings.ReduceFromTP:__init(tp) self.tp = tp end
-function mappings.ReduceFromTP:forward(x) return self.tp.comm:all_reduce(x, 'sum'), {} end
-function mappings.ReduceFromTP:backward(ctx, dy) return dy end
+-- the partial outputs, in place on x (y is x); backward: identity (dx is dy).
+mappings.ReduceFromTP = mapping('ReduceFromTP')
+function mappings.ReduceFromTP:forward(x) return self.tp.comm:all_reduce(x, 'sum'), Context() end
+function mappings.ReduceFromTP:backward(ctx, dy, need_dx)
+  if wants_dx(ctx, need_dx) then return dy end
+end
 
 -- ---- sequence parallel --------------------------------------------------------------------
 
 --- ScatterToSP: enters the sequence-parallel region from a replicated
--- [B, N, C]: forward keeps this rank's tokens [B, N/T, C]; backward
--- all-gathers the slice gradients back to [B, N, C].
-mappings.ScatterToSP = class('ScatterToSP')
-function mappings.ScatterToSP:__init(tp) self.tp = tp end
+-- [B, N, C]: forward keeps this rank's tokens [B, N/T, C] (a new tensor);
+-- backward all-gathers the slice gradients back to [B, N, C].
+mappings.ScatterToSP = mapping('ScatterToSP')
 function mappings.ScatterToSP:forward(x)
   check_tokens('ScatterToSP', self.tp, x)
-  return mappings.split_tokens(self.tp, x), {}
+  return mappings.split_tokens(self.tp, x), Context()
 end
-function mappings.ScatterToSP:backward(ctx, dy) return mappings.all_gather_tokens(self.tp, dy) end
+function mappings.ScatterToSP:backward(ctx, dy, need_dx)
+  if wants_dx(ctx, need_dx) then return all_gather_tokens(self.tp, dy) end
+end
 
 --- GatherFromSP: forward all-gathers token slices [B, N/T, C] -> [B, N, C].
 -- backward: opts.grad = 'reduce_scatter' (default: the consumer is tensor
 -- parallel, e.g. a ColumnParallelLinear, so each rank's gradient is a
 -- partial sum) or 'split' (the consumer is replicated, e.g. the final norm
 -- and head, so every rank holds the whole gradient and keeps its slice).
-mappings.GatherFromSP = class('GatherFromSP')
+mappings.GatherFromSP = class('GatherFromSP', Module)
 function mappings.GatherFromSP:__init(tp, opts)
+  Module.__init(self)
   self.tp = tp
   self.grad = opts and opts.grad or 'reduce_scatter'
   assert(self.grad == 'reduce_scatter' or self.grad == 'split', 'GatherFromSP: grad is reduce_scatter or split')
 end
-function mappings.GatherFromSP:forward(x) return mappings.all_gather_tokens(self.tp, x), {} end
-function mappings.GatherFromSP:backward(ctx, dy)
+function mappings.GatherFromSP:forward(x) return all_gather_tokens(self.tp, x), Context() end
+function mappings.GatherFromSP:backward(ctx, dy, need_dx)
   check_tokens('GatherFromSP', self.tp, dy)
+  if not wants_dx(ctx, need_dx) then return nil end
   if self.grad == 'split' then return mappings.split_tokens(self.tp, dy) end
-  return mappings.reduce_scatter_tokens(self.tp, dy)
+  return reduce_scatter_tokens(self.tp, dy)
 end
 
 --- ReduceScatterToSP: leaves a tensor-parallel region into the sequence-
 -- parallel one: forward reduce-scatters partial [B, N, C] -> summed
 -- [B, N/T, C]; backward all-gathers the slice gradients to [B, N, C].
-mappings.ReduceScatterToSP = class('ReduceScatterToSP')
-function mappings.ReduceScatterToSP:__init(tp) self.tp = tp end
+mappings.ReduceScatterToSP = mapping('ReduceScatterToSP')
 function mappings.ReduceScatterToSP:forward(x)
   check_tokens('ReduceScatterToSP', self.tp, x)
-  return mappings.reduce_scatter_tokens(self.tp, x), {}
+  return reduce_scatter_tokens(self.tp, x), Context()
 end
-function mappings.ReduceScatterToSP:backward(ctx, dy) return mappings.all_gather_tokens(self.tp, dy) end
-
--- Function-style names (Megatron's): copy_to_tp, reduce_from_tp, ...
-mappings.copy_to_tp = mappings.CopyToTP
-mappings.reduce_from_tp = mappings.ReduceFromTP
-mappings.scatter_to_sp = mappings.ScatterToSP
-mappings.gather_from_sp = mappings.GatherFromSP
-mappings.reduce_scatter_to_sp = mappings.ReduceScatterToSP
+function mappings.ReduceScatterToSP:backward(ctx, dy, need_dx)
+  if wants_dx(ctx, need_dx) then return all_gather_tokens(self.tp, dy) end
+end
 
 return mappings

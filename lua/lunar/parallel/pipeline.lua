@@ -121,9 +121,9 @@ function pipeline.run(args)
     if args.before_backward then args.before_backward(k) end
     if last then
       dy = criterion:backward(rec.cctx, scale)
-      rec.logits:free()
+      rec.logits:free()                -- this stage's output, freed by the schedule that kept it
     end
-    local dx = model:backward(rec.ctx, dy)
+    local dx = model:backward(rec.ctx, dy, not first)   -- the first stage sends no gradient back
     dy:free()
     if rec.input then rec.input:free() end
     return dx
@@ -185,7 +185,7 @@ function pipeline.forward_only(model, g, images, batch)
   local shape = model:hidden_shape(batch)
   local x = link.first and images or link:recv_forward(shape)
   local out, ctx = model:forward(x)
-  require('lunar.nn.Module').free_ctx(ctx)
+  ctx:free()
   if not link.first then x:free() end
   if link.last then return out end
   link:send_forward(out)

@@ -1,0 +1,73 @@
+--- lunar.nn.Context: what a module's forward saved for its backward, and who
+-- releases it (the module contract, lunar.nn.Module).
+--
+--   local ctx = Context({h = h, c1 = c1}, {x = x})   owns h and the child context c1,
+--                                                    refers to x (the caller's input)
+--   ctx:own('o', o)          one more owned value (a tensor or a child context)
+--   ctx:release('h')         frees an owned value now (a backward's prompt release)
+--   ctx:free()               frees every owned value (recursively), forgets the
+--                            references; a second call does nothing
+--   do local y, ctx <close> = m:forward(x) ... end   ctx:free() when the block ends
+--
+-- A context OWNS the tensors its module created in forward and kept for
+-- backward (activations, statistics) and the contexts of its children;
+-- it only REFERS to tensors that belong to someone else (the module's input,
+-- a tensor another context owns). ctx:free() frees exactly what it owns, so
+-- no caller frees another module's tensors. Field names are the module's own
+-- (ctx.x, ctx.mean, ...); `own`, `release`, `free`, `freed` and `_owns` are
+-- the context's.
+local Context = {}
+Context.__index = Context
+Context.__name = 'Context'
+setmetatable(Context, {__call = function(_, owns, refs) return Context.new(owns, refs) end})
+
+local function is_context(v) return getmetatable(v) == Context end
+
+local function release_value(v)
+  if lunar.is_tensor(v) or is_context(v) then v:free() end
+end
+
+--- A context that owns the values of `owns` (tensors, child contexts; plain
+-- values are kept as they are) and refers to those of `refs`.
+-- @param owns optional table name -> value
+-- @param refs optional table name -> value
+function Context.new(owns, refs)
+  local ctx = setmetatable({_owns = {}}, Context)
+  for k, v in pairs(owns or {}) do ctx:own(k, v) end
+  for k, v in pairs(refs or {}) do ctx[k] = v end
+  return ctx
+end
+
+--- Stores `value` under `name` as owned (freed by ctx:free()); returns value.
+function Context:own(name, value)
+  self[name] = value
+  if value ~= nil then self._owns[name] = true end
+  return value
+end
+
+--- Frees the value under `name` now when the context owns it (else only
+-- forgets the reference) and removes it from the context.
+function Context:release(name)
+  if self._owns[name] then
+    release_value(self[name])
+    self._owns[name] = nil
+  end
+  self[name] = nil
+end
+
+--- Frees every owned tensor and child context and forgets every reference;
+-- ctx.freed is true afterwards. Idempotent.
+function Context:free()
+  if self.freed then return end
+  for name in pairs(self._owns) do release_value(self[name]) end
+  for k in pairs(self) do self[k] = nil end
+  self._owns = {}
+  self.freed = true
+end
+
+--- `local ctx <close> = ...`: frees the context when the variable goes out of scope.
+Context.__close = Context.free
+
+Context.is_context = is_context
+
+return Context
