@@ -1,4 +1,4 @@
--- configs/recipes/vit_h14_imagenet_tp4_pp4.lua: ViT-H/14 pretraining on a
+-- configs/recipes/vit_h14_synthetic224_tp4_pp4.lua: ViT-H/14 on a
 -- 4 x 4 tensor x pipeline grid per replica (632M parameters: 16 ranks hold one
 -- replica, about 40M parameters each, so the AdamW state fits beside the
 -- activations), with the hyperparameters of the B/16 recipe.
@@ -7,9 +7,9 @@
 -- 64 / (4 * 4) = 4, and the global batch is
 --   BATCH_SIZE * data * gradient_accumulation = 256 * 4 * 4 = 4096.
 --
--- Data: synthetic ImageNet-shaped images until the ImageNet reader lands (see
--- vit_b16_imagenet_tp2_pp2.lua).
---   build/lunar config show configs/recipes/vit_h14_imagenet_tp4_pp4.lua
+-- Data: synthetic 224 x 224 images of 1000 classes, ImageNet's shape (see
+-- vit_b16_synthetic224_tp2_pp2.lua).
+--   build/lunar config show configs/recipes/vit_h14_synthetic224_tp4_pp4.lua
 include '../models/vit_h14.lua'
 
 DATASET = 'synthetic'

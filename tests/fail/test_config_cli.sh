@@ -44,7 +44,7 @@ check "show: every model's count matches its published size" [ "$ok_counts" -eq 
 run "$LUNAR" config show configs/models/vit_b16.lua NUM_CLASSES=10
 check "show with an override: B/16 with 10 classes has 85,806,346 parameters" has "$out" "-- parameters: 85,806,346"
 
-run "$LUNAR" config show configs/recipes/vit_b16_imagenet_tp2_pp2.lua
+run "$LUNAR" config show configs/recipes/vit_b16_synthetic224_tp2_pp2.lua
 printf '%s\n' "$out" >"$T/resolved.lua"
 check "show of a recipe exits 0" [ "$rc" -eq 0 ]
 check "show of a recipe: parallel dict and per-rank state" eval 'has "$out" "pipeline = 2," && has "$out" "per rank over pipeline 2 x tensor 2"'

@@ -90,13 +90,13 @@ T.test('counting parameters allocates no tensor memory', function()
 end)
 
 T.test('recipes: include a model and set the parallel dict and hyperparameters', function()
-  local b = load_recipe('vit_b16_imagenet_tp2_pp2')
+  local b = load_recipe('vit_b16_synthetic224_tp2_pp2')
   T.eq(cli.model_size(b).params, 86567656, 'the B/16 of configs/models')
   T.eq(b.parallel.pipeline, 2); T.eq(b.parallel.tensor, {mode = '1d', size = 2}); T.eq(b.parallel.data, 0)
   T.eq({b.BATCH_SIZE, b.LEARNING_RATE, b.WEIGHT_DECAY, b.NUM_EPOCHS, b.WARMUP_EPOCHS}, {256, 3e-3, 0.3, 300, 32})
   T.eq({b.NUM_MICRO_BATCHES, b.gradient_accumulation, b.clip_grad_norm, b.DROPOUT}, {8, 2, 1.0, 0.1})
   T.eq(b.BATCH_SIZE * (32 // 4) * b.gradient_accumulation, 4096, 'global batch on 32 ranks')
-  local h = load_recipe('vit_h14_imagenet_tp4_pp4')
+  local h = load_recipe('vit_h14_synthetic224_tp4_pp4')
   T.eq(cli.model_size(h).params, 632045800)
   T.eq(h.BATCH_SIZE * (64 // 16) * h.gradient_accumulation, 4096, 'global batch on 64 ranks')
   local c = load_recipe('vit_ti4_cifar10_dp')
@@ -110,13 +110,13 @@ end)
 T.test('recipes: their layouts fit the world sizes their comments name', function()
   local parallel = require('lunar.parallel')   -- part of Lunar: missing is a failure, not a skip
   local fits = {
-    {'vit_b16_imagenet_tp2_pp2', 32}, {'vit_b16_imagenet_tp2_pp2', 4}, {'vit_h14_imagenet_tp4_pp4', 64},
+    {'vit_b16_synthetic224_tp2_pp2', 32}, {'vit_b16_synthetic224_tp2_pp2', 4}, {'vit_h14_synthetic224_tp4_pp4', 64},
     {'vit_ti4_cifar10_dp', 4}, {'vit_ti4_cifar10_dp', 1}, {'vit_b8_image_sizes', 1},
   }
   for _, f in ipairs(fits) do
     T.eq(parallel.grid.validate(load_recipe(f[1]), f[2]), nil, f[1] .. ' on ' .. f[2] .. ' ranks')
   end
-  T.truthy(parallel.grid.validate(load_recipe('vit_b16_imagenet_tp2_pp2'), 6), '6 ranks do not fit 2 x 2')
+  T.truthy(parallel.grid.validate(load_recipe('vit_b16_synthetic224_tp2_pp2'), 6), '6 ranks do not fit 2 x 2')
 end)
 
 T.test('config show: the resolved config, the counts, and a file that loads back', function()
