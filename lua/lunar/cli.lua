@@ -186,12 +186,6 @@ function cli.readme_section()
     '\n' .. cli.markdown_reference() .. '\n' .. cli.README_END
 end
 
---- Prints the README's config reference (the markdown table): for
--- `build/lunar -e "require('lunar.cli').readme_reference()"`.
-function cli.readme_reference()
-  io.stdout:write(cli.markdown_reference())
-end
-
 local function read_file(path)
   local f, err = io.open(path, 'rb')
   if not f then error('cannot open ' .. tostring(err), 0) end
