@@ -1,7 +1,8 @@
 -- Tests of lua/lunar/nn: gradients against central finite differences on a
 -- tiny ViT, gradient accumulation, initialization (determinism by name and
--- statistics), 3D images, timm's parameter names, shape errors, Dropout, and
--- the parameter count of the main job's model.
+-- statistics), 3D images, timm's parameter names, shape errors, Dropout, the
+-- module contract (contexts, need_dx, the loss as a Module, nn without
+-- parallel, no renaming), and the parameter count of the main job's model.
 --   build/lunar tests/lua/test_nn.lua
 local T = require('harness')
 local nn = require('lunar.nn')
@@ -464,6 +465,179 @@ T.test('a ViT with dropout: train mode is stochastic, evaluation mode determinis
   -- every Dropout of the model (pos_drop, attn.proj_drop, mlp.drop) must be off
   T.eq(c:totable(), d:totable(), 'evaluation mode: two forwards are equal')
   T.eq(c:totable(), r:totable(), 'evaluation mode equals the model without dropout')
+end)
+
+-- the module contract (lunar.nn.Module) ------------------------------------------
+
+local function all_released(list)
+  for i, t in ipairs(list) do
+    if not t:is_released() then return false, 'owned tensor ' .. i .. ' still holds storage' end
+  end
+  return true
+end
+
+T.test('a context owns what its module saved: backward releases it, never the caller\'s input', function()
+  local model = vit({drop = 0.1})
+  local x = X:clone()
+  local logits, ctx = model:forward(x)
+  T.eq(getmetatable(ctx), nn.Context, 'forward returns a lunar.nn.Context')
+  local owned = ctx:tensors()
+  -- per block: h1, h2, x1, qkv, o, lse, fc1 output h, GELU output a, 2 x (mean, rstd); and the block inputs
+  T.truthy(#owned >= 2 * 14, #owned .. ' owned tensors')
+  for _, t in ipairs(owned) do T.truthy(t ~= x, 'the input is referred to, not owned') end
+  local _, cctx = CRIT:forward(logits, Y)
+  model:backward(ctx, CRIT:backward(cctx, 1), false)
+  T.truthy(all_released(owned))
+  T.truthy(ctx.freed and cctx.freed, 'both contexts are released')
+  T.falsy(x:is_released(), 'the caller\'s input is left alone')
+  T.falsy(logits:is_released(), 'the caller\'s logits are left alone')
+  T.raises(function() model:backward(ctx, logits) end, 'already used by a backward')
+  logits:free()
+end)
+
+T.test('ctx:free() releases an unused context (twice is harmless); <close> does it at scope end', function()
+  local model = vit()
+  local logits, ctx = model:forward(X)
+  local owned = ctx:tensors()
+  ctx:free()
+  T.truthy(all_released(owned))
+  ctx:free()
+  T.falsy(X:is_released())
+  logits:free()
+  -- a to-be-closed variable, for a layer and for the whole model
+  local lin = nn.materialize(nn.Linear(4, 3), 1)
+  local keep
+  do
+    local y, c <close> = model:forward(X)
+    keep = c:tensors()
+    T.truthy(#keep > 0 and not keep[1]:is_released(), 'alive inside the scope')
+    y:free()
+  end
+  T.truthy(all_released(keep), 'released at the end of the scope')
+  local closed
+  do
+    local _, c <close> = lin:forward(lunar.ones({2, 4}))
+    closed = c
+  end
+  T.truthy(closed.freed, 'a Linear context too')
+  -- evaluation mode: the ViT frees the block activations as it goes; ctx:free() the rest
+  model:evaluate()
+  local out, ectx = model:forward(X)
+  local rest = ectx:tensors()
+  T.truthy(#rest > 0, 'the final norm and head activations')
+  ectx:free()
+  T.truthy(all_released(rest))
+  out:free()
+  model:train()
+end)
+
+T.test('need_dx: default true returns dx, false returns nil, for every module kind', function()
+  local model = vit({drop = 0.1})
+  local b = model.blocks['0']
+  local tokens = lunar.empty({3, 5, 16}):normal_(1, 'tok', 0, 1)
+  local logits = lunar.empty({3, 5}):normal_(2, 'logits', 0, 1)
+  local cases = {
+    {'Linear', b.mlp.fc1, tokens}, {'LayerNorm', b.norm1, tokens}, {'Dropout', b.attn.proj_drop, tokens},
+    {'MLP', b.mlp, tokens}, {'Attention', b.attn, tokens}, {'Block', b, tokens},
+    {'PatchEmbed', model.patch_embed, X}, {'ViT', model, X}, {'CrossEntropy', CRIT, logits, Y},
+  }
+  for _, c in ipairs(cases) do
+    local name, m, x, target = c[1], c[2], c[3], c[4]
+    local y, ctx = m:forward(x, target)
+    local dy = type(y) == 'number' and 1 or lunar.ones(y:shape())
+    local dx = m:backward(ctx, dy)
+    T.truthy(lunar.is_tensor(dx), name .. ': dx by default')
+    T.eq(dx:shape(), x:shape(), name .. ': dx has the input\'s shape')
+    local y2, ctx2 = m:forward(x, target)
+    T.eq(m:backward(ctx2, dy, false), nil, name .. ': need_dx = false')
+    T.truthy(ctx.freed and ctx2.freed, name .. ': both contexts released')
+    T.truthy(getmetatable(m).__parent ~= nil and m.parameters == nn.Module.parameters, name .. ' is a Module')
+    if y ~= x and type(y) ~= 'number' then y:free(); y2:free() end
+  end
+end)
+
+T.test('the loss is a Module: loss, ctx = forward(logits, target); dlogits = backward(ctx, dloss)', function()
+  local crit = nn.CrossEntropy{label_smoothing = 0.1}
+  T.truthy(crit.zero_grad == nn.Module.zero_grad and #crit:parameters() == 0, 'a Module without parameters')
+  local z = {{1.0, -2.0, 0.5}, {0.0, 3.0, -1.0}}
+  local logits, target = lunar.tensor(z), lunar.tensor({2, 1}, 'i32')
+  local loss, ctx = crit:forward(logits, target)
+  -- float64 reference (PyTorch's definition): q = 0.9 onehot + 0.1 / 3,
+  -- loss = mean_b sum_k -q_k log softmax(z_b)_k, dlogits = dloss (softmax - q) / B
+  local ref_loss, ref_d = 0, {}
+  for b, row in ipairs(z) do
+    local m = math.max(table.unpack(row))
+    local se = 0
+    for _, v in ipairs(row) do se = se + math.exp(v - m) end
+    for k, v in ipairs(row) do
+      local q = (k - 1 == ({2, 1})[b] and 0.9 or 0) + 0.1 / 3
+      ref_loss = ref_loss - q * (v - m - math.log(se)) / 2
+      ref_d[#ref_d + 1] = 0.5 * (math.exp(v - m) / se - q) / 2
+    end
+  end
+  T.near(loss, ref_loss, 1e-6, 0, 'loss')
+  local d = crit:backward(ctx, 0.5)
+  local dv = d:view(-1):totable()
+  for i, want in ipairs(ref_d) do T.near(dv[i], want, 1e-5, 1e-7, 'dlogits ' .. i) end
+  T.truthy(ctx.freed, 'backward released the context')
+  T.falsy(logits:is_released(), 'the logits stay the caller\'s')
+end)
+
+T.test('lunar.nn requires nothing from lunar.parallel (a fresh load, a plain model run, the sources)', function()
+  local saved = {}
+  for name, mod in pairs(package.loaded) do
+    if name:match('^lunar%.nn') or name:match('^lunar%.parallel') then saved[name] = mod end
+  end
+  for name in pairs(saved) do package.loaded[name] = nil end
+  local ok, err = pcall(function()
+    local fresh = require('lunar.nn')
+    local m = fresh.materialize(fresh.ViT(TINY), 1)
+    local y, c = m:forward(X)
+    local _, cc = fresh.CrossEntropy{}:forward(y, Y)
+    m:backward(c, fresh.CrossEntropy{}:backward(cc), false)
+    y:free()
+  end)
+  local parallel_loaded, nn_modules = {}, {}
+  for name in pairs(package.loaded) do
+    if name:match('^lunar%.parallel') then parallel_loaded[#parallel_loaded + 1] = name end
+    if name:match('^lunar%.nn') then nn_modules[#nn_modules + 1] = name end
+  end
+  for name in pairs(package.loaded) do
+    if name:match('^lunar%.nn') or name:match('^lunar%.parallel') then package.loaded[name] = nil end
+  end
+  for name, mod in pairs(saved) do package.loaded[name] = mod end
+  T.truthy(ok, tostring(err))
+  T.eq(parallel_loaded, {}, 'lunar.parallel modules loaded by lunar.nn')
+  T.truthy(#nn_modules >= 10, 'the nn modules were loaded fresh')
+  for _, name in ipairs(nn_modules) do
+    local path = assert(package.searchpath(name, package.path))
+    local f = assert(io.open(path)); local src = f:read('a'); f:close()
+    T.falsy(src:find('require%s*%(?%s*[\'"]lunar%.parallel'), path .. ' requires lunar.parallel')
+  end
+end)
+
+T.test('a module does not rename its children while it runs', function()
+  local model = vit({drop = 0.1})
+  local before = {}
+  model:apply(function(m, path) before[#before + 1] = path .. '=' .. m.path end)
+  T.eq(model.blocks['1'].attn.proj_drop.path, 'blocks.1.attn.proj_drop', 'materialize set the paths')
+  local logits, ctx = model:forward(X)
+  local _, cctx = CRIT:forward(logits, Y)
+  model:backward(ctx, CRIT:backward(cctx, 1), false)
+  logits:free()
+  local after = {}
+  model:apply(function(m, path) after[#after + 1] = path .. '=' .. m.path end)
+  T.eq(after, before)
+  -- a block materialized on its own: its dropouts keep the names materialize gave them
+  local attn = nn.materialize(nn.Attention(16, 2, {proj_drop = 0.1}), 1)
+  local mlp = nn.materialize(nn.MLP(16, 32, {drop = 0.1}), 1)
+  local tokens = lunar.ones({2, 3, 16})
+  for _, m in ipairs({attn, mlp}) do
+    local y, c = m:forward(tokens)
+    c:free(); y:free()
+  end
+  T.eq(attn.proj_drop.path, 'proj_drop')
+  T.eq(mlp.drop.path, 'drop')
 end)
 
 -- parameter count --------------------------------------------------------------

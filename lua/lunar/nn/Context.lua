@@ -7,6 +7,7 @@
 --   ctx:release('h')         frees an owned value now (a backward's prompt release)
 --   ctx:free()               frees every owned value (recursively), forgets the
 --                            references; a second call does nothing
+--   ctx:tensors()            the owned tensors, children's included
 --   do local y, ctx <close> = m:forward(x) ... end   ctx:free() when the block ends
 --
 -- A context OWNS the tensors its module created in forward and kept for
@@ -63,6 +64,17 @@ function Context:free()
   for k in pairs(self) do self[k] = nil end
   self._owns = {}
   self.freed = true
+end
+
+--- The tensors this context owns, its children's included (a list; for
+-- tests and memory accounting).
+function Context:tensors(out)
+  out = out or {}
+  for name in pairs(self._owns) do
+    local v = self[name]
+    if lunar.is_tensor(v) then out[#out + 1] = v elseif is_context(v) then v:tensors(out) end
+  end
+  return out
 end
 
 --- `local ctx <close> = ...`: frees the context when the variable goes out of scope.
