@@ -2,9 +2,10 @@
 -- bench/gpu_throughput (device=cuda); not a test. Trains the config's ViT on
 -- one fixed random batch and prints ONE JSON line: median images/s over
 -- MAX_STEPS timed steps (after WARMUP untimed ones, default 3), achieved
--- FLOP/s and the model dims. A timed step is zero_grad + forward + loss +
--- backward + AdamW step (as the PyTorch peers time it), ended on a GPU by a
--- device synchronization. FLOPs per image: models.vit_train_flops_per_image.
+-- FLOP/s and the model dims. A timed step is engine:train_step: zero_grad +
+-- forward + loss + backward + AdamW step (lr 1e-3, label smoothing 0.1 as the
+-- PyTorch peers; the command line may set LEARNING_RATE, LABEL_SMOOTHING),
+-- ended on a GPU by a device synchronization. FLOPs per image: models.vit_train_flops_per_image.
 --   on the CPU: the process's peak resident and tensor memory and the measured
 --     SGEMM peak (lunar.sgemm_gflops);
 --   on a GPU (config key device = 'cuda'): f32 with TF32 GEMMs (TF32=1, the
@@ -14,25 +15,23 @@
 --     precision (H100/H200 and A100 known; PEAK_TFLOPS overrides).
 --   build/lunar bench/lunar_train_bench.lua --config configs/vit_fmnist.lua MAX_STEPS=20
 --   build/lunar bench/lunar_train_bench.lua --config configs/models/vit_b16.lua BATCH_SIZE=64 device=cuda precision=bf16
+local setup = require('lunar.setup')
 local config = require('lunar.config')
-local nn = require('lunar.nn')
-local optim = require('lunar.optim')
-local models = require('lunar.models')
-local parallel = require('lunar.parallel')
 local cjson = require('cjson')
 
-local cfg = config.check_machine(config.load(lunar.args.config, lunar.args.overrides))
+-- the peers' optimizer settings first, so that the command line's win
+local overrides = {'LEARNING_RATE=1e-3', 'LABEL_SMOOTHING=0.1'}
+for _, o in ipairs(lunar.args.overrides) do overrides[#overrides + 1] = o end
+local cfg = config.load(lunar.args.config, overrides)
 local steps = cfg.MAX_STEPS > 0 and cfg.MAX_STEPS or 20
 local warmup = tonumber(os.getenv('WARMUP') or '') or 3
 local gpu = cfg.device ~= 'cpu'
 local tf32 = gpu and (os.getenv('TF32') or '1') ~= '0'
 local bf16 = cfg.precision == 'bf16'
 if gpu then lunar.cuda.set_tf32(tf32) end
-parallel.initialize(cfg)   -- one rank; cfg.device becomes the default device
-
-local model = nn.materialize(models.vit(cfg), cfg.SEED, {init = cfg.INIT, precision = cfg.precision})
-local criterion = nn.CrossEntropy{label_smoothing = 0.1}
-local opt = optim.AdamW(model:parameters(), {lr = 1e-3, weight_decay = cfg.WEIGHT_DECAY})
+-- one rank: the model, AdamW and the engine (cfg.device becomes the default device)
+local run = setup.from_config(cfg, nil, {loaders = false})
+local engine = run.engine
 
 local shape = {cfg.BATCH_SIZE, cfg.IN_CHANS}
 for _ = 1, cfg.IMG_DIMS do table.insert(shape, cfg.IMG_SIZE) end
@@ -45,22 +44,15 @@ if gpu then lunar.cuda.synchronize(); lunar.cuda.reset_peak_memory() end
 local times, loss = {}, 0
 for s = 1, warmup + steps do
   local t0 = lunar.clock()
-  model:zero_grad()
-  local logits, ctx = model:forward(x)
-  local cctx
-  loss, cctx = criterion:forward(logits, y)
-  local dlogits = criterion:backward(cctx, 1)
-  model:backward(ctx, dlogits, false)
-  opt:step()
-  dlogits:free(); logits:free()
+  for _ = 1, cfg.gradient_accumulation do loss = engine:train_step(x, y) end   -- one optimizer step
   if gpu then lunar.cuda.synchronize() end
   if s > warmup then table.insert(times, lunar.clock() - t0) end
 end
 table.sort(times)
 local median = times[(#times + 1) // 2]
-local num_params = model:num_parameters()
-local ips = cfg.BATCH_SIZE / median
-local flops = models.vit_train_flops_per_image(cfg, num_params)
+local num_params = run.num_params
+local ips = cfg.BATCH_SIZE * cfg.gradient_accumulation / median
+local flops = run.flops_per_image
 
 local out = {
   images_per_s = ips, step_ms_median = median * 1e3, step_ms_min = times[1] * 1e3,

@@ -8,29 +8,25 @@
 -- Every rank trains the config's ViT (its part of the grid from the
 -- `parallel` dict: lunar.parallel) on one fixed random batch of BATCH_SIZE
 -- images per data-parallel rank (no data loading in the timing); a timed step
--- is engine zero_grad + forward + loss + backward (with the bucketed,
--- overlapped data-parallel all_reduce) + step (AdamW), or execute_schedule
--- with pipeline stages / micro-batches. After 3 warm-up steps, MAX_STEPS
--- (default 15) steps are timed; the step time is the slowest rank's. Rank 0
+-- is engine:train_step: zero_grad + forward + loss + backward (with the
+-- bucketed, overlapped data-parallel all_reduce) + step (AdamW, lr 1e-4,
+-- label smoothing 0.1 unless the command line sets LEARNING_RATE or
+-- LABEL_SMOOTHING), or the schedule with pipeline stages / micro-batches.
+-- After 3 warm-up steps, MAX_STEPS (default 15) steps are timed (with
+-- gradient_accumulation = n, n batches each); the step time is the slowest
+-- rank's. Rank 0
 -- prints ONE JSON line starting {"bench":"train_scaling": the global batch,
 -- median step time, images/s (global batch / median), ranks, threads, layout.
-local config = require('lunar.config')
-local nn = require('lunar.nn')
-local optim = require('lunar.optim')
-local engine_mod = require('lunar.engine')
-local parallel = require('lunar.parallel')
+local setup = require('lunar.setup')
 local cjson = require('cjson')
 
-local cfg = parallel.same_on_every_rank(config.load, lunar.args.config, lunar.args.overrides)
-if cfg.NUM_THREADS and cfg.NUM_THREADS > 0 then lunar.set_num_threads(cfg.NUM_THREADS) end
-local g = parallel.initialize(cfg, nil, {quiet = true})
+-- the bench's optimizer settings first, so that the command line's win
+local overrides = {'LEARNING_RATE=1e-4', 'LABEL_SMOOTHING=0.1'}
+for _, o in ipairs(lunar.args.overrides) do overrides[#overrides + 1] = o end
+local run = setup.from_config(lunar.args.config, overrides, {loaders = false, quiet = true})
+local cfg, g, eng = run.cfg, run.grid, run.engine
 local steps = cfg.MAX_STEPS > 0 and cfg.MAX_STEPS or 15
 local warmup = 3
-
-local model = nn.materialize(parallel.vit(cfg, g), cfg.SEED, {init = cfg.INIT})
-local opt = optim.AdamW(model:parameters(), {lr = 1e-4, weight_decay = cfg.WEIGHT_DECAY})
-local eng = engine_mod.initialize{model = model, optimizer = opt, criterion = nn.CrossEntropy{label_smoothing = 0.1},
-  grid = g}
 
 local shape = {cfg.BATCH_SIZE, cfg.IN_CHANS}
 for _ = 1, cfg.IMG_DIMS do table.insert(shape, cfg.IMG_SIZE) end
@@ -42,22 +38,13 @@ local times = {}
 for s = 1, warmup + steps do
   g.world:barrier()
   local t0 = lunar.clock()
-  eng:zero_grad()
-  if eng:uses_schedule() then
-    eng:execute_schedule(x, y)
-  else
-    local logits = eng(x)
-    local loss = eng:criterion(logits, y)
-    eng:backward(loss)
-    logits:free()
-  end
-  eng:step()
+  for _ = 1, cfg.gradient_accumulation do eng:train_step(x, y) end
   local dt = g.world:all_reduce_number(lunar.clock() - t0, 'max')
   if s > warmup then times[#times + 1] = dt end
 end
 table.sort(times)
 local median = times[(#times + 1) // 2]
-local global_batch = cfg.BATCH_SIZE * g.dp_size
+local global_batch = cfg.BATCH_SIZE * g.dp_size * cfg.gradient_accumulation   -- images per optimizer step
 if g.rank == 0 then
   local body = cjson.encode{
     ranks = g.world_size, threads = lunar.num_threads(), dp = g.dp_size, tp = g.tp_size, pp = g.pp_size,

@@ -27,10 +27,7 @@
 -- memory is the tensor allocator's peak during that size (the largest over
 -- ranks) and the process's peak resident set so far.
 local config = require('lunar.config')
-local nn = require('lunar.nn')
-local optim = require('lunar.optim')
-local models = require('lunar.models')
-local engine_mod = require('lunar.engine')
+local setup = require('lunar.setup')
 local log = require('lunar.log')
 local parallel = require('lunar.parallel')
 
@@ -63,7 +60,7 @@ local function config_for(cfg, size)
 end
 
 --- The config and the sizes, checked before anything runs (the same on every rank).
-local function setup()
+local function sweep_config()
   local cfg = load_config()
   if cfg.SWEEP_START > cfg.SWEEP_STOP then
     error(string.format('benchmark_image_sizes: SWEEP_START (%d) is above SWEEP_STOP (%d)', cfg.SWEEP_START,
@@ -82,7 +79,7 @@ local function setup()
   return cfg, sizes
 end
 
-local cfg, sizes = parallel.same_on_every_rank(setup)
+local cfg, sizes = parallel.same_on_every_rank(sweep_config)
 if cfg.NUM_THREADS > 0 then lunar.set_num_threads(cfg.NUM_THREADS) end
 local world = lunar.comm.world()
 
@@ -98,14 +95,9 @@ local function bench(size)
   collectgarbage(); collectgarbage()
   lunar.empty_cache()
   lunar.reset_peak_memory()
-  local g = parallel.initialize(c, nil, {quiet = true})
-  local model = nn.materialize(parallel.vit(c, g), c.SEED, {init = c.INIT, precision = c.precision})
-  local params = models.vit(c):num_parameters()   -- the whole model's (not allocated)
-  local optimizer = optim.AdamW(model:parameters(), {lr = c.LEARNING_RATE, betas = {c.BETA1, c.BETA2}, eps = c.EPS,
-    weight_decay = c.WEIGHT_DECAY})
-  local engine = engine_mod.initialize{model = model, optimizer = optimizer,
-    criterion = nn.CrossEntropy{label_smoothing = c.LABEL_SMOOTHING}, clip_grad_norm = c.clip_grad_norm,
-    num_micro_batches = c.NUM_MICRO_BATCHES, grid = g}
+  -- the grid, this rank's part of the model, the optimizer and the engine for this size (no loaders)
+  local run = setup.from_config(c, nil, {loaders = false, quiet = true})
+  local g, model, engine, params = run.grid, run.model, run.engine, run.num_params
   engine:train()
   local dp = g.dp_size
 
@@ -120,18 +112,9 @@ local function bench(size)
   local x, y = loader:next()
   loader:free()   -- the dataset goes with the garbage collector
 
-  local function step()
-    engine:zero_grad()
+  local function step()                      -- one optimizer step (gradient_accumulation batches)
     local loss
-    if engine:uses_schedule() then
-      loss = engine:execute_schedule(x, y)   -- micro-batches through the pipeline stages
-    else
-      local logits = engine(x)
-      loss = engine:criterion(logits, y)
-      engine:backward(loss)
-      if not logits:is_released() then logits:free() end
-    end
-    engine:step()                            -- data-parallel gradients averaged, then AdamW
+    for _ = 1, c.gradient_accumulation do loss = engine:train_step(x, y) end
     return loss
   end
 
@@ -142,8 +125,8 @@ local function bench(size)
   for _ = 1, c.BENCH_STEPS do loss = step() end
   local step_time = max_over_ranks((lunar.clock() - t0) / c.BENCH_STEPS)
   local mem = lunar.memory()
-  local flops_per_image = models.vit_train_flops_per_image(c, params)
-  local images_per_s = c.BATCH_SIZE * dp / step_time   -- every replica its own batch
+  local flops_per_image = run.flops_per_image
+  local images_per_s = c.BATCH_SIZE * c.gradient_accumulation * dp / step_time   -- every replica its own batches
   local row = {
     img_size = size, img_dims = c.IMG_DIMS, tokens = model.num_tokens, batch_size = c.BATCH_SIZE,
     data_parallel = dp, params = params, step_time_s = step_time, images_per_s = images_per_s,
@@ -151,7 +134,7 @@ local function bench(size)
     peak_rss_bytes = max_over_ranks(mem.peak_rss_bytes), loss = loss,
   }
   x:free(); y:free()
-  engine, optimizer, model = nil, nil, nil
+  run, engine, model = nil, nil, nil
   return row
 end
 

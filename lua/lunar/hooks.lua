@@ -97,7 +97,7 @@ end
 
 --- Sets the optimizer's learning rate before each step from a schedule (an
 -- object with `lr(i)`, e.g. lunar.schedule.warmup_cosine): i is the number
--- of optimizer updates done (trainer.updates; by_epoch = false, the default)
+-- of optimizer updates done (trainer.optimizer_steps; by_epoch = false, the default)
 -- or the 0-based epoch (by_epoch = true), as the engine does with its own
 -- lr_scheduler. Give the schedule to this hook or to the engine, not both.
 hooks.LRSchedulerHook = new_hook('LRSchedulerHook', 1)
@@ -117,7 +117,7 @@ function hooks.LRSchedulerHook:attach(trainer)
 end
 
 function hooks.LRSchedulerHook:before_train_iter(trainer)
-  local lr = self.lr_scheduler:lr(self.by_epoch and trainer.cur_epoch or trainer.updates)
+  local lr = self.lr_scheduler:lr(self.by_epoch and trainer.cur_epoch or trainer.optimizer_steps)
   trainer.engine.optimizer:set_lr(lr)
   trainer.states.lr = lr
 end
@@ -136,7 +136,7 @@ local function reduce_metric(trainer, m)
   m.sum, m.count = trainer:data_parallel_sum(m.sum), trainer:data_parallel_sum(m.count)
 end
 
---- The train loss (mean over the epoch's steps) and the test loss (mean over
+--- The train loss (mean over the epoch's batches) and the test loss (mean over
 -- the test images): metrics train.loss and test.loss, averaged over the
 -- data-parallel replicas at the end of the epoch and of the test.
 hooks.LossHook = new_hook('LossHook', 0)
@@ -204,8 +204,8 @@ end
 --- Images per second and achieved FLOP/s of training: train.throughput and
 -- train.flop_per_s. A step's time runs from the end of the previous step (or
 -- the start of the epoch) to the end of this one, so it includes loading the
--- batch and the hooks. The first `ignored_steps` steps of every epoch (warm-up)
--- are left out of the epoch's value; `last` is always the last step's.
+-- batch and the hooks. The first `ignored_steps` batches of every epoch (warm-up)
+-- are left out of the epoch's value; `last` is always the last batch's.
 -- opts: flops_per_image (training FLOPs of one image, forward + backward, e.g.
 -- lunar.models.vit_train_flops_per_image; 0 = no FLOP/s), ignored_steps (0),
 -- data_parallel_size (1): the ranks that each process a batch of the same size
@@ -294,12 +294,15 @@ end
 -- ---------------------------------------------------------------------------
 -- LogMetricByStepHook
 
---- One JSON line per training step and per test (lunar.log.metrics), the
--- format of examples/train_with_engine.lua:
+--- One JSON line per optimizer step and per test (lunar.log.metrics), the
+-- format of examples/train_with_engine.lua (both through log.step_meter):
 --   {"step":1,"epoch":1,"loss":2.31,"lr":4.2e-05,"images_per_s":1480.2}
 --   {"step":469,"epoch":1,"test_accuracy":0.8241,"test_loss":0.4876}
--- and, every `log_every` steps while no progress bar is shown, a console line
+-- (step: optimizer steps done; loss: the mean over the step's batches, which
+-- are gradient_accumulation batches) and, every `log_every` optimizer steps
+-- while no progress bar is shown, a console line (log.step_line)
 --   epoch 1 step 50/469 loss 0.8123 lr 1.990e-03 1502.1 img/s 12.3 GFLOP/s
+-- Images are counted over the data-parallel replicas (the engine's grid).
 -- opts: metrics (a path, or an object with write(table); nil = no file),
 -- log_every (0 = no console lines), logger (default lunar.log),
 -- flops_per_image (for the console's GFLOP/s).
@@ -313,37 +316,25 @@ function hooks.LogMetricByStepHook:__init(opts)
   else
     self.writer = opts.metrics
   end
-  self.log_every = opts.log_every or 0
-  self.logger = opts.logger or log
-  self.flops_per_image = opts.flops_per_image or 0
+  self.meter = log.step_meter{metrics = self.writer, log_every = opts.log_every, logger = opts.logger,
+    flops_per_image = opts.flops_per_image}
 end
 
-function hooks.LogMetricByStepHook:before_train_epoch()
-  self.t_prev, self.t_last, self.images_last = lunar.clock(), lunar.clock(), 0
-end
+function hooks.LogMetricByStepHook:before_train_epoch() self.meter:start() end
 
 function hooks.LogMetricByStepHook:after_train_iter(trainer, _, labels, loss)
-  local now = lunar.clock()
-  local n = labels:numel()
-  local dt = now - self.t_prev
-  self.t_prev, self.images_last = now, self.images_last + n
-  if self.writer then
-    self.writer:write{step = trainer.cur_step, epoch = trainer.cur_epoch + 1, loss = loss, lr = trainer.states.lr,
-      images_per_s = n / dt}
-  end
-  if self.log_every > 0 and not trainer.progress_active and
-      (trainer.cur_step % self.log_every == 0 or trainer.cur_step == trainer.max_steps) then
-    local ips = self.images_last / (now - self.t_last)
-    self.logger.info('epoch %d step %d/%d loss %.4f lr %.3e %.1f img/s %.1f GFLOP/s', trainer.cur_epoch + 1,
-      trainer.cur_step, trainer.max_steps, loss, trainer.states.lr, ips, ips * self.flops_per_image / 1e9)
-    self.t_last, self.images_last = now, 0
+  local g = trainer.engine.grid
+  self.meter:batch(loss, labels:numel() * (g and g.dp_size or 1))
+  if trainer.updated then
+    self.meter:optimizer_step{step = trainer.optimizer_steps, total = trainer.max_steps, epoch = trainer.cur_epoch + 1,
+      lr = trainer.states.lr, console = not trainer.progress_active}
   end
 end
 
 function hooks.LogMetricByStepHook:after_test(trainer)
   if not self.writer then return end
   local m = trainer.states.metrics.test
-  self.writer:write{step = trainer.cur_step, epoch = trainer.cur_epoch + 1,
+  self.writer:write{step = trainer.optimizer_steps, epoch = trainer.cur_epoch + 1,
     test_accuracy = m.accuracy and m.accuracy:value() or nil, test_loss = m.loss and m.loss:value() or nil}
 end
 
@@ -384,17 +375,16 @@ function hooks.LogMemoryByEpochHook:after_test(trainer) if self.log_eval then se
 -- ---------------------------------------------------------------------------
 -- SaveCheckpointHook
 
---- Saves a checkpoint every `every_steps` iterations, every
+--- Saves a checkpoint every `every_steps` optimizer steps (after the update), every
 -- `every_epochs` epochs and (at_end, default true) when training ends, unless
 -- the last save was at that step. opts:
 --   dir          the checkpoint directory (required)
---   save         function(dir, state); default: lunar.checkpoint's save
+--   save         function(dir, state); default: lunar.checkpoint.save
 --   state        function(trainer) -> the state table; default: {model=,
 --                optimizer=, lr_scheduler=, engine=, train_loader=, config=,
---                step= (iterations done), updates= (optimizer updates done),
---                epoch= (complete epochs)}
+--                step= (optimizer steps done), epoch= (complete epochs)}
 --   every_steps  0 = never by step;  every_epochs  0 = never by epoch (default 0)
--- trainer.states.last_checkpoint_step is the step of the last save.
+-- trainer.states.last_checkpoint_step is the optimizer step of the last save.
 hooks.SaveCheckpointHook = new_hook('SaveCheckpointHook', 10)
 
 function hooks.SaveCheckpointHook:__init(opts)
@@ -403,15 +393,7 @@ function hooks.SaveCheckpointHook:__init(opts)
   assert(type(opts.dir) == 'string' and opts.dir ~= '',
     'SaveCheckpointHook: dir (the checkpoint directory) is required')
   self.dir = opts.dir
-  self.save = opts.save
-  if not self.save then
-    local ok, ckpt = pcall(require, 'lunar.checkpoint')
-    if not ok or type(ckpt) ~= 'table' or type(ckpt.save) ~= 'function' then
-      error('SaveCheckpointHook: no save function: pass save = function(dir, state), or provide ' ..
-        'lunar.checkpoint.save' .. (ok and '' or ' (require: ' .. tostring(ckpt):match('^[^\n]*') .. ')'), 2)
-    end
-    self.save = ckpt.save
-  end
+  self.save = opts.save or require('lunar.checkpoint').save
   self.state = opts.state
   self.every_steps, self.every_epochs = opts.every_steps or 0, opts.every_epochs or 0
   self.at_end = opts.at_end ~= false
@@ -422,29 +404,31 @@ end
 function hooks.SaveCheckpointHook.default_state(trainer)
   local e = trainer.engine
   return {model = e.model, optimizer = e.optimizer, lr_scheduler = trainer.lr_scheduler or e.lr_scheduler,
-    engine = e, train_loader = trainer.train_loader, config = trainer.config, step = trainer.cur_step,
-    updates = trainer.updates, epoch = trainer.epochs_done}
+    engine = e, train_loader = trainer.train_loader, config = trainer.config, step = trainer.optimizer_steps,
+    epoch = trainer.epochs_done}
 end
 
 function hooks.SaveCheckpointHook:save_now(trainer)
   local state = (self.state or hooks.SaveCheckpointHook.default_state)(trainer)
   self.save(self.dir, state)
-  trainer.states.last_checkpoint_step = trainer.cur_step
+  trainer.states.last_checkpoint_step = trainer.optimizer_steps
 end
 
 function hooks.SaveCheckpointHook:after_train_iter(trainer)
-  if self.every_steps > 0 and trainer.cur_step % self.every_steps == 0 then self:save_now(trainer) end
+  if trainer.updated and self.every_steps > 0 and trainer.optimizer_steps % self.every_steps == 0 then
+    self:save_now(trainer)
+  end
 end
 
 function hooks.SaveCheckpointHook:after_train_epoch(trainer)
   if self.every_epochs > 0 and (trainer.cur_epoch + 1) % self.every_epochs == 0 and
-      trainer.states.last_checkpoint_step ~= trainer.cur_step then
+      trainer.states.last_checkpoint_step ~= trainer.optimizer_steps then
     self:save_now(trainer)
   end
 end
 
 function hooks.SaveCheckpointHook:after_train(trainer)
-  if self.at_end and trainer.states.last_checkpoint_step ~= trainer.cur_step then self:save_now(trainer) end
+  if self.at_end and trainer.states.last_checkpoint_step ~= trainer.optimizer_steps then self:save_now(trainer) end
 end
 
 -- ---------------------------------------------------------------------------

@@ -16,33 +16,31 @@
 --               function(event, trainer, ...) end },
 --   }
 --
--- A training step is
+-- A training iteration (one batch) is
 --   images, labels = train_loader:next()     (nil ends the epoch)
 --   before_train_iter(images, labels)
---   engine:zero_grad(); logits = engine(images); loss = engine:criterion(logits, labels)
---   engine:backward(loss); lr = engine:step()
+--   loss, lr, updated, logits = engine:train_step(images, labels, {keep_logits = true})
 --   after_train_iter(logits, labels, loss)
--- and a test step, with the engine in eval mode, the forward and the
--- criterion only. `train_step` / `test_step` (Trainer{...} options,
--- function(trainer, images, labels) -> logits, loss) replace them, e.g. for an
--- engine that runs a pipeline schedule.
+-- (engine:train_step: zero_grad, forward, criterion, backward, step, or the
+-- pipeline / micro-batch schedule; logits are nil with a schedule), and a
+-- test iteration, with the engine in eval mode, logits, loss =
+-- engine:eval_step(images, labels). The test phase of a pipeline stage is
+-- engine:evaluate (before_test and after_test fire, the per-batch test
+-- events do not, the test accuracy is set from its counts).
 --
--- With an engine that runs a schedule (engine:uses_schedule(): pipeline
--- stages or micro-batches) a training step is zero_grad, execute_schedule,
--- step, and after_train_iter gets no logits (nil); the test phase of a
--- pipeline stage is engine:evaluate (before_test and after_test fire, the
--- per-batch test events do not, the test accuracy is set from its counts).
---
+-- Steps are optimizer updates (Megatron's iterations): max_steps = k stops
+-- after k updates, which with gradient_accumulation = n is k * n batches.
 -- State a hook may read: trainer.engine, trainer.cur_epoch (0-based epoch being
--- run), trainer.cur_step (iterations, i.e. batches, done: Colossal-AI's
--- steps), trainer.updates (optimizer updates done: fewer than cur_step with
--- gradient accumulation), trainer.epoch_step (iterations done in this epoch),
--- trainer.steps_per_epoch, trainer.max_steps (the iterations this fit will
--- reach), trainer.epochs_done (complete epochs), trainer.train_loader,
+-- run), trainer.batches_done (batches trained), trainer.optimizer_steps
+-- (optimizer updates done), trainer.updated (whether the last batch's step
+-- updated the weights: false inside a gradient accumulation cycle),
+-- trainer.batch_in_epoch (batches done in this epoch), trainer.batches_per_epoch,
+-- trainer.max_steps (the optimizer steps this fit will reach),
+-- trainer.epochs_done (complete epochs), trainer.train_loader,
 -- trainer.test_loader, trainer.progress_active (a progress bar is drawn),
 -- trainer.states = {lr=, loss=, metrics = {train = {}, test = {}}, test_global=}
 -- (test_global: the test metrics are already summed over the replicas).
--- An error raised by a hook names the hook and the event:
+-- An error raised by a hook names the hook, the event, the epoch and the optimizer step:
 --   "hook 'MyHook' failed in after_train_iter (epoch 1, step 3): my.lua:12: boom"
 -- @module lunar.trainer
 local class = require('lunar.class')
@@ -52,8 +50,7 @@ local log = require('lunar.log')
 local Trainer = class('Trainer')
 
 --- @tparam table opts {engine= (required), logger= (an object with info(fmt, ...);
---   default lunar.log), config= (the resolved config, for checkpoints),
---   train_step=, test_step= (see the module doc)}
+--   default lunar.log), config= (the resolved config, for checkpoints)}
 function Trainer:__init(opts)
   if type(opts) ~= 'table' or not opts.engine then
     error('Trainer{engine = ..., logger = ...}: engine is required', 2)
@@ -61,54 +58,14 @@ function Trainer:__init(opts)
   self.engine = opts.engine
   self.logger = opts.logger or log
   self.config = opts.config
-  self.train_step = opts.train_step or Trainer.engine_train_step
-  self.test_step = opts.test_step or Trainer.engine_test_step
-  self.cur_epoch, self.cur_step, self.epoch_step, self.epochs_done, self.updates = 0, 0, 0, 0, 0
+  self.cur_epoch, self.batches_done, self.batch_in_epoch, self.epochs_done, self.optimizer_steps = 0, 0, 0, 0, 0
   self.states = {metrics = {train = {}, test = {}}}
   self.hooks = {}
-end
-
---- Whether the engine runs a batch with execute_schedule (pipeline stages or
--- micro-batches) rather than forward / criterion / backward.
-local function uses_schedule(engine)
-  return engine.uses_schedule ~= nil and engine:uses_schedule()
 end
 
 --- Whether this rank holds one pipeline stage of several.
 local function is_pipeline(engine)
   return engine.grid ~= nil and (engine.grid.pp_size or 1) > 1
-end
-
---- The engine loop's step: zero_grad, forward, criterion, backward, step (or
--- zero_grad, execute_schedule, step when the engine uses a schedule). Returns
--- a copy of the logits (the engine's backward frees its own; nil with a
--- schedule), the loss (averaged over the data-parallel ranks), the learning
--- rate and whether the optimizer updated
--- (false in the middle of a gradient accumulation cycle).
-function Trainer.engine_train_step(trainer, images, labels)
-  local engine = trainer.engine
-  engine:zero_grad()
-  if uses_schedule(engine) then
-    local loss = engine:execute_schedule(images, labels)
-    local lr, updated = engine:step()
-    return nil, loss, lr, updated
-  end
-  local logits = engine(images)
-  local loss = engine:criterion(logits, labels)
-  local out = logits:clone()   -- [B, classes]: for the hooks after the step
-  engine:backward(loss)
-  if not logits:is_released() then logits:free() end
-  -- the loss averaged over the data-parallel ranks, as execute_schedule returns it
-  if engine.all_reduce_metric then loss = engine:all_reduce_metric(loss) end
-  local lr, updated = engine:step()
-  return out, loss, lr, updated
-end
-
---- Forward and criterion in eval mode. Returns logits, loss.
-function Trainer.engine_test_step(trainer, images, labels)
-  local logits = trainer.engine(images)
-  local loss = trainer.engine:criterion(logits, labels)
-  return logits, loss
 end
 
 --- The sum of a number over the data-parallel replicas (the number itself
@@ -144,7 +101,7 @@ function Trainer:call_one(w, event, fn, ...)
   if not ok then
     local msg = type(err) == 'string' and err or tostring(err)
     error(string.format("hook '%s' failed in %s (epoch %d, step %d): %s", w.name, event, self.cur_epoch + 1,
-      self.cur_step, msg), 0)
+      self.optimizer_steps, msg), 0)
   end
 end
 
@@ -172,7 +129,7 @@ function Trainer:test(loader)
   local was_training = engine.model and engine.model.training
   self.test_loader = loader
   self.states.test_global = false
-  if is_pipeline(engine) and self.test_step == Trainer.engine_test_step then
+  if is_pipeline(engine) then
     -- a pipeline stage has no logits of its own: engine:evaluate runs the
     -- stages and gives the global counts (no per-batch events, no test loss)
     self:call_hooks('before_test')
@@ -191,7 +148,7 @@ function Trainer:test(loader)
     local x, y = loader:next()
     if not x then break end
     self:call_hooks('before_test_iter', x, y)
-    local logits, loss = self:test_step(x, y)
+    local logits, loss = engine:eval_step(x, y)
     self:call_hooks('after_test_iter', logits, y, loss)
     free(logits, x, y)
   end
@@ -201,16 +158,18 @@ function Trainer:test(loader)
 end
 
 --- Trains. See the module doc; args:
---   train_loader (required), epochs (required), max_steps (0/nil: none),
---   test_loader, test_interval (1), hooks ({...}), display_progress (false).
+--   train_loader (required), epochs (required), max_steps (optimizer steps;
+--   0/nil: none), test_loader, test_interval (1), hooks ({...}),
+--   display_progress (false).
 -- Training starts at epoch trainer.epochs_done (complete epochs) with
--- trainer.cur_step steps done: 0 and 0 for a fresh trainer; after a fit cut
--- short by max_steps, or when a resume sets them, the first epoch continues at
--- batch cur_step - epochs_done * steps_per_epoch (trainer.start_batch
--- overrides it), so fit{max_steps = k} then fit{max_steps = n} trains the
--- same steps as fit{max_steps = n}. It stops after `epochs` epochs or when
--- cur_step reaches max_steps. The test phase runs after every test_interval-th
--- epoch and after the last one trained.
+-- trainer.batches_done batches done: 0 and 0 for a fresh trainer; after a fit
+-- cut short by max_steps, or when a resume sets them, the first epoch
+-- continues at batch batches_done - epochs_done * batches_per_epoch
+-- (trainer.start_batch overrides it), so fit{max_steps = k} then
+-- fit{max_steps = n} trains the same steps as fit{max_steps = n}. It stops
+-- after `epochs` epochs or when trainer.optimizer_steps reaches max_steps.
+-- The test phase runs after every test_interval-th epoch and after the last
+-- one trained.
 -- @treturn Trainer self
 function Trainer:fit(args)
   assert(type(args) == 'table', 'trainer:fit{train_loader=, epochs=, ...}')
@@ -220,50 +179,60 @@ function Trainer:fit(args)
     error('trainer:fit: epochs must be an integer >= 0, got ' .. tostring(epochs), 2)
   end
   local test_interval = args.test_interval or 1
-  self.train_loader, self.test_loader = loader, args.test_loader
-  self.steps_per_epoch = loader:num_batches()
-  local total = self.steps_per_epoch * epochs
-  if args.max_steps and args.max_steps > 0 then total = math.min(total, args.max_steps) end
-  self.max_steps, self.epochs = total, epochs
-  self:set_hooks(args.hooks)
-
   local engine = self.engine
+  local ga = engine.gradient_accumulation or 1
+  self.train_loader, self.test_loader = loader, args.test_loader
+  self.batches_per_epoch = loader:num_batches()
+  local total_batches = self.batches_per_epoch * epochs
+  local limit = args.max_steps and args.max_steps > 0 and args.max_steps or nil
+  self.max_steps = total_batches // ga            -- the optimizer steps the epochs give
+  if limit then self.max_steps = math.min(self.max_steps, limit) end
+  self.epochs = epochs
+  self:set_hooks(args.hooks)
+  -- the batches still to train: up to the epochs' end, or to the update that reaches max_steps
+  local function batches_left()
+    local n = total_batches - self.batches_done
+    if limit then n = math.min(n, (limit - self.optimizer_steps) * ga - self.batches_done % ga) end
+    return n
+  end
+
   self:call_hooks('before_train')
   for epoch = self.epochs_done, epochs - 1 do
-    if self.cur_step >= total then break end
-    self.cur_epoch, self.epoch_step = epoch, 0
+    if batches_left() <= 0 then break end
+    self.cur_epoch, self.batch_in_epoch = epoch, 0
     engine:train()
     loader:set_epoch(epoch)
     -- continuing in the middle of an epoch (a resume, or a fit cut short by max_steps)
-    local skip = self.start_batch or (self.cur_step - epoch * self.steps_per_epoch)
-    if skip > 0 and skip < self.steps_per_epoch then
+    local skip = self.start_batch or (self.batches_done - epoch * self.batches_per_epoch)
+    if skip > 0 and skip < self.batches_per_epoch then
       loader:seek(epoch, skip)
-      self.epoch_step = skip
+      self.batch_in_epoch = skip
     end
     self.start_batch = nil
     local bar = args.display_progress and
-      log.progress(math.min(self.steps_per_epoch, self.epoch_step + total - self.cur_step),
+      log.progress(math.min(self.batches_per_epoch, self.batch_in_epoch + batches_left()),
         string.format('epoch %d', epoch + 1))
     self.progress_active = bar and bar.active or false
     self:call_hooks('before_train_epoch')
-    while self.cur_step < total do
+    while batches_left() > 0 do
       local x, y = loader:next()
       if not x then break end
       self:call_hooks('before_train_iter', x, y)
-      local logits, loss, lr, updated = self:train_step(x, y)
-      self.cur_step, self.epoch_step = self.cur_step + 1, self.epoch_step + 1
-      if updated ~= false then self.updates = self.updates + 1 end
+      local loss, lr, updated, logits = engine:train_step(x, y, {keep_logits = true})
+      self.batches_done, self.batch_in_epoch = self.batches_done + 1, self.batch_in_epoch + 1
+      if updated then self.optimizer_steps = self.optimizer_steps + 1 end
+      self.updated = updated
       self.states.loss = loss
       self.states.lr = lr or engine.optimizer and engine.optimizer.lr
       self:call_hooks('after_train_iter', logits, y, loss)
       free(logits, x, y)
-      if bar then bar:update(self.epoch_step, string.format('loss %.4f lr %.2e', loss, self.states.lr or 0)) end
+      if bar then bar:update(self.batch_in_epoch, string.format('loss %.4f lr %.2e', loss, self.states.lr or 0)) end
     end
     if bar then bar:finish() end
     self.progress_active = false
     self:call_hooks('after_train_epoch')
-    if self.epoch_step >= self.steps_per_epoch then self.epochs_done = epoch + 1 end
-    local last = epoch == epochs - 1 or self.cur_step >= total
+    if self.batch_in_epoch >= self.batches_per_epoch then self.epochs_done = epoch + 1 end
+    local last = epoch == epochs - 1 or batches_left() <= 0
     if self.test_loader and ((epoch + 1) % test_interval == 0 or last) then self:test(self.test_loader) end
   end
   self:call_hooks('after_train')

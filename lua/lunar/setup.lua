@@ -1,0 +1,122 @@
+--- lunar.setup: builds a training run from a config, the one place both
+-- examples, the benches and the multi-rank checks do it.
+--
+--   local run = require('lunar.setup').from_config(lunar.args.config, lunar.args.overrides)
+--   run.engine:train_step(images, labels)
+--
+-- from_config(cfg, overrides, opts): cfg is a config file's path (nil: the
+-- defaults), loaded with the `key=value` overrides (a list of strings), or
+-- an already resolved config table (config.load / config.from_table; then
+-- overrides must be nil). In order:
+--   1. the config, loaded and checked against this machine (config.check_machine:
+--      e.g. precision = 'bf16' needs avx512_bf16, device = 'cuda' a GPU), both
+--      through parallel.same_on_every_rank: an error is printed once and every
+--      rank exits 1, before any collective;
+--   2. NUM_THREADS (when > 0) threads for the kernels;
+--   3. the grid (parallel.initialize(cfg, opts.world, {quiet = opts.quiet}));
+--      opts.grid = false: none (one rank's plain model, no data-parallel reducer);
+--   4. the loaders (opts.loaders ~= false): this data-parallel rank's shard of
+--      the train split and of the test split (batches of 500: evaluation keeps
+--      no activations);
+--   5. the model: this rank's tensor shards and pipeline stage of the config's
+--      ViT (parallel.vit), materialized from opts.seed (default SEED) with INIT
+--      and precision;
+--   6. the criterion (cross-entropy with LABEL_SMOOTHING) and the optimizer
+--      (OPTIMIZER = 'adamw': LEARNING_RATE, BETA1, BETA2, EPS, WEIGHT_DECAY;
+--      'sgd': LEARNING_RATE, MOMENTUM, WEIGHT_DECAY);
+--   7. the LR schedule (with loaders): warmup_cosine over the run's optimizer
+--      steps, NUM_EPOCHS * (batches per epoch // gradient_accumulation), warmup
+--      WARMUP_EPOCHS of them, down to MIN_LR; MAX_STEPS only cuts the run short;
+--   8. the engine (clip_grad_norm, gradient_accumulation, the grid's micro-batches
+--      and pipeline schedule), given the schedule unless opts.engine_schedule
+--      is false (the trainer's LRSchedulerHook takes it instead);
+--      opts.engine: more engine.initialize arguments (bucket_size).
+-- Returns a table:
+--   cfg, grid, model, criterion, optimizer, lr_scheduler (nil without loaders),
+--   engine, train_loader, test_loader (nil with opts.loaders = false),
+--   num_params (the whole model's, not this rank's), flops_per_image (training
+--   FLOPs of one image, models.vit_train_flops_per_image), global_batch
+--   (BATCH_SIZE * data-parallel size), batches_per_epoch, max_steps (the
+--   optimizer steps the run trains: NUM_EPOCHS' worth, cut to MAX_STEPS when
+--   set; with loaders).
+-- @module lunar.setup
+local config = require('lunar.config')
+local nn = require('lunar.nn')
+local optim = require('lunar.optim')
+local schedule = require('lunar.schedule')
+local data = require('lunar.data')
+local models = require('lunar.models')
+local parallel = require('lunar.parallel')
+local engine_mod = require('lunar.engine')
+
+local setup = {}
+
+--- The optimizer the config names, over `params` (a model's parameters()).
+function setup.optimizer(cfg, params)
+  if cfg.OPTIMIZER == 'sgd' then
+    return optim.SGD(params, {lr = cfg.LEARNING_RATE, momentum = cfg.MOMENTUM, weight_decay = cfg.WEIGHT_DECAY})
+  end
+  return optim.AdamW(params, {lr = cfg.LEARNING_RATE, betas = {cfg.BETA1, cfg.BETA2}, eps = cfg.EPS,
+    weight_decay = cfg.WEIGHT_DECAY})
+end
+
+--- The run's LR schedule: warmup_cosine over NUM_EPOCHS epochs of
+-- `batches_per_epoch` batches, counted in optimizer steps (one every
+-- gradient_accumulation batches).
+function setup.lr_schedule(cfg, batches_per_epoch)
+  local steps_per_epoch = math.max(1, batches_per_epoch // cfg.gradient_accumulation)
+  return schedule.warmup_cosine{base_lr = cfg.LEARNING_RATE, min_lr = cfg.MIN_LR,
+    warmup_steps = math.floor(cfg.WARMUP_EPOCHS * steps_per_epoch + 0.5),
+    total_steps = steps_per_epoch * cfg.NUM_EPOCHS}
+end
+
+--- The optimizer steps a run of NUM_EPOCHS epochs of `batches_per_epoch`
+-- batches trains, cut to MAX_STEPS when that is set (> 0).
+function setup.max_steps(cfg, batches_per_epoch)
+  local n = batches_per_epoch * cfg.NUM_EPOCHS // cfg.gradient_accumulation
+  if cfg.MAX_STEPS > 0 then n = math.min(n, cfg.MAX_STEPS) end
+  return n
+end
+
+--- Builds the run; see the module doc.
+function setup.from_config(cfg, overrides, opts)
+  opts = opts or {}
+  if type(cfg) ~= 'table' then
+    cfg = parallel.same_on_every_rank(config.load, cfg, overrides or {})
+  elseif overrides ~= nil then
+    error('setup.from_config: overrides go with a config path, not with a resolved config table', 2)
+  end
+  parallel.same_on_every_rank(config.check_machine, cfg)
+  if cfg.NUM_THREADS and cfg.NUM_THREADS > 0 then lunar.set_num_threads(cfg.NUM_THREADS) end
+  local run = {cfg = cfg}
+  local g
+  if opts.grid ~= false then g = parallel.initialize(cfg, opts.world, {quiet = opts.quiet}) end
+  run.grid = g
+  local dp_rank, dp_size = g and g.dp_rank or 0, g and g.dp_size or 1
+
+  if opts.loaders ~= false then
+    local train_ds, test_ds = data.datasets(cfg)
+    run.train_loader = data.loader(train_ds, cfg, {train = true, rank = dp_rank, num_shards = dp_size})
+    run.test_loader = data.loader(test_ds, cfg, {train = false, batch_size = 500, rank = dp_rank,
+      num_shards = dp_size})
+    run.batches_per_epoch = run.train_loader:num_batches()
+    run.max_steps = setup.max_steps(cfg, run.batches_per_epoch)
+    run.lr_scheduler = setup.lr_schedule(cfg, run.batches_per_epoch)
+  end
+
+  run.model = nn.materialize(parallel.vit(cfg, g), opts.seed or cfg.SEED, {init = cfg.INIT, precision = cfg.precision})
+  run.num_params = models.vit(cfg):num_parameters()     -- the whole model's (not allocated)
+  run.flops_per_image = models.vit_train_flops_per_image(cfg, run.num_params)
+  run.global_batch = cfg.BATCH_SIZE * dp_size
+  run.criterion = nn.CrossEntropy{label_smoothing = cfg.LABEL_SMOOTHING}
+  run.optimizer = setup.optimizer(cfg, run.model:parameters())
+  local args = {model = run.model, optimizer = run.optimizer, criterion = run.criterion,
+    lr_scheduler = opts.engine_schedule ~= false and run.lr_scheduler or nil, clip_grad_norm = cfg.clip_grad_norm,
+    gradient_accumulation = cfg.gradient_accumulation, grid = g,
+    num_micro_batches = cfg.NUM_MICRO_BATCHES}
+  for k, v in pairs(opts.engine or {}) do args[k] = v end
+  run.engine = engine_mod.initialize(args)
+  return run
+end
+
+return setup
