@@ -4,8 +4,9 @@
  * Starts the communication layer (lunar_comm_init: MPI when built with it; a
  * singleton run without mpirun works; a single-rank build refuses to run under
  * a launcher that started several processes), opens a Lua 5.4 state with the standard libraries and the `lunar`
- * table (lunar_bindings.h), points package.path at the repository's lua/
- * (and tests/lua/), and runs a script, code given with -e, or the REPL. The
+ * table (lunar_bindings.h; require('lunar') returns it too), points
+ * package.path at the repository's lua/ and then the script's directory (as
+ * Python's sys.path[0]), and runs a script, code given with -e, or the REPL. The
  * same command runs on every rank; an error on any rank ends the whole job.
  *
  *   lunar SCRIPT.lua [--config FILE] [key=value ...] [-- ARGS ...]
@@ -27,8 +28,9 @@
  *   ...        = the rest arguments
  *   lunar.home = the repository root ($LUNAR_HOME, or found from the executable)
  *
- * Errors: a Lua error prints "lunar: [rank R] <message>" with its traceback
- * (the rank only when the world size is > 1) and exits with status 1; with
+ * Errors (host_error.h): a Lua error prints "lunar: [rank R] <message>" with
+ * its traceback (the rank only when the world size is > 1; a user error,
+ * lunar.error(msg), prints its message alone) and exits with status 1; with
  * more than one rank it calls lunar_comm_abort (MPI_Abort) so the others end too. os.exit(n)
  * exits with n (MPI finalized, or aborted when n != 0 and size > 1). SIGSEGV,
  * SIGBUS, SIGFPE, SIGILL and SIGABRT print the signal, the C backtrace and the
@@ -36,7 +38,10 @@
  * the Lua error "interrupted" (with a traceback); a second Ctrl-C kills.
  * Usage errors exit with status 2.
  *
- * The debugger (bindings/repl.h): lunar.breakpoint() opens the REPL at its
+ * With -i, the REPL (repl.h) runs after the script in its state and sees the
+ * script's top-level locals besides the globals, as `python -i` does.
+ *
+ * The debugger (debugger.h): lunar.breakpoint() opens the REPL at its
  * caller's frame on the --repl-rank rank, or on a single-rank run without
  * --repl-rank, and is a no-op elsewhere; the other ranks wait at their next
  * collective. With --repl-rank R, an error escaping the script (or an -e
@@ -61,6 +66,8 @@
 #include "lunar_bindings.h"
 #include "lunar/alloc.h"
 #include "lunar/comm.h"
+#include "debugger.h"
+#include "host_error.h"
 #include "repl.h"
 
 /* ---- process state ------------------------------------------------------------ */
@@ -430,12 +437,29 @@ static void gc_pressure(void *ud) {
     busy = 0;
 }
 
-static void set_package_path(lua_State *L, const char *root) {
+/* package.path: the repository's lua/ first, then the running script's
+ * directory (as Python puts the script's directory in sys.path[0]: a script
+ * requires the modules next to it; after lua/ so that none can shadow
+ * Lunar's), then Lua's default path. No script, or a script read from stdin:
+ * no script directory. */
+static void set_package_path(lua_State *L, const char *root, const char *script) {
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
     const char *old = lua_tostring(L, -1);
-    lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;%s/tests/lua/?.lua;%s", root, root, root,
-                    old ? old : "");
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;", root, root);
+    luaL_addvalue(&b);
+    if (script && strcmp(script, "-") != 0) {
+        const char *slash = strrchr(script, '/');
+        if (!slash)
+            luaL_addstring(&b, ".");
+        else
+            luaL_addlstring(&b, script, slash == script ? 1 : (size_t)(slash - script));
+        luaL_addstring(&b, "/?.lua;");
+    }
+    luaL_addstring(&b, old ? old : "");
+    luaL_pushresult(&b);
     lua_setfield(L, -3, "path");
     lua_pop(L, 2);
 }
@@ -506,15 +530,21 @@ static int set_args(lua_State *L) {
     return 0;
 }
 
-/* Opens the libraries and bindings and sets the arguments, protected. */
+/* Opens the libraries and bindings and sets the arguments, protected.
+ * require('lunar') returns the `lunar` table (package.loaded.lunar). */
 static int open_state(lua_State *L) {
+    const options *o = lua_touserdata(L, 3);
     luaL_openlibs(L);
-    set_package_path(L, lua_tostring(L, 4));
+    set_package_path(L, lua_tostring(L, 4), o->script);
     lunar_open_bindings(L);
     lua_settop(L, 4);
     set_args(L);
     lua_getglobal(L, "lunar");
-    lunar_open_debug(L);  /* lunar.breakpoint (repl.h) */
+    lunar_open_debug(L);   /* lunar.breakpoint (debugger.h) */
+    lunar_open_errors(L);  /* lunar.error, lunar.UserError (host_error.h) */
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "lunar");
     return 0;
 }
 
@@ -561,7 +591,7 @@ int main(int argc, char **argv) {
     on_exit(on_exit_handler, NULL);
     if (g_size > 1) snprintf(g_prefix, sizeof g_prefix, "lunar: [rank %d] ", g_rank);
     lunar_bindings_set_rank(g_rank, g_size, g_local_rank);
-    lunar_repl_set_rank(g_rank, g_size);
+    lunar_host_set_rank(g_rank, g_size);
     /* the debugger: lunar.breakpoint stops, and an error opens a post-mortem,
      * on the --repl-rank rank only; without --repl-rank a single-rank run
      * stops at breakpoints (no post-mortem) and a multi-rank run never does */
@@ -597,6 +627,7 @@ int main(int argc, char **argv) {
     long gc_mb = gc_env && *gc_env ? strtol(gc_env, NULL, 10) : 64;
     if (gc_mb > 0) lunar_alloc_set_pressure_hook(gc_pressure, L, (size_t)gc_mb << 20);
 
+    if (o.interactive) lunar_repl_capture_locals(L);  /* the REPL sees the script's locals */
     if (status == LUA_OK && o.command) {
         static const char cli[] = "return require('lunar.cli').main({...})";
         status = run_chunk(L, luaL_loadbuffer(L, cli, strlen(cli), "=(lunar config)"), &o);

@@ -1,13 +1,14 @@
 /*
- * bindings/repl.h: the interactive loop of `lunar` and the protected call
- * that both the host and the REPL use.
+ * bindings/repl.h: the interactive loop of `lunar` (repl.c).
  *
  * lunar_repl reads Lua chunks (GNU readline with history and tab completion
  * when stdin is a terminal, plain lines otherwise), evaluates them in the
  * given state and prints their values. It can be entered from anywhere a
  * lua_State is at an API-safe point, for instance from a C function called
  * from Lua (a breakpoint): it leaves the stack as it found it. The debugger
- * (lunar.breakpoint, post-mortem) is a session of the same loop at a frame.
+ * (debugger.h) is a session of the same loop at a frame (lunar_repl_run with
+ * its own environment and commands). Protected calls and error reports are
+ * host_error.h's.
  */
 #ifndef LUNAR_REPL_H
 #define LUNAR_REPL_H
@@ -19,67 +20,53 @@
  * ("return <line>") first, so `2+2` prints 4; a chunk that ends early
  * ("<eof>" in the syntax error) reads continuation lines ("    >> ").
  * Results print separated by tabs through tostring (so tensors print
- * through their __tostring). An error prints its message and traceback and
- * the loop goes on. History: $LUNAR_HISTORY, or ~/.lunar_history (set
- * LUNAR_HISTORY= to keep none; an unwritable file is ignored).
- * Returns 0. */
+ * through their __tostring). An error prints its message (and traceback,
+ * host_error.h) and the loop goes on. History: $LUNAR_HISTORY, or
+ * ~/.lunar_history (set LUNAR_HISTORY= to keep none; an unwritable file is
+ * ignored).
+ * Names: the globals and, as `python -i` does, the top-level locals of the
+ * chunks the host ran before (lunar_repl_capture_locals): a name is looked up
+ * among those locals first, then in the globals; assigning to such a name
+ * sets the captured value, any other assignment sets a global.
+ * Stops a `next`/`step` of the debugger still armed. Returns 0. */
 int lunar_repl(lua_State *L, const char *banner);
 
-/* lua_pcall(L, narg, nres) with a message handler that appends a traceback
- * (an error object that is not a string is turned into one through its
- * __tostring, without traceback), and with Ctrl-C (SIGINT) turned into the
- * Lua error "interrupted" at the next Lua instruction, as lua.c does.
- * Returns the lua_pcall status; on error the message is on the top. */
-int lunar_docall(lua_State *L, int narg, int nres);
+/* For the host's -i: arms a return hook so that when a main chunk (a
+ * function called from C with no Lua frame below it: the script, an -e
+ * chunk) returns, its active locals (those in scope at its end, the last one
+ * of a name winning; nil values are not kept) are copied to a table that
+ * lunar_repl then shows. Costs a hook call per function return while armed;
+ * lunar_repl disarms it. */
+void lunar_repl_capture_locals(lua_State *L);
 
-/* The message handler lunar_docall uses (for callers that want lua_pcall). */
-int lunar_msghandler(lua_State *L);
+/* For other debug hooks on L (the debugger's next/step hook), so that
+ * setting them does not lose the capture: the event mask to add
+ * (LUA_MASKRET while the capture is armed, else 0), the function to call on
+ * each event, and the hook to restore in place of lua_sethook(L, NULL, 0, 0). */
+int lunar_repl_hook_mask(void);
+void lunar_repl_hook(lua_State *L, lua_Debug *ar);
+void lunar_repl_reset_hook(lua_State *L);
 
-/* Prints the error message on the top of L to stderr as
- * "lunar: [rank R] <message>" (the rank only when the world size is > 1)
- * and pops it. */
-void lunar_report(lua_State *L);
+/* One run of the loop with its own environment, prompt and commands (the
+ * debugger's sessions). */
+typedef struct {
+    const char *prompt;   /* NULL: "lunar> " */
+    int prompt_always;    /* print the prompt on a pipe as well */
+    int env;              /* absolute stack index of the _ENV chunks run in; 0: the globals */
+    /* A line that may be a command: 0 when it is Lua to run (it may set
+     * *expr to the part of line to evaluate and print, as `p EXPR`), 1 when
+     * it was handled, 2 when the loop must end. NULL: no commands. */
+    int (*command)(lua_State *L, void *ud, const char *line, const char **expr);
+    /* Adds the names starting with `prefix` that tab completion offers
+     * besides the globals' (add(list, name) for each). NULL: none. */
+    void (*names)(lua_State *L, void *ud, const char *prefix, void (*add)(void *list, const char *name),
+                  void *list);
+    void *ud;
+    int got_input;        /* out: a line was read */
+    int left;             /* out: a command ended the loop (not end of input) */
+} lunar_repl_session;
 
-/* The rank and world size used in messages (set by the host). */
-void lunar_repl_set_rank(int rank, int size);
-
-/* ---- the debugger ------------------------------------------------------------
- * A debugger session is the REPL opened inside a running script, at a frame:
- * chunks run in an environment whose __index finds the frame's locals (the
- * innermost active one of a name), then its upvalues, then its _ENV (the
- * globals), and whose __newindex sets a local (lua_setlocal) or upvalue of
- * that name, else a global. Commands (a line that is exactly one): help/h,
- * where/bt, up/u [N], down/d [N], list/l, locals, p EXPR, next/n, step/s,
- * continue/c (and Ctrl-D or end of input), quit/q. The prompt is "(ldb) ",
- * printed on a pipe too; a pipe is read as plain lines. */
-
-/* Turns the debugger on or off for this process: `breakpoints` makes
- * lunar.breakpoint() stop (else it does nothing), `postmortem` makes an
- * error escaping lunar_docall_postmortem open a session at the frame that
- * raised it. The host sets both for the --repl-rank rank, breakpoints alone
- * on a single-rank run without --repl-rank, neither on other ranks. */
-void lunar_debug_configure(int breakpoints, int postmortem);
-
-/* Adds `breakpoint` to the table on the top of L (the `lunar` table):
- *   lunar.breakpoint()   when the debugger is on for this process
- *     (lunar_debug_configure) and no session is open, stops: prints
- *     "breakpoint: SRC:LINE: in FUNCTION" and the source line, then runs a
- *     debugger session at the caller's frame; returns when it is left
- *     (continue, next, step). Otherwise returns at once (a no-op). Takes no
- *     arguments, returns nothing, raises no error. Ranks it does not stop
- *     simply go on, and wait at their next collective for the stopped one. */
-void lunar_open_debug(lua_State *L);
-
-/* As lunar_docall, for the host's script and -e chunks: when post-mortem is
- * on, an error that escapes the call prints "lunar: [rank R] <message>" with
- * its traceback, then opens a debugger session at the innermost Lua frame of
- * the error (its locals visible; next/step refused) before the stack
- * unwinds; leaving the session returns the error status as lunar_docall does
- * (message with traceback on the top). With post-mortem off (every rank but
- * the --repl-rank one) it is exactly lunar_docall. */
-int lunar_docall_postmortem(lua_State *L, int narg, int nres);
-
-/* The message handler of lunar_docall_postmortem. */
-int lunar_postmortem_msghandler(lua_State *L);
+/* Runs the loop as lunar_repl does, with session `s` (NULL: lunar_repl's). */
+void lunar_repl_run(lua_State *L, const char *banner, lunar_repl_session *s);
 
 #endif

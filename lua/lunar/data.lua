@@ -6,6 +6,8 @@
 -- Datasets: 'fashion_mnist' (IDX files of Debian's dataset-fashion-mnist in
 -- cfg.DATA_DIR), 'cifar10' (binary batches in cfg.DATA_DIR), 'synthetic'
 -- (cfg.NUM_SAMPLES learnable 2D or 3D images of IMG_SIZE, IN_CHANS channels).
+-- A missing or unreadable data file and a config that does not fit the data
+-- are user errors (lunar.error: the host prints the message, no traceback).
 local C = lunar.data
 
 local data = {}
@@ -18,6 +20,15 @@ data.stats = {
 
 local function join(dir, name) return (dir:sub(-1) == '/' and dir or dir .. '/') .. name end
 
+-- Reads a data file: a failure (a missing or corrupt file, named in the
+-- message) is the user's input, raised as a user error (lunar.error: printed
+-- without a traceback).
+local function user_input(read, ...)
+  local ok, res = pcall(read, ...)
+  if not ok then lunar.error(tostring(res)) end
+  return res
+end
+
 --- The Fashion-MNIST split ('train' or 't10k') from dir.
 -- Errors name the missing file and the Debian package that ships it.
 function data.fashion_mnist(dir, split)
@@ -29,7 +40,7 @@ function data.fashion_mnist(dir, split)
     msg = msg .. ' (Fashion-MNIST is provided by the Debian package dataset-fashion-mnist, installed in ' ..
       '/usr/share/datasets/fashion-mnist; set DATA_DIR to where the IDX files are)'
   end
-  error(msg, 0)
+  lunar.error(msg)
 end
 
 --- Train and test datasets named by cfg.DATASET; checks they match the model's
@@ -40,8 +51,8 @@ function data.datasets(cfg)
   if dims == nil then dims = 2 end
   if type(dims) == 'number' then dims = math.tointeger(dims) or dims end   -- 3.0 is 3
   if dims ~= 2 and dims ~= 3 then
-    error(string.format('data: config key IMG_DIMS must be 2 (images) or 3 (volumes), got %s %s', type(cfg.IMG_DIMS),
-      tostring(cfg.IMG_DIMS)), 0)
+    lunar.error(string.format('data: config key IMG_DIMS must be 2 (images) or 3 (volumes), got %s %s', type(cfg.IMG_DIMS),
+      tostring(cfg.IMG_DIMS)))
   end
   local train, test
   if cfg.DATASET == 'fashion_mnist' then
@@ -49,7 +60,7 @@ function data.datasets(cfg)
   elseif cfg.DATASET == 'cifar10' then
     local files = {}
     for i = 1, 5 do files[i] = join(cfg.DATA_DIR, 'data_batch_' .. i .. '.bin') end
-    train, test = C.load_cifar10(files), C.load_cifar10({join(cfg.DATA_DIR, 'test_batch.bin')})
+    train, test = user_input(C.load_cifar10, files), user_input(C.load_cifar10, {join(cfg.DATA_DIR, 'test_batch.bin')})
   elseif cfg.DATASET == 'synthetic' then
     local size = {}
     for i = 1, dims do size[i] = cfg.IMG_SIZE end
@@ -57,21 +68,21 @@ function data.datasets(cfg)
     test = C.synthetic(math.max(cfg.NUM_SAMPLES // 4, cfg.NUM_CLASSES), cfg.IN_CHANS, dims, size,
       cfg.NUM_CLASSES, cfg.SEED + 1)
   else
-    error('data: unknown DATASET ' .. tostring(cfg.DATASET), 0)
+    lunar.error('data: unknown DATASET ' .. tostring(cfg.DATASET))
   end
   if train:ndim() ~= dims then
-    error(string.format('data: %s has %dD images, but the config says IMG_DIMS=%d (%s)', cfg.DATASET, train:ndim(),
+    lunar.error(string.format('data: %s has %dD images, but the config says IMG_DIMS=%d (%s)', cfg.DATASET, train:ndim(),
       dims, train:ndim() == 2 and 'set IMG_DIMS=2, or use DATASET=synthetic for volumes' or 'set IMG_DIMS=' ..
-      train:ndim()), 0)
+      train:ndim()))
   end
   local shape = train:shape()
   if shape[1] ~= cfg.IN_CHANS or shape[2] ~= cfg.IMG_SIZE then
-    error(string.format('data: %s images are %d x %d with %d channels, but the config says IMG_SIZE=%d, IN_CHANS=%d',
-      cfg.DATASET, shape[2], shape[3] or shape[2], shape[1], cfg.IMG_SIZE, cfg.IN_CHANS), 0)
+    lunar.error(string.format('data: %s images are %d x %d with %d channels, but the config says IMG_SIZE=%d, IN_CHANS=%d',
+      cfg.DATASET, shape[2], shape[3] or shape[2], shape[1], cfg.IMG_SIZE, cfg.IN_CHANS))
   end
   if train:num_classes() > cfg.NUM_CLASSES then
-    error(string.format('data: %s has %d classes but NUM_CLASSES=%d', cfg.DATASET, train:num_classes(),
-      cfg.NUM_CLASSES), 0)
+    lunar.error(string.format('data: %s has %d classes but NUM_CLASSES=%d', cfg.DATASET, train:num_classes(),
+      cfg.NUM_CLASSES))
   end
   return train, test
 end

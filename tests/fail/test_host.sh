@@ -41,6 +41,28 @@ first=${out%%$'\t'*}; home=${out#*$'\t'}
 check "the repository root is found from the executable (any cwd)" \
   eval '[ "$rc" -eq 0 ] && [ "$first" = true ] && [ -d "$home/lua/lunar" ]'
 
+run "$LUNAR" -e 'local l = require("lunar"); print(l == lunar, package.loaded.lunar == lunar)'
+check "require('lunar') returns the lunar table" [ "$rc" -eq 0 -a "$out" = "$(printf 'true\ttrue')" ]
+run "$LUNAR" -e 'print(package.searchpath("harness", package.path) == nil, (package.path:find("tests/lua", 1, true)) == nil)'
+check "package.path holds no test directory" [ "$rc" -eq 0 -a "$out" = "$(printf 'true\ttrue')" ]
+mkdir -p "$T/proj"
+printf 'return {answer = 42}\n' >"$T/proj/helper_mod.lua"
+printf 'print(require("helper_mod").answer)\n' >"$T/proj/main.lua"
+(cd "$T" && run "$ABS_LUNAR" proj/main.lua; echo "$rc" >"$T/rc"; printf '%s' "$out" >"$T/out")
+rc=$(cat "$T/rc"); out=$(cat "$T/out")
+check "a script requires modules from its own directory (as Python's sys.path[0])" [ "$rc" -eq 0 -a "$out" = 42 ]
+
+# --- user errors: the message alone, no traceback ---------------------------------------
+run "$LUNAR" -e 'local function load_data() lunar.error("cannot open /nowhere/train.bin: No such file") end load_data()'
+check "lunar.error: exit 1" [ "$rc" -eq 1 ]
+check "lunar.error: prints 'lunar: <message>'" [ "$err" = "lunar: cannot open /nowhere/train.bin: No such file" ]
+run "$LUNAR" examples/train_with_engine.lua --config configs/vit_fmnist.lua DATA_DIR="$T/no_such_dir"
+check "a missing dataset: exit 1, the path named, no traceback" \
+  eval '[ "$rc" -eq 1 ] && has "$err" "$T/no_such_dir" && ! has "$err" "stack traceback"'
+run "$LUNAR" -e 'local ok, e = pcall(lunar.error, "bad key x"); print(ok, lunar.is_user_error(e), tostring(e), e:match("key (%a)"), "[" .. e .. "]")'
+check "a user error reads as its message (tostring, string methods, ..)" \
+  [ "$out" = "$(printf 'false\ttrue\tbad key x\tx\t[bad key x]')" ]
+
 # --- runtime and load errors ------------------------------------------------------
 cat >"$T/err.lua" <<'LUA'
 local function inner()

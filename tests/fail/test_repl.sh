@@ -45,6 +45,36 @@ check "-i: the REPL sees the script's globals" [ "$(sed -n 2,4p <<<"$out" | tr '
 feed $'H\n' "$LUNAR" -i -e 'H = "from -e"'
 check "-i with -e: the REPL sees the globals" [ "$out" = "from -e" ]
 
+# -i sees the script's top-level locals, as python -i does (the values they
+# hold when the script ends; an inner block's locals are gone, as in Lua)
+cat >"$T/locals.lua" <<'LUA'
+local cfg = {n = 3}
+local model = 'vit'
+local model = model .. '-s'      -- the later local of a name wins
+do local inner = 1 end
+local function area(w, h) return w * h end
+LUA
+feed $'cfg.n
+model
+inner
+area(2, 5)
+print(type(lunar.tensor) ~= nil)
+' "$LUNAR" -i "$T/locals.lua"
+check "-i: the REPL sees the script's top-level locals (cfg.n, model, a local function)" \
+  [ "$(tr '\n' ' ' <<<"$out")" = "3 vit-s nil 10 true " ]
+feed $'model = "other"
+model
+rawget(_G, "model")
+fresh = 1
+rawget(_G, "fresh")
+' "$LUNAR" -i "$T/locals.lua"
+check "-i: assigning to a captured local's name sets it; other names are globals" \
+  [ "$(tr '\n' ' ' <<<"$out")" = "other nil 1 " ]
+printf 'local r = 5\nerror("late")\n' >"$T/fails.lua"
+feed $'1 + 1\n' "$LUNAR" -i "$T/fails.lua"
+check "-i after a failing script: the error is reported and the REPL still opens" \
+  eval 'has "$err" "late" && [ "$out" = 2 ]'
+
 # --- in a terminal (tmux) -------------------------------------------------------------
 if ! command -v tmux >/dev/null; then
   skp "tmux REPL check" "tmux is not installed"

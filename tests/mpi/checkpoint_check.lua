@@ -29,6 +29,7 @@ local DIR = assert((lunar.args.rest or {})[1],
   'usage: checkpoint_check.lua DIR')
 local N, K = 6, 4
 
+package.path = lunar.home .. '/tests/lua/?.lua;' .. package.path   -- rank_checks (tests add their own path)
 local checks = require('rank_checks').new('checkpoint_check', world)
 local check = checks.check
 

@@ -14,6 +14,7 @@
 local c = lunar.comm.world()
 local R, N = c:rank(), c:size()
 
+package.path = lunar.home .. '/tests/lua/?.lua;' .. package.path   -- rank_checks (tests add their own path)
 local checks = require('rank_checks').new('comm_check', c)
 local check = checks.check
 

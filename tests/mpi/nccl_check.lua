@@ -9,6 +9,7 @@ local ok_dev, why = lunar.cuda.is_available()
 if not ok_dev then error('nccl_check: no CUDA device (' .. why .. ')', 0) end
 local dev = 'cuda:' .. lunar.cuda.device()
 
+package.path = lunar.home .. '/tests/lua/?.lua;' .. package.path   -- rank_checks (tests add their own path)
 local checks = require('rank_checks').new('nccl_check', c)
 local check = checks.check
 

@@ -53,6 +53,7 @@ local FILTER = (lunar.args.rest or {})[1]
 local STEPS = 5
 local LR = 1e-3
 
+package.path = lunar.home .. '/tests/lua/?.lua;' .. package.path   -- rank_checks (tests add their own path)
 local checks = require('rank_checks').new('parallel_check', world)
 local check = checks.check
 

@@ -171,9 +171,10 @@ end
 
 --- Reads and checks index.json of the checkpoint at path (a step directory
 -- or its index.json). Returns index, the directory, the index path. Errors
--- name the directory or index.json and what is wrong.
+-- name the directory or index.json and what is wrong (a path that is not a
+-- checkpoint is a user error, lunar.error: printed without a traceback).
 function format.read_index(path)
-  if type(path) ~= 'string' or path == '' then error('checkpoint: no checkpoint path given', 0) end
+  if type(path) ~= 'string' or path == '' then lunar.error('checkpoint: no checkpoint path given') end
   local dir, ipath
   if path:match('index%.json$') then
     ipath, dir = path, path:match('^(.*)/[^/]*$') or '.'
@@ -181,8 +182,8 @@ function format.read_index(path)
     dir, ipath = path:gsub('/+$', ''), join(path, 'index.json')
   end
   local kind = io_.stat(dir)
-  if not kind then error(string.format('checkpoint %s: no such directory', dir), 0) end
-  if kind ~= 'dir' then error(string.format('checkpoint %s: not a directory (expected a step_<N> directory)', dir), 0) end
+  if not kind then lunar.error(string.format('checkpoint %s: no such directory', dir)) end
+  if kind ~= 'dir' then lunar.error(string.format('checkpoint %s: not a directory (expected a step_<N> directory)', dir)) end
   local f = io.open(ipath, 'rb')
   if not f then
     local hint = ''
@@ -190,8 +191,8 @@ function format.read_index(path)
       hint = string.format(" (%s holds checkpoints: give one of its step_<N> directories, or RESUME='auto' with " ..
         'CHECKPOINT_DIR=%s)', dir, dir)
     end
-    error(string.format('checkpoint %s: missing (an incomplete or interrupted save, or not a checkpoint directory)%s',
-      ipath, hint), 0)
+    lunar.error(string.format('checkpoint %s: missing (an incomplete or interrupted save, or not a checkpoint directory)%s',
+      ipath, hint))
   end
   local text = f:read('a')
   f:close()
