@@ -80,6 +80,4 @@ end
 --- `local ctx <close> = ...`: frees the context when the variable goes out of scope.
 Context.__close = Context.free
 
-Context.is_context = is_context
-
 return Context

@@ -230,9 +230,6 @@ function Grid:stage_of_block(i)
   error(string.format('grid: block %d is beyond DEPTH %d', i, hi + 1), 2)
 end
 
---- Whether any parallelism is on (more than one rank).
-function Grid:is_parallel() return self.world_size > 1 end
-
 --- A table of the ranks: one line per pipeline stage (with its blocks), the
 -- data-parallel replicas across, each a list of its tensor-parallel ranks.
 function Grid:describe()

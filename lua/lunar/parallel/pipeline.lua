@@ -74,8 +74,6 @@ function P2P:send_backward_recv_forward(dx, shape)
   return x
 end
 
-pipeline.P2P = p2p
-
 -- ---- one stage's steps ----------------------------------------------------------------------
 
 local function micro_batch(t, k, mb)

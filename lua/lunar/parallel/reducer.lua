@@ -147,22 +147,10 @@ end
 -- every bucket; the gradients are then averaged over the data-parallel
 -- group (and, with sequence parallelism, summed over the tensor group).
 function Reducer:finish()
-  self.stats = self.stats or {early = 0, late = 0}
   self.in_finish = true
   for _, grp in ipairs(self.groups) do start_group(self, grp) end
   for _, r in ipairs(self.requests) do r:wait() end
   self:reset()
-end
-
---- The buckets as {lo, hi, n, groups = {key...}} (1-based flat offsets), for tests and logs.
-function Reducer:describe()
-  local out = {}
-  for i, b in ipairs(self.buckets) do
-    local keys = {}
-    for j, grp in ipairs(b.groups) do keys[j] = grp.key end
-    out[i] = {lo = b.lo, hi = b.hi, n = b.n, groups = keys}
-  end
-  return out
 end
 
 return reducer
