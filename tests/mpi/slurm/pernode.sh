@@ -8,7 +8,7 @@
 # <job>.<local rank> of the two nodes collide (unlink errors, a segfault in
 # mca_btl_vader_poll_handle_frag), and two private clusters on one host would
 # both run job 1. Real nodes need no wrapper. The other fix is
-# OMPI_MCA_btl=self,tcp (slower). See ../shared/TOOLCHAIN.md section 2.
+# OMPI_MCA_btl=self,tcp (slower). See docs/slurm_fake_nodes.md.
 # up.sh's env.sh sets LUNAR_SLURM_SHM; down.sh removes it.
 node=${SLURMD_NODENAME:-$(hostname)}
 base=${LUNAR_SLURM_SHM:-/dev/shm/lunar-slurm-${SLURM_CLUSTER_NAME:-none}}

@@ -10,7 +10,7 @@
 # (slurmd launches the tasks), slurmctld, slurmd, srun, munged and mungekey
 # (scripts/install_deps.sh installs them). Every step is time-bounded. On
 # failure prints the logs' tails and exits 1; the caller then runs down.sh DIR
-# (which also cleans up a half-started cluster). See ../shared/TOOLCHAIN.md 2.
+# (which also cleans up a half-started cluster). See docs/slurm_fake_nodes.md.
 set -u
 DIR=${1:?usage: up.sh DIR [NODES]}
 NODES=${2:-2}
