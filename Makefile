@@ -155,7 +155,7 @@ $(BUILD)/lunar: $(BIND_OBJ) $(LIB)
 	$(HOST_CC) $(BIND_OBJ) $(LIB) -o $@ $(LDLIBS)
 
 # liblunar holds MPI calls in an MPI build: everything linking it uses $(HOST_CC)
-$(BUILD)/tests/%: tests/c/%.c tests/c/test.h $(LIB)
+$(BUILD)/tests/%: tests/c/%.c $(wildcard tests/c/*.h) $(LIB)
 	@mkdir -p $(dir $@)
 	$(HOST_CC) $(CFLAGS) $(HOST_DEFS) $< $(LIB) -o $@ $(LDLIBS)
 

@@ -11,7 +11,8 @@
  *
  *   gcc -std=c11 -D_GNU_SOURCE -O2 -march=native -fopenmp -Icore/include \
  *       $(pkg-config --cflags openblas) bench/kernels/bench_kernels.c \
- *       core/ops/cpu/[a-z]*.c core/ops/ref/ref.c core/rng.c \
+ *       core/ops/cpu/[a-z]*.c core/ops/ref/[a-z]*.c core/rng.c core/tensor.c \
+ *       core/status.c core/alloc.c core/cuda/cuda_none.c \
  *       $(pkg-config --libs openblas) -lm -o /tmp/bench_kernels
  *   OMP_WAIT_POLICY=PASSIVE /tmp/bench_kernels [threads=2] [repeats=15]
  *

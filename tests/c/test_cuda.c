@@ -3,7 +3,7 @@
  * is the oracle of the GPU kernels). Every kernel of kernels.h runs on random
  * inputs of odd sizes on the GPU (lunar_cuda_*) and on the CPU (lunar_cpu_*),
  * and the results are compared with per-dtype tolerances: f32 about 1e-5
- * relative (1e-4 for attention, as test_cpu.c allows the CPU kernel against
+ * relative (1e-4 for attention, as test_attention.c allows the CPU kernel against
  * the reference), TF32 GEMMs about 5e-3. The dropout masks and the Philox words
  * must be bitwise equal; the optimizer steps and the deterministic reductions
  * are checked to give the same bits on two runs. Also: the device allocator's

@@ -29,7 +29,7 @@
 // These are the f32 kernels of kernels.h, the path f32 inputs always take.
 // bf16 / f16 inputs go through cuDNN's fused attention where it serves them,
 // and through these kernels (on f32 copies) where it does not
-// (attention_cudnn.cu, core/cuda/attention.h); each call records its path.
+// (attention_path.cu, core/cuda/attention.h); each call records its path.
 #include "common.cuh"
 #include "../../cuda/attention.h"
 

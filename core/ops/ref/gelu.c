@@ -16,11 +16,13 @@
  * GELU, exact (Hendrycks & Gimpel 2016; torch.nn.GELU(approximate='none')).
  * Elementwise: out may alias inp, dinp may alias dout. */
 
-/* out = x * Phi(x), Phi(x) = 0.5 * (1 + erf(x / sqrt(2))). */
+/* out = x * Phi(x), Phi(x) = 0.5 * erfc(-x / sqrt(2)) (= 0.5 * (1 + erf(x / sqrt(2))),
+ * without the cancellation of 1 + erf in the left tail, where x Phi(x) is still
+ * a normal number down to x = -37). */
 void NAME(gelu_forward)(real *out, const real *inp, size_t n) {
     for (size_t i = 0; i < n; i++) {
         double x = (double)inp[i];
-        out[i] = (real)(0.5 * x * (1.0 + erf(x / sqrt(2.0))));
+        out[i] = (real)(0.5 * x * erfc(-x / sqrt(2.0)));
     }
 }
 
@@ -28,7 +30,7 @@ void NAME(gelu_forward)(real *out, const real *inp, size_t n) {
 void NAME(gelu_backward)(real *dinp, const real *dout, const real *inp, size_t n) {
     for (size_t i = 0; i < n; i++) {
         double x = (double)inp[i];
-        double cdf = 0.5 * (1.0 + erf(x / sqrt(2.0)));
+        double cdf = 0.5 * erfc(-x / sqrt(2.0));
         double pdf = exp(-0.5 * x * x) / sqrt(2.0 * M_PI);
         dinp[i] = (real)((double)dout[i] * (cdf + x * pdf));
     }
