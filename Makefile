@@ -6,6 +6,8 @@
 #   make test-cuda-emu  the CUDA tests on the CPU emulation of tests/cuda_emu
 #   make bench      bench/vs_pytorch (needs python3-torch; not a test)
 #   make bench-build  bench programs (build/bench/comm_bench: Lunar vs raw MPI all_reduce)
+#   make SAN=1      the sanitizer build (ASan, UBSan, LSan; CUDA and MPI off) in build-san;
+#                   make test builds it as $(BUILD)-san and trains under it (tests/fail/test_sanitizer.sh)
 #   make fuzz       libFuzzer targets (fuzz/, needs clang), each run FUZZ_SECONDS (60);
 #                   make fuzz-build only builds them. Never part of all or test.
 #
@@ -16,6 +18,14 @@
 # available when one is asked for.
 
 SHELL := /bin/bash
+# SAN=1: the sanitizer build (AddressSanitizer, UndefinedBehaviorSanitizer,
+# LeakSanitizer), CPU only and single-rank (Open MPI's own allocations would
+# drown the leak report), in its own directory: build-san unless BUILD is given
+ifeq ($(SAN),1)
+  BUILD ?= build-san
+  override CUDA := 0
+  override NO_MPI := 1
+endif
 BUILD ?= build
 .DEFAULT_GOAL := all
 ARGS ?=
@@ -104,13 +114,17 @@ ifeq ($(USE_CUDA),1)
   CU_SRC := $(wildcard core/ops/cuda/*.cu core/cuda/*.cu)
 endif
 
-CFLAGS = $(CFLAGS_BASE) $(PKG_CFLAGS)
-LDLIBS = $(PKG_LIBS) -lm -lpthread $(LDFLAGS_OMP) $(CUDA_LDLIBS)
+SAN_FLAGS :=
+ifeq ($(SAN),1)
+  SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+endif
+CFLAGS = $(CFLAGS_BASE) $(SAN_FLAGS) $(PKG_CFLAGS)
+LDLIBS = $(PKG_LIBS) -lm -lpthread $(LDFLAGS_OMP) $(CUDA_LDLIBS) $(SAN_FLAGS)
 
 # Objects depend on the build configuration (CUDA on or off, MPI), so that
 # switching it (make CUDA=0 after make) rebuilds what it changes.
 BUILD_CONFIG := $(BUILD)/.config
-CONFIG_LINE := cuda=$(USE_CUDA) mpi=$(MPICC) omp=$(LDFLAGS_OMP) march=$(MARCH)
+CONFIG_LINE := cuda=$(USE_CUDA) mpi=$(MPICC) omp=$(LDFLAGS_OMP) march=$(MARCH)$(if $(SAN_FLAGS), san=1)
 $(shell mkdir -p $(BUILD) && { [ "$$(cat $(BUILD_CONFIG) 2>/dev/null)" = "$(CONFIG_LINE)" ] || echo "$(CONFIG_LINE)" > $(BUILD_CONFIG); })
 
 # --- sources --------------------------------------------------------------------
@@ -123,7 +137,7 @@ LIB := $(BUILD)/liblunar.a
 TEST_C_SRC := $(wildcard tests/c/test_*.c)
 TEST_C_BIN := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(TEST_C_SRC))
 
-.PHONY: all lunar run test test-c test-lua test-fail test-mpi test-cuda-emu emu-build bench bench-build clean deps \
+.PHONY: all lunar run test san-build test-c test-lua test-fail test-mpi test-cuda-emu emu-build bench bench-build clean deps \
         fuzz fuzz-build fuzz-replay fuzz-corpus fuzz-clang
 all: lunar
 deps: $(DEPS_STAMP)
@@ -266,8 +280,14 @@ run: $(BUILD)/lunar
 # emulation of tests/cuda_emu (suite emu); on a GPU, build/tests/test_cuda and
 # tests/lua/test_cuda.lua, test_golden_cuda.lua run on the device itself.
 EMU_BUILD := $(if $(USE_CUDA),emu-build)
-test: $(BUILD)/lunar $(SINGLE_HOST) $(TEST_C_BIN) $(EMU_BUILD) $(REPLAY_BIN) $(FUZZ_SEEDS_STAMP)
+test: $(BUILD)/lunar $(SINGLE_HOST) $(TEST_C_BIN) $(EMU_BUILD) $(REPLAY_BIN) $(FUZZ_SEEDS_STAMP) san-build
 	@BUILD=$(BUILD) LUNAR_TEST_EMU=$(USE_CUDA) bash tests/run_all.sh
+
+# the sanitizer build of the host for tests/fail/test_sanitizer.sh, in
+# $(BUILD)-san (make SAN=1 there: compiled once, then up to date)
+SAN_BUILD := $(BUILD)-san
+san-build: | $(DEPS_STAMP)
+	@$(MAKE) -s SAN=1 BUILD=$(SAN_BUILD) lunar
 
 emu-build: | $(DEPS_STAMP)
 	@$(MAKE) -s -f tests/cuda_emu/emu.mk BUILD=$(BUILD)
@@ -281,7 +301,7 @@ test-c: $(TEST_C_BIN)
 test-lua: $(BUILD)/lunar
 	@bash tests/run_all.sh lua
 
-test-fail: $(BUILD)/lunar $(SINGLE_HOST) $(REPLAY_BIN) $(FUZZ_SEEDS_STAMP)
+test-fail: $(BUILD)/lunar $(SINGLE_HOST) $(REPLAY_BIN) $(FUZZ_SEEDS_STAMP) san-build
 	@bash tests/run_all.sh fail
 
 test-mpi: $(BUILD)/lunar $(BUILD)/tests/test_comm

@@ -17,6 +17,9 @@ PKGS=(
   dataset-fashion-mnist           # the main job's data
   lua-cjson                       # JSON for metrics files and checkpoint indexes (Lua side)
   tmux                            # the REPL test drives a real terminal
+  python3-torch python3-torchvision python3-venv   # the PyTorch reference: tests/golden (gen_golden.py,
+                                  # timm_check.py in tests/fail/test_timm.sh, which adds timm and
+                                  # safetensors from PyPI in a venv), bench/vs_pytorch
   clang libclang-rt-14-dev        # make fuzz only (libFuzzer; the runtime is only a
                                   # Recommends of clang-14): never used by all or test
   # A local Slurm cluster for tests/mpi/test_slurm.sh (srun --mpi=pmix). These pull

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""tests/golden/timm_check.py: Lunar <-> timm interoperability, checked by hand
-(never part of `make test`: timm and safetensors are not dependencies).
+"""tests/golden/timm_check.py: Lunar <-> timm interoperability, run by
+tests/fail/test_timm.sh in `make test` (Debian's python3-torch, timm and
+safetensors from PyPI in a virtual environment; skipped where these are
+missing).
 
 What it checks, with timm's own VisionTransformer(img_size=32, patch_size=8,
 in_chans=3, embed_dim=64, depth=2, num_heads=2, num_classes=10):
@@ -14,13 +16,14 @@ in_chans=3, embed_dim=64, depth=2, num_heads=2, num_classes=10):
   3. Loading the 10-class checkpoint into a 5-class Lunar model keeps the head
      at its init and says so; the other weights load.
 
-How to run (from the repository root, after `make`):
+How to run by hand (from the repository root, after `make`):
+    apt-get install python3-torch python3-torchvision python3-venv   # timm imports torchvision
     /usr/bin/python3 -m venv --system-site-packages /tmp/venv
-    /tmp/venv/bin/pip install --no-deps timm safetensors
-    apt-get install python3-torchvision          # timm imports torchvision
+    /tmp/venv/bin/pip install --no-deps timm==0.9.16 safetensors==0.4.5
     /tmp/venv/bin/python tests/golden/timm_check.py [path/to/lunar]
 Debian 12's python3-torch (1.13) is enough. Prints one line per check and
-"N passed, N failed"; exits 1 on a failure.
+"N passed, N failed"; exits 1 on a failure. A NaN fails every logits check
+(torch's max propagates it, and NaN <= tol is false).
 """
 import os
 import subprocess
