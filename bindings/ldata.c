@@ -10,12 +10,10 @@
  *                               device='cpu'})
  *   images, labels = ld:next()   f32 [B, C, S..], i32 [B]; nil at the end of the epoch
  *   ld:device() -> 'cpu' or 'cuda:N'
- * device 'cuda' / 'cuda:N': each batch is assembled in a page-locked host
- * buffer of the loader (lunar_cuda_host_alloc: allocated once, reused), then
- * copied to new tensors on that device (lunar_cuda_memcpy, on its compute
- * stream, after the work already queued there); the loader's prefetch thread
- * prepares the next batch meanwhile. An unusable device is an error at
- * lunar.data.loader, naming it.
+ * device 'cuda' / 'cuda:N': batches come as tensors on that device
+ * (lunar_loader_set_device, lunar_loader_next_tensors: the loader stages
+ * them through its own page-locked buffer). An unusable device is an error
+ * at lunar.data.loader, naming it.
  *   ld:set_epoch(e)  ld:num_batches()  ld:num_samples()  ld:position() -> epoch, batch
  *   ld:seek(epoch, batch)  ld:free()
  * Epochs and batch positions are 0-based, as the C API (they are counters, not
@@ -25,7 +23,6 @@
 #include <string.h>
 
 #include "lunar_bindings.h"
-#include "lunar/cuda.h"
 #include "lunar/data.h"
 
 #define DATASET_MT "lunar.Dataset"
@@ -35,10 +32,6 @@ typedef struct { lunar_dataset *ds; } dataset_ud;
 typedef struct {
     lunar_loader *l;
     int batch_size;
-    int device;                  /* LUNAR_CPU, or the CUDA device batches are copied to */
-    float *stage_img;            /* device >= 0: the page-locked batch (images, then labels) */
-    int32_t *stage_lab;
-    size_t img_bytes;            /* of one full batch */
 } loader_ud;
 
 static void push_dataset(lua_State *L, lunar_dataset *ds) {
@@ -154,7 +147,6 @@ static int l_loader(lua_State *L) {
     lua_getfield(L, 2, "device");
     if (!lua_isnil(L, -1)) device = lunar_check_device_arg(L, -1);
     lua_pop(L, 1);
-    if (device != LUNAR_CPU && lunar_cuda_check_device(device)) { free(mean); free(std); return lunar_raise(L); }
     lunar_loader *l = lunar_loader_new(ds, bs, opt_field_bool(L, 2, "shuffle", 1),
                                        (uint64_t)opt_field_int(L, 2, "seed", 0), opt_field_bool(L, 2, "drop_last", 0),
                                        (int)opt_field_int(L, 2, "rank", 0), (int)opt_field_int(L, 2, "num_shards", 1),
@@ -163,67 +155,23 @@ static int l_loader(lua_State *L) {
     free(mean); free(std);
     if (!l) return lunar_raise(L);
     loader_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
-    memset(u, 0, sizeof *u);
     u->l = l;
     u->batch_size = bs;
-    u->device = device;
-    luaL_setmetatable(L, LOADER_MT);   /* from here __gc frees what is set */
-    if (device != LUNAR_CPU) {
-        size_t per = (size_t)lunar_dataset_channels(ds);
-        for (int i = 0; i < lunar_dataset_ndim_spatial(ds); i++) per *= (size_t)lunar_dataset_size(ds, i);
-        u->img_bytes = (size_t)(bs > 0 ? bs : 1) * per * sizeof(float);
-        void *stage = lunar_cuda_host_alloc(u->img_bytes + (size_t)(bs > 0 ? bs : 1) * sizeof(int32_t));
-        if (!stage) return lunar_raise(L);
-        u->stage_img = stage;
-        u->stage_lab = (int32_t *)((char *)stage + u->img_bytes);
-    }
+    luaL_setmetatable(L, LOADER_MT);   /* from here __gc frees the loader */
+    if (lunar_loader_set_device(l, device)) return lunar_raise(L);
     lua_pushvalue(L, 1);            /* keep the dataset alive as long as the loader */
     lua_setiuservalue(L, -2, 1);
     return 1;
 }
 
 static int ld_next(lua_State *L) {
-    loader_ud *u = check_loader(L, 1);
-    lunar_dataset *ds;
-    lua_getiuservalue(L, 1, 1);
-    ds = check_ds(L, -1);
-    lua_pop(L, 1);
-    int64_t shape[LUNAR_MAX_DIMS];
-    int nd = lunar_dataset_ndim_spatial(ds);
-    shape[0] = u->batch_size;
-    shape[1] = lunar_dataset_channels(ds);
-    for (int i = 0; i < nd; i++) shape[2 + i] = lunar_dataset_size(ds, i);
-    if (u->device != LUNAR_CPU) {   /* into the page-locked buffer, then to the device */
-        int n = lunar_loader_next(u->l, u->stage_img, u->stage_lab);
-        if (n < 0) return lunar_raise(L);
-        if (n == 0) { lua_pushnil(L); return 1; }
-        shape[0] = n;
-        lunar_tensor *img = lunar_tensor_new(LUNAR_F32, nd + 2, shape, u->device);
-        lunar_tensor *lab = img ? lunar_tensor_new(LUNAR_I32, 1, shape, u->device) : NULL;
-        size_t nb_img = u->img_bytes / (size_t)u->batch_size * (size_t)n;
-        if (!img || !lab ||
-            lunar_cuda_memcpy(lunar_tensor_data(img), u->device, u->stage_img, LUNAR_CPU, nb_img) ||
-            lunar_cuda_memcpy(lunar_tensor_data(lab), u->device, u->stage_lab, LUNAR_CPU, (size_t)n * sizeof(int32_t))) {
-            lunar_tensor_free(img);
-            lunar_tensor_free(lab);
-            return lunar_raise(L);
-        }
-        lunar_push_tensor(L, img);
-        lunar_push_tensor(L, lab);
-        return 2;
-    }
-    lunar_tensor *img = lunar_tensor_new(LUNAR_F32, nd + 2, shape, LUNAR_CPU);
-    lunar_tensor *lab = img ? lunar_tensor_new(LUNAR_I32, 1, shape, LUNAR_CPU) : NULL;
-    if (!img || !lab) { lunar_tensor_free(img); return lunar_raise(L); }
-    int n = lunar_loader_next(u->l, lunar_tensor_data(img), lunar_tensor_data(lab));
-    if (n <= 0) {
-        lunar_tensor_free(img);
-        lunar_tensor_free(lab);
-        if (n < 0) return lunar_raise(L);
+    lunar_tensor *img, *lab;
+    int n = lunar_loader_next_tensors(check_loader(L, 1)->l, &img, &lab);
+    if (n < 0) return lunar_raise(L);
+    if (n == 0) {
         lua_pushnil(L);
         return 1;
     }
-    if (n < u->batch_size) { img->shape[0] = n; lab->shape[0] = n; }  /* a short last batch: a prefix */
     lunar_push_tensor(L, img);
     lunar_push_tensor(L, lab);
     return 2;
@@ -251,16 +199,13 @@ static int ld_free(lua_State *L) {
     loader_ud *u = luaL_checkudata(L, 1, LOADER_MT);
     lunar_loader_free(u->l);
     u->l = NULL;
-    if (u->stage_img) lunar_cuda_host_free(u->stage_img);
-    u->stage_img = NULL;
-    u->stage_lab = NULL;
     return 0;
 }
 
 static int ld_device(lua_State *L) {
-    loader_ud *u = check_loader(L, 1);
-    if (u->device == LUNAR_CPU) lua_pushstring(L, "cpu");
-    else lua_pushfstring(L, "cuda:%d", u->device);
+    int device = lunar_loader_device(check_loader(L, 1)->l);
+    if (device == LUNAR_CPU) lua_pushstring(L, "cpu");
+    else lua_pushfstring(L, "cuda:%d", device);
     return 1;
 }
 

@@ -15,6 +15,11 @@
  * seek wait until it is not FILLING before they change that list, and drop a
  * slot that holds another position. The batch is computed by the same
  * function either way, so prefetch does not change a bit.
+ *
+ * Batches for a CUDA device (lunar_loader_set_device): the loader owns a
+ * page-locked host buffer of one batch (lunar_cuda_host_alloc), fills it as
+ * lunar_loader_next does, and copies it to new device tensors with
+ * lunar_cuda_memcpy (queued on the device's compute stream).
  */
 #include <math.h>
 #include <pthread.h>
@@ -22,6 +27,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "lunar/cuda.h"
 #include "lunar/rng.h"
 
 #define SHUFFLE_STREAM_TAG (0x4C4F4144ull << 32) /* "LOAD" */
@@ -50,6 +56,10 @@ struct lunar_loader {
     int slot_n;
     float *slot_images;
     int32_t *slot_labels;
+    /* lunar_loader_next_tensors */
+    int device;                 /* LUNAR_CPU, or the CUDA device batches go to */
+    void *stage;                /* device >= 0: the page-locked batch (images, then labels) */
+    size_t stage_img_bytes;     /* of one full batch of images */
 };
 
 /* indices <- this shard's sample list for `epoch`. */
@@ -191,6 +201,7 @@ lunar_loader *lunar_loader_new(const lunar_dataset *ds, int batch_size, int shuf
         return NULL;
     }
     l->ds = ds;
+    l->device = LUNAR_CPU;
     l->batch_size = batch_size;
     l->shuffle = shuffle != 0;
     l->drop_last = drop_last != 0;
@@ -310,6 +321,83 @@ void lunar_loader_position(const lunar_loader *l, int64_t *epoch, int64_t *batch
     if (batch_index) *batch_index = l ? l->batch : 0;
 }
 
+lunar_status lunar_loader_set_device(lunar_loader *l, int device) {
+    if (!l) return lunar_error(LUNAR_ERR_ARG, "loader_set_device: NULL loader");
+    if (device == l->device) return LUNAR_OK;
+    if (device != LUNAR_CPU) {
+        if (device < 0) return lunar_error(LUNAR_ERR_ARG, "loader_set_device: %d is not a device", device);
+        lunar_status s = lunar_cuda_check_device(device);
+        if (s) return s;
+    }
+    if (device != LUNAR_CPU && !l->stage) {
+        size_t img = (size_t)l->batch_size * (size_t)l->ds->sample_numel * sizeof(float);
+        void *stage = lunar_cuda_host_alloc(img + (size_t)l->batch_size * sizeof(int32_t));
+        if (!stage) return lunar_last_status();
+        l->stage = stage;
+        l->stage_img_bytes = img;
+    }
+    l->device = device;
+    return LUNAR_OK;
+}
+
+int lunar_loader_device(const lunar_loader *l) { return l ? l->device : LUNAR_CPU; }
+
+/* A batch's tensor shapes: images [n, C, spatial...], labels [n]; returns the images' ndim. */
+static int batch_shape(const lunar_loader *l, int64_t n, int64_t *shape) {
+    int nd = lunar_dataset_ndim_spatial(l->ds);
+    shape[0] = n;
+    shape[1] = lunar_dataset_channels(l->ds);
+    for (int i = 0; i < nd; i++) shape[2 + i] = lunar_dataset_size(l->ds, i);
+    return nd + 2;
+}
+
+int lunar_loader_next_tensors(lunar_loader *l, lunar_tensor **images, lunar_tensor **labels) {
+    if (images) *images = NULL;
+    if (labels) *labels = NULL;
+    if (!l || !images || !labels) {
+        lunar_error(LUNAR_ERR_ARG, "loader_next_tensors: NULL loader or output");
+        return -1;
+    }
+    int64_t shape[LUNAR_MAX_DIMS];
+    lunar_tensor *img = NULL, *lab = NULL;
+    int n;
+    if (l->device == LUNAR_CPU) {   /* straight into the tensors */
+        int nd = batch_shape(l, l->batch_size, shape);
+        img = lunar_tensor_new(LUNAR_F32, nd, shape, LUNAR_CPU);
+        lab = img ? lunar_tensor_new(LUNAR_I32, 1, shape, LUNAR_CPU) : NULL;
+        if (!img || !lab) goto fail;
+        n = lunar_loader_next(l, lunar_tensor_data(img), lunar_tensor_data(lab));
+        if (n <= 0) goto done;
+        if (n < l->batch_size) {  /* a short last batch: a prefix */
+            img->shape[0] = n;
+            lab->shape[0] = n;
+        }
+    } else {   /* into the page-locked buffer, then to the device */
+        float *stage_img = l->stage;
+        int32_t *stage_lab = (int32_t *)((char *)l->stage + l->stage_img_bytes);
+        n = lunar_loader_next(l, stage_img, stage_lab);
+        if (n <= 0) return n;
+        int nd = batch_shape(l, n, shape);
+        img = lunar_tensor_new(LUNAR_F32, nd, shape, l->device);
+        lab = img ? lunar_tensor_new(LUNAR_I32, 1, shape, l->device) : NULL;
+        if (!img || !lab ||
+            lunar_cuda_memcpy(lunar_tensor_data(img), l->device, stage_img, LUNAR_CPU,
+                              (size_t)n * (size_t)l->ds->sample_numel * sizeof(float)) ||
+            lunar_cuda_memcpy(lunar_tensor_data(lab), l->device, stage_lab, LUNAR_CPU,
+                              (size_t)n * sizeof(int32_t)))
+            goto fail;
+    }
+    *images = img;
+    *labels = lab;
+    return n;
+fail:
+    n = -1;
+done:
+    lunar_tensor_free(img);
+    lunar_tensor_free(lab);
+    return n;
+}
+
 void lunar_loader_free(lunar_loader *l) {
     if (!l) return;
     if (l->thread_started) {
@@ -325,6 +413,7 @@ void lunar_loader_free(lunar_loader *l) {
     }
     free(l->slot_images);
     free(l->slot_labels);
+    lunar_cuda_host_free(l->stage);
     free(l->perm);
     free(l->indices);
     free(l->mean);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "lunar/cuda.h"
 #include "lunar/data.h"
 #include "lunar/rng.h"
 #include "test.h"
@@ -752,6 +753,50 @@ static void test_loader_errors(void) {
     lunar_dataset_free(ds);
 }
 
+/* lunar_loader_next_tensors: the same batches as lunar_loader_next (the
+ * reference), as CPU tensors of shape [n, 3, 5, 4] and [n]; a device that is
+ * not there is refused when it is set, naming it. */
+static void test_loader_next_tensors(void) {
+    enum { N = 23, B = 6, NUMEL = 60 };
+    lunar_dataset *ds = u8_dataset(N);
+    CHECK(ds);
+    lunar_loader *a = lunar_loader_new(ds, B, 1, 3, 0, 0, 1, NULL, NULL, 0);
+    lunar_loader *b = lunar_loader_new(ds, B, 1, 3, 0, 0, 1, NULL, NULL, 1);
+    CHECK_MSG(a && b, "%s", lunar_last_error());
+    CHECK(lunar_loader_device(b) == LUNAR_CPU && lunar_loader_set_device(b, LUNAR_CPU) == LUNAR_OK);
+    float ia[B * NUMEL];
+    int32_t la[B];
+    int same = 1, batches = 0, last = 0;
+    for (;;) {
+        lunar_tensor *img, *lab;
+        int na = lunar_loader_next(a, ia, la), nb = lunar_loader_next_tensors(b, &img, &lab);
+        if (na != nb) { same = 0; break; }
+        if (nb == 0) { same &= img == NULL && lab == NULL; break; }
+        batches++;
+        last = nb;
+        same &= img->ndim == 4 && img->shape[0] == nb && img->shape[1] == 3 && img->shape[2] == 5 &&
+                img->shape[3] == 4 && lab->ndim == 1 && lab->shape[0] == nb && img->dtype == LUNAR_F32 &&
+                lab->dtype == LUNAR_I32 && lunar_tensor_device(img) == LUNAR_CPU;
+        same &= memcmp(lunar_tensor_data(img), ia, (size_t)nb * NUMEL * sizeof(float)) == 0 &&
+                memcmp(lunar_tensor_data(lab), la, (size_t)nb * sizeof(int32_t)) == 0;
+        lunar_tensor_free(img);
+        lunar_tensor_free(lab);
+    }
+    CHECK(same);
+    CHECK(batches == 4 && last == 5);   /* 23 = 3 * 6 + 5 */
+    /* a CUDA device that this build or machine does not have: an error, the loader unchanged */
+    if (lunar_cuda_device_count() <= 7) {
+        CHECK(lunar_loader_set_device(b, 7) != LUNAR_OK);
+        CHECK(lunar_loader_device(b) == LUNAR_CPU);
+    }
+    CHECK(lunar_loader_set_device(b, -5) == LUNAR_ERR_ARG && has(lunar_last_error(), "-5"));
+    lunar_tensor *x = (lunar_tensor *)1, *y = (lunar_tensor *)1;
+    CHECK(lunar_loader_next_tensors(NULL, &x, &y) == -1 && x == NULL && y == NULL);
+    lunar_loader_free(a);
+    lunar_loader_free(b);
+    lunar_dataset_free(ds);
+}
+
 static void rm_rf_tmp(void) {
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
@@ -780,6 +825,7 @@ int main(void) {
     RUN(test_loader_seek_resume);
     RUN(test_loader_normalization);
     RUN(test_loader_errors);
+    RUN(test_loader_next_tensors);
     rm_rf_tmp();
     return TEST_SUMMARY();
 }

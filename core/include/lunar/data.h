@@ -169,6 +169,27 @@ lunar_loader *lunar_loader_new(const lunar_dataset *ds, int batch_size, int shuf
  * -1 on a NULL argument. */
 int lunar_loader_next(lunar_loader *l, float *images, int32_t *labels);
 
+/* Where lunar_loader_next_tensors puts batches: LUNAR_CPU (the default) or
+ * CUDA device `device`. For a device, the loader allocates its page-locked
+ * host buffer of one batch (lunar_cuda_host_alloc, kept until the loader is
+ * freed) now. Errors: the device's (lunar_cuda_check_device: not compiled in,
+ * no such device, naming it), LUNAR_ERR_OOM. */
+lunar_status lunar_loader_set_device(lunar_loader *l, int device);
+
+/* The device of lunar_loader_set_device (LUNAR_CPU for NULL). */
+int lunar_loader_device(const lunar_loader *l);
+
+/* The next batch as new tensors on the loader's device: *images f32
+ * [B, C, spatial...], *labels i32 [B] (the caller frees both). B as
+ * lunar_loader_next: batch_size or fewer for a last partial batch (on the CPU
+ * then a prefix of a full-size allocation), 0 at the end of the epoch (both
+ * NULL). On a CUDA device the batch is filled in the loader's page-locked
+ * buffer, then copied with lunar_cuda_memcpy on the device's compute stream
+ * (after the work already queued there); the prefetch thread prepares the
+ * next batch meanwhile. -1 with an error (NULL argument, allocation, copy);
+ * both NULL. */
+int lunar_loader_next_tensors(lunar_loader *l, lunar_tensor **images, lunar_tensor **labels);
+
 /* Starts epoch `epoch` (>= 0) at its first batch: lunar_loader_seek(l, epoch, 0). */
 lunar_status lunar_loader_set_epoch(lunar_loader *l, int64_t epoch);
 
