@@ -12,7 +12,11 @@ local ROOT = lunar.home .. '/'
 
 -- name, width, depth, heads, MLP, patch, parameters with the 1000-class head,
 -- published size in millions (NeMo's table; Ti/S: timm's), whether that size
--- counts the head (Zhai et al.'s g/14 and G/14 do not)
+-- counts the head (Zhai et al.'s g/14 and G/14 do not). The exact counts are
+-- hand arithmetic, checked with Python: C P^2 D + D (patch embedding) + D
+-- (cls) + T D (positions, T = (224 / P)^2 + 1) + depth (4 D + 4 D^2 + 3 D + D
+-- + 2 D M + M + D) + 2 D + 1000 D + 1000; timm's and NeMo's published
+-- counts agree where they give exact figures (B/16 86,567,656).
 local MODELS = {
   {'vit_ti16', 192, 12, 3, 768, 16, 5717416, 6, true},
   {'vit_s16', 384, 12, 6, 1536, 16, 22050664, 22, true},
