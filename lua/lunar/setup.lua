@@ -14,7 +14,8 @@
 --      rank exits 1, before any collective;
 --   2. NUM_THREADS (when > 0) threads for the kernels;
 --   3. the grid (parallel.initialize(cfg, opts.world, {quiet = opts.quiet}));
---      opts.grid = false: none (one rank's plain model, no data-parallel reducer);
+--      opts.grid: a grid already made from this config, or false: none (one
+--      rank's plain model, no data-parallel reducer);
 --   4. the loaders (opts.loaders ~= false): this data-parallel rank's shard of
 --      the train split and of the test split (batches of 500: evaluation keeps
 --      no activations);
@@ -89,8 +90,9 @@ function setup.from_config(cfg, overrides, opts)
   parallel.same_on_every_rank(config.check_machine, cfg)
   if cfg.NUM_THREADS and cfg.NUM_THREADS > 0 then lunar.set_num_threads(cfg.NUM_THREADS) end
   local run = {cfg = cfg}
-  local g
-  if opts.grid ~= false then g = parallel.initialize(cfg, opts.world, {quiet = opts.quiet}) end
+  local g = opts.grid
+  if g == nil then g = parallel.initialize(cfg, opts.world, {quiet = opts.quiet}) end
+  g = g or nil
   run.grid = g
   local dp_rank, dp_size = g and g.dp_rank or 0, g and g.dp_size or 1
 

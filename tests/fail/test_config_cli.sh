@@ -175,6 +175,7 @@ if [ "$MPI_BUILD" = 1 ] && command -v mpirun >/dev/null; then
       eval '[ "$rc" -eq 0 ] && [ -n "$one" ] && [ "$one" = "$two" ]'
   done
   # data parallel with gradient accumulation, and pipeline stages: the engine example's numbers
+  # (one metrics line per optimizer step: data 2 has 8 batches per epoch, 16 in all, 8 steps)
   for layout in "parallel={data=2}" "parallel={pipeline=2}"; do
     run mpirun -np 2 "$LUNAR" examples/train_with_engine.lua $SMALL "$layout" gradient_accumulation=2 \
       METRICS_FILE="$T/e2.jsonl"
@@ -182,7 +183,7 @@ if [ "$MPI_BUILD" = 1 ] && command -v mpirun >/dev/null; then
     run mpirun -np 2 "$LUNAR" examples/train_with_trainer.lua $SMALL "$layout" gradient_accumulation=2 \
       METRICS_FILE="$T/t2.jsonl"
     check "2 ranks, $layout, gradient_accumulation 2: the trainer's losses and lrs are the engine example's" \
-      eval '[ "$erc" -eq 0 ] && [ "$rc" -eq 0 ] && [ "$(losses "$T/t2.jsonl" | wc -l)" -ge 16 ] &&
+      eval '[ "$erc" -eq 0 ] && [ "$rc" -eq 0 ] && [ "$(losses "$T/t2.jsonl" | wc -l)" -ge 8 ] &&
             [ "$(losses "$T/e2.jsonl")" = "$(losses "$T/t2.jsonl")" ]'
   done
 else

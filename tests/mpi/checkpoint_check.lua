@@ -18,7 +18,7 @@ local nn = require('lunar.nn')
 local optim = require('lunar.optim')
 local data = require('lunar.data')
 local config = require('lunar.config')
-local engine_mod = require('lunar.engine')
+local setup = require('lunar.setup')
 local parallel = require('lunar.parallel')
 local checkpoint = require('lunar.checkpoint')
 local models = require('lunar.models')
@@ -46,16 +46,14 @@ local function make_cfg(over)
   return config.from_table(t, 'checkpoint_check')
 end
 
-local function setup(cfg, g, init_seed)
+local function new_run(cfg, g, init_seed)
   local ds = data.datasets(cfg)
   local loader = data.loader(ds, cfg, {train = true, rank = g.dp_rank, num_shards = g.dp_size})
   loader:set_epoch(0)
-  local model = nn.materialize(parallel.vit(cfg, g), init_seed or cfg.SEED, {init = cfg.INIT})
-  local opt = optim.AdamW(model:parameters(), {lr = cfg.LEARNING_RATE, weight_decay = cfg.WEIGHT_DECAY})
-  local eng = engine_mod.initialize{model = model, optimizer = opt, criterion = nn.CrossEntropy{},
-    clip_grad_norm = cfg.clip_grad_norm, grid = g}
-  eng:train()
-  return {cfg = cfg, g = g, model = model, optimizer = opt, engine = eng, loader = loader, step = 0}
+  -- the model (initialized from init_seed), AdamW and the engine, as the examples build them (constant lr)
+  local run = setup.from_config(cfg, nil, {grid = g, loaders = false, seed = init_seed})
+  run.engine:train()
+  return {cfg = cfg, g = g, model = run.model, optimizer = run.optimizer, engine = run.engine, loader = loader, step = 0}
 end
 
 local function train(r, to)
@@ -66,18 +64,7 @@ local function train(r, to)
       r.loader:set_epoch((r.loader:position()) + 1)
       x, y = r.loader:next()
     end
-    r.engine:zero_grad()
-    local loss
-    if r.engine:uses_schedule() then
-      loss = r.engine:execute_schedule(x, y)
-    else
-      local logits = r.engine(x)
-      loss = r.engine:criterion(logits, y)
-      r.engine:backward(loss)
-      logits:free()
-      loss = r.engine:all_reduce_metric(loss)
-    end
-    r.engine:step()
+    local loss = r.engine:train_step(x, y)
     x:free(); y:free()
     r.step = r.step + 1
     losses[#losses + 1] = loss
@@ -115,16 +102,16 @@ for li, l in ipairs(layouts) do
   local g = parallel.initialize(cfg, world, {quiet = true})
   local dir = string.format('%s/layout%d', DIR, li)
 
-  local a = setup(cfg, g)
+  local a = new_run(cfg, g)
   local straight = train(a, N)
-  local b = setup(cfg, g)
+  local b = new_run(cfg, g)
   train(b, K)
   local path = checkpoint.save(dir, state_of(b))
   local saved_full, names = parallel.gather_full_parameters(b.model, g)
   check(name .. ': save returns dir/step_K', path == dir .. '/step_' .. K, path)
   check(name .. ': latest finds it', checkpoint.latest(dir) == path)
 
-  local c = setup(cfg, g, cfg.SEED + 50)
+  local c = new_run(cfg, g, cfg.SEED + 50)
   local info = checkpoint.maybe_resume(make_cfg({parallel = par, RESUME = 'auto', CHECKPOINT_DIR = dir}), state_of(c))
   check(name .. ": RESUME='auto' resumes step K", info and info.step == K)
   c.step = K

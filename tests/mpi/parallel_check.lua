@@ -41,10 +41,9 @@
 -- prints one line per configuration with the largest differences. Every rank
 -- raises an error at the end when a check failed on any (the host aborts the job).
 local nn = require('lunar.nn')
-local optim = require('lunar.optim')
 local data = require('lunar.data')
 local config = require('lunar.config')
-local engine_mod = require('lunar.engine')
+local setup = require('lunar.setup')
 local parallel = require('lunar.parallel')
 
 local world = lunar.comm.world()
@@ -76,31 +75,17 @@ local train_ds = data.datasets(make_cfg())
 --- Trains STEPS updates; returns losses (one per batch), grad norms (one per
 -- update) and the full parameters (name -> tensor), and the names.
 local function train(cfg, g)
-  local model = nn.materialize(parallel.vit(cfg, g), cfg.SEED, {init = cfg.INIT, precision = cfg.precision})
-  local opt = optim.AdamW(model:parameters(), {lr = cfg.LEARNING_RATE, betas = {0.9, 0.999}, eps = 1e-8,
-    weight_decay = cfg.WEIGHT_DECAY})
-  -- small buckets: several data-parallel buckets per step
-  local eng = engine_mod.initialize{model = model, optimizer = opt,
-    criterion = nn.CrossEntropy{label_smoothing = cfg.LABEL_SMOOTHING}, clip_grad_norm = cfg.clip_grad_norm,
-    gradient_accumulation = cfg.gradient_accumulation, grid = g, bucket_size = 1500}
+  -- the model, AdamW (betas 0.9, 0.999, eps 1e-8: the config's defaults) and the engine, as the examples
+  -- build them; small buckets: several data-parallel buckets per step
+  local run = setup.from_config(cfg, nil, {grid = g or false, loaders = false, engine = {bucket_size = 1500}})
+  local model, eng = run.model, run.engine
   local loader = data.loader(train_ds, cfg, {train = true, rank = g and g.dp_rank or 0,
     num_shards = g and g.dp_size or 1})
   loader:set_epoch(0)
   local losses, norms = {}, {}
   for _ = 1, STEPS * cfg.gradient_accumulation do
     local x, y = loader:next()
-    eng:zero_grad()
-    local loss
-    if eng:uses_schedule() then
-      loss = eng:execute_schedule(x, y)
-    else
-      local logits = eng(x)
-      loss = eng:criterion(logits, y)
-      eng:backward(loss)
-      logits:free()
-      loss = eng:all_reduce_metric(loss)
-    end
-    local _, updated = eng:step()
+    local loss, _, updated = eng:train_step(x, y)
     losses[#losses + 1] = loss
     if updated then norms[#norms + 1] = eng.last_grad_norm end
     x:free(); y:free()

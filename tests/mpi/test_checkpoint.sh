@@ -8,8 +8,8 @@
 # config with dropout: N steps straight against k steps, a stop, and
 # RESUME='auto' for the N - k others: the losses and learning rates of every
 # step (METRICS_FILE) are identical and the final checkpoints (parameters and
-# optimizer state) bitwise equal, on one rank (also stopped in the middle of a
-# gradient accumulation cycle) and on two ranks (pipeline 2, 1F1B); a
+# optimizer state) bitwise equal, on one rank (also with gradient accumulation)
+# and on two ranks (pipeline 2, 1F1B); a
 # checkpoint resumed into another layout (2 ranks -> 1, 1 -> tensor 2,
 # pipeline 2 -> data 2) matches within 1e-5 relative. The one-rank part runs
 # without MPI; the rest skips when mpirun is absent or the build has no MPI.
@@ -134,8 +134,9 @@ resume_case() {
 }
 
 resume_case one 7 -- BATCH_SIZE=8 DROPOUT=0.1
-# stopped at the end of epoch 1, in the middle of an accumulation cycle (the gradients are saved)
-resume_case one_accumulating 5 -- BATCH_SIZE=8 gradient_accumulation=2 DROPOUT=0.1
+# 2 batches per optimizer step, 2 epochs of 10 batches: 10 steps (MAX_STEPS and SAVE_EVERY count
+# optimizer steps); stopped after step 3 (batch 6, in the middle of epoch 1)
+resume_case one_accumulating 3 -- BATCH_SIZE=4 gradient_accumulation=2 DROPOUT=0.1
 
 run "$LUNAR" --version
 if has "$out" "MPI: no"; then
