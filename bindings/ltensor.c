@@ -10,18 +10,22 @@
  *   t:shape() -> {d1, ...}   t:size([d])   t:dim()   t:numel()   t:dtype()   t:device()
  *   t:view(...)/t:reshape(...)   t:narrow(d, i, n)   t:select(d, i)   t:transpose(d1, d2)
  *   t:permute(...)   t:contiguous()   t:clone()   t:to(dtype)   t:copy_(src)   t:fill_(v)
- *   t:zero_()   t:item()   t:totable()   t:free()   t:sum() t:mean() t:min() t:max() t:norm()
+ *   t:zero_()   t:item()   t:totable()   t:free()
  *   t:normal_(seed, name, mean, std) t:uniform_(seed, name, lo, hi)
  *   t:trunc_normal_(seed, name, mean, std, a, b)   (Philox streams named by `name`)
  *   t[i] (a number for 1-dim tensors, else a view of row i)   t[i] = v
- *   t + u, t - u, t * u, t / u, -t (elementwise, same shape, or with a number)
+ *   t + u, t - u, t * u, t / u, -t (elementwise, same shape, or with a number;
+ *     any dtypes, an f32 result on the tensor's device: lunar_op_arith, ops.h)
+ *   t:sum() t:mean() t:min() t:max() t:norm(): numbers, in double, on the
+ *     tensor's device (lunar_op_sum ..., ops.h); a NaN anywhere gives NaN as in
+ *     PyTorch; the sum of no elements is 0, their mean NaN, min/max an error
  *   tostring(t): shape, dtype, device and a summary of values
  * A released tensor (t:free() or a `<close>` variable going out of scope) keeps
  * its shape but raises an error on any access to data.
  * Tensors on a CUDA device (t:to('cuda'), bindings/lcuda.c) take every method:
- * what reads or writes values element by element here (item, totable,
- * tostring, sum/min/max/norm, arithmetic, the random fills) works on a host
- * copy, which is correct but slow; the ops (lunar.ops) run on the device.
+ * arithmetic, the reductions and the ops (lunar.ops) run on the device; what
+ * reads or writes single values or Lua tables (item, totable, t[i], the values
+ * of tostring, the random fills) goes through a host copy.
  */
 #include <math.h>
 #include <stdio.h>
@@ -176,15 +180,12 @@ static int l_tensor(lua_State *L) {
     if (n == 0 && ndim == 1) shape[0] = 0;
     lunar_dtype dtype = opt_dtype(L, dtype_idx);
     int device = opt_device(L, dtype_idx + 1);
-    lunar_tensor *t = lunar_tensor_new(dtype, ndim, shape, LUNAR_CPU);
-    if (!t) { free(buf); return lunar_raise(L); }
-    for (size_t i = 0; i < n; i++) lunar_tensor_set(t, (int64_t)i, buf[i]);
+    /* the numbers as an f64 tensor over buf, converted to dtype on device */
+    lunar_tensor *src = lunar_tensor_from_data(buf, LUNAR_F64, ndim, shape);
+    lunar_tensor *t = src ? lunar_tensor_new(dtype, ndim, shape, device) : NULL;
+    if (t && lunar_tensor_copy(t, src)) { lunar_tensor_free(t); t = NULL; }
+    lunar_tensor_free(src);
     free(buf);
-    if (device != LUNAR_CPU) {
-        lunar_tensor *d = lunar_tensor_to_device(t, device);
-        lunar_tensor_free(t);
-        t = d;
-    }
     lunar_push_tensor(L, t);
     return 1;
 }
@@ -336,42 +337,20 @@ static int m_gc(lua_State *L) {
     return 0;
 }
 
-/* Reductions in double over any layout (a device tensor through a host copy;
- * NaN statistics when that copy fails). */
-typedef struct { double sum, sumsq, min, max; int64_t n; } stats_t;
-static stats_t tensor_stats(const lunar_tensor *t) {
-    stats_t s = {0, 0, INFINITY, -INFINITY, lunar_tensor_numel(t)};
-    if (lunar_tensor_device(t) != LUNAR_CPU) {
-        lunar_tensor *h = lunar_tensor_to_device(t, LUNAR_CPU);
-        if (!h) return (stats_t){NAN, NAN, NAN, NAN, s.n};
-        s = tensor_stats(h);
-        lunar_tensor_free(h);
-        return s;
-    }
-    if (t->dtype == LUNAR_F32 && lunar_tensor_is_contiguous(t)) {
-        const float *p = lunar_tensor_data(t);
-        for (int64_t i = 0; i < s.n; i++) {
-            double v = p[i];
-            s.sum += v; s.sumsq += v * v;
-            if (v < s.min) s.min = v;
-            if (v > s.max) s.max = v;
-        }
-        return s;
-    }
-    for (int64_t i = 0; i < s.n; i++) {
-        double v = lunar_tensor_get(t, i);
-        s.sum += v; s.sumsq += v * v;
-        if (v < s.min) s.min = v;
-        if (v > s.max) s.max = v;
-    }
-    return s;
+/* The reductions are core ops (ops.h: lunar_op_sum ..., any dtype, layout and
+ * device, NaN propagating as in PyTorch); a failure raises its message. */
+static int push_reduction(lua_State *L, lunar_status (*op)(double *, const lunar_tensor *)) {
+    double v = 0;
+    if (op(&v, lunar_check_tensor(L, 1))) return lunar_raise(L);
+    lua_pushnumber(L, v);
+    return 1;
 }
 
-static int m_sum(lua_State *L) { lua_pushnumber(L, tensor_stats(lunar_check_tensor(L, 1)).sum); return 1; }
-static int m_mean(lua_State *L) { stats_t s = tensor_stats(lunar_check_tensor(L, 1)); lua_pushnumber(L, s.n ? s.sum / s.n : NAN); return 1; }
-static int m_min(lua_State *L) { lua_pushnumber(L, tensor_stats(lunar_check_tensor(L, 1)).min); return 1; }
-static int m_max(lua_State *L) { lua_pushnumber(L, tensor_stats(lunar_check_tensor(L, 1)).max); return 1; }
-static int m_norm(lua_State *L) { lua_pushnumber(L, sqrt(tensor_stats(lunar_check_tensor(L, 1)).sumsq)); return 1; }
+static int m_sum(lua_State *L) { return push_reduction(L, lunar_op_sum); }
+static int m_mean(lua_State *L) { return push_reduction(L, lunar_op_mean); }
+static int m_min(lua_State *L) { return push_reduction(L, lunar_op_min); }
+static int m_max(lua_State *L) { return push_reduction(L, lunar_op_max); }
+static int m_norm(lua_State *L) { return push_reduction(L, lunar_op_norm); }
 
 static uint64_t stream_arg(lua_State *L, int idx) {
     if (lua_type(L, idx) == LUA_TSTRING) return lunar_rng_stream_id(lua_tostring(L, idx));
@@ -476,52 +455,27 @@ static int mt_len(lua_State *L) {
     return 1;
 }
 
-enum { OP_ADD, OP_SUB, OP_MUL, OP_DIV };
-
+/* t + u, t - u, t * u, t / u and -t: lunar_op_arith (ops.h) on the device of the
+ * tensor operand, either operand a number; the result is f32. */
 static int arith(lua_State *L, int op) {
-    int ta = lua_isuserdata(L, 1), tb = lua_isuserdata(L, 2);
-    lunar_tensor *a = ta ? lunar_check_tensor(L, 1) : NULL, *b = tb ? lunar_check_tensor(L, 2) : NULL;
-    lunar_tensor *ref = a ? a : b;
-    int64_t n = lunar_tensor_numel(ref);
-    int same = !(a && b) || a->ndim == b->ndim;   /* elementwise: the shapes, not just numel, must be equal */
-    for (int d = 0; same && a && b && d < a->ndim; d++) same = a->shape[d] == b->shape[d];
-    if (!same) {
-        char s1[128], s2[128];
-        return luaL_error(L, "arithmetic: shapes %s and %s differ", lunar_shape_str(a, s1, sizeof s1),
-                          lunar_shape_str(b, s2, sizeof s2));
-    }
-    double sa = a ? 0 : luaL_checknumber(L, 1), sb = b ? 0 : luaL_checknumber(L, 2);   /* before any allocation */
-    /* computed on the host; the result goes to the device of the first tensor */
-    int device = lunar_tensor_device(ref);
-    lunar_tensor *out = lunar_tensor_new(LUNAR_F32, ref->ndim, ref->shape, LUNAR_CPU);
-    if (!out) return lunar_raise(L);
-    lunar_push_tensor(L, out);
-    lunar_tensor *ha = a ? host_copy(L, a) : NULL, *hb = b ? host_copy(L, b) : NULL;
-    lunar_tensor *ca = a ? lunar_tensor_to_dtype(ha ? ha : a, LUNAR_F32) : NULL;
-    lunar_tensor *cb = b ? lunar_tensor_to_dtype(hb ? hb : b, LUNAR_F32) : NULL;
-    lunar_tensor_free(ha);
-    lunar_tensor_free(hb);
-    if ((a && !ca) || (b && !cb)) { lunar_tensor_free(ca); lunar_tensor_free(cb); return lunar_raise(L); }
-    float *o = lunar_tensor_data(out);
-    const float *pa = ca ? lunar_tensor_data(ca) : NULL, *pb = cb ? lunar_tensor_data(cb) : NULL;
-    for (int64_t i = 0; i < n; i++) {
-        double x = pa ? pa[i] : sa, y = pb ? pb[i] : sb;
-        o[i] = (float)(op == OP_ADD ? x + y : op == OP_SUB ? x - y : op == OP_MUL ? x * y : x / y);
-    }
-    lunar_tensor_free(ca);
-    lunar_tensor_free(cb);
-    if (device != LUNAR_CPU) lunar_push_tensor(L, lunar_tensor_to_device(out, device));
+    lunar_tensor *a = lua_isuserdata(L, 1) ? lunar_check_tensor(L, 1) : NULL;
+    lunar_tensor *b = lua_isuserdata(L, 2) ? lunar_check_tensor(L, 2) : NULL;
+    double sa = a ? 0 : luaL_checknumber(L, 1), sb = b ? 0 : luaL_checknumber(L, 2);
+    const lunar_tensor *ref = a ? a : b;
+    lunar_tensor *out = lunar_tensor_new(LUNAR_F32, ref->ndim, ref->shape, lunar_tensor_device(ref));
+    lunar_push_tensor(L, out);   /* raises when out is NULL; collected on an error below */
+    if (lunar_op_arith(out, a, sa, b, sb, op)) return lunar_raise(L);
     return 1;
 }
 
-static int mt_add(lua_State *L) { return arith(L, OP_ADD); }
-static int mt_sub(lua_State *L) { return arith(L, OP_SUB); }
-static int mt_mul(lua_State *L) { return arith(L, OP_MUL); }
-static int mt_div(lua_State *L) { return arith(L, OP_DIV); }
-static int mt_unm(lua_State *L) {
+static int mt_add(lua_State *L) { return arith(L, LUNAR_ARITH_ADD); }
+static int mt_sub(lua_State *L) { return arith(L, LUNAR_ARITH_SUB); }
+static int mt_mul(lua_State *L) { return arith(L, LUNAR_ARITH_MUL); }
+static int mt_div(lua_State *L) { return arith(L, LUNAR_ARITH_DIV); }
+static int mt_unm(lua_State *L) {   /* -t = t * -1 (exact) */
     lua_settop(L, 1);
     lua_pushnumber(L, -1);
-    return arith(L, OP_MUL);
+    return arith(L, LUNAR_ARITH_MUL);
 }
 
 static void fmt_value(luaL_Buffer *b, const lunar_tensor *t, double v) {
@@ -541,12 +495,13 @@ static void fmt_rec(luaL_Buffer *b, const lunar_tensor *t, int d, int64_t *flat)
     luaL_addchar(b, ']');
 }
 
+/* "tensor([2, 3], f32, cpu, min=.. max=.. mean=.. std=..)", the statistics from
+ * the reduction ops on t's device, then the values when there are at most 32
+ * (from a host copy of a device tensor). */
 static int mt_tostring(lua_State *L) {
     lunar_tensor *t = check_ud(L, 1)->t;
     char shape[160], s[256], dname[32];
     int dev = lunar_tensor_device(t);
-    lunar_tensor *h = t->storage && dev != LUNAR_CPU ? lunar_tensor_to_device(t, LUNAR_CPU) : NULL;
-    if (t->storage && dev != LUNAR_CPU && !h) return lunar_raise(L);
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     lunar_shape_str(t, shape, sizeof shape);
@@ -554,29 +509,33 @@ static int mt_tostring(lua_State *L) {
     else snprintf(dname, sizeof dname, "cuda:%d", dev);
     snprintf(s, sizeof s, "tensor(%s, %s, %s", shape, lunar_dtype_name(t->dtype), dname);
     luaL_addstring(&b, s);
-    if (h) t = h;   /* the values from the host copy */
     if (!t->storage) {
         luaL_addstring(&b, ", released)");
-    } else {
-        int64_t n = lunar_tensor_numel(t);
-        if (n > 0) {
-            stats_t st = tensor_stats(t);
-            double mean = st.sum / n, var = st.sumsq / n - mean * mean;
-            snprintf(s, sizeof s, ", min=%.6g max=%.6g mean=%.6g std=%.6g", st.min, st.max, mean,
-                     sqrt(var > 0 ? var : 0));
-            luaL_addstring(&b, s);
-        }
-        luaL_addchar(&b, ')');
-        if (n > 0 && n <= 32 && t->ndim > 0) {
-            int64_t flat = 0;
-            luaL_addchar(&b, '\n');
-            fmt_rec(&b, t, 0, &flat);
-        } else if (t->ndim == 0) {
-            luaL_addstring(&b, "\n");
-            fmt_value(&b, t, lunar_tensor_get(t, 0));
-        }
+        luaL_pushresult(&b);
+        return 1;
     }
-    lunar_tensor_free(h);
+    int64_t n = lunar_tensor_numel(t);
+    if (n > 0) {   /* population std from the mean and the norm */
+        double mn, mx, mean, norm;
+        if (lunar_op_min(&mn, t) || lunar_op_max(&mx, t) || lunar_op_mean(&mean, t) || lunar_op_norm(&norm, t))
+            return lunar_raise(L);
+        double var = norm * norm / (double)n - mean * mean;
+        snprintf(s, sizeof s, ", min=%.6g max=%.6g mean=%.6g std=%.6g", mn, mx, mean, sqrt(var > 0 ? var : 0));
+        luaL_addstring(&b, s);
+    }
+    luaL_addchar(&b, ')');
+    if (t->ndim == 0 || (n > 0 && n <= 32)) {
+        lunar_tensor *h = host_copy(L, t);
+        const lunar_tensor *v = h ? h : t;
+        luaL_addchar(&b, '\n');
+        if (t->ndim == 0) {
+            fmt_value(&b, v, lunar_tensor_get(v, 0));
+        } else {
+            int64_t flat = 0;
+            fmt_rec(&b, v, 0, &flat);
+        }
+        lunar_tensor_free(h);
+    }
     luaL_pushresult(&b);
     return 1;
 }

@@ -4,6 +4,7 @@
  * the reference backend the naive ones (core/ops/ref), the oracle; the CUDA
  * backend (LUNAR_USE_CUDA) the kernels of core/ops/cuda, for devices >= 0.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +28,7 @@
      ENTRY(P, layernorm_forward_bf16), ENTRY(P, gelu_forward_bf16), ENTRY(P, gelu_backward_bf16), \
      ENTRY(P, attention_forward_bf16), ENTRY(P, attention_backward_bf16), ENTRY(P, cast_bf16),  \
      ENTRY(P, adamw_step_bf16), ENTRY(P, sgd_step_bf16), ENTRY(P, sum_squares),                \
-     ENTRY(P, accuracy_count), __VA_ARGS__}
+     ENTRY(P, accuracy_count), ENTRY(P, arith), ENTRY(P, reduce), __VA_ARGS__}
 
 static const lunar_backend cpu_backend = BACKEND_TABLE("cpu", LUNAR_CPU_KERNEL);
 static const lunar_backend ref_backend = BACKEND_TABLE("ref", LUNAR_REF_F32);
@@ -143,6 +144,17 @@ static int check_t_f32_bf16(const char *op, const char *arg, const lunar_tensor 
 // ----------------------------------------------------------------------------
 // ops
 
+/* linear's geometry: weight [N, K], inp [..., K]: M = numel(inp) / K rows. */
+static int linear_geom(const char *op, const lunar_tensor *inp, const lunar_tensor *weight, int64_t *M,
+                       int64_t *K, int64_t *N) {
+    if (weight->ndim != 2) return shape_err(op, "inp", inp, "weight", weight, "(weight must be 2-dim [N, K])");
+    *N = weight->shape[0];
+    *K = weight->shape[1];
+    if (LAST(inp) != *K) return shape_err(op, "inp", inp, "weight", weight, "differ in K (the last dim of inp)");
+    *M = lunar_tensor_numel(inp) / (*K ? *K : 1);
+    return LUNAR_OK;
+}
+
 lunar_status lunar_op_linear_forward(lunar_tensor *out, const lunar_tensor *inp,
                                      const lunar_tensor *weight, const lunar_tensor *bias) {
     const char *op = "linear";
@@ -151,10 +163,8 @@ lunar_status lunar_op_linear_forward(lunar_tensor *out, const lunar_tensor *inp,
     if (w16) { T32_16(op, "out", out); T32_16(op, "inp", inp); T16(op, "weight", weight); }
     else { T(op, "out", out); T(op, "inp", inp); T(op, "weight", weight); }
     T_OPT(op, "bias", bias);
-    if (weight->ndim != 2) return shape_err(op, "inp", inp, "weight", weight, "(weight must be 2-dim [N, K])");
-    int64_t N = weight->shape[0], K = weight->shape[1];
-    if (LAST(inp) != K) return shape_err(op, "inp", inp, "weight", weight, "differ in K (the last dim of inp)");
-    int64_t M = lunar_tensor_numel(inp) / (K ? K : 1);
+    int64_t M, K, N;
+    CHECK(linear_geom(op, inp, weight, &M, &K, &N));
     if (bias) CHECK(check_numel(op, "bias", bias, N, "N = weight rows"));
     if (LAST(out) != N || lunar_tensor_numel(out) != M * N)
         return shape_err(op, "out", out, "weight", weight, "do not fit (out must be [..., N])");
@@ -174,10 +184,8 @@ lunar_status lunar_op_linear_backward(lunar_tensor *dinp, lunar_tensor *dweight,
     T_OPT(op, "dinp", dinp); T(op, "dweight", dweight); T_OPT(op, "dbias", dbias);
     if (w16) { T32_16(op, "dout", dout); T32_16(op, "inp", inp); T16(op, "weight", weight); }
     else { T(op, "dout", dout); T(op, "inp", inp); T(op, "weight", weight); }
-    if (weight->ndim != 2) return shape_err(op, "inp", inp, "weight", weight, "(weight must be 2-dim)");
-    int64_t N = weight->shape[0], K = weight->shape[1];
-    if (LAST(inp) != K) return shape_err(op, "inp", inp, "weight", weight, "differ in K");
-    int64_t M = lunar_tensor_numel(inp) / (K ? K : 1);
+    int64_t M, K, N;
+    CHECK(linear_geom(op, inp, weight, &M, &K, &N));
     if (LAST(dout) != N || lunar_tensor_numel(dout) != M * N)
         return shape_err(op, "dout", dout, "weight", weight, "do not fit");
     if (dinp) CHECK(check_numel(op, "dinp", dinp, M * K, "the size of inp"));
@@ -243,7 +251,7 @@ lunar_status lunar_op_layernorm_forward(lunar_tensor *out, lunar_tensor *mean, l
     const char *op = "layernorm";
     T32_16(op, "out", out); T(op, "mean", mean); T(op, "rstd", rstd); T(op, "inp", inp);
     T(op, "weight", weight); T(op, "bias", bias);
-    int64_t C = LAST(inp), M = lunar_tensor_numel(inp) / (C ? C : 1);
+    int64_t C = LAST(inp), M = lunar_op_layernorm_rows(inp);
     if (lunar_tensor_numel(weight) != C) return shape_err(op, "inp", inp, "weight", weight, "differ in C");
     CHECK(check_numel(op, "bias", bias, C, "C"));
     CHECK(check_numel(op, "out", out, M * C, "the size of inp"));
@@ -262,7 +270,7 @@ lunar_status lunar_op_layernorm_backward(lunar_tensor *dinp, lunar_tensor *dweig
     const char *op = "layernorm_backward";
     T(op, "dinp", dinp); T(op, "dweight", dweight); T(op, "dbias", dbias); T(op, "dout", dout);
     T(op, "inp", inp); T(op, "weight", weight); T(op, "mean", mean); T(op, "rstd", rstd);
-    int64_t C = LAST(inp), M = lunar_tensor_numel(inp) / (C ? C : 1);
+    int64_t C = LAST(inp), M = lunar_op_layernorm_rows(inp);
     if (lunar_tensor_numel(weight) != C) return shape_err(op, "inp", inp, "weight", weight, "differ in C");
     CHECK(check_numel(op, "dout", dout, M * C, "the size of inp"));
     CHECK(check_numel(op, "dinp", dinp, M * C, "the size of inp"));
@@ -343,12 +351,19 @@ lunar_status lunar_op_attention_backward(lunar_tensor *dqkv, const lunar_tensor 
     DONE();
 }
 
+/* embed_tokens' geometry: x [B, L, C] (with_cls 0), or dout [B, L+1, C] (with_cls 1, L+1 >= 1). */
+static int embed_geom(const char *op, const char *name, const lunar_tensor *t, int with_cls) {
+    if (t->ndim == 3 && t->shape[1] >= with_cls) return LUNAR_OK;
+    char s[128];
+    return lunar_error(LUNAR_ERR_SHAPE, "%s: %s %s must be %s", op, name, lunar_shape_str(t, s, sizeof s),
+                       with_cls ? "[B, L+1, C]" : "[B, L, C]");
+}
+
 lunar_status lunar_op_embed_tokens_forward(lunar_tensor *out, const lunar_tensor *x, const lunar_tensor *cls,
                                            const lunar_tensor *pos) {
     const char *op = "embed_tokens";
     T(op, "out", out); T(op, "x", x); T(op, "cls", cls); T(op, "pos", pos);
-    char s[128];
-    if (x->ndim != 3) return lunar_error(LUNAR_ERR_SHAPE, "%s: x %s must be [B, L, C]", op, lunar_shape_str(x, s, sizeof s));
+    CHECK(embed_geom(op, "x", x, 0));
     int64_t B = x->shape[0], L = x->shape[1], C = x->shape[2];
     CHECK(check_numel(op, "cls_token", cls, C, "C"));
     if (lunar_tensor_numel(pos) != (L + 1) * C)
@@ -363,8 +378,7 @@ lunar_status lunar_op_embed_tokens_backward(lunar_tensor *dx, lunar_tensor *dcls
                                             const lunar_tensor *dout) {
     const char *op = "embed_tokens_backward";
     T_OPT(op, "dx", dx); T(op, "dcls", dcls); T(op, "dpos", dpos); T(op, "dout", dout);
-    char s[128];
-    if (dout->ndim != 3) return lunar_error(LUNAR_ERR_SHAPE, "%s: dout %s must be [B, L+1, C]", op, lunar_shape_str(dout, s, sizeof s));
+    CHECK(embed_geom(op, "dout", dout, 1));
     int64_t B = dout->shape[0], L = dout->shape[1] - 1, C = dout->shape[2];
     if (dx) CHECK(check_numel(op, "dx", dx, B * L * C, "[B, L, C]"));
     CHECK(check_numel(op, "dcls", dcls, C, "C"));
@@ -505,6 +519,158 @@ lunar_status lunar_op_sum_squares(double *out, const lunar_tensor *x) {
     BACKEND("sum_squares", x);
     *out = be->sum_squares(F(x), (size_t)lunar_tensor_numel(x));
     DONE();
+}
+
+// ----------------------------------------------------------------------------
+// output shapes: what a caller allocates, from the geometry the ops check
+
+/* t given and not released (the inputs of the shape functions). */
+static int check_live(const char *op, const char *arg, const lunar_tensor *t) {
+    if (!t) return lunar_error(LUNAR_ERR_ARG, "%s: %s is missing", op, arg);
+    if (!t->storage) return lunar_error(LUNAR_ERR_ARG, "%s: %s was released", op, arg);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_linear_out_shape(int *ndim, int64_t *shape, const lunar_tensor *inp,
+                                       const lunar_tensor *weight) {
+    CHECK(check_live("linear", "inp", inp)); CHECK(check_live("linear", "weight", weight));
+    int64_t M, K, N;
+    CHECK(linear_geom("linear", inp, weight, &M, &K, &N));
+    *ndim = inp->ndim ? inp->ndim : 1;
+    for (int d = 0; d < *ndim - 1; d++) shape[d] = inp->shape[d];
+    shape[*ndim - 1] = N;
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_patchify_out_shape(int64_t shape[3], const lunar_tensor *inp, int P) {
+    CHECK(check_live("patchify", "inp", inp));
+    int S[3], k; int64_t L, cols;
+    CHECK(patch_geom("patchify", inp, P, S, &k, &L, &cols));
+    shape[0] = inp->shape[0]; shape[1] = L; shape[2] = cols;
+    return LUNAR_OK;
+}
+
+int64_t lunar_op_layernorm_rows(const lunar_tensor *inp) {
+    int64_t C = LAST(inp);
+    return lunar_tensor_numel(inp) / (C ? C : 1);
+}
+
+lunar_status lunar_op_attention_out_shapes(int64_t out[3], int64_t lse[3], const lunar_tensor *qkv, int H) {
+    CHECK(check_live("attention", "qkv", qkv));
+    int B, N, D;
+    CHECK(attn_geom("attention", qkv, H, &B, &N, &D));
+    out[0] = B; out[1] = N; out[2] = (int64_t)H * D;
+    lse[0] = B; lse[1] = H; lse[2] = N;
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_embed_tokens_out_shape(int64_t shape[3], const lunar_tensor *x) {
+    CHECK(check_live("embed_tokens", "x", x));
+    CHECK(embed_geom("embed_tokens", "x", x, 0));
+    shape[0] = x->shape[0]; shape[1] = x->shape[1] + 1; shape[2] = x->shape[2];
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_embed_tokens_dx_shape(int64_t shape[3], const lunar_tensor *dout) {
+    CHECK(check_live("embed_tokens_backward", "dout", dout));
+    CHECK(embed_geom("embed_tokens_backward", "dout", dout, 1));
+    shape[0] = dout->shape[0]; shape[1] = dout->shape[1] - 1; shape[2] = dout->shape[2];
+    return LUNAR_OK;
+}
+
+// ----------------------------------------------------------------------------
+// tensor arithmetic and reductions (lunar.Tensor's + - * / and sum/mean/min/max/norm)
+
+/* The kernel operand for t: t itself when it is contiguous f32, bf16 or f64
+ * (*elem its LUNAR_ELEM_*), else a contiguous copy on t's device (*tmp, freed
+ * by the caller): same dtype for a strided f32/bf16/f64 view, f64 for the
+ * other dtypes (exact for i32, u8, f16, and i64 up to 2^53). */
+static int elem_operand(const char *op, const char *arg, const lunar_tensor *t, const void **data, int *elem,
+                        lunar_tensor **tmp) {
+    *tmp = NULL;
+    if (!t->storage) return lunar_error(LUNAR_ERR_ARG, "%s: %s was released", op, arg);
+    lunar_dtype dt = t->dtype;
+    *elem = dt == LUNAR_F32 ? LUNAR_ELEM_F32 : dt == LUNAR_BF16 ? LUNAR_ELEM_BF16 : LUNAR_ELEM_F64;
+    if (!lunar_tensor_is_contiguous(t) || (dt != LUNAR_F32 && dt != LUNAR_BF16 && dt != LUNAR_F64)) {
+        *tmp = lunar_tensor_to_dtype(t, *elem == LUNAR_ELEM_F64 ? LUNAR_F64 : dt);
+        if (!*tmp) return lunar_last_status();
+        t = *tmp;
+    }
+    *data = lunar_tensor_data(t);
+    return LUNAR_OK;
+}
+
+static const char *const arith_names[] = {"add", "sub", "mul", "div"};
+
+lunar_status lunar_op_arith(lunar_tensor *out, const lunar_tensor *a, double sa, const lunar_tensor *b, double sb,
+                            int op) {
+    if (op < LUNAR_ARITH_ADD || op > LUNAR_ARITH_DIV)
+        return lunar_error(LUNAR_ERR_ARG, "arithmetic: unknown op %d (LUNAR_ARITH_ADD .. LUNAR_ARITH_DIV)", op);
+    const char *name = arith_names[op];
+    if (!a && !b) return lunar_error(LUNAR_ERR_ARG, "arithmetic (%s): a and b are both scalars", name);
+    T(name, "out", out);
+    const lunar_tensor *ref = a ? a : b;
+    int same = !(a && b) || a->ndim == b->ndim;   /* the shapes, not just numel, must be equal */
+    for (int d = 0; same && a && b && d < a->ndim; d++) same = a->shape[d] == b->shape[d];
+    if (!same) {
+        char s1[128], s2[128];
+        return lunar_error(LUNAR_ERR_SHAPE, "arithmetic: shapes %s and %s differ", lunar_shape_str(a, s1, sizeof s1),
+                           lunar_shape_str(b, s2, sizeof s2));
+    }
+    int64_t n = lunar_tensor_numel(ref);
+    CHECK(check_numel(name, "out", out, n, "the size of the tensor operand"));
+    const lunar_tensor *devs[] = {ref, a && b ? b : NULL, out};   /* named as in messages */
+    CHECK(check_devices(name, a ? "a, b, out" : "b, a, out", devs, 3));
+    const lunar_backend *be = lunar_backend_get(lunar_tensor_device(ref));
+    if (!be) return lunar_last_status();
+    const void *pa = NULL, *pb = NULL;
+    int ea = LUNAR_ELEM_F32, eb = LUNAR_ELEM_F32;
+    lunar_tensor *ta = NULL, *tb = NULL;
+    int rc = a ? elem_operand(name, "a", a, &pa, &ea, &ta) : LUNAR_OK;
+    if (!rc && b) rc = elem_operand(name, "b", b, &pb, &eb, &tb);
+    if (!rc) {
+        be->arith(F(out), pa, ea, sa, pb, eb, sb, (size_t)n, op);
+        rc = be->check ? be->check() : LUNAR_OK;
+    }
+    lunar_tensor_free(ta);
+    lunar_tensor_free(tb);
+    return (lunar_status)rc;
+}
+
+/* *out = the kernel reduction kop of x (any dtype, strides, device). */
+static lunar_status reduce_op(const char *name, double *out, const lunar_tensor *x, int kop) {
+    if (!x) return lunar_error(LUNAR_ERR_ARG, "%s: x is missing", name);
+    if (!x->storage) return lunar_error(LUNAR_ERR_ARG, "%s: x was released", name);
+    int64_t n = lunar_tensor_numel(x);
+    if (n == 0 && (kop == LUNAR_REDUCE_MIN || kop == LUNAR_REDUCE_MAX))
+        return lunar_error(LUNAR_ERR_SHAPE, "%s: x is empty (%s has no value for zero elements)", name, name);
+    BACKEND(name, x);
+    const void *p;
+    int elem;
+    lunar_tensor *tmp;
+    int rc = elem_operand(name, "x", x, &p, &elem, &tmp);
+    if (!rc) {
+        *out = be->reduce(p, elem, (size_t)n, kop);
+        rc = be->check ? be->check() : LUNAR_OK;
+    }
+    lunar_tensor_free(tmp);
+    return (lunar_status)rc;
+}
+
+lunar_status lunar_op_sum(double *out, const lunar_tensor *x) { return reduce_op("sum", out, x, LUNAR_REDUCE_SUM); }
+lunar_status lunar_op_min(double *out, const lunar_tensor *x) { return reduce_op("min", out, x, LUNAR_REDUCE_MIN); }
+lunar_status lunar_op_max(double *out, const lunar_tensor *x) { return reduce_op("max", out, x, LUNAR_REDUCE_MAX); }
+
+lunar_status lunar_op_mean(double *out, const lunar_tensor *x) {
+    lunar_status st = reduce_op("mean", out, x, LUNAR_REDUCE_SUM);
+    if (!st) *out = lunar_tensor_numel(x) ? *out / (double)lunar_tensor_numel(x) : NAN;
+    return st;
+}
+
+lunar_status lunar_op_norm(double *out, const lunar_tensor *x) {
+    lunar_status st = reduce_op("norm", out, x, LUNAR_REDUCE_SUMSQ);
+    if (!st) *out = sqrt(*out);
+    return st;
 }
 
 // ----------------------------------------------------------------------------

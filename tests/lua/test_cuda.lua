@@ -133,6 +133,44 @@ T.test('ops on CUDA tensors agree with the CPU', function()
   T.near(ops.sum_squares(X), ops.sum_squares(x), 1e-9)
 end)
 
+T.test('tensor arithmetic and reductions run on the device: the CPU bits, NaN propagates', function()
+  need_gpu()
+  -- core/ops/cuda/arith.cu and reduce.cu through lunar_op_arith / lunar_op_sum ...
+  local x, y = rand({37, 129}, 11, -3, 3), rand({37, 129}, 12, -3, 3)   -- odd sizes
+  local X, Y = x:cuda(), y:cuda()
+  -- arithmetic is double arithmetic rounded once on both: the same bits
+  local fs = {function(a, b) return a + b end, function(a, b) return a - b end, function(a, b) return a * b end,
+    function(a, b) return a / b end, function(a) return -a end, function(a) return 0.1 * a end,
+    function(a) return 1 / a end}
+  for i, f in ipairs(fs) do
+    local got = f(X, Y)
+    T.eq(got:device(), X:device(), 'arithmetic ' .. i .. ' stays on the device')
+    T.eq(got:cpu():totable(), f(x, y):totable(), 'arithmetic ' .. i)
+  end
+  local hx, hy = x:to('bf16'), y:to('bf16')   -- bf16 and strided operands
+  T.eq((hx:cuda() * hy:cuda()):cpu():totable(), (hx * hy):totable(), 'bf16 operands')
+  T.eq((X:transpose(1, 2) - 1):cpu():totable(), (x:transpose(1, 2) - 1):totable(), 'a strided operand')
+  -- reductions: min and max exact; sum, mean and norm within 1e-12 of the CPU's (both in double, another order)
+  for _, c in ipairs({{x, X, 'f32'}, {hx, hx:cuda(), 'bf16'}, {x:transpose(1, 2), X:transpose(1, 2), 'strided'}}) do
+    local h, d, what = c[1], c[2], c[3]
+    T.eq(d:min(), h:min(), what .. ' min'); T.eq(d:max(), h:max(), what .. ' max')
+    T.near(d:sum(), h:sum(), 0, 1e-12 * 37 * 129 * 3, what .. ' sum')
+    T.near(d:mean(), h:mean(), 0, 1e-12 * 3, what .. ' mean')
+    T.near(d:norm(), h:norm(), 1e-12, 0, what .. ' norm')
+  end
+  -- a NaN anywhere gives NaN for every reduction (the last element of a grid-stride loop)
+  local big = lunar.zeros({300, 1001})
+  big[300][1001] = 0 / 0
+  local B = big:cuda()
+  for _, r in ipairs({'sum', 'mean', 'min', 'max', 'norm'}) do
+    local v = B[r](B)
+    T.truthy(v ~= v, r .. ' of a device tensor with a NaN is NaN, got ' .. tostring(v))
+  end
+  local inf = lunar.tensor({1 / 0, -1 / 0, 0}):cuda()
+  T.truthy(inf:sum() ~= inf:sum(), 'inf + -inf is NaN'); T.eq(inf:min(), -1 / 0); T.eq(inf:max(), 1 / 0)
+  collectgarbage()   -- the device tensors made here, not freed while a later test counts bytes
+end)
+
 T.test('a ViT on the device trains while the default device is the CPU (buffers follow the activations)', function()
   need_gpu()
   local nn = require('lunar.nn')

@@ -61,6 +61,54 @@ T.test('reductions: sum, mean, min, max, norm, item', function()
   T.eq(t:transpose(1, 2):select(1, 2):sum(), -2)
 end)
 
+T.test('reductions propagate NaN as PyTorch does; infinities; empty and integer tensors', function()
+  local nan, inf = 0 / 0, 1 / 0
+  -- a NaN first, in the middle or last gives NaN for every reduction, in every dtype
+  -- (torch.tensor([1., nan, -2.]).sum() / .mean() / .amin() / .amax() / .norm() are all nan)
+  for _, dt in ipairs({'f32', 'bf16', 'f64'}) do
+    for _, vals in ipairs({{nan, 1, -2}, {1, nan, -2}, {1, -2, nan}}) do
+      local t = lunar.tensor(vals, dt)
+      for _, r in ipairs({'sum', 'mean', 'min', 'max', 'norm'}) do
+        local v = t[r](t)
+        T.truthy(v ~= v, dt .. ' ' .. r .. ' of ' .. tostring(t) .. ' is NaN, got ' .. tostring(v))
+      end
+    end
+  end
+  -- over a strided view and a large tensor (several chunks of the CPU kernel)
+  local big = lunar.zeros({300, 1001})
+  big[300][1001] = nan
+  T.truthy(big:max() ~= big:max() and big:transpose(1, 2):min() ~= big:transpose(1, 2):min())
+  -- infinities (hand IEEE): inf + -inf = NaN; min -inf, max inf, norm inf
+  local u = lunar.tensor({inf, -inf, 0})
+  T.truthy(u:sum() ~= u:sum(), 'inf + -inf is NaN')
+  T.eq(u:min(), -inf); T.eq(u:max(), inf); T.eq(u:norm(), inf)
+  -- no elements: sum 0, mean NaN (PyTorch); min and max have no value
+  local e = lunar.tensor({})
+  T.eq(e:sum(), 0); T.truthy(e:mean() ~= e:mean())
+  T.raises(function() return e:min() end, 'min: x is empty')
+  T.raises(function() return e:max() end, 'max: x is empty')
+  -- integer tensors are summed exactly beyond 2^24: 2^40 + 1 + 1
+  T.eq(lunar.tensor({2 ^ 40 + 1, 1}, 'i64'):sum(), 2 ^ 40 + 2)
+  T.eq(lunar.tensor({{7, 200}, {3, 0}}, 'u8'):max(), 200)
+end)
+
+T.test('arithmetic: IEEE special values, bf16 operands', function()
+  local nan, inf = 0 / 0, 1 / 0
+  local a = lunar.tensor({1, -1, 0, nan})
+  local q = (a / 0):totable()   -- 1/0 = inf, -1/0 = -inf, 0/0 = NaN, NaN/0 = NaN
+  T.eq(q[1], inf); T.eq(q[2], -inf); T.truthy(q[3] ~= q[3] and q[4] ~= q[4])
+  local s = (lunar.tensor({inf}) - lunar.tensor({inf}))[1]
+  T.truthy(s ~= s, 'inf - inf is NaN')
+  -- bf16 operands are read exactly and give an f32 result: 1.0078125 is a bf16 value
+  local h = lunar.tensor({1.0078125, 3}, 'bf16')
+  local r = h * 2
+  T.eq(r:dtype(), 'f32'); T.eq(r:totable(), {2.015625, 6})
+  T.eq((h + lunar.tensor({1, 1})):totable(), {2.0078125, 4})
+  -- computed in double and rounded once: 1 + 1e-8 rounds to 1 in f32
+  T.eq((lunar.tensor({1}) + 1e-8)[1], 1)
+  T.eq((lunar.tensor({3}) * 0.1)[1], lunar.tensor({0.3})[1])
+end)
+
 -- views -------------------------------------------------------------------------
 
 T.test('views share storage: narrow, select, transpose, view, permute', function()

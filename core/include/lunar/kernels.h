@@ -15,7 +15,7 @@
  *                       rest; tested against lunar_cpu_* (tests/c/test_cuda.c).
  *                       Pointers are device pointers, except the scalar results
  *                       (`loss` of cross_entropy_forward, and the return values
- *                       of sum_squares and accuracy_count), which come back to
+ *                       of sum_squares, accuracy_count and reduce), which come back to
  *                       the host (those three wait for the device). A failure
  *                       is kept as the thread's sticky CUDA error
  *                       (lunar_cuda_take_error).
@@ -168,7 +168,28 @@ void NAME(sgd_step_bf16)(real *param, uint16_t *param_bf16, real *buf, const rea
 double NAME(sum_squares)(const real *x, size_t n);                                              \
 /* Number of rows b whose argmax over logits[b, 0..K) (first index on ties) equals          */  \
 /* targets[b]: top-1 correct count.                                                          */  \
-int64_t NAME(accuracy_count)(const real *logits, const int32_t *targets, int B, int K);
+int64_t NAME(accuracy_count)(const real *logits, const int32_t *targets, int B, int K);      \
+/* ---- tensor arithmetic and reductions (lunar.Tensor's + - * / and sum/min/max/norm;     */  \
+/* core/ops/{ref,cpu,cuda}/arith and reduce). Operands are untyped: a_type etc. is a        */  \
+/* LUNAR_ELEM_* (f32, bf16 as uint16_t, f64), whatever real is.                             */  \
+/* out[i] = a[i] op b[i], op a LUNAR_ARITH_*: each operand an array of n elements, or NULL   */  \
+/* for the scalar sa / sb (broadcast; not both NULL). Computed in double from the exact     */  \
+/* operand values and rounded once to real (IEEE: x/0 = +-inf, 0/0 = NaN, NaN propagates). */  \
+void NAME(arith)(real *out, const void *a, int a_type, double sa, const void *b, int b_type,   \
+                 double sb, size_t n, int op);                                                  \
+/* One reduction of x[n] (x_type a LUNAR_ELEM_*) by op, a LUNAR_REDUCE_*: SUM (0 for n = 0), */  \
+/* SUMSQ (sum of squares; f32 x: exactly NAME(sum_squares)), MIN, MAX (n >= 1; the caller   */  \
+/* checks). Accumulated in double (on CUDA too: per-block partials combined in a fixed      */  \
+/* order), so the same x gives the same bits for any thread count. A NaN anywhere gives NaN */  \
+/* for every op (PyTorch's sum, amin, amax, norm); SUM of +inf and -inf is NaN.             */  \
+double NAME(reduce)(const void *x, int x_type, size_t n, int op);
+
+/* The element types of the untyped operands of arith and reduce. */
+enum { LUNAR_ELEM_F32 = 0, LUNAR_ELEM_BF16 = 1, LUNAR_ELEM_F64 = 2 };
+/* arith's op: a + b, a - b, a * b, a / b. */
+enum { LUNAR_ARITH_ADD = 0, LUNAR_ARITH_SUB, LUNAR_ARITH_MUL, LUNAR_ARITH_DIV };
+/* reduce's op: sum, sum of squares, minimum, maximum. */
+enum { LUNAR_REDUCE_SUM = 0, LUNAR_REDUCE_SUMSQ, LUNAR_REDUCE_MIN, LUNAR_REDUCE_MAX };
 
 #define LUNAR_REF_F64(op) lunar_ref_##op##_f64
 #define LUNAR_REF_F32(op) lunar_ref_##op##_f32

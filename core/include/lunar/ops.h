@@ -101,6 +101,57 @@ lunar_status lunar_op_sgd_step(lunar_tensor *param, lunar_tensor *buf, const lun
                                float momentum, float weight_decay, int nesterov, int first);
 lunar_status lunar_op_sum_squares(double *out, const lunar_tensor *x);
 
+/* ---- output shapes ------------------------------------------------------------------
+ * The shapes of the outputs an op writes, computed from its inputs with the same
+ * checks (and messages) as the op itself, so a caller that allocates outputs (the
+ * Lua bindings, bindings/lops.c) infers nothing. Errors: a missing or released
+ * input, and the op's shape errors ("linear: inp [2, 3] and weight [4, 5] differ in
+ * K ..."); dtypes and devices are checked by the op. */
+
+/* linear: out [..., N] for inp [..., K] and weight [N, K] (shape has LUNAR_MAX_DIMS
+ * entries; a 0-dim inp counts as [K]). */
+lunar_status lunar_op_linear_out_shape(int *ndim, int64_t *shape, const lunar_tensor *inp,
+                                       const lunar_tensor *weight);
+/* patchify: out [B, L, C*P^k] for inp [B, C, S1..Sk]. */
+lunar_status lunar_op_patchify_out_shape(int64_t shape[3], const lunar_tensor *inp, int P);
+/* layernorm: M, the number of rows of inp [..., C] (numel of mean and rstd); never fails. */
+int64_t lunar_op_layernorm_rows(const lunar_tensor *inp);
+/* attention: out [B, N, C] and lse [B, H, N] for qkv [B, N, 3C] and H heads. */
+lunar_status lunar_op_attention_out_shapes(int64_t out[3], int64_t lse[3], const lunar_tensor *qkv, int H);
+/* embed_tokens: out [B, L+1, C] for x [B, L, C]; its backward: dx [B, L, C] for dout [B, L+1, C]. */
+lunar_status lunar_op_embed_tokens_out_shape(int64_t shape[3], const lunar_tensor *x);
+lunar_status lunar_op_embed_tokens_dx_shape(int64_t shape[3], const lunar_tensor *dout);
+
+/* ---- tensor arithmetic and reductions (lunar.Tensor's + - * /, sum, mean, min, max,
+ * norm; kernels.h arith and reduce) -------------------------------------------------
+ * Unlike the ops above, these take operands of any dtype (f32, bf16, f64 directly;
+ * f16, i32, i64, u8 through an f64 copy) and any strides (a strided view through a
+ * contiguous copy on its device), on the CPU or a CUDA device. */
+
+/* out = a op b elementwise, op a LUNAR_ARITH_* (add, sub, mul, div). a or b may be
+ * NULL: the number sa or sb takes its place, broadcast to every element (b = NULL:
+ * a op sb; a = NULL: sa op b). With two tensors their shapes must be equal (not
+ * only their element counts). out: f32, contiguous, the numel of the operand(s),
+ * on their device. Computed in double from the exact operand values and rounded
+ * once to f32 (IEEE: x/0 = +-inf, 0/0 = NaN; NaN propagates). Errors: both
+ * operands NULL, an unknown op, a released tensor, shapes ("arithmetic: shapes [2,
+ * 3] and [3, 2] differ"), out's dtype or size, devices ("add: a is on cpu but b is
+ * on cuda:0 ..."). */
+lunar_status lunar_op_arith(lunar_tensor *out, const lunar_tensor *a, double sa, const lunar_tensor *b, double sb,
+                            int op);
+/* Whole-tensor reductions of x (any dtype, strides and device) into *out, in double
+ * (kernels.h reduce: deterministic for any thread count; on CUDA also in double).
+ * A NaN anywhere in x gives NaN, as PyTorch's sum, mean, amin, amax and norm;
+ * +inf and -inf sum to NaN. sum of no elements is 0, mean NaN (PyTorch's
+ * values); min and max of no elements are an error ("min: x is empty ...").
+ * norm = sqrt(sum of squares), the Frobenius / 2-norm of the flattened x.
+ * Errors: a released x, empty x (min, max), device unavailable. */
+lunar_status lunar_op_sum(double *out, const lunar_tensor *x);
+lunar_status lunar_op_mean(double *out, const lunar_tensor *x);
+lunar_status lunar_op_min(double *out, const lunar_tensor *x);
+lunar_status lunar_op_max(double *out, const lunar_tensor *x);
+lunar_status lunar_op_norm(double *out, const lunar_tensor *x);
+
 /* ---- bf16 mixed precision (precision = 'bf16') ------------------------------------
  * Mixed precision training (Micikevicius et al. 2018) in bf16, which needs no
  * loss scaling (Kalamkar et al. 2019), as Megatron-LM keeps it (bf16 model
