@@ -2,8 +2,10 @@
  * bindings/lops.c: the ops of ops.h as Lua functions in `lunar.ops`. Each
  * forward allocates and returns its outputs; each backward takes the
  * parameter-gradient tensors to accumulate into and returns the new input
- * gradient. Shapes are those of kernels.h; a failing check raises a Lua error
- * whose message names the op and the shapes. Outputs are allocated on the
+ * gradient. Shapes are those of kernels.h; the output shapes come from ops.h
+ * (lunar_op_*_out_shape), which checks them as the op does: the bindings infer
+ * no shape. A failing check raises a Lua error whose message names the op and
+ * the shapes. Outputs are allocated on the
  * device of the first tensor argument, so the ops run on CUDA tensors as they
  * are (ops.c checks that every tensor argument is on that device).
  *
@@ -81,9 +83,8 @@ static lunar_dtype out_dtype_arg(lua_State *L, int idx) {
 static int l_linear(lua_State *L) {
     lunar_tensor *x = T(1), *w = T(2), *b = TOPT(3);
     int64_t shape[LUNAR_MAX_DIMS];
-    memcpy(shape, x->shape, sizeof shape);
-    int nd = x->ndim ? x->ndim : 1;
-    shape[nd - 1] = w->ndim == 2 ? w->shape[0] : 0;
+    int nd;
+    TRY(lunar_op_linear_out_shape(&nd, shape, x, w));
     lunar_tensor *y = new_like_shape(L, nd, shape, out_dtype_arg(L, 4));
     TRY(lunar_op_linear_forward(y, x, w, b));
     return 1;
@@ -101,9 +102,8 @@ static int l_linear_backward(lua_State *L) {
 static int l_patchify(lua_State *L) {
     lunar_tensor *img = T(1);
     int P = (int)luaL_checkinteger(L, 2);
-    int64_t shape[3] = {img->shape[0], 1, img->shape[1]};
-    if ((img->ndim == 4 || img->ndim == 5) && P > 0)
-        for (int i = 2; i < img->ndim; i++) { shape[1] *= img->shape[i] / P; shape[2] *= P; }
+    int64_t shape[3];
+    TRY(lunar_op_patchify_out_shape(shape, img, P));
     lunar_tensor *out = new_like_shape(L, 3, shape, LUNAR_F32);
     TRY(lunar_op_patchify_forward(out, img, P));
     return 1;
@@ -125,7 +125,7 @@ static int l_layernorm(lua_State *L) {
     lunar_tensor *x = T(1), *w = T(2), *b = T(3);
     float eps = (float)luaL_optnumber(L, 4, 1e-5);
     lunar_dtype odt = out_dtype_arg(L, 5);
-    int64_t rows = lunar_tensor_numel(x) / (x->ndim && x->shape[x->ndim - 1] ? x->shape[x->ndim - 1] : 1);
+    int64_t rows = lunar_op_layernorm_rows(x);
     lunar_tensor *y = new_like_shape(L, x->ndim, x->shape, odt);
     lunar_tensor *mean = new_like_shape(L, 1, &rows, LUNAR_F32);
     lunar_tensor *rstd = new_like_shape(L, 1, &rows, LUNAR_F32);
@@ -157,8 +157,8 @@ static int l_gelu_backward(lua_State *L) {
 static int l_attention(lua_State *L) {
     lunar_tensor *qkv = T(1);
     int H = (int)luaL_checkinteger(L, 2);
-    int64_t oshape[3] = {qkv->shape[0], qkv->ndim > 1 ? qkv->shape[1] : 0, qkv->ndim > 2 ? qkv->shape[2] / 3 : 0};
-    int64_t lshape[3] = {oshape[0], H, oshape[1]};
+    int64_t oshape[3], lshape[3];
+    TRY(lunar_op_attention_out_shapes(oshape, lshape, qkv, H));
     lunar_tensor *o = new_like_shape(L, 3, oshape, qkv->dtype);   /* bf16 for a bf16 qkv */
     lunar_tensor *lse = new_like_shape(L, 3, lshape, LUNAR_F32);
     TRY(lunar_op_attention_forward(o, lse, qkv, H));
@@ -175,7 +175,8 @@ static int l_attention_backward(lua_State *L) {
 
 static int l_embed_tokens(lua_State *L) {
     lunar_tensor *x = T(1), *cls = T(2), *pos = T(3);
-    int64_t shape[3] = {x->shape[0], x->ndim > 1 ? x->shape[1] + 1 : 0, x->ndim > 2 ? x->shape[2] : 0};
+    int64_t shape[3];
+    TRY(lunar_op_embed_tokens_out_shape(shape, x));
     lunar_tensor *out = new_like_shape(L, 3, shape, LUNAR_F32);
     TRY(lunar_op_embed_tokens_forward(out, x, cls, pos));
     return 1;
@@ -186,7 +187,8 @@ static int l_embed_tokens_backward(lua_State *L) {
     int need_dx = lua_isnoneornil(L, 4) ? 1 : lua_toboolean(L, 4);
     lunar_tensor *dx = NULL;
     if (need_dx) {
-        int64_t shape[3] = {dout->shape[0], dout->ndim > 1 ? dout->shape[1] - 1 : 0, dout->ndim > 2 ? dout->shape[2] : 0};
+        int64_t shape[3];
+        TRY(lunar_op_embed_tokens_dx_shape(shape, dout));
         dx = new_like_shape(L, 3, shape, LUNAR_F32);
     }
     TRY(lunar_op_embed_tokens_backward(dx, dcls, dpos, dout));
