@@ -270,7 +270,11 @@ function Engine:eval_step(images, labels)
     ctx:free()
   end
   local loss
-  if logits and labels then loss = self.criterion_module:forward(logits, labels) end
+  if logits and labels then
+    local cctx
+    loss, cctx = self.criterion_module:forward(logits, labels)
+    cctx:free()                        -- no backward: release the criterion's context
+  end
   return logits, loss
 end
 
