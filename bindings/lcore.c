@@ -18,13 +18,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cblas.h>
+#include <cblas.h>   /* openblas_set_num_threads */
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #include "lunar_bindings.h"
 #include "lunar/cuda.h"
+#include "lunar/kernels.h"
 #include "lunar/rng.h"
 
 void lunar_open_tensor(lua_State *L);
@@ -96,23 +97,12 @@ static int l_num_threads(lua_State *L) {
 
 static int l_isatty(lua_State *L) { lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 1))); return 1; }
 
-static int l_sgemm_gflops(lua_State *L) {
+static int l_sgemm_gflops(lua_State *L) {   /* core/ops/cpu/linear.c measures */
     int n = (int)luaL_checkinteger(L, 1), reps = (int)luaL_optinteger(L, 2, 3);
-    if (n < 1 || reps < 1) return luaL_error(L, "sgemm_gflops: bad size");
-    size_t nn = (size_t)n * n;
-    float *a = malloc(nn * 4), *b = malloc(nn * 4), *c = malloc(nn * 4);
-    if (!a || !b || !c) { free(a); free(b); free(c); return luaL_error(L, "sgemm_gflops: out of memory"); }
-    for (size_t i = 0; i < nn; i++) { a[i] = (float)((i % 7) - 3) * 0.1f; b[i] = (float)((i % 5) - 2) * 0.1f; }
-    double best = 0;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);  /* warm-up */
-    for (int r = 0; r < reps; r++) {
-        double t0 = now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-        double g = 2.0 * n * (double)n * n / (now() - t0) / 1e9;
-        if (g > best) best = g;
-    }
-    free(a); free(b); free(c);
-    lua_pushnumber(L, best);
+    if (n < 1 || reps < 1) return luaL_error(L, "sgemm_gflops: size %d and reps %d must be >= 1", n, reps);
+    double g = lunar_cpu_sgemm_gflops(n, reps);
+    if (g < 0) return luaL_error(L, "sgemm_gflops: out of memory for three %d x %d matrices", n, n);
+    lua_pushnumber(L, g);
     return 1;
 }
 

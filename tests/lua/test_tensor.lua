@@ -398,6 +398,12 @@ T.test('lunar.memory: a freed tensor returns its bytes', function()
   T.truthy(lunar.clock() >= t0, 'monotonic')
 end)
 
+T.test('lunar.sgemm_gflops measures in core (a positive rate) and checks its arguments', function()
+  local g = lunar.sgemm_gflops(64, 1)
+  T.truthy(type(g) == 'number' and g > 0, 'GFLOP/s of a 64^3 sgemm: ' .. tostring(g))
+  T.raises(function() lunar.sgemm_gflops(0) end, 'sgemm_gflops: size 0 and reps 3 must be >= 1')
+end)
+
 -- op errors --------------------------------------------------------------------
 
 T.test('op shape errors name the op and both shapes', function()

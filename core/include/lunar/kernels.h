@@ -204,6 +204,10 @@ LUNAR_KERNEL_DECLS(LUNAR_CPU_KERNEL, float)
  * this has them (cpuid); 0: they run a portable path, correct but slower than f32
  * (core/ops/cpu/linear_bf16.c). precision = 'bf16' on the CPU requires 1. */
 int lunar_cpu_bf16_native(void);
+/* The best of reps timed n x n x n cblas_sgemm calls in GFLOP/s, after one warm-up:
+ * this machine's BLAS peak (core/ops/cpu/linear.c); -1 when n or reps < 1 or
+ * memory runs out. Not a kernel: a measurement for benchmarks. */
+double lunar_cpu_sgemm_gflops(int n, int reps);
 /* defined only with LUNAR_USE_CUDA (core/ops/cuda/) */
 LUNAR_KERNEL_DECLS(LUNAR_CUDA_KERNEL, float)
 

@@ -9,6 +9,7 @@
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "lunar/kernels.h"
 #include "simd.h"
@@ -108,4 +109,28 @@ void lunar_cpu_linear_backward(float *dinp, float *dweight, float *dbias, const 
                     dweight, K);
     }
     if (dbias) lunar_cpu_dbias_accumulate(dbias, dout, 0, M, N);
+}
+
+/* The best of reps timed n x n x n sgemm calls (after one warm-up), in GFLOP/s:
+ * the machine's BLAS peak, against which benchmarks report the training step
+ * (bench/lunar_train_bench.lua). Operands are fixed small integers times 0.1. */
+double lunar_cpu_sgemm_gflops(int n, int reps) {
+    if (n < 1 || reps < 1) return -1.0;
+    size_t nn = (size_t)n * (size_t)n;
+    float *a = malloc(nn * sizeof *a), *b = malloc(nn * sizeof *b), *c = malloc(nn * sizeof *c);
+    if (!a || !b || !c) { free(a); free(b); free(c); return -1.0; }
+    for (size_t i = 0; i < nn; i++) { a[i] = (float)((int)(i % 7) - 3) * 0.1f; b[i] = (float)((int)(i % 5) - 2) * 0.1f; }
+    double best = 0.0;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);  /* warm-up */
+    for (int r = 0; r < reps; r++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        double g = 2.0 * n * (double)n * n / (s > 0 ? s : 1e-9) / 1e9;
+        if (g > best) best = g;
+    }
+    free(a); free(b); free(c);
+    return best;
 }
