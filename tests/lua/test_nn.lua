@@ -520,6 +520,12 @@ T.test('ctx:free() releases an unused context (twice is harmless); <close> does 
     closed = c
   end
   T.truthy(closed.freed, 'a Linear context too')
+  -- a context serves one backward: a second one says so
+  local lx = lunar.ones({2, 4})
+  local ly, lc = lin:forward(lx)
+  lin:backward(lc, lunar.ones({2, 3}))
+  T.raises(function() lin:backward(lc, lunar.ones({2, 3})) end, 'context already released')
+  ly:free()
   -- evaluation mode: the ViT frees the block activations as it goes; ctx:free() the rest
   model:evaluate()
   local out, ectx = model:forward(X)

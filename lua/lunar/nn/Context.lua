@@ -22,7 +22,19 @@ Context.__index = Context
 Context.__name = 'Context'
 setmetatable(Context, {__call = function(_, owns, refs) return Context.new(owns, refs) end})
 
-local function is_context(v) return getmetatable(v) == Context end
+-- A released context: ctx.freed is true, free() and tensors() do nothing,
+-- reading anything else is an error that says why (a second backward).
+local Released = {__name = 'Context (released)'}
+local function noop() end
+local function none() return {} end
+Released.__index = function(_, k)
+  if k == 'free' then return noop elseif k == 'tensors' then return none end
+  error(string.format("lunar.nn.Context: reading '%s' of a context already released " ..
+    '(a backward used it, or ctx:free()); a context serves one backward', tostring(k)), 2)
+end
+Released.__close = noop
+
+local function is_context(v) local mt = getmetatable(v) return mt == Context or mt == Released end
 
 local function release_value(v)
   if lunar.is_tensor(v) or is_context(v) then v:free() end
@@ -57,13 +69,13 @@ function Context:release(name)
 end
 
 --- Frees every owned tensor and child context and forgets every reference;
--- ctx.freed is true afterwards. Idempotent.
+-- ctx.freed is true afterwards, and reading any other field is an error.
+-- Idempotent.
 function Context:free()
-  if self.freed then return end
   for name in pairs(self._owns) do release_value(self[name]) end
   for k in pairs(self) do self[k] = nil end
-  self._owns = {}
   self.freed = true
+  setmetatable(self, Released)
 end
 
 --- The tensors this context owns, its children's included (a list; for

@@ -195,10 +195,10 @@ end
 -- stages (nil for either when need_dx is false). The caller's dy and input
 -- are not freed.
 function ViT:backward(ctx, dy, need_dx)
+  if ctx.freed then error('ViT:backward: the context was already used by a backward, or freed', 2) end
   if ctx.evaluation then
     error('ViT:backward: the forward ran in evaluation mode and kept no activations', 2)
   end
-  if ctx.freed then error('ViT:backward: the context was already used by a backward, or freed', 2) end
   local dx
   if self.is_last then
     local dpooled = self.head:backward(ctx.ch, dy)
