@@ -179,6 +179,28 @@ T.test('resume is bitwise identical with SGD momentum and no dropout', function(
   check_resume({OPTIMIZER = 'sgd', DROPOUT = 0.0, LEARNING_RATE = 0.05}, 9, 4)
 end)
 
+-- index.json keeps 14 significant digits (lua-cjson): a rate that needs 17
+-- comes back rounded, and the schedule must keep the exact one it was built
+-- with, or every later lr differs in the last bits
+T.test('resume is bitwise with a learning rate of 17 significant digits', function()
+  local lr = 1 / 300            -- 0.0033333333333333335
+  T.truthy(tonumber(string.format('%.14g', lr)) ~= lr, 'the rate needs more than 14 digits')
+  local a, c = check_resume({LEARNING_RATE = lr}, 8, 3)
+  T.truthy(c.lr_scheduler.base_lr == lr, string.format('base_lr %.17g after the load, %.17g before',
+    c.lr_scheduler.base_lr, lr))
+  for step = 0, 7 do T.truthy(c.lr_scheduler:lr(step) == a.lr_scheduler:lr(step), 'lr of step ' .. step) end
+end)
+
+T.test('index.json numbers: integers exact, floats compared at the 14 digits JSON keeps', function()
+  local format = require('lunar.checkpoint.format')
+  local r = 6144 / 1408         -- ViT-g/14's MLP_RATIO, 4.3636363636363633 (17 digits)
+  local back = format.ints(format.decode(format.encode({r = r, n = 99999999999999}), 'test'))
+  T.eq(back.n, 99999999999999); T.eq(math.type(back.n), 'integer')
+  T.truthy(format.same_number(back.r, r), 'the ratio read back is the same model dim')
+  T.truthy(not format.same_number(back.r, 4.3636), 'another ratio is not')
+  T.truthy(not format.same_number(back.r, r + 1e-12), 'nor one that differs in the 13th digit')
+end)
+
 -- precision = 'bf16': the checkpoint holds the fp32 master weights; the load
 -- refreshes the bf16 working copy from them, as the optimizer would have
 T.test('resume under precision = bf16 is bitwise too (the working copy follows the loaded masters)', function()
