@@ -31,10 +31,33 @@ BUILD ?= build
 ARGS ?=
 
 # --- dependencies -------------------------------------------------------------
+# Everything below (the compiler's flags, OpenMP, mpicc, nvcc, pkg-config) is
+# detected when make reads this file, so the dependencies must be installed
+# before it is read, or the first `make run` on a fresh machine would build a
+# single-rank lunar. $(DEPS_MK) is an included makefile made from the deps
+# stamp: GNU make first brings it up to date (running INSTALL_DEPS when the
+# stamp is missing or older than scripts/install_deps.sh), then restarts and
+# reads this file again, with Open MPI installed, so the first build is the
+# full one. The detection reports print only on that second reading. make
+# clean installs nothing. INSTALL_DEPS: the command that installs them
+# (LUNAR_SKIP_DEPS=1 makes the script a no-op).
+INSTALL_DEPS ?= bash scripts/install_deps.sh
 DEPS_STAMP := $(BUILD)/.deps
+DEPS_MK := $(BUILD)/.deps.mk
+DEPS_READY := $(wildcard $(DEPS_MK))
 $(DEPS_STAMP): scripts/install_deps.sh
-	@bash scripts/install_deps.sh
+	@$(INSTALL_DEPS)
 	@mkdir -p $(BUILD) && touch $@
+$(DEPS_MK): $(DEPS_STAMP)
+	@echo '# scripts/install_deps.sh has run: make read the Makefile again after it' >$@
+ifeq ($(filter clean,$(MAKECMDGOALS)),)
+  include $(DEPS_MK)
+  ifeq ($(DEPS_READY),)
+    $(info dependencies first (scripts/install_deps.sh); then make reads this Makefile again)
+  endif
+endif
+# $(call report,TEXT): prints a detection result, once the dependencies are in
+report = $(if $(DEPS_READY),$(info $(1)))
 
 # pkg-config is evaluated lazily (after the deps stamp ran)
 PKGS := lua5.4 openblas libcjson readline zlib
@@ -62,9 +85,9 @@ ifneq ($(NO_OMP),1)
   ifeq ($(shell echo 'int main(){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo ok),ok)
     CFLAGS_BASE += -fopenmp
     LDFLAGS_OMP := -fopenmp
-    $(info ✓ OpenMP found)
+    $(call report,✓ OpenMP found)
   else
-    $(info ✗ OpenMP not found: single-threaded kernels)
+    $(call report,✗ OpenMP not found: single-threaded kernels)
   endif
 endif
 
@@ -77,11 +100,11 @@ endif
 ifneq ($(MPICC),)
   HOST_CC := $(MPICC)
   HOST_DEFS := -DLUNAR_USE_MPI
-  $(info ✓ MPI found ($(MPICC)))
+  $(call report,✓ MPI found ($(MPICC)))
 else
   HOST_CC := $(CC)
   HOST_DEFS :=
-  $(info ✗ MPI not found: single-rank build)
+  $(call report,✗ MPI not found: single-rank build)
 endif
 
 # CUDA backend: sm_80 (A100) and sm_90 (H100/H200) machine code, plus sm_90 PTX
@@ -94,14 +117,14 @@ CUDA_HOME := /usr/local/cuda
 NVCC := $(shell test -x $(CUDA_HOME)/bin/nvcc && echo $(CUDA_HOME)/bin/nvcc)
 USE_CUDA :=
 ifeq ($(CUDA),0)
-  $(info ✗ CUDA backend off (CUDA=0))
+  $(call report,✗ CUDA backend off (CUDA=0))
 else ifneq ($(NVCC),)
   USE_CUDA := 1
-  $(info ✓ CUDA backend: building with $(NVCC) for sm_80, sm_90)
+  $(call report,✓ CUDA backend: building with $(NVCC) for sm_80 and sm_90)
 else ifeq ($(CUDA),1)
   $(error CUDA=1 but $(CUDA_HOME)/bin/nvcc was not found)
 else
-  $(info ✗ CUDA toolkit not found ($(CUDA_HOME)/bin/nvcc): CPU only)
+  $(call report,✗ CUDA toolkit not found ($(CUDA_HOME)/bin/nvcc): CPU only)
 endif
 CUDA_ARCH := -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
 NVCCFLAGS := -O3 -std=c++17 $(CUDA_ARCH) -Icore/include -DLUNAR_USE_CUDA \
