@@ -88,15 +88,17 @@ StepMeter.__index = StepMeter
 function log.step_meter(opts)
   opts = opts or {}
   local self = setmetatable({metrics = opts.metrics, log_every = opts.log_every or 0,
-    flops_per_image = opts.flops_per_image or 0, logger = opts.logger or log}, StepMeter)
+    flops_per_image = opts.flops_per_image or 0, logger = opts.logger or log, loss_sum = 0, batches = 0}, StepMeter)
   self:start()
   return self
 end
 
---- Restarts the clocks (the first batch of an epoch is timed from here).
+--- Restarts the clocks and image counts (the first batch of an epoch is
+-- timed from here). The losses of a step whose batches began in the previous
+-- epoch are kept: its metrics line has the mean over all of them.
 function StepMeter:start()
   local now = lunar.clock()
-  self.t_step, self.t_line, self.loss_sum, self.batches, self.images_step, self.images_line = now, now, 0, 0, 0, 0
+  self.t_step, self.t_line, self.images_step, self.images_line = now, now, 0, 0
 end
 
 --- Adds one batch: its loss (averaged over the data-parallel ranks) and its images.

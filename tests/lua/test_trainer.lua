@@ -186,6 +186,22 @@ T.test('max_steps counts optimizer steps: with gradient_accumulation=2, 3 steps 
   end
 end)
 
+T.test('a step whose batches span two epochs: one metrics line, the mean of both batches', function()
+  -- 48 images in batches of 16: 3 batches per epoch; 2 per step: step 2 is
+  -- batch 3 of epoch 1 and batch 1 of epoch 2 (the engine's cycle continues
+  -- across the epoch boundary), so 2 epochs are 3 steps
+  local s = setup(true, {NUM_SAMPLES = 48}, {gradient_accumulation = 2})
+  local r = recorder()
+  local lines = {}
+  local tr = Trainer{engine = s.engine}
+  tr:fit{train_loader = s.train_loader, epochs = 2, hooks = {r.hook,
+    hooks.LogMetricByStepHook{metrics = {write = function(_, obj) lines[#lines + 1] = obj end}}}}
+  T.eq(tr.batches_done, 6); T.eq(tr.optimizer_steps, 3); T.eq(tr.max_steps, 3)
+  T.eq(#lines, 3)
+  for k = 1, 3 do T.eq(lines[k].loss, (r.losses[2 * k - 1] + r.losses[2 * k]) / 2, 'step ' .. k) end
+  T.eq({lines[1].epoch, lines[2].epoch, lines[3].epoch}, {1, 2, 2})
+end)
+
 T.test('micro-batches (engine:execute_schedule): the trainer gives the hand loop\'s losses', function()
   local probe = setup(true, nil, {num_micro_batches = 2})
   T.truthy(probe.engine:uses_schedule())
