@@ -225,17 +225,17 @@ static int r_metadata(lua_State *L) {
     return 1;
 }
 
-/* r:read(name [, ranges]): the tensor, or its block {{start, len}, ...}. */
+/* r:read(name [, ranges]): the tensor, or its block {{start, len}, ...}
+ * (0-based starts; lunar_safetensors_read_block checks and copies it). */
 static int r_read(lua_State *L) {
     lunar_safetensors *st = check_reader(L, 1);
     const char *name = luaL_checkstring(L, 2);
     const char *path = lunar_safetensors_path(st);
     const lunar_safetensors_entry *e = lunar_safetensors_find(st, name);
     if (!e) return luaL_error(L, "%s: no tensor '%s'", path, name);
-    int nd = e->ndim;
+    int nd = e->ndim, ranged = !lua_isnoneornil(L, 3);
     int64_t start[LUNAR_MAX_DIMS], len[LUNAR_MAX_DIMS];
-    for (int d = 0; d < nd; d++) { start[d] = 0; len[d] = e->shape[d]; }
-    if (!lua_isnoneornil(L, 3)) {
+    if (ranged) {
         luaL_checktype(L, 3, LUA_TTABLE);
         if ((int)luaL_len(L, 3) != nd)
             return luaL_error(L, "%s: tensor '%s': %d ranges given for %d dims", path, name, (int)luaL_len(L, 3), nd);
@@ -245,41 +245,13 @@ static int r_read(lua_State *L) {
             lua_geti(L, -1, 1);
             lua_geti(L, -2, 2);
             int ok1, ok2;
-            lua_Integer a = lua_tointegerx(L, -2, &ok1), b = lua_tointegerx(L, -1, &ok2);
+            start[d] = lua_tointegerx(L, -2, &ok1);
+            len[d] = lua_tointegerx(L, -1, &ok2);
             lua_pop(L, 3);
-            if (!ok1 || !ok2 || a < 0 || b < 0 || a > e->shape[d] || b > e->shape[d] - a)
-                return luaL_error(L, "%s: tensor '%s': range %d is not within dim %d of size %I", path, name,
-                                  d + 1, d + 1, (lua_Integer)e->shape[d]);
-            start[d] = a;
-            len[d] = b;
+            if (!ok1 || !ok2) return luaL_error(L, "%s: tensor '%s': range %d is not {start, length}", path, name, d + 1);
         }
     }
-    lunar_tensor *t = lunar_tensor_new(e->dtype, nd, len, LUNAR_CPU);
-    if (!t) return lunar_raise(L);
-    size_t es = lunar_safetensors_dtype_size(e->dtype);
-    int64_t numel = 1;
-    for (int d = 0; d < nd; d++) numel *= len[d];
-    if (numel > 0) {
-        /* copy runs of the innermost dim: for every index of the outer dims */
-        int64_t stride[LUNAR_MAX_DIMS];   /* elements, of the stored tensor */
-        int64_t acc = 1;
-        for (int d = nd - 1; d >= 0; d--) { stride[d] = acc; acc *= e->shape[d]; }
-        size_t run = (size_t)(nd ? len[nd - 1] : 1) * es;
-        int64_t runs = nd ? numel / len[nd - 1] : 1;
-        int64_t idx[LUNAR_MAX_DIMS] = {0};
-        const uint8_t *src = e->data;
-        uint8_t *dst = lunar_tensor_data(t);
-        for (int64_t r = 0; r < runs; r++) {
-            int64_t off = 0;
-            for (int d = 0; d < nd; d++) off += (start[d] + (d == nd - 1 ? 0 : idx[d])) * stride[d];
-            memcpy(dst + (size_t)r * run, src + (size_t)off * es, run);
-            for (int d = nd - 2; d >= 0; d--) {   /* next outer index */
-                if (++idx[d] < len[d]) break;
-                idx[d] = 0;
-            }
-        }
-    }
-    lunar_push_tensor(L, t);
+    lunar_push_tensor(L, lunar_safetensors_read_block(st, name, ranged ? start : NULL, ranged ? len : NULL));
     return 1;
 }
 

@@ -767,3 +767,44 @@ lunar_status lunar_safetensors_write(const char *path, const lunar_safetensors_e
     free(hb.s);
     return s;
 }
+
+lunar_tensor *lunar_safetensors_read_block(const lunar_safetensors *st, const char *name, const int64_t *start,
+                                           const int64_t *len) {
+    const char *path = lunar_safetensors_path(st);
+    const lunar_safetensors_entry *e = lunar_safetensors_find(st, name);
+    if (!e) {
+        lunar_error(LUNAR_ERR_ARG, "%s: no tensor '%s'", path, name);
+        return NULL;
+    }
+    int nd = e->ndim;
+    int64_t s0[LUNAR_MAX_DIMS], n0[LUNAR_MAX_DIMS];   /* the block, checked */
+    for (int d = 0; d < nd; d++) {
+        s0[d] = start ? start[d] : 0;
+        n0[d] = len ? len[d] : e->shape[d];
+        if (s0[d] < 0 || n0[d] < 0 || s0[d] > e->shape[d] || n0[d] > e->shape[d] - s0[d]) {
+            lunar_error(LUNAR_ERR_ARG, "%s: tensor '%s': range %d is not within dim %d of size %lld", path, name,
+                        d + 1, d + 1, (long long)e->shape[d]);
+            return NULL;
+        }
+    }
+    lunar_tensor *t = lunar_tensor_new(e->dtype, nd, n0, LUNAR_CPU);
+    if (!t || lunar_tensor_numel(t) == 0) return t;
+    /* runs of the innermost dim, one for every index of the outer dims */
+    size_t es = lunar_dtype_size(e->dtype);
+    int64_t stride[LUNAR_MAX_DIMS], acc = 1;   /* elements, of the stored tensor */
+    for (int d = nd - 1; d >= 0; d--) { stride[d] = acc; acc *= e->shape[d]; }
+    size_t run = (size_t)(nd ? n0[nd - 1] : 1) * es;
+    int64_t runs = nd ? lunar_tensor_numel(t) / n0[nd - 1] : 1, idx[LUNAR_MAX_DIMS] = {0};
+    const uint8_t *src = e->data;
+    uint8_t *dst = lunar_tensor_data(t);
+    for (int64_t r = 0; r < runs; r++) {
+        int64_t off = 0;
+        for (int d = 0; d < nd; d++) off += (s0[d] + (d == nd - 1 ? 0 : idx[d])) * stride[d];
+        memcpy(dst + (size_t)r * run, src + (size_t)off * es, run);
+        for (int d = nd - 2; d >= 0; d--) {   /* the next outer index */
+            if (++idx[d] < n0[d]) break;
+            idx[d] = 0;
+        }
+    }
+    return t;
+}

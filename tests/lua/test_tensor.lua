@@ -498,6 +498,27 @@ end)
 
 -- safetensors (bindings/lio.c) ---------------------------------------------------
 
+T.test('lunar.io: reader:read of a block copies its bytes exactly; ranges are checked', function()
+  local path = os.tmpname()
+  local w = lunar.tensor({{1, 2, 3, 4}, {5, 6, 7, 8}, {9, 10, 11, 12}})
+  local b16 = lunar.tensor({1.5, -0.25, 3}):to('bf16')
+  lunar.io.save_safetensors(path, {w = w, b16 = b16})
+  local r = lunar.io.open_safetensors(path)
+  T.eq(r:read('w'):totable(), w:totable(), 'no ranges: the whole tensor')
+  -- rows 2..3, columns 2..4 ({start (0-based), length} per dim): by hand {{6, 7, 8}, {10, 11, 12}}
+  T.eq(r:read('w', {{1, 2}, {1, 3}}):totable(), {{6, 7, 8}, {10, 11, 12}})
+  T.eq(r:read('w', {{0, 0}, {0, 4}}):shape(), {0, 4}, 'an empty block')
+  local blk = r:read('b16', {{1, 2}})
+  T.eq(blk:dtype(), 'bf16'); T.eq(blk:totable(), {-0.25, 3})
+  T.raises(function() r:read('w', {{1, 3}, {0, 4}}) end, "tensor 'w': range 1 is not within dim 1 of size 3")
+  T.raises(function() r:read('w', {{0, 1}, {-1, 2}}) end, 'range 2 is not within dim 2 of size 4')
+  T.raises(function() r:read('w', {{0, 1}}) end, '1 ranges given for 2 dims')
+  T.raises(function() r:read('w', {{0, 1}, {0, 'x'}}) end, 'range 2 is not {start, length}')
+  T.raises(function() r:read('nope') end, "no tensor 'nope'")
+  r:close()
+  os.remove(path)
+end)
+
 T.test('lunar.io: safetensors round trip of dtypes, a strided tensor and metadata', function()
   local path = os.tmpname()
   local t = lunar.tensor({{1, 2, 3}, {4, 5, 6}})

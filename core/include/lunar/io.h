@@ -84,6 +84,15 @@ const lunar_safetensors_entry *lunar_safetensors_entry_at(const lunar_safetensor
 /* The tensor named `name`, NULL when absent (no error is recorded). */
 const lunar_safetensors_entry *lunar_safetensors_find(const lunar_safetensors *st, const char *name);
 
+/* A new contiguous host tensor holding the block of tensor `name` that spans
+ * [start[d], start[d] + len[d]) in each dim d (start and len have one entry per
+ * dim; both NULL: the whole tensor), copied byte for byte (any dtype, a
+ * possibly unaligned mapping). NULL with LUNAR_ERR_ARG naming the path and the
+ * tensor: no such tensor ("<path>: no tensor 'w'"), or a range outside its dim
+ * ("<path>: tensor 'w': range 2 is not within dim 2 of size 5"). */
+lunar_tensor *lunar_safetensors_read_block(const lunar_safetensors *st, const char *name, const int64_t *start,
+                                           const int64_t *len);
+
 /* The "__metadata__" value of `key`, NULL when absent. */
 const char *lunar_safetensors_metadata(const lunar_safetensors *st, const char *key);
 
