@@ -426,6 +426,32 @@ T.test('op shape errors name the op and both shapes', function()
   T.eq(y:shape(), {2, 4}); T.eq(y:totable(), {{3.5, 3.5, 3.5, 3.5}, {3.5, 3.5, 3.5, 3.5}})
 end)
 
+T.test('output shapes come from the op layer, which refuses bad inputs before anything is allocated', function()
+  -- the shapes lunar.ops allocates (ops.h lunar_op_*_out_shape), by hand
+  T.eq(ops.linear(lunar.zeros({2, 3, 5}), lunar.zeros({4, 5})):shape(), {2, 3, 4})
+  T.eq(ops.patchify(lunar.zeros({2, 3, 8, 12}), 4):shape(), {2, 6, 48})     -- L = 2 * 3, C P^2 = 3 * 16
+  T.eq(ops.patchify(lunar.zeros({1, 2, 4, 4, 8}), 4):shape(), {1, 2, 128})   -- L = 1 * 1 * 2, 2 * 4^3
+  local o, lse = ops.attention(lunar.zeros({2, 5, 12}), 2)
+  T.eq(o:shape(), {2, 5, 4}); T.eq(lse:shape(), {2, 2, 5})
+  local t = ops.embed_tokens(lunar.zeros({2, 3, 4}), lunar.zeros({4}), lunar.zeros({1, 4, 4}))
+  T.eq(t:shape(), {2, 4, 4})
+  T.eq(ops.embed_tokens_backward(t, lunar.zeros({4}), lunar.zeros({4, 4})):shape(), {2, 3, 4})
+  local _, mean = ops.layernorm(lunar.zeros({2, 3, 4}), lunar.ones({4}), lunar.zeros({4}))
+  T.eq(mean:shape(), {6})
+  -- bad inputs: the op's own messages
+  T.raises(function() ops.patchify(lunar.zeros({1, 1, 6, 6}), 4) end,
+    'patchify: image [1, 1, 6, 6]: size 6 of spatial dim 0 is not a multiple of the patch size 4')
+  T.raises(function() ops.patchify(lunar.zeros({6, 6}), 2) end, 'patchify: image [6, 6] must be [B, C, H, W]')
+  T.raises(function() ops.patchify(lunar.zeros({1, 1, 4, 4}), 0) end, 'patchify: patch size 0 must be positive')
+  T.raises(function() ops.attention(lunar.zeros({2, 5, 12}), 3) end, 'attention: width C = 4 of qkv [2, 5, 12] is not divisible by 3 heads')
+  T.raises(function() ops.embed_tokens(lunar.zeros({2, 3}), lunar.zeros({4}), lunar.zeros({4, 4})) end,
+    'embed_tokens: x [2, 3] must be [B, L, C]')
+  T.raises(function() ops.embed_tokens_backward(lunar.zeros({2, 0, 4}), lunar.zeros({4}), lunar.zeros({4})) end,
+    'embed_tokens_backward: dout [2, 0, 4] must be [B, L+1, C]')
+  T.raises(function() ops.linear(lunar.zeros({2, 5}), lunar.zeros({5})) end,
+    'linear: inp [2, 5] and weight [5] (weight must be 2-dim [N, K])')
+end)
+
 -- random initialization --------------------------------------------------------
 
 local function stats(t)
