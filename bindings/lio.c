@@ -208,7 +208,7 @@ static int r_info(lua_State *L) {
     const lunar_safetensors_entry *e = lunar_safetensors_find(st, luaL_checkstring(L, 2));
     if (!e) { lua_pushnil(L); return 1; }
     lua_createtable(L, 0, 4);
-    lua_pushstring(L, lunar_safetensors_dtype_name(e->dtype));
+    lua_pushstring(L, lunar_dtype_st_name(e->dtype));
     lua_setfield(L, -2, "dtype");
     lua_pushstring(L, lunar_dtype_name(e->dtype));
     lua_setfield(L, -2, "lunar_dtype");

@@ -50,7 +50,7 @@ static lunar_safetensors_entry entry(const char *name, lunar_dtype dt, int ndim,
         e.shape[i] = shape[i];
         n *= (size_t)shape[i];
     }
-    e.nbytes = n * lunar_safetensors_dtype_size(dt);
+    e.nbytes = n * lunar_dtype_size(dt);
     return e;
 }
 

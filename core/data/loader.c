@@ -314,7 +314,6 @@ lunar_status lunar_loader_set_epoch(lunar_loader *l, int64_t epoch) {
 
 int64_t lunar_loader_num_batches(const lunar_loader *l) { return l ? l->num_batches : 0; }
 int64_t lunar_loader_num_samples(const lunar_loader *l) { return l ? l->per_shard : 0; }
-int64_t lunar_loader_sample_numel(const lunar_loader *l) { return l ? l->ds->sample_numel : 0; }
 
 void lunar_loader_position(const lunar_loader *l, int64_t *epoch, int64_t *batch_index) {
     if (epoch) *epoch = l ? l->epoch : 0;

@@ -39,34 +39,19 @@ struct lunar_safetensors {
 
 /* ------------------------------------------------------------------ dtypes */
 
-static const struct { const char *name; lunar_dtype dtype; size_t size; } dtype_table[] = {
-    {"F32", LUNAR_F32, 4}, {"BF16", LUNAR_BF16, 2}, {"F16", LUNAR_F16, 2}, {"I32", LUNAR_I32, 4},
-    {"I64", LUNAR_I64, 8}, {"U8", LUNAR_U8, 1},     {"F64", LUNAR_F64, 8},
-};
-#define NUM_DTYPES ((int)(sizeof dtype_table / sizeof dtype_table[0]))
+/* The names of the format's dtypes that lunar supports, and their sizes, are
+ * the dtype table of core/tensor.c (lunar_dtype_st_name, lunar_dtype_size). */
 
 /* The format's other dtypes: known, but not supported by lunar. */
 static const char *const other_dtypes[] = {"BOOL", "I8", "I16", "U16", "U32", "U64",
                                            "F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3",
                                            "F6_E3M2", "F4", "C64"};
 
-const char *lunar_safetensors_dtype_name(lunar_dtype dtype) {
-    for (int i = 0; i < NUM_DTYPES; i++)
-        if (dtype_table[i].dtype == dtype) return dtype_table[i].name;
-    return NULL;
-}
-
 int lunar_safetensors_dtype_from_name(const char *name) {
     if (!name) return -1;
-    for (int i = 0; i < NUM_DTYPES; i++)
-        if (strcmp(dtype_table[i].name, name) == 0) return (int)dtype_table[i].dtype;
+    for (int d = 0; d < LUNAR_NUM_DTYPES; d++)
+        if (strcmp(lunar_dtype_st_name((lunar_dtype)d), name) == 0) return d;
     return -1;
-}
-
-size_t lunar_safetensors_dtype_size(lunar_dtype dtype) {
-    for (int i = 0; i < NUM_DTYPES; i++)
-        if (dtype_table[i].dtype == dtype) return dtype_table[i].size;
-    return 0;
 }
 
 static int is_other_dtype(const char *name) {
@@ -201,7 +186,7 @@ static lunar_status parse_entry(const char *path, const char *name, const cJSON 
         if (x != 0)
             span = span > (uint64_t)INT64_MAX / (uint64_t)x ? (uint64_t)INT64_MAX : span * (uint64_t)x;
     }
-    size_t esize = lunar_safetensors_dtype_size(e->dtype);
+    size_t esize = lunar_dtype_size(e->dtype);
     if (numel > (uint64_t)INT64_MAX / esize)
         return lunar_error(LUNAR_ERR_FORMAT, "safetensors %s: tensor '%s': shape overflows the byte count",
                            path, name);
@@ -620,7 +605,7 @@ static lunar_status build_header(const char *path, const lunar_safetensors_entry
         for (int j = 0; j < i; j++)
             if (strcmp(entries[j].name, e->name) == 0)
                 return lunar_error(LUNAR_ERR_ARG, "safetensors %s: tensor '%s' given twice", path, e->name);
-        size_t esize = lunar_safetensors_dtype_size(e->dtype);
+        size_t esize = lunar_dtype_size(e->dtype);
         if (!esize)
             return lunar_error(LUNAR_ERR_ARG, "safetensors %s: tensor '%s': unsupported dtype %d", path,
                                e->name, (int)e->dtype);
@@ -647,7 +632,7 @@ static lunar_status build_header(const char *path, const lunar_safetensors_entry
         if (numel > (uint64_t)INT64_MAX / esize || numel * esize != (uint64_t)e->nbytes)
             return lunar_error(LUNAR_ERR_ARG, "safetensors %s: tensor '%s': nbytes %zu but %llu elements "
                                "of %s need %llu", path, e->name, e->nbytes, (unsigned long long)numel,
-                               lunar_safetensors_dtype_name(e->dtype),
+                               lunar_dtype_st_name(e->dtype),
                                (unsigned long long)(numel * esize));
         if (!e->data && e->nbytes > 0)
             return lunar_error(LUNAR_ERR_ARG, "safetensors %s: tensor '%s': data is NULL", path, e->name);
@@ -677,7 +662,7 @@ static lunar_status build_header(const char *path, const lunar_safetensors_entry
         first = 0;
         sb_json_str(hb, e->name);
         sb_str(hb, ":{\"dtype\":\"");
-        sb_str(hb, lunar_safetensors_dtype_name(e->dtype));
+        sb_str(hb, lunar_dtype_st_name(e->dtype));
         sb_str(hb, "\",\"shape\":[");
         for (int d = 0; d < e->ndim; d++) {
             if (d) sb_str(hb, ",");

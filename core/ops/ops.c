@@ -51,7 +51,6 @@ const lunar_backend *lunar_cuda_backend(int device) {
     return &cuda_backend;
 }
 #endif
-const lunar_backend *lunar_backend_ref(void) { return &ref_backend; }
 void lunar_backend_use_ref(int on) { use_ref = on; }
 
 // ----------------------------------------------------------------------------

@@ -511,12 +511,14 @@ static void test_fs_helpers(void) {
 }
 
 static void test_dtype_names(void) {
-    CHECK(strcmp(lunar_safetensors_dtype_name(LUNAR_BF16), "BF16") == 0);
+    CHECK(strcmp(lunar_dtype_st_name(LUNAR_BF16), "BF16") == 0);
     CHECK(lunar_safetensors_dtype_from_name("F64") == LUNAR_F64);
     CHECK(lunar_safetensors_dtype_from_name("f32") == -1);
     CHECK(lunar_safetensors_dtype_from_name("BOOL") == -1);
-    CHECK(lunar_safetensors_dtype_size(LUNAR_I64) == 8 && lunar_safetensors_dtype_size(LUNAR_U8) == 1);
-    CHECK(lunar_safetensors_dtype_name(LUNAR_NUM_DTYPES) == NULL);
+    CHECK(lunar_dtype_size(LUNAR_I64) == 8 && lunar_dtype_size(LUNAR_U8) == 1);
+    CHECK(strcmp(lunar_dtype_st_name(LUNAR_NUM_DTYPES), "?") == 0);
+    for (int d = 0; d < LUNAR_NUM_DTYPES; d++)   /* every name the writer writes reads back */
+        CHECK(lunar_safetensors_dtype_from_name(lunar_dtype_st_name((lunar_dtype)d)) == d);
 }
 
 static void rm_rf_tmp(void) {

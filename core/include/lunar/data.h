@@ -199,9 +199,6 @@ int64_t lunar_loader_num_batches(const lunar_loader *l);
 /* Samples per epoch on this shard (after padding or truncation). */
 int64_t lunar_loader_num_samples(const lunar_loader *l);
 
-/* floats per sample of a batch: channels * prod(spatial sizes). */
-int64_t lunar_loader_sample_numel(const lunar_loader *l);
-
 /* The data position: the epoch and the index of the batch the next call to
  * lunar_loader_next returns (num_batches once the epoch is exhausted). Saved in
  * a checkpoint and given back to lunar_loader_seek, it resumes exactly. */

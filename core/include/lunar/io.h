@@ -131,14 +131,12 @@ lunar_status lunar_safetensors_serialize(const lunar_safetensors_entry *entries,
                                          const char *const *meta_values, int nmeta, uint8_t **out,
                                          size_t *len);
 
-/* The safetensors dtype name of a lunar dtype ("F32", "BF16", ...; NULL if
- * none) and the lunar dtype of a name (-1 if unknown or unsupported). Local to
- * the IO layer: they do not depend on tensor.c. */
-const char *lunar_safetensors_dtype_name(lunar_dtype dtype);
+/* The lunar dtype of a safetensors dtype name ("F32", "BF16", ...: exactly
+ * the names lunar_dtype_st_name of lunar/tensor.h gives), -1 if the name is
+ * unknown or unsupported (lower-case lunar names included). The other way,
+ * and the sizes: lunar_dtype_st_name and lunar_dtype_size (one dtype table,
+ * core/tensor.c). */
 int lunar_safetensors_dtype_from_name(const char *name);
-
-/* Bytes per element of a dtype (0 for an invalid one), as lunar_dtype_size. */
-size_t lunar_safetensors_dtype_size(lunar_dtype dtype);
 
 /* ---- files and directories (core/io/fs.c, POSIX) ---------------------------
  * Every function returns LUNAR_OK, or an error whose message names the path

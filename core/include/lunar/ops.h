@@ -37,9 +37,8 @@ typedef struct lunar_backend {
  * device is not available ("no CUDA device available (...)", an index out of
  * range, or no CUDA backend in this build). */
 const lunar_backend *lunar_backend_get(int device);
-/* The CPU reference backend (lunar_ref_*_f32), for tests and debugging. */
-const lunar_backend *lunar_backend_ref(void);
-/* Make the CPU ops use the reference kernels (1) or the fast ones (0). */
+/* Make the CPU ops use the reference kernels (lunar_ref_*_f32: 1) or the fast
+ * ones (0), for tests and debugging (lunar.ops.use_reference_kernels in Lua). */
 void lunar_backend_use_ref(int on);
 
 /* out[..., N] = inp[..., K] @ weight[N, K]^T + bias[N]; bias may be NULL.

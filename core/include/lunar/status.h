@@ -41,9 +41,6 @@ lunar_status lunar_last_status(void);
 /* Clears the calling thread's error. */
 void lunar_clear_error(void);
 
-/* A short name for a status ("shape mismatch", "out of memory", ...). */
-const char *lunar_status_name(lunar_status status);
-
 #ifdef __cplusplus
 }
 #endif

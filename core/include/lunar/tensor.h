@@ -53,8 +53,10 @@ typedef struct lunar_tensor {
     lunar_storage *storage;           /* NULL after lunar_tensor_release */
 } lunar_tensor;
 
-/* Bytes per element of a dtype; its name ("f32", "bf16", ...) and the
- * safetensors name ("F32", "BF16", ...). */
+/* Bytes per element of a dtype (0 for an invalid one); its name ("f32",
+ * "bf16", ...) and its safetensors name ("F32", "BF16", ...; both "?" for an
+ * invalid dtype). One table (core/tensor.c) holds all three; the safetensors
+ * reader and writer (core/io) use it. */
 size_t lunar_dtype_size(lunar_dtype dtype);
 const char *lunar_dtype_name(lunar_dtype dtype);
 const char *lunar_dtype_st_name(lunar_dtype dtype);

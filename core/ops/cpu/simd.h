@@ -98,11 +98,6 @@ static inline __m512 lunar_load_bf16x16(__mmask16 k, const uint16_t *p) {
 
 static inline float lunar_hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
 static inline float lunar_hmax(__m512 v) { return _mm512_reduce_max_ps(v); }
-
-/* sum of 16 float lanes in double (exact per lane, fixed order) */
-static inline double lunar_hsum_pd(__m512d a, __m512d b) {
-    return _mm512_reduce_add_pd(_mm512_add_pd(a, b));
-}
 #endif /* __AVX512F__ */
 
 /* a bf16 value widened to f32 (exact), inline for the loops that read bf16 */

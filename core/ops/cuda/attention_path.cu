@@ -60,8 +60,6 @@ uint64_t hash_str(const char *s, uint64_t h) {
     return h;
 }
 
-const char *dtype_name(int dt) { return dt == LUNAR_BF16 ? "bf16" : dt == LUNAR_F16 ? "f16" : "f32"; }
-
 // Records the path of this call; with LUNAR_ATTENTION_LOG=1, prints it once
 // per new (direction, path, dtype, reason).
 void note(int backward, lunar_attn_path path, int dtype, int B, int N, int H, int D, const char *fmt, ...) {
@@ -83,7 +81,7 @@ void note(int backward, lunar_attn_path path, int dtype, int B, int N, int H, in
         if (!seen && nlogged < 64) {   // at most 64 lines in all
             logged[nlogged++] = h;
             fprintf(stderr, "lunar: cuda:%d attention %s (%s, B=%d N=%d H=%d D=%d): %s%s%s%s\n", device(),
-                    backward ? "backward" : "forward", dtype_name(dtype), B, N, H, D,
+                    backward ? "backward" : "forward", lunar_dtype_name((lunar_dtype)dtype), B, N, H, D,
                     lunar_cuda_attention_path_name(path), p.reason[0] ? " (" : "", p.reason, p.reason[0] ? ")" : "");
         }
     }
