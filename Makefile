@@ -224,7 +224,7 @@ $(BUILD)/bench/comm_bench: bench/comm_bench.c $(LIB)
 # the generated seeds and regressions (tests/fail/test_fuzz_corpus.sh).
 FUZZ_TARGETS := safetensors idx cifar
 FUZZ_CORE_SRC := core/status.c core/alloc.c core/rng.c core/tensor.c core/cuda/cuda_none.c \
-                 core/io/safetensors.c core/data/idx.c core/data/cifar.c core/data/dataset.c \
+                 core/io/safetensors.c core/io/fs.c core/data/idx.c core/data/cifar.c core/data/dataset.c \
                  core/data/loader.c
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
