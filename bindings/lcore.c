@@ -11,6 +11,9 @@
  *   lunar.sgemm_gflops(n [, reps=3]) -> best GFLOP/s of cblas_sgemm n x n x n
  *   lunar.stream_id(name) -> integer (the Philox stream of a name, rng.h)
  *   lunar.version
+ * and the areas: lunar.Tensor & co. (ltensor.c), lunar.cuda (lcuda.c), lunar.ops
+ * (lops.c), lunar.data (ldata.c), lunar.io (lio.c), lunar.comm (lcomm.c),
+ * lunar.json (ljson.c).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -34,6 +37,7 @@ void lunar_open_data(lua_State *L);
 void lunar_open_io(lua_State *L);
 void lunar_open_comm(lua_State *L);
 void lunar_open_cuda(lua_State *L);
+void lunar_open_json(lua_State *L);
 
 static int g_rank, g_size = 1, g_local_rank;
 
@@ -131,6 +135,7 @@ int lunar_open_bindings(lua_State *L) {
     lunar_open_data(L);
     lunar_open_io(L);
     lunar_open_comm(L);
+    lunar_open_json(L);   /* lunar.json, require('lunar.json') (bindings/ljson.c) */
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "loaded");
     lua_pushvalue(L, -3);
