@@ -84,7 +84,7 @@
 -- is the same point of the epoch when the global batch is unchanged.
 --
 -- The parts, one job each (lua/lunar/checkpoint/):
---   format.lua   names, JSON (lua-cjson), reading and checking index.json, listing checkpoints
+--   format.lua   names, JSON (lunar.json), reading and checking index.json, listing checkpoints
 --   state.lua    what a training state holds (parameters, optimizer views, counters) and the rank layout
 --   reshard.lua  where a parameter sits in the full tensor; the reader that assembles pieces from slices
 --   save.lua     writing shards and the index atomically; pruning

@@ -29,7 +29,7 @@ local data = require('lunar.data')
 local models = require('lunar.models')
 local checkpoint = require('lunar.checkpoint')
 local timm = require('lunar.timm')
-local cjson = require('cjson')
+local json = require('lunar.json')
 
 local TMP = os.getenv('TMPDIR') or '/tmp'
 local ROOT = string.format('%s/lunar_test_checkpoint.%d', TMP, lunar.io.getpid())
@@ -157,7 +157,7 @@ local function check_resume(over, N, k)
   for _, key in ipairs({'exp_avg', 'exp_avg_sq', 'momentum_buffer'}) do
     if sa[key] then T.truthy(bits_equal(sc[key], sa[key]), key .. ' differs from the straight run') end
   end
-  return a, c
+  return a, c, path
 end
 
 T.test('resume is bitwise identical: AdamW, DROPOUT=0.1, clipping, warmup + cosine, mid-epoch', function()
@@ -179,26 +179,44 @@ T.test('resume is bitwise identical with SGD momentum and no dropout', function(
   check_resume({OPTIMIZER = 'sgd', DROPOUT = 0.0, LEARNING_RATE = 0.05}, 9, 4)
 end)
 
--- index.json keeps 14 significant digits (lua-cjson): a rate that needs 17
--- comes back rounded, and the schedule must keep the exact one it was built
--- with, or every later lr differs in the last bits
+-- index.json holds every number exactly (lunar.json): a rate that needs 17
+-- significant digits is written with them, and the schedule restored from it
+-- gives every later lr bit for bit
 T.test('resume is bitwise with a learning rate of 17 significant digits', function()
   local lr = 1 / 300            -- 0.0033333333333333335
   T.truthy(tonumber(string.format('%.14g', lr)) ~= lr, 'the rate needs more than 14 digits')
-  local a, c = check_resume({LEARNING_RATE = lr}, 8, 3)
+  local a, c, path = check_resume({LEARNING_RATE = lr}, 8, 3)
+  local f = assert(io.open(path .. '/index.json', 'rb')); local idx = json.decode(f:read('a')); f:close()
+  T.truthy(idx.lr_scheduler.base_lr == lr, string.format('index.json base_lr %.17g, the run\'s %.17g',
+    idx.lr_scheduler.base_lr, lr))
+  T.truthy(idx.config.LEARNING_RATE == lr, 'index.json config.LEARNING_RATE')
   T.truthy(c.lr_scheduler.base_lr == lr, string.format('base_lr %.17g after the load, %.17g before',
     c.lr_scheduler.base_lr, lr))
   for step = 0, 7 do T.truthy(c.lr_scheduler:lr(step) == a.lr_scheduler:lr(step), 'lr of step ' .. step) end
 end)
 
-T.test('index.json numbers: integers exact, floats compared at the 14 digits JSON keeps', function()
+-- 14 significant digits (lua-cjson's most) would change each value below:
+-- string.format('%.14g') of 6144/1408 is 4.3636363636364, of 1/300
+-- 0.0033333333333333, of 123456789012345678 1.2345678901235e+17
+T.test('index.json numbers: integers and floats exact, with their math.type', function()
   local format = require('lunar.checkpoint.format')
   local r = 6144 / 1408         -- ViT-g/14's MLP_RATIO, 4.3636363636363633 (17 digits)
-  local back = format.ints(format.decode(format.encode({r = r, n = 99999999999999}), 'test'))
-  T.eq(back.n, 99999999999999); T.eq(math.type(back.n), 'integer')
-  T.truthy(format.same_number(back.r, r), 'the ratio read back is the same model dim')
-  T.truthy(not format.same_number(back.r, 4.3636), 'another ratio is not')
-  T.truthy(not format.same_number(back.r, r + 1e-12), 'nor one that differs in the 13th digit')
+  local lr, seed = 1 / 300, 123456789012345678
+  for _, v in ipairs({r, lr, seed}) do
+    T.truthy(tonumber(string.format('%.14g', v)) ~= v, string.format('%.17g needs more than 14 digits', v))
+  end
+  local dir = tmpdir()
+  T.truthy(lunar.io.write_file(dir .. '/index.json', format.encode({format = 'lunar-checkpoint', version = 1,
+    step = 7, files = {}, tensors = {}, model = {MLP_RATIO = r, HIDDEN_SIZE = 1536}, config = {SEED = seed,
+    LEARNING_RATE = lr, WARMUP_RATIO = 2.0}}, 'index.json')))
+  local idx = format.read_index(dir)
+  T.truthy(idx.model.MLP_RATIO == r, string.format('MLP_RATIO %.17g read back as %.17g', r, idx.model.MLP_RATIO))
+  T.truthy(idx.config.LEARNING_RATE == lr, 'LEARNING_RATE')
+  T.truthy(idx.config.SEED == seed, string.format('SEED %d read back as %s', seed, tostring(idx.config.SEED)))
+  T.eq(math.type(idx.config.SEED), 'integer'); T.eq(math.type(idx.step), 'integer')
+  T.eq(math.type(idx.model.HIDDEN_SIZE), 'integer')
+  T.eq(math.type(idx.config.WARMUP_RATIO), 'float')   -- 2.0 stays a float
+  T.eq(math.type(idx.model.MLP_RATIO), 'float')
 end)
 
 -- precision = 'bf16': the checkpoint holds the fp32 master weights; the load
@@ -216,7 +234,7 @@ T.test('the checkpoint: files, index.json contents, timm names, optimizer views'
   local path = checkpoint.save(dir, state_of(r))
   local names = lunar.io.listdir(path)
   T.eq(names, {'config.lua', 'index.json', 'model_rank0.safetensors'})
-  local f = io.open(path .. '/index.json'); local idx = cjson.decode(f:read('a')); f:close()
+  local f = io.open(path .. '/index.json'); local idx = json.decode(f:read('a')); f:close()
   T.eq(idx.format, 'lunar-checkpoint'); T.eq(idx.step, 3); T.eq(idx.files, {'model_rank0.safetensors'})
   T.eq(idx.loader.epoch, 0); T.eq(idx.loader.batch, 3); T.eq(idx.optimizer.kind, 'adamw'); T.eq(idx.optimizer.step, 3)
   T.eq(idx.engine.optimizer_steps, 3); T.eq(idx.rng.seed, 3); T.eq(idx.model.HIDDEN_SIZE, 16)
@@ -413,9 +431,9 @@ end)
 
 T.test('corrupt: a tensor missing from index.json', function()
   refused(function(d)
-    local idx = cjson.decode(read_bytes(d .. '/index.json'))
+    local idx = json.decode(read_bytes(d .. '/index.json'))
     idx.tensors['blocks.1.norm2.bias'] = nil
-    write_bytes(d .. '/index.json', cjson.encode(idx))
+    write_bytes(d .. '/index.json', json.encode(idx))
   end, {'DIR/index.json', "tensor 'blocks.1.norm2.bias'"})
 end)
 
@@ -562,7 +580,7 @@ T.test('resharding: tensor-parallel 2 shards (qkv in 3 groups) load into one ran
   local path, cfg = save_layout(1, 2, 1)
   local files = lunar.io.listdir(path)
   T.eq(files, {'config.lua', 'index.json', 'model_rank0.safetensors', 'model_rank1.safetensors'})
-  local idx = cjson.decode(read_bytes(path .. '/index.json'))
+  local idx = json.decode(read_bytes(path .. '/index.json'))
   local q = idx.tensors['blocks.0.attn.qkv.weight']
   T.eq(q.shape, {48, 16})
   T.eq(#q.slices, 6)    -- q, k and v rows of each of the 2 ranks

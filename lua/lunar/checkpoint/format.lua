@@ -3,18 +3,18 @@
 -- A checkpoint is a directory dir/step_<N>/ holding model_rank<R>.safetensors
 -- (the tensors rank R writes), index.json (written last, by rank 0) and
 -- config.lua; lunar.checkpoint's module doc describes every field. This
--- module knows the names, reads JSON (lua-cjson) and checks index.json, and
+-- module knows the names, reads JSON (lunar.json) and checks index.json, and
 -- lists the complete checkpoints of a directory. It changes no state.
 --
---   format.encode(v) / format.decode(text, where)   JSON (lua-cjson)
---   format.read_index(path)   -> index (checked, counts as integers), dir, index path
+--   format.encode(v) / format.decode(text, where)   JSON (lunar.json)
+--   format.read_index(path)   -> index (checked), dir, index path
 --   format.complete(dir)      -> {{step=, path=}, ...} sorted by step
 --   format.latest(dir)        -> the newest complete checkpoint's path, its step; or nil
 --
--- Numbers in JSON: lua-cjson (2.1.0, Debian's) writes numbers with at most 14
--- significant digits. Counts, shapes and offsets are integers far below
--- 10^14 and read back exactly; a float (a learning rate, MLP_RATIO) reads
--- back equal at 14 digits, which is what format.same_number compares.
+-- Numbers in JSON: lunar.json writes every number exactly and reads it back
+-- with its math.type (an integer as an integer: counts, shapes, offsets, a
+-- SEED >= 1e14; a float as the same float: a learning rate, MLP_RATIO), so
+-- values read from index.json compare with ==.
 local format = {}
 
 format.FORMAT = 'lunar-checkpoint'
@@ -26,9 +26,7 @@ format.MODEL_KEYS = {'IMG_SIZE', 'PATCH_SIZE', 'IN_CHANS', 'HIDDEN_SIZE', 'DEPTH
 
 local io_ = lunar.io
 
--- A private lua-cjson instance: its settings are apart from lunar.log's.
-local cjson = require('cjson').new()
-cjson.encode_number_precision(14)    -- the most this lua-cjson writes
+local json = require('lunar.json')
 
 -- ---------------------------------------------------------------------------
 -- small helpers shared by the checkpoint modules
@@ -69,44 +67,27 @@ end
 --- The safetensors dtype name of tensor t ('F32', 'BF16', ...).
 function format.st_dtype(t) return t:dtype():upper() end
 
---- An integer from a decoded JSON number (cjson gives floats), or nil.
+--- v when it is an integer (a decoded JSON number without a fraction or
+-- exponent), or nil.
 function format.int(v)
   if type(v) ~= 'number' then return nil end
   return math.tointeger(v)
 end
 local int = format.int
 
---- t with every integral float turned into an integer (in place; for
--- decoded JSON whose numbers are all counts).
-local function ints(t)
-  if type(t) == 'number' then return math.tointeger(t) or t end
-  if type(t) ~= 'table' then return t end
-  for k, v in pairs(t) do t[k] = ints(v) end
-  return t
-end
-format.ints = ints
-
---- Whether a (read from JSON) and b are the same number at the 14
--- significant digits JSON keeps here; other values compare with ==.
-function format.same_number(a, b)
-  if a == b then return true end
-  if type(a) ~= 'number' or type(b) ~= 'number' then return false end
-  return string.format('%.14g', a) == string.format('%.14g', b)
-end
-
 -- ---------------------------------------------------------------------------
 -- JSON
 
 --- v as JSON text. Errors (NaN, infinity, a function) name `what`.
 function format.encode(v, what)
-  local ok, s = pcall(cjson.encode, v)
+  local ok, s = pcall(json.encode, v)
   if not ok then error(string.format('checkpoint: cannot write %s as JSON (%s)', what or 'a value', tostring(s)), 0) end
   return s
 end
 
 --- The value of JSON text; an error names `where` (a file).
 function format.decode(text, where)
-  local ok, v = pcall(cjson.decode, text)
+  local ok, v = pcall(json.decode, text)
   if not ok then error(string.format('%s: not valid JSON (%s)', where, tostring(v):gsub('^.-: ', '')), 0) end
   return v
 end
@@ -199,11 +180,6 @@ function format.read_index(path)
   local idx = format.decode(text, 'checkpoint ' .. ipath)
   local function bad(msg) error(string.format('checkpoint %s: %s', ipath, msg), 0) end
   if type(idx) ~= 'table' or idx.format ~= format.FORMAT then bad('not a Lunar checkpoint index (format)') end
-  for _, k in ipairs({'version', 'step', 'epoch', 'updates', 'loader', 'engine', 'grid', 'tensors'}) do
-    idx[k] = ints(idx[k])
-  end
-  if type(idx.rng) == 'table' then idx.rng.dropout_calls = ints(idx.rng.dropout_calls) end
-  if type(idx.optimizer) == 'table' then idx.optimizer.step = ints(idx.optimizer.step) end
   if not int(idx.version) or int(idx.version) > format.VERSION then
     bad('unsupported version ' .. tostring(idx.version))
   end

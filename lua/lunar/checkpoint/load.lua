@@ -18,7 +18,7 @@ local function check_config(idx, ipath, cfg)
   if not cfg or type(idx.model) ~= 'table' then return end
   for _, k in ipairs(format.MODEL_KEYS) do
     local a, b = idx.model[k], cfg[k]
-    if a ~= nil and b ~= nil and not format.same_number(a, b) then
+    if a ~= nil and b ~= nil and a ~= b then
       error(string.format('checkpoint %s: the model differs from this config: %s is %s in the checkpoint, %s here',
         ipath, k, tostring(math.tointeger(a) or a), tostring(math.tointeger(b) or b)), 0)
     end
@@ -102,13 +102,11 @@ local function read_all(idx, ipath, state, params, reader, commits)
 end
 
 --- Sets the LR schedule's fields from the saved ones (or its
--- load_state_dict); a field equal at JSON's precision keeps its exact value.
+-- load_state_dict); index.json holds them exactly (lunar.json).
 local function restore_schedule(sched, saved)
   if sched.load_state_dict then return sched:load_state_dict(saved) end
   for k, v in pairs(saved) do
-    if sched[k] ~= nil and type(v) == type(sched[k]) and not format.same_number(v, sched[k]) then
-      sched[k] = (math.type(sched[k]) == 'integer' and int(v)) or v
-    end
+    if sched[k] ~= nil and type(v) == type(sched[k]) then sched[k] = v end
   end
 end
 

@@ -14,7 +14,7 @@ local S = require('lunar.checkpoint.state')
 
 local M = {}
 
-local join, ints = format.join, format.ints
+local join = format.join
 local sorted_names = require('lunar.schema').sorted_names
 local io_ = lunar.io
 
@@ -80,7 +80,7 @@ local function build_index(tmp, state, L)
     local r = io_.open_safetensors(join(tmp, f))
     local meta = r:metadata()
     r:close()
-    local sh = ints(format.decode(meta['lunar.shard'] or 'null', join(tmp, f) .. ' (metadata lunar.shard)'))
+    local sh = format.decode(meta['lunar.shard'] or 'null', join(tmp, f) .. ' (metadata lunar.shard)')
     for name, d in pairs(sh.tensors) do
       local t = tensors[name]
       if not t then
