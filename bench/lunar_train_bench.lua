@@ -17,7 +17,7 @@
 --   build/lunar bench/lunar_train_bench.lua --config configs/models/vit_b16.lua BATCH_SIZE=64 device=cuda precision=bf16
 local setup = require('lunar.setup')
 local config = require('lunar.config')
-local cjson = require('cjson')
+local json = require('lunar.json')
 
 -- the peers' optimizer settings first, so that the command line's win
 local overrides = {'LEARNING_RATE=1e-3', 'LABEL_SMOOTHING=0.1'}
@@ -75,9 +75,9 @@ if gpu then
   local used = bf16 and peaks.bf16 or tf32 and peaks.tf32 or peaks.fp32
   if os.getenv('PEAK_TFLOPS') then used = tonumber(os.getenv('PEAK_TFLOPS')) end
   out.device = name
-  out.mfu = used > 0 and out.tflops_per_s / used or cjson.null
+  out.mfu = used > 0 and out.tflops_per_s / used or json.null
   out.peak_tflops_used = used
-  out.mfu_vs_bf16_peak = peaks.bf16 > 0 and out.tflops_per_s / peaks.bf16 or cjson.null
+  out.mfu_vs_bf16_peak = peaks.bf16 > 0 and out.tflops_per_s / peaks.bf16 or json.null
   out.peak_device_mb = lunar.cuda.memory().peak_bytes / 2^20
 else
   local mem = lunar.memory()
@@ -87,4 +87,4 @@ else
   out.threads = lunar.num_threads()
 end
 -- the drivers look for a line that starts with {"framework":"lunar"
-print('{"framework":"lunar",' .. cjson.encode(out):sub(2))
+print('{"framework":"lunar",' .. json.encode(out):sub(2))

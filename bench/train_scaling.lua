@@ -18,7 +18,7 @@
 -- prints ONE JSON line starting {"bench":"train_scaling": the global batch,
 -- median step time, images/s (global batch / median), ranks, threads, layout.
 local setup = require('lunar.setup')
-local cjson = require('cjson')
+local json = require('lunar.json')
 
 -- the bench's optimizer settings first, so that the command line's win
 local overrides = {'LEARNING_RATE=1e-4', 'LABEL_SMOOTHING=0.1'}
@@ -46,7 +46,7 @@ table.sort(times)
 local median = times[(#times + 1) // 2]
 local global_batch = cfg.BATCH_SIZE * g.dp_size * cfg.gradient_accumulation   -- images per optimizer step
 if g.rank == 0 then
-  local body = cjson.encode{
+  local body = json.encode{
     ranks = g.world_size, threads = lunar.num_threads(), dp = g.dp_size, tp = g.tp_size, pp = g.pp_size,
     global_batch = global_batch, steps = steps, step_ms_median = median * 1e3, step_ms_min = times[1] * 1e3,
     step_ms_max = times[#times] * 1e3, images_per_s = global_batch / median,

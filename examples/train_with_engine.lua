@@ -67,9 +67,9 @@ local kept = {}
 if resumed and cfg.METRICS_FILE ~= '' and log.is_main() then
   local f = io.open(cfg.METRICS_FILE)
   if f then
-    local cjson = require('cjson')
+    local json = require('lunar.json')
     for line in f:lines() do
-      local ok, obj = pcall(cjson.decode, line)
+      local ok, obj = pcall(json.decode, line)
       if ok and type(obj) == 'table' and type(obj.step) == 'number' and obj.step <= start_step then
         kept[#kept + 1] = obj
       end

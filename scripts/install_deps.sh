@@ -12,10 +12,9 @@ PKGS=(
   libopenblas-openmp-dev          # BLAS GEMM, OpenMP build: one thread pool with our kernels
   zlib1g-dev                      # gzipped IDX files
   libopenmpi-dev openmpi-bin      # MPI launch and collectives
-  libcjson-dev                    # safetensors JSON header
+  libcjson-dev                    # JSON: safetensors headers (C) and lunar.json (Lua)
   libreadline-dev                 # REPL line editing and history
   dataset-fashion-mnist           # the main job's data
-  lua-cjson                       # JSON for metrics files and checkpoint indexes (Lua side)
   tmux                            # the REPL test drives a real terminal
   python3-torch python3-torchvision python3-venv   # the PyTorch reference: tests/golden (gen_golden.py,
                                   # timm_check.py in tests/fail/test_timm.sh, which adds timm and

@@ -13,8 +13,7 @@
 -- A "step" is an optimizer update (MAX_STEPS, LOG_EVERY, SAVE_EVERY and the
 -- metrics file's `step` count them); with gradient_accumulation = n it takes
 -- n batches.
-local cjson = require('cjson')
-cjson.encode_number_precision(14)   -- 14 significant digits: every f32 value round-trips
+local json = require('lunar.json')   -- every number exactly, keys sorted
 
 local log = {}
 
@@ -44,7 +43,7 @@ end
 --- Writes one object (a table of numbers and strings) as a line.
 function Metrics:write(obj)
   if not self.f then return end
-  self.f:write(cjson.encode(obj), '\n')
+  self.f:write(json.encode(obj), '\n')
   self.f:flush()
 end
 

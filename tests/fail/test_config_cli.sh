@@ -150,9 +150,9 @@ engine_rc=$rc; engine_acc=$(grep -o 'test accuracy [0-9.]*% ([0-9/]*)' <<<"$out"
 run "$LUNAR" examples/train_with_trainer.lua $SMALL METRICS_FILE="$T/trainer.jsonl"
 trainer_acc=$(grep -o 'test accuracy [0-9.]*% ([0-9/]*)' <<<"$out")
 losses() {  # "step loss lr" per training step of a metrics file, exactly as written
-  "$LUNAR" -e 'local cjson = require("cjson")
+  "$LUNAR" -e 'local json = require("lunar.json")
     for line in io.lines((...)) do
-      local o = cjson.decode(line)
+      local o = json.decode(line)
       if o.loss then print(o.step, string.format("%.17g %.17g", o.loss, o.lr)) end
     end' -- "$1"
 }

@@ -4,13 +4,13 @@
 --   build/lunar tests/mpi/compare_metrics.lua -- A.jsonl B.jsonl [TOL]
 -- Prints "metrics match: N losses, worst relative difference X" and exits 0,
 -- or names the first difference and exits 1.
-local cjson = require('cjson')
+local json = require('lunar.json')
 local a_path, b_path, tol = arg[1], arg[2], tonumber(arg[3] or '1e-5')
 
 local function read(path)
   local f = assert(io.open(path), 'cannot open ' .. tostring(path))
   local rows = {}
-  for line in f:lines() do rows[#rows + 1] = cjson.decode(line) end
+  for line in f:lines() do rows[#rows + 1] = json.decode(line) end
   f:close()
   return rows
 end

@@ -27,13 +27,13 @@ export OMP_NUM_THREADS=1
 # steps with the same epochs and learning rates (exactly) and losses (TOL 0: identical; else within
 # TOL relative); test accuracies of the evaluations both files hold at a step are equal
 cat >"$T/same_metrics.lua" <<'LUA'
-local cjson = require('cjson')
+local json = require('lunar.json')
 local a_path, b_path, tol = arg[1], arg[2], tonumber(arg[3] or '0')
 local function read(path)
   local f = assert(io.open(path), 'cannot open ' .. tostring(path))
   local train, eval, n = {}, {}, 0
   for line in f:lines() do
-    local o = cjson.decode(line)
+    local o = json.decode(line)
     if o.loss then train[o.step] = o; n = n + 1 elseif o.test_accuracy then eval[o.step] = o end
   end
   f:close()
