@@ -1,14 +1,14 @@
 /*
  * core/cuda/attention.h: the fused attention of the CUDA backend beyond the
  * f32 kernel of kernels.h: bf16 / f16 inputs through cuDNN's fused
- * scaled-dot-product-attention graph (core/ops/cuda/attention_cudnn.cu), the
+ * scaled-dot-product-attention graph (core/ops/cuda/attention_cudnn_*.cu), the
  * own kernel (core/ops/cuda/attention.cu) as the fallback, and which of the
  * two ran. Only with LUNAR_USE_CUDA.
  *
  * The bf16 path is what precision = 'bf16' reaches from Lua now: ops.h's
  * attention on bf16 tensors calls kernels.h's lunar_cuda_attention_forward_bf16
  * and lunar_cuda_attention_backward_bf16, which are the dtype entries below
- * with LUNAR_BF16 (core/ops/cuda/attention_cudnn.cu). f16 is reached only
+ * with LUNAR_BF16 (core/ops/cuda/attention_path.cu). f16 is reached only
  * through the _dt entries (tests, benchmarks).
  *
  * Which path runs (per call, forward and backward decided apart):

@@ -28,6 +28,11 @@
  * "0 passed, 0 failed, N skipped": a skip is never a pass. The cuDNN tests are
  * skipped the same way where a device is present but libcudnn is not.
  *
+ * The kernel tests are in sections named by op family, as the CPU-side tests
+ * tests/c/test_<family>.c and the sources core/ops/cuda/<family>.cu: linear,
+ * layernorm, gelu, elementwise, attention, embed, patchify, dropout, loss,
+ * optim; then bf16 (precision = 'bf16') across families.
+ *
  *   make build/tests/test_cuda && build/tests/test_cuda
  */
 #include <math.h>
@@ -55,7 +60,8 @@
     X(test_linear_tf32)                \
     X(test_linear_unaligned)           \
     X(test_layernorm)                  \
-    X(test_gelu_add_scale)             \
+    X(test_gelu)                       \
+    X(test_add_scale)                  \
     X(test_attention)                  \
     X(test_attention_path_f32)         \
     X(test_attention_lowp_fallback)    \
@@ -85,7 +91,7 @@ void lunar_cuda_rng_u32_fill(uint32_t *out, size_t n, uint64_t seed, uint64_t st
 
 #define DEV 0
 
-/* ---- helpers -------------------------------------------------------------------- */
+/* ---- helpers --------------------------------------------------------------------- */
 
 /* device buffers: lunar_alloc on cuda:0, freed with their size */
 static void *d_alloc(size_t nbytes) { return lunar_alloc(DEV, nbytes ? nbytes : 4); }
@@ -150,7 +156,7 @@ static int same_bits(const char *what, const void *a, const void *b, size_t nbyt
 /* the sticky CUDA error of the kernels must be clear */
 #define CUDA_OK() CHECK_MSG(lunar_cuda_take_error() == LUNAR_OK, "CUDA error: %s", lunar_last_error())
 
-/* ---- device, allocator, tensors ------------------------------------------------------ */
+/* ---- device, allocator, tensors -------------------------------------------------- */
 
 static void test_device_info(void) {
     CHECK(lunar_cuda_device_count() >= 1);
@@ -281,7 +287,7 @@ static void test_tensor_copies(void) {
     lunar_tensor_free(dt); lunar_tensor_free(ht); lunar_tensor_free(back); lunar_tensor_free(d); lunar_tensor_free(h);
 }
 
-/* ---- linear ------------------------------------------------------------------------ */
+/* ---- linear ---------------------------------------------------------------------- */
 
 /* forward and backward of one (M, K, N) on GPU and CPU; shift offsets every
  * device pointer by that many floats (unaligned views) */
@@ -347,7 +353,7 @@ static void test_linear_unaligned(void) {
     CHECK(linear_case(64, 96, 48, 1, 1e-5, 1e-5, 3));
 }
 
-/* ---- LayerNorm, GELU, add, scale -------------------------------------------------------- */
+/* ---- layernorm ------------------------------------------------------------------- */
 
 static void test_layernorm(void) {
     static const int SZ[][2] = {{1, 1}, {5, 7}, {64, 192}, {33, 768}, {3, 1000}, {130, 33}};
@@ -381,7 +387,9 @@ static void test_layernorm(void) {
     }
 }
 
-static void test_gelu_add_scale(void) {
+/* ---- gelu ------------------------------------------------------------------------ */
+
+static void test_gelu(void) {
     size_t n = 100003;
     float *x = rand_f(n, -6, 6), *dy = rand_f(n, -1, 1), *y = malloc(n * 4), *dx = malloc(n * 4);
     lunar_cpu_gelu_forward(y, x, n);
@@ -393,20 +401,28 @@ static void test_gelu_add_scale(void) {
     CUDA_OK();
     CHECK(close_f("gelu out", gy, y, n, 2e-6, 1e-7));
     CHECK(close_f("gelu dinp", gdx, dx, n, 2e-6, 1e-7));
-    /* add, then scale in place */
-    lunar_cpu_add(y, x, dy, n);
-    lunar_cpu_scale(y, n, 0.37f);
-    lunar_cuda_add(dyo, dx_, ddy, n);
-    lunar_cuda_scale(dyo, n, 0.37f);
-    free(gy);
-    gy = h_from(dyo, n);
-    CUDA_OK();
-    CHECK(same_bits("add then scale", gy, y, n * 4));
     d_free(dx_, n * 4); d_free(ddy, n * 4); d_free(dyo, n * 4); d_free(ddx, n * 4);
     free(x); free(dy); free(y); free(dx); free(gy); free(gdx);
 }
 
-/* ---- attention -------------------------------------------------------------------------- */
+/* ---- elementwise: add, then scale in place --------------------------------------- */
+
+static void test_add_scale(void) {
+    size_t n = 100003;
+    float *x = rand_f(n, -6, 6), *dy = rand_f(n, -1, 1), *y = malloc(n * 4);
+    float *dx_ = d_from(x, n), *ddy = d_from(dy, n), *dyo = d_alloc(n * 4);
+    lunar_cpu_add(y, x, dy, n);
+    lunar_cpu_scale(y, n, 0.37f);
+    lunar_cuda_add(dyo, dx_, ddy, n);
+    lunar_cuda_scale(dyo, n, 0.37f);
+    float *gy = h_from(dyo, n);
+    CUDA_OK();
+    CHECK(same_bits("add then scale", gy, y, n * 4));
+    d_free(dx_, n * 4); d_free(ddy, n * 4); d_free(dyo, n * 4);
+    free(x); free(dy); free(y); free(gy);
+}
+
+/* ---- attention ------------------------------------------------------------------- */
 
 static int attention_case(int B, int N, int H, int D) {
     size_t nq = (size_t)B * N * 3 * H * D, no = (size_t)B * N * H * D, nl = (size_t)B * H * N;
@@ -439,7 +455,7 @@ static void test_attention(void) {
     for (size_t i = 0; i < sizeof SZ / sizeof *SZ; i++) CHECK(attention_case(SZ[i][0], SZ[i][1], SZ[i][2], SZ[i][3]));
 }
 
-/* ---- attention: which path, bf16 / f16 through cuDNN or the own kernel ----------------- */
+/* ---- attention: which path, bf16 / f16 through cuDNN or the own kernel ----------- */
 
 /* x rounded to dtype (bf16 / f16) in place; the 16-bit words (malloc'ed) */
 static uint16_t *round_16(float *x, size_t n, lunar_dtype dt) {
@@ -669,7 +685,7 @@ static void test_attention_cudnn(void) {
     CUDA_OK();
 }
 
-/* ---- embeddings ---------------------------------------------------------------------- */
+/* ---- embed ----------------------------------------------------------------------- */
 
 static void test_embed_tokens(void) {
     int B = 3, L = 49, C = 37;
@@ -697,6 +713,8 @@ static void test_embed_tokens(void) {
     free(go); free(gdx); free(ggc); free(ggp);
 }
 
+/* ---- patchify -------------------------------------------------------------------- */
+
 static void test_patchify(void) {
     struct { int B, C, k, S[3], P; } cases[] = {{2, 3, 2, {12, 8, 0}, 4}, {1, 1, 2, {28, 28, 0}, 7},
                                                  {2, 2, 3, {8, 4, 12}, 4}, {1, 3, 2, {5, 5, 0}, 1}};
@@ -719,7 +737,7 @@ static void test_patchify(void) {
     }
 }
 
-/* ---- dropout and Philox -------------------------------------------------------------- */
+/* ---- dropout (and the Philox words) ---------------------------------------------- */
 
 static void test_dropout_bitwise(void) {
     /* the Philox words themselves */
@@ -756,7 +774,7 @@ static void test_dropout_bitwise(void) {
     }
 }
 
-/* ---- loss, accuracy ----------------------------------------------------------------- */
+/* ---- loss: cross-entropy, accuracy ----------------------------------------------- */
 
 static void test_cross_entropy(void) {
     static const int SZ[][2] = {{1, 1}, {1, 10}, {37, 10}, {64, 1000}, {5, 33}};
@@ -810,7 +828,7 @@ static void test_accuracy(void) {
     d_free(d_z, n * 4); d_free(d_t, B * 4); free(z); free(tg);
 }
 
-/* ---- optimizers, reductions ----------------------------------------------------------- */
+/* ---- optim ----------------------------------------------------------------------- */
 
 static void test_optimizers(void) {
     size_t n = 10007;
@@ -845,6 +863,8 @@ static void test_optimizers(void) {
     free(p0); free(g); free(m0); free(v0);
 }
 
+/* ---- elementwise: sum of squares ------------------------------------------------- */
+
 static void test_sum_squares(void) {
     static const size_t NS[] = {1, 1000, (1 << 20) + 17};   /* the last takes the grid-stride loop */
     for (size_t t = 0; t < sizeof NS / sizeof *NS; t++) {
@@ -862,6 +882,8 @@ static void test_sum_squares(void) {
 }
 
 /* the reductions without atomics give the same bits twice */
+/* ---- every family: determinism, the op layer on device tensors ------------------- */
+
 static void test_determinism(void) {
     int M = 300, C = 192, B = 2, N = 45, H = 2, D = 64;
     size_t n = (size_t)M * C;
@@ -941,7 +963,7 @@ static void test_ops_on_device(void) {
     lunar_tensor_free(dt);
 }
 
-/* ---- bf16 (precision = 'bf16') ------------------------------------------------------- */
+/* ---- bf16 (precision = 'bf16') --------------------------------------------------- */
 
 static void *h_bytes(const void *d, size_t nbytes) {
     void *h = malloc(nbytes ? nbytes : 1);
