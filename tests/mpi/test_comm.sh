@@ -135,7 +135,8 @@ EXK=(examples/train_with_engine.lua --config configs/vit_fmnist.lua DATASET=synt
 timeout $((2 * HANG_GUARD)) mpirun -np 2 "$LUNAR" "${EXK[@]}" >"$T/kill.out" 2>"$T/kill.err" &
 job=$!
 victim=""
-for _ in $(seq $((HANG_GUARD * 10))); do   # until it trains (step 20 logged)
+for _ in $(seq $((HANG_GUARD * 10))); do   # until it trains (step 20 logged), or it has ended
+  kill -0 "$job" 2>/dev/null || break
   if grep -q "^epoch [0-9]* step 20/" "$T/kill.out" 2>/dev/null; then
     for p in $(descendants "$job"); do
       if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1 &&
