@@ -20,8 +20,9 @@
 -- ignored. So keys a config computes from others (`if DATASET == 'cifar10'
 -- then IN_CHANS = 3 end`) follow the command line.
 --
--- Errors are raised with `error(msg, 0)`: the message has no position prefix
--- of its own (a Lua error inside a config file keeps its "file:line:").
+-- Errors are user errors, raised with `lunar.error(msg)` (the host prints the
+-- message without a traceback; the message has no position prefix of its
+-- own; a Lua error inside a config file keeps its "file:line:").
 --
 -- The parts, one job each (lua/lunar/config/):
 --   loader.lua     config files: include, globals as keys, resolution order

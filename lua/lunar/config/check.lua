@@ -1,7 +1,8 @@
 --- lunar.config.check: checks config values against the schema
 -- (lunar.schema): types, enums, bounds, unknown keys with a "did you mean",
 -- defaults filled in, derived keys and the checks across keys. Every error is
--- raised as "WHERE: message" with error(msg, 0), WHERE a file or "command line".
+-- raised as "WHERE: message" with lunar.error(msg) (a user error: printed
+-- without a traceback), WHERE a file or "command line".
 local schema = require('lunar.schema')
 local text = require('lunar.config.text')
 
@@ -58,7 +59,7 @@ local function unknown_key(dict_entry, name)
 end
 
 local function fail(where, msg)
-  error(where .. ': ' .. msg, 0)
+  lunar.error(where .. ': ' .. msg)
 end
 
 -- ---------------------------------------------------------------------------

@@ -129,7 +129,7 @@ run_file = function(ctx, name, included_from)
       local chain = {}
       for j, g in ipairs(ctx.stack) do chain[j] = g.name end
       chain[#chain + 1] = name
-      error('include cycle: ' .. table.concat(chain, ' -> '), 0)
+      lunar.error('include cycle: ' .. table.concat(chain, ' -> '))
     end
   end
   local chunk, err = loadfile(name, 't', ctx.env)
@@ -137,7 +137,7 @@ run_file = function(ctx, name, included_from)
     if included_from and err:match('^cannot open ') then
       fail(included_from, 'include: ' .. err)
     end
-    error((err:gsub('^cannot open ', 'cannot open config file ')), 0)
+    lunar.error((err:gsub('^cannot open ', 'cannot open config file ')))
   end
   ctx.stack[#ctx.stack + 1] = { name = name, norm = norm }
   local ret = chunk()

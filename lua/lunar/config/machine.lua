@@ -15,19 +15,19 @@ function M.check_machine(cfg)
   if device ~= 'cpu' then
     local ok, why = lunar.cuda.is_available()
     if not ok then
-      error(string.format("config key 'device' is '%s', but no CUDA device is available (%s); use device = 'cpu' here",
-        device, why), 0)
+      lunar.error(string.format("config key 'device' is '%s', but no CUDA device is available (%s); use device = 'cpu' here",
+        device, why))
     end
     local n, count = tonumber(device:match('^cuda:(%d+)$')), lunar.cuda.device_count()
     if n and n >= count then
-      error(string.format("config key 'device' is '%s', but this machine has %d CUDA device%s (cuda:0%s)", device,
-        count, count == 1 and '' or 's', count > 1 and (' to cuda:' .. (count - 1)) or ''), 0)
+      lunar.error(string.format("config key 'device' is '%s', but this machine has %d CUDA device%s (cuda:0%s)", device,
+        count, count == 1 and '' or 's', count > 1 and (' to cuda:' .. (count - 1)) or ''))
     end
   end
   if cfg.precision == 'bf16' then
     local ok, why = lunar.ops.bf16_supported(cfg.device or 'cpu')
     if not ok then
-      error(string.format("config key 'precision' is 'bf16', but %s; use precision = 'fp32' here", why), 0)
+      lunar.error(string.format("config key 'precision' is 'bf16', but %s; use precision = 'fp32' here", why))
     end
   end
   return cfg

@@ -69,7 +69,7 @@ function M.parse_overrides(list)
     end
     for _, prev in ipairs(out) do
       if prev.key == key then
-        error(string.format("key '%s' given twice on the command line", key), 0)
+        lunar.error(string.format("key '%s' given twice on the command line", key))
       end
       local short, long = prev.key, key
       if #short > #long then short, long = long, short end
