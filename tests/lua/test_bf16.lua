@@ -19,7 +19,7 @@
 --     (pretended with LUNAR_NO_CPU_BF16=1 in a child lunar) the training
 --     script stops with an error naming the key and the CPU feature.
 -- On a CPU without avx512_bf16 the tests that build a bf16 model are skipped
--- with the reason (the kernels' portable path is tested by tests/c/test_bf16.c).
+-- with the reason (the kernels' portable path is tested by the test_bf16_* sections of tests/c/test_<family>.c).
 --   build/lunar tests/lua/test_bf16.lua
 local T = require('harness')
 local nn = require('lunar.nn')
