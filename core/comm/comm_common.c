@@ -117,3 +117,31 @@ void comm_avg_divide(void *data, int64_t n, lunar_dtype dtype, int size) {
         for (int64_t i = 0; i < n; i++) p[i] /= s;
     }
 }
+
+lunar_status comm_check_reduce_scatter(const comm_ctx *x, lunar_tensor *out, const lunar_tensor *in,
+                                       lunar_reduce_op op) {
+    lunar_status st;
+    if ((st = comm_check_tensor(x, in, "in", COMM_REDUCE, op))) return st;
+    if ((st = comm_check_tensor(x, out, "out", COMM_REDUCE, op))) return st;
+    if ((st = comm_check_same_dtype(x, out, in))) return st;
+    if ((st = comm_check_blocks(x, in, "in", out, "out"))) return st;
+    if (comm_overlap(out, in)) return comm_fail(x, LUNAR_ERR_ARG, "out overlaps in");
+    return LUNAR_OK;
+}
+
+lunar_status comm_check_all_gather(const comm_ctx *x, lunar_tensor *out, const lunar_tensor *in, int *in_place) {
+    lunar_status st;
+    *in_place = 0;
+    if ((st = comm_check_tensor(x, in, "in", COMM_MOVE, LUNAR_SUM))) return st;
+    if ((st = comm_check_tensor(x, out, "out", COMM_MOVE, LUNAR_SUM))) return st;
+    if ((st = comm_check_same_dtype(x, out, in))) return st;
+    if ((st = comm_check_blocks(x, out, "out", in, "in"))) return st;
+    if (comm_overlap(out, in)) {
+        const char *own = (const char *)lunar_tensor_data(out) + (size_t)x->rank * lunar_tensor_nbytes(in);
+        if ((const char *)lunar_tensor_data(in) != own)
+            return comm_fail(x, LUNAR_ERR_ARG, "in overlaps out but is not block %d of out (the only in-place form)",
+                             x->rank);
+        *in_place = 1;
+    }
+    return LUNAR_OK;
+}

@@ -220,23 +220,12 @@ lunar_status lunar_comm_all_reduce(lunar_comm *c, lunar_tensor *t, lunar_reduce_
     return LUNAR_OK;
 }
 
-static lunar_status check_reduce_scatter(const comm_ctx *x, lunar_tensor *out, const lunar_tensor *in,
-                                         lunar_reduce_op op) {
-    lunar_status st;
-    if ((st = comm_check_tensor(x, in, "in", COMM_REDUCE, op))) return st;
-    if ((st = comm_check_tensor(x, out, "out", COMM_REDUCE, op))) return st;
-    if ((st = comm_check_same_dtype(x, out, in))) return st;
-    if ((st = comm_check_blocks(x, in, "in", out, "out"))) return st;
-    if (comm_overlap(out, in)) return comm_fail(x, LUNAR_ERR_ARG, "out overlaps in");
-    return LUNAR_OK;
-}
-
 lunar_status lunar_comm_reduce_scatter(lunar_comm *c, lunar_tensor *out, const lunar_tensor *in,
                                        lunar_reduce_op op) {
     if (comm_check_comm(c, "reduce_scatter")) return lunar_last_status();
     comm_ctx x = ctx_of(c, "reduce_scatter");
     if (comm_on_device(out) || comm_on_device(in)) return nccl_reduce_scatter(&c->nccl, c->comm, &x, out, in, op);
-    lunar_status st = check_reduce_scatter(&x, out, in, op);
+    lunar_status st = comm_check_reduce_scatter(&x, out, in, op);
     if (st) return st;
     int n = (int)lunar_tensor_numel(out);
     void *po = lunar_tensor_data(out);
@@ -246,35 +235,14 @@ lunar_status lunar_comm_reduce_scatter(lunar_comm *c, lunar_tensor *out, const l
     return LUNAR_OK;
 }
 
-/* Checks all_gather's arguments; *sendbuf is in's data or MPI_IN_PLACE when
- * in is exactly block `rank` of out. */
-static lunar_status check_all_gather(const comm_ctx *x, lunar_tensor *out, const lunar_tensor *in,
-                                     const void **sendbuf) {
-    lunar_status st;
-    if ((st = comm_check_tensor(x, in, "in", COMM_MOVE, LUNAR_SUM))) return st;
-    if ((st = comm_check_tensor(x, out, "out", COMM_MOVE, LUNAR_SUM))) return st;
-    if ((st = comm_check_same_dtype(x, out, in))) return st;
-    if ((st = comm_check_blocks(x, out, "out", in, "in"))) return st;
-    *sendbuf = lunar_tensor_data(in);
-    if (comm_overlap(out, in)) {
-        const char *own = (const char *)lunar_tensor_data(out) +
-                          (size_t)x->rank * lunar_tensor_nbytes(in);
-        if ((const char *)lunar_tensor_data(in) != own)
-            return comm_fail(x, LUNAR_ERR_ARG,
-                             "in overlaps out but is not block %d of out (the only in-place form)",
-                             x->rank);
-        *sendbuf = MPI_IN_PLACE;
-    }
-    return LUNAR_OK;
-}
-
 lunar_status lunar_comm_all_gather(lunar_comm *c, lunar_tensor *out, const lunar_tensor *in) {
     if (comm_check_comm(c, "all_gather")) return lunar_last_status();
     comm_ctx x = ctx_of(c, "all_gather");
     if (comm_on_device(out) || comm_on_device(in)) return nccl_all_gather(&c->nccl, c->comm, &x, out, in);
-    const void *sendbuf;
-    lunar_status st = check_all_gather(&x, out, in, &sendbuf);
+    int in_place;
+    lunar_status st = comm_check_all_gather(&x, out, in, &in_place);
     if (st) return st;
+    const void *sendbuf = in_place ? MPI_IN_PLACE : lunar_tensor_data(in);
     int n = (int)lunar_tensor_numel(in);
     MPI_Datatype dt = mpi_type(in->dtype);
     MPI_TRY(&x, MPI_Allgather(sendbuf, n, dt, lunar_tensor_data(out), n, dt, c->comm));
@@ -426,7 +394,7 @@ lunar_status lunar_comm_ireduce_scatter(lunar_comm *c, lunar_tensor *out, const 
     comm_ctx x = ctx_of(c, "ireduce_scatter");
     if (!req) return comm_fail(&x, LUNAR_ERR_ARG, "req is NULL");
     if (comm_on_device(out) || comm_on_device(in)) return nccl_reduce_scatter(&c->nccl, c->comm, &x, out, in, op);
-    lunar_status st = check_reduce_scatter(&x, out, in, op);
+    lunar_status st = comm_check_reduce_scatter(&x, out, in, op);
     if (st) return st;
     lunar_request *r = new_request(&x);
     if (!r) return lunar_last_status();
@@ -446,9 +414,10 @@ lunar_status lunar_comm_iall_gather(lunar_comm *c, lunar_tensor *out, const luna
     comm_ctx x = ctx_of(c, "iall_gather");
     if (!req) return comm_fail(&x, LUNAR_ERR_ARG, "req is NULL");
     if (comm_on_device(out) || comm_on_device(in)) return nccl_all_gather(&c->nccl, c->comm, &x, out, in);
-    const void *sendbuf;
-    lunar_status st = check_all_gather(&x, out, in, &sendbuf);
+    int in_place;
+    lunar_status st = comm_check_all_gather(&x, out, in, &in_place);
     if (st) return st;
+    const void *sendbuf = in_place ? MPI_IN_PLACE : lunar_tensor_data(in);
     lunar_request *r = new_request(&x);
     if (!r) return lunar_last_status();
     int n = (int)lunar_tensor_numel(in);

@@ -71,41 +71,19 @@ static lunar_status copy_bytes(lunar_tensor *out, const lunar_tensor *in) {
     return LUNAR_OK;
 }
 
-static lunar_status check_reduce_scatter(const comm_ctx *x, lunar_tensor *out, const lunar_tensor *in,
-                                         lunar_reduce_op op) {
-    lunar_status st;
-    if ((st = comm_check_tensor(x, in, "in", COMM_REDUCE, op))) return st;
-    if ((st = comm_check_tensor(x, out, "out", COMM_REDUCE, op))) return st;
-    if ((st = comm_check_same_dtype(x, out, in))) return st;
-    if ((st = comm_check_blocks(x, in, "in", out, "out"))) return st;
-    if (comm_overlap(out, in)) return comm_fail(x, LUNAR_ERR_ARG, "out overlaps in");
-    return LUNAR_OK;
-}
-
 lunar_status lunar_comm_reduce_scatter(lunar_comm *c, lunar_tensor *out, const lunar_tensor *in,
                                        lunar_reduce_op op) {
     if (comm_check_comm(c, "reduce_scatter")) return lunar_last_status();
     comm_ctx x = ctx_of(c, "reduce_scatter");
-    lunar_status st = check_reduce_scatter(&x, out, in, op);
+    lunar_status st = comm_check_reduce_scatter(&x, out, in, op);
     return st ? st : copy_bytes(out, in);
-}
-
-static lunar_status check_all_gather(const comm_ctx *x, lunar_tensor *out, const lunar_tensor *in) {
-    lunar_status st;
-    if ((st = comm_check_tensor(x, in, "in", COMM_MOVE, LUNAR_SUM))) return st;
-    if ((st = comm_check_tensor(x, out, "out", COMM_MOVE, LUNAR_SUM))) return st;
-    if ((st = comm_check_same_dtype(x, out, in))) return st;
-    if ((st = comm_check_blocks(x, out, "out", in, "in"))) return st;
-    if (comm_overlap(out, in) && lunar_tensor_data(out) != lunar_tensor_data(in))
-        return comm_fail(x, LUNAR_ERR_ARG,
-                         "in overlaps out but is not block 0 of out (the only in-place form)");
-    return LUNAR_OK;
 }
 
 lunar_status lunar_comm_all_gather(lunar_comm *c, lunar_tensor *out, const lunar_tensor *in) {
     if (comm_check_comm(c, "all_gather")) return lunar_last_status();
     comm_ctx x = ctx_of(c, "all_gather");
-    lunar_status st = check_all_gather(&x, out, in);
+    int in_place;
+    lunar_status st = comm_check_all_gather(&x, out, in, &in_place);
     return st ? st : copy_bytes(out, in);
 }
 
@@ -155,7 +133,7 @@ lunar_status lunar_comm_ireduce_scatter(lunar_comm *c, lunar_tensor *out, const 
     if (req) *req = NULL;
     if (comm_check_comm(c, "ireduce_scatter")) return lunar_last_status();
     comm_ctx x = ctx_of(c, "ireduce_scatter");
-    lunar_status st = check_reduce_scatter(&x, out, in, op);
+    lunar_status st = comm_check_reduce_scatter(&x, out, in, op);
     return st ? st : copy_bytes(out, in);
 }
 
@@ -164,7 +142,8 @@ lunar_status lunar_comm_iall_gather(lunar_comm *c, lunar_tensor *out, const luna
     if (req) *req = NULL;
     if (comm_check_comm(c, "iall_gather")) return lunar_last_status();
     comm_ctx x = ctx_of(c, "iall_gather");
-    lunar_status st = check_all_gather(&x, out, in);
+    int in_place;
+    lunar_status st = comm_check_all_gather(&x, out, in, &in_place);
     return st ? st : copy_bytes(out, in);
 }
 

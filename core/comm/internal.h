@@ -44,6 +44,16 @@ lunar_status comm_check_blocks(const comm_ctx *x, const lunar_tensor *big, const
 /* 1 when the byte ranges of a and b overlap. */
 int comm_overlap(const lunar_tensor *a, const lunar_tensor *b);
 
+/* reduce_scatter's arguments (every backend): in and out reducible tensors
+ * of one dtype, numel(in) == size * numel(out), no overlap. */
+lunar_status comm_check_reduce_scatter(const comm_ctx *x, lunar_tensor *out, const lunar_tensor *in,
+                                       lunar_reduce_op op);
+
+/* all_gather's arguments (every backend): one dtype, numel(out) == size *
+ * numel(in); in may overlap out only as exactly block `rank` of out, the
+ * in-place form (*in_place = 1 then, else 0). */
+lunar_status comm_check_all_gather(const comm_ctx *x, lunar_tensor *out, const lunar_tensor *in, int *in_place);
+
 /* A rank argument in [0, size) (`what`: "root", "dst", "src"), and for
  * point to point not the caller's own rank. */
 lunar_status comm_check_rank(const comm_ctx *x, int r, const char *what, int not_self);
