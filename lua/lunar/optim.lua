@@ -47,6 +47,17 @@ local function check_params(params, who)
   end
 end
 
+-- The flat views an update step walks: each parameter, its gradient and,
+-- under precision = 'bf16', its bf16 working copy (every optimizer's).
+local function flat_views(self, params)
+  self.pviews, self.gviews, self.p16views = {}, {}, {}
+  for i, p in ipairs(params) do
+    self.pviews[i] = p.param:view(-1)
+    self.gviews[i] = p.grad:view(-1)
+    self.p16views[i] = p.param_bf16 and p.param_bf16:view(-1)   -- precision = 'bf16': the working copy
+  end
+end
+
 optim.AdamW = class('AdamW')
 
 function optim.AdamW:__init(params, opts)
@@ -61,12 +72,7 @@ function optim.AdamW:__init(params, opts)
   self.t = 0
   self.flat_m, self.m = flat_state(params)
   self.flat_v, self.v = flat_state(params)
-  self.pviews, self.gviews, self.p16views = {}, {}, {}
-  for i, p in ipairs(params) do
-    self.pviews[i] = p.param:view(-1)
-    self.gviews[i] = p.grad:view(-1)
-    self.p16views[i] = p.param_bf16 and p.param_bf16:view(-1)   -- precision = 'bf16': the working copy
-  end
+  flat_views(self, params)
 end
 
 function optim.AdamW:set_lr(lr) self.lr = lr end
@@ -108,12 +114,7 @@ function optim.SGD:__init(params, opts)
   self.nesterov = opts.nesterov or false
   self.t = 0
   if self.momentum ~= 0 then self.flat_buf, self.buf = flat_state(params) else self.buf = {} end
-  self.pviews, self.gviews, self.p16views = {}, {}, {}
-  for i, p in ipairs(params) do
-    self.pviews[i] = p.param:view(-1)
-    self.gviews[i] = p.grad:view(-1)
-    self.p16views[i] = p.param_bf16 and p.param_bf16:view(-1)   -- precision = 'bf16': the working copy
-  end
+  flat_views(self, params)
 end
 
 function optim.SGD:set_lr(lr) self.lr = lr end
