@@ -13,7 +13,23 @@ local nn = {
   Block = require('lunar.nn.Block'),
   ViT = require('lunar.nn.ViT'),
   CrossEntropy = require('lunar.nn.CrossEntropy'),
+  -- models as code: containers and leaves to compose (DESIGN.md "Models as code")
+  Sequential = require('lunar.nn.Sequential'),
+  Residual = require('lunar.nn.Residual'),
+  Identity = require('lunar.nn.Identity'),
+  Concat = require('lunar.nn.Concat'),
+  GELU = require('lunar.nn.GELU'),
+  MeanPool = require('lunar.nn.MeanPool'),
+  ClassToken = require('lunar.nn.ClassToken'),
+  PositionEmbedding = require('lunar.nn.PositionEmbedding'),
+  Reshape = require('lunar.nn.Reshape'),
+  Transpose = require('lunar.nn.Transpose'),
+  Conv2d = require('lunar.nn.Conv2d'),
+  gradcheck = require('lunar.nn.gradcheck'),
 }
+
+--- Whether v is a module (an instance of lunar.nn.Module or a subclass).
+nn.is_module = nn.Sequential.is_module
 
 local function numel(shape)
   local n = 1

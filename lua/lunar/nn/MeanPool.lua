@@ -1,0 +1,42 @@
+--- lunar.nn.MeanPool: the mean over the tokens, x [B, N, C] -> y [B, C]
+-- (timm's global_pool='avg': x.mean(dim=1); PyTorch: torch.mean(x, 1), or
+-- nn.AdaptiveAvgPool1d(1) on x.transpose(1, 2)). f32.
+-- Forward is one GEMM against a [1, N] row of 1/N (lunar.ops.linear on the
+-- [B, C, N] transpose); backward spreads dy / N over the N tokens (copies).
+local class = require('lunar.class')
+local Module = require('lunar.nn.Module')
+local Context = require('lunar.nn.Context')
+local ops = lunar.ops
+
+local MeanPool = class('MeanPool', Module)
+
+function MeanPool:__init() Module.__init(self) end
+
+--- x [B, N, C] -> y [B, C]; ctx keeps only the shape.
+function MeanPool:forward(x)
+  local s = x:shape()
+  if #s ~= 3 then self:shape_error('tokens', s, {'B', 'N', 'C'}) end
+  local B, N, C = s[1], s[2], s[3]
+  local xt = x:transpose(2, 3):contiguous()                   -- [B, C, N]
+  local w = lunar.full({1, N}, 1 / N, 'f32', x:device())
+  local y = ops.linear(xt, w, nil)                            -- [B, C, 1]
+  xt:free(); w:free()
+  local out = y:view(B, C)
+  if out ~= y then y:free() end
+  return out, Context(nil, {shape = s})
+end
+
+--- dy [B, C] -> dx [B, N, C] = dy / N for every token.
+function MeanPool:backward(ctx, dy, need_dx)
+  local s = ctx.shape
+  ctx:free()
+  if need_dx == false then return nil end
+  local B, N, C = s[1], s[2], s[3]
+  local dx = lunar.empty({B, N, C}, 'f32', dy:device())
+  local scaled = ops.scale_(dy:clone(), 1 / N)
+  for n = 1, N do dx:select(2, n):copy_(scaled) end
+  scaled:free()
+  return dx
+end
+
+return MeanPool

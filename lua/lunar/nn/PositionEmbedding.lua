@@ -1,0 +1,48 @@
+--- lunar.nn.PositionEmbedding: adds a learned position table, x [B, N, C] ->
+-- y = x + pos_embed, pos_embed [1, N, C] broadcast over the batch (timm's
+-- VisionTransformer._pos_embed: x + self.pos_embed; no PyTorch module of its
+-- own). Init trunc_normal std 0.02 in [-2, 2] (timm), no weight decay. Put it
+-- inline ({'', nn.PositionEmbedding(N, C)}) to get timm's name 'pos_embed'.
+-- f32. dx is dy itself (the contract allows it).
+local class = require('lunar.class')
+local Module = require('lunar.nn.Module')
+local Context = require('lunar.nn.Context')
+local ops = lunar.ops
+
+local PositionEmbedding = class('PositionEmbedding', Module)
+
+--- @param num_tokens integer N
+-- @param dim integer C
+function PositionEmbedding:__init(num_tokens, dim)
+  Module.__init(self)
+  self.num_tokens, self.dim = num_tokens, dim
+  self:param('pos_embed', {1, num_tokens, dim}, {kind = 'trunc_normal', std = 0.02, a = -2, b = 2},
+    {no_weight_decay = true})
+end
+
+function PositionEmbedding:extra_repr() return string.format('%d tokens, %d', self.num_tokens, self.dim) end
+
+--- x [B, N, C] -> x + pos_embed (a new tensor); ctx keeps nothing.
+function PositionEmbedding:forward(x)
+  local s = x:shape()
+  if #s ~= 3 or s[2] ~= self.num_tokens or s[3] ~= self.dim then
+    self:shape_error('tokens', s, {'B', self.num_tokens, self.dim})
+  end
+  local y = x:clone()                          -- never x's storage (contiguous() may be a view)
+  local pos = self.pos_embed:select(1, 1)
+  for b = 1, s[1] do ops.add_(y:select(1, b), pos) end
+  return y, Context()
+end
+
+--- dy -> dy itself; accumulates the sum over the batch into pos_embed's gradient.
+function PositionEmbedding:backward(ctx, dy, need_dx)
+  ctx:free()
+  local g = self.grad_pos_embed:select(1, 1)
+  local d = dy:is_contiguous() and dy or dy:contiguous()
+  for b = 1, dy:shape()[1] do ops.add_(g, d:select(1, b)) end
+  if d ~= dy then d:free() end
+  if need_dx == false then return nil end
+  return dy
+end
+
+return PositionEmbedding

@@ -1,0 +1,149 @@
+--- lunar.nn.Sequential: modules applied one after the other, forward and
+-- backward composed (torch/nn's and PyTorch's nn.Sequential).
+--
+--   seq = nn.Sequential{nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 4)}
+--     children named '0', '1', '2' (parameters '0.weight', '2.bias', ...)
+--   seq = nn.Sequential{{'fc1', nn.Linear(8, 16)}, {'act', nn.GELU()}, {'fc2', nn.Linear(16, 8)}}
+--     children named by the caller: {name, module} (timm's mlp.fc1.weight)
+--   seq = nn.Sequential{{'', nn.ClassToken(C)}, ...}
+--     the name '' inlines a child: its parameters and children are named as
+--     if they were the container's own ('cls_token', not '0.cls_token'), so a
+--     timm-shaped composition yields timm's names
+--   y, ctx = seq:forward(x)      x -> children in order -> y
+--   dx = seq:backward(ctx, dy, need_dx)
+--
+-- Entries may mix plain modules (named by their position, 0-based) and
+-- {name, module} pairs. The context owns every child's context and every
+-- intermediate activation (released as soon as the backward has passed the
+-- child that reads it) and refers to x. A child that returns its input (an
+-- identity) is fine anywhere; when the last one does, y may be x itself.
+-- In evaluation mode (m:evaluate()) the children's contexts and the
+-- activations are freed as the forward goes; ctx then serves only ctx:free().
+local class = require('lunar.class')
+local Module = require('lunar.nn.Module')
+local Context = require('lunar.nn.Context')
+
+local Sequential = class('Sequential', Module)
+
+--- Whether v is a lunar.nn module (an instance of Module or a subclass).
+function Sequential.is_module(v)
+  if type(v) ~= 'table' then return false end
+  local mt = getmetatable(v)
+  while mt do
+    if mt == Module then return true end
+    mt = mt.__parent
+  end
+  return false
+end
+local is_module = Sequential.is_module
+
+local function describe(v)
+  if type(v) == 'table' and v.__name then return v.__name end
+  return type(v)
+end
+
+--- Splits a container entry into (name, module): a module (named `default`)
+-- or {name, module}. Errors name the container and the entry. Shared with
+-- Residual and Concat.
+function Sequential.entry(what, i, e, default)
+  if is_module(e) then return default, e end
+  if type(e) == 'table' and type(e[1]) == 'string' and is_module(e[2]) then return e[1], e[2] end
+  error(string.format('%s: entry %d must be a module or {name, module}, got %s%s', what, i, describe(e),
+    type(e) == 'table' and not is_module(e) and ' (a table that is not {string, module})' or ''), 3)
+end
+
+--- Adds child `m` under `name` ('' inlines it); refuses a name that would
+-- hide a method or an existing child. Shared with Residual and Concat.
+function Sequential.add_child(self, what, name, m)
+  if name ~= '' then
+    if not name:match('^[%w_]+$') then
+      error(string.format("%s: child name '%s' must be letters, digits or '_' (parameter names are dotted paths)",
+        what, name), 3)
+    end
+    if self[name] ~= nil then
+      error(string.format("%s: child name '%s' is taken (a method or another child)", what, name), 3)
+    end
+    self:add(name, m)
+  else
+    table.insert(self._children, {name = '', module = m})
+  end
+  return m
+end
+
+--- Module:apply with inlined children: a child named '' has the container's
+-- own path, so its parameters read as the container's.
+function Sequential.apply(self, fn, path)
+  path = path or ''
+  fn(self, path)
+  for _, c in ipairs(self._children) do
+    local p = c.name == '' and path or (path == '' and c.name or (path .. '.' .. c.name))
+    c.module:apply(fn, p)
+  end
+end
+
+--- @param list the children, in order: modules or {name, module} pairs
+function Sequential:__init(list)
+  Module.__init(self)
+  if type(list) ~= 'table' or is_module(list) then
+    error('nn.Sequential: expected a list of modules, got ' .. describe(list), 2)
+  end
+  for i, e in ipairs(list) do
+    local name, m = Sequential.entry('nn.Sequential', i, e, tostring(i - 1))
+    Sequential.add_child(self, 'nn.Sequential', name, m)
+  end
+end
+
+function Sequential:extra_repr() return tostring(#self._children) .. ' modules' end
+
+--- The i-th child module (1-based).
+function Sequential:get(i) return self._children[i] and self._children[i].module end
+
+--- The number of children.
+function Sequential:size() return #self._children end
+
+--- x -> the last child's output; ctx owns the children's contexts and the
+-- intermediate activations, and refers to x.
+function Sequential:forward(x)
+  local ctx = Context(nil, {x = x})
+  local owned = {}             -- tensor -> key under which ctx owns it
+  local h = x
+  local eval = not self.training
+  for i, c in ipairs(self._children) do
+    local y, ci = c.module:forward(h)
+    if eval then
+      ci:free()
+      if owned[h] and y ~= h then ctx:release(owned[h]); owned[h] = nil end
+    else
+      ctx:own('c' .. i, ci)
+    end
+    if y ~= h and y ~= x and not owned[y] then
+      owned[y] = 'h' .. (i + 1)      -- child i+1's input (or the output)
+      ctx:own(owned[y], y)
+    end
+    h = y
+  end
+  -- the output is the caller's: the context only refers to it
+  if owned[h] then ctx._owns[owned[h]] = nil end
+  if eval then ctx.evaluation = true end
+  return h, ctx
+end
+
+--- dy -> dx through the children in reverse; each intermediate activation
+-- is released right after the backward of the child that read it.
+function Sequential:backward(ctx, dy, need_dx)
+  if ctx.evaluation then error('nn.Sequential:backward: the forward ran in evaluation mode and kept nothing', 2) end
+  local g = dy
+  for i = #self._children, 1, -1 do
+    local want = i > 1 or need_dx ~= false
+    local gi = self._children[i].module:backward(ctx['c' .. i], g, want)
+    ctx['c' .. i] = nil; ctx._owns['c' .. i] = nil     -- released by the child's backward
+    if g ~= dy and g ~= gi then g:free() end
+    ctx:release('h' .. i)
+    g = gi
+  end
+  ctx:free()
+  if need_dx == false then return nil end
+  return g
+end
+
+return Sequential

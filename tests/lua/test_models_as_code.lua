@@ -1,0 +1,176 @@
+-- Tests of models as code (lua/lunar/nn: Sequential, Residual, Identity,
+-- Concat, the small leaves, nn.gradcheck, a config's MODEL). Expected values
+-- come from central finite differences (nn.gradcheck), hand arithmetic
+-- (stated in comments) and the built-in fused modules where a composition
+-- must equal them.
+--   build/lunar tests/lua/test_models_as_code.lua
+local T = require('harness')
+local nn = require('lunar.nn')
+local ops = lunar.ops
+
+local function randn(shape, name, std)
+  return lunar.empty(shape):normal_(7, name, 0, std or 1)
+end
+
+local function names(m)
+  local t = {}
+  for _, p in ipairs(m:parameters()) do t[#t + 1] = p.name end
+  return table.concat(t, ' ')
+end
+
+-- gradcheck passes, and names the worst element
+local function check(m, x, opts)
+  local rep = nn.gradcheck(m, x, opts)
+  T.truthy(rep.ok, rep.message)
+  T.truthy(rep.checked > 0, 'gradcheck checked elements: ' .. rep.message)
+  return rep
+end
+
+-- gradcheck ----------------------------------------------------------------------------
+
+T.test('gradcheck: passes a correct Linear and names the worst element of a wrong backward', function()
+  local m = nn.Linear(4, 3)
+  local rep = check(m, randn({2, 4}, 'gc.x'))
+  -- input (8) + weight (12) + bias (3) elements, all checked (each below max_elements)
+  T.eq(rep.checked, 8 + 12 + 3)
+  T.eq(#rep.tensors, 3)
+  T.eq(rep.tensors[2].name, 'weight')
+  -- a backward that forgets the bias gradient: fails on 'bias'
+  local Bad = require('lunar.class')('BadLinear', nn.Linear)
+  function Bad:backward(ctx, dy, need_dx)
+    local dx = nn.Linear.backward(self, ctx, dy, need_dx)
+    self.grad_bias:zero_()
+    return dx
+  end
+  local bad = Bad(4, 3)
+  local rep2 = nn.gradcheck(bad, randn({2, 4}, 'gc.x'))
+  T.falsy(rep2.ok, 'a backward without the bias gradient fails')
+  T.eq(rep2.worst.tensor, 'bias')
+  T.truthy(rep2.message:find('worst bias%[') and rep2.message:find('FAILED'), rep2.message)
+  -- a backward with dx scaled by 2: fails on the input
+  local Bad2 = require('lunar.class')('BadLinear2', nn.Linear)
+  function Bad2:backward(ctx, dy, need_dx) return ops.scale_(nn.Linear.backward(self, ctx, dy, need_dx), 2) end
+  local rep3 = nn.gradcheck(Bad2(4, 3), randn({2, 4}, 'gc.x'), {params = false})
+  T.falsy(rep3.ok, 'dx scaled by 2 fails')
+  T.eq(rep3.worst.tensor, 'input')
+end)
+
+-- leaves -------------------------------------------------------------------------------
+
+T.test('leaves: gradcheck of GELU, MeanPool, ClassToken, PositionEmbedding, Reshape, Transpose, Conv2d, Identity', function()
+  check(nn.GELU(), randn({2, 3, 4}, 'gelu.x'))
+  check(nn.MeanPool(), randn({2, 5, 3}, 'mp.x'))
+  check(nn.ClassToken(3), randn({2, 4, 3}, 'ct.x'))
+  check(nn.PositionEmbedding(4, 3), randn({2, 4, 3}, 'pe.x'))
+  check(nn.Reshape({-1}), randn({2, 3, 4}, 'rs.x'))
+  check(nn.Transpose(2, 3), randn({2, 3, 4}, 'tr.x'))
+  check(nn.Conv2d(2, 3, 2), randn({2, 2, 4, 6}, 'conv.x'))
+  check(nn.Identity(), randn({2, 3}, 'id.x'))
+  check(nn.LayerNorm(4), randn({2, 3, 4}, 'ln.x'))
+end)
+
+T.test('leaves: forward values by hand', function()
+  -- MeanPool: tokens 1, 2, 6 -> mean 3 (channel 1); 0, 0, 3 -> 1 (channel 2)
+  local x = lunar.tensor({{{1, 0}, {2, 0}, {6, 3}}})
+  local y, c = nn.MeanPool():forward(x)
+  c:free()
+  T.eq(table.concat(y:shape(), ','), '1,2')
+  T.near(y:view(-1)[1], 3, 1e-6, 0); T.near(y:view(-1)[2], 1, 1e-6, 0)
+  -- ClassToken: the token first, the input after it
+  local ct = nn.materialize(nn.ClassToken(2), 1)
+  ct.cls_token:copy_(lunar.tensor({{{5, 7}}}))
+  local z, c2 = ct:forward(x)
+  c2:free()
+  T.eq(table.concat(z:shape(), ','), '1,4,2')
+  T.eq(table.concat(z:view(-1):totable(), ','), '5.0,7.0,1.0,0.0,2.0,0.0,6.0,3.0')
+  -- PositionEmbedding: x + pos broadcast over the batch; x unchanged
+  local pe = nn.materialize(nn.PositionEmbedding(3, 2), 1)
+  pe.pos_embed:copy_(lunar.tensor({{{1, 1}, {2, 2}, {3, 3}}}))
+  local x2 = lunar.tensor({{{1, 0}, {2, 0}, {6, 3}}, {{0, 0}, {0, 0}, {0, 0}}})
+  local w, c3 = pe:forward(x2)
+  c3:free()
+  T.eq(table.concat(w:view(-1):totable(), ','), '2.0,1.0,4.0,2.0,9.0,6.0,1.0,1.0,2.0,2.0,3.0,3.0')
+  T.eq(x2:sum(), 12.0, 'the input is not changed')
+  -- Conv2d with kernel = stride = 2 of a 1-channel 2x4 image of ones, weight all 1, bias 0.5:
+  -- each output is the sum of a 2x2 block (4) + 0.5, output [1, 1, 1, 2]
+  local conv = nn.materialize(nn.Conv2d(1, 1, 2), 1)
+  conv.weight:fill_(1); conv.bias:fill_(0.5)
+  local o, c4 = conv:forward(lunar.ones({1, 1, 2, 4}))
+  c4:free()
+  T.eq(table.concat(o:shape(), ','), '1,1,1,2')
+  T.eq(table.concat(o:view(-1):totable(), ','), '4.5,4.5')
+end)
+
+T.test('leaves: bad input names the module path and the shapes', function()
+  local m = nn.Sequential{{'stem', nn.Conv2d(3, 8, 4)}, {'pool', nn.MeanPool()}}
+  nn.materialize(m, 1)
+  T.raises(function() m:forward(lunar.zeros({2, 1, 8, 8})) end, 'stem %(Conv2d%).*expected %[B, 3, H, W%], got %[2, 1, 8, 8%]')
+  T.raises(function() nn.Conv2d(3, 8, 4, {stride = 2}) end, 'only stride = kernel_size')
+  T.raises(function() nn.GELU{approximate = 'tanh'} end, "approximate = 'tanh' has no kernel")
+  T.raises(function() nn.Sequential{nn.Linear(2, 2), 'oops'} end, 'entry 2 must be a module or {name, module}, got string')
+  T.raises(function() nn.Sequential{{'forward', nn.Linear(2, 2)}} end, "child name 'forward' is taken")
+  local r = nn.materialize(nn.Residual(nn.Linear(4, 3)), 1)
+  T.raises(function() r:forward(lunar.zeros({2, 4})) end, 'f%(x%) must have the shape of x: expected %[2, 4%], got %[2, 3%]')
+end)
+
+-- containers ---------------------------------------------------------------------------
+
+T.test('containers: parameter names by path, inlined children, timm names', function()
+  local mlp = nn.Sequential{{'fc1', nn.Linear(4, 8)}, {'act', nn.GELU()}, {'fc2', nn.Linear(8, 4)}}
+  local blocks = nn.Sequential{nn.Sequential{{'', nn.Residual{{'norm2', nn.LayerNorm(4)}, {'mlp', mlp}}}}}
+  local m = nn.Sequential{{'', nn.ClassToken(4)}, {'', nn.PositionEmbedding(3, 4)}, {'blocks', blocks},
+    {'norm', nn.LayerNorm(4)}, {'pool', nn.MeanPool()}, {'head', nn.Linear(4, 2)}}
+  T.eq(names(m), 'cls_token pos_embed blocks.0.norm2.weight blocks.0.norm2.bias blocks.0.mlp.fc1.weight ' ..
+    'blocks.0.mlp.fc1.bias blocks.0.mlp.fc2.weight blocks.0.mlp.fc2.bias norm.weight norm.bias head.weight head.bias')
+  local s = nn.Sequential{nn.Linear(2, 3), nn.GELU(), nn.Linear(3, 1)}
+  T.eq(names(s), '0.weight 0.bias 2.weight 2.bias')
+  nn.materialize(m, 3)
+  T.eq(m.blocks['0'].path, 'blocks.0')
+  T.eq(mlp.fc1.path, 'blocks.0.mlp.fc1')
+  -- init by name: the same name in another composition gets the same values
+  local lone = nn.Sequential{{'head', nn.Linear(4, 2)}}
+  nn.materialize(lone, 3)
+  T.eq(lone.head.weight:totable()[2][3], m.head.weight:totable()[2][3], 'head.weight drawn from (seed, name)')
+end)
+
+T.test('containers: gradcheck of Sequential, Residual, Concat, nested, with identities', function()
+  check(nn.Sequential{nn.Linear(3, 5), nn.GELU(), nn.Linear(5, 2)}, randn({2, 3}, 'seq.x'))
+  check(nn.Residual{nn.LayerNorm(4), nn.Linear(4, 4)}, randn({2, 3, 4}, 'res.x'))
+  check(nn.Residual(nn.Identity()), randn({2, 3}, 'resid.x'))   -- y = 2x, dx = 2 dy
+  check(nn.Sequential{nn.Identity(), nn.Linear(3, 3), nn.Identity()}, randn({2, 3}, 'seqid.x'))
+  check(nn.Concat(2, {nn.Linear(3, 2), nn.Identity(), nn.Sequential{nn.Linear(3, 4), nn.GELU()}}),
+    randn({2, 3}, 'cat.x'))
+  check(nn.Concat(3, {nn.Linear(4, 2), nn.Linear(4, 3)}), randn({2, 3, 4}, 'cat3.x'))
+  check(nn.Sequential{nn.Conv2d(1, 4, 2), nn.Reshape({4, -1}), nn.Transpose(2, 3), nn.ClassToken(4),
+    nn.PositionEmbedding(5, 4), nn.Residual{nn.LayerNorm(4), nn.Linear(4, 4), nn.GELU()}, nn.MeanPool(),
+    nn.Linear(4, 3)}, randn({2, 1, 4, 4}, 'stem.x'))
+end)
+
+T.test('containers: the contract (contexts released, need_dx, evaluation, dx may be dy)', function()
+  local m = nn.materialize(nn.Sequential{nn.Linear(3, 4), nn.GELU(), nn.Identity(), nn.Linear(4, 2), nn.Identity()}, 1)
+  local x = randn({2, 3}, 'contract.x')
+  local y, ctx = m:forward(x)
+  T.truthy(#ctx:tensors() > 0, 'the context owns the intermediate activations')
+  local dx = m:backward(ctx, lunar.ones({2, 2}))
+  T.truthy(ctx.freed, 'backward releases the context')
+  T.eq(table.concat(dx:shape(), ','), '2,3')
+  T.truthy(not y:is_released(), 'the output (the last Identity returned it) stays the caller\'s')
+  local y2, c2 = m:forward(x)
+  T.eq(m:backward(c2, lunar.ones({2, 2}), false), nil, 'need_dx = false gives nil')
+  -- evaluation keeps nothing
+  m:evaluate()
+  local y3, c3 = m:forward(x)
+  T.eq(#c3:tensors(), 0, 'evaluation keeps no activations')
+  T.near(y3:sum(), y2:sum(), 1e-6, 0, 'evaluation computes the same output')
+  T.raises(function() m:backward(c3, lunar.ones({2, 2})) end, 'evaluation mode')
+  c3:free()
+  m:train()
+  -- an all-identity Sequential: dx is dy itself
+  local idm = nn.Sequential{nn.Identity(), nn.Identity()}
+  local yi, ci = idm:forward(x)
+  T.truthy(rawequal(yi, x), 'y is x')
+  local dy = lunar.ones({2, 3})
+  T.truthy(rawequal(idm:backward(ci, dy), dy), 'dx is dy')
+end)
+
+T.run()
