@@ -100,6 +100,24 @@ local TOP = {
   { 'INIT', E{ type = 'string', default = 'timm', enum = { 'timm', 'pytorch' },
       doc = "weight init: 'timm' (Linear trunc_normal std .02, zero bias) or 'pytorch' (module defaults: U(+-1/sqrt(fan_in)))" } },
 
+  { 'activation_checkpointing', E{ type = 'table',
+      doc = "recompute activations in backward instead of keeping them (NeMo's activations_checkpoint_granularity, " ..
+        "_method, _num_layers); gradients are bitwise those without it (dropout masks replayed)",
+      fields = {
+        { 'granularity', E{ type = 'string', default = nil, enum = { 'full' },
+            doc = "nil = off; 'full': keep only the input of each checkpointed segment of blocks and replay " ..
+              "its forward in backward" } },
+        { 'method', E{ type = 'string', default = 'uniform', enum = { 'uniform', 'block' },
+            doc = "'uniform': each pipeline stage's blocks in groups of num_layers, each group's input kept; " ..
+              "'block': only the first num_layers blocks of each stage checkpointed (each alone)" } },
+        { 'num_layers', E{ type = 'integer', default = 1, min = 1,
+            doc = 'blocks per group (uniform) or blocks checkpointed per pipeline stage (block); at most the ' ..
+              'blocks of the smallest stage' } },
+      } } },
+  { 'CHECKPOINT', E{ type = 'boolean', default = false,
+      doc = "Colossal-AI's switch: true = activation_checkpointing granularity 'full' (with its method and " ..
+        "num_layers; by default every block)" } },
+
   -- run
   { 'SEED', E{ type = 'integer', default = 42,
       doc = 'seed of parameter init, data shuffling and dropout' } },
@@ -193,6 +211,26 @@ schema.checks = {
   function(c)
     if c.HIDDEN_SIZE % c.NUM_HEADS ~= 0 then
       return { 'HIDDEN_SIZE', string.format('(%d) must be a multiple of NUM_HEADS (%d)', c.HIDDEN_SIZE, c.NUM_HEADS) }
+  function(c)   -- activation checkpointing: CHECKPOINT agrees, num_layers fits every pipeline stage
+    local ac = c.activation_checkpointing
+    if type(ac) ~= 'table' then return nil end
+    if c.CHECKPOINT and ac.granularity ~= nil and ac.granularity ~= 'full' then
+      return { 'CHECKPOINT', string.format("is true (granularity 'full'), but activation_checkpointing.granularity " ..
+        "is '%s'; set one of them", tostring(ac.granularity)) }
+    end
+    if ac.granularity == nil and not c.CHECKPOINT then return nil end
+    local par = type(c.parallel) == 'table' and c.parallel or {}
+    local pp, split = par.pipeline or 1, par.pipeline_split
+    if split and #split ~= pp then return nil end      -- the grid's check names that
+    local parts = require('lunar.parallel.grid').partition(c.DEPTH, pp, split)
+    for s, nb in ipairs(parts) do
+      if nb >= 1 and ac.num_layers > nb then
+        local where = pp > 1 and string.format('pipeline stage %d of %d', s - 1, pp) or 'the model'
+        return { 'activation_checkpointing.num_layers', string.format('(%d) is more than the %d blocks of %s ' ..
+          '(DEPTH %d); it counts blocks per pipeline stage', ac.num_layers, nb, where, c.DEPTH) }
+      end
+    end
+  end,
     end
   end,
 }

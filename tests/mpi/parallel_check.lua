@@ -14,7 +14,11 @@
 -- parallelism, gradient accumulation, an uneven pipeline split and a repeat
 -- run; and under precision = 'bf16' (where the CPU has avx512_bf16) every
 -- tensor-parallel layout, with and without sequence parallelism, and the first
--- layout, against the single-rank bf16 run at the bf16 tolerances of TOL below.
+-- layout, against the single-rank bf16 run at the bf16 tolerances of TOL below;
+-- and activation checkpointing (tensor 2 with sequence parallelism, pipeline 2
+-- under both schedules, tensor 2 x pipeline 2, data 2 x tensor 2; bf16 at
+-- tensor 2): against the
+-- reference, and with dropout bitwise against the same layout without it.
 -- Checked against the reference:
 --   - the loss of every step: within 1e-5 relative (and on every rank)
 --   - the global gradient norm of every step (engine.last_grad_norm): within
@@ -186,6 +190,7 @@ local function add(dp, tp, pp, extra, label)
     if k == 'parallel' then for k2, v2 in pairs(v) do over.parallel[k2] = v2 end else over[k] = v end
   end
   configs[#configs + 1] = {over = over, name = string.format('dp %d tp %d pp %d%s', dp, tp, pp, label or '')}
+  return configs[#configs]
 end
 for _, l in ipairs(LAYOUTS) do
   local dp, tp, pp = l[1], l[2], l[3]
@@ -241,6 +246,40 @@ else
   checks.skip('the bf16 layouts', BF16_WHY)   -- the CPU lacks avx512_bf16
 end
 
+-- activation checkpointing (tensor 2 with sequence parallelism, pipeline 2 under both schedules, and
+-- their product at 4 ranks): each setting (a) against the single-rank reference like every layout, and
+-- (b) with DROPOUT = 0.1 bitwise against the same layout without checkpointing (losses and gathered
+-- parameters; the masks are replayed). (b) is not compared with one rank: a dropout mask depends on
+-- the micro-batch and on the token slice a rank holds.
+local AC_LAYOUTS = {
+  {1, 2, 1, {parallel = {sequence_parallel = true}}, 'uniform', 1, ', sequence parallel'},
+  {1, 1, 2, {NUM_MICRO_BATCHES = 4, parallel = {pipeline_schedule = '1f1b'}}, 'block', 1, ', 1f1b, 4 micro-batches'},
+  {1, 1, 2, {NUM_MICRO_BATCHES = 2, parallel = {pipeline_schedule = 'gpipe'}}, 'uniform', 2, ', gpipe, 2 micro-batches'},
+  {1, 2, 2, {NUM_MICRO_BATCHES = 2, parallel = {pipeline_schedule = '1f1b', sequence_parallel = true}}, 'uniform', 1,
+    ', 1f1b, sequence parallel, 2 micro-batches'},
+  {2, 2, 1, {}, 'block', 1, ''},
+}
+if BF16_OK then
+  AC_LAYOUTS[#AC_LAYOUTS + 1] = {1, 2, 1, {precision = 'bf16', parallel = {sequence_parallel = true}}, 'uniform', 2,
+    ', bf16, sequence parallel'}
+end
+for _, a in ipairs(AC_LAYOUTS) do
+  local dp, tp, pp, extra, method, n, label = table.unpack(a)
+  if dp * tp * pp == W then
+    local ac = {granularity = 'full', method = method, num_layers = n}
+    local function with(more)
+      local t = {}
+      for k, v in pairs(extra) do t[k] = v end
+      for k, v in pairs(more) do t[k] = v end
+      return t
+    end
+    local tag = string.format(', checkpointing full/%s/%d', method, n)
+    add(dp, tp, pp, with({activation_checkpointing = ac}), label .. tag)
+    local c = add(dp, tp, pp, with({activation_checkpointing = ac, DROPOUT = 0.1}), label .. tag .. ', dropout 0.1')
+    c.bitwise = true
+  end
+end
+
 if #configs == 0 then
   if R == 0 then print(string.format('parallel_check: no layout of the issue has %d ranks', W)) end
 end
@@ -253,7 +292,27 @@ for _, c in ipairs(configs) do
     local ref = reference(c.over)
     local g = parallel.initialize(cfg, world, {quiet = true})
     local got = train(cfg, g)
-    local wl, wn, wp, wname = compare(c.name, got, ref, TOL[c.over.precision or 'fp32'])
+    local wl, wn, wp, wname = 0, 0, 0, 'bitwise'
+    if c.bitwise then
+      -- the same layout without checkpointing: bitwise the same losses and parameters
+      local plain_over = {}
+      for k, v in pairs(c.over) do plain_over[k] = v end
+      plain_over.activation_checkpointing = nil
+      local plain = train(make_cfg(plain_over), g)
+      local same = #got.losses == #plain.losses
+      for i = 1, #plain.losses do same = same and got.losses[i] == plain.losses[i] end
+      check(c.name .. ': losses bitwise those without checkpointing', same,
+        table.concat(got.losses, ' ') .. ' vs ' .. table.concat(plain.losses, ' '))
+      local params_same = true
+      for _, n in ipairs(plain.names) do
+        local a, b = got.params[n]:view(-1):totable(), plain.params[n]:view(-1):totable()
+        for i = 1, #b do params_same = params_same and a[i] == b[i] end
+      end
+      check(c.name .. ': parameters bitwise those without checkpointing', params_same)
+      check(c.name .. ': dropout is on (the losses are not those without it)', got.losses[1] ~= ref.losses[1])
+    else
+      wl, wn, wp, wname = compare(c.name, got, ref, TOL[c.over.precision or 'fp32'])
+    end
     -- every rank logs the same loss
     local l1 = got.losses[#got.losses]
     local hi, lo = world:all_reduce_number(l1, 'max'), world:all_reduce_number(l1, 'min')  -- both, always

@@ -31,6 +31,14 @@ function Dropout:forward(x)
   return ops.dropout(x, self.p, self.seed, stream, offset), Context(nil, {stream = stream, offset = offset})
 end
 
+--- The state that decides the next masks: the call counter (for
+-- lunar.nn.Checkpoint, whose replay of a forward must draw the masks that
+-- forward drew). set_rng_state(n) puts it back.
+function Dropout:rng_state() return self.calls end
+
+--- Sets the call counter (an integer from rng_state).
+function Dropout:set_rng_state(calls) self.calls = calls end
+
 --- dy -> dx (the same mask regenerated), or dy itself for the identity.
 function Dropout:backward(ctx, dy, need_dx)
   local identity, stream, offset = ctx.identity, ctx.stream, ctx.offset

@@ -26,6 +26,15 @@
 --     sequence parallelism), and returns logits on the last stage, else
 --     activations; backward takes dlogits or the activation gradient and
 --     returns the activation gradient (nil on the first stage unless need_dx).
+--   opts.activation_checkpointing = {granularity = 'full', method = 'uniform' |
+--     'block', num_layers = n} (NeMo's names; nil or granularity nil: off):
+--     this stage's blocks run under lunar.nn.Checkpoint (only the input of
+--     each checkpointed segment is kept; backward replays its forward, the
+--     same dropout masks included, so gradients are bitwise unchanged).
+--     'uniform': the stage's blocks in consecutive groups of n (the last one
+--     may be shorter), each group one segment; 'block': the first n blocks of
+--     the stage, each its own segment, the others stored as usual.
+--     model:set_activation_checkpointing(spec) changes it on a built model.
 --   model.grad_ready_hook = function(group)   called by backward as soon as a
 --     group's gradients are complete: 'head' (norm and head), 'blocks.i' (last
 --     to first), 'embed' (cls_token, pos_embed, patch_embed): each group is
@@ -38,6 +47,7 @@ local Block = require('lunar.nn.Block')
 local LayerNorm = require('lunar.nn.LayerNorm')
 local Linear = require('lunar.nn.Linear')
 local Dropout = require('lunar.nn.Dropout')
+local Checkpoint = require('lunar.nn.Checkpoint')
 local ops = lunar.ops
 
 local ViT = class('ViT', Module)
@@ -91,6 +101,58 @@ function ViT:__init(opts)
   -- the factory's token mappings (nil unless sequence parallel): modules without parameters
   if self.is_first then self.scatter = tp and tp:scatter_tokens() end
   if self.is_last then self.gather = tp and tp:gather_tokens() end
+  self:set_activation_checkpointing(opts.activation_checkpointing)
+end
+
+--- Which of this stage's blocks run under activation checkpointing (see the
+-- module doc for spec; nil or spec.granularity nil: none). Errors name the
+-- key: an unknown granularity or method, num_layers < 1 or more than this
+-- stage's blocks. Sets self.units, the forward's order of
+-- {first=, last=, module=} (a Block, or a Checkpoint over blocks first..last).
+function ViT:set_activation_checkpointing(spec)
+  local gran = spec and spec.granularity
+  local n_blocks = self.last_block - self.first_block + 1
+  local segments = {}           -- first block -> last block of each checkpointed segment
+  if gran ~= nil then
+    local method, n = spec.method or 'uniform', spec.num_layers or 1
+    if gran ~= 'full' then
+      error(string.format("ViT: activation_checkpointing.granularity '%s' is not supported here ('full')",
+        tostring(gran)), 0)
+    end
+    if method ~= 'uniform' and method ~= 'block' then
+      error(string.format("ViT: activation_checkpointing.method must be 'uniform' or 'block', got '%s'",
+        tostring(method)), 0)
+    end
+    if math.type(n) ~= 'integer' or n < 1 or n > n_blocks then
+      error(string.format('ViT: activation_checkpointing.num_layers = %s must be an integer from 1 to the %d ' ..
+        'blocks of this stage (blocks %d-%d)', tostring(n), n_blocks, self.first_block, self.last_block), 0)
+    end
+    if method == 'uniform' then
+      for i = self.first_block, self.last_block, n do segments[i] = math.min(i + n - 1, self.last_block) end
+    else
+      for i = self.first_block, self.first_block + n - 1 do segments[i] = i end
+    end
+  end
+  self.activation_checkpointing = gran and {granularity = gran, method = spec.method or 'uniform',
+    num_layers = spec.num_layers or 1} or nil
+  local units, i = {}, self.first_block
+  while i <= self.last_block do
+    local last = segments[i]
+    if last then
+      local list = {}
+      for j = i, last do list[#list + 1] = self.blocks[tostring(j)] end
+      local seg = Checkpoint(list)
+      local first = i
+      seg.after_backward = function(k) self:_grads_ready('blocks.' .. (first + k - 1)) end
+      units[#units + 1] = {first = i, last = last, module = seg}
+      i = last + 1
+    else
+      units[#units + 1] = {first = i, last = i, module = self.blocks[tostring(i)]}
+      i = i + 1
+    end
+  end
+  self.units = units
+  return self
 end
 
 function ViT:extra_repr()
@@ -160,10 +222,11 @@ function ViT:forward(input)
     end
     x = input
   end
-  for i = self.first_block, self.last_block do
-    local key = 'x' .. i                       -- block i's input
+  for _, u in ipairs(self.units) do
+    local i = u.first
+    local key = 'x' .. i                       -- the input of block i (of the segment from block i)
     if i == self.first_block and not self.is_first then ctx[key] = x else ctx:own(key, x) end
-    local y, cb = self.blocks[tostring(i)]:forward(x)
+    local y, cb = u.module:forward(x)
     ctx:own('block' .. i, cb)
     if not self.training then
       -- evaluation keeps no activations for backward: free as we go (not the caller's input)
@@ -219,14 +282,17 @@ function ViT:backward(ctx, dy, need_dx)
   else
     dx = dy
   end
-  for i = self.last_block, self.first_block, -1 do
+  for k = #self.units, 1, -1 do
+    local u = self.units[k]
+    local i = u.first
     -- block first's input gradient: the embedding's on the first stage, else the caller's
     local want = i > self.first_block or self.is_first or need_dx ~= false
-    local dprev = self.blocks[tostring(i)]:backward(ctx['block' .. i], dx, want)
+    local dprev = u.module:backward(ctx['block' .. i], dx, want)
     if dx ~= dy then dx:free() end
     if i > self.first_block then ctx:release('x' .. i) end
     dx = dprev
-    self:_grads_ready('blocks.' .. i)
+    -- a checkpointed segment reports its blocks itself (Checkpoint.after_backward), as each completes
+    if u.module == self.blocks[tostring(i)] then self:_grads_ready('blocks.' .. i) end
   end
   if not self.is_first then
     ctx:free()
