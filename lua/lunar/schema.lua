@@ -6,7 +6,7 @@
 -- `clip_grad_norm`, `precision`, `device`).
 --
 -- An entry is a table with fields:
---   type      'integer' | 'number' | 'string' | 'boolean' | 'table'
+--   type      'integer' | 'number' | 'string' | 'boolean' | 'table' | 'function'
 --   default   the default value (nil: the key is optional and may stay unset;
 --             for a dict the default is built from its fields' defaults)
 --   doc       one line of documentation
@@ -30,6 +30,9 @@ local function E(t) return t end
 --- Top-level entries, in documentation order (`schema.keys()` sorts them).
 local TOP = {
   -- model (ViT)
+  { 'MODEL', E{ type = 'function', default = nil,
+      doc = 'models as code: function(cfg, nn) returning the model, a lunar.nn module (e.g. nn.Sequential{...}, ' ..
+        'see configs/examples/); nil = the built-in ViT of the keys below. Data parallel only for now' } },
   { 'IMG_SIZE', E{ type = 'integer', default = 28, min = 1,
       doc = 'input image side in pixels (square, or cubic when IMG_DIMS = 3)' } },
   { 'IN_CHANS', E{ type = 'integer', default = 1, min = 1,

@@ -20,8 +20,9 @@
 --      the train split and of the test split (batches of 500: evaluation keeps
 --      no activations);
 --   5. the model: this rank's tensor shards and pipeline stage of the config's
---      ViT (parallel.vit), materialized from opts.seed (default SEED) with INIT
---      and precision;
+--      ViT (parallel.vit), or the config's MODEL (setup.config_model: models
+--      as code, data parallel only), materialized from opts.seed (default
+--      SEED) with INIT and precision;
 --   6. the criterion (cross-entropy with LABEL_SMOOTHING) and the optimizer
 --      (OPTIMIZER = 'adamw': LEARNING_RATE, BETA1, BETA2, EPS, WEIGHT_DECAY;
 --      'sgd': LEARNING_RATE, MOMENTUM, WEIGHT_DECAY);
@@ -79,6 +80,46 @@ function setup.max_steps(cfg, batches_per_epoch)
   return n
 end
 
+--- The model of a config that defines one (models as code): cfg.MODEL(cfg,
+-- lunar.nn), checked before anything is allocated. Raises, naming the config
+-- file and line where MODEL is defined: a grid with tensor or pipeline
+-- parallelism (a composed model trains data parallel only for now), a result
+-- that is not a lunar.nn module, two parameters with one name. Sets
+-- model.num_tokens (what the examples print) from its first
+-- PositionEmbedding when the model does not set it (0: unknown).
+-- @param cfg a resolved config with MODEL set
+-- @param g optional grid
+-- @return the model, not materialized
+function setup.config_model(cfg, g)
+  local info = debug.getinfo(cfg.MODEL, 'S')
+  local where = string.format('%s:%d', (info.source or '?'):gsub('^@', ''), info.linedefined or 0)
+  if g and (g.tp_size > 1 or g.pp_size > 1) then
+    error(string.format("%s: config key 'MODEL' (a model defined in the config) trains with data parallelism " ..
+      'only for now; parallel.tensor.size = %d and parallel.pipeline = %d need the built-in ViT (MODEL = nil)',
+      where, g.tp_size, g.pp_size), 0)
+  end
+  local m = cfg.MODEL(cfg, nn)
+  if not nn.is_module(m) then
+    local what = type(m) == 'table' and (m.__name and ('a ' .. tostring(m.__name) .. ' class, not an instance')
+      or 'a table that is not a module') or type(m)
+    error(string.format("%s: config key 'MODEL' must return a lunar.nn module (e.g. nn.Sequential{...}), got %s",
+      where, what), 0)
+  end
+  local seen = {}
+  for _, p in ipairs(m:parameters()) do
+    if seen[p.name] then
+      error(string.format("%s: the model of config key 'MODEL' has two parameters named '%s' (name the " ..
+        "children apart: {name, module})", where, p.name), 0)
+    end
+    seen[p.name] = true
+  end
+  if m.num_tokens == nil then
+    m.num_tokens = 0
+    m:apply(function(c) if m.num_tokens == 0 and c.__name == 'PositionEmbedding' then m.num_tokens = c.num_tokens end end)
+  end
+  return m
+end
+
 --- Builds the run; see the module doc.
 function setup.from_config(cfg, overrides, opts)
   opts = opts or {}
@@ -106,9 +147,17 @@ function setup.from_config(cfg, overrides, opts)
     run.lr_scheduler = setup.lr_schedule(cfg, run.batches_per_epoch)
   end
 
-  run.model = nn.materialize(parallel.vit(cfg, g), opts.seed or cfg.SEED, {init = cfg.INIT, precision = cfg.precision})
-  run.num_params = models.vit(cfg):num_parameters()     -- the whole model's (not allocated)
-  run.flops_per_image = models.vit_train_flops_per_image(cfg, run.num_params)
+  if cfg.MODEL ~= nil then
+    -- models as code: the config's MODEL function builds it (data parallel only)
+    run.model = nn.materialize(parallel.same_on_every_rank(setup.config_model, cfg, g), opts.seed or cfg.SEED,
+      {init = cfg.INIT, precision = cfg.precision})
+    run.num_params = run.model:num_parameters()
+    run.flops_per_image = 0        -- not modelled for a composed model: no FLOP/s in the logs
+  else
+    run.model = nn.materialize(parallel.vit(cfg, g), opts.seed or cfg.SEED, {init = cfg.INIT, precision = cfg.precision})
+    run.num_params = models.vit(cfg):num_parameters()     -- the whole model's (not allocated)
+    run.flops_per_image = models.vit_train_flops_per_image(cfg, run.num_params)
+  end
   run.global_batch = cfg.BATCH_SIZE * dp_size
   run.criterion = nn.CrossEntropy{label_smoothing = cfg.LABEL_SMOOTHING}
   run.optimizer = setup.optimizer(cfg, run.model:parameters())

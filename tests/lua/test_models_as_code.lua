@@ -173,4 +173,116 @@ T.test('containers: the contract (contexts released, need_dx, evaluation, dx may
   T.truthy(rawequal(idm:backward(ci, dy), dy), 'dx is dy')
 end)
 
+-- a config's MODEL ----------------------------------------------------------------------
+
+local config = require('lunar.config')
+local setup = require('lunar.setup')
+
+-- small and fast: synthetic data, width 16, 2 blocks, batches of 8
+local SMALL = {'DATASET=synthetic', 'NUM_SAMPLES=48', 'HIDDEN_SIZE=16', 'NUM_HEADS=2', 'DEPTH=2', 'BATCH_SIZE=8',
+  'EVAL_EVERY_EPOCH=false', 'NUM_THREADS=1'}
+
+local function run_of(cfg)
+  return setup.from_config(cfg, nil, {grid = false, quiet = true})
+end
+
+T.test('configs/examples: each defines MODEL and trains 3 steps through setup and engine:train_step', function()
+  local expect = {
+    meanpool_head = {'patch_embed.proj.weight', 'pos_embed', 'blocks.1.mlp.fc1.weight', 'blocks.0.attn.qkv.weight',
+      'head.0.weight', 'head.2.bias'},
+    postnorm = {'cls_token', 'pos_embed', 'blocks.0.attn.proj.weight', 'blocks.1.norm2.bias', 'blocks.1.mlp.fc2.weight'},
+    conv_stem = {'stem.0.weight', 'stem.2.bias', 'pos_embed', 'blocks.1.norm1.weight', 'norm.bias', 'head.weight'},
+  }
+  for _, name in ipairs({'meanpool_head', 'postnorm', 'conv_stem'}) do
+    local cfg = config.load(lunar.home .. '/configs/examples/' .. name .. '.lua', SMALL)
+    T.eq(type(cfg.MODEL), 'function', name)
+    local run = run_of(cfg)
+    local have = {}
+    for _, p in ipairs(run.model:parameters()) do have[p.name] = p end
+    for _, n in ipairs(expect[name]) do T.truthy(have[n], name .. ': parameter ' .. n) end
+    local before = run.model._flat:clone()
+    local losses = T.train_steps(run.engine, run.train_loader, 3)
+    T.eq(#losses, 3, name)
+    for i, l in ipairs(losses) do
+      -- 10 classes: the first loss of a fresh model is near ln(10) = 2.30
+      T.truthy(l == l and l > 0.5 and l < 5, string.format('%s: loss %d = %s', name, i, tostring(l)))
+    end
+    T.eq(run.engine.optimizer_steps, 3, name)
+    local moved = (run.model._flat - before):norm()
+    T.truthy(moved > 0, name .. ': the optimizer moved the weights')
+    before:free()
+  end
+end)
+
+-- The built-in ViT composed from the blocks: the same names, hence the same init,
+-- and the same losses step for step (the fused modules compute the same sums; the
+-- parameter order in the flat buffers differs, so the gradient norm's sum order
+-- differs: float tolerance, not bits).
+local function composed_vit(cfg, nn)
+  local C = cfg.HIDDEN_SIZE
+  local blocks = {}
+  for i = 1, cfg.DEPTH do
+    blocks[i] = nn.Sequential{
+      {'', nn.Residual{{'norm1', nn.LayerNorm(C)}, {'attn', nn.Attention(C, cfg.NUM_HEADS)}}},
+      {'', nn.Residual{{'norm2', nn.LayerNorm(C)}, {'mlp', nn.MLP(C, math.floor(C * cfg.MLP_RATIO + 0.5))}}},
+    }
+  end
+  local tokens = (cfg.IMG_SIZE // cfg.PATCH_SIZE) ^ 2 // 1 + 1
+  return nn.Sequential{
+    {'patch_embed', nn.PatchEmbed{img_size = cfg.IMG_SIZE, patch_size = cfg.PATCH_SIZE, in_chans = cfg.IN_CHANS,
+      embed_dim = C}},
+    {'', nn.ClassToken(C)}, {'', nn.PositionEmbedding(tokens, C)},
+    {'blocks', nn.Sequential(blocks)}, {'norm', nn.LayerNorm(C)}, {'pool', nn.SelectToken(1)},
+    {'head', nn.Linear(C, cfg.NUM_CLASSES)},
+  }
+end
+
+T.test('a ViT composed from Sequential/Residual equals the built-in ViT step for step', function()
+  local base = config.load(lunar.home .. '/configs/vit_fmnist.lua', SMALL)
+  local fused = run_of(base)
+  local cfg2 = config.load(lunar.home .. '/configs/vit_fmnist.lua', SMALL)
+  cfg2.MODEL = composed_vit
+  local comp = run_of(cfg2)
+  local F, Cp = {}, {}
+  for _, p in ipairs(fused.model:parameters()) do F[p.name] = p end
+  for _, p in ipairs(comp.model:parameters()) do Cp[p.name] = p end
+  local n = 0
+  for name, p in pairs(F) do
+    T.truthy(Cp[name], 'the composed model has ' .. name)
+    T.eq((p.param - Cp[name].param):norm(), 0.0, name .. ': the same init (drawn from seed and name)')
+    n = n + 1
+  end
+  T.eq(#comp.model:parameters(), n, 'the same parameter count')
+  -- step 1: the same loss and the same gradients by name (the engine leaves them in the grad views)
+  local lf = T.train_steps(fused.engine, fused.train_loader, 1)
+  local lc = T.train_steps(comp.engine, comp.train_loader, 1)
+  T.near(lc[1], lf[1], 1e-6, 0, 'loss of step 1')
+  for name, p in pairs(F) do
+    T.check_close(name .. ' (gradient of step 1)', Cp[name].grad, p.grad, {rtol = 1e-4, atol = 1e-7})
+  end
+  -- two more steps: the losses stay together (AdamW turns the round-off in the zero
+  -- gradient of the key bias into lr-sized steps, so weights are not compared after it)
+  local lf2, lc2 = T.train_steps(fused.engine, fused.train_loader, 2), T.train_steps(comp.engine, comp.train_loader, 2)
+  for i = 1, 2 do T.near(lc2[i], lf2[i], 1e-4, 0, 'loss of step ' .. (i + 1)) end
+end)
+
+T.test('MODEL errors: not a function, not a module, duplicate names, tensor/pipeline parallel', function()
+  local path = os.tmpname()
+  local function write(text) local f = assert(io.open(path, 'w')); f:write(text); f:close() end
+  write('MODEL = 3\n')
+  T.raises(function() config.load(path) end, "config key 'MODEL' must be a function, got number 3")
+  write('DATASET = "synthetic"\n\nMODEL = function(cfg, nn)\n  return 42\nend\n')
+  local cfg = config.load(path)
+  T.raises(function() setup.config_model(cfg) end,
+    path:gsub('%p', '%%%0') .. ":3: config key 'MODEL' must return a lunar.nn module %(e.g. nn.Sequential{...}%), got number")
+  write('MODEL = function(cfg, nn) return nn.Linear end\n')
+  T.raises(function() setup.config_model(config.load(path)) end, "got a Linear class, not an instance")
+  write('MODEL = function(cfg, nn) return nn.Sequential{{"", nn.Linear(2, 2)}, {"", nn.Linear(2, 2)}} end\n')
+  T.raises(function() setup.config_model(config.load(path)) end, "two parameters named 'weight'")
+  write('MODEL = function(cfg, nn) return nn.Linear(2, 2) end\n')
+  T.raises(function() setup.config_model(config.load(path), {tp_size = 1, pp_size = 2}) end,
+    ":1: config key 'MODEL' .* data parallelism only .*parallel.pipeline = 2")
+  os.remove(path)
+end)
+
 T.run()

@@ -67,7 +67,7 @@ end
 
 local ARTICLE = {
   integer = 'an integer', number = 'a number', string = 'a string',
-  boolean = 'a boolean', table = 'a table',
+  boolean = 'a boolean', table = 'a table', ['function'] = 'a function',
 }
 
 --- Checks a scalar (or a list item) of type `ty` against entry `e`'s enum,

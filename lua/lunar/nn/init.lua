@@ -20,6 +20,7 @@ local nn = {
   Concat = require('lunar.nn.Concat'),
   GELU = require('lunar.nn.GELU'),
   MeanPool = require('lunar.nn.MeanPool'),
+  SelectToken = require('lunar.nn.SelectToken'),
   ClassToken = require('lunar.nn.ClassToken'),
   PositionEmbedding = require('lunar.nn.PositionEmbedding'),
   Reshape = require('lunar.nn.Reshape'),
