@@ -100,16 +100,15 @@ local TOP = {
         "fp32 master weights, gradients, optimizer state, residual stream, LayerNorm/softmax statistics and loss. bf16 needs avx512_bf16 on the CPU (Zen 4+, Sapphire Rapids+) " ..
         "or CUDA compute capability 8.0+" } },
 
-  { 'INIT', E{ type = 'string', default = 'timm', enum = { 'timm', 'pytorch' },
-      doc = "weight init: 'timm' (Linear trunc_normal std .02, zero bias) or 'pytorch' (module defaults: U(+-1/sqrt(fan_in)))" } },
-
   { 'activation_checkpointing', E{ type = 'table',
       doc = "recompute activations in backward instead of keeping them (NeMo's activations_checkpoint_granularity, " ..
         "_method, _num_layers); gradients are bitwise those without it (dropout masks replayed)",
       fields = {
-        { 'granularity', E{ type = 'string', default = nil, enum = { 'full' },
+        { 'granularity', E{ type = 'string', default = nil, enum = { 'full', 'selective' },
             doc = "nil = off; 'full': keep only the input of each checkpointed segment of blocks and replay " ..
-              "its forward in backward" } },
+              "its forward in backward; 'selective': recompute only the attention core (softmax), which " ..
+              "Lunar's attention kernel always does (it keeps the log-sum-exp per row, never the N x N " ..
+              "probabilities), so it stores what nil stores; method and num_layers apply to 'full'" } },
         { 'method', E{ type = 'string', default = 'uniform', enum = { 'uniform', 'block' },
             doc = "'uniform': each pipeline stage's blocks in groups of num_layers, each group's input kept; " ..
               "'block': only the first num_layers blocks of each stage checkpointed (each alone)" } },
@@ -120,6 +119,9 @@ local TOP = {
   { 'CHECKPOINT', E{ type = 'boolean', default = false,
       doc = "Colossal-AI's switch: true = activation_checkpointing granularity 'full' (with its method and " ..
         "num_layers; by default every block)" } },
+
+  { 'INIT', E{ type = 'string', default = 'timm', enum = { 'timm', 'pytorch' },
+      doc = "weight init: 'timm' (Linear trunc_normal std .02, zero bias) or 'pytorch' (module defaults: U(+-1/sqrt(fan_in)))" } },
 
   -- run
   { 'SEED', E{ type = 'integer', default = 42,
@@ -211,9 +213,6 @@ schema.checks = {
       return { 'IMG_SIZE', string.format('(%d) must be a multiple of PATCH_SIZE (%d)', c.IMG_SIZE, c.PATCH_SIZE) }
     end
   end,
-  function(c)
-    if c.HIDDEN_SIZE % c.NUM_HEADS ~= 0 then
-      return { 'HIDDEN_SIZE', string.format('(%d) must be a multiple of NUM_HEADS (%d)', c.HIDDEN_SIZE, c.NUM_HEADS) }
   function(c)   -- activation checkpointing: CHECKPOINT agrees, num_layers fits every pipeline stage
     local ac = c.activation_checkpointing
     if type(ac) ~= 'table' then return nil end
@@ -221,7 +220,7 @@ schema.checks = {
       return { 'CHECKPOINT', string.format("is true (granularity 'full'), but activation_checkpointing.granularity " ..
         "is '%s'; set one of them", tostring(ac.granularity)) }
     end
-    if ac.granularity == nil and not c.CHECKPOINT then return nil end
+    if ac.granularity ~= 'full' and not c.CHECKPOINT then return nil end   -- num_layers counts 'full' blocks
     local par = type(c.parallel) == 'table' and c.parallel or {}
     local pp, split = par.pipeline or 1, par.pipeline_split
     if split and #split ~= pp then return nil end      -- the grid's check names that
@@ -234,6 +233,9 @@ schema.checks = {
       end
     end
   end,
+  function(c)
+    if c.HIDDEN_SIZE % c.NUM_HEADS ~= 0 then
+      return { 'HIDDEN_SIZE', string.format('(%d) must be a multiple of NUM_HEADS (%d)', c.HIDDEN_SIZE, c.NUM_HEADS) }
     end
   end,
 }
