@@ -11,8 +11,8 @@
 #   make fuzz       libFuzzer targets (fuzz/, needs clang), each run FUZZ_SECONDS (60);
 #                   make fuzz-build only builds them. Never part of all or test.
 #
-# Optional parts are detected and reported (llm.c style): NO_MPI=1, NO_OMP=1
-# switch them off. The CUDA backend (core/cuda, core/ops/cuda) is built when
+# Optional parts are detected and reported (llm.c style): NO_MPI=1, NO_OMP=1,
+# NO_DNNL=1 switch them off. The CUDA backend (core/cuda, core/ops/cuda) is built when
 # /usr/local/cuda/bin/nvcc exists; CUDA=0 turns it off, CUDA=1 requires it.
 # A build without a GPU still runs on the CPU and says that no CUDA device is
 # available when one is asked for.
@@ -107,6 +107,24 @@ else
   $(call report,✗ MPI not found: single-rank build)
 endif
 
+# oneDNN (Debian's libdnnl-dev): the CPU GEMMs, f32 and bf16, through its
+# matmul primitive (core/ops/cpu/dnnl.c), which picks AVX-512 / AVX512-BF16 /
+# AMX kernels itself. Without it (or NO_DNNL=1) the f32 GEMMs are OpenBLAS's
+# and the bf16 GEMMs the own AVX512-BF16 kernel (core/ops/cpu/linear_bf16.c).
+DNNL_LIBS :=
+USE_DNNL :=
+ifeq ($(NO_DNNL),1)
+  $(call report,✗ oneDNN off (NO_DNNL=1): CPU GEMMs through OpenBLAS)
+else ifeq ($(shell printf '\043include <dnnl.h>\nint main(void){return dnnl_version()==0;}\n' | \
+                   $(CC) -x c - -ldnnl -o /dev/null 2>/dev/null && echo ok),ok)
+  USE_DNNL := 1
+  CFLAGS_BASE += -DLUNAR_USE_DNNL
+  DNNL_LIBS := -ldnnl
+  $(call report,✓ oneDNN found: CPU GEMMs through oneDNN)
+else
+  $(call report,✗ oneDNN not found (libdnnl-dev): CPU GEMMs through OpenBLAS)
+endif
+
 # CUDA backend: sm_80 (A100) and sm_90 (H100/H200) machine code, plus sm_90 PTX
 # that newer GPUs compile at load time. cudart is linked statically; cuBLASLt
 # is opened at the first GEMM and cuDNN at the first bf16/f16 attention
@@ -142,12 +160,12 @@ ifeq ($(SAN),1)
   SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 endif
 CFLAGS = $(CFLAGS_BASE) $(SAN_FLAGS) $(PKG_CFLAGS)
-LDLIBS = $(PKG_LIBS) -lm -lpthread $(LDFLAGS_OMP) $(CUDA_LDLIBS) $(SAN_FLAGS)
+LDLIBS = $(PKG_LIBS) $(DNNL_LIBS) -lm -lpthread $(LDFLAGS_OMP) $(CUDA_LDLIBS) $(SAN_FLAGS)
 
 # Objects depend on the build configuration (CUDA on or off, MPI), so that
 # switching it (make CUDA=0 after make) rebuilds what it changes.
 BUILD_CONFIG := $(BUILD)/.config
-CONFIG_LINE := cuda=$(USE_CUDA) mpi=$(MPICC) omp=$(LDFLAGS_OMP) march=$(MARCH)$(if $(SAN_FLAGS), san=1)
+CONFIG_LINE := cuda=$(USE_CUDA) mpi=$(MPICC) dnnl=$(USE_DNNL) omp=$(LDFLAGS_OMP) march=$(MARCH)$(if $(SAN_FLAGS), san=1)
 $(shell mkdir -p $(BUILD) && { [ "$$(cat $(BUILD_CONFIG) 2>/dev/null)" = "$(CONFIG_LINE)" ] || echo "$(CONFIG_LINE)" > $(BUILD_CONFIG); })
 
 # --- sources --------------------------------------------------------------------

@@ -10,6 +10,7 @@ PKGS=(
   build-essential pkg-config      # gcc, make, pkg-config
   liblua5.4-dev lua5.4            # the embedded interpreter (pkg-config name lua5.4)
   libopenblas-openmp-dev          # BLAS GEMM, OpenMP build: one thread pool with our kernels
+  libdnnl-dev                     # oneDNN: the CPU GEMMs, f32 and bf16 (GNU OpenMP, the same pool)
   zlib1g-dev                      # gzipped IDX files
   libopenmpi-dev openmpi-bin      # MPI launch and collectives
   libcjson-dev                    # JSON: safetensors headers (C) and lunar.json (Lua)

@@ -3,6 +3,16 @@
  * (kernels.h: linear_forward_bf16, linear_backward_bf16), the GEMMs of
  * precision = 'bf16' (the f32 -> bf16 cast is in elementwise.c).
  *
+ * With oneDNN in the build (gemm.h, dnnl.c) the three GEMMs are its matmul
+ * with bf16 operands and f32 accumulation (brgemm on AVX512-BF16 / AMX): the
+ * forward with the bias fused and a bf16 output rounded once by oneDNN,
+ * dweight accumulated by the sum post-op. oneDNN takes bf16 operands only, so
+ * an f32 activation or gradient is first rounded into a bf16 scratch
+ * (lunar_cpu_cast_bf16: the same rounding as below). Measured side by side
+ * (bench/kernels, AMD Zen 4, 2 threads) oneDNN runs the ViT linears' GEMMs
+ * faster than the own GEMM below (367 vs 317 GFLOP/s over the main job's and
+ * ViT-S/16's shapes), so the own GEMM serves builds without oneDNN only.
+ *
  * Debian's OpenBLAS 0.3.21 declares cblas_sbgemm in cblas.h but is built
  * without BUILD_BFLOAT16, so libopenblas.so does not export it; this file is
  * the bf16 GEMM instead, in the GotoBLAS/BLIS structure (Goto & van de Geijn
@@ -30,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "lunar/kernels.h"
 #include "lunar/tensor.h"   /* lunar_f32_to_bf16, lunar_bf16_to_f32 */
 #include "simd.h"
@@ -335,9 +346,9 @@ static void linear_f32_out(float *out, const operand *a, const uint16_t *weight,
  * again per block, O(N K) next to the block's O(OUT_ROWS N K). */
 #define OUT_ROWS_PER_THREAD (2 * MC)
 
-void lunar_cpu_linear_forward_bf16(void *out, int out_bf16, const void *inp, int inp_bf16, const uint16_t *weight,
-                                   const float *bias, int M, int K, int N) {
-    if (M <= 0 || N <= 0) return;
+/* the forward through the own GEMM */
+static void forward_own(void *out, int out_bf16, const void *inp, int inp_bf16, const uint16_t *weight,
+                        const float *bias, int M, int K, int N) {
     if (!out_bf16) {
         operand a = {inp, inp_bf16, (size_t)K, 1};
         linear_f32_out(out, &a, weight, bias, M, K, N);
@@ -367,36 +378,90 @@ void lunar_cpu_linear_forward_bf16(void *out, int out_bf16, const void *inp, int
     free(tmp);
 }
 
+/* dinp[M,K] = bf16(dout) @ weight, the own GEMM. */
+static void dinp_own(float *dinp, const void *dout, int dout_bf16, const uint16_t *weight, int M, int K, int N) {
+    operand a = {dout, dout_bf16, (size_t)N, 1}, bt = {weight, 1, 1, (size_t)K};
+    if (gemm_bf16(M, K, N, &a, &bt, 0, dinp, (size_t)K)) {
+        for (int m = 0; m < M; m++)
+            for (int k = 0; k < K; k++) {
+                float s = 0.0f;
+                for (int n = 0; n < N; n++)
+                    s += lunar_bf16_to_f32(elem_bf16(&a, m, n)) * lunar_bf16_to_f32(weight[(size_t)n * K + k]);
+                dinp[(size_t)m * K + k] = s;
+            }
+    }
+}
+
+/* dweight[N,K] += bf16(dout)^T @ bf16(inp), the own GEMM. */
+static void dweight_own(float *dweight, const void *dout, int dout_bf16, const void *inp, int inp_bf16, int M,
+                        int K, int N) {
+    operand a = {dout, dout_bf16, 1, (size_t)N}, bt = {inp, inp_bf16, 1, (size_t)K};
+    if (gemm_bf16(N, K, M, &a, &bt, 1, dweight, (size_t)K)) {
+        for (int n = 0; n < N; n++)
+            for (int k = 0; k < K; k++) {
+                float s = 0.0f;
+                for (int m = 0; m < M; m++)
+                    s += lunar_bf16_to_f32(elem_bf16(&a, n, m)) * lunar_bf16_to_f32(elem_bf16(&bt, k, m));
+                dweight[(size_t)n * K + k] += s;
+            }
+    }
+}
+
+int lunar_cpu_gemm_bf16_own(int M, int N, int K, const lunar_gemm_mat *A, const lunar_gemm_mat *B, float *C,
+                            size_t ldc, int accumulate) {
+    operand a = {A->p, A->bf16, A->rs, A->cs}, bt = {B->p, B->bf16, B->cs, B->rs};   /* Bt(j, k) = B(k, j) */
+    return gemm_bf16(M, N, K, &a, &bt, accumulate, C, ldc);
+}
+
+/* ---- the kernels.h entry points: oneDNN first, the own GEMM otherwise ------------------ */
+
+/* x[n] as bf16: x itself (is_bf16), or rounded into *scratch (malloc'd; the
+ * caller frees it). NULL when out of memory. */
+static const uint16_t *as_bf16(const void *x, int is_bf16, size_t n, uint16_t **scratch) {
+    *scratch = NULL;
+    if (is_bf16) return x;
+    if (!(*scratch = malloc(n * sizeof **scratch))) return NULL;
+    lunar_cpu_cast_bf16(*scratch, x, n);
+    return *scratch;
+}
+
+void lunar_cpu_linear_forward_bf16(void *out, int out_bf16, const void *inp, int inp_bf16, const uint16_t *weight,
+                                   const float *bias, int M, int K, int N) {
+    if (M <= 0 || N <= 0) return;
+    if (K > 0 && lunar_cpu_dnnl_active()) {
+        uint16_t *tmp;
+        const uint16_t *x = as_bf16(inp, inp_bf16, (size_t)M * K, &tmp);
+        lunar_gemm_mat a = {x, 1, (size_t)K, 1}, wt = {weight, 1, 1, (size_t)K};   /* weight^T [K, N] */
+        int rc = x ? lunar_cpu_dnnl_gemm(M, N, K, &a, &wt, bias, out, out_bf16, (size_t)N, 0) : -1;
+        free(tmp);
+        if (rc == 0) return;
+    }
+    forward_own(out, out_bf16, inp, inp_bf16, weight, bias, M, K, N);
+}
+
 /* dinp[M,K] = bf16(dout) @ weight (dinp may be NULL); dweight[N,K] +=
  * bf16(dout)^T @ bf16(inp); dbias[N] += column sums of dout as given (f32
  * unrounded, or the bf16 values). dout f32 or bf16 (dout_bf16). */
 void lunar_cpu_linear_backward_bf16(float *dinp, float *dweight, float *dbias, const void *dout, int dout_bf16,
                                     const void *inp, int inp_bf16, const uint16_t *weight, int M, int K, int N) {
-    if (dinp && M > 0 && K > 0) {
-        operand a = {dout, dout_bf16, (size_t)N, 1}, bt = {weight, 1, 1, (size_t)K};
-        if (gemm_bf16(M, K, N, &a, &bt, 0, dinp, (size_t)K)) {
-            for (int m = 0; m < M; m++)
-                for (int k = 0; k < K; k++) {
-                    float s = 0.0f;
-                    for (int n = 0; n < N; n++)
-                        s += lunar_bf16_to_f32(elem_bf16(&a, m, n)) * lunar_bf16_to_f32(weight[(size_t)n * K + k]);
-                    dinp[(size_t)m * K + k] = s;
-                }
+    if (M > 0 && K > 0 && N > 0 && (dinp || dweight) && lunar_cpu_dnnl_active()) {
+        uint16_t *tmp_dy, *tmp_x = NULL;
+        const uint16_t *dy = as_bf16(dout, dout_bf16, (size_t)M * N, &tmp_dy);
+        if (dy && dinp) {
+            lunar_gemm_mat a = {dy, 1, (size_t)N, 1}, w = {weight, 1, (size_t)K, 1};
+            if (lunar_cpu_dnnl_gemm(M, K, N, &a, &w, NULL, dinp, 0, (size_t)K, 0) == 0) dinp = NULL;   /* done */
         }
+        if (dy && dweight) {
+            const uint16_t *x = as_bf16(inp, inp_bf16, (size_t)M * K, &tmp_x);
+            lunar_gemm_mat dt = {dy, 1, 1, (size_t)N}, xm = {x, 1, (size_t)K, 1};   /* dout^T [N, M], inp [M, K] */
+            if (x && lunar_cpu_dnnl_gemm(N, K, M, &dt, &xm, NULL, dweight, 0, (size_t)K, 1) == 0) dweight = NULL;
+        }
+        free(tmp_dy);
+        free(tmp_x);
     }
+    if (dinp && M > 0 && K > 0) dinp_own(dinp, dout, dout_bf16, weight, M, K, N);
     if (M <= 0 || N <= 0) return;
-    if (dweight && K > 0) {
-        operand a = {dout, dout_bf16, 1, (size_t)N}, bt = {inp, inp_bf16, 1, (size_t)K};
-        if (gemm_bf16(N, K, M, &a, &bt, 1, dweight, (size_t)K)) {
-            for (int n = 0; n < N; n++)
-                for (int k = 0; k < K; k++) {
-                    float s = 0.0f;
-                    for (int m = 0; m < M; m++)
-                        s += lunar_bf16_to_f32(elem_bf16(&a, n, m)) * lunar_bf16_to_f32(elem_bf16(&bt, k, m));
-                    dweight[(size_t)n * K + k] += s;
-                }
-        }
-    }
+    if (dweight && K > 0) dweight_own(dweight, dout, dout_bf16, inp, inp_bf16, M, K, N);
     /* dbias: the f32 kernel's deterministic column sums */
     if (dbias) lunar_cpu_dbias_accumulate(dbias, dout, dout_bf16, M, N);
 }
