@@ -209,4 +209,17 @@ else
   skp "device = 'cuda' without a GPU" "this machine has a CUDA device"
 fi
 
+# activation checkpointing of more blocks than a pipeline stage has (DEPTH 2 over 2 stages: 1 each):
+# the config check names the key and the stage, once, before any collective (no grid is printed)
+run "$LUNAR" examples/train_with_engine.lua $SMALL 'activation_checkpointing={granularity="full", num_layers=3}' \
+  METRICS_FILE=
+check "activation_checkpointing.num_layers > DEPTH: exit 1, names the key, no traceback" \
+  eval '[ "$rc" -eq 1 ] && has "$err" "config key '"'"'activation_checkpointing.num_layers'"'"' (3) is more than the 2 blocks of the model (DEPTH 2)" && ! has "$err" "stack traceback"'
+if [ "$MPI_BUILD" = 1 ] && command -v mpirun >/dev/null; then
+  run mpirun -np 2 "$LUNAR" examples/train_with_engine.lua $SMALL 'parallel={pipeline=2}' NUM_MICRO_BATCHES=2 \
+    CHECKPOINT=true 'activation_checkpointing={method="block", num_layers=2}' METRICS_FILE=
+  check "CHECKPOINT with num_layers 2 over 2 stages of 1 block: exit 1, the stage named once, no grid printed" \
+    eval '[ "$rc" -ne 0 ] && [ "$(grep -c "(2) is more than the 1 blocks of pipeline stage 0 of 2 (DEPTH 2)" <<<"$err")" -eq 1 ] && ! has "$out" "process grid"'
+fi
+
 finish

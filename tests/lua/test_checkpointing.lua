@@ -100,6 +100,9 @@ T.test('the segments: uniform groups of num_layers, block = the first num_layers
   T.eq(shape(m:set_activation_checkpointing{granularity = 'full', method = 'uniform', num_layers = 3}), 'C0-2 C3-3')
   T.eq(shape(m:set_activation_checkpointing{granularity = 'full', method = 'block', num_layers = 2}),
     'C0-0 C1-1 B2-2 B3-3')
+  -- selective: the attention kernel recomputes its probabilities anyway (it keeps lse, never [N, N])
+  T.eq(shape(m:set_activation_checkpointing{granularity = 'selective'}), 'B0-0 B1-1 B2-2 B3-3')
+  T.eq(m.activation_checkpointing.granularity, 'selective')
   -- a pipeline stage (blocks 2-3): counted per stage, NeMo's meaning
   o.stage = {first_block = 2, last_block = 3}
   o.activation_checkpointing = {granularity = 'full', method = 'uniform', num_layers = 2}
@@ -124,7 +127,7 @@ T.test('bad settings on the model name the key and the stage', function()
   o.activation_checkpointing = {granularity = 'full', method = 'every', num_layers = 1}
   T.raises(function() nn.ViT(o) end, "activation_checkpointing.method must be 'uniform' or 'block', got 'every'")
   o.activation_checkpointing = {granularity = 'partial'}
-  T.raises(function() nn.ViT(o) end, "activation_checkpointing.granularity 'partial'")
+  T.raises(function() nn.ViT(o) end, "activation_checkpointing.granularity must be 'full' or 'selective', got 'partial'")
 end)
 
 -- the bytes of the tensors a forward context owns
@@ -247,7 +250,11 @@ end)
 
 T.test('config errors name the key: granularity, method, num_layers per stage, CHECKPOINT', function()
   T.raises(function() cfg_of({activation_checkpointing = {granularity = 'ful'}}) end,
-    "config key 'activation_checkpointing.granularity' must be one of 'full', got string \"ful\" %(did you mean 'full'%?%)")
+    "config key 'activation_checkpointing.granularity' must be one of 'full', 'selective', got string \"ful\" " ..
+    "%(did you mean 'full'%?%)")
+  T.raises(function() cfg_of({CHECKPOINT = true, activation_checkpointing = {granularity = 'selective'}}) end,
+    "config key 'CHECKPOINT' is true %(granularity 'full'%), but activation_checkpointing.granularity is " ..
+    "'selective'; set one of them")
   T.raises(function() cfg_of({activation_checkpointing = {granularity = 'full', method = 'blocks'}}) end,
     "config key 'activation_checkpointing.method' must be one of 'uniform', 'block', got string \"blocks\"")
   T.raises(function() cfg_of({activation_checkpointing = {granularity = 'full', num_layers = 0}}) end,
@@ -264,6 +271,8 @@ T.test('config errors name the key: granularity, method, num_layers per stage, C
     "unknown config key 'activation_checkpointing.nm_layers' %(did you mean 'activation_checkpointing.num_layers'%?%)")
   -- num_layers without granularity is not checked against the stages (nothing is checkpointed)
   T.eq(cfg_of({activation_checkpointing = {num_layers = 9}}).activation_checkpointing.num_layers, 9)
+  T.eq(cfg_of({activation_checkpointing = {granularity = 'selective', num_layers = 9}}).activation_checkpointing
+    .num_layers, 9)
 end)
 
 T.run()

@@ -34,6 +34,9 @@
 --     'uniform': the stage's blocks in consecutive groups of n (the last one
 --     may be shorter), each group one segment; 'block': the first n blocks of
 --     the stage, each its own segment, the others stored as usual.
+--     'selective' (recompute only the attention core) is what lunar.nn.Attention
+--     always does (its kernel keeps the log-sum-exp per row, never the
+--     probabilities): no block is wrapped.
 --     model:set_activation_checkpointing(spec) changes it on a built model.
 --   model.grad_ready_hook = function(group)   called by backward as soon as a
 --     group's gradients are complete: 'head' (norm and head), 'blocks.i' (last
@@ -115,19 +118,21 @@ function ViT:set_activation_checkpointing(spec)
   local segments = {}           -- first block -> last block of each checkpointed segment
   if gran ~= nil then
     local method, n = spec.method or 'uniform', spec.num_layers or 1
-    if gran ~= 'full' then
-      error(string.format("ViT: activation_checkpointing.granularity '%s' is not supported here ('full')",
+    if gran ~= 'full' and gran ~= 'selective' then
+      error(string.format("ViT: activation_checkpointing.granularity must be 'full' or 'selective', got '%s'",
         tostring(gran)), 0)
     end
     if method ~= 'uniform' and method ~= 'block' then
       error(string.format("ViT: activation_checkpointing.method must be 'uniform' or 'block', got '%s'",
         tostring(method)), 0)
     end
-    if math.type(n) ~= 'integer' or n < 1 or n > n_blocks then
+    if gran == 'full' and (math.type(n) ~= 'integer' or n < 1 or n > n_blocks) then
       error(string.format('ViT: activation_checkpointing.num_layers = %s must be an integer from 1 to the %d ' ..
         'blocks of this stage (blocks %d-%d)', tostring(n), n_blocks, self.first_block, self.last_block), 0)
     end
-    if method == 'uniform' then
+    if gran == 'selective' then
+      -- the attention core is recomputed in backward by the attention kernel itself (Attention.lua)
+    elseif method == 'uniform' then
       for i = self.first_block, self.last_block, n do segments[i] = math.min(i + n - 1, self.last_block) end
     else
       for i = self.first_block, self.first_block + n - 1 do segments[i] = i end
