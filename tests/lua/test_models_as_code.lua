@@ -285,4 +285,33 @@ T.test('MODEL errors: not a function, not a module, duplicate names, tensor/pipe
   os.remove(path)
 end)
 
+T.test('MODEL in config.dump and a checkpoint: written as its source, read back, resumed into', function()
+  local checkpoint = require('lunar.checkpoint')
+  local cfg = config.load(lunar.home .. '/configs/examples/postnorm.lua', SMALL)
+  local text = config.dump(cfg, {comments = true})
+  T.truthy(text:find('MODEL = function%(cfg, nn%)'), 'the dump writes the function\'s source')
+  local dir = os.tmpname()
+  os.remove(dir)
+  local run = run_of(cfg)
+  T.train_steps(run.engine, run.train_loader, 2)
+  local path = checkpoint.save(dir, {model = run.model, optimizer = run.optimizer, engine = run.engine, config = cfg,
+    step = 2, epoch = 0})
+  -- the checkpoint's config.lua loads, and its MODEL builds the same parameters
+  local back = config.load(path .. '/config.lua')
+  T.eq(type(back.MODEL), 'function', 'MODEL read back from config.lua')
+  local run2 = run_of(back)
+  T.eq(names(run2.model), names(run.model), 'the same parameter names')
+  checkpoint.load(path, {model = run2.model, optimizer = run2.optimizer, engine = run2.engine, config = back})
+  T.eq((run2.model._flat - run.model._flat):norm(), 0.0, 'the weights resumed bit for bit')
+  lunar.io.remove_tree(dir)
+  -- a function that uses a local of its file cannot be written as its source
+  local f = os.tmpname()
+  local h = assert(io.open(f, 'w'))
+  h:write('local W = 8\nMODEL = function(cfg, nn) return nn.Linear(W, 2) end\n')
+  h:close()
+  T.raises(function() config.dump(config.load(f)) end,
+    "cannot write the function at 'MODEL' %(.*:2%): it uses 'W', a local of its file")
+  os.remove(f)
+end)
+
 T.run()

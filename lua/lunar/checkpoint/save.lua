@@ -68,6 +68,23 @@ local function build_shard(L, state, params)
   return tensors, desc
 end
 
+-- The config as index.json holds it: JSON has no functions, so a function
+-- (the key MODEL, models as code) is the text naming where it is defined
+-- (config.lua, written by config.dump, holds its source).
+local function config_for_json(cfg)
+  local out = {}
+  for k, v in pairs(cfg) do
+    if type(v) == 'function' then
+      local info = debug.getinfo(v, 'S')
+      out[k] = string.format('function defined at %s:%d (config.lua holds its source)', info.short_src,
+        info.linedefined)
+    else
+      out[k] = v
+    end
+  end
+  return out
+end
+
 --- Builds index.json's table from the shard files in tmp (rank 0).
 local function build_index(tmp, state, L)
   local files = {}
@@ -122,7 +139,7 @@ local function build_index(tmp, state, L)
     files = files,
     tensors = tensors,
     model = model_dims,
-    config = cfg,
+    config = cfg and config_for_json(cfg),
     config_file = cfg and 'config.lua' or nil,
     time = os.time(),
   }

@@ -8,18 +8,57 @@ local ROOT = schema.root
 local fmt_number, quote, sorted_keys = text.fmt_number, text.quote, text.sorted_keys
 local is_sequence, is_identifier, describe = text.is_sequence, text.is_identifier, text.describe
 
+-- The source text of a config's function (the key MODEL), for dump: the lines
+-- of its definition in its file, from its 'function' to its last 'end'. Only
+-- a function that uses no local of its file (upvalues other than _ENV) can be
+-- written so that it reads back as the same code.
+local function function_source(f, path)
+  local info = debug.getinfo(f, 'S')
+  local file = info.source:match('^@(.*)')
+  local function fail(why)
+    error(string.format("config.dump: cannot write the function at '%s' (%s:%d): %s", path, file or info.short_src,
+      info.linedefined, why), 0)
+  end
+  if not file or info.linedefined <= 0 then
+    error(string.format("config.dump: cannot write a function at '%s' (one not defined in a Lua file)", path), 0)
+  end
+  for i = 1, 255 do
+    local name = debug.getupvalue(f, i)
+    if not name then break end
+    if name ~= '_ENV' then fail("it uses '" .. name .. "', a local of its file; define it inside the function") end
+  end
+  local fh = io.open(file, 'r')
+  if not fh then fail('its file cannot be read') end
+  local lines, k = {}, 0
+  for line in fh:lines() do
+    k = k + 1
+    if k >= info.linedefined and k <= info.lastlinedefined then lines[#lines + 1] = line end
+  end
+  fh:close()
+  local src = table.concat(lines, '\n')
+  local s, e = src:find('function', 1, true), src:match('.*()end')
+  if not s or not e then fail('its source was not found') end
+  src = src:sub(s, e + 2)
+  if not load('return ' .. src, '=config.dump', 't', {}) then fail('its lines hold more than the function') end
+  return src
+end
+
 --- Writes a resolved config as a Lua table constructor: keys sorted, one per
 -- line, nested dicts indented, lists of scalars on one line, numbers that read
 -- back exactly (integers stay integers, floats stay floats; inf and nan as
 -- 1/0, -1/0, 0/0).
 -- `load('return ' .. config.dump(cfg))()` gives a table equal to cfg, and a
--- file holding `return <dump>` is a valid config file.
+-- file holding `return <dump>` is a valid config file. A function (MODEL) is
+-- written as its source text from its file (the same code, a new closure).
 -- @tparam table cfg a config (any table of strings, numbers, booleans and tables)
 -- @tparam[opt] table opts `{comments = true}` appends each known key's doc as a
 --   `-- comment`
 -- @treturn string the Lua text, without a trailing newline
--- @raise "config.dump: cannot write a function at 'key'" for values that are
---   not data; "config.dump: cycle at 'key'" for a table containing itself
+-- @raise "config.dump: cannot write a userdata at 'key'" for values that are
+--   not data or a function not defined in a Lua file; "config.dump: cannot
+--   write the function at 'key' (FILE:LINE): why" for one that uses a local
+--   of its file;
+--   "config.dump: cycle at 'key'" for a table containing itself
 function M.dump(cfg, opts)
   local comments = opts and opts.comments
   local active = {}
@@ -28,6 +67,7 @@ function M.dump(cfg, opts)
     if tv == 'number' then return fmt_number(v) end
     if tv == 'string' then return quote(v) end
     if tv == 'boolean' then return tostring(v) end
+    if tv == 'function' then return function_source(v, path) end
     if tv ~= 'table' then
       error(string.format("config.dump: cannot write a %s at '%s'", tv, path), 0)
     end
