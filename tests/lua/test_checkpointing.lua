@@ -130,6 +130,19 @@ T.test('bad settings on the model name the key and the stage', function()
   T.raises(function() nn.ViT(o) end, "activation_checkpointing.granularity must be 'full' or 'selective', got 'partial'")
 end)
 
+T.test('evaluation mode: the same logits with and without checkpointing, nothing kept, counters unchanged', function()
+  local plain, ckpt = vit(nil), vit({granularity = 'full', method = 'uniform', num_layers = 2})
+  plain:evaluate(); ckpt:evaluate()
+  local a, ca = plain:forward(X)
+  local b, cb = ckpt:forward(X)
+  T.eq(b:totable(), a:totable(), 'logits bitwise')
+  T.eq(#cb:tensors(), #ca:tensors(), 'evaluation keeps what it keeps without checkpointing')
+  local calls = 0
+  ckpt:apply(function(m) if m.__name == 'Dropout' then calls = calls + m.calls end end)
+  T.eq(calls, 0, 'no mask drawn in evaluation')
+  ca:free(); cb:free(); a:free(); b:free()
+end)
+
 -- the bytes of the tensors a forward context owns
 local function ctx_bytes(ctx)
   local n = 0
@@ -269,6 +282,8 @@ T.test('config errors name the key: granularity, method, num_layers per stage, C
     parallel = {pipeline = 2, pipeline_split = {2, 1}}}) end, 'pipeline stage 1 of 2')
   T.raises(function() cfg_of({activation_checkpointing = {nm_layers = 2}}) end,
     "unknown config key 'activation_checkpointing.nm_layers' %(did you mean 'activation_checkpointing.num_layers'%?%)")
+  T.raises(function() cfg_of({CHECKPOINT = true, MODEL = function(_, nn_) return nn_.Linear(2, 2) end}) end,
+    "config key 'CHECKPOINT' applies to the built%-in ViT's blocks, not yet to a MODEL")
   -- num_layers without granularity is not checked against the stages (nothing is checkpointed)
   T.eq(cfg_of({activation_checkpointing = {num_layers = 9}}).activation_checkpointing.num_layers, 9)
   T.eq(cfg_of({activation_checkpointing = {granularity = 'selective', num_layers = 9}}).activation_checkpointing
