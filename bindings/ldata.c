@@ -4,11 +4,17 @@
  *   ds = lunar.data.load_idx(images_path, labels_path)         IDX (.gz or plain)
  *   ds = lunar.data.load_cifar10({path, ...})                  CIFAR-10 binary
  *   ds = lunar.data.synthetic(n, channels, ndim, {size..}, num_classes, seed)
+ *   ds = lunar.data.image_folder(dir, {img_size=, train=true, scale={0.08, 1}, ratio={3/4, 4/3},
+ *                                      hflip=0.5, crop_pct=0.875, on_bad_image='skip'|'error'})
+ *   ds:bad_images()  ds:class_name(k) (k 1-based)  ds:file(i) (i 0-based, as sample indices)
+ *   img, label, crop = ds:sample(i, epoch, seed)   u8 [3, S, S], the label, the crop
+ *                      {top=, left=, height=, width=, full_h=, full_w=, flip=, scale_denom=}
  *   ds:count() ds:channels() ds:ndim() ds:size(i) ds:num_classes() ds:shape()
  *   ld = lunar.data.loader(ds, {batch_size=, shuffle=true, seed=0, drop_last=false,
  *                               rank=0, num_shards=1, mean={..}, std={..}, prefetch=true,
- *                               device='cpu'})
+ *                               device='cpu', threads=1})
  *   images, labels = ld:next()   f32 [B, C, S..], i32 [B]; nil at the end of the epoch
+ *                  (a data file that cannot be read or decoded: a user error, lunar.error)
  *   ld:device() -> 'cpu' or 'cuda:N'
  * device 'cuda' / 'cuda:N': batches come as tensors on that device
  * (lunar_loader_set_device, lunar_loader_next_tensors: the loader stages
@@ -78,6 +84,47 @@ static int l_synthetic(lua_State *L) {
     return 1;
 }
 
+static double opt_field_num(lua_State *L, int t, const char *k, double def) {
+    lua_getfield(L, t, k);
+    double v = lua_isnil(L, -1) ? def : luaL_checknumber(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static void opt_field_pair(lua_State *L, int t, const char *k, double *a, double *b) {
+    lua_getfield(L, t, k);
+    if (!lua_isnil(L, -1)) {
+        luaL_checktype(L, -1, LUA_TTABLE);
+        if (luaL_len(L, -1) != 2) luaL_error(L, "image_folder: %s needs 2 numbers {min, max}", k);
+        lua_geti(L, -1, 1); *a = luaL_checknumber(L, -1); lua_pop(L, 1);
+        lua_geti(L, -1, 2); *b = luaL_checknumber(L, -1); lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+static int l_image_folder(lua_State *L) {
+    const char *dir = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_getfield(L, 2, "img_size");
+    int size = (int)luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, 2, "train");
+    int train = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    lunar_image_opts o;
+    lunar_image_opts_default(&o, size, train);
+    opt_field_pair(L, 2, "scale", &o.scale_min, &o.scale_max);
+    opt_field_pair(L, 2, "ratio", &o.ratio_min, &o.ratio_max);
+    o.hflip = opt_field_num(L, 2, "hflip", o.hflip);
+    o.crop_pct = opt_field_num(L, 2, "crop_pct", o.crop_pct);
+    lua_getfield(L, 2, "on_bad_image");
+    static const char *const bad[] = {"skip", "error", NULL};
+    o.on_bad_image = luaL_checkoption(L, -1, "skip", bad);
+    lua_pop(L, 1);
+    push_dataset(L, lunar_dataset_image_folder(dir, &o));
+    return 1;
+}
+
 static int ds_count(lua_State *L) { lua_pushinteger(L, lunar_dataset_count(check_ds(L, 1))); return 1; }
 static int ds_channels(lua_State *L) { lua_pushinteger(L, lunar_dataset_channels(check_ds(L, 1))); return 1; }
 static int ds_ndim(lua_State *L) { lua_pushinteger(L, lunar_dataset_ndim_spatial(check_ds(L, 1))); return 1; }
@@ -91,6 +138,39 @@ static int ds_shape(lua_State *L) {
     lua_rawseti(L, -2, 1);
     for (int i = 0; i < nd; i++) { lua_pushinteger(L, lunar_dataset_size(ds, i)); lua_rawseti(L, -2, i + 2); }
     return 1;
+}
+static int ds_bad_images(lua_State *L) { lua_pushinteger(L, lunar_dataset_bad_images(check_ds(L, 1))); return 1; }
+static int ds_class_name(lua_State *L) {
+    const char *n = lunar_dataset_class_name(check_ds(L, 1), (int)luaL_checkinteger(L, 2) - 1);
+    if (n) lua_pushstring(L, n); else lua_pushnil(L);
+    return 1;
+}
+static int ds_file(lua_State *L) {
+    const char *n = lunar_dataset_file(check_ds(L, 1), luaL_checkinteger(L, 2));
+    if (n) lua_pushstring(L, n); else lua_pushnil(L);
+    return 1;
+}
+static int ds_sample(lua_State *L) {
+    lunar_dataset *ds = check_ds(L, 1);
+    int64_t shape[3] = {lunar_dataset_channels(ds), lunar_dataset_size(ds, 0), lunar_dataset_size(ds, 1)};
+    lunar_tensor *t = lunar_tensor_new(LUNAR_U8, 3, shape, LUNAR_CPU);
+    if (!t) return lunar_raise(L);
+    int32_t label;
+    lunar_crop c;
+    if (lunar_dataset_image_sample(ds, luaL_checkinteger(L, 2), luaL_checkinteger(L, 3),
+                                   (uint64_t)luaL_optinteger(L, 4, 0), lunar_tensor_data(t), &label, &c)) {
+        lunar_tensor_free(t);
+        return lunar_raise(L);
+    }
+    lunar_push_tensor(L, t);
+    lua_pushinteger(L, label);
+    lua_createtable(L, 0, 8);
+    const char *names[] = {"top", "left", "height", "width", "full_h", "full_w", "scale_denom"};
+    int vals[] = {c.top, c.left, c.height, c.width, c.full_h, c.full_w, c.scale_denom};
+    for (int i = 0; i < 7; i++) { lua_pushinteger(L, vals[i]); lua_setfield(L, -2, names[i]); }
+    lua_pushboolean(L, c.flip);
+    lua_setfield(L, -2, "flip");
+    return 3;
 }
 static int ds_gc(lua_State *L) {
     dataset_ud *u = luaL_checkudata(L, 1, DATASET_MT);
@@ -159,6 +239,7 @@ static int l_loader(lua_State *L) {
     u->batch_size = bs;
     luaL_setmetatable(L, LOADER_MT);   /* from here __gc frees the loader */
     if (lunar_loader_set_device(l, device)) return lunar_raise(L);
+    if (lunar_loader_set_threads(l, (int)opt_field_int(L, 2, "threads", 1))) return lunar_raise(L);
     lua_pushvalue(L, 1);            /* keep the dataset alive as long as the loader */
     lua_setiuservalue(L, -2, 1);
     return 1;
@@ -167,7 +248,17 @@ static int l_loader(lua_State *L) {
 static int ld_next(lua_State *L) {
     lunar_tensor *img, *lab;
     int n = lunar_loader_next_tensors(check_loader(L, 1)->l, &img, &lab);
-    if (n < 0) return lunar_raise(L);
+    if (n < 0) {
+        /* a file that cannot be read or decoded (LUNAR_ERR_IO / _FORMAT) is the
+         * user's data: raised through lunar.error (printed without a traceback) */
+        lunar_status st = lunar_last_status();
+        if (st != LUNAR_ERR_IO && st != LUNAR_ERR_FORMAT) return lunar_raise(L);
+        lua_getglobal(L, "lunar");
+        lua_getfield(L, -1, "error");
+        lua_pushstring(L, lunar_last_error());
+        lua_call(L, 1, 0);
+        return 0;
+    }
     if (n == 0) {
         lua_pushnil(L);
         return 1;
@@ -211,7 +302,8 @@ static int ld_device(lua_State *L) {
 
 static const luaL_Reg ds_methods[] = {
     {"count", ds_count}, {"channels", ds_channels}, {"ndim", ds_ndim}, {"size", ds_size},
-    {"num_classes", ds_num_classes}, {"shape", ds_shape}, {"__gc", ds_gc}, {"__tostring", ds_tostring},
+    {"num_classes", ds_num_classes}, {"shape", ds_shape}, {"bad_images", ds_bad_images},
+    {"class_name", ds_class_name}, {"file", ds_file}, {"sample", ds_sample}, {"__gc", ds_gc}, {"__tostring", ds_tostring},
     {NULL, NULL}};
 static const luaL_Reg ld_methods[] = {
     {"next", ld_next}, {"set_epoch", ld_set_epoch}, {"num_batches", ld_num_batches},
@@ -219,6 +311,7 @@ static const luaL_Reg ld_methods[] = {
     {"seek", ld_seek}, {"device", ld_device}, {"free", ld_free}, {"__gc", ld_free}, {"__close", ld_free}, {NULL, NULL}};
 static const luaL_Reg fns[] = {
     {"load_idx", l_load_idx}, {"load_cifar10", l_load_cifar10}, {"synthetic", l_synthetic},
+    {"image_folder", l_image_folder},
     {"loader", l_loader}, {NULL, NULL}};
 
 static void new_mt(lua_State *L, const char *name, const luaL_Reg *m) {

@@ -12,6 +12,8 @@ PKGS=(
   libopenblas-openmp-dev          # BLAS GEMM, OpenMP build: one thread pool with our kernels
   libdnnl-dev                     # oneDNN: the CPU GEMMs, f32 and bf16 (GNU OpenMP, the same pool)
   zlib1g-dev                      # gzipped IDX files
+  libjpeg62-turbo-dev libpng-dev  # DATASET='image_folder': JPEG (libjpeg-turbo, DCT scaling) and PNG decoding
+  python3-pil                     # tests/golden/image_folder_check.py writes and decodes the test images
   libopenmpi-dev openmpi-bin      # MPI launch and collectives
   libcjson-dev                    # JSON: safetensors headers (C) and lunar.json (Lua)
   libreadline-dev                 # REPL line editing and history

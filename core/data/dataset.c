@@ -165,6 +165,7 @@ lunar_dataset *lunar_dataset_new(lunar_dtype dtype, int64_t n, int channels, int
 
 void lunar_dataset_free(lunar_dataset *ds) {
     if (!ds) return;
+    if (ds->free_impl) ds->free_impl(ds->impl);
     free(ds->pixels);
     free(ds->labels);
     free(ds);

@@ -20,6 +20,15 @@ struct lunar_dataset {
     int64_t sample_numel;       /* channels * prod(size) */
     void *pixels;               /* [n, channels, size...] */
     int32_t *labels;            /* [n] */
+    /* Datasets read from files at load time (image_folder.c): pixels is NULL
+     * and `sample` writes sample idx of `epoch` (augmentation keyed by
+     * (seed, epoch, idx)) as u8 [channels, size...] to out and its label to
+     * *label; it may be called from several threads at once. LUNAR_OK or an
+     * error with a message. `impl` is freed by free_impl. */
+    lunar_status (*sample)(const lunar_dataset *ds, int64_t idx, int64_t epoch, uint64_t seed,
+                           uint8_t *out, int32_t *label);
+    void *impl;
+    void (*free_impl)(void *impl);
 };
 
 /* Reads a whole file through zlib (gzip or plain) into a malloc'd buffer

@@ -23,6 +23,8 @@
  */
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,6 +39,7 @@ enum { SLOT_EMPTY, SLOT_REQUESTED, SLOT_FILLING, SLOT_READY };
 struct lunar_loader {
     const lunar_dataset *ds;
     int batch_size, shuffle, drop_last, rank, num_shards, prefetch;
+    int threads;                /* decode threads for a file-backed dataset (>= 1) */
     uint64_t seed;
     float *mean, *std;          /* [C] or NULL */
     int64_t per_shard;          /* samples per epoch on this shard */
@@ -53,7 +56,9 @@ struct lunar_loader {
     int sync_init;
     int state, stop;
     int64_t req_epoch, req_batch;   /* what the slot is (to be) filled with */
-    int slot_n;
+    int slot_n;                 /* -1: filling failed, slot_msg says why */
+    lunar_status slot_status;
+    char slot_msg[512];
     float *slot_images;
     int32_t *slot_labels;
     /* lunar_loader_next_tensors */
@@ -83,30 +88,107 @@ static void compute_indices(lunar_loader *l, int64_t epoch) {
     l->indices_epoch = epoch;
 }
 
-/* Fills batch `b` of the epoch held in l->indices; returns its size. */
+/* Normalizes one u8 sample [C, plane] into o (ToTensor, then Normalize). */
+static void normalize_u8(const lunar_loader *l, const uint8_t *src, float *o, int channels, int64_t plane) {
+    for (int c = 0; c < channels; c++) {
+        const uint8_t *sp = src + c * plane;
+        float *op = o + c * plane;
+        if (l->mean) {
+            float m = l->mean[c], sd = l->std[c];
+            for (int64_t p = 0; p < plane; p++) op[p] = ((float)sp[p] / 255.0f - m) / sd;
+        } else {
+            for (int64_t p = 0; p < plane; p++) op[p] = (float)sp[p] / 255.0f;
+        }
+    }
+}
+
+/* Decoding samples of a file-backed dataset (ds->sample) on the loader's
+ * threads: samples are taken from a shared counter; each result depends only
+ * on (seed, epoch, idx), so the thread count changes no bit. */
+typedef struct {
+    const lunar_loader *l;
+    int64_t start, count, epoch;
+    float *images;
+    int32_t *labels;
+    atomic_llong next;
+    atomic_int failed;
+    pthread_mutex_t mu;
+    char msg[512];
+    lunar_status status;
+} decode_job;
+
+static void *decode_worker(void *arg) {
+    decode_job *j = arg;
+    const lunar_dataset *ds = j->l->ds;
+    int64_t numel = ds->sample_numel, plane = numel / ds->channels;
+    uint8_t *u8 = malloc((size_t)numel);
+    if (!u8) {
+        pthread_mutex_lock(&j->mu);
+        if (!j->failed) {
+            j->status = LUNAR_ERR_OOM;
+            snprintf(j->msg, sizeof j->msg, "loader: out of memory for a decode buffer");
+        }
+        atomic_store(&j->failed, 1);
+        pthread_mutex_unlock(&j->mu);
+        return NULL;
+    }
+    for (;;) {
+        int64_t s = atomic_fetch_add(&j->next, 1);
+        if (s >= j->count || atomic_load(&j->failed)) break;
+        int64_t idx = j->l->indices[j->start + s];
+        lunar_status st = ds->sample(ds, idx, j->epoch, j->l->seed, u8, &j->labels[s]);
+        if (st) {
+            pthread_mutex_lock(&j->mu);
+            if (!atomic_load(&j->failed)) {
+                j->status = st;
+                snprintf(j->msg, sizeof j->msg, "%s", lunar_last_error());
+            }
+            atomic_store(&j->failed, 1);
+            pthread_mutex_unlock(&j->mu);
+            break;
+        }
+        normalize_u8(j->l, u8, j->images + s * numel, ds->channels, plane);
+    }
+    free(u8);
+    return NULL;
+}
+
+static int fill_decoded(const lunar_loader *l, int64_t start, int64_t count, float *images, int32_t *labels) {
+    decode_job j = {.l = l, .start = start, .count = count, .epoch = l->indices_epoch,
+                    .images = images, .labels = labels};
+    atomic_init(&j.next, 0);
+    atomic_init(&j.failed, 0);
+    pthread_mutex_init(&j.mu, NULL);
+    int nt = l->threads < count ? l->threads : (int)count, started = 0;
+    pthread_t th[LUNAR_LOADER_MAX_THREADS];
+    for (int t = 1; t < nt; t++)
+        if (pthread_create(&th[started], NULL, decode_worker, &j) == 0) started++;
+    decode_worker(&j);   /* the calling thread decodes too */
+    for (int t = 0; t < started; t++) pthread_join(th[t], NULL);
+    pthread_mutex_destroy(&j.mu);
+    if (atomic_load(&j.failed)) {
+        lunar_error(j.status, "%s", j.msg);
+        return -1;
+    }
+    return (int)count;
+}
+
+/* Fills batch `b` of the epoch held in l->indices; returns its size, or -1
+ * with an error (a file-backed dataset's bad image, with on_bad_image). */
 static int fill_batch(const lunar_loader *l, int64_t b, float *images, int32_t *labels) {
     const lunar_dataset *ds = l->ds;
     int64_t start = b * l->batch_size;
     int64_t count = l->per_shard - start;
     if (count > l->batch_size) count = l->batch_size;
     if (count <= 0) return 0;
+    if (ds->sample) return fill_decoded(l, start, count, images, labels);
     int64_t numel = ds->sample_numel, plane = numel / ds->channels;
     for (int64_t s = 0; s < count; s++) {
         int64_t idx = l->indices[start + s];
         float *o = images + s * numel;
         labels[s] = ds->labels[idx];
         if (ds->dtype == LUNAR_U8) {
-            const uint8_t *src = (const uint8_t *)ds->pixels + idx * numel;
-            for (int c = 0; c < ds->channels; c++) {
-                const uint8_t *sp = src + c * plane;
-                float *op = o + c * plane;
-                if (l->mean) {
-                    float m = l->mean[c], sd = l->std[c];
-                    for (int64_t p = 0; p < plane; p++) op[p] = ((float)sp[p] / 255.0f - m) / sd;
-                } else {
-                    for (int64_t p = 0; p < plane; p++) op[p] = (float)sp[p] / 255.0f;
-                }
-            }
+            normalize_u8(l, (const uint8_t *)ds->pixels + idx * numel, o, ds->channels, plane);
         } else {
             const float *src = (const float *)ds->pixels + idx * numel;
             if (l->mean) {
@@ -135,6 +217,10 @@ static void *worker_main(void *arg) {
         pthread_mutex_unlock(&l->mu);
         int n = fill_batch(l, b, l->slot_images, l->slot_labels);
         pthread_mutex_lock(&l->mu);
+        if (n < 0) {   /* the error is this thread's: keep it for the caller */
+            l->slot_status = lunar_last_status();
+            snprintf(l->slot_msg, sizeof l->slot_msg, "%s", lunar_last_error());
+        }
         l->slot_n = n;
         l->state = SLOT_READY;
         pthread_cond_broadcast(&l->cv);
@@ -202,6 +288,7 @@ lunar_loader *lunar_loader_new(const lunar_dataset *ds, int batch_size, int shuf
     }
     l->ds = ds;
     l->device = LUNAR_CPU;
+    l->threads = 1;
     l->batch_size = batch_size;
     l->shuffle = shuffle != 0;
     l->drop_last = drop_last != 0;
@@ -266,7 +353,7 @@ int lunar_loader_next(lunar_loader *l, float *images, int32_t *labels) {
     if (!l->prefetch) {
         compute_indices(l, l->epoch);
         int n = fill_batch(l, l->batch, images, labels);
-        l->batch++;
+        if (n >= 0) l->batch++;
         return n;
     }
     pthread_mutex_lock(&l->mu);
@@ -276,6 +363,12 @@ int lunar_loader_next(lunar_loader *l, float *images, int32_t *labels) {
         pthread_cond_wait(&l->cv, &l->mu);
     }
     int n = l->slot_n;
+    if (n < 0) {   /* the batch failed: report it; a later call tries it again */
+        lunar_error(l->slot_status, "%s", l->slot_msg);
+        l->state = SLOT_EMPTY;
+        pthread_mutex_unlock(&l->mu);
+        return -1;
+    }
     int64_t numel = l->ds->sample_numel;
     memcpy(images, l->slot_images, (size_t)n * (size_t)numel * sizeof(float));
     memcpy(labels, l->slot_labels, (size_t)n * sizeof(int32_t));
@@ -304,6 +397,22 @@ lunar_status lunar_loader_seek(lunar_loader *l, int64_t epoch, int64_t batch_ind
     l->batch = batch_index;
     compute_indices(l, epoch);   /* the worker is idle: it only reads indices while FILLING */
     request_current(l);
+    pthread_mutex_unlock(&l->mu);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_loader_set_threads(lunar_loader *l, int threads) {
+    if (!l) return lunar_error(LUNAR_ERR_ARG, "loader_set_threads: NULL loader");
+    if (threads < 1 || threads > LUNAR_LOADER_MAX_THREADS)
+        return lunar_error(LUNAR_ERR_ARG, "loader_set_threads: %d threads (must be 1..%d)", threads,
+                           LUNAR_LOADER_MAX_THREADS);
+    if (!l->prefetch) {
+        l->threads = threads;
+        return LUNAR_OK;
+    }
+    pthread_mutex_lock(&l->mu);
+    while (l->state == SLOT_FILLING) pthread_cond_wait(&l->cv, &l->mu);
+    l->threads = threads;   /* the worker reads it only while FILLING */
     pthread_mutex_unlock(&l->mu);
     return LUNAR_OK;
 }

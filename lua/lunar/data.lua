@@ -5,7 +5,12 @@
 --
 -- Datasets: 'fashion_mnist' (IDX files of Debian's dataset-fashion-mnist in
 -- cfg.DATA_DIR), 'cifar10' (binary batches in cfg.DATA_DIR), 'synthetic'
--- (cfg.NUM_SAMPLES learnable 2D or 3D images of IMG_SIZE, IN_CHANS channels).
+-- (cfg.NUM_SAMPLES learnable 2D or 3D images of IMG_SIZE, IN_CHANS channels),
+-- 'image_folder' (torchvision's ImageFolder layout: cfg.DATA_DIR/train/<class>/
+-- and cfg.DATA_DIR/val/<class>/ of .jpg/.jpeg/.png files, decoded in C on
+-- cfg.DATA_THREADS threads; train: RandomResizedCrop(IMG_SIZE) + horizontal
+-- flip, val: Resize(IMG_SIZE / CROP_PCT) + CenterCrop(IMG_SIZE); a bad file
+-- per cfg.BAD_IMAGE; see lunar_dataset_image_folder in core/include/lunar/data.h).
 -- A missing or unreadable data file and a config that does not fit the data
 -- are user errors (lunar.error: the host prints the message, no traceback).
 local C = lunar.data
@@ -16,6 +21,7 @@ local data = {}
 data.stats = {
   fashion_mnist = {mean = {0.2860}, std = {0.3530}},
   cifar10 = {mean = {0.4914, 0.4822, 0.4465}, std = {0.2470, 0.2435, 0.2616}},
+  image_folder = {mean = {0.485, 0.456, 0.406}, std = {0.229, 0.224, 0.225}},   -- ImageNet's (timm)
 }
 
 local function join(dir, name) return (dir:sub(-1) == '/' and dir or dir .. '/') .. name end
@@ -27,6 +33,15 @@ local function user_input(read, ...)
   local ok, res = pcall(read, ...)
   if not ok then lunar.error(tostring(res)) end
   return res
+end
+
+--- An image folder split (dir/<class>/<image>) as a dataset of IMG_SIZE x
+-- IMG_SIZE RGB samples; train: the augmented training transform, else the
+-- evaluation one. Errors (a missing directory, a class without images) name
+-- the path.
+function data.image_folder(dir, cfg, train)
+  return user_input(C.image_folder, dir, {img_size = cfg.IMG_SIZE, train = train,
+    crop_pct = cfg.CROP_PCT or 0.875, on_bad_image = cfg.BAD_IMAGE or 'skip'})
 end
 
 --- The Fashion-MNIST split ('train' or 't10k') from dir.
@@ -61,6 +76,9 @@ function data.datasets(cfg)
     local files = {}
     for i = 1, 5 do files[i] = join(cfg.DATA_DIR, 'data_batch_' .. i .. '.bin') end
     train, test = user_input(C.load_cifar10, files), user_input(C.load_cifar10, {join(cfg.DATA_DIR, 'test_batch.bin')})
+  elseif cfg.DATASET == 'image_folder' then
+    train, test = data.image_folder(join(cfg.DATA_DIR, 'train'), cfg, true),
+      data.image_folder(join(cfg.DATA_DIR, 'val'), cfg, false)
   elseif cfg.DATASET == 'synthetic' then
     local size = {}
     for i = 1, dims do size[i] = cfg.IMG_SIZE end
@@ -92,15 +110,16 @@ end
 -- partial batch; opts.rank / opts.num_shards shard by data-parallel rank;
 -- opts.device (default cfg.device, else 'cpu') is where its batches land: on
 -- 'cuda' / 'cuda:N' each batch goes through the loader's page-locked host
--- buffer to that device.
+-- buffer to that device. cfg.DATA_MEAN / cfg.DATA_STD replace the dataset's
+-- normalization; cfg.DATA_THREADS decode threads (image datasets).
 function data.loader(ds, cfg, opts)
   opts = opts or {}
   local st = data.stats[cfg.DATASET] or {}
   return C.loader(ds, {
     batch_size = opts.batch_size or cfg.BATCH_SIZE, shuffle = opts.train ~= false,
     seed = cfg.SEED, drop_last = opts.train ~= false, rank = opts.rank or 0,
-    num_shards = opts.num_shards or 1, mean = st.mean, std = st.std, prefetch = cfg.PREFETCH,
-    device = opts.device or cfg.device or 'cpu',
+    num_shards = opts.num_shards or 1, mean = cfg.DATA_MEAN or st.mean, std = cfg.DATA_STD or st.std,
+    prefetch = cfg.PREFETCH, device = opts.device or cfg.device or 'cpu', threads = cfg.DATA_THREADS or 1,
   })
 end
 

@@ -147,7 +147,7 @@ local TOP = {
 
   -- data
   { 'DATASET', E{ type = 'string', default = 'fashion_mnist',
-      enum = { 'fashion_mnist', 'cifar10', 'synthetic' },
+      enum = { 'fashion_mnist', 'cifar10', 'synthetic', 'image_folder' },
       doc = 'training data' } },
   { 'DATA_DIR', E{ type = 'string', default = '/usr/share/datasets/fashion-mnist',
       doc = 'directory holding the dataset files' } },
@@ -155,6 +155,20 @@ local TOP = {
       doc = 'size of the synthetic dataset' } },
   { 'PREFETCH', E{ type = 'boolean', default = true,
       doc = 'load the next batch on a background thread' } },
+  { 'DATA_THREADS', E{ type = 'integer', default = 1, min = 1, max = 256,
+      doc = "threads per rank decoding and augmenting an image dataset's batch ('image_folder')" } },
+  { 'DATA_MEAN', E{ type = 'table', items = 'number', default = nil,
+      doc = "per-channel mean of Normalize (unset: the dataset's; 'image_folder': ImageNet's " ..
+        "{0.485, 0.456, 0.406})" } },
+  { 'DATA_STD', E{ type = 'table', items = 'number', default = nil, min = 0, min_exclusive = true,
+      doc = "per-channel std of Normalize (unset: the dataset's; 'image_folder': ImageNet's " ..
+        "{0.229, 0.224, 0.225})" } },
+  { 'CROP_PCT', E{ type = 'number', default = 0.875, min = 0, max = 1, min_exclusive = true,
+      doc = "'image_folder' evaluation: resize the shorter side to floor(IMG_SIZE / CROP_PCT), then " ..
+        'center-crop IMG_SIZE (timm)' } },
+  { 'BAD_IMAGE', E{ type = 'string', default = 'skip', enum = { 'skip', 'error' },
+      doc = "an image file that does not decode: 'skip' (warn once naming it, count it, use the next " ..
+        "good file with its own label) or 'error' (stop naming it)" } },
 
   -- image-size benchmark (examples/benchmark_image_sizes.lua)
   { 'SWEEP_START', E{ type = 'integer', default = 32, min = 1,

@@ -117,6 +117,85 @@ lunar_dataset *lunar_cifar10_parse(const uint8_t *buf, size_t len, const char *n
 lunar_dataset *lunar_dataset_synthetic(int64_t n, int channels, int ndim_spatial, const int *size,
                                        int num_classes, uint64_t seed);
 
+/* How an image-folder dataset turns a file into a sample (timm's and
+ * torchvision's ViT recipes). */
+typedef struct {
+    int img_size;             /* output side S: samples are u8 [3, S, S] */
+    int train;                /* 1: RandomResizedCrop + horizontal flip; 0: resize + center crop */
+    double scale_min, scale_max;   /* RandomResizedCrop area fraction (0.08, 1) */
+    double ratio_min, ratio_max;   /* RandomResizedCrop aspect ratio w/h (3/4, 4/3), drawn log-uniform */
+    double hflip;             /* flip probability (0.5) */
+    double crop_pct;          /* eval: resize the shorter side to floor(S / crop_pct), then center crop S (0.875) */
+    int on_bad_image;         /* 0: skip (see lunar_dataset_image_folder), 1: error */
+} lunar_image_opts;
+
+/* The defaults above for side img_size, train or eval. */
+void lunar_image_opts_default(lunar_image_opts *o, int img_size, int train);
+
+/* torchvision's ImageFolder layout: dir/<class>/.../<file>.{jpg,jpeg,png}
+ * (extension case-insensitive). Classes are the subdirectories of dir sorted by
+ * name (byte order, as Python's sorted), labelled 0, 1, ...; files are found
+ * recursively (symlinks followed) and sorted by (directory, name), as
+ * torchvision's make_dataset does. Only names are read here; a file is opened
+ * and decoded when the loader needs it (lunar_dataset_image_sample), so a
+ * dataset of any size costs memory per file name only.
+ *
+ * A sample: the decoded RGB image (image_decode.c: libpng; libjpeg-turbo
+ * with DCT scaling 1/2, 1/4 or 1/8 where the crop stays at least twice the
+ * output size after it, i.e. where it is at least 4 times), then for
+ * train torchvision's RandomResizedCrop(S, scale, ratio) (10 attempts, then
+ * its center-crop fallback) and RandomHorizontalFlip(hflip); for eval
+ * Resize(floor(S / crop_pct)) and CenterCrop(S). Resampling is PIL's
+ * antialiased bilinear (triangle filter widened by the downscale factor,
+ * clamped to the crop box), rounded to u8 once. Every random draw is a
+ * Philox word (seed, stream (0x494D47 << 40) ^ (epoch << 32) ^ idx, word w):
+ * attempt k uses words 4k..4k+3 (area, log-ratio, top, left), the flip word
+ * 40; so a sample depends on (seed, epoch, idx) only, not on the layout, the
+ * threads or a resume. idx < 2^32, epoch < 256 (wrapping beyond).
+ *
+ * A bad image (unreadable, corrupt, truncated, CMYK, not JPEG/PNG) found at
+ * load time: with on_bad_image 0 it is counted (lunar_dataset_bad_images),
+ * one warning naming the file and the error goes to stderr the first time,
+ * and the sample is replaced by the next good file of the dataset (idx + 1,
+ * idx + 2, ... wrapping) WITH THAT FILE'S LABEL, augmented with its own
+ * (seed, epoch, idx) draws: a batch keeps its size, every image keeps its own
+ * label, and the substitution is deterministic on any layout. When no file
+ * decodes, an error. With on_bad_image 1 the first bad image is an error
+ * naming the file (the loader returns -1).
+ *
+ * Errors (NULL): dir missing or not a directory, no class directory, a class
+ * without any image file (naming it), img_size < 1, scale/ratio/crop_pct out
+ * of range. */
+lunar_dataset *lunar_dataset_image_folder(const char *dir, const lunar_image_opts *opts);
+
+/* Bad images met so far (0 for other datasets). */
+int64_t lunar_dataset_bad_images(const lunar_dataset *ds);
+
+/* Class k's name (the directory name) of an image-folder dataset; NULL if k
+ * is out of range or the dataset has no names. */
+const char *lunar_dataset_class_name(const lunar_dataset *ds, int k);
+
+/* The file of sample idx of an image-folder dataset, NULL otherwise. */
+const char *lunar_dataset_file(const lunar_dataset *ds, int64_t idx);
+
+/* The crop of one sample: the box (top, left, height, width) in the full
+ * image's pixels, the full size, the flip, and the DCT scale used. */
+typedef struct {
+    int top, left, height, width;
+    int full_h, full_w;
+    int flip;
+    int scale_denom;
+} lunar_crop;
+
+/* Sample idx of an image-folder dataset for (seed, epoch), as the loader
+ * makes it: out u8 [3, S, S] (before normalization), *label, and when crop is
+ * not NULL the crop applied (tests compare it with torchvision). Errors as
+ * lunar_dataset_image_folder's bad images (on_bad_image 1), LUNAR_ERR_ARG for
+ * another dataset or idx out of range. */
+lunar_status lunar_dataset_image_sample(const lunar_dataset *ds, int64_t idx, int64_t epoch,
+                                        uint64_t seed, uint8_t *out, int32_t *label,
+                                        lunar_crop *crop);
+
 /* Frees a dataset (NULL is ignored). A loader must not outlive its dataset. */
 void lunar_dataset_free(lunar_dataset *ds);
 
@@ -166,7 +245,8 @@ lunar_loader *lunar_loader_new(const lunar_dataset *ds, int batch_size, int shuf
  * (room for batch_size * sample_numel floats), labels int32 [B] (room for
  * batch_size). Returns B (batch_size, or fewer for a last partial batch), 0 at
  * the end of the epoch (and on every call after it until set_epoch or seek),
- * -1 on a NULL argument. */
+ * -1 on a NULL argument or a batch that could not be made (a bad image of a
+ * file-backed dataset with on_bad_image = 1; the message names the file). */
 int lunar_loader_next(lunar_loader *l, float *images, int32_t *labels);
 
 /* Where lunar_loader_next_tensors puts batches: LUNAR_CPU (the default) or
@@ -189,6 +269,19 @@ int lunar_loader_device(const lunar_loader *l);
  * next batch meanwhile. -1 with an error (NULL argument, allocation, copy);
  * both NULL. */
 int lunar_loader_next_tensors(lunar_loader *l, lunar_tensor **images, lunar_tensor **labels);
+
+/* The most decode threads a loader may use. */
+#define LUNAR_LOADER_MAX_THREADS 256
+
+/* Decode threads for a file-backed dataset (lunar_dataset_image_folder):
+ * each batch's samples are decoded and augmented by `threads` threads (the
+ * prefetch thread, or the caller without prefetch, is one of them), drawing
+ * samples from a shared counter. Every sample depends only on (seed, epoch,
+ * index), so batches are bitwise the same for any thread count. No effect on
+ * in-memory datasets. LUNAR_ERR_ARG unless 1 <= threads <= 256. A failing
+ * batch (a bad image with on_bad_image = 1) makes lunar_loader_next return -1
+ * with that image's message; the position stays at that batch. */
+lunar_status lunar_loader_set_threads(lunar_loader *l, int threads);
 
 /* Starts epoch `epoch` (>= 0) at its first batch: lunar_loader_seek(l, epoch, 0). */
 lunar_status lunar_loader_set_epoch(lunar_loader *l, int64_t epoch);
