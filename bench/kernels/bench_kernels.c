@@ -6,15 +6,22 @@
  * (lunar_ref_*_f32, sums in double) and only then timed. Prints the median and
  * best time of each, GFLOP/s or GB/s, cblas_sgemm at 4096^3 and at the linear
  * shapes, and the sum of the kernel times of one training step (a lower bound
- * on the step, with no framework overhead) as images/s.
- * Not a test, and not built by make. Build and run (from the repository root):
+ * on the step, with no framework overhead) as images/s. Then the GEMMs side
+ * by side at the linears' shapes (forward, dinp, dweight) of the main job and
+ * of ViT-S/16: OpenBLAS sgemm vs oneDNN f32, the own bf16 GEMM vs oneDNN bf16
+ * (bf16 operands, f32 sums and output), against the FP32 and bf16 peaks the
+ * bench measures with an FMA / VDPBF16PS loop.
+ * Not a test, and not built by make. Build and run (from the repository root;
+ * without libdnnl-dev drop -DLUNAR_USE_DNNL and -ldnnl):
  *
- *   gcc -std=c11 -D_GNU_SOURCE -O2 -march=native -fopenmp -Icore/include \
+ *   gcc -std=c11 -D_GNU_SOURCE -O2 -march=native -fopenmp -DLUNAR_USE_DNNL -Icore/include \
  *       $(pkg-config --cflags openblas) bench/kernels/bench_kernels.c \
  *       core/ops/cpu/[a-z]*.c core/ops/ref/[a-z]*.c core/rng.c core/tensor.c \
  *       core/status.c core/alloc.c core/cuda/cuda_none.c \
- *       $(pkg-config --libs openblas) -lm -o /tmp/bench_kernels
- *   OMP_WAIT_POLICY=PASSIVE /tmp/bench_kernels [threads=2] [repeats=15]
+ *       $(pkg-config --libs openblas) -ldnnl -lm -o /tmp/bench_kernels
+ *   OMP_WAIT_POLICY=PASSIVE /tmp/bench_kernels [threads=2] [repeats=15] [gemm]
+ *
+ * A third argument `gemm` runs only the peaks and the GEMM comparison.
  *
  * The GEMMs are OpenBLAS's: which kernel set it runs (Haswell = AVX2, SkylakeX
  * or Cooperlake = AVX-512) follows OPENBLAS_CORETYPE or its CPU detection, and
@@ -32,6 +39,10 @@
 #endif
 
 #include "lunar/kernels.h"
+#include "../../core/ops/cpu/gemm.h"   /* oneDNN and the own bf16 GEMM, side by side */
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 /* ---- the main job's shapes ------------------------------------------------------- */
 
@@ -186,6 +197,176 @@ static void b_att_blas_f(void) {
     }
 }
 
+/* ---- peaks and the GEMM comparison -------------------------------------------------- */
+
+/* GFLOP/s of a loop of independent 512-bit FMAs (bf16 = 0) or VDPBF16PS
+ * (bf16 = 1: 64 FLOP each) on every thread, the best of 5; 0 when this build
+ * has no such instruction. */
+static double peak_gflops(int bf16) {
+#if defined(__AVX512F__)
+#if !defined(__AVX512BF16__)
+    if (bf16) return 0.0;
+#endif
+    const long iters = 20000000;
+    double best = 0.0;
+    for (int rep = 0; rep < 5; rep++) {
+        int nt = 1;
+        double t0 = now();
+#pragma omp parallel
+        {
+#ifdef _OPENMP
+#pragma omp single
+            nt = omp_get_num_threads();
+#endif
+            __m512 acc[12];
+            for (int j = 0; j < 12; j++) acc[j] = _mm512_set1_ps(1e-3f * (float)j);
+            __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(1e-7f);
+            if (!bf16) {
+                for (long i = 0; i < iters; i++)
+#pragma GCC unroll 12
+                    for (int j = 0; j < 12; j++) acc[j] = _mm512_fmadd_ps(acc[j], a, b);
+            } else {
+#if defined(__AVX512BF16__)
+                __m512bh ab = _mm512_cvtne2ps_pbh(a, a), bb = _mm512_cvtne2ps_pbh(b, b);
+                for (long i = 0; i < iters; i++)
+#pragma GCC unroll 12
+                    for (int j = 0; j < 12; j++) acc[j] = _mm512_dpbf16_ps(acc[j], ab, bb);
+#endif
+            }
+            float s = 0;
+            for (int j = 0; j < 12; j++) s += _mm512_reduce_add_ps(acc[j]);
+            sink += s;
+        }
+        double t = now() - t0;
+        double g = (double)nt * iters * 12 * (bf16 ? 64 : 32) / t / 1e9;
+        if (g > best) best = g;
+    }
+    return best;
+#else
+    return 0.0;
+#endif
+}
+
+/* one GEMM case: C = A B (+ C), with A, B as lunar_gemm_mat in f32 and bf16 */
+static lunar_gemm_mat gA, gB, gA16, gB16;
+static int qM, qN, qK, qacc;
+static CBLAS_TRANSPOSE qTa, qTb;
+static float *qC;
+static void b_q_blas(void) {
+    cblas_sgemm(CblasRowMajor, qTa, qTb, qM, qN, qK, 1.0f, gA.p, qTa == CblasNoTrans ? (int)gA.rs : (int)gA.cs,
+                gB.p, qTb == CblasNoTrans ? (int)gB.rs : (int)gB.cs, qacc ? 1.0f : 0.0f, qC, qN);
+}
+static void b_q_dnnl(void) {
+    if (lunar_cpu_dnnl_gemm(qM, qN, qK, &gA, &gB, NULL, qC, 0, (size_t)qN, qacc)) failures++;
+}
+static void b_q_own16(void) {
+    if (lunar_cpu_gemm_bf16_own(qM, qN, qK, &gA16, &gB16, qC, (size_t)qN, qacc)) failures++;
+}
+static void b_q_dnnl16(void) {
+    if (lunar_cpu_dnnl_gemm(qM, qN, qK, &gA16, &gB16, NULL, qC, 0, (size_t)qN, qacc)) failures++;
+}
+
+/* the bf16 linear layer as training calls it (inp bf16, out bf16, dout f32) */
+static uint16_t *l16_in, *l16_w, *l16_out;
+static float *l16_b, *l16_dout, *l16_din, *l16_dw, *l16_db;
+static void b_l16_f(void) { lunar_cpu_linear_forward_bf16(l16_out, 1, l16_in, 1, l16_w, l16_b, lM, lK, lN); }
+static void b_l16_b(void) {
+    lunar_cpu_linear_backward_bf16(l16_din, l16_dw, l16_db, l16_dout, 0, l16_in, 1, l16_w, lM, lK, lN);
+}
+
+static uint16_t *to16(const float *x, size_t n) {
+    uint16_t *h = aligned_alloc(64, (n * 2 + 63) & ~(size_t)63);
+    lunar_cpu_cast_bf16(h, x, n);
+    return h;
+}
+
+static void gemm_comparison(void) {
+    double p32 = peak_gflops(0), p16 = peak_gflops(1);
+    printf("\npeaks (this run): FP32 FMA %.0f GFLOP/s, bf16 VDPBF16PS %.0f GFLOP/s\n", p32, p16);
+    printf("oneDNN in this build: %s\n", lunar_cpu_dnnl_active() ? "yes" : "no (NO_DNNL: its columns are n/a)");
+    /* the linears (rows, in, out) of the main job (B 128 x 50 tokens, C 192) and
+     * ViT-S/16 (B 8 x 197 tokens, C 384) */
+    const struct { const char *name; int rows, in, out; } lin[] = {
+        {"main qkv", 6400, 192, 576}, {"main proj", 6400, 192, 192}, {"main fc1", 6400, 192, 768},
+        {"main fc2", 6400, 768, 192}, {"S/16 qkv", 1576, 384, 1152}, {"S/16 proj", 1576, 384, 384},
+        {"S/16 fc1", 1576, 384, 1536}, {"S/16 fc2", 1576, 1536, 384},
+    };
+    size_t big = (size_t)6400 * 1536;
+    float *X = rnd(big, 1), *W = rnd((size_t)1536 * 1536, 0.1f), *DY = rnd(big, 1), *C1 = zer(big), *C2 = zer(big);
+    uint16_t *X16 = to16(X, big), *W16 = to16(W, (size_t)1536 * 1536), *DY16 = to16(DY, big);
+    printf("GEMM GFLOP/s (median of %d): OpenBLAS f32 | oneDNN f32 | own bf16 | oneDNN bf16"
+           "  (%% of the FP32 / bf16 peak; oneDNN's kernels)\n", repeats);
+    double s32 = 0, s16 = 0, sb = 0, so = 0, fl_all = 0;
+    for (size_t s = 0; s < sizeof lin / sizeof lin[0]; s++) {
+        const int R = lin[s].rows, Ci = lin[s].in, Co = lin[s].out;
+        for (int g = 0; g < 3; g++) {   /* forward, dinp, dweight */
+            const char *what = g == 0 ? "fwd" : g == 1 ? "dinp" : "dW";
+            if (g == 0) {          /* [R, Co] = X[R, Ci] W^T */
+                qM = R; qN = Co; qK = Ci; qacc = 0; qTa = CblasNoTrans; qTb = CblasTrans;
+                gA = (lunar_gemm_mat){X, 0, (size_t)Ci, 1}; gB = (lunar_gemm_mat){W, 0, 1, (size_t)Ci};
+                gA16 = (lunar_gemm_mat){X16, 1, (size_t)Ci, 1}; gB16 = (lunar_gemm_mat){W16, 1, 1, (size_t)Ci};
+            } else if (g == 1) {   /* [R, Ci] = DY[R, Co] W[Co, Ci] */
+                qM = R; qN = Ci; qK = Co; qacc = 0; qTa = CblasNoTrans; qTb = CblasNoTrans;
+                gA = (lunar_gemm_mat){DY, 0, (size_t)Co, 1}; gB = (lunar_gemm_mat){W, 0, (size_t)Ci, 1};
+                gA16 = (lunar_gemm_mat){DY16, 1, (size_t)Co, 1}; gB16 = (lunar_gemm_mat){W16, 1, (size_t)Ci, 1};
+            } else {               /* [Co, Ci] += DY^T X */
+                qM = Co; qN = Ci; qK = R; qacc = 1; qTa = CblasTrans; qTb = CblasNoTrans;
+                gA = (lunar_gemm_mat){DY, 0, 1, (size_t)Co}; gB = (lunar_gemm_mat){X, 0, (size_t)Ci, 1};
+                gA16 = (lunar_gemm_mat){DY16, 1, 1, (size_t)Co}; gB16 = (lunar_gemm_mat){X16, 1, (size_t)Ci, 1};
+            }
+            size_t nc = (size_t)qM * qN;
+            double fl = 2e-9 * qM * (double)qN * qK, r[4] = {0, 0, 0, 0};
+            const char *i32 = lunar_cpu_dnnl_gemm_impl(qM, qN, qK, &gA, &gB, NULL, 0, (size_t)qN, qacc);
+            char impl32[64];
+            snprintf(impl32, sizeof impl32, "%s", i32 ? i32 : "n/a");
+            const char *i16 = lunar_cpu_dnnl_gemm_impl(qM, qN, qK, &gA16, &gB16, NULL, 0, (size_t)qN, qacc);
+            /* validation: oneDNN against OpenBLAS (f32) and against the own GEMM (bf16) */
+            int save_acc = qacc;
+            qacc = 0;
+            qC = C1; b_q_blas();
+            if (i32) { qC = C2; b_q_dnnl(); validate("oneDNN f32 vs OpenBLAS", C2, C1, nc, 1e-5); }
+            qC = C1; b_q_own16();
+            if (i16) { qC = C2; b_q_dnnl16(); validate("oneDNN bf16 vs own bf16", C2, C1, nc, 1e-5); }
+            qacc = save_acc;
+            qC = C1;
+            timeit(b_q_blas); r[0] = fl / (med_ms * 1e-3);
+            if (i32) { timeit(b_q_dnnl); r[1] = fl / (med_ms * 1e-3); }
+            timeit(b_q_own16); r[2] = fl / (med_ms * 1e-3);
+            if (i16) { timeit(b_q_dnnl16); r[3] = fl / (med_ms * 1e-3); }
+            printf("  %-10s %-4s %5dx%4dx%4d  %6.0f | %6.0f | %6.0f | %6.0f  (%3.0f%% %3.0f%% | %3.0f%% %3.0f%%)  %s, %s\n",
+                   lin[s].name, what, qM, qN, qK, r[0], r[1], r[2], r[3], 100 * r[0] / p32, 100 * r[1] / p32,
+                   p16 > 0 ? 100 * r[2] / p16 : 0, p16 > 0 ? 100 * r[3] / p16 : 0, impl32, i16 ? i16 : "n/a");
+            if (r[0] > 0) sb += fl / r[0];
+            if (r[1] > 0) s32 += fl / r[1];
+            if (r[2] > 0) so += fl / r[2];
+            if (r[3] > 0) s16 += fl / r[3];
+            fl_all += fl;
+        }
+    }
+    printf("  all shapes (total FLOPs / total median time): %6.0f | %6.0f | %6.0f | %6.0f GFLOP/s\n",
+           sb > 0 ? fl_all / sb : 0, s32 > 0 ? fl_all / s32 : 0, so > 0 ? fl_all / so : 0,
+           s16 > 0 ? fl_all / s16 : 0);
+
+    /* the bf16 linear as training calls it: inp and out bf16, dout f32 (rounded by the GEMM path) */
+    printf("bf16 linear layer (kernels.h: inp/out bf16, dout f32), ms: own GEMM | oneDNN\n");
+    l16_in = X16; l16_w = W16; l16_out = to16(C1, big); l16_dout = DY; l16_din = C1; l16_dw = C2;
+    l16_b = rnd(1536, 0.1f); l16_db = zer(1536);
+    for (size_t s = 0; s < sizeof lin / sizeof lin[0]; s++) {
+        lM = lin[s].rows; lK = lin[s].in; lN = lin[s].out;
+        double t[2][2];
+        for (int d = 0; d < 2; d++) {
+            lunar_cpu_dnnl_enable(d);
+            timeit(b_l16_f); t[d][0] = med_ms;
+            timeit(b_l16_b); t[d][1] = med_ms;
+        }
+        lunar_cpu_dnnl_enable(1);
+        printf("  %-10s forward %7.3f | %7.3f   backward %7.3f | %7.3f   (oneDNN %.2fx)\n", lin[s].name,
+               t[0][0], t[1][0], t[0][1], t[1][1], (t[0][0] + t[0][1]) / (t[1][0] + t[1][1]));
+    }
+    free(X); free(W); free(DY); free(C1); free(C2); free(X16); free(W16); free(DY16); free(l16_out);
+    free(l16_b); free(l16_db);
+}
+
 /* ---- main ------------------------------------------------------------------------- */
 
 struct linear_shape { const char *name; int M, K, N, need_dinp; };
@@ -203,6 +384,7 @@ int main(int argc, char **argv) {
     const char *ct = getenv("OPENBLAS_CORETYPE");
     printf("OpenBLAS: %s, kernels: %s (OPENBLAS_CORETYPE=%s)\n", openblas_get_config(),
            openblas_get_corename(), ct ? ct : "(unset)");
+    int gemm_only = argc > 3 && strcmp(argv[3], "gemm") == 0;
 
     /* allocate */
     img = rnd((size_t)B * IMG * IMG, 1); patches = zer((size_t)B * L * 16); dimg = zer((size_t)B * IMG * IMG);
@@ -222,6 +404,12 @@ int main(int argc, char **argv) {
     param = rnd(PARAMS, 0.1f); adam_m = rnd(PARAMS, 0.01f); adam_v = zer(PARAMS); grad = rnd(PARAMS, 0.01f);
     sgd_buf = rnd(PARAMS, 0.01f);
     for (size_t i = 0; i < PARAMS; i++) adam_v[i] = 1e-4f * (1.0f + frand());
+
+    if (gemm_only) {
+        gemm_comparison();
+        printf("%s\n", failures ? "VALIDATION FAILED" : "validation ok");
+        return failures ? 1 : 0;
+    }
 
     /* ---- validation against the reference (f32 reference: sums in double) ---- */
     printf("\nvalidating against lunar_ref_*_f32 ...\n");
@@ -373,6 +561,8 @@ int main(int argc, char **argv) {
         gM = gs[s].M; gN = gs[s].N; gK = gs[s].K; gTa = gs[s].a; gTb = gs[s].b;
         timeit(b_sgemm); report(gs[s].name, 2e-9 * gM * gN * gK, 0);
     }
+
+    gemm_comparison();
 
     double gflop_step = 0.840 * B;
     printf("\none training step of the main job, sum of kernel medians: %.1f ms -> %.1f img/s, "
