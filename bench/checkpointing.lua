@@ -6,10 +6,10 @@
 --   build/lunar bench/checkpointing.lua --config configs/models/vit_s16.lua DATASET=synthetic \
 --     NUM_SAMPLES=64 BATCH_SIZE=8 NUM_THREADS=2 [BENCH_STEPS=5] [BENCH_WARMUP=1]
 --
--- Two runs of the same config (lunar.setup, same seed, same batches): the
--- config as given, and the config with activation_checkpointing = {granularity
--- = 'full', method = 'uniform', num_layers = 1} (every block; set the key on
--- the command line to compare another setting). After BENCH_WARMUP untimed
+-- Two runs of the same config (lunar.setup, same seed, same batches): without
+-- activation checkpointing, and with the config's or the command line's
+-- activation_checkpointing (granularity 'full'), by default {granularity =
+-- 'full', method = 'uniform', num_layers = 1} (every block). After BENCH_WARMUP untimed
 -- steps each, BENCH_STEPS steps of the two runs alternate (A, B, A, B, ...,
 -- so a machine shared with other jobs slows both alike). Per run it prints:
 --   model state   tensor bytes the run holds between steps (parameters,
@@ -25,20 +25,26 @@ local config = require('lunar.config')
 local setup = require('lunar.setup')
 
 local args = lunar.args
-local base = config.load(args.config, args.overrides)
-local over = {}
-for _, o in ipairs(args.overrides or {}) do over[#over + 1] = o end
-local has_ac = false
-for _, o in ipairs(over) do if o:match('^activation_checkpointing') or o:match('^CHECKPOINT=') then has_ac = true end end
-if not has_ac then over[#over + 1] = "activation_checkpointing={granularity='full', method='uniform', num_layers=1}" end
-if base.activation_checkpointing.granularity or base.CHECKPOINT then
-  -- the config checkpoints already: compare it with the same config without
-  over = {}
-  for _, o in ipairs(args.overrides or {}) do over[#over + 1] = o end
-  over[#over + 1] = 'CHECKPOINT=false'
-  over[#over + 1] = "activation_checkpointing={}"
+local function is_ac(o) return o:match('^activation_checkpointing') or o:match('^CHECKPOINT=') end
+local given = config.load(args.config, args.overrides)
+local function checkpoints(cfg) return cfg.activation_checkpointing.granularity == 'full' or cfg.CHECKPOINT end
+-- the two configs: without checkpointing (the given overrides less the checkpointing ones, and
+-- checkpointing switched off) and with it (as given when the config or the command line asks for
+-- 'full', else every block)
+local plain_over, ckpt_over = {}, {}
+for _, o in ipairs(args.overrides or {}) do
+  ckpt_over[#ckpt_over + 1] = o
+  if not is_ac(o) then plain_over[#plain_over + 1] = o end
 end
-local other = config.load(args.config, over)
+plain_over[#plain_over + 1] = 'CHECKPOINT=false'
+plain_over[#plain_over + 1] = 'activation_checkpointing={}'
+if not checkpoints(given) then
+  ckpt_over = {}
+  for _, o in ipairs(plain_over) do if not is_ac(o) then ckpt_over[#ckpt_over + 1] = o end end
+  ckpt_over[#ckpt_over + 1] = "activation_checkpointing={granularity='full', method='uniform', num_layers=1}"
+end
+local base = config.load(args.config, plain_over)
+local other = config.load(args.config, ckpt_over)
 local steps, warmup = base.BENCH_STEPS, base.BENCH_WARMUP
 
 local function describe(cfg)
