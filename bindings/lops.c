@@ -154,6 +154,31 @@ static int l_gelu_backward(lua_State *L) {
     return 1;
 }
 
+/* kind of lunar.ops.activation: 'relu' | 'silu' | 'gelu_tanh' -> LUNAR_ACT_* */
+static int act_kind_arg(lua_State *L, int idx) {
+    static const char *const names[] = {"relu", "silu", "gelu_tanh", NULL};
+    static const int kinds[] = {LUNAR_ACT_RELU, LUNAR_ACT_SILU, LUNAR_ACT_GELU_TANH};
+    return kinds[luaL_checkoption(L, idx, NULL, names)];
+}
+
+/* lunar.ops.activation(x, kind) -> y: kind 'relu' | 'silu' | 'gelu_tanh' (ops.h). */
+static int l_activation(lua_State *L) {
+    lunar_tensor *x = T(1);
+    int kind = act_kind_arg(L, 2);
+    lunar_tensor *y = new_like(L, x);
+    TRY(lunar_op_activation_forward(y, x, kind));
+    return 1;
+}
+
+/* lunar.ops.activation_backward(dy, x, kind) -> dx = dy * act'(x). */
+static int l_activation_backward(lua_State *L) {
+    lunar_tensor *dy = T(1), *x = T(2);
+    int kind = act_kind_arg(L, 3);
+    lunar_tensor *dx = new_like(L, x);
+    TRY(lunar_op_activation_backward(dx, dy, x, kind));
+    return 1;
+}
+
 static int l_attention(lua_State *L) {
     lunar_tensor *qkv = T(1);
     int H = (int)luaL_checkinteger(L, 2);
@@ -318,6 +343,7 @@ static const luaL_Reg ops[] = {
     {"linear", l_linear}, {"linear_backward", l_linear_backward}, {"patchify", l_patchify},
     {"patchify_backward", l_patchify_backward}, {"layernorm", l_layernorm},
     {"layernorm_backward", l_layernorm_backward}, {"gelu", l_gelu}, {"gelu_backward", l_gelu_backward},
+    {"activation", l_activation}, {"activation_backward", l_activation_backward},
     {"attention", l_attention}, {"attention_backward", l_attention_backward},
     {"embed_tokens", l_embed_tokens}, {"embed_tokens_backward", l_embed_tokens_backward},
     {"dropout", l_dropout}, {"dropout_backward", l_dropout_backward},

@@ -20,6 +20,7 @@
     {.name = nm, ENTRY(P, linear_forward), ENTRY(P, linear_backward),                         \
      ENTRY(P, patchify_forward), ENTRY(P, patchify_backward), ENTRY(P, layernorm_forward),    \
      ENTRY(P, layernorm_backward), ENTRY(P, gelu_forward), ENTRY(P, gelu_backward),           \
+     ENTRY(P, activation_forward), ENTRY(P, activation_backward),                             \
      ENTRY(P, attention_forward), ENTRY(P, attention_backward),                               \
      ENTRY(P, embed_tokens_forward), ENTRY(P, embed_tokens_backward),                         \
      ENTRY(P, dropout_forward), ENTRY(P, dropout_backward), ENTRY(P, cross_entropy_forward),  \
@@ -303,6 +304,40 @@ lunar_status lunar_op_gelu_backward(lunar_tensor *dinp, const lunar_tensor *dout
     BACKEND(op, inp, dinp, dout);
     if (IS16(inp)) be->gelu_backward_bf16(F(dinp), F(dout), H(inp), (size_t)n);
     else be->gelu_backward(F(dinp), F(dout), F(inp), (size_t)n);
+    DONE();
+}
+
+static const char *act_name(int kind) {
+    switch (kind) {
+    case LUNAR_ACT_RELU: return "relu";
+    case LUNAR_ACT_SILU: return "silu";
+    case LUNAR_ACT_GELU_TANH: return "gelu_tanh";
+    default: return NULL;
+    }
+}
+
+lunar_status lunar_op_activation_forward(lunar_tensor *out, const lunar_tensor *inp, int kind) {
+    const char *op = act_name(kind);
+    if (!op) return lunar_error(LUNAR_ERR_ARG, "activation: unknown kind %d (LUNAR_ACT_*)", kind);
+    T(op, "out", out); T(op, "inp", inp);
+    CHECK(check_numel(op, "out", out, lunar_tensor_numel(inp), "the size of inp"));
+    BACKEND(op, inp, out);
+    be->activation_forward(F(out), F(inp), (size_t)lunar_tensor_numel(inp), kind);
+    DONE();
+}
+
+lunar_status lunar_op_activation_backward(lunar_tensor *dinp, const lunar_tensor *dout, const lunar_tensor *inp,
+                                          int kind) {
+    const char *name = act_name(kind);
+    if (!name) return lunar_error(LUNAR_ERR_ARG, "activation_backward: unknown kind %d (LUNAR_ACT_*)", kind);
+    char op[32];
+    snprintf(op, sizeof op, "%s_backward", name);
+    T(op, "dinp", dinp); T(op, "dout", dout); T(op, "inp", inp);
+    int64_t n = lunar_tensor_numel(inp);
+    CHECK(check_numel(op, "dout", dout, n, "the size of inp"));
+    CHECK(check_numel(op, "dinp", dinp, n, "the size of inp"));
+    BACKEND(op, inp, dinp, dout);
+    be->activation_backward(F(dinp), F(dout), F(inp), (size_t)n, kind);
     DONE();
 }
 

@@ -57,8 +57,15 @@ end)
 
 -- leaves -------------------------------------------------------------------------------
 
-T.test('leaves: gradcheck of GELU, MeanPool, ClassToken, PositionEmbedding, Reshape, Transpose, Conv2d, Identity', function()
+T.test('leaves: gradcheck of GELU (exact, tanh), SiLU, ReLU, MeanPool, ClassToken, PositionEmbedding, Reshape, Transpose, Conv2d, Identity', function()
   check(nn.GELU(), randn({2, 3, 4}, 'gelu.x'))
+  check(nn.GELU{approximate = 'tanh'}, randn({2, 3, 4}, 'gelut.x'))
+  check(nn.SiLU(), randn({2, 3, 4}, 'silu.x'))
+  -- ReLU: no element within eps of the kink at 0 (central differences straddle it there)
+  local xr = randn({2, 3, 4}, 'relu.x')
+  local far = (xr * xr) + 0.1        -- >= 0.1 everywhere
+  local signs = lunar.tensor({1, -1, 1, -1, -1, 1, 1, -1, 1, 1, -1, -1, 1, -1, 1, -1, -1, 1, 1, -1, 1, 1, -1, -1}):view(2, 3, 4)
+  check(nn.ReLU(), far * signs)
   check(nn.MeanPool(), randn({2, 5, 3}, 'mp.x'))
   check(nn.ClassToken(3), randn({2, 4, 3}, 'ct.x'))
   check(nn.PositionEmbedding(4, 3), randn({2, 4, 3}, 'pe.x'))
@@ -70,6 +77,15 @@ T.test('leaves: gradcheck of GELU, MeanPool, ClassToken, PositionEmbedding, Resh
 end)
 
 T.test('leaves: forward values by hand', function()
+  -- ReLU(-2, 0, 3) = 0, 0, 3; SiLU(1) = 1/(1+e^-1) = 0.7310585786300049; tanh GELU(1) =
+  -- 0.5 (1 + tanh(sqrt(2/pi) 1.044715)) = 0.8411919906082768 (Python math, double)
+  local a = lunar.tensor({-2, 0, 3, 1})
+  local r, cr = nn.ReLU():forward(a); cr:free()
+  T.eq(table.concat(r:totable(), ','), '0.0,0.0,3.0,1.0')
+  local s1, cs = nn.SiLU():forward(a); cs:free()
+  T.near(s1:totable()[4], 0.7310585786300049, 1e-6, 0)
+  local g1, cg = nn.GELU{approximate = 'tanh'}:forward(a); cg:free()
+  T.near(g1:totable()[4], 0.8411919906082768, 1e-6, 0)
   -- MeanPool: tokens 1, 2, 6 -> mean 3 (channel 1); 0, 0, 3 -> 1 (channel 2)
   local x = lunar.tensor({{{1, 0}, {2, 0}, {6, 3}}})
   local y, c = nn.MeanPool():forward(x)
@@ -106,7 +122,7 @@ T.test('leaves: bad input names the module path and the shapes', function()
   nn.materialize(m, 1)
   T.raises(function() m:forward(lunar.zeros({2, 1, 8, 8})) end, 'stem %(Conv2d%).*expected %[B, 3, H, W%], got %[2, 1, 8, 8%]')
   T.raises(function() nn.Conv2d(3, 8, 4, {stride = 2}) end, 'only stride = kernel_size')
-  T.raises(function() nn.GELU{approximate = 'tanh'} end, "approximate = 'tanh' has no kernel")
+  T.raises(function() nn.GELU{approximate = 'erf'} end, "approximate must be 'none' or 'tanh'")
   T.raises(function() nn.Sequential{nn.Linear(2, 2), 'oops'} end, 'entry 2 must be a module or {name, module}, got string')
   T.raises(function() nn.Sequential{{'forward', nn.Linear(2, 2)}} end, "child name 'forward' is taken")
   local r = nn.materialize(nn.Residual(nn.Linear(4, 3)), 1)
@@ -312,6 +328,20 @@ T.test('MODEL in config.dump and a checkpoint: written as its source, read back,
   T.raises(function() config.dump(config.load(f)) end,
     "cannot write the function at 'MODEL' %(.*:2%): it uses 'W', a local of its file")
   os.remove(f)
+end)
+
+T.test('activation kernels on a CUDA device equal the CPU kernels (ReLU, SiLU, tanh GELU)', function()
+  local available, reason = lunar.cuda.is_available()
+  if not available then T.skip('no CUDA device (' .. reason .. ')') end
+  local x = randn({3, 7, 33}, 'act.cuda.x', 4)
+  local dy = randn({3, 7, 33}, 'act.cuda.dy')
+  local xd, dyd = x:to('cuda'), dy:to('cuda')
+  for _, kind in ipairs({'relu', 'silu', 'gelu_tanh'}) do
+    -- the same f32 formulas: within a few ulps (expf may differ by an ulp on the device)
+    T.check_close(kind, ops.activation(xd, kind):to('cpu'), ops.activation(x, kind), {rtol = 1e-6, atol = 1e-7})
+    T.check_close(kind .. ' backward', ops.activation_backward(dyd, xd, kind):to('cpu'),
+      ops.activation_backward(dy, x, kind), {rtol = 1e-6, atol = 1e-7})
+  end
 end)
 
 T.run()

@@ -72,6 +72,14 @@ void NAME(layernorm_backward)(real *dinp, real *dweight, real *dbias, const real
 void NAME(gelu_forward)(real *out, const real *inp, size_t n);                                  \
 /* dinp = dout * (Phi(x) + x * phi(x)).                                                      */  \
 void NAME(gelu_backward)(real *dinp, const real *dout, const real *inp, size_t n);             \
+/* Pointwise activations, kind a LUNAR_ACT_*: RELU max(x, 0) (gradient 0 at 0, as PyTorch);  */  \
+/* SILU x sigmoid(x) (Elfwing et al. 2018); GELU_TANH 0.5 x (1 + tanh(sqrt(2/pi)(x +          */  \
+/* 0.044715 x^3))) (Hendrycks & Gimpel's approximation; PyTorch approximate='tanh').          */  \
+/* In place allowed (out == inp).                                                            */  \
+void NAME(activation_forward)(real *out, const real *inp, size_t n, int kind);                  \
+/* dinp = dout * act'(inp) (dinp may alias dout).                                            */  \
+void NAME(activation_backward)(real *dinp, const real *dout, const real *inp, size_t n,        \
+                               int kind);                                                       \
 /* Multi-head self-attention from a fused qkv projection (timm layout):                    */  \
 /* qkv[B, N, 3, H, D] -> out[B, N, H, D] = softmax(q k^T / sqrt(D)) v per (b, h);           */  \
 /* saves lse[B, H, N], the log-sum-exp of each row of scaled scores, so backward            */  \
@@ -188,6 +196,8 @@ double NAME(reduce)(const void *x, int x_type, size_t n, int op);
 enum { LUNAR_ELEM_F32 = 0, LUNAR_ELEM_BF16 = 1, LUNAR_ELEM_F64 = 2 };
 /* arith's op: a + b, a - b, a * b, a / b. */
 enum { LUNAR_ARITH_ADD = 0, LUNAR_ARITH_SUB, LUNAR_ARITH_MUL, LUNAR_ARITH_DIV };
+/* activation_forward/backward's kind: ReLU, SiLU, tanh-approximated GELU. */
+enum { LUNAR_ACT_RELU = 0, LUNAR_ACT_SILU, LUNAR_ACT_GELU_TANH };
 /* reduce's op: sum, sum of squares, minimum, maximum. */
 enum { LUNAR_REDUCE_SUM = 0, LUNAR_REDUCE_SUMSQ, LUNAR_REDUCE_MIN, LUNAR_REDUCE_MAX };
 

@@ -69,6 +69,13 @@ lunar_status lunar_op_layernorm_backward(lunar_tensor *dinp, lunar_tensor *dweig
  * gelu_backward: inp f32 or bf16 (widened exactly); dout, dinp f32. */
 lunar_status lunar_op_gelu_forward(lunar_tensor *out, const lunar_tensor *inp);
 lunar_status lunar_op_gelu_backward(lunar_tensor *dinp, const lunar_tensor *dout, const lunar_tensor *inp);
+/* Pointwise activations (kernels.h activation_*; kind a LUNAR_ACT_*: ReLU, SiLU, GELU with
+ * the tanh approximation): out = act(inp); backward dinp = dout * act'(inp). All f32, the
+ * same numel, contiguous, one device; out may be inp. Errors: an unknown kind, dtypes,
+ * sizes, devices (named "relu", "silu_backward", ...). Used by lunar.nn.ReLU, SiLU, GELU. */
+lunar_status lunar_op_activation_forward(lunar_tensor *out, const lunar_tensor *inp, int kind);
+lunar_status lunar_op_activation_backward(lunar_tensor *dinp, const lunar_tensor *dout, const lunar_tensor *inp,
+                                          int kind);
 /* qkv [B, N, 3C] (timm: 3, H, D) -> out [B, N, C], lse [B, H, N] (f32).
  * qkv, out, dout and dqkv are all f32, or all bf16 (precision = 'bf16':
  * kernels.h attention_*_bf16, the arithmetic in f32; on CUDA cuDNN's fused
