@@ -60,7 +60,7 @@ endif
 report = $(if $(DEPS_READY),$(info $(1)))
 
 # pkg-config is evaluated lazily (after the deps stamp ran)
-PKGS := lua5.4 openblas libcjson readline zlib libjpeg libpng
+PKGS := lua5.4 openblas libcjson readline zlib libjpeg libpng libprotobuf-c libisal
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -172,6 +172,9 @@ $(shell mkdir -p $(BUILD) && { [ "$$(cat $(BUILD_CONFIG) 2>/dev/null)" = "$(CONF
 CORE_SRC := $(wildcard core/*.c core/ops/*.c core/ops/ref/*.c core/ops/cpu/*.c core/data/*.c core/io/*.c \
                       core/comm/*.c core/cuda/*.c)
 CORE_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(CORE_SRC)) $(patsubst %.cu,$(BUILD)/%.cu.o,$(CU_SRC))
+# generated: the Event protobuf of TensorBoard's files (core/io/tfevents.proto, protoc-c)
+GEN := $(BUILD)/gen
+CORE_OBJ += $(GEN)/tfevents.pb-c.o
 BIND_SRC := $(wildcard bindings/*.c)
 BIND_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(BIND_SRC))
 LIB := $(BUILD)/liblunar.a
@@ -187,6 +190,15 @@ lunar: $(BUILD)/lunar
 $(BUILD)/core/%.o: core/%.c $(wildcard core/include/lunar/*.h core/*/*.h core/ops/*/*.h) $(BUILD_CONFIG) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# protoc-c (protobuf-c-compiler) writes tfevents.pb-c.{c,h}; tfevents.c includes the header
+$(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: core/io/%.proto | $(DEPS_STAMP)
+	@mkdir -p $(GEN)
+	protoc-c --proto_path=core/io --c_out=$(GEN) $<
+$(GEN)/%.pb-c.o: $(GEN)/%.pb-c.c $(BUILD_CONFIG)
+	$(CC) $(CFLAGS) -c $< -o $@
+$(BUILD)/core/io/tfevents.o: $(GEN)/tfevents.pb-c.h
+$(BUILD)/core/io/tfevents.o: CFLAGS += -I$(GEN)
 
 # CUDA sources: one .cu per op family; an nvcc error fails the build (and CI)
 $(BUILD)/core/%.cu.o: core/%.cu $(wildcard core/include/lunar/*.h core/cuda/*.h core/ops/cuda/*.cuh) $(BUILD_CONFIG) | $(DEPS_STAMP)

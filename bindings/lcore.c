@@ -35,6 +35,7 @@ void lunar_open_tensor(lua_State *L);
 void lunar_open_ops(lua_State *L);
 void lunar_open_data(lua_State *L);
 void lunar_open_io(lua_State *L);
+void lunar_open_tfevents(lua_State *L);
 void lunar_open_comm(lua_State *L);
 void lunar_open_cuda(lua_State *L);
 void lunar_open_json(lua_State *L);
@@ -134,6 +135,7 @@ int lunar_open_bindings(lua_State *L) {
     lunar_open_ops(L);
     lunar_open_data(L);
     lunar_open_io(L);
+    lunar_open_tfevents(L);   /* lunar.io.tfevents, lunar.io.crc32c (bindings/ltfevents.c) */
     lunar_open_comm(L);
     lunar_open_json(L);   /* lunar.json, require('lunar.json') (bindings/ljson.c) */
     lua_getglobal(L, "package");

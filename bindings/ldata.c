@@ -12,6 +12,7 @@
  *   ds:count() ds:channels() ds:ndim() ds:size(i) ds:num_classes() ds:shape()
  *   ld = lunar.data.loader(ds, {batch_size=, shuffle=true, seed=0, drop_last=false,
  *                               rank=0, num_shards=1, mean={..}, std={..}, prefetch=true,
+ *                               (or the number of batches prepared ahead; true is 1)
  *                               device='cpu', threads=1})
  *   images, labels = ld:next()   f32 [B, C, S..], i32 [B]; nil at the end of the epoch
  *                  (a data file that cannot be read or decoded: a user error, lunar.error)
@@ -215,6 +216,14 @@ static int opt_field_bool(lua_State *L, int t, const char *k, int def) {
     return v;
 }
 
+/* opts.prefetch: a boolean (1 or 0 batches ahead) or a count */
+static int prefetch_depth(lua_State *L, int t) {
+    lua_getfield(L, t, "prefetch");
+    int v = lua_isnil(L, -1) ? 1 : lua_isboolean(L, -1) ? lua_toboolean(L, -1) : (int)luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
 static int l_loader(lua_State *L) {
     lunar_dataset *ds = check_ds(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -231,7 +240,7 @@ static int l_loader(lua_State *L) {
                                        (uint64_t)opt_field_int(L, 2, "seed", 0), opt_field_bool(L, 2, "drop_last", 0),
                                        (int)opt_field_int(L, 2, "rank", 0), (int)opt_field_int(L, 2, "num_shards", 1),
                                        has_mean ? mean : NULL, has_std ? std : NULL,
-                                       opt_field_bool(L, 2, "prefetch", 1));
+                                       prefetch_depth(L, 2));
     free(mean); free(std);
     if (!l) return lunar_raise(L);
     loader_ud *u = lua_newuserdatauv(L, sizeof *u, 1);

@@ -14,6 +14,7 @@
  *   lunar -i SCRIPT.lua [...]      run the script, then the REPL in its state
  *   lunar config SUBCOMMAND [...]  the config tool: require('lunar.cli').main(args)
  *                                  with args = {"config", SUBCOMMAND, ...}
+ *   lunar plot FILE... [-o OUT]    the same, with args = {"plot", FILE, ...}
  *   lunar                          the REPL
  *   lunar --help | --version
  *
@@ -186,7 +187,7 @@ typedef struct {
     const char *script;     /* NULL: none */
     const char *config;     /* --config FILE */
     const char *repl_rank;  /* --repl-rank R */
-    const char *command;    /* "config": argv[1..] go to lua/lunar/cli.lua */
+    const char *command;    /* "config" or "plot": argv[1..] go to lua/lunar/cli.lua */
     int interactive, help, version;
     int n_chunks, n_overrides, n_rest;
     const char **chunks;    /* -e CODE, in order */
@@ -201,6 +202,7 @@ static void usage(FILE *f) {
 "       lunar -e CODE [...]\n"
 "       lunar -i SCRIPT.lua [...]\n"
 "       lunar config show FILE [key=value ...] | keys [--markdown] | help\n"
+"       lunar plot METRICS_FILE... [-o curves.png]\n"
 "       lunar                        (the REPL)\n"
 "\n"
 "Runs a Lua 5.4 script, with the `lunar` library loaded, on every MPI rank\n"
@@ -210,6 +212,8 @@ static void usage(FILE *f) {
 "  config show FILE [key=value ...]  print the resolved config and the model's\n"
 "                    parameter count (the model is not allocated)\n"
 "  config keys [--markdown]  every config key with its type, default and doc\n"
+"  plot METRICS_FILE... [-o curves.png]  loss, learning-rate and test-accuracy\n"
+"                    curves of one or more runs on one figure (gnuplot)\n"
 "\n"
 "options:\n"
 "  --config FILE     the config file (a Lua chunk): lunar.args.config\n"
@@ -327,8 +331,8 @@ static int parse_args(int argc, char **argv, options *o) {
         fprintf(stderr, "lunar: out of memory\n");
         return 1;
     }
-    if (argc >= 2 && strcmp(argv[1], "config") == 0) {
-        /* the config tool: every argument goes to lunar.cli */
+    if (argc >= 2 && (strcmp(argv[1], "config") == 0 || strcmp(argv[1], "plot") == 0)) {
+        /* the config tool and `lunar plot`: every argument goes to lunar.cli */
         o->command = argv[1];
         for (int i = 1; i < argc; i++) {
             o->rest[o->n_rest++] = argv[i];

@@ -16,7 +16,9 @@
 -- them; with gradient_accumulation = n a step takes n batches. Reports the
 -- loss every LOG_EVERY steps (a progress bar on a terminal), the test accuracy
 -- after each epoch ("test accuracy"), and writes one JSON line per step (its
--- batches' mean loss) and per evaluation to METRICS_FILE.
+-- batches' mean loss) and per evaluation to METRICS_FILE; with TENSORBOARD_DIR
+-- set, the same values as TensorBoard scalars (lunar.tensorboard), and with
+-- PLOT_FILE set, a PNG of the curves at the end (lunar plot).
 --
 -- Checkpoints (lunar.checkpoint): with CHECKPOINT_DIR set, a sharded checkpoint
 -- every SAVE_EVERY steps and one at the end; RESUME='auto' (the newest complete
@@ -79,6 +81,8 @@ if resumed and cfg.METRICS_FILE ~= '' and log.is_main() then
 end
 local metrics = log.metrics(cfg.METRICS_FILE)
 for _, obj in ipairs(kept) do metrics:write(obj) end
+-- TENSORBOARD_DIR: every metrics line from here on is also a TensorBoard event on rank 0 (lunar.tensorboard)
+metrics = require('lunar.tensorboard').tee(metrics, cfg.TENSORBOARD_DIR, {device = grid.device})
 -- one metrics line per optimizer step, a console line every LOG_EVERY steps (log.step_meter)
 local meter = log.step_meter{metrics = metrics, log_every = cfg.LOG_EVERY, flops_per_image = run.flops_per_image}
 
@@ -143,3 +147,4 @@ end
 if engine.optimizer_steps > start_step then checkpoint.maybe_save(cfg, ckpt, {final = true}) end
 log.peak_memory(grid.device)   -- device = 'cuda': the model, its state and the activations are there
 metrics:close()
+require('lunar.plot').at_end(cfg)   -- PLOT_FILE: the curves of METRICS_FILE (lunar plot, gnuplot)

@@ -10,7 +10,9 @@
 -- LOG_EVERY steps (a progress bar on a terminal), the test accuracy after each
 -- epoch ("test accuracy"), the memory after each epoch, and writes one JSON
 -- line per step and per test to METRICS_FILE. With CHECKPOINT_DIR set, saves
--- a checkpoint every SAVE_EVERY steps and at the end.
+-- a checkpoint every SAVE_EVERY steps and at the end; with TENSORBOARD_DIR,
+-- TensorBoard scalars (hooks.TensorboardHook); with PLOT_FILE, a PNG of the
+-- curves at the end (lunar plot).
 --
 -- Parallel runs take the layout from the config's `parallel` dict
 -- (lunar.parallel): mpirun -np 4 build/lunar examples/train_with_trainer.lua
@@ -37,6 +39,9 @@ local hook_list = {
   hooks.LogMetricByEpochHook{},
   hooks.LogMemoryByEpochHook{log_eval = false},
 }
+if cfg.TENSORBOARD_DIR ~= '' then
+  hook_list[#hook_list + 1] = hooks.TensorboardHook{log_dir = cfg.TENSORBOARD_DIR, device = grid.device}
+end
 if cfg.CHECKPOINT_DIR ~= '' then
   hook_list[#hook_list + 1] = hooks.SaveCheckpointHook{dir = cfg.CHECKPOINT_DIR, every_steps = cfg.SAVE_EVERY}
 end
@@ -52,3 +57,4 @@ trainer:fit{
   display_progress = true,
 }
 log.peak_memory(grid.device)   -- device = 'cuda': the model, its state and the activations are there
+require('lunar.plot').at_end(cfg)   -- PLOT_FILE: the curves of METRICS_FILE (lunar plot, gnuplot)

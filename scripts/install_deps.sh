@@ -17,6 +17,9 @@ PKGS=(
   libopenmpi-dev openmpi-bin      # MPI launch and collectives
   libcjson-dev                    # JSON: safetensors headers (C) and lunar.json (Lua)
   libreadline-dev                 # REPL line editing and history
+  libprotobuf-c-dev protobuf-c-compiler libisal-dev   # TensorBoard event files: the Event protobuf
+                                  # (protoc-c at build time) and CRC32C (ISA-L's crc32_iscsi)
+  gnuplot-nox                     # `lunar plot` and PLOT_FILE (PNG through the pngcairo terminal)
   dataset-fashion-mnist           # the main job's data
   tmux                            # the REPL test drives a real terminal
   python3-torch python3-torchvision python3-venv   # the PyTorch reference: tests/golden (gen_golden.py,

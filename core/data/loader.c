@@ -8,13 +8,20 @@
  * from its start (drop_last = 0) or truncated (drop_last = 1) to a multiple of
  * num_shards; rank r keeps positions r, r + num_shards, ...
  *
- * Prefetch: one slot buffer and a worker thread. After the caller takes batch
- * b, the worker is asked for b + 1 and fills the slot while the caller trains;
- * lunar_loader_next waits for the slot, copies it out and asks for the next.
- * The worker reads the shard's index list only while FILLING; set_epoch and
- * seek wait until it is not FILLING before they change that list, and drop a
- * slot that holds another position. The batch is computed by the same
- * function either way, so prefetch does not change a bit.
+ * Prefetch: `depth` slot buffers and a worker thread. The worker keeps the
+ * window of positions [batch, batch + depth) of the caller's epoch filled: it
+ * takes the first position of the window no slot holds, and a slot that holds
+ * none of the window's (empty, or a position already passed or of another
+ * epoch), and fills it outside the lock; lunar_loader_next waits until the
+ * slot of its position is READY, copies it out and frees it, which moves the
+ * window on. The worker reads the shard's index list only while `filling`;
+ * set_epoch, seek and set_threads wait until it is not filling before they
+ * change what it reads. A slot is named by its (epoch, batch) and a batch is a
+ * pure function of them, so a slot filled before a seek stays valid, and
+ * prefetch does not change a bit. A failed batch (an image dataset's bad file
+ * with on_bad_image) is kept with its message and reported by the
+ * lunar_loader_next that reaches it; its slot is freed, so the next call
+ * tries that batch again.
  *
  * Batches for a CUDA device (lunar_loader_set_device): the loader owns a
  * page-locked host buffer of one batch (lunar_cuda_host_alloc), fills it as
@@ -34,7 +41,17 @@
 
 #define SHUFFLE_STREAM_TAG (0x4C4F4144ull << 32) /* "LOAD" */
 
-enum { SLOT_EMPTY, SLOT_REQUESTED, SLOT_FILLING, SLOT_READY };
+enum { SLOT_EMPTY, SLOT_FILLING, SLOT_READY };
+
+typedef struct {
+    int state;
+    int64_t epoch, batch;       /* the position it holds (FILLING, READY) */
+    int n;                      /* the batch size; -1: filling failed, msg says why */
+    lunar_status status;
+    char msg[512];
+    float *images;
+    int32_t *labels;
+} slot;
 
 struct lunar_loader {
     const lunar_dataset *ds;
@@ -54,13 +71,9 @@ struct lunar_loader {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int sync_init;
-    int state, stop;
-    int64_t req_epoch, req_batch;   /* what the slot is (to be) filled with */
-    int slot_n;                 /* -1: filling failed, slot_msg says why */
-    lunar_status slot_status;
-    char slot_msg[512];
-    float *slot_images;
-    int32_t *slot_labels;
+    int stop, filling;          /* filling: the worker is computing a batch (lock released) */
+    int depth;                  /* batches prepared ahead (= prefetch) */
+    slot *slots;                /* [depth] */
     /* lunar_loader_next_tensors */
     int device;                 /* LUNAR_CPU, or the CUDA device batches go to */
     void *stage;                /* device >= 0: the page-locked batch (images, then labels) */
@@ -206,39 +219,67 @@ static int fill_batch(const lunar_loader *l, int64_t b, float *images, int32_t *
     return (int)count;
 }
 
+/* With the lock held: the slot holding (epoch, batch) in state st, or NULL. */
+static slot *slot_at(lunar_loader *l, int64_t epoch, int64_t batch, int st) {
+    for (int k = 0; k < l->depth; k++) {
+        slot *s = &l->slots[k];
+        if (s->state == st && s->epoch == epoch && s->batch == batch) return s;
+    }
+    return NULL;
+}
+
+/* With the lock held: the next (slot, batch) to fill, or NULL: the first
+ * position of the caller's window that no slot holds, and a slot holding none
+ * of the window's positions. */
+static slot *next_job(lunar_loader *l, int64_t *batch) {
+    int64_t end = l->batch + l->depth;
+    if (end > l->num_batches) end = l->num_batches;
+    for (int64_t b = l->batch; b < end; b++) {
+        if (slot_at(l, l->epoch, b, SLOT_READY)) continue;
+        for (int k = 0; k < l->depth; k++) {
+            slot *s = &l->slots[k];
+            if (s->state == SLOT_EMPTY ||
+                (s->state == SLOT_READY && (s->epoch != l->epoch || s->batch < l->batch || s->batch >= end))) {
+                *batch = b;
+                return s;
+            }
+        }
+        return NULL;
+    }
+    return NULL;
+}
+
 static void *worker_main(void *arg) {
     lunar_loader *l = arg;
     pthread_mutex_lock(&l->mu);
     for (;;) {
-        while (!l->stop && l->state != SLOT_REQUESTED) pthread_cond_wait(&l->cv, &l->mu);
+        slot *s = NULL;
+        int64_t b = 0;
+        while (!l->stop && !(s = next_job(l, &b))) pthread_cond_wait(&l->cv, &l->mu);
         if (l->stop) break;
-        l->state = SLOT_FILLING;
-        int64_t b = l->req_batch;
+        s->state = SLOT_FILLING;
+        s->epoch = l->epoch;
+        s->batch = b;
+        l->filling = 1;
         pthread_mutex_unlock(&l->mu);
-        int n = fill_batch(l, b, l->slot_images, l->slot_labels);
+        int n = fill_batch(l, b, s->images, s->labels);
         pthread_mutex_lock(&l->mu);
         if (n < 0) {   /* the error is this thread's: keep it for the caller */
-            l->slot_status = lunar_last_status();
-            snprintf(l->slot_msg, sizeof l->slot_msg, "%s", lunar_last_error());
+            s->status = lunar_last_status();
+            snprintf(s->msg, sizeof s->msg, "%s", lunar_last_error());
         }
-        l->slot_n = n;
-        l->state = SLOT_READY;
+        s->n = n;
+        s->state = SLOT_READY;
+        l->filling = 0;
         pthread_cond_broadcast(&l->cv);
     }
     pthread_mutex_unlock(&l->mu);
     return NULL;
 }
 
-/* With the lock held: asks the worker for the caller's current position. */
-static void request_current(lunar_loader *l) {
-    if (l->batch < l->num_batches) {
-        l->req_epoch = l->epoch;
-        l->req_batch = l->batch;
-        l->state = SLOT_REQUESTED;
-        pthread_cond_broadcast(&l->cv);
-    } else {
-        l->state = SLOT_EMPTY;
-    }
+/* With the lock held: waits until the worker computes no batch. */
+static void wait_not_filling(lunar_loader *l) {
+    while (l->filling) pthread_cond_wait(&l->cv, &l->mu);
 }
 
 lunar_loader *lunar_loader_new(const lunar_dataset *ds, int batch_size, int shuffle, uint64_t seed,
@@ -294,7 +335,8 @@ lunar_loader *lunar_loader_new(const lunar_dataset *ds, int batch_size, int shuf
     l->drop_last = drop_last != 0;
     l->rank = shard_rank;
     l->num_shards = num_shards;
-    l->prefetch = prefetch != 0;
+    l->prefetch = prefetch > 0;
+    l->depth = prefetch > 0 ? prefetch : 0;
     l->seed = seed;
     l->per_shard = per_shard;
     l->num_batches = nb;
@@ -311,16 +353,19 @@ lunar_loader *lunar_loader_new(const lunar_dataset *ds, int batch_size, int shuf
     }
     compute_indices(l, 0);
     if (l->prefetch) {
-        l->slot_images = malloc((size_t)batch_size * (size_t)ds->sample_numel * sizeof(float));
-        l->slot_labels = malloc((size_t)batch_size * sizeof(int32_t));
-        if (!l->slot_images || !l->slot_labels) goto oom;
+        l->slots = calloc((size_t)l->depth, sizeof *l->slots);
+        if (!l->slots) goto oom;
+        for (int k = 0; k < l->depth; k++) {
+            l->slots[k].images = malloc((size_t)batch_size * (size_t)ds->sample_numel * sizeof(float));
+            l->slots[k].labels = malloc((size_t)batch_size * sizeof(int32_t));
+            if (!l->slots[k].images || !l->slots[k].labels) goto oom;
+        }
         if (pthread_mutex_init(&l->mu, NULL) != 0) goto thread_fail;
         if (pthread_cond_init(&l->cv, NULL) != 0) {
             pthread_mutex_destroy(&l->mu);
             goto thread_fail;
         }
         l->sync_init = 1;
-        l->state = SLOT_EMPTY;
         int rc = pthread_create(&l->thread, NULL, worker_main, l);
         if (rc != 0) {
             lunar_error(LUNAR_ERR_OOM, "loader: cannot start the prefetch thread: %s", strerror(rc));
@@ -328,9 +373,6 @@ lunar_loader *lunar_loader_new(const lunar_dataset *ds, int batch_size, int shuf
             return NULL;
         }
         l->thread_started = 1;
-        pthread_mutex_lock(&l->mu);
-        request_current(l);
-        pthread_mutex_unlock(&l->mu);
     }
     return l;
 oom:
@@ -357,23 +399,22 @@ int lunar_loader_next(lunar_loader *l, float *images, int32_t *labels) {
         return n;
     }
     pthread_mutex_lock(&l->mu);
-    for (;;) {
-        if (l->state == SLOT_READY && l->req_epoch == l->epoch && l->req_batch == l->batch) break;
-        if (l->state == SLOT_READY || l->state == SLOT_EMPTY) request_current(l);
+    slot *s;
+    while (!(s = slot_at(l, l->epoch, l->batch, SLOT_READY))) {
+        pthread_cond_broadcast(&l->cv);
         pthread_cond_wait(&l->cv, &l->mu);
     }
-    int n = l->slot_n;
+    int n = s->n;
     if (n < 0) {   /* the batch failed: report it; a later call tries it again */
-        lunar_error(l->slot_status, "%s", l->slot_msg);
-        l->state = SLOT_EMPTY;
-        pthread_mutex_unlock(&l->mu);
-        return -1;
+        lunar_error(s->status, "%s", s->msg);
+    } else {
+        int64_t numel = l->ds->sample_numel;
+        memcpy(images, s->images, (size_t)n * (size_t)numel * sizeof(float));
+        memcpy(labels, s->labels, (size_t)n * sizeof(int32_t));
+        l->batch++;
     }
-    int64_t numel = l->ds->sample_numel;
-    memcpy(images, l->slot_images, (size_t)n * (size_t)numel * sizeof(float));
-    memcpy(labels, l->slot_labels, (size_t)n * sizeof(int32_t));
-    l->batch++;
-    request_current(l);
+    s->state = SLOT_EMPTY;
+    pthread_cond_broadcast(&l->cv);
     pthread_mutex_unlock(&l->mu);
     return n;
 }
@@ -392,11 +433,11 @@ lunar_status lunar_loader_seek(lunar_loader *l, int64_t epoch, int64_t batch_ind
         return LUNAR_OK;
     }
     pthread_mutex_lock(&l->mu);
-    while (l->state == SLOT_FILLING) pthread_cond_wait(&l->cv, &l->mu);
+    wait_not_filling(l);
     l->epoch = epoch;
     l->batch = batch_index;
-    compute_indices(l, epoch);   /* the worker is idle: it only reads indices while FILLING */
-    request_current(l);
+    compute_indices(l, epoch);   /* the worker is idle: it only reads indices while filling */
+    pthread_cond_broadcast(&l->cv);
     pthread_mutex_unlock(&l->mu);
     return LUNAR_OK;
 }
@@ -411,8 +452,8 @@ lunar_status lunar_loader_set_threads(lunar_loader *l, int threads) {
         return LUNAR_OK;
     }
     pthread_mutex_lock(&l->mu);
-    while (l->state == SLOT_FILLING) pthread_cond_wait(&l->cv, &l->mu);
-    l->threads = threads;   /* the worker reads it only while FILLING */
+    wait_not_filling(l);
+    l->threads = threads;   /* the worker reads it only while filling */
     pthread_mutex_unlock(&l->mu);
     return LUNAR_OK;
 }
@@ -519,8 +560,12 @@ void lunar_loader_free(lunar_loader *l) {
         pthread_cond_destroy(&l->cv);
         pthread_mutex_destroy(&l->mu);
     }
-    free(l->slot_images);
-    free(l->slot_labels);
+    if (l->slots)
+        for (int k = 0; k < l->depth; k++) {
+            free(l->slots[k].images);
+            free(l->slots[k].labels);
+        }
+    free(l->slots);
     lunar_cuda_host_free(l->stage);
     free(l->perm);
     free(l->indices);

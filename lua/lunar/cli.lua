@@ -1,5 +1,6 @@
---- lunar.cli: the `lunar config` subcommands (bindings/main.c runs
--- `require('lunar.cli').main(args)` when the first argument is `config`).
+--- lunar.cli: the `lunar config` subcommands and `lunar plot` (bindings/main.c
+-- runs `require('lunar.cli').main(args)` when the first argument is `config`
+-- or `plot`).
 --
 --   lunar config show FILE [key=value ...]   the resolved config (config.dump,
 --                                            with each key's doc) and the model's
@@ -10,6 +11,10 @@
 --   lunar config keys --update-readme [FILE] rewrites that section of FILE
 --                                            (default README.md in lunar.home)
 --   lunar config help
+--   lunar plot METRICS_FILE... [-o curves.png]  the loss, learning-rate and
+--                                            test-accuracy curves (lunar.plot,
+--                                            gnuplot); also writes curves.png.dat
+--                                            and curves.png.gp
 --
 -- Each subcommand is a function that returns its output text (or raises an
 -- error), so tests call them directly; `main` prints and sets the exit status:
@@ -32,6 +37,8 @@ usage: lunar config show FILE [key=value ...]   the resolved config and the mode
        lunar config keys --update-readme [FILE] regenerate FILE's config reference
                                                 (default: README.md of the repository)
        lunar config help                        this text
+       lunar plot METRICS_FILE... [-o OUT.png]  loss, learning-rate and test-accuracy curves of
+                                                one or more runs (default OUT: curves.png)
 ]]
 
 --- A usage error: raised as a table so `main` can tell it from a config error.
@@ -275,14 +282,39 @@ function cli.config(args)
   usage_error(msg)
 end
 
+--- `lunar plot METRICS_FILE... [-o OUT]`: args are the words after `plot`.
+-- @treturn string the output (points per curve and file, the files written)
+function cli.plot(args)
+  local files, out = {}, 'curves.png'
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if a == '-o' or a == '--output' then
+      if not args[i + 1] then usage_error("plot: option '" .. a .. "' needs a file name") end
+      out, i = args[i + 1], i + 1
+    elseif a == '-h' or a == '--help' then
+      return USAGE
+    elseif a:sub(1, 1) == '-' then
+      usage_error("plot: unknown option '" .. a .. "'")
+    else
+      files[#files + 1] = a
+    end
+    i = i + 1
+  end
+  if #files == 0 then usage_error('plot: no METRICS_FILE given') end
+  local plot = require('lunar.plot')
+  return plot.summary(files, out, plot.draw(files, out))
+end
+
 --- Runs a CLI command line and exits with its status (0, 1 or 2); output on
--- rank 0 only. args[1] is the command (`config`).
+-- rank 0 only. args[1] is the command (`config` or `plot`).
 -- @tparam {string,...} args the host's arguments after the program name
 function cli.main(args)
   local cmd = args[1]
   local rest = table.move(args, 2, #args, 1, {})
   local ok, out = pcall(function()
     if cmd == 'config' then return cli.config(rest) end
+    if cmd == 'plot' then return cli.plot(rest) end
     usage_error("unknown command '" .. tostring(cmd) .. "'")
   end)
   local main_rank = (lunar and lunar.rank or 0) == 0
@@ -292,8 +324,10 @@ function cli.main(args)
   end
   local usage = type(out) == 'table' and out.usage
   if main_rank then
-    -- usage errors read "lunar config show: ...", config errors "lunar config: FILE: ..."
-    io.stderr:write(usage and 'lunar ' or 'lunar config: ', tostring(out), '\n')
+    -- usage errors read "lunar config show: ...", config errors "lunar config: FILE: ...",
+    -- plot errors "lunar plot: ..." (their message starts with "plot: ")
+    local msg = type(out) == 'table' and (out.msg or out.message) or tostring(out)
+    io.stderr:write((usage or cmd == 'plot') and 'lunar ' or 'lunar config: ', msg, '\n')
     if usage then io.stderr:write(USAGE) end
     io.stderr:flush()
   end

@@ -111,7 +111,8 @@ end
 -- opts.device (default cfg.device, else 'cpu') is where its batches land: on
 -- 'cuda' / 'cuda:N' each batch goes through the loader's page-locked host
 -- buffer to that device. cfg.DATA_MEAN / cfg.DATA_STD replace the dataset's
--- normalization; cfg.DATA_THREADS decode threads (image datasets).
+-- normalization; cfg.DATA_THREADS decode threads (image datasets); with
+-- cfg.PREFETCH a thread prepares cfg.PREFETCH_BATCHES batches ahead.
 function data.loader(ds, cfg, opts)
   opts = opts or {}
   local st = data.stats[cfg.DATASET] or {}
@@ -119,7 +120,7 @@ function data.loader(ds, cfg, opts)
     batch_size = opts.batch_size or cfg.BATCH_SIZE, shuffle = opts.train ~= false,
     seed = cfg.SEED, drop_last = opts.train ~= false, rank = opts.rank or 0,
     num_shards = opts.num_shards or 1, mean = cfg.DATA_MEAN or st.mean, std = cfg.DATA_STD or st.std,
-    prefetch = cfg.PREFETCH, device = opts.device or cfg.device or 'cpu', threads = cfg.DATA_THREADS or 1,
+    prefetch = cfg.PREFETCH ~= false and (cfg.PREFETCH_BATCHES or 1) or 0, device = opts.device or cfg.device or 'cpu', threads = cfg.DATA_THREADS or 1,
   })
 end
 

@@ -10,6 +10,7 @@
 --     hooks.LogMetricByEpochHook{},                         -- 10: a line per epoch and test
 --     hooks.LogMetricByStepHook{metrics = 'm.jsonl', log_every = 50},  -- 10: JSON lines
 --     hooks.LogMemoryByEpochHook{},                         -- 10: lunar.memory() per epoch
+--     hooks.TensorboardHook{log_dir = 'tb'},                -- 10: TensorBoard scalars, rank 0
 --     hooks.SaveCheckpointHook{dir = 'ckpt', every_steps = 1000},      -- 10: checkpoint.save
 --     {name = 'mine', priority = 5, after_train_iter = function(self, trainer, logits, labels, loss) end},
 --     function(event, trainer, ...) end,                    -- called on every event
@@ -336,6 +337,25 @@ function hooks.LogMetricByStepHook:after_test(trainer)
   local m = trainer.states.metrics.test
   self.writer:write{step = trainer.optimizer_steps, epoch = trainer.cur_epoch + 1,
     test_accuracy = m.accuracy and m.accuracy:value() or nil, test_loss = m.loss and m.loss:value() or nil}
+end
+
+-- ---------------------------------------------------------------------------
+-- TensorboardHook
+
+--- TensorBoard event files (lunar.tensorboard, Colossal-AI's TensorboardHook):
+-- on rank 0, in opts.log_dir, one event per optimizer step with train/loss,
+-- train/lr, train/images_per_s (the values LogMetricByStepHook writes to the
+-- metrics file, through its own log.step_meter) and memory/peak_bytes (peak
+-- bytes in tensors on opts.device, default lunar.default_device()), and one
+-- per test with test/accuracy and test/loss.
+hooks.TensorboardHook = class('TensorboardHook', hooks.LogMetricByStepHook)   -- its metrics file is the event file
+hooks.TensorboardHook.default_priority = 10
+
+function hooks.TensorboardHook:__init(opts)
+  assert(opts and type(opts.log_dir) == 'string' and opts.log_dir ~= '',
+    'TensorboardHook: log_dir (the event file directory) is required')
+  hooks.LogMetricByStepHook.__init(self, {priority = opts.priority, name = opts.name,
+    metrics = require('lunar.tensorboard').writer(opts.log_dir, {device = opts.device or lunar.default_device()})})
 end
 
 -- ---------------------------------------------------------------------------

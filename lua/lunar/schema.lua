@@ -155,6 +155,8 @@ local TOP = {
       doc = 'size of the synthetic dataset' } },
   { 'PREFETCH', E{ type = 'boolean', default = true,
       doc = 'load the next batch on a background thread' } },
+  { 'PREFETCH_BATCHES', E{ type = 'integer', default = 2, min = 1, max = 64,
+      doc = 'batches the PREFETCH thread prepares ahead (one batch buffer each)' } },
   { 'DATA_THREADS', E{ type = 'integer', default = 1, min = 1, max = 256,
       doc = "threads per rank decoding and augmenting an image dataset's batch ('image_folder')" } },
   { 'DATA_MEAN', E{ type = 'table', items = 'number', default = nil,

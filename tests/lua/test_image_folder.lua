@@ -73,6 +73,7 @@ T.test('threads and prefetch change no bit; shards are the single-rank epoch at 
   local ref = run(1, false)
   T.eq(#ref, 8)   -- ceil(60 / 8)
   T.eq(run(3, true), ref)
+  T.eq(run(2, 3), ref)   -- 3 batches prepared ahead
   T.eq(run(2, false), ref)
   -- one sample per batch: the single-rank epoch's order, position by position
   local single = run(1, false, 0, 1, 1)
@@ -90,17 +91,26 @@ T.test('threads and prefetch change no bit; shards are the single-rank epoch at 
   T.falsy(same, 'epoch 3 equals epoch 2')
 end)
 
-T.test('seek resumes bitwise mid-epoch', function()
+T.test('seek resumes bitwise mid-epoch, also with batches prepared ahead', function()
   local ds = folder_ds(folders() .. '/png/train', true)
-  local function loader() return lunar.data.loader(ds, {batch_size = 8, seed = 9, threads = 2, drop_last = true}) end
-  local a = loader()
+  local function loader(prefetch)
+    return lunar.data.loader(ds, {batch_size = 8, seed = 9, threads = 2, drop_last = true, prefetch = prefetch})
+  end
+  local a = loader(false)
   a:set_epoch(1)
   local all = batches(a)
-  local b = loader()
-  b:seek(1, 3)
-  local rest = batches(b)
-  T.eq(#rest, #all - 3)
-  for k = 1, #rest do T.eq(rest[k], all[k + 3]) end
+  T.eq(#all, 7)
+  for _, prefetch in ipairs({false, 1, 4}) do
+    local b = loader(prefetch)
+    local x = b:next()   -- epoch 0 batch 0: the worker runs ahead into epoch 0
+    b:seek(1, 3)
+    local rest = batches(b)
+    T.eq(#rest, #all - 3)
+    for k = 1, #rest do T.eq(rest[k], all[k + 3]) end
+    b:seek(1, 1)         -- backwards, over slots the worker filled for (1, 3..)
+    x = b:next()
+    T.eq(x:totable(), all[2].x)
+  end
 end)
 
 T.test('normalization: (u8 / 255 - mean) / std with the config default (ImageNet)', function()

@@ -22,7 +22,7 @@
  * (torchvision Normalize). Its sampler is PyTorch's DistributedSampler: a
  * permutation per (seed, epoch), padded or truncated to a multiple of the
  * number of data-parallel shards, rank r taking every num_shards-th index from
- * r. A background thread may prepare the next batch (prefetch); the batches are
+ * r. A background thread may prepare the next batches (prefetch); the batches are
  * bitwise the same with and without it.
  *
  * Errors: no function exits; a failing one returns NULL (or a status, or -1)
@@ -231,8 +231,9 @@ typedef struct lunar_loader lunar_loader;
  *   drop_last: also drops a last partial batch (else it is returned short).
  *   mean_per_channel, std_per_channel: NULL for none, else C floats each
  *   (std != 0): x = (x - mean[c]) / std[c] after the u8 scaling by 1/255.
- *   prefetch: 1 starts a thread that prepares the next batch while the caller
- *   works on the current one; 0 prepares it in lunar_loader_next.
+ *   prefetch: n >= 1 starts a thread that prepares the next n batches while
+ *   the caller works on the current one (n batch buffers); 0 prepares each
+ *   batch in lunar_loader_next.
  * The loader starts at epoch 0, batch 0. NULL on error (bad argument, or a
  * configuration that yields no batch: empty dataset, fewer samples per shard
  * than batch_size with drop_last). */

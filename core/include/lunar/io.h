@@ -1,7 +1,8 @@
 /*
  * lunar/io.h: safetensors read and write, and the file-system primitives
  * Lunar's files go through (core/io/fs.c): the atomic write and the
- * directory helpers of checkpoint directories.
+ * directory helpers of checkpoint directories; TensorBoard event files
+ * (core/io/tfevents.c).
  *
  * Format (https://github.com/huggingface/safetensors, README "Format"): an
  * 8-byte little-endian u64 N, then N bytes of a UTF-8 JSON object
@@ -193,6 +194,44 @@ lunar_status lunar_remove_tree(const char *path);
 
 /* rename(2). Error: "cannot rename FROM to TO: <strerror>". */
 lunar_status lunar_rename(const char *from, const char *to);
+
+/* ---- TensorBoard event files (core/io/tfevents.c) --------------------------
+ * The files TensorBoard reads (tensorboard.backend.event_processing):
+ * TFRecord records (uint64 length LE, uint32 masked CRC32C of the length, the
+ * data, uint32 masked CRC32C of the data; masked(c) = ((c >> 15) | (c << 17))
+ * + 0xa282ead8) holding Event protobufs (core/io/tfevents.proto: TensorFlow's
+ * field numbers, encoded by protobuf-c). Scalars are Summary.Value
+ * simple_value (float). Each record is one write(2) to a file opened with
+ * O_APPEND, so a crash keeps the records written before it. */
+typedef struct lunar_tfevents lunar_tfevents;
+
+/* CRC32C (Castagnoli, reflected, init and final xor 0xffffffff) of len bytes,
+ * through ISA-L (crc32_iscsi); "123456789" gives 0xe3069283. */
+uint32_t lunar_crc32c(const void *data, size_t len);
+
+/* Creates dir (as mkdir -p) and opens "<dir>/events.out.tfevents.<T>.<host>"
+ * for appending (T: wall_time in whole seconds, 10 digits; host:
+ * gethostname), then writes the first record Event{wall_time, file_version =
+ * "brain.Event:2"}. wall_time: seconds since the Unix epoch (< 0: now,
+ * CLOCK_REALTIME; also in lunar_tfevents_scalars). An existing file
+ * of that name is appended to (TensorBoard reads both runs' records). NULL on
+ * error: LUNAR_ERR_ARG (empty dir), LUNAR_ERR_IO ("cannot create directory
+ * DIR: ..." or "cannot open TensorBoard event file PATH: <strerror>"). */
+lunar_tfevents *lunar_tfevents_open(const char *dir, double wall_time);
+
+/* Appends one Event{wall_time, step, summary{value{tags[i], values[i]} for i
+ * < n}} (n >= 1; tags non-empty UTF-8, values f32, NaN and infinities kept).
+ * Errors: LUNAR_ERR_ARG (closed writer, n < 1, an empty tag: the message names
+ * the file, the scalar and the step), LUNAR_ERR_IO ("cannot write TensorBoard
+ * event file PATH: <strerror>"), LUNAR_ERR_OOM. */
+lunar_status lunar_tfevents_scalars(lunar_tfevents *w, int64_t step, double wall_time, const char *const *tags,
+                                    const float *values, int n);
+
+/* The file's path (owned by w; NULL for NULL). */
+const char *lunar_tfevents_path(const lunar_tfevents *w);
+
+/* Closes the file and frees w (NULL is ignored). */
+void lunar_tfevents_close(lunar_tfevents *w);
 
 #ifdef __cplusplus
 }
