@@ -134,6 +134,13 @@ local TOP = {
   { 'METRICS_FILE', E{ type = 'string', default = 'metrics.jsonl',
       doc = "JSON-lines file of the metrics ('' = none): one line per optimizer step (step = optimizer " ..
         "steps done, loss = the mean over its batches, lr, images_per_s) and one per evaluation" } },
+  { 'TENSORBOARD_DIR', E{ type = 'string', default = '',
+      doc = "directory of TensorBoard event files ('' = none): rank 0 appends, per optimizer step, train/loss, " ..
+        "train/lr, train/images_per_s and memory/peak_bytes (peak bytes in tensors), and per evaluation " ..
+        "test/accuracy and test/loss, with the values of METRICS_FILE (lunar.tensorboard)" } },
+  { 'PLOT_FILE', E{ type = 'string', default = '',
+      doc = "PNG of the loss, learning-rate and test-accuracy curves of METRICS_FILE, drawn at the end of the " ..
+        "run by `lunar plot` (gnuplot; '' = none)" } },
   { 'EVAL_EVERY_EPOCH', E{ type = 'boolean', default = true,
       doc = 'evaluate on the test split after every epoch' } },
   { 'device', E{ type = 'string', default = 'cpu',
@@ -224,6 +231,11 @@ local TOP = {
 --- Checks across keys, run on the resolved config: each is a function(cfg)
 -- returning nil or {key, text} (the key blamed and what is wrong with it).
 schema.checks = {
+  function(c)
+    if c.PLOT_FILE ~= '' and c.METRICS_FILE == '' then
+      return { 'PLOT_FILE', string.format("('%s') needs METRICS_FILE: the curves are drawn from it", c.PLOT_FILE) }
+    end
+  end,
   function(c)
     if c.IMG_SIZE % c.PATCH_SIZE ~= 0 then
       return { 'IMG_SIZE', string.format('(%d) must be a multiple of PATCH_SIZE (%d)', c.IMG_SIZE, c.PATCH_SIZE) }
