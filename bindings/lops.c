@@ -154,6 +154,25 @@ static int l_gelu_backward(lua_State *L) {
     return 1;
 }
 
+/* lunar.ops.rmsnorm(x, weight, eps) -> y, rstd (ops.h). */
+static int l_rmsnorm(lua_State *L) {
+    lunar_tensor *x = T(1), *w = T(2);
+    float eps = (float)luaL_optnumber(L, 3, 1e-6);
+    int64_t rows = lunar_op_layernorm_rows(x);
+    lunar_tensor *y = new_like(L, x);
+    lunar_tensor *rstd = new_like_shape(L, 1, &rows, LUNAR_F32);
+    TRY(lunar_op_rmsnorm_forward(y, rstd, x, w, eps));
+    return 2;
+}
+
+/* lunar.ops.rmsnorm_backward(dy, x, weight, rstd, dweight) -> dx (dweight accumulated). */
+static int l_rmsnorm_backward(lua_State *L) {
+    lunar_tensor *dy = T(1), *x = T(2), *w = T(3), *rstd = T(4), *dw = T(5);
+    lunar_tensor *dx = new_like(L, x);
+    TRY(lunar_op_rmsnorm_backward(dx, dw, dy, x, w, rstd));
+    return 1;
+}
+
 /* kind of lunar.ops.activation: 'relu' | 'silu' | 'gelu_tanh' -> LUNAR_ACT_* */
 static int act_kind_arg(lua_State *L, int idx) {
     static const char *const names[] = {"relu", "silu", "gelu_tanh", NULL};
@@ -344,6 +363,7 @@ static const luaL_Reg ops[] = {
     {"patchify_backward", l_patchify_backward}, {"layernorm", l_layernorm},
     {"layernorm_backward", l_layernorm_backward}, {"gelu", l_gelu}, {"gelu_backward", l_gelu_backward},
     {"activation", l_activation}, {"activation_backward", l_activation_backward},
+    {"rmsnorm", l_rmsnorm}, {"rmsnorm_backward", l_rmsnorm_backward},
     {"attention", l_attention}, {"attention_backward", l_attention_backward},
     {"embed_tokens", l_embed_tokens}, {"embed_tokens_backward", l_embed_tokens_backward},
     {"dropout", l_dropout}, {"dropout_backward", l_dropout_backward},

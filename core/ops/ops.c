@@ -21,6 +21,7 @@
      ENTRY(P, patchify_forward), ENTRY(P, patchify_backward), ENTRY(P, layernorm_forward),    \
      ENTRY(P, layernorm_backward), ENTRY(P, gelu_forward), ENTRY(P, gelu_backward),           \
      ENTRY(P, activation_forward), ENTRY(P, activation_backward),                             \
+     ENTRY(P, rmsnorm_forward), ENTRY(P, rmsnorm_backward),                                   \
      ENTRY(P, attention_forward), ENTRY(P, attention_backward),                               \
      ENTRY(P, embed_tokens_forward), ENTRY(P, embed_tokens_backward),                         \
      ENTRY(P, dropout_forward), ENTRY(P, dropout_backward), ENTRY(P, cross_entropy_forward),  \
@@ -263,6 +264,20 @@ lunar_status lunar_op_layernorm_forward(lunar_tensor *out, lunar_tensor *mean, l
     DONE();
 }
 
+/* The sizes a norm's backward checks (LayerNorm, RMSNorm): M rows of C = inp's last dim,
+ * weight [C], dout and dinp the size of inp, dweight [C]. */
+static int norm_backward_sizes(const char *op, int64_t *M, int64_t *C, const lunar_tensor *inp,
+                               const lunar_tensor *weight, const lunar_tensor *dout, const lunar_tensor *dinp,
+                               const lunar_tensor *dweight) {
+    *C = LAST(inp);
+    *M = lunar_op_layernorm_rows(inp);
+    if (lunar_tensor_numel(weight) != *C) return shape_err(op, "inp", inp, "weight", weight, "differ in C");
+    CHECK(check_numel(op, "dout", dout, *M * *C, "the size of inp"));
+    CHECK(check_numel(op, "dinp", dinp, *M * *C, "the size of inp"));
+    CHECK(check_numel(op, "dweight", dweight, *C, "C"));
+    return LUNAR_OK;
+}
+
 lunar_status lunar_op_layernorm_backward(lunar_tensor *dinp, lunar_tensor *dweight, lunar_tensor *dbias,
                                          const lunar_tensor *dout, const lunar_tensor *inp,
                                          const lunar_tensor *weight, const lunar_tensor *mean,
@@ -270,11 +285,8 @@ lunar_status lunar_op_layernorm_backward(lunar_tensor *dinp, lunar_tensor *dweig
     const char *op = "layernorm_backward";
     T(op, "dinp", dinp); T(op, "dweight", dweight); T(op, "dbias", dbias); T(op, "dout", dout);
     T(op, "inp", inp); T(op, "weight", weight); T(op, "mean", mean); T(op, "rstd", rstd);
-    int64_t C = LAST(inp), M = lunar_op_layernorm_rows(inp);
-    if (lunar_tensor_numel(weight) != C) return shape_err(op, "inp", inp, "weight", weight, "differ in C");
-    CHECK(check_numel(op, "dout", dout, M * C, "the size of inp"));
-    CHECK(check_numel(op, "dinp", dinp, M * C, "the size of inp"));
-    CHECK(check_numel(op, "dweight", dweight, C, "C"));
+    int64_t C, M;
+    CHECK(norm_backward_sizes(op, &M, &C, inp, weight, dout, dinp, dweight));
     CHECK(check_numel(op, "dbias", dbias, C, "C"));
     CHECK(check_numel(op, "mean", mean, M, "rows"));
     CHECK(check_numel(op, "rstd", rstd, M, "rows"));
@@ -304,6 +316,33 @@ lunar_status lunar_op_gelu_backward(lunar_tensor *dinp, const lunar_tensor *dout
     BACKEND(op, inp, dinp, dout);
     if (IS16(inp)) be->gelu_backward_bf16(F(dinp), F(dout), H(inp), (size_t)n);
     else be->gelu_backward(F(dinp), F(dout), F(inp), (size_t)n);
+    DONE();
+}
+
+lunar_status lunar_op_rmsnorm_forward(lunar_tensor *out, lunar_tensor *rstd, const lunar_tensor *inp,
+                                      const lunar_tensor *weight, float eps) {
+    const char *op = "rmsnorm";
+    T(op, "out", out); T(op, "rstd", rstd); T(op, "inp", inp); T(op, "weight", weight);
+    int64_t C = LAST(inp), M = lunar_op_layernorm_rows(inp);
+    if (lunar_tensor_numel(weight) != C) return shape_err(op, "inp", inp, "weight", weight, "differ in C");
+    CHECK(check_numel(op, "out", out, M * C, "the size of inp"));
+    CHECK(check_numel(op, "rstd", rstd, M, "rows of inp"));
+    BACKEND(op, inp, out, rstd, weight);
+    be->rmsnorm_forward(F(out), F(rstd), F(inp), F(weight), (int)M, (int)C, eps);
+    DONE();
+}
+
+lunar_status lunar_op_rmsnorm_backward(lunar_tensor *dinp, lunar_tensor *dweight, const lunar_tensor *dout,
+                                       const lunar_tensor *inp, const lunar_tensor *weight,
+                                       const lunar_tensor *rstd) {
+    const char *op = "rmsnorm_backward";
+    T(op, "dinp", dinp); T(op, "dweight", dweight); T(op, "dout", dout); T(op, "inp", inp);
+    T(op, "weight", weight); T(op, "rstd", rstd);
+    int64_t C, M;
+    CHECK(norm_backward_sizes(op, &M, &C, inp, weight, dout, dinp, dweight));
+    CHECK(check_numel(op, "rstd", rstd, M, "rows of inp"));
+    BACKEND(op, inp, dinp, dweight, dout, weight, rstd);
+    be->rmsnorm_backward(F(dinp), F(dweight), F(dout), F(inp), F(weight), F(rstd), (int)M, (int)C);
     DONE();
 }
 

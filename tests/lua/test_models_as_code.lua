@@ -57,7 +57,7 @@ end)
 
 -- leaves -------------------------------------------------------------------------------
 
-T.test('leaves: gradcheck of GELU (exact, tanh), SiLU, ReLU, MeanPool, ClassToken, PositionEmbedding, Reshape, Transpose, Conv2d, Identity', function()
+T.test('leaves: gradcheck of GELU (exact, tanh), SiLU, ReLU, RMSNorm, MeanPool, ClassToken, PositionEmbedding, Reshape, Transpose, Conv2d, Identity', function()
   check(nn.GELU(), randn({2, 3, 4}, 'gelu.x'))
   check(nn.GELU{approximate = 'tanh'}, randn({2, 3, 4}, 'gelut.x'))
   check(nn.SiLU(), randn({2, 3, 4}, 'silu.x'))
@@ -74,6 +74,9 @@ T.test('leaves: gradcheck of GELU (exact, tanh), SiLU, ReLU, MeanPool, ClassToke
   check(nn.Conv2d(2, 3, 2), randn({2, 2, 4, 6}, 'conv.x'))
   check(nn.Identity(), randn({2, 3}, 'id.x'))
   check(nn.LayerNorm(4), randn({2, 3, 4}, 'ln.x'))
+  local rms = nn.materialize(nn.RMSNorm(4), 1)
+  rms.weight:copy_(lunar.tensor({0.5, 1.5, -1, 2}))   -- not all ones: the weight's own gradient path
+  check(rms, randn({2, 3, 4}, 'rms.x'))
 end)
 
 T.test('leaves: forward values by hand', function()
@@ -86,6 +89,12 @@ T.test('leaves: forward values by hand', function()
   T.near(s1:totable()[4], 0.7310585786300049, 1e-6, 0)
   local g1, cg = nn.GELU{approximate = 'tanh'}:forward(a); cg:free()
   T.near(g1:totable()[4], 0.8411919906082768, 1e-6, 0)
+  -- RMSNorm of the row (3, 4), weight ones, eps 0: mean square 12.5, so (3, 4) / sqrt(12.5)
+  -- = (0.848528137423857, 1.131370849898476)
+  local rn = nn.materialize(nn.RMSNorm(2, 0), 1)
+  local ry, crn = rn:forward(lunar.tensor({{3, 4}})); crn:free()
+  T.near(ry:totable()[1][1], 0.848528137423857, 1e-6, 0)
+  T.near(ry:totable()[1][2], 1.131370849898476, 1e-6, 0)
   -- MeanPool: tokens 1, 2, 6 -> mean 3 (channel 1); 0, 0, 3 -> 1 (channel 2)
   local x = lunar.tensor({{{1, 0}, {2, 0}, {6, 3}}})
   local y, c = nn.MeanPool():forward(x)
@@ -330,7 +339,7 @@ T.test('MODEL in config.dump and a checkpoint: written as its source, read back,
   os.remove(f)
 end)
 
-T.test('activation kernels on a CUDA device equal the CPU kernels (ReLU, SiLU, tanh GELU)', function()
+T.test('activation and RMSNorm kernels on a CUDA device equal the CPU kernels', function()
   local available, reason = lunar.cuda.is_available()
   if not available then T.skip('no CUDA device (' .. reason .. ')') end
   local x = randn({3, 7, 33}, 'act.cuda.x', 4)
@@ -342,6 +351,15 @@ T.test('activation kernels on a CUDA device equal the CPU kernels (ReLU, SiLU, t
     T.check_close(kind .. ' backward', ops.activation_backward(dyd, xd, kind):to('cpu'),
       ops.activation_backward(dy, x, kind), {rtol = 1e-6, atol = 1e-7})
   end
+  -- RMSNorm: the CPU kernel's arithmetic (double row sums)
+  local w = randn({33}, 'rms.cuda.w')
+  local y, r = ops.rmsnorm(x, w, 1e-6)
+  local yd, rd = ops.rmsnorm(xd, w:to('cuda'), 1e-6)
+  T.check_close('rmsnorm', yd:to('cpu'), y, {rtol = 1e-6, atol = 1e-7})
+  local gw, gwd = lunar.zeros({33}), lunar.zeros({33}, 'f32', 'cuda')
+  T.check_close('rmsnorm backward', ops.rmsnorm_backward(dyd, xd, w:to('cuda'), rd, gwd):to('cpu'),
+    ops.rmsnorm_backward(dy, x, w, r, gw), {rtol = 1e-5, atol = 1e-6})
+  T.check_close('rmsnorm dweight', gwd:to('cpu'), gw, {rtol = 1e-5, atol = 1e-6})
 end)
 
 T.run()

@@ -72,6 +72,13 @@ void NAME(layernorm_backward)(real *dinp, real *dweight, real *dbias, const real
 void NAME(gelu_forward)(real *out, const real *inp, size_t n);                                  \
 /* dinp = dout * (Phi(x) + x * phi(x)).                                                      */  \
 void NAME(gelu_backward)(real *dinp, const real *dout, const real *inp, size_t n);             \
+/* RMSNorm over the last dim (Zhang & Sennrich 2019; torch.nn.RMSNorm):                    */  \
+/* out[M,C] = inp * rstd * weight, rstd[M] = 1/sqrt(mean(inp^2) + eps), saved.              */  \
+void NAME(rmsnorm_forward)(real *out, real *rstd, const real *inp, const real *weight, int M,  \
+                           int C, real eps);                                                    \
+/* dinp[M,C] overwritten; dweight[C] accumulated.                                            */  \
+void NAME(rmsnorm_backward)(real *dinp, real *dweight, const real *dout, const real *inp,      \
+                            const real *weight, const real *rstd, int M, int C);                \
 /* Pointwise activations, kind a LUNAR_ACT_*: RELU max(x, 0) (gradient 0 at 0, as PyTorch);  */  \
 /* SILU x sigmoid(x) (Elfwing et al. 2018); GELU_TANH 0.5 x (1 + tanh(sqrt(2/pi)(x +          */  \
 /* 0.044715 x^3))) (Hendrycks & Gimpel's approximation; PyTorch approximate='tanh').          */  \

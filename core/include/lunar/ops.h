@@ -69,6 +69,16 @@ lunar_status lunar_op_layernorm_backward(lunar_tensor *dinp, lunar_tensor *dweig
  * gelu_backward: inp f32 or bf16 (widened exactly); dout, dinp f32. */
 lunar_status lunar_op_gelu_forward(lunar_tensor *out, const lunar_tensor *inp);
 lunar_status lunar_op_gelu_backward(lunar_tensor *dinp, const lunar_tensor *dout, const lunar_tensor *inp);
+/* RMSNorm over the last dim (kernels.h rmsnorm_*; torch.nn.RMSNorm): out = inp * rstd *
+ * weight with rstd[M] = 1/sqrt(mean over C of inp^2 + eps) saved (M = rows, as
+ * lunar_op_layernorm_rows); backward overwrites dinp and accumulates dweight. All f32,
+ * contiguous, one device. Errors: dtypes, sizes ("rmsnorm: inp [2, 8] and weight [4]
+ * differ in C"), devices. Used by lunar.nn.RMSNorm. */
+lunar_status lunar_op_rmsnorm_forward(lunar_tensor *out, lunar_tensor *rstd, const lunar_tensor *inp,
+                                      const lunar_tensor *weight, float eps);
+lunar_status lunar_op_rmsnorm_backward(lunar_tensor *dinp, lunar_tensor *dweight, const lunar_tensor *dout,
+                                       const lunar_tensor *inp, const lunar_tensor *weight,
+                                       const lunar_tensor *rstd);
 /* Pointwise activations (kernels.h activation_*; kind a LUNAR_ACT_*: ReLU, SiLU, GELU with
  * the tanh approximation): out = act(inp); backward dinp = dout * act'(inp). All f32, the
  * same numel, contiguous, one device; out may be inp. Errors: an unknown kind, dtypes,

@@ -21,6 +21,7 @@ local nn = {
   GELU = require('lunar.nn.GELU'),
   ReLU = require('lunar.nn.ReLU'),
   SiLU = require('lunar.nn.SiLU'),
+  RMSNorm = require('lunar.nn.RMSNorm'),
   MeanPool = require('lunar.nn.MeanPool'),
   SelectToken = require('lunar.nn.SelectToken'),
   ClassToken = require('lunar.nn.ClassToken'),
