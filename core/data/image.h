@@ -19,7 +19,8 @@ typedef struct {
  * 8-bit RGB, as PIL's convert('RGB'). scale_denom 1, 2, 4 or 8: libjpeg's
  * DCT scaling (ignored for PNG). header_only: sets full_w/full_h only. name
  * goes into messages. LUNAR_ERR_FORMAT naming the file on a corrupt,
- * truncated, CMYK or unknown file. Safe on any input. */
+ * truncated, CMYK or unknown file, or one of more than 2^28 pixels (after DCT
+ * scaling). Safe on any input. */
 lunar_status lunar_image_decode(const uint8_t *buf, size_t len, const char *name, int scale_denom,
                                 int header_only, lunar_image *out);
 

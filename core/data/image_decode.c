@@ -28,6 +28,9 @@
 
 #include "image.h"
 
+/* The most pixels a decoded image may have (a corrupt header may claim 65535 x 65535). */
+#define MAX_PIXELS ((size_t)1 << 28)
+
 static int is_jpeg(const uint8_t *b, size_t n) { return n >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF; }
 static int is_png(const uint8_t *b, size_t n) { return n >= 8 && png_sig_cmp(b, 0, 8) == 0; }
 
@@ -85,6 +88,12 @@ static lunar_status jpeg_decode(const uint8_t *buf, size_t len, const char *name
     d.out_color_space = JCS_RGB;
     d.scale_num = 1;
     d.scale_denom = (unsigned)denom;
+    jpeg_calc_output_dimensions(&d);
+    if ((size_t)d.output_width * d.output_height > MAX_PIXELS) {
+        jpeg_destroy_decompress(&d);
+        return lunar_error(LUNAR_ERR_FORMAT, "image %s: JPEG: %u x %u pixels (more than %zu: corrupt header?)", name,
+                           d.output_width, d.output_height, MAX_PIXELS);
+    }
     jpeg_start_decompress(&d);
     size_t w = d.output_width, h = d.output_height, row = w * 3;
     px = malloc(row * h);
@@ -168,6 +177,7 @@ static lunar_status png_decode(const uint8_t *buf, size_t len, const char *name,
     png_read_update_info(p, info);
     size_t w = png_get_image_width(p, info), h = png_get_image_height(p, info);
     size_t rb = png_get_rowbytes(p, info);
+    if (w * h > MAX_PIXELS) png_error(p, "too many pixels (corrupt header?)");
     if (rb != w * 3) png_error(p, "unexpected row layout after conversion to RGB");
     px = malloc(rb * h);
     rows = malloc(h * sizeof *rows);

@@ -25,6 +25,7 @@
 
 #define AUG_STREAM_TAG (0x494D47ull << 40) /* "IMG" */
 #define FLIP_WORD 40
+#define WORDS_PER_EPOCH 64   /* word w of epoch e: index e * 64 + w */
 
 typedef struct {
     char **files;              /* [n] full paths */
@@ -185,7 +186,6 @@ lunar_dataset *lunar_dataset_image_folder(const char *dir, const lunar_image_opt
     }
     lunar_dataset *ds = calloc(1, sizeof *ds);
     folder *f = calloc(1, sizeof *f);
-    entries all = {0};
     size_t ncls_cap = 0;
     if (!ds || !f) goto oom;
     ds->impl = f;
@@ -261,13 +261,11 @@ lunar_dataset *lunar_dataset_image_folder(const char *dir, const lunar_image_opt
     ds->num_classes = f->num_classes;
     ds->sample_numel = 3 * (int64_t)opts->img_size * opts->img_size;
     ds->sample = folder_sample;
-    free(all.e);
     return ds;
 oom:
     lunar_error(LUNAR_ERR_OOM, "image folder %s: out of memory", dir);
 fail:
     if (d) closedir(d);
-    free(all.e);
     lunar_dataset_free(ds);
     if (!ds) folder_free(f);
     return NULL;
@@ -294,25 +292,31 @@ const char *lunar_dataset_file(const lunar_dataset *ds, int64_t idx) {
 
 /* ------------------------------------------------------------- transforms */
 
-static double unit(uint64_t seed, uint64_t stream, uint64_t w) {
-    return (double)lunar_rng_u32(seed, stream, w) * (1.0 / 4294967296.0);
+/* The draws of one (seed, epoch, image index): Philox stream
+ * AUG_STREAM_TAG ^ idx, word epoch * WORDS_PER_EPOCH + w. */
+typedef struct {
+    uint64_t seed, stream, base;
+} draws;
+
+static double unit(const draws *d, uint64_t w) {
+    return (double)lunar_rng_u32(d->seed, d->stream, d->base + w) * (1.0 / 4294967296.0);
 }
 
 /* torch.randint(0, n): an integer in [0, n) */
-static int randint(uint64_t seed, uint64_t stream, uint64_t w, int n) {
-    return (int)(((uint64_t)lunar_rng_u32(seed, stream, w) * (uint64_t)n) >> 32);
+static int randint(const draws *d, uint64_t w, int n) {
+    return (int)(((uint64_t)lunar_rng_u32(d->seed, d->stream, d->base + w) * (uint64_t)n) >> 32);
 }
 
 /* RandomResizedCrop.get_params (torchvision 0.14), the draws from Philox */
-static void rrc_params(const lunar_image_opts *o, int W, int H, uint64_t seed, uint64_t stream, lunar_crop *c) {
+static void rrc_params(const lunar_image_opts *o, int W, int H, const draws *d, lunar_crop *c) {
     double area = (double)W * H, lr0 = log(o->ratio_min), lr1 = log(o->ratio_max);
     for (int k = 0; k < 10; k++) {
-        double ta = area * (o->scale_min + (o->scale_max - o->scale_min) * unit(seed, stream, 4 * k));
-        double ar = exp(lr0 + (lr1 - lr0) * unit(seed, stream, 4 * k + 1));
+        double ta = area * (o->scale_min + (o->scale_max - o->scale_min) * unit(d, 4 * k));
+        double ar = exp(lr0 + (lr1 - lr0) * unit(d, 4 * k + 1));
         int w = (int)nearbyint(sqrt(ta * ar)), h = (int)nearbyint(sqrt(ta / ar));   /* Python round: half to even */
         if (w > 0 && w <= W && h > 0 && h <= H) {
-            c->top = randint(seed, stream, 4 * k + 2, H - h + 1);
-            c->left = randint(seed, stream, 4 * k + 3, W - w + 1);
+            c->top = randint(d, 4 * k + 2, H - h + 1);
+            c->left = randint(d, 4 * k + 3, W - w + 1);
             c->height = h;
             c->width = w;
             return;
@@ -463,14 +467,14 @@ static lunar_status make_sample(const folder *f, const char *path, int64_t idx, 
     st = lunar_image_decode(buf, len, path, 1, 1, &img);
     if (st) { free(buf); return st; }
     int W = img.full_w, H = img.full_h, S = f->o.img_size;
-    uint64_t stream = AUG_STREAM_TAG ^ ((uint64_t)(epoch & 0xFF) << 32) ^ (uint64_t)(idx & 0xFFFFFFFF);
+    draws dr = {seed, AUG_STREAM_TAG ^ (uint64_t)idx, (uint64_t)epoch * WORDS_PER_EPOCH};
     memset(c, 0, sizeof *c);
     c->full_w = W;
     c->full_h = H;
     int rw = 0, rh = 0, off_x = 0, off_y = 0;
     if (f->o.train) {
-        rrc_params(&f->o, W, H, seed, stream, c);
-        c->flip = unit(seed, stream, FLIP_WORD) < f->o.hflip;
+        rrc_params(&f->o, W, H, &dr, c);
+        c->flip = unit(&dr, FLIP_WORD) < f->o.hflip;
         c->scale_denom = dct_denom((double)c->width / S, (double)c->height / S);
     } else {
         /* Resize(floor(S / crop_pct)): shorter side to R, longer int(R * long / short); CenterCrop(S) */

@@ -148,10 +148,10 @@ void lunar_image_opts_default(lunar_image_opts *o, int img_size, int train);
  * Resize(floor(S / crop_pct)) and CenterCrop(S). Resampling is PIL's
  * antialiased bilinear (triangle filter widened by the downscale factor,
  * clamped to the crop box), rounded to u8 once. Every random draw is a
- * Philox word (seed, stream (0x494D47 << 40) ^ (epoch << 32) ^ idx, word w):
- * attempt k uses words 4k..4k+3 (area, log-ratio, top, left), the flip word
- * 40; so a sample depends on (seed, epoch, idx) only, not on the layout, the
- * threads or a resume. idx < 2^32, epoch < 256 (wrapping beyond).
+ * Philox word (seed, stream (0x494D47 << 40) ^ idx, word epoch * 64 + w):
+ * attempt k uses w = 4k..4k+3 (area, log-ratio, top, left), the flip w = 40;
+ * so a sample depends on (seed, epoch, idx) only, not on the layout, the
+ * threads or a resume (idx < 2^40, epoch < 2^58).
  *
  * A bad image (unreadable, corrupt, truncated, CMYK, not JPEG/PNG) found at
  * load time: with on_bad_image 0 it is counted (lunar_dataset_bad_images),
