@@ -239,34 +239,14 @@ T.test('configs/examples: each defines MODEL and trains 3 steps through setup an
   end
 end)
 
--- The built-in ViT composed from the blocks: the same names, hence the same init,
--- and the same losses step for step (the fused modules compute the same sums; the
--- parameter order in the flat buffers differs, so the gradient norm's sum order
--- differs: float tolerance, not bits).
-local function composed_vit(cfg, nn)
-  local C = cfg.HIDDEN_SIZE
-  local blocks = {}
-  for i = 1, cfg.DEPTH do
-    blocks[i] = nn.Sequential{
-      {'', nn.Residual{{'norm1', nn.LayerNorm(C)}, {'attn', nn.Attention(C, cfg.NUM_HEADS)}}},
-      {'', nn.Residual{{'norm2', nn.LayerNorm(C)}, {'mlp', nn.MLP(C, math.floor(C * cfg.MLP_RATIO + 0.5))}}},
-    }
-  end
-  local tokens = (cfg.IMG_SIZE // cfg.PATCH_SIZE) ^ 2 // 1 + 1
-  return nn.Sequential{
-    {'patch_embed', nn.PatchEmbed{img_size = cfg.IMG_SIZE, patch_size = cfg.PATCH_SIZE, in_chans = cfg.IN_CHANS,
-      embed_dim = C}},
-    {'', nn.ClassToken(C)}, {'', nn.PositionEmbedding(tokens, C)},
-    {'blocks', nn.Sequential(blocks)}, {'norm', nn.LayerNorm(C)}, {'pool', nn.SelectToken(1)},
-    {'head', nn.Linear(C, cfg.NUM_CLASSES)},
-  }
-end
-
+-- The built-in ViT composed from the blocks (configs/examples/vit_composed.lua): the same
+-- names, hence the same init, and the same loss and gradients (the fused modules compute
+-- the same sums; the parameter order in the flat buffers differs, so the gradient norm's
+-- sum order differs: float tolerance, not bits).
 T.test('a ViT composed from Sequential/Residual equals the built-in ViT step for step', function()
   local base = config.load(lunar.home .. '/configs/vit_fmnist.lua', SMALL)
   local fused = run_of(base)
-  local cfg2 = config.load(lunar.home .. '/configs/vit_fmnist.lua', SMALL)
-  cfg2.MODEL = composed_vit
+  local cfg2 = config.load(lunar.home .. '/configs/examples/vit_composed.lua', SMALL)
   local comp = run_of(cfg2)
   local F, Cp = {}, {}
   for _, p in ipairs(fused.model:parameters()) do F[p.name] = p end

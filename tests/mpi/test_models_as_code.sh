@@ -19,7 +19,7 @@ export OMP_NUM_THREADS=1
 SMALL=(DATASET=synthetic NUM_SAMPLES=48 HIDDEN_SIZE=16 NUM_HEADS=2 DEPTH=2 MAX_STEPS=3 LOG_EVERY=1
        EVAL_EVERY_EPOCH=false)
 
-for c in meanpool_head postnorm conv_stem; do
+for c in meanpool_head postnorm conv_stem vit_composed; do
   run timeout 120 "$LUNAR" examples/train_with_engine.lua --config configs/examples/$c.lua "${SMALL[@]}" BATCH_SIZE=8
   check "$c: trains 3 steps (exit 0)" [ "$rc" -eq 0 ]
   check "$c: logs step 3" has "$out" "step 3/3"
