@@ -1,8 +1,8 @@
 -- Tests of models as code (lua/lunar/nn: Sequential, Residual, Identity,
 -- Concat, the small leaves, nn.gradcheck, a config's MODEL). Expected values
--- come from central finite differences (nn.gradcheck), hand arithmetic
--- (stated in comments) and the built-in fused modules where a composition
--- must equal them.
+-- come from central finite differences (nn.gradcheck), PyTorch (float64
+-- goldens, tests/golden/gen_leaves.py), hand arithmetic (stated in comments)
+-- and the built-in fused modules where a composition must equal them.
 --   build/lunar tests/lua/test_models_as_code.lua
 local T = require('harness')
 local nn = require('lunar.nn')
@@ -340,6 +340,46 @@ T.test('activation and RMSNorm kernels on a CUDA device equal the CPU kernels', 
   T.check_close('rmsnorm backward', ops.rmsnorm_backward(dyd, xd, w:to('cuda'), rd, gwd):to('cpu'),
     ops.rmsnorm_backward(dy, x, w, r, gw), {rtol = 1e-5, atol = 1e-6})
   T.check_close('rmsnorm dweight', gwd:to('cpu'), gw, {rtol = 1e-5, atol = 1e-6})
+end)
+
+-- PyTorch goldens (tests/golden/leaves.safetensors, by tests/golden/gen_leaves.py: each
+-- module in float64 PyTorch): outputs, input gradients and parameter gradients by name
+T.test('leaves and containers against PyTorch (outputs and gradients by parameter name, 1e-5)', function()
+  local st, meta = lunar.io.load_safetensors(lunar.home .. '/tests/golden/leaves.safetensors')
+  local build = {
+    relu = function() return nn.ReLU() end,
+    silu = function() return nn.SiLU() end,
+    gelu = function() return nn.GELU() end,
+    gelu_tanh = function() return nn.GELU{approximate = 'tanh'} end,
+    layernorm = function() return nn.LayerNorm(5, 1e-6) end,
+    rmsnorm = function() return nn.RMSNorm(5, 1e-6) end,
+    linear = function() return nn.Linear(5, 4) end,
+    conv2d = function() return nn.Conv2d(2, 3, 2) end,
+    meanpool = function() return nn.MeanPool() end,
+    sequential = function() return nn.Sequential{nn.Linear(5, 8), nn.GELU(), nn.Linear(8, 5)} end,
+    residual = function() return nn.Residual{nn.LayerNorm(5, 1e-6), nn.Linear(5, 5)} end,
+    concat = function() return nn.Concat(3, {nn.Linear(5, 2), nn.Identity(), nn.Linear(5, 3)}) end,
+    tokens = function() return nn.Sequential{{'', nn.ClassToken(5)}, {'', nn.PositionEmbedding(5, 5)}} end,
+  }
+  local tol = {rtol = 1e-5, atol = 1e-5}
+  local n = 0
+  for case in meta.cases:gmatch('[^,]+') do
+    local m = nn.materialize(T.truthy(build[case], 'a Lunar module for case ' .. case)(), 1)
+    local params = m:parameters()
+    for _, p in ipairs(params) do
+      p.param:copy_(T.truthy(st[case .. '.param.' .. p.name], case .. ': PyTorch has parameter ' .. p.name))
+    end
+    local y, ctx = m:forward(st[case .. '.x'])
+    T.check_close(case .. ' output', y, st[case .. '.y'], tol)
+    local dx = m:backward(ctx, st[case .. '.dy'])
+    T.check_close(case .. ' input gradient', dx, st[case .. '.dx'], tol)
+    local k = 0
+    for name in pairs(st) do if name:find('^' .. case .. '%.grad%.') then k = k + 1 end end
+    T.eq(#params, k, case .. ': as many parameters as PyTorch\'s')
+    for _, p in ipairs(params) do T.check_close(case .. ' grad ' .. p.name, p.grad, st[case .. '.grad.' .. p.name], tol) end
+    n = n + 1
+  end
+  T.eq(n, 13, 'every case of the golden file')
 end)
 
 T.run()

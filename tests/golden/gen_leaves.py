@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+# Golden data for Lunar's models-as-code leaves and containers (lua/lunar/nn):
+# for each case a PyTorch module of the same name and shape, an input x, an
+# output gradient dy, and PyTorch's output y, input gradient dx and parameter
+# gradients by parameter name (the names Lunar's composition gives).
+#
+# Run (from the repository root, with Debian's PyTorch):
+#     /usr/bin/python3 tests/golden/gen_leaves.py [OUTPUT]
+# Writes OUTPUT (default tests/golden/leaves.safetensors; the writer of
+# gen_golden.py, no safetensors package) holding, per case C:
+#     C.x, C.dy              F32 inputs
+#     C.param.<name>         F32 the module's weights (Lunar copies them in)
+#     C.y, C.dx              F32 PyTorch's output and input gradient
+#     C.grad.<name>          F32 PyTorch's parameter gradients
+# and __metadata__ {"cases": "relu,silu,..."}.
+# Computed in float64 (module.double()) and stored as float32; Lunar compares
+# in fp32 (tests/lua/test_models_as_code.lua).
+#
+# PyTorch 1.13 (Debian's) has no nn.RMSNorm (2.4+): the rmsnorm case is its
+# formula in PyTorch, x * rsqrt(mean(x^2, -1) + eps) * weight, as nn.RMSNorm
+# computes it. ClassToken + PositionEmbedding is timm's _pos_embed:
+# cat(cls_token.expand(B, -1, -1), x) + pos_embed.
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gen_golden import f32, write_safetensors  # noqa: E402
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps=1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class MeanPool(nn.Module):
+    def forward(self, x):
+        return x.mean(1)
+
+
+class Residual(nn.Module):
+    def __init__(self, *mods):
+        super().__init__()
+        self.f = nn.Sequential(*mods)
+
+    def forward(self, x):
+        return x + self.f(x)
+
+    def named_lunar(self):   # Lunar inlines f: its names are f's own
+        return [(n[len("f."):], p) for n, p in self.named_parameters()]
+
+
+class Concat(nn.Module):
+    def __init__(self, dim, *mods):
+        super().__init__()
+        self.dim = dim
+        self.ms = nn.ModuleList(mods)
+
+    def forward(self, x):
+        return torch.cat([m(x) for m in self.ms], self.dim)
+
+    def named_lunar(self):   # Lunar names the children '0', '1', ...
+        return [(n[len("ms."):], p) for n, p in self.named_parameters()]
+
+
+class TokenEmbed(nn.Module):
+    def __init__(self, n, dim):
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, n + 1, dim))
+
+    def forward(self, x):
+        return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1) + self.pos_embed
+
+
+def cases():
+    return [
+        ("relu", nn.ReLU(), (2, 3, 5)),
+        ("silu", nn.SiLU(), (2, 3, 5)),
+        ("gelu", nn.GELU(), (2, 3, 5)),
+        ("gelu_tanh", nn.GELU(approximate="tanh"), (2, 3, 5)),
+        ("layernorm", nn.LayerNorm(5, eps=1e-6), (2, 3, 5)),
+        ("rmsnorm", RMSNorm(5), (2, 3, 5)),
+        ("linear", nn.Linear(5, 4), (2, 3, 5)),
+        ("conv2d", nn.Conv2d(2, 3, 2, stride=2), (2, 2, 4, 6)),
+        ("meanpool", MeanPool(), (2, 4, 5)),
+        ("sequential", nn.Sequential(nn.Linear(5, 8), nn.GELU(), nn.Linear(8, 5)), (2, 3, 5)),
+        ("residual", Residual(nn.LayerNorm(5, eps=1e-6), nn.Linear(5, 5)), (2, 3, 5)),
+        ("concat", Concat(2, nn.Linear(5, 2), nn.Identity(), nn.Linear(5, 3)), (2, 3, 5)),
+        ("tokens", TokenEmbed(4, 5), (2, 4, 5)),
+    ]
+
+
+def main():
+    out = sys.argv[1] if len(sys.argv) > 1 else "tests/golden/leaves.safetensors"
+    torch.manual_seed(17)
+    tensors, names = [], []
+    for name, m, shape in cases():
+        m = m.double()
+        with torch.no_grad():   # weights away from the defaults (LayerNorm/RMSNorm ones, zero bias)
+            for p in m.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+        x = torch.randn(*shape, dtype=torch.float64)
+        if name == "relu":   # no element near the kink at 0
+            x = x.sign() * (x.abs() + 0.1)
+        x.requires_grad_(True)
+        y = m(x)
+        dy = torch.randn_like(y)
+        y.backward(dy)
+        params = m.named_lunar() if hasattr(m, "named_lunar") else list(m.named_parameters())
+        tensors += [(f"{name}.x", f32(x)), (f"{name}.dy", f32(dy)), (f"{name}.y", f32(y)), (f"{name}.dx", f32(x.grad))]
+        for pn, p in params:
+            tensors += [(f"{name}.param.{pn}", f32(p)), (f"{name}.grad.{pn}", f32(p.grad))]
+        names.append(name)
+    write_safetensors(out, tensors, {"cases": ",".join(names), "torch": torch.__version__})
+    print(f"wrote {out}: {len(names)} cases, {len(tensors)} tensors")
+
+
+if __name__ == "__main__":
+    main()
