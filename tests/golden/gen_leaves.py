@@ -96,6 +96,7 @@ def cases():
         ("residual", Residual(nn.LayerNorm(5, eps=1e-6), nn.Linear(5, 5)), (2, 3, 5)),
         ("concat", Concat(2, nn.Linear(5, 2), nn.Identity(), nn.Linear(5, 3)), (2, 3, 5)),
         ("tokens", TokenEmbed(4, 5), (2, 4, 5)),
+        ("conv3d", nn.Conv3d(2, 3, 2, stride=2), (2, 2, 4, 2, 6)),
     ]
 
 

@@ -7,6 +7,8 @@
 -- lunar.ops.patchify then one GEMM ([B*L, Cin*k*k] x [Cin*k*k, Cout]), then
 -- the [B, L, Cout] tokens permuted to PyTorch's [B, Cout, H/k, W/k]. Other
 -- strides, padding, dilation or groups: an error (no kernel yet). f32.
+-- lunar.nn.Conv3d is the same on volumes [B, Cin, D, H, W] (its 5th argument
+-- here: ndim = 3).
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
@@ -18,21 +20,26 @@ local Conv2d = class('Conv2d', Module)
 -- @param out_channels integer Cout
 -- @param kernel_size integer k
 -- @param opts optional {stride=k, padding=0, bias=true}
-function Conv2d:__init(in_channels, out_channels, kernel_size, opts)
+-- @param ndim optional 2 (default) or 3: the spatial dims (Conv3d passes 3)
+function Conv2d:__init(in_channels, out_channels, kernel_size, opts, ndim)
   Module.__init(self)
   opts = opts or {}
+  self.ndim = ndim or 2
+  local what = 'nn.Conv' .. self.ndim .. 'd'
   local k = kernel_size
-  if math.type(k) ~= 'integer' or k < 1 then error('nn.Conv2d: kernel_size must be a positive integer', 2) end
+  if math.type(k) ~= 'integer' or k < 1 then error(what .. ': kernel_size must be a positive integer', 3) end
   local stride, padding = opts.stride or k, opts.padding or 0
   if stride ~= k or padding ~= 0 or (opts.dilation or 1) ~= 1 or (opts.groups or 1) ~= 1 then
-    error(string.format('nn.Conv2d: only stride = kernel_size (%d), padding 0, dilation 1, groups 1 is ' ..
-      'implemented (the patchifying convolution); got stride %s, padding %s', k, tostring(stride),
-      tostring(padding)), 2)
+    error(string.format('%s: only stride = kernel_size (%d), padding 0, dilation 1, groups 1 is ' ..
+      'implemented (the patchifying convolution); got stride %s, padding %s', what, k, tostring(stride),
+      tostring(padding)), 3)
   end
   self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, k
-  self.fan_in = in_channels * k * k
+  self.fan_in = in_channels * k ^ self.ndim // 1
   local bound = 1 / math.sqrt(self.fan_in)
-  self:param('weight', {out_channels, in_channels, k, k}, {kind = 'uniform', low = -bound, high = bound})
+  local wshape = {out_channels, in_channels}
+  for _ = 1, self.ndim do wshape[#wshape + 1] = k end
+  self:param('weight', wshape, {kind = 'uniform', low = -bound, high = bound})
   self.has_bias = opts.bias ~= false
   if self.has_bias then self:param('bias', {out_channels}, {kind = 'uniform', low = -bound, high = bound}) end
 end
@@ -42,32 +49,40 @@ function Conv2d:extra_repr()
     self.kernel_size, self.kernel_size)
 end
 
---- x [B, Cin, H, W] -> y [B, Cout, H/k, W/k]; ctx owns the patches.
+--- x [B, Cin, H, W] -> y [B, Cout, H/k, W/k] (Conv3d: [B, Cin, D, H, W] ->
+-- [B, Cout, D/k, H/k, W/k]); ctx owns the patches.
 function Conv2d:forward(x)
   local s = x:shape()
   local k = self.kernel_size
-  if #s ~= 4 or s[2] ~= self.in_channels or s[3] % k ~= 0 or s[4] % k ~= 0 then
-    self:shape_error('image (H and W multiples of the kernel ' .. k .. ')', s, {'B', self.in_channels, 'H', 'W'})
+  local ok = #s == self.ndim + 2 and s[2] == self.in_channels
+  local out_shape, L = {s[1], self.out_channels}, 1
+  for i = 3, #s do
+    ok = ok and s[i] % k == 0
+    out_shape[i] = s[i] // k
+    L = L * (s[i] // k)
   end
-  local B, gh, gw = s[1], s[3] // k, s[4] // k
+  if not ok then
+    local want = {'B', self.in_channels}
+    for i = 1, self.ndim do want[i + 2] = ({'H', 'W'})[i - self.ndim + 2] or 'D' end
+    self:shape_error('image (spatial sizes multiples of the kernel ' .. k .. ')', s, want)
+  end
   local xc = x:contiguous()
-  local patches = ops.patchify(xc, k)                      -- [B, gh*gw, Cin*k*k]
+  local patches = ops.patchify(xc, k)                      -- [B, L, Cin*k^ndim]
   xc:free()
   local w = self:gemm_weight('weight'):view(self.out_channels, self.fan_in)
-  local t = ops.linear(patches, w, self.bias)              -- [B, gh*gw, Cout]
+  local t = ops.linear(patches, w, self.bias)              -- [B, L, Cout]
   w:free()
-  local v = t:transpose(2, 3)                              -- [B, Cout, gh*gw]
+  local v = t:transpose(2, 3)                              -- [B, Cout, L]
   local c = v:contiguous()
-  local y = c:view(B, self.out_channels, gh, gw)
+  local y = c:view(out_shape)
   c:free(); v:free(); t:free()
-  return y, Context({patches = patches}, {shape = s})
+  return y, Context({patches = patches}, {shape = s, L = L})
 end
 
 --- dy [B, Cout, H/k, W/k] -> dx [B, Cin, H, W] (nil when need_dx is false);
 -- accumulates the weight and bias gradients.
 function Conv2d:backward(ctx, dy, need_dx)
-  local s = dy:shape()
-  local B, L = s[1], s[3] * s[4]
+  local B, L = dy:shape()[1], ctx.L
   local dc = dy:contiguous()
   local d3 = dc:view(B, self.out_channels, L)
   local dv = d3:transpose(2, 3)

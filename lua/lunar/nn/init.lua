@@ -29,6 +29,7 @@ local nn = {
   Reshape = require('lunar.nn.Reshape'),
   Transpose = require('lunar.nn.Transpose'),
   Conv2d = require('lunar.nn.Conv2d'),
+  Conv3d = require('lunar.nn.Conv3d'),
   gradcheck = require('lunar.nn.gradcheck'),
 }
 
