@@ -60,7 +60,7 @@ endif
 report = $(if $(DEPS_READY),$(info $(1)))
 
 # pkg-config is evaluated lazily (after the deps stamp ran)
-PKGS := lua5.4 openblas libcjson readline zlib libjpeg libpng libprotobuf-c libisal
+PKGS := lua5.4 openblas libcjson readline zlib libjpeg libpng libzip libprotobuf-c libisal
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

@@ -6,6 +6,7 @@
  *   ds = lunar.data.synthetic(n, channels, ndim, {size..}, num_classes, seed)
  *   ds = lunar.data.image_folder(dir, {img_size=, train=true, scale={0.08, 1}, ratio={3/4, 4/3},
  *                                      hflip=0.5, crop_pct=0.875, on_bad_image='skip'|'error'})
+ *   ds = lunar.data.image_zip(zip_path, map_path, {...the same options})   Galvatron's zipped ImageNet
  *   ds:bad_images()  ds:class_name(k) (k 1-based)  ds:file(i) (i 0-based, as sample indices)
  *   img, label, crop = ds:sample(i, epoch, seed)   u8 [3, S, S], the label, the crop
  *                      {top=, left=, height=, width=, full_h=, full_w=, flip=, scale_denom=}
@@ -103,26 +104,39 @@ static void opt_field_pair(lua_State *L, int t, const char *k, double *a, double
     lua_pop(L, 1);
 }
 
-static int l_image_folder(lua_State *L) {
-    const char *dir = luaL_checkstring(L, 1);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    lua_getfield(L, 2, "img_size");
+/* The options table at t as lunar_image_opts. */
+static lunar_image_opts image_opts(lua_State *L, int t) {
+    luaL_checktype(L, t, LUA_TTABLE);
+    lua_getfield(L, t, "img_size");
     int size = (int)luaL_checkinteger(L, -1);
     lua_pop(L, 1);
-    lua_getfield(L, 2, "train");
+    lua_getfield(L, t, "train");
     int train = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
     lua_pop(L, 1);
     lunar_image_opts o;
     lunar_image_opts_default(&o, size, train);
-    opt_field_pair(L, 2, "scale", &o.scale_min, &o.scale_max);
-    opt_field_pair(L, 2, "ratio", &o.ratio_min, &o.ratio_max);
-    o.hflip = opt_field_num(L, 2, "hflip", o.hflip);
-    o.crop_pct = opt_field_num(L, 2, "crop_pct", o.crop_pct);
-    lua_getfield(L, 2, "on_bad_image");
+    opt_field_pair(L, t, "scale", &o.scale_min, &o.scale_max);
+    opt_field_pair(L, t, "ratio", &o.ratio_min, &o.ratio_max);
+    o.hflip = opt_field_num(L, t, "hflip", o.hflip);
+    o.crop_pct = opt_field_num(L, t, "crop_pct", o.crop_pct);
+    lua_getfield(L, t, "on_bad_image");
     static const char *const bad[] = {"skip", "error", NULL};
     o.on_bad_image = luaL_checkoption(L, -1, "skip", bad);
     lua_pop(L, 1);
+    return o;
+}
+
+static int l_image_folder(lua_State *L) {
+    const char *dir = luaL_checkstring(L, 1);
+    lunar_image_opts o = image_opts(L, 2);
     push_dataset(L, lunar_dataset_image_folder(dir, &o));
+    return 1;
+}
+
+static int l_image_zip(lua_State *L) {
+    const char *zip = luaL_checkstring(L, 1), *map = luaL_checkstring(L, 2);
+    lunar_image_opts o = image_opts(L, 3);
+    push_dataset(L, lunar_dataset_image_zip(zip, map, &o));
     return 1;
 }
 
@@ -320,7 +334,7 @@ static const luaL_Reg ld_methods[] = {
     {"seek", ld_seek}, {"device", ld_device}, {"free", ld_free}, {"__gc", ld_free}, {"__close", ld_free}, {NULL, NULL}};
 static const luaL_Reg fns[] = {
     {"load_idx", l_load_idx}, {"load_cifar10", l_load_cifar10}, {"synthetic", l_synthetic},
-    {"image_folder", l_image_folder},
+    {"image_folder", l_image_folder}, {"image_zip", l_image_zip},
     {"loader", l_loader}, {NULL, NULL}};
 
 static void new_mt(lua_State *L, const char *name, const luaL_Reg *m) {

@@ -13,6 +13,7 @@ PKGS=(
   libdnnl-dev                     # oneDNN: the CPU GEMMs, f32 and bf16 (GNU OpenMP, the same pool)
   zlib1g-dev                      # gzipped IDX files
   libjpeg62-turbo-dev libpng-dev  # DATASET='image_folder': JPEG (libjpeg-turbo, DCT scaling) and PNG decoding
+  libzip-dev                      # DATASET='imagenet_zip': members read from train.zip / val.zip
   python3-pil                     # tests/golden/image_folder_check.py writes and decodes the test images
   libopenmpi-dev openmpi-bin      # MPI launch and collectives
   libcjson-dev                    # JSON: safetensors headers (C) and lunar.json (Lua)

@@ -28,9 +28,11 @@
 #define WORDS_PER_EPOCH 64   /* word w of epoch e: index e * 64 + w */
 
 typedef struct {
-    char **files;              /* [n] full paths */
-    char **classes;            /* [num_classes] names */
+    char **files;              /* [n] full paths (or a source's names) */
+    int64_t n;
+    char **classes;            /* [num_classes] names, or NULL */
     int num_classes;
+    lunar_image_source src;    /* src.read NULL: files are read by path */
     lunar_image_opts o;
     atomic_uchar *warned;      /* [n] a warning was printed for file i */
     atomic_llong bad;          /* bad images met */
@@ -140,22 +142,37 @@ static int entry_cmp(const void *a, const void *b) {
 
 static int str_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-static void folder_free(void *p) {
-    folder *f = p;
-    if (!f) return;
-    if (f->files) {
-        /* the count is not stored here: files is NULL-terminated */
-        for (char **s = f->files; *s; s++) free(*s);
-        free(f->files);
-    }
-    for (int k = 0; k < f->num_classes; k++) free(f->classes[k]);
+/* Frees what f holds (not f). */
+static void folder_clear(folder *f) {
+    if (f->files)
+        for (int64_t i = 0; i < f->n; i++) free(f->files[i]);
+    free(f->files);
+    if (f->classes)
+        for (int k = 0; k < f->num_classes; k++) free(f->classes[k]);
     free(f->classes);
+    if (f->src.free_ctx) f->src.free_ctx(f->src.ctx);
     free(f->warned);
-    free(f);
+}
+
+static void folder_free(void *p) {
+    if (!p) return;
+    folder_clear(p);
+    free(p);
 }
 
 static lunar_status folder_sample(const lunar_dataset *ds, int64_t idx, int64_t epoch, uint64_t seed,
                                   uint8_t *out, int32_t *label);
+
+static void set_shape(lunar_dataset *ds, int64_t n, int num_classes, int img_size) {
+    ds->dtype = LUNAR_U8;
+    ds->n = n;
+    ds->channels = 3;
+    ds->ndim_spatial = 2;
+    ds->size[0] = ds->size[1] = img_size;
+    ds->num_classes = num_classes;
+    ds->sample_numel = 3 * (int64_t)img_size * img_size;
+    ds->sample = folder_sample;
+}
 
 static lunar_status check_opts(const lunar_image_opts *o) {
     if (o->img_size < 1)
@@ -242,6 +259,7 @@ lunar_dataset *lunar_dataset_image_folder(const char *dir, const lunar_image_opt
                 if (!files[n]) { st = lunar_error(LUNAR_ERR_OOM, "image folder: out of memory"); break; }
                 labels[n] = k;
                 n++;
+                f->n = (int64_t)n;
             }
         }
         for (size_t i = 0; i < e.n; i++) { free(e.e[i].dir); free(e.e[i].name); }
@@ -253,14 +271,7 @@ lunar_dataset *lunar_dataset_image_folder(const char *dir, const lunar_image_opt
     }
     f->warned = calloc(n, sizeof *f->warned);
     if (!f->warned) goto oom;
-    ds->dtype = LUNAR_U8;
-    ds->n = (int64_t)n;
-    ds->channels = 3;
-    ds->ndim_spatial = 2;
-    ds->size[0] = ds->size[1] = opts->img_size;
-    ds->num_classes = f->num_classes;
-    ds->sample_numel = 3 * (int64_t)opts->img_size * opts->img_size;
-    ds->sample = folder_sample;
+    set_shape(ds, (int64_t)n, f->num_classes, opts->img_size);
     return ds;
 oom:
     lunar_error(LUNAR_ERR_OOM, "image folder %s: out of memory", dir);
@@ -269,6 +280,44 @@ fail:
     lunar_dataset_free(ds);
     if (!ds) folder_free(f);
     return NULL;
+}
+
+lunar_dataset *lunar_image_dataset(char **names, int32_t *labels, int64_t n, char **classes, int num_classes,
+                                   const lunar_image_opts *o, lunar_image_source src) {
+    lunar_dataset *ds = calloc(1, sizeof *ds);
+    folder *f = calloc(1, sizeof *f);
+    if (f) {
+        f->files = names;
+        f->n = n;
+        f->classes = classes;
+        f->num_classes = num_classes;
+        f->src = src;
+        f->o = *o;
+    }
+    if (!ds || !f) {
+        folder fv = {.files = names, .n = n, .classes = classes, .num_classes = num_classes, .src = src};
+        folder_clear(&fv);
+        free(labels);
+        free(ds);
+        free(f);
+        lunar_error(LUNAR_ERR_OOM, "image dataset: out of memory");
+        return NULL;
+    }
+    ds->impl = f;
+    ds->free_impl = folder_free;
+    ds->labels = labels;
+    if (check_opts(o) != LUNAR_OK) {
+        lunar_dataset_free(ds);
+        return NULL;
+    }
+    f->warned = calloc(n > 0 ? (size_t)n : 1, sizeof *f->warned);
+    if (!f->warned) {
+        lunar_dataset_free(ds);
+        lunar_error(LUNAR_ERR_OOM, "image dataset: out of memory");
+        return NULL;
+    }
+    set_shape(ds, n, num_classes, o->img_size);
+    return ds;
 }
 
 static folder *folder_of(const lunar_dataset *ds) {
@@ -282,7 +331,7 @@ int64_t lunar_dataset_bad_images(const lunar_dataset *ds) {
 
 const char *lunar_dataset_class_name(const lunar_dataset *ds, int k) {
     folder *f = folder_of(ds);
-    return (f && k >= 0 && k < f->num_classes) ? f->classes[k] : NULL;
+    return (f && f->classes && k >= 0 && k < f->num_classes) ? f->classes[k] : NULL;
 }
 
 const char *lunar_dataset_file(const lunar_dataset *ds, int64_t idx) {
@@ -461,7 +510,8 @@ static lunar_status make_sample(const folder *f, const char *path, int64_t idx, 
                                 uint8_t *out, lunar_crop *c) {
     uint8_t *buf;
     size_t len;
-    lunar_status st = lunar_data_read_file(path, &buf, &len);
+    lunar_status st = f->src.read ? f->src.read(f->src.ctx, idx, path, &buf, &len)
+                                  : lunar_data_read_file(path, &buf, &len);
     if (st) return st;
     lunar_image img;
     st = lunar_image_decode(buf, len, path, 1, 1, &img);

@@ -10,7 +10,9 @@
 -- and cfg.DATA_DIR/val/<class>/ of .jpg/.jpeg/.png files, decoded in C on
 -- cfg.DATA_THREADS threads; train: RandomResizedCrop(IMG_SIZE) + horizontal
 -- flip, val: Resize(IMG_SIZE / CROP_PCT) + CenterCrop(IMG_SIZE); a bad file
--- per cfg.BAD_IMAGE; see lunar_dataset_image_folder in core/include/lunar/data.h).
+-- per cfg.BAD_IMAGE; see lunar_dataset_image_folder in core/include/lunar/data.h),
+-- 'imagenet_zip' (Galvatron's: cfg.DATA_DIR/train.zip + train_map.txt and
+-- val.zip + val_map.txt, read from the archives; as 'image_folder' otherwise).
 -- A missing or unreadable data file and a config that does not fit the data
 -- are user errors (lunar.error: the host prints the message, no traceback).
 local C = lunar.data
@@ -22,6 +24,7 @@ data.stats = {
   fashion_mnist = {mean = {0.2860}, std = {0.3530}},
   cifar10 = {mean = {0.4914, 0.4822, 0.4465}, std = {0.2470, 0.2435, 0.2616}},
   image_folder = {mean = {0.485, 0.456, 0.406}, std = {0.229, 0.224, 0.225}},   -- ImageNet's (timm)
+  imagenet_zip = {mean = {0.485, 0.456, 0.406}, std = {0.229, 0.224, 0.225}},
 }
 
 local function join(dir, name) return (dir:sub(-1) == '/' and dir or dir .. '/') .. name end
@@ -39,9 +42,20 @@ end
 -- IMG_SIZE RGB samples; train: the augmented training transform, else the
 -- evaluation one. Errors (a missing directory, a class without images) name
 -- the path.
+local function image_opts(cfg, train)
+  return {img_size = cfg.IMG_SIZE, train = train, crop_pct = cfg.CROP_PCT or 0.875,
+    on_bad_image = cfg.BAD_IMAGE or 'skip'}
+end
+
 function data.image_folder(dir, cfg, train)
-  return user_input(C.image_folder, dir, {img_size = cfg.IMG_SIZE, train = train,
-    crop_pct = cfg.CROP_PCT or 0.875, on_bad_image = cfg.BAD_IMAGE or 'skip'})
+  return user_input(C.image_folder, dir, image_opts(cfg, train))
+end
+
+--- A split of Galvatron's zipped ImageNet: dir/<split>.zip read through the
+-- map dir/<split>_map.txt ('<split>.zip@/<member><TAB><label>' lines); as
+-- data.image_folder otherwise. Errors name the file (and the map's line).
+function data.image_zip(dir, split, cfg, train)
+  return user_input(C.image_zip, join(dir, split .. '.zip'), join(dir, split .. '_map.txt'), image_opts(cfg, train))
 end
 
 --- The Fashion-MNIST split ('train' or 't10k') from dir.
@@ -79,6 +93,8 @@ function data.datasets(cfg)
   elseif cfg.DATASET == 'image_folder' then
     train, test = data.image_folder(join(cfg.DATA_DIR, 'train'), cfg, true),
       data.image_folder(join(cfg.DATA_DIR, 'val'), cfg, false)
+  elseif cfg.DATASET == 'imagenet_zip' then
+    train, test = data.image_zip(cfg.DATA_DIR, 'train', cfg, true), data.image_zip(cfg.DATA_DIR, 'val', cfg, false)
   elseif cfg.DATASET == 'synthetic' then
     local size = {}
     for i = 1, dims do size[i] = cfg.IMG_SIZE end

@@ -154,7 +154,7 @@ local TOP = {
 
   -- data
   { 'DATASET', E{ type = 'string', default = 'fashion_mnist',
-      enum = { 'fashion_mnist', 'cifar10', 'synthetic', 'image_folder' },
+      enum = { 'fashion_mnist', 'cifar10', 'synthetic', 'image_folder', 'imagenet_zip' },
       doc = 'training data' } },
   { 'DATA_DIR', E{ type = 'string', default = '/usr/share/datasets/fashion-mnist',
       doc = 'directory holding the dataset files' } },

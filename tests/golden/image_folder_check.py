@@ -13,7 +13,8 @@ label order; OUT/photo_png/train and OUT/photo_jpg/train: colour images of
 photo-like sizes (Fashion-MNIST upscaled bicubic, tinted) including extreme
 aspect ratios, and PNG palette, LA and RGBA modes; val splits of the first
 N / 2 t10k images; OUT/bad/train: good PNGs and a corrupt JPEG, a truncated
-JPEG and a text file named .png.
+JPEG and a text file named .png; OUT/zip: the PNG folders as Galvatron's
+train.zip + train_map.txt, val.zip + val_map.txt.
 
 check: SAMPLES is the safetensors file tests/golden/image_folder_dump.lua
 wrote. Checks, each against an independent implementation:
@@ -70,6 +71,21 @@ def make(out, fdir, n):
                     im.save(os.path.join(d, '%05d.png' % i))
                 else:
                     im.save(os.path.join(d, '%05d.jpg' % i), quality=90)
+    # Galvatron's zipped layout of the PNG folder: <split>.zip (members <class>/<file>, in ImageFolder's
+    # order, plus a directory entry and a member the map does not name) and <split>_map.txt
+    import zipfile
+    os.makedirs(os.path.join(out, 'zip'), exist_ok=True)
+    for split in ('train', 'val'):
+        root = os.path.join(out, 'png', split)
+        with zipfile.ZipFile(os.path.join(out, 'zip', split + '.zip'), 'w', zipfile.ZIP_DEFLATED) as z, \
+                open(os.path.join(out, 'zip', split + '_map.txt'), 'w') as m:
+            z.writestr('extra/', b'')
+            for k, c in enumerate(CLASSES):
+                for f in sorted(os.listdir(os.path.join(root, c))):
+                    z.write(os.path.join(root, c, f), c + '/' + f)
+                    m.write('%s.zip@/%s/%s\t%d\n' % (split, c, f, k))
+            z.write(os.path.join(root, CLASSES[0], sorted(os.listdir(os.path.join(root, CLASSES[0])))[0]),
+                    'unlisted/x.png')
     # bad files among good ones: a JPEG signature then garbage, a JPEG cut in half, text named .png
     for c in ('a', 'b'):
         os.makedirs(os.path.join(out, 'bad', 'train', c), exist_ok=True)

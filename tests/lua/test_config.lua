@@ -157,7 +157,7 @@ T.test('enum violation lists the allowed values', function()
   T.raises(function() loadfix('bad_enum.lua') end,
     FIX .. "bad_enum.lua: config key 'OPTIMIZER' must be one of 'adamw', 'sgd', got string \"adam\"")
   T.raises(function() config.load(nil, { 'DATASET=fashion-mnist' }) end,
-    "must be one of 'fashion_mnist', 'cifar10', 'synthetic', 'image_folder', got string \"fashion-mnist\" (did you mean 'fashion_mnist'?)")
+    "must be one of 'fashion_mnist', 'cifar10', 'synthetic', 'image_folder', 'imagenet_zip', got string \"fashion-mnist\" (did you mean 'fashion_mnist'?)")
   T.raises(function() config.load(nil, { 'IMG_DIMS=4' }) end, "config key 'IMG_DIMS' must be one of 2, 3, got number 4")
 end)
 

@@ -167,6 +167,37 @@ T.test('bad images with on_bad_image = error: the loader raises, naming the file
   T.truthy(tostring(err):find('g05x_text.png: not a JPEG or PNG', 1, true), tostring(err))
 end)
 
+T.test("imagenet_zip: Galvatron's train.zip + train_map.txt give the folder's samples bit for bit", function()
+  local root = folders()
+  local cfg = cfg_of({DATASET = 'imagenet_zip', DATA_DIR = root .. '/zip', IMG_SIZE = 28, PATCH_SIZE = 7, IN_CHANS = 3,
+    BATCH_SIZE = 16, DATA_THREADS = 2})
+  local ztrain, zval = data.datasets(cfg)
+  local ftrain, fval = data.image_folder(root .. '/png/train', cfg, true), data.image_folder(root .. '/png/val', cfg, false)
+  T.eq({ztrain:count(), zval:count(), ztrain:num_classes()}, {60, 30, 10})   -- the directory and the unlisted member left out
+  T.truthy(ztrain:file(0):find('train.zip@/0_tshirt/', 1, true), ztrain:file(0))
+  for _, pair in ipairs({{ztrain, ftrain}, {zval, fval}}) do
+    for i = 0, pair[1]:count() - 1, 7 do
+      local a, la = pair[1]:sample(i, 3, 5)
+      local b, lb = pair[2]:sample(i, 3, 5)
+      T.eq(la, lb)
+      T.eq(a:totable(), b:totable())
+    end
+  end
+  local ld = data.loader(ztrain, cfg, {train = true})
+  T.eq(#batches(ld), 3)   -- 60 // 16, the last partial batch dropped
+  -- errors name the file and the line
+  local bad = ROOT .. '/badmap.txt'
+  local f = assert(io.open(bad, 'w'))
+  f:write('train.zip@/0_tshirt/00019.png\t0\n\nno tab here\n')
+  f:close()
+  T.raises(function() lunar.data.image_zip(root .. '/zip/train.zip', bad, {img_size = 8}) end,
+    "badmap.txt line 3: expected '<archive>@/<member path><TAB><label >= 0>', got 'no tab here'")
+  T.raises(function() lunar.data.image_zip(root .. '/zip/none.zip', root .. '/zip/train_map.txt', {img_size = 8}) end,
+    'cannot open the zip archive .*none.zip')
+  T.raises(function() lunar.data.image_zip(root .. '/zip/train_map.txt', root .. '/zip/train_map.txt', {img_size = 8}) end,
+    'cannot open the zip archive .*train_map.txt: Not a zip archive')
+end)
+
 T.test('errors name the directory: missing, no classes, a class without images, bad options', function()
   T.raises(function() lunar.data.image_folder(ROOT .. '/nope', {img_size = 8}) end,
     'cannot open directory .*/nope: No such file')

@@ -168,6 +168,19 @@ void lunar_image_opts_default(lunar_image_opts *o, int img_size, int train);
  * of range. */
 lunar_dataset *lunar_dataset_image_folder(const char *dir, const lunar_image_opts *opts);
 
+/* Galvatron's zipped ImageNet: the members of the zip archive zip_path named
+ * by the map file map_path, read from the archive (libzip) without unpacking
+ * it. A map line is "<archive>@/<member path><TAB><label>" (e.g.
+ * "train.zip@/n01440764/n01440764_10026.JPEG\t0"; blank lines skipped); the
+ * samples are the archive's image members (.jpg .jpeg .png) in archive order
+ * that the map names, labelled by it, num_classes = max label + 1, as
+ * Galvatron's ZipData. Samples, transforms and bad images as
+ * lunar_dataset_image_folder's; lunar_dataset_file gives "<zip_path>@/<member>".
+ * Errors (NULL): the map missing or a line not of that form (naming the file
+ * and line), a member with two labels, the archive missing or not a zip, no
+ * image member named in the map. */
+lunar_dataset *lunar_dataset_image_zip(const char *zip_path, const char *map_path, const lunar_image_opts *opts);
+
 /* Bad images met so far (0 for other datasets). */
 int64_t lunar_dataset_bad_images(const lunar_dataset *ds);
 
