@@ -387,4 +387,41 @@ T.test('leaves and containers against PyTorch (outputs and gradients by paramete
   T.eq(n, 14, 'every case of the golden file')
 end)
 
+T.test('Sequential: data-parallel gradient groups (contiguous, in backward order, reported as completed)', function()
+  local cfg = config.load(lunar.home .. '/configs/examples/vit_composed.lua', SMALL)
+  local m = nn.materialize(cfg.MODEL(cfg, nn), 1)
+  local order = m:grad_group_order()
+  -- head, pool, norm, blocks 1 and 0, the position table, the class token, patch_embed (hand-listed)
+  T.eq(table.concat(order, ' '), 'head pool norm blocks.1 blocks.0 #3 #2 patch_embed')
+  -- every parameter is in a listed group, and each group is one contiguous range of the flat buffer
+  local range = {}
+  for _, p in ipairs(m:parameters()) do
+    local k = T.truthy(m:grad_group_of(p.name), 'a group for ' .. p.name)
+    local n = 1
+    for _, d in ipairs(p.shape) do n = n * d end
+    local r = range[k] or {lo = math.huge, hi = -1, count = 0}
+    r.lo, r.hi, r.count = math.min(r.lo, m._offsets[p.name]), math.max(r.hi, m._offsets[p.name] + n - 1), r.count + n
+    range[k] = r
+  end
+  for k, r in pairs(range) do T.eq(r.hi - r.lo + 1, r.count, 'group ' .. k .. ' is contiguous') end
+  T.eq(m:grad_group_of('blocks.1.mlp.fc2.weight'), 'blocks.1')
+  T.eq(m:grad_group_of('cls_token'), '#2')
+  -- backward reports each group once, in that order, each when its gradients are complete
+  local seen, fc1, fc1_0 = {}, nil, nil
+  for _, p in ipairs(m:parameters()) do
+    if p.name == 'blocks.1.mlp.fc1.weight' then fc1 = p.grad elseif p.name == 'blocks.0.mlp.fc1.weight' then fc1_0 = p.grad end
+  end
+  m.grad_ready_hook = function(k)
+    seen[#seen + 1] = k
+    if k == 'blocks.1' then
+      T.truthy(fc1:norm() > 0, 'blocks.1 complete when reported')
+      T.eq(fc1_0:norm(), 0.0, 'blocks.0 not yet')
+    end
+  end
+  local x = randn({2, cfg.IN_CHANS, cfg.IMG_SIZE, cfg.IMG_SIZE}, 'groups.x')
+  local y, ctx = m:forward(x)
+  m:backward(ctx, lunar.ones(y:shape()))
+  T.eq(table.concat(seen, ' '), table.concat(order, ' '))
+end)
+
 T.run()

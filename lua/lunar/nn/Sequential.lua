@@ -128,6 +128,59 @@ function Sequential:forward(x)
   return h, ctx
 end
 
+-- Gradient groups for the data-parallel reducer (lunar.parallel.reducer: the
+-- model's grad_group_order, grad_group_of and grad_ready_hook, as the ViT's):
+-- one group per child, and one per grandchild for a child that is itself a
+-- Sequential (a list of blocks), keyed by path ('head', 'blocks.3'; '#i' for
+-- an inlined child). Each group's parameters are contiguous in the flat
+-- buffers, and backward calls the root's grad_ready_hook(key) as soon as a
+-- group's gradients are complete, so their all_reduce overlaps the rest of
+-- the backward.
+local function groups(self)
+  local out = {}
+  local function key_of(c, i) return c.name ~= '' and c.name or ('#' .. i) end
+  for i, c in ipairs(self._children) do
+    local k = key_of(c, i)
+    if c.module.__name == 'Sequential' and #c.module._children > 0 then
+      for j, cc in ipairs(c.module._children) do
+        out[#out + 1] = {key = k .. '.' .. key_of(cc, j), owner = c.module, index = j, module = cc.module}
+      end
+    else
+      out[#out + 1] = {key = k, owner = self, index = i, module = c.module}
+    end
+  end
+  return out
+end
+
+--- The gradient groups in the order backward completes them (last child
+-- first); also arms the children that report them (see groups above).
+function Sequential:grad_group_order()
+  local order = {}
+  local gs = groups(self)
+  for n = #gs, 1, -1 do
+    local g = gs[n]
+    g.owner._group_key = g.owner._group_key or {}
+    g.owner._group_key[g.index] = g.key
+    g.owner._group_root = self
+    order[#order + 1] = g.key
+  end
+  return order
+end
+
+--- The gradient group of a parameter's full name (after nn.materialize).
+function Sequential:grad_group_of(name)
+  if not self._group_of then
+    local map = {}
+    for _, g in ipairs(groups(self)) do
+      g.module:apply(function(m)
+        for _, p in ipairs(m._params) do map[m.path == '' and p.name or (m.path .. '.' .. p.name)] = g.key end
+      end)
+    end
+    self._group_of = map
+  end
+  return self._group_of[name]
+end
+
 --- dy -> dx through the children in reverse; each intermediate activation
 -- is released right after the backward of the child that read it.
 function Sequential:backward(ctx, dy, need_dx)
@@ -140,6 +193,9 @@ function Sequential:backward(ctx, dy, need_dx)
     if g ~= dy and g ~= gi then g:free() end
     ctx:release('h' .. i)
     g = gi
+    local key = self._group_key and self._group_key[i]
+    local hook = key and self._group_root.grad_ready_hook
+    if hook then hook(key) end
   end
   ctx:free()
   if need_dx == false then return nil end
