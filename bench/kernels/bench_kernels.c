@@ -274,6 +274,40 @@ static void b_l16_b(void) {
     lunar_cpu_linear_backward_bf16(l16_din, l16_dw, l16_db, l16_dout, 0, l16_in, 1, l16_w, lM, lK, lN);
 }
 
+/* the median ms of each of fn[0..n) (NULL: skipped, 0), timed interleaved (one call
+ * of each per round, after 2 warm-up rounds) so that the load of a shared machine
+ * falls on all of them alike */
+static void timeit_interleaved(bench_fn *fn, int n, double *med) {
+    double t[4][101];
+    int r = repeats > 101 ? 101 : repeats;
+    for (int w = 0; w < 2; w++)
+        for (int i = 0; i < n; i++)
+            if (fn[i]) fn[i]();
+    for (int k = 0; k < r; k++)
+        for (int i = 0; i < n; i++) {
+            if (!fn[i]) continue;
+            double t0 = now();
+            fn[i]();
+            t[i][k] = (now() - t0) * 1e3;
+        }
+    for (int i = 0; i < n; i++) {
+        med[i] = 0;
+        if (!fn[i]) continue;
+        for (int a = 1; a < r; a++) { /* insertion sort */
+            double v = t[i][a];
+            int j = a - 1;
+            while (j >= 0 && t[i][j] > v) { t[i][j + 1] = t[i][j]; j--; }
+            t[i][j + 1] = v;
+        }
+        med[i] = t[i][r / 2];
+    }
+}
+
+static void b_l16_own_f(void) { lunar_cpu_dnnl_enable(0); b_l16_f(); lunar_cpu_dnnl_enable(1); }
+static void b_l16_own_b(void) { lunar_cpu_dnnl_enable(0); b_l16_b(); lunar_cpu_dnnl_enable(1); }
+static void b_l16_dnnl_f(void) { b_l16_f(); }
+static void b_l16_dnnl_b(void) { b_l16_b(); }
+
 static uint16_t *to16(const float *x, size_t n) {
     uint16_t *h = aligned_alloc(64, (n * 2 + 63) & ~(size_t)63);
     lunar_cpu_cast_bf16(h, x, n);
@@ -294,7 +328,7 @@ static void gemm_comparison(void) {
     size_t big = (size_t)6400 * 1536;
     float *X = rnd(big, 1), *W = rnd((size_t)1536 * 1536, 0.1f), *DY = rnd(big, 1), *C1 = zer(big), *C2 = zer(big);
     uint16_t *X16 = to16(X, big), *W16 = to16(W, (size_t)1536 * 1536), *DY16 = to16(DY, big);
-    printf("GEMM GFLOP/s (median of %d): OpenBLAS f32 | oneDNN f32 | own bf16 | oneDNN bf16"
+    printf("GEMM GFLOP/s (median of %d, the four timed in turn): OpenBLAS f32 | oneDNN f32 | own bf16 | oneDNN bf16"
            "  (%% of the FP32 / bf16 peak; oneDNN's kernels)\n", repeats);
     double s32 = 0, s16 = 0, sb = 0, so = 0, fl_all = 0;
     for (size_t s = 0; s < sizeof lin / sizeof lin[0]; s++) {
@@ -329,10 +363,10 @@ static void gemm_comparison(void) {
             if (i16) { qC = C2; b_q_dnnl16(); validate("oneDNN bf16 vs own bf16", C2, C1, nc, 1e-5); }
             qacc = save_acc;
             qC = C1;
-            timeit(b_q_blas); r[0] = fl / (med_ms * 1e-3);
-            if (i32) { timeit(b_q_dnnl); r[1] = fl / (med_ms * 1e-3); }
-            timeit(b_q_own16); r[2] = fl / (med_ms * 1e-3);
-            if (i16) { timeit(b_q_dnnl16); r[3] = fl / (med_ms * 1e-3); }
+            bench_fn fns[4] = {b_q_blas, i32 ? b_q_dnnl : NULL, b_q_own16, i16 ? b_q_dnnl16 : NULL};
+            double med[4];
+            timeit_interleaved(fns, 4, med);
+            for (int v = 0; v < 4; v++) r[v] = med[v] > 0 ? fl / (med[v] * 1e-3) : 0;
             printf("  %-10s %-4s %5dx%4dx%4d  %6.0f | %6.0f | %6.0f | %6.0f  (%3.0f%% %3.0f%% | %3.0f%% %3.0f%%)  %s, %s\n",
                    lin[s].name, what, qM, qN, qK, r[0], r[1], r[2], r[3], 100 * r[0] / p32, 100 * r[1] / p32,
                    p16 > 0 ? 100 * r[2] / p16 : 0, p16 > 0 ? 100 * r[3] / p16 : 0, impl32, i16 ? i16 : "n/a");
@@ -354,12 +388,10 @@ static void gemm_comparison(void) {
     for (size_t s = 0; s < sizeof lin / sizeof lin[0]; s++) {
         lM = lin[s].rows; lK = lin[s].in; lN = lin[s].out;
         double t[2][2];
-        for (int d = 0; d < 2; d++) {
-            lunar_cpu_dnnl_enable(d);
-            timeit(b_l16_f); t[d][0] = med_ms;
-            timeit(b_l16_b); t[d][1] = med_ms;
-        }
-        lunar_cpu_dnnl_enable(1);
+        bench_fn fns[4] = {b_l16_own_f, b_l16_dnnl_f, b_l16_own_b, b_l16_dnnl_b};
+        double med[4];
+        timeit_interleaved(fns, 4, med);
+        t[0][0] = med[0]; t[1][0] = med[1]; t[0][1] = med[2]; t[1][1] = med[3];
         printf("  %-10s forward %7.3f | %7.3f   backward %7.3f | %7.3f   (oneDNN %.2fx)\n", lin[s].name,
                t[0][0], t[1][0], t[0][1], t[1][1], (t[0][0] + t[0][1]) / (t[1][0] + t[1][1]));
     }
