@@ -44,7 +44,7 @@ end
 -- the path.
 local function image_opts(cfg, train)
   return {img_size = cfg.IMG_SIZE, train = train, crop_pct = cfg.CROP_PCT or 0.875,
-    on_bad_image = cfg.BAD_IMAGE or 'skip'}
+    on_bad_image = cfg.BAD_IMAGE or 'skip', scale = cfg.AUG_SCALE, hflip = cfg.AUG_HFLIP}
 end
 
 function data.image_folder(dir, cfg, train)

@@ -172,6 +172,11 @@ local TOP = {
   { 'DATA_STD', E{ type = 'table', items = 'number', default = nil, min = 0, min_exclusive = true,
       doc = "per-channel std of Normalize (unset: the dataset's; 'image_folder': ImageNet's " ..
         "{0.229, 0.224, 0.225})" } },
+  { 'AUG_SCALE', E{ type = 'table', items = 'number', default = nil, min = 0,
+      doc = "'image_folder'/'imagenet_zip' training: RandomResizedCrop's {min, max} area fraction " ..
+        '(unset: {0.08, 1}, timm)' } },
+  { 'AUG_HFLIP', E{ type = 'number', default = 0.5, min = 0, max = 1,
+      doc = "'image_folder'/'imagenet_zip' training: probability of the horizontal flip" } },
   { 'CROP_PCT', E{ type = 'number', default = 0.875, min = 0, max = 1, min_exclusive = true,
       doc = "'image_folder' evaluation: resize the shorter side to floor(IMG_SIZE / CROP_PCT), then " ..
         'center-crop IMG_SIZE (timm)' } },

@@ -4,6 +4,7 @@ tests/fail/test_image_folder.sh. Run with Debian's Python (python3-pil,
 python3-torchvision, python3-numpy).
 
   image_folder_check.py make OUT FMNIST_DIR N    writes the test folders under OUT
+  image_folder_check.py make_idx OUT FMNIST_DIR N  the same images as IDX files in OUT
   image_folder_check.py check KIND ROOT SAMPLES  compares Lunar's samples with PIL/torchvision
 
 make: the first N Fashion-MNIST training images (IDX from FMNIST_DIR) as
@@ -119,6 +120,19 @@ def make(out, fdir, n):
             im.save(os.path.join(out, 'photo_jpg', 'train', 'c', 'q%02d.jpeg' % i), quality=75)
 
 
+def make_idx(out, fdir, n):
+    """The same images as make's folders, as IDX files (gzip): train = the first n training images, t10k =
+    the first n // 2 test images, named as Debian's dataset-fashion-mnist names them."""
+    os.makedirs(out, exist_ok=True)
+    for split, count in (('train', n), ('t10k', n // 2)):
+        for kind, magic in (('images-idx3', 0x803), ('labels-idx1', 0x801)):
+            name = '%s-%s-ubyte.gz' % (split, kind)
+            a = idx_read(os.path.join(fdir, name))[:count]
+            head = struct.pack('>I', magic) + b''.join(struct.pack('>I', d) for d in a.shape)
+            with gzip.open(os.path.join(out, name), 'wb') as f:
+                f.write(head + a.tobytes())
+
+
 def read_safetensors(path):
     with open(path, 'rb') as f:
         data = f.read()
@@ -212,5 +226,7 @@ def check(kind, root, samples_path):
 if __name__ == '__main__':
     if sys.argv[1] == 'make':
         make(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif sys.argv[1] == 'make_idx':
+        make_idx(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
         check(sys.argv[2], sys.argv[3], sys.argv[4])
