@@ -21,7 +21,7 @@
 --      no activations);
 --   5. the model: this rank's tensor shards and pipeline stage of the config's
 --      ViT (parallel.vit), or the config's MODEL (setup.config_model: models
---      as code, data parallel only), materialized from opts.seed (default
+--      as code, data and pipeline parallel), materialized from opts.seed (default
 --      SEED) with INIT and precision;
 --   6. the criterion (cross-entropy with LABEL_SMOOTHING) and the optimizer
 --      (OPTIMIZER = 'adamw': LEARNING_RATE, BETA1, BETA2, EPS, WEIGHT_DECAY;
@@ -81,29 +81,40 @@ function setup.max_steps(cfg, batches_per_epoch)
 end
 
 --- The model of a config that defines one (models as code): cfg.MODEL(cfg,
--- lunar.nn), checked before anything is allocated. Raises, naming the config
--- file and line where MODEL is defined: a grid with tensor or pipeline
--- parallelism (a composed model trains data parallel only for now), a result
--- that is not a lunar.nn module, two parameters with one name. Sets
--- model.num_tokens (what the examples print) from its first
--- PositionEmbedding when the model does not set it (0: unknown).
+-- lunar.nn), checked before anything is allocated; with pipeline parallelism
+-- this rank's stage (nn.Sequential:pipeline_stage over the child 'blocks',
+-- split as the grid splits DEPTH), with hidden_shape(batch) measured by one
+-- image through the children before 'blocks'. Raises, naming the config file
+-- and line where MODEL is defined: tensor parallelism (not yet), a result
+-- that is not a lunar.nn module, two parameters with one name, a pipeline
+-- with no 'blocks' of DEPTH blocks. Sets model.num_tokens (what the examples
+-- print) from its first PositionEmbedding when the model does not set it (0:
+-- unknown).
 -- @param cfg a resolved config with MODEL set
 -- @param g optional grid
--- @return the model, not materialized
+-- @return the model (this rank's stage), not materialized, and the whole
+--   model's parameter count
 function setup.config_model(cfg, g)
   local info = debug.getinfo(cfg.MODEL, 'S')
   local where = string.format('%s:%d', (info.source or '?'):gsub('^@', ''), info.linedefined or 0)
-  if g and (g.tp_size > 1 or g.pp_size > 1) then
-    error(string.format("%s: config key 'MODEL' (a model defined in the config) trains with data parallelism " ..
-      'only for now; parallel.tensor.size = %d and parallel.pipeline = %d need the built-in ViT (MODEL = nil)',
-      where, g.tp_size, g.pp_size), 0)
+  if g and g.tp_size > 1 then
+    error(string.format("%s: config key 'MODEL' (a model defined in the config) trains with data and pipeline " ..
+      'parallelism only for now; parallel.tensor.size = %d needs the built-in ViT (MODEL = nil)', where, g.tp_size), 0)
   end
-  local m = cfg.MODEL(cfg, nn)
-  if not nn.is_module(m) then
-    local what = type(m) == 'table' and (m.__name and ('a ' .. tostring(m.__name) .. ' class, not an instance')
-      or 'a table that is not a module') or type(m)
-    error(string.format("%s: config key 'MODEL' must return a lunar.nn module (e.g. nn.Sequential{...}), got %s",
-      where, what), 0)
+  local function build()
+    local m = cfg.MODEL(cfg, nn)
+    if not nn.is_module(m) then
+      local what = type(m) == 'table' and (m.__name and ('a ' .. tostring(m.__name) .. ' class, not an instance')
+        or 'a table that is not a module') or type(m)
+      error(string.format("%s: config key 'MODEL' must return a lunar.nn module (e.g. nn.Sequential{...}), got %s",
+        where, what), 0)
+    end
+    return m
+  end
+  local m = build()
+  if g and g.pp_size > 1 and m.__name ~= 'Sequential' then
+    error(string.format("%s: config key 'MODEL': pipeline parallelism (parallel.pipeline = %d) needs a " ..
+      "nn.Sequential with a child 'blocks', got a %s", where, g.pp_size, tostring(m.__name)), 0)
   end
   local seen = {}
   for _, p in ipairs(m:parameters()) do
@@ -113,11 +124,34 @@ function setup.config_model(cfg, g)
     end
     seen[p.name] = true
   end
-  if m.num_tokens == nil then
-    m.num_tokens = 0
-    m:apply(function(c) if m.num_tokens == 0 and c.__name == 'PositionEmbedding' then m.num_tokens = c.num_tokens end end)
+  local tokens = m.num_tokens
+  if tokens == nil then
+    tokens = 0
+    m:apply(function(c) if tokens == 0 and c.__name == 'PositionEmbedding' then tokens = c.num_tokens end end)
   end
-  return m
+  local full_count = m:num_parameters()
+  if g and g.pp_size > 1 then
+    local where_key = where .. ": config key 'MODEL'"
+    m = m:pipeline_stage(g.stage, cfg.DEPTH, where_key)
+    -- the activations between stages: the shape the children before 'blocks' give one
+    -- image (a fresh copy of them, run once in evaluation mode); blocks keep it
+    local pre = build():pipeline_stage({first_block = 0, last_block = -1, is_first = true, is_last = false},
+      cfg.DEPTH, where_key)
+    nn.materialize(pre, 0):evaluate()
+    local img = {1, cfg.IN_CHANS}
+    for _ = 1, cfg.IMG_DIMS do img[#img + 1] = cfg.IMG_SIZE end
+    local x = lunar.zeros(img)
+    local h, c = pre:forward(x)
+    local hs = h:shape()
+    c:free(); if h ~= x then h:free() end; x:free()
+    function m.hidden_shape(_, batch)
+      local s = {batch}
+      for i = 2, #hs do s[i] = hs[i] end
+      return s
+    end
+  end
+  m.num_tokens = tokens
+  return m, full_count
 end
 
 --- Builds the run; see the module doc.
@@ -149,9 +183,9 @@ function setup.from_config(cfg, overrides, opts)
 
   if cfg.MODEL ~= nil then
     -- models as code: the config's MODEL function builds it (data parallel only)
-    run.model = nn.materialize(parallel.same_on_every_rank(setup.config_model, cfg, g), opts.seed or cfg.SEED,
-      {init = cfg.INIT, precision = cfg.precision})
-    run.num_params = run.model:num_parameters()
+    local m, full_count = parallel.same_on_every_rank(setup.config_model, cfg, g)
+    run.model = nn.materialize(m, opts.seed or cfg.SEED, {init = cfg.INIT, precision = cfg.precision})
+    run.num_params = full_count      -- the whole model's (a pipeline stage holds a part)
     run.flops_per_image = 0        -- not modelled for a composed model: no FLOP/s in the logs
   else
     run.model = nn.materialize(parallel.vit(cfg, g), opts.seed or cfg.SEED, {init = cfg.INIT, precision = cfg.precision})

@@ -275,7 +275,7 @@ T.test('a ViT composed from Sequential/Residual equals the built-in ViT step for
   for i = 1, 2 do T.near(lc2[i], lf2[i], 1e-4, 0, 'loss of step ' .. (i + 1)) end
 end)
 
-T.test('MODEL errors: not a function, not a module, duplicate names, tensor/pipeline parallel', function()
+T.test('MODEL errors: not a function, not a module, duplicate names, tensor parallel, a pipeline without blocks', function()
   local path = os.tmpname()
   local function write(text) local f = assert(io.open(path, 'w')); f:write(text); f:close() end
   write('MODEL = 3\n')
@@ -289,8 +289,15 @@ T.test('MODEL errors: not a function, not a module, duplicate names, tensor/pipe
   write('MODEL = function(cfg, nn) return nn.Sequential{{"", nn.Linear(2, 2)}, {"", nn.Linear(2, 2)}} end\n')
   T.raises(function() setup.config_model(config.load(path)) end, "two parameters named 'weight'")
   write('MODEL = function(cfg, nn) return nn.Linear(2, 2) end\n')
+  T.raises(function() setup.config_model(config.load(path), {tp_size = 2, pp_size = 1}) end,
+    ":1: config key 'MODEL' .* data and pipeline parallelism only .*parallel.tensor.size = 2 needs the built%-in ViT")
   T.raises(function() setup.config_model(config.load(path), {tp_size = 1, pp_size = 2}) end,
-    ":1: config key 'MODEL' .* data parallelism only .*parallel.pipeline = 2")
+    ":1: config key 'MODEL': pipeline parallelism %(parallel.pipeline = 2%) needs a nn.Sequential with a child 'blocks', got a Linear")
+  write('MODEL = function(cfg, nn) return nn.Sequential{{"head", nn.Linear(2, 2)}} end\n')
+  T.raises(function() setup.config_model(config.load(path), {tp_size = 1, pp_size = 2,
+    stage = {first_block = 0, last_block = 2, is_first = true, is_last = false}}) end,
+    ":1: config key 'MODEL': pipeline parallelism splits the model's child 'blocks', a nn.Sequential of DEPTH = 6 " ..
+    "blocks; this model has no child named 'blocks'")
   os.remove(path)
 end)
 
@@ -422,6 +429,33 @@ T.test('Sequential: data-parallel gradient groups (contiguous, in backward order
   local y, ctx = m:forward(x)
   m:backward(ctx, lunar.ones(y:shape()))
   T.eq(table.concat(seen, ' '), table.concat(order, ' '))
+end)
+
+T.test('pipeline stages of a composed model: the blocks split, names kept, hidden shape measured', function()
+  local cfg = config.load(lunar.home .. '/configs/examples/vit_composed.lua', SMALL)   -- DEPTH 2
+  local function names_of(stage)
+    local g = {tp_size = 1, pp_size = 2, stage = stage}
+    local m, full = setup.config_model(cfg, g)
+    nn.materialize(m, 1)
+    return names(m), m, full
+  end
+  local n0, m0, full = names_of({first_block = 0, last_block = 0, is_first = true, is_last = false})
+  local n1, m1 = names_of({first_block = 1, last_block = 1, is_first = false, is_last = true})
+  T.truthy(n0:find('^patch_embed%.proj%.weight patch_embed%.proj%.bias cls_token pos_embed blocks%.0%.norm1%.weight'), n0)
+  T.falsy(n0:find('blocks%.1') or n0:find('head'), 'stage 0 holds neither block 1 nor the head: ' .. n0)
+  T.truthy(n1:find('^blocks%.1%.norm1%.weight') and n1:find('norm%.weight norm%.bias head%.weight head%.bias$'), n1)
+  T.eq(m0:num_parameters() + m1:num_parameters(), full, 'the stages hold the whole model')
+  -- hidden_shape: 49 patches + the class token, width 16, for any batch
+  T.eq(table.concat(m0:hidden_shape(3), ','), '3,50,16')
+  T.eq(table.concat(m1:hidden_shape(5), ','), '5,50,16')
+  -- stage 0 then stage 1 is the whole model: the same logits as the unsplit one (same init by name)
+  local whole = nn.materialize(cfg.MODEL(cfg, nn), 1)
+  local x = randn({2, 1, 28, 28}, 'stages.x')
+  local h, c0 = m0:forward(x)
+  local y, c1 = m1:forward(h)
+  local yw, cw = whole:forward(x)
+  T.check_close('logits of stage 1 after stage 0', y, yw, {rtol = 1e-6, atol = 1e-7})
+  c0:free(); c1:free(); cw:free()
 end)
 
 T.run()

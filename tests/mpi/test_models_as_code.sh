@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # tests/mpi/test_models_as_code.sh: a config that defines its model (MODEL,
 # configs/examples/) trains with the examples as they are, on one rank and data
-# parallel under mpirun, and refuses tensor/pipeline parallelism with a message
-# naming the key.
+# and pipeline parallel under mpirun, and refuses tensor parallelism with a
+# message naming the key.
 #   - each example config: examples/train_with_engine.lua, 3 steps, exit 0
-#   - meanpool_head on 2 data-parallel ranks (BATCH_SIZE 4 each) = one rank with
-#     BATCH_SIZE 8: the same losses (tests/mpi/compare_metrics.lua, 1e-5): the
-#     reducer all-reduces the gradients of a composed model
-#   - pipeline 2: exit non-zero, the message names MODEL and the config file, once
+#   - meanpool_head on 2 data-parallel ranks (BATCH_SIZE 4 each), on 2 pipeline
+#     stages (1F1B and GPipe, 2 micro-batches) and on dp 2 x pipeline 2 = one
+#     rank with BATCH_SIZE 8: the same losses (tests/mpi/compare_metrics.lua,
+#     1e-5): the reducer's groups and the stages of a composed model
+#   - tensor 2: exit non-zero, the message names MODEL and the config file, once
 # Run from the repository root (tests/run_all.sh does). Ends with
 # "N passed, N failed[, N skipped]".
 set -u
@@ -36,14 +37,22 @@ fi
 MAIN=(examples/train_with_engine.lua --config configs/examples/meanpool_head.lua "${SMALL[@]}")
 run timeout 120 "$LUNAR" "${MAIN[@]}" BATCH_SIZE=8 METRICS_FILE="$T/one.jsonl"
 check "meanpool_head, one rank: exit 0" [ "$rc" -eq 0 ]
-run timeout 120 mpirun --oversubscribe -np 2 "$LUNAR" "${MAIN[@]}" BATCH_SIZE=4 METRICS_FILE="$T/dp.jsonl"
-check "meanpool_head, dp 2: exit 0" [ "$rc" -eq 0 ]
-run "$LUNAR" tests/mpi/compare_metrics.lua -- "$T/one.jsonl" "$T/dp.jsonl" 1e-5
-check "meanpool_head, dp 2: the losses of one rank" [ "$rc" -eq 0 ]
-echo "    (dp 2: ${out:-$err})"
+same_as_one_rank() {   # np, label, overrides...: the job trains the losses of one rank
+  local np=$1 label=$2; shift 2
+  run timeout 180 mpirun --oversubscribe -np "$np" "$LUNAR" "${MAIN[@]}" METRICS_FILE="$T/par.jsonl" "$@"
+  check "meanpool_head, $label: exit 0" [ "$rc" -eq 0 ]
+  run "$LUNAR" tests/mpi/compare_metrics.lua -- "$T/one.jsonl" "$T/par.jsonl" 1e-5
+  check "meanpool_head, $label: the losses of one rank" [ "$rc" -eq 0 ]
+  echo "    ($label: ${out:-$err})"
+}
+same_as_one_rank 2 "dp 2" BATCH_SIZE=4
+same_as_one_rank 2 "pipeline 2, 1f1b, 2 micro-batches" BATCH_SIZE=8 NUM_MICRO_BATCHES=2 'parallel={pipeline=2}'
+same_as_one_rank 2 "pipeline 2, gpipe, 2 micro-batches" BATCH_SIZE=8 NUM_MICRO_BATCHES=2 \
+  "parallel={pipeline=2, pipeline_schedule='gpipe'}"
+same_as_one_rank 4 "dp 2 x pipeline 2" BATCH_SIZE=4 NUM_MICRO_BATCHES=2 'parallel={pipeline=2}'
 
-run timeout 60 mpirun --oversubscribe -np 2 "$LUNAR" "${MAIN[@]}" BATCH_SIZE=4 'parallel={pipeline=2}'
-check "MODEL with pipeline 2: exits non-zero" bash -c '[ "$1" -ne 0 ] && [ "$1" -ne 124 ]' _ "$rc"
-check "MODEL with pipeline 2: names the key, the file and the layout, once" \
-  [ "$(grep -c "configs/examples/meanpool_head.lua:[0-9]*: config key 'MODEL' .*data parallelism only.*parallel.pipeline = 2" <<<"$out$err")" -eq 1 ]
+run timeout 60 mpirun --oversubscribe -np 2 "$LUNAR" "${MAIN[@]}" BATCH_SIZE=4 'parallel={tensor={mode="1d", size=2}}'
+check "MODEL with tensor 2: exits non-zero" bash -c '[ "$1" -ne 0 ] && [ "$1" -ne 124 ]' _ "$rc"
+check "MODEL with tensor 2: names the key, the file and the layout, once" \
+  [ "$(grep -c "configs/examples/meanpool_head.lua:[0-9]*: config key 'MODEL' .*parallel.tensor.size = 2" <<<"$out$err")" -eq 1 ]
 finish

@@ -128,6 +128,43 @@ function Sequential:forward(x)
   return h, ctx
 end
 
+--- A pipeline stage of this model (Megatron/GPipe stages over the blocks, as
+-- nn.ViT's opts.stage): a new root Sequential, not materialized, sharing this
+-- model's child modules: the children before the child named 'blocks' (when
+-- stage.is_first), blocks first_block..last_block of 'blocks' (0-based, their
+-- names kept, so parameters keep their full names), the children after it
+-- (when stage.is_last). The model must have a child 'blocks' that is a
+-- Sequential of `depth` blocks; otherwise an error saying so (`where` names
+-- the model's origin in it).
+-- @param stage {first_block=, last_block=, is_first=, is_last=} (lunar.parallel.grid's g.stage)
+-- @param depth integer the number of blocks the grid split (the config's DEPTH)
+-- @param where string for errors (e.g. "FILE:LINE: config key 'MODEL'")
+function Sequential:pipeline_stage(stage, depth, where)
+  local blocks
+  for _, c in ipairs(self._children) do if c.name == 'blocks' then blocks = c.module end end
+  if not blocks or blocks.__name ~= 'Sequential' or #blocks._children ~= depth then
+    error(string.format("%s: pipeline parallelism splits the model's child 'blocks', a nn.Sequential of DEPTH = %d " ..
+      'blocks; this model has %s', where or 'nn.Sequential', depth,
+      not blocks and "no child named 'blocks'" or (blocks.__name ~= 'Sequential' and ("a 'blocks' that is a " ..
+      tostring(blocks.__name)) or string.format("%d blocks in 'blocks'", #blocks._children))), 0)
+  end
+  local list, after = {}, false
+  for _, c in ipairs(self._children) do
+    if c.module == blocks then
+      local part = {}
+      for i = stage.first_block, stage.last_block do
+        local b = blocks._children[i + 1]
+        part[#part + 1] = {b.name, b.module}
+      end
+      list[#list + 1] = {'blocks', Sequential(part)}
+      after = true
+    elseif (after and stage.is_last) or (not after and stage.is_first) then
+      list[#list + 1] = {c.name, c.module}
+    end
+  end
+  return Sequential(list)
+end
+
 -- Gradient groups for the data-parallel reducer (lunar.parallel.reducer: the
 -- model's grad_group_order, grad_group_of and grad_ready_hook, as the ViT's):
 -- one group per child, and one per grandchild for a child that is itself a
