@@ -32,8 +32,9 @@ local TOP = {
   -- model (ViT)
   { 'MODEL', E{ type = 'function', default = nil,
       doc = 'models as code: function(cfg, nn) returning the model, a lunar.nn module (e.g. nn.Sequential{...}, ' ..
-        'see configs/examples/); nil = the built-in ViT of the keys below. Data and pipeline parallel (stages split ' ..
-        "its child 'blocks'); not tensor parallel yet" } },
+        'see configs/examples/); nil = the built-in ViT of the keys below. Data, tensor (its Attention, MLP and ' ..
+        "Block split, other layers replicated) and pipeline parallel (stages split its child 'blocks'); not " ..
+        'sequence parallel yet' } },
   { 'IMG_SIZE', E{ type = 'integer', default = 28, min = 1,
       doc = 'input image side in pixels (square, or cubic when IMG_DIMS = 3)' } },
   { 'IN_CHANS', E{ type = 'integer', default = 1, min = 1,

@@ -21,7 +21,7 @@
 --      no activations);
 --   5. the model: this rank's tensor shards and pipeline stage of the config's
 --      ViT (parallel.vit), or the config's MODEL (setup.config_model: models
---      as code, data and pipeline parallel), materialized from opts.seed (default
+--      as code, data, tensor and pipeline parallel), materialized from opts.seed (default
 --      SEED) with INIT and precision;
 --   6. the criterion (cross-entropy with LABEL_SMOOTHING) and the optimizer
 --      (OPTIMIZER = 'adamw': LEARNING_RATE, BETA1, BETA2, EPS, WEIGHT_DECAY;
@@ -81,11 +81,14 @@ function setup.max_steps(cfg, batches_per_epoch)
 end
 
 --- The model of a config that defines one (models as code): cfg.MODEL(cfg,
--- lunar.nn), checked before anything is allocated; with pipeline parallelism
+-- lunar.nn), checked before anything is allocated; with tensor parallelism
+-- the `nn` MODEL receives builds Attention, MLP and Block split across the
+-- tensor group (Megatron's 1D form, lunar.parallel.tp_context) and every
+-- other layer replicated; with pipeline parallelism
 -- this rank's stage (nn.Sequential:pipeline_stage over the child 'blocks',
 -- split as the grid splits DEPTH), with hidden_shape(batch) measured by one
 -- image through the children before 'blocks'. Raises, naming the config file
--- and line where MODEL is defined: tensor parallelism (not yet), a result
+-- and line where MODEL is defined: sequence parallelism (not yet), a result
 -- that is not a lunar.nn module, two parameters with one name, a pipeline
 -- with no 'blocks' of DEPTH blocks. Sets model.num_tokens (what the examples
 -- print) from its first PositionEmbedding when the model does not set it (0:
@@ -97,12 +100,28 @@ end
 function setup.config_model(cfg, g)
   local info = debug.getinfo(cfg.MODEL, 'S')
   local where = string.format('%s:%d', (info.source or '?'):gsub('^@', ''), info.linedefined or 0)
-  if g and g.tp_size > 1 then
-    error(string.format("%s: config key 'MODEL' (a model defined in the config) trains with data and pipeline " ..
-      'parallelism only for now; parallel.tensor.size = %d needs the built-in ViT (MODEL = nil)', where, g.tp_size), 0)
+  local lib, tp = nn, g and parallel.tp_context(g)
+  if tp then
+    if g.sequence_parallel then
+      error(string.format("%s: config key 'MODEL' (a model defined in the config) with parallel.sequence_parallel: " ..
+        'its containers (Residual, Sequential) run on whole token sequences; set sequence_parallel = false or ' ..
+        'use the built-in ViT (MODEL = nil)', where), 0)
+    end
+    -- tensor parallelism: the layers with a parallel form (Attention, MLP, Block) are built
+    -- split across the tensor group; every other layer is replicated
+    lib = setmetatable({}, {__index = nn})
+    local function with_tp(o)
+      local c = {}
+      for k, v in pairs(o or {}) do c[k] = v end
+      c.tp = c.tp or tp
+      return c
+    end
+    function lib.Attention(dim, heads, o) return nn.Attention(dim, heads, with_tp(o)) end
+    function lib.MLP(dim, hidden, o) return nn.MLP(dim, hidden, with_tp(o)) end
+    function lib.Block(o) return nn.Block(with_tp(o)) end
   end
   local function build()
-    local m = cfg.MODEL(cfg, nn)
+    local m = cfg.MODEL(cfg, lib)
     if not nn.is_module(m) then
       local what = type(m) == 'table' and (m.__name and ('a ' .. tostring(m.__name) .. ' class, not an instance')
         or 'a table that is not a module') or type(m)

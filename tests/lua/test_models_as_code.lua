@@ -275,7 +275,7 @@ T.test('a ViT composed from Sequential/Residual equals the built-in ViT step for
   for i = 1, 2 do T.near(lc2[i], lf2[i], 1e-4, 0, 'loss of step ' .. (i + 1)) end
 end)
 
-T.test('MODEL errors: not a function, not a module, duplicate names, tensor parallel, a pipeline without blocks', function()
+T.test('MODEL errors: not a function, not a module, duplicate names, sequence parallel, a pipeline without blocks', function()
   local path = os.tmpname()
   local function write(text) local f = assert(io.open(path, 'w')); f:write(text); f:close() end
   write('MODEL = 3\n')
@@ -289,8 +289,8 @@ T.test('MODEL errors: not a function, not a module, duplicate names, tensor para
   write('MODEL = function(cfg, nn) return nn.Sequential{{"", nn.Linear(2, 2)}, {"", nn.Linear(2, 2)}} end\n')
   T.raises(function() setup.config_model(config.load(path)) end, "two parameters named 'weight'")
   write('MODEL = function(cfg, nn) return nn.Linear(2, 2) end\n')
-  T.raises(function() setup.config_model(config.load(path), {tp_size = 2, pp_size = 1}) end,
-    ":1: config key 'MODEL' .* data and pipeline parallelism only .*parallel.tensor.size = 2 needs the built%-in ViT")
+  T.raises(function() setup.config_model(config.load(path), {tp_size = 2, tp_rank = 0, pp_size = 1,
+    sequence_parallel = true}) end, ":1: config key 'MODEL' .*with parallel.sequence_parallel: its containers")
   T.raises(function() setup.config_model(config.load(path), {tp_size = 1, pp_size = 2}) end,
     ":1: config key 'MODEL': pipeline parallelism %(parallel.pipeline = 2%) needs a nn.Sequential with a child 'blocks', got a Linear")
   write('MODEL = function(cfg, nn) return nn.Sequential{{"head", nn.Linear(2, 2)}} end\n')
@@ -456,6 +456,21 @@ T.test('pipeline stages of a composed model: the blocks split, names kept, hidde
   local yw, cw = whole:forward(x)
   T.check_close('logits of stage 1 after stage 0', y, yw, {rtol = 1e-6, atol = 1e-7})
   c0:free(); c1:free(); cw:free()
+end)
+
+T.test('tensor parallelism of a composed model: Attention, MLP and Block split, the rest replicated', function()
+  local cfg = config.load(lunar.home .. '/configs/examples/meanpool_head.lua', SMALL)
+  -- rank 1 of a tensor group of 2 (no collective runs while building and naming)
+  local m = setup.config_model(cfg, {tp_size = 2, tp_rank = 1, pp_size = 1, sequence_parallel = false})
+  nn.materialize(m, 1)
+  local P = {}
+  for _, p in ipairs(m:parameters()) do P[p.name] = p end
+  -- qkv [3C, C] split by heads: 3 * 16 / 2 rows here; the composed MLP (plain Linears) and the head replicated
+  T.eq(table.concat(P['blocks.0.attn.qkv.weight'].shape, ','), '24,16')
+  T.truthy(P['blocks.0.attn.qkv.weight'].shard, 'qkv is a shard')
+  T.eq(table.concat(P['blocks.0.mlp.fc1.weight'].shape, ','), '64,16')
+  T.falsy(P['blocks.0.mlp.fc1.weight'].shard, 'the Sequential MLP of plain Linears is replicated')
+  T.falsy(P['head.0.weight'].shard, 'the head is replicated')
 end)
 
 T.run()

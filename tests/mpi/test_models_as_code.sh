@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # tests/mpi/test_models_as_code.sh: a config that defines its model (MODEL,
 # configs/examples/) trains with the examples as they are, on one rank and data
-# and pipeline parallel under mpirun, and refuses tensor parallelism with a
-# message naming the key.
+# tensor and pipeline parallel under mpirun, and refuses sequence parallelism
+# with a message naming the key.
 #   - each example config: examples/train_with_engine.lua, 3 steps, exit 0
 #   - meanpool_head on 2 data-parallel ranks (BATCH_SIZE 4 each), on 2 pipeline
-#     stages (1F1B and GPipe, 2 micro-batches) and on dp 2 x pipeline 2 = one
-#     rank with BATCH_SIZE 8: the same losses (tests/mpi/compare_metrics.lua,
-#     1e-5): the reducer's groups and the stages of a composed model
-#   - tensor 2: exit non-zero, the message names MODEL and the config file, once
+#     stages (1F1B and GPipe, 2 micro-batches), dp 2 x pipeline 2, tensor 2
+#     (attention split, the composed MLP and head replicated) and tensor 2 x
+#     pipeline 2 = one rank with BATCH_SIZE 8: the same losses
+#     (tests/mpi/compare_metrics.lua, 1e-5)
+#   - sequence parallelism: exit non-zero, the message names MODEL and the
+#     config file, once
 # Run from the repository root (tests/run_all.sh does). Ends with
 # "N passed, N failed[, N skipped]".
 set -u
@@ -51,8 +53,13 @@ same_as_one_rank 2 "pipeline 2, gpipe, 2 micro-batches" BATCH_SIZE=8 NUM_MICRO_B
   "parallel={pipeline=2, pipeline_schedule='gpipe'}"
 same_as_one_rank 4 "dp 2 x pipeline 2" BATCH_SIZE=4 NUM_MICRO_BATCHES=2 'parallel={pipeline=2}'
 
-run timeout 60 mpirun --oversubscribe -np 2 "$LUNAR" "${MAIN[@]}" BATCH_SIZE=4 'parallel={tensor={mode="1d", size=2}}'
-check "MODEL with tensor 2: exits non-zero" bash -c '[ "$1" -ne 0 ] && [ "$1" -ne 124 ]' _ "$rc"
-check "MODEL with tensor 2: names the key, the file and the layout, once" \
-  [ "$(grep -c "configs/examples/meanpool_head.lua:[0-9]*: config key 'MODEL' .*parallel.tensor.size = 2" <<<"$out$err")" -eq 1 ]
+same_as_one_rank 2 "tensor 2" BATCH_SIZE=8 'parallel={tensor={mode="1d", size=2}}'
+same_as_one_rank 4 "tensor 2 x pipeline 2" BATCH_SIZE=8 NUM_MICRO_BATCHES=2 \
+  'parallel={pipeline=2, tensor={mode="1d", size=2}}'
+
+run timeout 60 mpirun --oversubscribe -np 2 "$LUNAR" "${MAIN[@]}" BATCH_SIZE=8 \
+  'parallel={tensor={mode="1d", size=2}, sequence_parallel=true}'
+check "MODEL with sequence parallelism: exits non-zero" bash -c '[ "$1" -ne 0 ] && [ "$1" -ne 124 ]' _ "$rc"
+check "MODEL with sequence parallelism: names the key and the config file, once" \
+  [ "$(grep -c "configs/examples/meanpool_head.lua:[0-9]*: config key 'MODEL' .*sequence_parallel" <<<"$out$err")" -eq 1 ]
 finish
