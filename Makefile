@@ -252,10 +252,10 @@ $(BUILD)/bench/comm_bench: bench/comm_bench.c $(LIB)
 # $(BUILD)/fuzz/artifacts/<target>/. `make test` builds the same targets with
 # $(CC) (and ASan/UBSan when it has them) around fuzz/replay_main.c and replays
 # the generated seeds and regressions (tests/fail/test_fuzz_corpus.sh).
-FUZZ_TARGETS := safetensors idx cifar
+FUZZ_TARGETS := safetensors idx cifar image
 FUZZ_CORE_SRC := core/status.c core/alloc.c core/rng.c core/tensor.c core/cuda/cuda_none.c \
                  core/io/safetensors.c core/io/fs.c core/data/idx.c core/data/cifar.c core/data/dataset.c \
-                 core/data/loader.c
+                 core/data/loader.c core/data/image_decode.c
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_MAX_LEN ?= 65536
@@ -263,8 +263,8 @@ FUZZ_ARGS ?=
 FUZZ_DIR := $(BUILD)/fuzz
 FUZZ_SEEDS := $(BUILD)/fuzz-seeds
 FUZZ_SEEDS_STAMP := $(BUILD)/.fuzz-seeds
-FUZZ_PKG_CFLAGS = $(shell pkg-config --cflags libcjson zlib 2>/dev/null)
-FUZZ_LIBS = $(shell pkg-config --libs libcjson zlib 2>/dev/null) -lm -lpthread
+FUZZ_PKG_CFLAGS = $(shell pkg-config --cflags libcjson zlib libjpeg libpng 2>/dev/null)
+FUZZ_LIBS = $(shell pkg-config --libs libcjson zlib libjpeg libpng 2>/dev/null) -lm -lpthread
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas $(FUZZ_SAN) \
               -Icore/include -Ifuzz $(FUZZ_PKG_CFLAGS)

@@ -1,6 +1,8 @@
 /*
  * fuzz/gen_corpus.c: writes the committed seed corpus of the fuzz targets,
- * DIR/{safetensors,idx,cifar}/ (make fuzz-corpus: $(BUILD)/fuzz-seeds), a few valid tiny files each (< 10 KB).
+ * DIR/{safetensors,idx,cifar,image}/ (make fuzz-corpus: $(BUILD)/fuzz-seeds), a few valid tiny files each (< 10 KB).
+ * The image seeds (fuzz_image.c: a scale byte, then the file) are PNGs and
+ * JPEGs written here with libpng and libjpeg.
  * The safetensors seeds come from Lunar's own writer
  * (lunar_safetensors_serialize); the IDX and CIFAR-10 seeds are built here in
  * the targets' input layout (a control header, then the file bytes; see
@@ -17,6 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include <jpeglib.h> /* after stdio.h: it uses FILE and size_t */
+#include <png.h>
 
 #include "fuzz_common.h"  /* fuzz_gzip */
 #include "lunar/io.h"     /* lunar_safetensors_serialize */
@@ -258,11 +263,91 @@ static void gen_cifar(void) {
     cifar_seed("empty.bin", 1, 0, 0);
 }
 
+/* ---- image: PNG and JPEG files (libpng, libjpeg) after a DCT-scale byte ---- */
+
+static void png_put(png_structp p, png_bytep data, size_t n) {
+    b_put(png_get_io_ptr(p), data, n);
+}
+static void png_flush_none(png_structp p) { (void)p; }
+
+static void image_png(const char *name, uint8_t scale, int w, int h, int color_type, int bit_depth, int interlace) {
+    static buf b;
+    b.n = 0;
+    b_put(&b, &scale, 1);
+    png_structp p = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png_create_info_struct(p);
+    if (!p || !info || setjmp(png_jmpbuf(p))) die(name);
+    png_set_write_fn(p, &b, png_put, png_flush_none);
+    png_set_IHDR(p, info, (png_uint_32)w, (png_uint_32)h, bit_depth, color_type, interlace, PNG_COMPRESSION_TYPE_DEFAULT,
+                 PNG_FILTER_TYPE_DEFAULT);
+    png_color pal[4] = {{255, 0, 0}, {0, 255, 0}, {0, 0, 255}, {9, 99, 199}};
+    if (color_type == PNG_COLOR_TYPE_PALETTE) png_set_PLTE(p, info, pal, 4);
+    png_write_info(p, info);
+    int passes = png_set_interlace_handling(p);
+    size_t rb = png_get_rowbytes(p, info);
+    uint8_t *row = malloc(rb);
+    if (!row) die(name);
+    for (int pass = 0; pass < passes; pass++)
+        for (int y = 0; y < h; y++) {
+            for (size_t i = 0; i < rb; i++) row[i] = (uint8_t)(color_type == PNG_COLOR_TYPE_PALETTE ? (i + y) & 0x33 : i * 37 + y * 11);
+            png_write_row(p, row);
+        }
+    png_write_end(p, NULL);
+    png_destroy_write_struct(&p, &info);
+    free(row);
+    put("image", name, b.b, b.n);
+}
+
+static void image_jpeg(const char *name, uint8_t scale, int w, int h, int gray, int progressive) {
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr e;
+    c.err = jpeg_std_error(&e);
+    jpeg_create_compress(&c);
+    unsigned char *mem = NULL;
+    unsigned long mlen = 0;
+    jpeg_mem_dest(&c, &mem, &mlen);
+    c.image_width = (JDIMENSION)w;
+    c.image_height = (JDIMENSION)h;
+    c.input_components = gray ? 1 : 3;
+    c.in_color_space = gray ? JCS_GRAYSCALE : JCS_RGB;
+    jpeg_set_defaults(&c);
+    jpeg_set_quality(&c, 80, TRUE);
+    if (progressive) jpeg_simple_progression(&c);
+    jpeg_start_compress(&c, TRUE);
+    uint8_t *row = malloc((size_t)w * 3);
+    if (!row) die(name);
+    while (c.next_scanline < c.image_height) {
+        for (int i = 0; i < w * c.input_components; i++) row[i] = (uint8_t)(i * 29 + c.next_scanline * 7);
+        JSAMPROW r = row;
+        jpeg_write_scanlines(&c, &r, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    free(row);
+    static buf b;
+    b.n = 0;
+    b_put(&b, &scale, 1);
+    b_put(&b, mem, mlen);
+    free(mem);
+    put("image", name, b.b, b.n);
+}
+
+static void gen_image(void) {
+    image_png("rgb_5x3.png", 0, 5, 3, PNG_COLOR_TYPE_RGB, 8, PNG_INTERLACE_NONE);
+    image_png("gray16_4x4.png", 0, 4, 4, PNG_COLOR_TYPE_GRAY, 16, PNG_INTERLACE_NONE);
+    image_png("palette_7x5.png", 1, 7, 5, PNG_COLOR_TYPE_PALETTE, 2, PNG_INTERLACE_NONE);
+    image_png("rgba_adam7_9x9.png", 0, 9, 9, PNG_COLOR_TYPE_RGB_ALPHA, 8, PNG_INTERLACE_ADAM7);
+    image_jpeg("rgb_17x9.jpg", 0, 17, 9, 0, 0);
+    image_jpeg("rgb_33x20_scale4.jpg", 2, 33, 20, 0, 0);
+    image_jpeg("gray_progressive_12x12_scale2.jpg", 1, 12, 12, 1, 1);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) outdir = argv[1];
     gen_safetensors();
     gen_regressions();
     gen_idx();
     gen_cifar();
+    gen_image();
     return 0;
 }

@@ -14,7 +14,7 @@ BUILD=${BUILD:-$(dirname "$LUNAR")}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
-for t in safetensors idx cifar; do
+for t in safetensors idx cifar image; do
   bin="$BUILD/fuzz-replay/fuzz_$t"
   if [ ! -x "$bin" ]; then
     rc=-1; out=""; err="$bin not built (make test or make fuzz-replay builds it)"
