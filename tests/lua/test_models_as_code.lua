@@ -473,4 +473,21 @@ T.test('tensor parallelism of a composed model: Attention, MLP and Block split, 
   T.falsy(P['head.0.weight'].shard, 'the head is replicated')
 end)
 
+T.test("configs/examples under precision = 'bf16': each trains 2 steps, losses near fp32's", function()
+  local ok, why = ops.bf16_supported('cpu')
+  if not ok then T.skip(why) end
+  for _, name in ipairs({'meanpool_head', 'postnorm', 'conv_stem', 'vit_composed'}) do
+    local path = lunar.home .. '/configs/examples/' .. name .. '.lua'
+    local r32 = run_of(config.load(path, SMALL))
+    local l32 = T.train_steps(r32.engine, r32.train_loader, 1)
+    local over = {'precision=bf16'}
+    for _, o in ipairs(SMALL) do over[#over + 1] = o end
+    local r16 = run_of(config.load(path, over))
+    local l16 = T.train_steps(r16.engine, r16.train_loader, 2)
+    -- bf16 GEMM operands and activations (2^-9 relative each): the first loss within 2% of fp32's
+    T.near(l16[1], l32[1], 2e-2, 0, name .. ': first loss, bf16 vs fp32')
+    T.truthy(l16[2] == l16[2] and l16[2] < 5, name .. ': second loss finite')
+  end
+end)
+
 T.run()

@@ -5,6 +5,7 @@
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
+local f32 = require('lunar.nn.precision').f32
 local ops = lunar.ops
 
 local Activation = class('Activation', Module)
@@ -15,9 +16,10 @@ function Activation:__init(kind)
   self.kind = kind
 end
 
---- x -> act(x); ctx refers to x.
+--- x -> act(x); ctx refers to x (or owns its f32 copy when x is bf16).
 function Activation:forward(x)
-  return ops.activation(x, self.kind), Context(nil, {x = x})
+  local xf, copied = f32(x)
+  return ops.activation(xf, self.kind), copied and Context({x = xf}) or Context(nil, {x = x})
 end
 
 --- dy -> dy * act'(x) (nil when need_dx is false).

@@ -7,6 +7,7 @@
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
+local f32 = require('lunar.nn.precision').f32
 local ops = lunar.ops
 
 local ClassToken = class('ClassToken', Module)
@@ -25,8 +26,10 @@ function ClassToken:forward(x)
   local s = x:shape()
   if #s ~= 3 or s[3] ~= self.dim then self:shape_error('tokens', s, {'B', 'N', self.dim}) end
   local zero = lunar.zeros({1, s[2] + 1, self.dim}, 'f32', x:device())
-  local y = ops.embed_tokens(x, self.cls_token, zero)
+  local xf, copied = f32(x)                  -- bf16 under precision = 'bf16'
+  local y = ops.embed_tokens(xf, self.cls_token, zero)
   zero:free()
+  if copied then xf:free() end
   return y, Context()
 end
 

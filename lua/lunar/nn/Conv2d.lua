@@ -12,6 +12,7 @@
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
+local f32 = require('lunar.nn.precision').f32
 local ops = lunar.ops
 
 local Conv2d = class('Conv2d', Module)
@@ -66,9 +67,11 @@ function Conv2d:forward(x)
     for i = 1, self.ndim do want[i + 2] = ({'H', 'W'})[i - self.ndim + 2] or 'D' end
     self:shape_error('image (spatial sizes multiples of the kernel ' .. k .. ')', s, want)
   end
-  local xc = x:contiguous()
+  local xf, copied = f32(x)                                -- bf16 under precision = 'bf16'
+  local xc = xf:contiguous()
   local patches = ops.patchify(xc, k)                      -- [B, L, Cin*k^ndim]
   xc:free()
+  if copied then xf:free() end
   local w = self:gemm_weight('weight'):view(self.out_channels, self.fan_in)
   local t = ops.linear(patches, w, self.bias)              -- [B, L, Cout]
   w:free()

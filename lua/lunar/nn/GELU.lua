@@ -7,6 +7,7 @@
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
+local f32 = require('lunar.nn.precision').f32
 local ops = lunar.ops
 
 local GELU = class('GELU', Module)
@@ -25,7 +26,10 @@ function GELU:extra_repr() return string.format("approximate='%s'", self.approxi
 
 --- x -> gelu(x); ctx refers to x.
 function GELU:forward(x)
-  if self.approximate == 'tanh' then return ops.activation(x, 'gelu_tanh'), Context(nil, {x = x}) end
+  if self.approximate == 'tanh' then
+    local xf, copied = f32(x)
+    return ops.activation(xf, 'gelu_tanh'), copied and Context({x = xf}) or Context(nil, {x = x})
+  end
   return ops.gelu(x, self.precision == 'bf16' and 'bf16' or nil), Context(nil, {x = x})
 end
 

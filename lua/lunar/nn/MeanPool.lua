@@ -6,6 +6,7 @@
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
+local f32 = require('lunar.nn.precision').f32
 local ops = lunar.ops
 
 local MeanPool = class('MeanPool', Module)
@@ -17,7 +18,11 @@ function MeanPool:forward(x)
   local s = x:shape()
   if #s ~= 3 then self:shape_error('tokens', s, {'B', 'N', 'C'}) end
   local B, N, C = s[1], s[2], s[3]
-  local xt = x:transpose(2, 3):contiguous()                   -- [B, C, N]
+  local xf, copied = f32(x)                                   -- bf16 under precision = 'bf16'
+  local xv = xf:transpose(2, 3)
+  local xt = xv:contiguous()                                  -- [B, C, N]
+  xv:free()
+  if copied then xf:free() end
   local w = lunar.full({1, N}, 1 / N, 'f32', x:device())
   local y = ops.linear(xt, w, nil)                            -- [B, C, 1]
   xt:free(); w:free()

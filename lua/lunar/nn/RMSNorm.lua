@@ -5,6 +5,7 @@
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
+local f32 = require('lunar.nn.precision').f32
 local ops = lunar.ops
 
 local RMSNorm = class('RMSNorm', Module)
@@ -23,7 +24,9 @@ function RMSNorm:extra_repr() return string.format('%d, eps=%g', self.dim, self.
 function RMSNorm:forward(x)
   local shape = x:shape()
   if shape[#shape] ~= self.dim then self:shape_error('normalized dim', shape, {'*', self.dim}) end
-  local y, rstd = ops.rmsnorm(x, self.weight, self.eps)
+  local xf, copied = f32(x)                  -- bf16 under precision = 'bf16'
+  local y, rstd = ops.rmsnorm(xf, self.weight, self.eps)
+  if copied then return y, Context({rstd = rstd, x = xf}) end
   return y, Context({rstd = rstd}, {x = x})
 end
 

@@ -14,6 +14,7 @@ local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
 local Sequential = require('lunar.nn.Sequential')
+local f32 = require('lunar.nn.precision').f32
 local ops = lunar.ops
 
 local Residual = class('Residual', Module)
@@ -41,13 +42,17 @@ function Residual:forward(x)
     if fx ~= x then fx:free() end
     self:shape_error('f(x) must have the shape of x', fs, xs)
   end
+  -- the sum in f32 (under precision = 'bf16' x or f(x) may be a bf16 norm output)
+  local xf, cx = f32(x)
   local y
-  if fx == x or fx:dtype() ~= 'f32' then
-    y = ops.add(x, fx)
-    if fx ~= x then fx:free() end
+  if fx == x then
+    y = ops.add(xf, xf)
   else
-    y = ops.add_(fx, x)       -- fx is f's fresh output: reuse it for the sum
+    local ff, cf32 = f32(fx)
+    if cf32 then fx:free() end
+    y = ops.add_(ff, xf)      -- f's fresh output (or its f32 copy): reuse it for the sum
   end
+  if cx then xf:free() end
   if not self.training then cf:free() return y, Context(nil, {evaluation = true}) end
   return y, Context({cf = cf})
 end
