@@ -490,4 +490,22 @@ T.test("configs/examples under precision = 'bf16': each trains 2 steps, losses n
   end
 end)
 
+T.test('timm export of a composed ViT loads into the built-in ViT: the same logits', function()
+  local timm = require('lunar.timm')
+  local models = require('lunar.models')
+  local cfg = config.load(lunar.home .. '/configs/examples/vit_composed.lua', SMALL)
+  local comp = nn.materialize(cfg.MODEL(cfg, nn), 5)
+  local path = os.tmpname()
+  timm.export(comp, path)
+  local fused = nn.materialize(models.vit(cfg), 6)          -- another seed: every weight must come from the file
+  timm.load_pretrained(fused, path)
+  os.remove(path)
+  comp:evaluate(); fused:evaluate()
+  local x = randn({2, 1, 28, 28}, 'timm.x')
+  local a, ca = comp:forward(x)
+  local b, cb = fused:forward(x)
+  T.check_close('logits, composed vs built-in after timm export/load', a, b, {rtol = 1e-5, atol = 1e-6})
+  ca:free(); cb:free()
+end)
+
 T.run()
