@@ -9,7 +9,7 @@ SHELL := /bin/bash
 BUILD ?= build
 EMU := $(BUILD)/emu
 CUDA_INC := /usr/local/cuda/include
-PKGS := lua5.4 openblas libcjson readline zlib libjpeg libpng libprotobuf-c libisal
+PKGS := lua5.4 openblas libcjson readline zlib libjpeg libpng libzip libprotobuf-c libisal
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
