@@ -173,6 +173,24 @@ static int l_rmsnorm_backward(lua_State *L) {
     return 1;
 }
 
+/* lunar.ops.resize_bicubic(x, oh, ow [, antialias]) -> y: x [H, W, C] or [N, H, W, C] f32 on
+ * the CPU, y [OH, OW, C] or [N, OH, OW, C]; antialias (boolean, default true: timm's
+ * resample_abs_pos_embed) as F.interpolate's (ops.h lunar_op_resize_bicubic). */
+static int l_resize_bicubic(lua_State *L) {
+    lunar_tensor *x = T(1);
+    int64_t oh = luaL_checkinteger(L, 2), ow = luaL_checkinteger(L, 3);
+    int aa = lua_isnoneornil(L, 4) ? 1 : lua_toboolean(L, 4);
+    if (x->ndim != 3 && x->ndim != 4) return luaL_error(L, "resize_bicubic: x must be [H, W, C] or [N, H, W, C]");
+    if (oh < 1 || ow < 1) return luaL_error(L, "resize_bicubic: output size %d x %d must be positive", (int)oh, (int)ow);
+    int64_t shape[4];
+    for (int d = 0; d < x->ndim; d++) shape[d] = x->shape[d];
+    shape[x->ndim - 3] = oh;
+    shape[x->ndim - 2] = ow;
+    lunar_tensor *y = new_like_shape(L, x->ndim, shape, x->dtype);
+    TRY(lunar_op_resize_bicubic(y, x, aa));
+    return 1;
+}
+
 /* kind of lunar.ops.activation: 'relu' | 'silu' | 'gelu_tanh' -> LUNAR_ACT_* */
 static int act_kind_arg(lua_State *L, int idx) {
     static const char *const names[] = {"relu", "silu", "gelu_tanh", NULL};
@@ -362,7 +380,7 @@ static const luaL_Reg ops[] = {
     {"linear", l_linear}, {"linear_backward", l_linear_backward}, {"patchify", l_patchify},
     {"patchify_backward", l_patchify_backward}, {"layernorm", l_layernorm},
     {"layernorm_backward", l_layernorm_backward}, {"gelu", l_gelu}, {"gelu_backward", l_gelu_backward},
-    {"activation", l_activation}, {"activation_backward", l_activation_backward},
+    {"resize_bicubic", l_resize_bicubic}, {"activation", l_activation}, {"activation_backward", l_activation_backward},
     {"rmsnorm", l_rmsnorm}, {"rmsnorm_backward", l_rmsnorm_backward},
     {"attention", l_attention}, {"attention_backward", l_attention_backward},
     {"embed_tokens", l_embed_tokens}, {"embed_tokens_backward", l_embed_tokens_backward},

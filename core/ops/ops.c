@@ -355,6 +355,31 @@ static const char *act_name(int kind) {
     }
 }
 
+lunar_status lunar_op_resize_bicubic(lunar_tensor *out, const lunar_tensor *inp, int antialias) {
+    const char *op = "resize_bicubic";
+    T(op, "inp", inp);
+    T(op, "out", out);
+    const lunar_tensor *ts[] = {inp, out};
+    CHECK(check_devices(op, "inp, out", ts, 2));
+    if (lunar_tensor_device(inp) != LUNAR_CPU)
+        return lunar_error(LUNAR_ERR_DEVICE, "%s: runs on the CPU only (no CUDA kernel): move inp to the CPU with "
+                           ":to('cpu')", op);
+    int nd = inp->ndim;
+    if ((nd != 3 && nd != 4) || out->ndim != nd)
+        return shape_err(op, "inp", inp, "out", out, "must both be [H, W, C] or [N, H, W, C]");
+    int64_t n = nd == 4 ? inp->shape[0] : 1, h = inp->shape[nd - 3], w = inp->shape[nd - 2], c = inp->shape[nd - 1];
+    int64_t oh = out->shape[nd - 3], ow = out->shape[nd - 2];
+    if ((nd == 4 && out->shape[0] != n) || out->shape[nd - 1] != c)
+        return shape_err(op, "inp", inp, "out", out, "differ in N or C");
+    if (lunar_tensor_numel(inp) == 0 || lunar_tensor_numel(out) == 0)
+        return shape_err(op, "inp", inp, "out", out, "have a size of 0");
+    if (lunar_tensor_data(out) == lunar_tensor_data(inp))
+        return lunar_error(LUNAR_ERR_ARG, "%s: out must not be inp", op);
+    if (use_ref) lunar_ref_resize_bicubic_f32(F(out), F(inp), n, h, w, c, oh, ow, antialias != 0);
+    else lunar_cpu_resize_bicubic(F(out), F(inp), n, h, w, c, oh, ow, antialias != 0);
+    return LUNAR_OK;
+}
+
 lunar_status lunar_op_activation_forward(lunar_tensor *out, const lunar_tensor *inp, int kind) {
     const char *op = act_name(kind);
     if (!op) return lunar_error(LUNAR_ERR_ARG, "activation: unknown kind %d (LUNAR_ACT_*)", kind);

@@ -216,6 +216,28 @@ enum { LUNAR_REDUCE_SUM = 0, LUNAR_REDUCE_SUMSQ, LUNAR_REDUCE_MIN, LUNAR_REDUCE_
 LUNAR_KERNEL_DECLS(LUNAR_REF_F64, double)
 LUNAR_KERNEL_DECLS(LUNAR_REF_F32, float)
 LUNAR_KERNEL_DECLS(LUNAR_CPU_KERNEL, float)
+/* Bicubic resize of channels-last images (not in the backend table: CPU only, no CUDA
+ * kernel; lunar_op_resize_bicubic in ops.h). inp [n, h, w, c] -> out [n, oh, ow, c],
+ * contiguous, out not aliasing inp; equal to PyTorch's
+ * F.interpolate(x.permute(0, 3, 1, 2), size=(oh, ow), mode='bicubic', align_corners=False,
+ * antialias=antialias).permute(0, 2, 3, 1) (aten/src/ATen/native/UpSample.h,
+ * cpu/UpSampleKernel.cpp). antialias 0: Keys' cubic convolution with A = -0.75 on the
+ * 4 neighbours of the source point scale * (o + 0.5) - 0.5 (scale = in / out), indices
+ * clamped at the border. antialias 1 (timm's resample_abs_pos_embed default): the
+ * separable PIL-style filter with A = -0.5, its support widened by scale when
+ * downsampling, taps cut at the border and the weights renormalized to sum 1. */
+void lunar_ref_resize_bicubic_f64(double *out, const double *inp, int64_t n, int64_t h, int64_t w, int64_t c,
+                                  int64_t oh, int64_t ow, int antialias);
+void lunar_ref_resize_bicubic_f32(float *out, const float *inp, int64_t n, int64_t h, int64_t w, int64_t c,
+                                  int64_t oh, int64_t ow, int antialias);
+void lunar_cpu_resize_bicubic(float *out, const float *inp, int64_t n, int64_t h, int64_t w, int64_t c,
+                              int64_t oh, int64_t ow, int antialias);
+/* The 1-D weights of that resize along one axis of in_size -> out_size (both >= 1), in
+ * double: returns the taps per output K (4 without antialias, 2 ceil(support) + 1 with);
+ * when idx and wt are non-NULL fills idx[o * K + k] (source index in [0, in_size)) and
+ * wt[o * K + k] (unused taps: index 0, weight 0). Shared by the ref and CPU kernels
+ * (core/ops/ref/resample.c). */
+int lunar_bicubic_weights(int64_t in_size, int64_t out_size, int antialias, int64_t *idx, double *wt);
 /* 1 when the CPU bf16 kernels above (lunar_cpu_*_bf16) run on AVX512-BF16 instructions
  * (VDPBF16PS): built with them (-march=native on such a CPU) and the processor running
  * this has them (cpuid); 0: they run a portable path, correct but slower than f32

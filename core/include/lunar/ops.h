@@ -86,6 +86,15 @@ lunar_status lunar_op_rmsnorm_backward(lunar_tensor *dinp, lunar_tensor *dweight
 lunar_status lunar_op_activation_forward(lunar_tensor *out, const lunar_tensor *inp, int kind);
 lunar_status lunar_op_activation_backward(lunar_tensor *dinp, const lunar_tensor *dout, const lunar_tensor *inp,
                                           int kind);
+/* Bicubic resize of channels-last images: inp [H, W, C] or [N, H, W, C] -> out [OH, OW, C]
+ * or [N, OH, OW, C] (the sizes out has), f32, contiguous, on the CPU only (no CUDA kernel:
+ * resample on the host, then copy to the device). PyTorch's F.interpolate(mode='bicubic',
+ * align_corners=False, antialias=antialias != 0) over the H and W axes (kernels.h
+ * resize_bicubic: A = -0.75 and clamped borders without antialias; the A = -0.5 PIL filter,
+ * widened when downsampling, with it). out must not be inp. Errors: dtypes, ranks, N or C
+ * differing, a size of 0, a tensor not on the CPU. Used by lua/lunar/timm.lua to resample
+ * pos_embed as timm's resample_abs_pos_embed (antialias on). */
+lunar_status lunar_op_resize_bicubic(lunar_tensor *out, const lunar_tensor *inp, int antialias);
 /* qkv [B, N, 3C] (timm: 3, H, D) -> out [B, N, C], lse [B, H, N] (f32).
  * qkv, out, dout and dqkv are all f32, or all bf16 (precision = 'bf16':
  * kernels.h attention_*_bf16, the arithmetic in f32; on CUDA cuDNN's fused
