@@ -22,11 +22,19 @@
 --   dataset), head.weight and head.bias are skipped, kept at their init, and
 --   a message says so (opts.log, default lunar.log.info). Refused, with the
 --   file and the tensor named and nothing changed: a file that is not valid
---   safetensors, a missing tensor, a tensor of another shape (a pos_embed of
---   another grid size names both shapes: interpolate it beforehand), a
---   tensor that the model does not have (timm options Lunar lacks, such as
---   fc_norm or layer scale; opts.strict = false ignores them).
+--   safetensors, a missing tensor, a tensor of another shape, a tensor that
+--   the model does not have (timm options Lunar lacks, such as fc_norm or
+--   layer scale; opts.strict = false ignores them).
 --   opts.num_classes, when given, must equal the model's class count.
+--   Another resolution (fine-tuning at 384 from a checkpoint trained at 224,
+--   NeMo's recipe): a pos_embed [1, 1 + g^2, E] of another square grid g is
+--   resampled to the model's grid as timm's resample_abs_pos_embed
+--   (timm/layers/pos_embed.py) does: the class token kept, the grid
+--   [g, g, E] resized by F.interpolate(mode='bicubic', align_corners=False,
+--   antialias=true) (lunar.ops.resize_bicubic, on the CPU, in f32), and a
+--   message says so. opts.antialias = false resizes without antialias (as
+--   timm's antialias=False). Refused, naming both shapes: another embedding
+--   width, a grid that is not square, a 3-D patch grid.
 -- export(model, path, opts) writes the whole model's parameters by timm name,
 --   F32, contiguous, no other keys, metadata {format = 'pt'} (as timm's
 --   save). With opts.grid (lunar.parallel) and several ranks, the shards and
@@ -39,6 +47,8 @@ local timm = {}
 local shape_str, same_shape = checkpoint.shape_str, checkpoint.same_shape
 
 local FLOAT = {F32 = true, F16 = true, BF16 = true, F64 = true}
+
+local pos_embed_grids, resample_pos_embed, narrow_to
 
 --- The whole model's parameter names (a pipeline stage or tensor shard model
 -- rebuilt without them, no storage), as parallel.gather_full_parameters.
@@ -55,6 +65,56 @@ local function whole_model_names(model)
   local names = {}
   for _, p in ipairs(specs) do names[p.name] = true end
   return names
+end
+
+--- The side of a square number, or nil.
+local function square_side(n)
+  local g = math.floor(math.sqrt(n) + 0.5)
+  if g * g == n then return g end
+end
+
+--- A file's pos_embed `from` [1, 1 + g^2, E] resampled to the model's `to`
+-- [1, 1 + g'^2, E]: {old = g, new = g', from =, to =}, or nil and why not.
+pos_embed_grids = function(model, from, to)
+  if #from ~= 3 or #to ~= 3 or from[1] ~= 1 or to[1] ~= 1 or from[2] < 2 then
+    return nil, 'not a [1, 1 + grid, E] position embedding'
+  end
+  if from[3] ~= to[3] then return nil, string.format('embedding width %d against %d: another model', from[3], to[3]) end
+  if model.patch_embed and model.patch_embed.ndim == 3 then
+    return nil, 'a 3-D patch grid: only 2-D grids are resampled'
+  end
+  local old, new = square_side(from[2] - 1), square_side(to[2] - 1)
+  if not old or not new then
+    return nil, string.format('%d and %d grid tokens after the class token: only square grids are resampled',
+      from[2] - 1, to[2] - 1)
+  end
+  return {old = old, new = new, from = from, to = to}
+end
+
+--- timm's resample_abs_pos_embed (num_prefix_tokens 1, bicubic, align_corners
+-- False) on the CPU in f32: pe [1, 1 + g^2, E] (any float dtype; freed) ->
+-- a new f32 tensor [1, 1 + g'^2, E].
+resample_pos_embed = function(pe, rs, antialias)
+  local E = rs.from[3]
+  local f = pe:to('f32')   -- always a copy
+  pe:free()
+  local grid = f:narrow(2, 2, rs.old * rs.old):contiguous():reshape({rs.old, rs.old, E})
+  local resized = lunar.ops.resize_bicubic(grid, rs.new, rs.new, antialias)
+  local out = lunar.empty({1, 1 + rs.new * rs.new, E}, 'f32', 'cpu')
+  out:narrow(2, 1, 1):copy_(f:narrow(2, 1, 1))   -- the class token, unchanged
+  out:narrow(2, 2, rs.new * rs.new):copy_(resized:reshape({1, rs.new * rs.new, E}))
+  resized:free()
+  grid:free()
+  f:free()
+  return out
+end
+
+--- t narrowed to 0-based ranges {{start, len}, ...}.
+narrow_to = function(t, ranges)
+  for d, rg in ipairs(ranges) do
+    if rg[1] ~= 0 or rg[2] ~= t:size(d) then t = t:narrow(d, rg[1] + 1, rg[2]) end
+  end
+  return t
 end
 
 --- Loads a timm ViT checkpoint (safetensors) into `model`; see the module doc.
@@ -104,16 +164,17 @@ function timm.load_pretrained(model, path, opts)
       local info = r:info(p.name)
       if not info then bad("no tensor '%s' (a parameter of the model)", p.name) end
       local pc = checkpoint.pieces(p)
+      local resample
       if not same_shape(info.shape, pc.full_shape) then
-        local extra = ''
-        if p.name == 'pos_embed' then
-          extra = string.format(' (%d tokens against %d: another image or patch size; interpolate pos_embed to the ' ..
-            "model's grid first)", info.shape[2] or 0, pc.full_shape[2])
+        local why
+        if p.name == 'pos_embed' then resample, why = pos_embed_grids(model, info.shape, pc.full_shape) end
+        if not resample then
+          bad("tensor '%s' is %s in the file, %s in the model%s", p.name, shape_str(info.shape),
+            shape_str(pc.full_shape), why and (' (' .. why .. ')') or '')
         end
-        bad("tensor '%s' is %s in the file, %s in the model%s", p.name, shape_str(info.shape), shape_str(pc.full_shape), extra)
       end
       if not FLOAT[info.dtype] then bad("tensor '%s' is %s, not a floating-point type", p.name, info.dtype) end
-      plan[#plan + 1] = {p = p, pc = pc}
+      plan[#plan + 1] = {p = p, pc = pc, resample = resample}
     end
   end
   local temps = {}
@@ -121,14 +182,22 @@ function timm.load_pretrained(model, path, opts)
     for i, it in ipairs(plan) do
       local p = it.p
       local tmp = lunar.empty(p.shape, p.param:dtype(), 'cpu')
+      local whole = it.resample and resample_pos_embed(r:read(p.name), it.resample, opts.antialias ~= false)
       for _, piece in ipairs(it.pc.pieces) do
-        local block = r:read(p.name, piece.full)
+        local block = whole and narrow_to(whole, piece.full):contiguous() or r:read(p.name, piece.full)
         local dst = tmp
         for d, rg in ipairs(piece['local']) do
           if rg[1] ~= 0 or rg[2] ~= dst:size(d) then dst = dst:narrow(d, rg[1] + 1, rg[2]) end
         end
         dst:copy_(block)    -- converts the dtype
         block:free()
+      end
+      if whole then
+        whole:free()
+        say(string.format('timm: %s: pos_embed resampled from a %dx%d to a %dx%d grid (%s -> %s: bicubic%s, the ' ..
+          "class token kept, as timm's resample_abs_pos_embed)", path, it.resample.old, it.resample.old,
+          it.resample.new, it.resample.new, shape_str(it.resample.from), shape_str(it.resample.to),
+          opts.antialias ~= false and ', antialiased' or ''))
       end
       temps[i] = tmp
     end

@@ -15,6 +15,14 @@ in_chans=3, embed_dim=64, depth=2, num_heads=2, num_classes=10):
      keys, shapes, F32, contiguous) and its logits equal Lunar's within 1e-4.
   3. Loading the 10-class checkpoint into a 5-class Lunar model keeps the head
      at its init and says so; the other weights load.
+  4. Fine-tuning at another resolution: timm's VisionTransformer(img_size=28,
+     patch_size=4) (a 7x7 grid) loaded into Lunar ViTs of img_size 40 (10x10)
+     and 20 (5x5): Lunar's resampled pos_embed equals timm's
+     resample_abs_pos_embed(new_size, num_prefix_tokens=1) (bicubic, its
+     default antialias=True; and antialias=False with opts.antialias = false)
+     within 1e-5, the class token bit for bit; and a timm model built at
+     img_size 40 with timm's resampled pos_embed gives Lunar's logits within
+     1e-4.
 
 How to run by hand (from the repository root, after `make`):
     apt-get install python3-torch python3-torchvision python3-venv   # timm imports torchvision
@@ -38,6 +46,32 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 LUNAR = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build", "lunar")
 ARCH = dict(img_size=32, patch_size=8, in_chans=3, embed_dim=64, depth=2, num_heads=2, num_classes=10)
 TOL = 1e-4
+RES_ARCH = dict(patch_size=4, in_chans=3, embed_dim=32, depth=1, num_heads=2, num_classes=10)
+RES_TOL = 1e-5
+
+LUA_RES = r"""
+local nn = require('lunar.nn')
+local timm = require('lunar.timm')
+local D = lunar.args.rest[1]
+local function vit(img)
+  return nn.materialize(nn.ViT{img_size = img, patch_size = 4, in_chans = 3, embed_dim = 32, depth = 1,
+    num_heads = 2, mlp_ratio = 4, num_classes = 10}, 3)
+end
+local msgs = {}
+local function load(img, aa)
+  local m = vit(img)
+  timm.load_pretrained(m, D .. '/timm28.safetensors', {antialias = aa, log = function(s) msgs[#msgs + 1] = s end})
+  return m
+end
+local up, down, up_noaa = load(40), load(20), load(40, false)
+up:evaluate()
+local x = lunar.io.load_safetensors(D .. '/input40.safetensors').x
+local logits, ctx = up:forward(x)
+ctx:free()
+lunar.io.save_safetensors(D .. '/lunar_res.safetensors', {pos40 = up.pos_embed, pos20 = down.pos_embed,
+  pos40_noaa = up_noaa.pos_embed, logits40 = logits}, {message = msgs[1] or ''})
+print('lunar: ' .. (msgs[1] or '(no message)'))
+"""
 
 LUA = r"""
 local nn = require('lunar.nn')
@@ -79,6 +113,46 @@ lunar.io.save_safetensors(D .. '/lunar_out.safetensors', {logits = logits, train
    head_kept = tostring(head_kept), message = msgs[1] or ''})
 print('lunar: loaded ' .. rep.loaded .. ' tensors; 5-class model: ' .. (msgs[1] or '(no message)'))
 """
+
+
+def resolution_checks(d, check):
+    """Check 4: pos_embed resampled as timm's resample_abs_pos_embed."""
+    from timm.layers import resample_abs_pos_embed
+    torch.manual_seed(1)
+    m = VisionTransformer(img_size=28, **RES_ARCH).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    sd = {k: v.contiguous() for k, v in m.state_dict().items()}
+    save_file(sd, f"{d}/timm28.safetensors", metadata={"format": "pt"})
+    x = torch.randn(2, 3, 40, 40)
+    save_file({"x": x}, f"{d}/input40.safetensors")
+    with open(f"{d}/res.lua", "w") as f:
+        f.write(LUA_RES)
+    r = subprocess.run([LUNAR, f"{d}/res.lua", "--", d], capture_output=True, text=True, cwd=ROOT)
+    print(r.stdout.strip())
+    if r.returncode != 0:
+        print(r.stderr)
+        check("lunar resolution script ran", False)
+        return
+    out = load_file(f"{d}/lunar_res.safetensors")
+    pe = sd["pos_embed"]
+    for key, grid, aa in (("pos40", 10, True), ("pos20", 5, True), ("pos40_noaa", 10, False)):
+        want = resample_abs_pos_embed(pe, new_size=[grid, grid], num_prefix_tokens=1, antialias=aa)
+        got = out[key]
+        ok = got.shape == want.shape
+        diff = (got - want).abs().max().item() if ok else float("inf")
+        check(f"pos_embed 7x7 -> {grid}x{grid} (antialias={aa}) equals timm's resample_abs_pos_embed",
+              ok and diff <= RES_TOL and torch.equal(got[:, :1], pe[:, :1]),
+              f"(shape {list(got.shape)}, max abs diff {diff:.3g}, tol {RES_TOL}; class token unchanged)")
+    m40 = VisionTransformer(img_size=40, **RES_ARCH).eval()
+    sd40 = dict(sd)
+    sd40["pos_embed"] = resample_abs_pos_embed(pe, new_size=[10, 10], num_prefix_tokens=1)
+    m40.load_state_dict(sd40, strict=True)
+    with torch.no_grad():
+        ref = m40(x)
+    diff = (out["logits40"] - ref).abs().max().item()
+    check("fine-tuning at img 40 from img 28: logits equal timm's", diff <= TOL, f"(max abs diff {diff:.3g}, tol {TOL})")
 
 
 def main():
@@ -142,6 +216,7 @@ def main():
         check("10-class checkpoint into a 5-class model: head kept at init, the rest loaded",
               head_kept == "true" and skipped5 == "head.bias,head.weight" and int(loaded5) == len(want) - 2,
               f"(skipped {skipped5}, loaded {loaded5})")
+        resolution_checks(d, check)
     print(f"{passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
 

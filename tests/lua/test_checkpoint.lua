@@ -725,7 +725,15 @@ T.test('timm: refused before any change: another grid size, a missing or extra t
   local before = m._flat:clone()
   local p1 = ROOT .. '/timm_grid.safetensors'
   timm_like_file(p1, cfg, 4, 3)
-  T.raises(function() timm.load_pretrained(m, p1) end, "pos_embed' is [1, 10, 16] in the file, [1, 5, 16] in the model")
+  -- another square grid is resampled (timm's resample_abs_pos_embed; values: tests/golden/timm_check.py),
+  -- a grid that is not square is refused
+  local m1, msgs1 = nn.materialize(models.vit(cfg), 1), {}
+  timm.load_pretrained(m1, p1, {log = function(s) msgs1[#msgs1 + 1] = s end})
+  T.truthy(msgs1[1] and msgs1[1]:find('resampled from a 3x3 to a 2x2 grid', 1, true), msgs1[1])
+  local t1 = timm_like_file(p1, cfg, 4, 3)
+  t1.pos_embed = lunar.empty({1, 9, 16})
+  lunar.io.save_safetensors(p1, t1)
+  T.raises(function() timm.load_pretrained(m, p1) end, "pos_embed' is [1, 9, 16] in the file, [1, 5, 16] in the model")
   local p2 = ROOT .. '/timm_extra.safetensors'
   timm_like_file(p2, cfg, 4, 2, {['fc_norm.weight'] = {16}})
   T.raises(function() timm.load_pretrained(m, p2) end, "fc_norm.weight")
