@@ -115,6 +115,18 @@ print('lunar: loaded ' .. rep.loaded .. ' tensors; 5-class model: ' .. (msgs[1] 
 """
 
 
+def run_lunar(script, d, name, check):
+    """Writes script to d/name and runs it with Lunar (argument d); False (a failed check) when it fails."""
+    with open(f"{d}/{name}", "w") as f:
+        f.write(script)
+    r = subprocess.run([LUNAR, f"{d}/{name}", "--", d], capture_output=True, text=True, cwd=ROOT)
+    print(r.stdout.strip())
+    if r.returncode != 0:
+        print(r.stderr)
+        check(f"lunar script {name} ran", False)
+    return r.returncode == 0
+
+
 def resolution_checks(d, check):
     """Check 4: pos_embed resampled as timm's resample_abs_pos_embed."""
     from timm.layers import resample_abs_pos_embed
@@ -127,13 +139,7 @@ def resolution_checks(d, check):
     save_file(sd, f"{d}/timm28.safetensors", metadata={"format": "pt"})
     x = torch.randn(2, 3, 40, 40)
     save_file({"x": x}, f"{d}/input40.safetensors")
-    with open(f"{d}/res.lua", "w") as f:
-        f.write(LUA_RES)
-    r = subprocess.run([LUNAR, f"{d}/res.lua", "--", d], capture_output=True, text=True, cwd=ROOT)
-    print(r.stdout.strip())
-    if r.returncode != 0:
-        print(r.stderr)
-        check("lunar resolution script ran", False)
+    if not run_lunar(LUA_RES, d, "res.lua", check):
         return
     out = load_file(f"{d}/lunar_res.safetensors")
     pe = sd["pos_embed"]
@@ -180,13 +186,7 @@ def main():
         save_file({k: v.contiguous() for k, v in m.state_dict().items()}, f"{d}/timm.safetensors",
                   metadata={"format": "pt"})
         save_file({"x": x, "labels": labels}, f"{d}/input.safetensors")
-        with open(f"{d}/check.lua", "w") as f:
-            f.write(LUA)
-        r = subprocess.run([LUNAR, f"{d}/check.lua", "--", d], capture_output=True, text=True, cwd=ROOT)
-        print(r.stdout.strip())
-        if r.returncode != 0:
-            print(r.stderr)
-            check("lunar script ran", False)
+        if not run_lunar(LUA, d, "check.lua", check):
             return 1
         out = load_file(f"{d}/lunar_out.safetensors")
         diff = (out["logits"] - ref).abs().max().item()
