@@ -2,6 +2,11 @@
 -- 12, 3) with patch 4 on CIFAR-10's 32 x 32 images (patch 16 would leave 4
 -- tokens), trained with data parallelism only: every rank holds the whole
 -- model and 1/N of each global batch.
+-- Lunar's counterpart of Colossal-AI's ViT-on-CIFAR-10 example
+-- (train_with_cifar10 / vit_cifar10's train_dp.py with
+-- config_data_parallel.py: a ViT with 4 x 4 patches on 32 x 32 CIFAR-10,
+-- data parallel); the CIFAR reader applies no augmentation (Colossal-AI's
+-- RandomCrop(padding 4) + flip are not reproduced).
 --
 -- Ranks: data = the world size. On 4 ranks the global batch is
 --   BATCH_SIZE * data * gradient_accumulation = 128 * 4 * 1 = 512.

@@ -207,6 +207,11 @@ local TOP = {
       doc = 'save a checkpoint every N optimizer steps, as <CHECKPOINT_DIR>/step_<N> (0 = only at the end, if CHECKPOINT_DIR is set)' } },
   { 'KEEP_CHECKPOINTS', E{ type = 'integer', default = 0, min = 0,
       doc = 'keep only the newest N complete checkpoints in CHECKPOINT_DIR (0 = keep all)' } },
+  { 'PRETRAINED', E{ type = 'string', default = '',
+      doc = "timm ViT weights (safetensors, timm names) loaded into the model after its init ('' = none; " ..
+        "lunar.timm.load_pretrained): a head of another class count is kept at its init, a pos_embed of " ..
+        "another square patch grid (pretrained at another IMG_SIZE) is resampled bicubically as timm's " ..
+        "resample_abs_pos_embed; RESUME's checkpoint, when one is loaded, replaces these weights" } },
   { 'RESUME', E{ type = 'string', default = '',
       doc = "checkpoint to resume from: '' = start fresh, 'auto' = the newest complete one in CHECKPOINT_DIR (fresh if none), else a step_<N> directory" } },
 

@@ -22,7 +22,8 @@
 --   5. the model: this rank's tensor shards and pipeline stage of the config's
 --      ViT (parallel.vit), or the config's MODEL (setup.config_model: models
 --      as code, data, tensor and pipeline parallel), materialized from opts.seed (default
---      SEED) with INIT and precision;
+--      SEED) with INIT and precision, then PRETRAINED's timm weights loaded
+--      into it (lunar.timm.load_pretrained; a user error naming the key);
 --   6. the criterion (cross-entropy with LABEL_SMOOTHING) and the optimizer
 --      (OPTIMIZER = 'adamw': LEARNING_RATE, BETA1, BETA2, EPS, WEIGHT_DECAY;
 --      'sgd': LEARNING_RATE, MOMENTUM, WEIGHT_DECAY);
@@ -210,6 +211,11 @@ function setup.from_config(cfg, overrides, opts)
     run.model = nn.materialize(parallel.vit(cfg, g), opts.seed or cfg.SEED, {init = cfg.INIT, precision = cfg.precision})
     run.num_params = models.vit(cfg):num_parameters()     -- the whole model's (not allocated)
     run.flops_per_image = models.vit_train_flops_per_image(cfg, run.num_params)
+  end
+  if cfg.PRETRAINED and cfg.PRETRAINED ~= '' then
+    -- fine-tuning: timm weights (head of another class count kept, pos_embed resampled to this grid)
+    local ok, err = pcall(require('lunar.timm').load_pretrained, run.model, cfg.PRETRAINED)
+    if not ok then lunar.error('config key PRETRAINED: ' .. tostring(err)) end
   end
   run.global_batch = cfg.BATCH_SIZE * dp_size
   run.criterion = nn.CrossEntropy{label_smoothing = cfg.LABEL_SMOOTHING}

@@ -22,7 +22,8 @@ in_chans=3, embed_dim=64, depth=2, num_heads=2, num_classes=10):
      default antialias=True; and antialias=False with opts.antialias = false)
      within 1e-5, the class token bit for bit; and a timm model built at
      img_size 40 with timm's resampled pos_embed gives Lunar's logits within
-     1e-4.
+     1e-4. The config key PRETRAINED (lunar.setup.from_config) loads the same
+     weights; a missing file is an error naming the key and the file.
 
 How to run by hand (from the repository root, after `make`):
     apt-get install python3-torch python3-torchvision python3-venv   # timm imports torchvision
@@ -39,6 +40,7 @@ import sys
 import tempfile
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer
 
@@ -68,8 +70,23 @@ up:evaluate()
 local x = lunar.io.load_safetensors(D .. '/input40.safetensors').x
 local logits, ctx = up:forward(x)
 ctx:free()
+-- the config key PRETRAINED (lunar.setup): the same weights as load_pretrained's, and a bad path names the key
+local keys = {'IMG_SIZE=40', 'PATCH_SIZE=4', 'IN_CHANS=3', 'HIDDEN_SIZE=32', 'DEPTH=1', 'NUM_HEADS=2',
+  'NUM_CLASSES=10', 'DATASET=synthetic', 'OPTIMIZER=sgd', 'PRETRAINED=' .. D .. '/timm28.safetensors'}
+local run = require('lunar.setup').from_config(nil, keys, {grid = false, loaders = false, quiet = true})
+local same = 0
+local by = {}
+for _, p in ipairs(up:parameters()) do by[p.name] = p.param end
+local n = 0
+for _, p in ipairs(run.model:parameters()) do
+  n = n + 1
+  if (p.param - by[p.name]):norm() == 0 then same = same + 1 end
+end
+keys[#keys] = 'PRETRAINED=' .. D .. '/missing.safetensors'
+local ok, err = pcall(require('lunar.setup').from_config, nil, keys, {grid = false, loaders = false, quiet = true})
 lunar.io.save_safetensors(D .. '/lunar_res.safetensors', {pos40 = up.pos_embed, pos20 = down.pos_embed,
-  pos40_noaa = up_noaa.pos_embed, logits40 = logits}, {message = msgs[1] or ''})
+  pos40_noaa = up_noaa.pos_embed, logits40 = logits}, {message = msgs[1] or '', cfg_same = same .. '/' .. n,
+  cfg_error = ok and '(no error)' or tostring(err)})
 print('lunar: ' .. (msgs[1] or '(no message)'))
 """
 
@@ -151,6 +168,14 @@ def resolution_checks(d, check):
         check(f"pos_embed 7x7 -> {grid}x{grid} (antialias={aa}) equals timm's resample_abs_pos_embed",
               ok and diff <= RES_TOL and torch.equal(got[:, :1], pe[:, :1]),
               f"(shape {list(got.shape)}, max abs diff {diff:.3g}, tol {RES_TOL}; class token unchanged)")
+    with safe_open(f"{d}/lunar_res.safetensors", framework="pt") as f:
+        meta = f.metadata()
+    same, total = meta["cfg_same"].split("/")
+    check("config key PRETRAINED (lunar.setup, img 40): every parameter equals load_pretrained's",
+          same == total and int(total) > 0, f"({same} of {total} bit for bit)")
+    err = meta["cfg_error"]
+    check("PRETRAINED naming a missing file: an error naming the key and the file",
+          "PRETRAINED" in err and "missing.safetensors" in err, f"({err.strip()[:160]})")
     m40 = VisionTransformer(img_size=40, **RES_ARCH).eval()
     sd40 = dict(sd)
     sd40["pos_embed"] = resample_abs_pos_embed(pe, new_size=[10, 10], num_prefix_tokens=1)

@@ -123,6 +123,26 @@ T.test('recipes: their layouts fit the world sizes their comments name', functio
   T.truthy(parallel.grid.validate(load_recipe('vit_b16_synthetic224_tp2_pp2'), 6), '6 ranks do not fit 2 x 2')
 end)
 
+T.test('recipes that read ImageNet and the 384 fine-tuning recipe', function()
+  local parallel = require('lunar.parallel')
+  local z = load_recipe('vit_b16_imagenet_zip_tp2_pp2')
+  T.eq({z.DATASET, z.IMG_SIZE, z.NUM_CLASSES, z.IN_CHANS}, {'imagenet_zip', 224, 1000, 3})
+  T.eq(cli.model_size(z).params, 86567656, 'the B/16 of configs/models')
+  T.eq(z.BATCH_SIZE * (32 // 4) * z.gradient_accumulation, 4096, 'global batch on 32 ranks')
+  local f = load_recipe('vit_b16_imagenet_folder_dp')
+  T.eq({f.DATASET, f.IMG_SIZE, f.NUM_CLASSES, f.OPTIMIZER}, {'image_folder', 224, 1000, 'adamw'})
+  T.eq(f.BATCH_SIZE * 32 * f.gradient_accumulation, 4096, 'global batch on 32 ranks')
+  local t = load_recipe('vit_b16_finetune384_sgd')
+  T.eq({t.IMG_SIZE, t.SEQ_LENGTH, t.OPTIMIZER, t.MOMENTUM, t.WEIGHT_DECAY}, {384, 577, 'sgd', 0.9, 0.0})
+  T.truthy(t.PRETRAINED ~= '', 'PRETRAINED set')
+  -- B/16 at 384: the 224 count plus (577 - 197) positions of width 768 (hand arithmetic)
+  T.eq(cli.model_size(t).params, 86567656 + (577 - 197) * 768)
+  T.eq(t.BATCH_SIZE * 32 * t.gradient_accumulation, 512, 'global batch on 32 ranks')
+  for _, r in ipairs({{z, 32}, {z, 4}, {f, 32}, {f, 1}, {t, 32}, {t, 1}}) do
+    T.eq(parallel.grid.validate(r[1], r[2]), nil, r[1].DATASET .. ' on ' .. r[2] .. ' ranks')
+  end
+end)
+
 T.test('config show: the resolved config, the counts, and a file that loads back', function()
   local text = cli.config_show(ROOT .. 'configs/models/vit_giant14.lua', {'NUM_CLASSES=10'})
   T.truthy(text:find('-- parameters: 1,011,216,522 (1011.2M); without the classification head: 1,011,202,432 (1011.2M)',
