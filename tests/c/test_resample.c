@@ -7,12 +7,16 @@
  *     without antialias, upsampling and downsampling; the same size is the identity;
  *   - the CPU kernel, core/ops/cpu/resample.c (separable), and the f32 reference
  *     against the f64 reference on random 2-D grids (up, down, mixed), batch and
- *     channels > 1; a constant image stays constant.
+ *     channels > 1; a constant image stays constant;
+ *   - the op, lunar_op_resize_bicubic (ops.h): [H, W, C] and [N, H, W, C] give the
+ *     kernel's values, and its errors name the problem.
  * timm's own resample_abs_pos_embed is compared in tests/golden/timm_check.py.
  *
  *   make build/tests/test_resample && build/tests/test_resample
  */
 #include "kernel_test.h"
+#include "lunar/ops.h"
+#include "lunar/status.h"
 
 /* Without antialias (A = -0.75): cubic1(x) = (1.25x - 2.25)x^2 + 1, cubic2(x) =
  * ((-0.75x + 3.75)x - 6)x + 3, so cubic1(0.25) = 0.87890625, cubic1(0.75) = 0.26171875,
@@ -104,9 +108,35 @@ static void test_cpu_resize(void) {
         }
 }
 
+static void test_op_resize(void) {
+    /* [1, 2, 1] (H 1, W 2, C 1) holding {1, 3} -> [1, 4, 1]: NOAA_UP, AA_UP */
+    lunar_tensor *x = lunar_tensor_new(LUNAR_F32, 3, (int64_t[]){1, 2, 1}, LUNAR_CPU);
+    lunar_tensor *y = lunar_tensor_new(LUNAR_F32, 3, (int64_t[]){1, 4, 1}, LUNAR_CPU);
+    float *xd = lunar_tensor_data(x), *yd = lunar_tensor_data(y);
+    xd[0] = 1; xd[1] = 3;
+    CHECK(lunar_op_resize_bicubic(y, x, 0) == LUNAR_OK);
+    for (int i = 0; i < 4; i++) CHECK_CLOSE(yd[i], NOAA_UP[i], 1e-6, 0);
+    CHECK(lunar_op_resize_bicubic(y, x, 1) == LUNAR_OK);
+    for (int i = 0; i < 4; i++) CHECK_CLOSE(yd[i], AA_UP[i], 1e-6, 0);
+    /* errors */
+    lunar_tensor *x2 = lunar_tensor_new(LUNAR_F32, 2, (int64_t[]){2, 2}, LUNAR_CPU);
+    CHECK(lunar_op_resize_bicubic(y, x2, 1) == LUNAR_ERR_SHAPE);
+    CHECK(strstr(lunar_last_error(), "must both be [H, W, C] or [N, H, W, C]"));
+    lunar_tensor *yc = lunar_tensor_new(LUNAR_F32, 3, (int64_t[]){1, 4, 2}, LUNAR_CPU);
+    CHECK(lunar_op_resize_bicubic(yc, x, 1) == LUNAR_ERR_SHAPE);
+    CHECK(strstr(lunar_last_error(), "differ in N or C"));
+    lunar_tensor *x16 = lunar_tensor_new(LUNAR_BF16, 3, (int64_t[]){1, 2, 1}, LUNAR_CPU);
+    CHECK(lunar_op_resize_bicubic(y, x16, 1) == LUNAR_ERR_DTYPE);
+    CHECK(strstr(lunar_last_error(), "resize_bicubic: inp has dtype bf16, expected f32"));
+    CHECK(lunar_op_resize_bicubic(x, x, 1) == LUNAR_ERR_ARG);
+    CHECK(strstr(lunar_last_error(), "out must not be inp"));
+    lunar_tensor_free(x); lunar_tensor_free(y); lunar_tensor_free(x2); lunar_tensor_free(yc); lunar_tensor_free(x16);
+}
+
 int main(void) {
     RUN(test_ref_resize_hand);
     RUN(test_ref_resize_identity);
     RUN(test_cpu_resize);
+    RUN(test_op_resize);
     return TEST_SUMMARY();
 }
