@@ -8,7 +8,7 @@
  *   lunar.reset_peak_memory(), lunar.empty_cache()
  *   lunar.set_num_threads(n), lunar.num_threads()        (OpenMP, shared with BLAS)
  *   lunar.isatty([fd=1]) -> boolean
- *   lunar.sgemm_gflops(n [, reps=3]) -> best GFLOP/s of cblas_sgemm n x n x n
+ *   lunar.sgemm_gflops(n [, reps=3]) -> best GFLOP/s of the linears' f32 GEMM (oneDNN or cblas_sgemm) n x n x n
  *   lunar.stream_id(name) -> integer (the Philox stream of a name, rng.h)
  *   lunar.version
  * and the areas: lunar.Tensor & co. (ltensor.c), lunar.cuda (lcuda.c), lunar.ops

@@ -243,8 +243,8 @@ int lunar_bicubic_weights(int64_t in_size, int64_t out_size, int antialias, int6
  * this has them (cpuid); 0: they run a portable path, correct but slower than f32
  * (core/ops/cpu/linear_bf16.c). precision = 'bf16' on the CPU requires 1. */
 int lunar_cpu_bf16_native(void);
-/* The best of reps timed n x n x n cblas_sgemm calls in GFLOP/s, after one warm-up:
- * this machine's BLAS peak (core/ops/cpu/linear.c); -1 when n or reps < 1 or
+/* The best of reps timed n x n x n f32 GEMMs in GFLOP/s, after one warm-up, through
+ * the GEMM the linear layers use (oneDNN, or cblas_sgemm without it): the GEMM peak (core/ops/cpu/linear.c); -1 when n or reps < 1 or
  * memory runs out. Not a kernel: a measurement for benchmarks. */
 double lunar_cpu_sgemm_gflops(int n, int reps);
 /* defined only with LUNAR_USE_CUDA (core/ops/cuda/) */
