@@ -142,6 +142,41 @@ T.test('leaves: bad input names the module path and the shapes', function()
   T.raises(function() r:forward(lunar.zeros({2, 4})) end, 'f%(x%) must have the shape of x: expected %[2, 4%], got %[2, 3%]')
 end)
 
+T.test('containers: bad input deep in a composed model names the leaf path and both shapes', function()
+  -- four pre-norm blocks of width 8; block 3's MLP was written for width 16
+  local C = 8
+  local blocks = {}
+  for i = 1, 4 do
+    local mlp_in = i == 4 and 16 or C
+    blocks[i] = nn.Sequential{
+      {'', nn.Residual{{'norm1', nn.LayerNorm(C)}, {'attn', nn.Attention(C, 2)}}},
+      {'', nn.Residual{{'mlp', nn.Sequential{{'fc1', nn.Linear(mlp_in, 16)}, {'act', nn.GELU()},
+        {'fc2', nn.Linear(16, C)}}}}},
+    }
+  end
+  local m = nn.materialize(nn.Sequential{{'blocks', nn.Sequential(blocks)}, {'head', nn.Linear(C, 2)}}, 1)
+  T.raises(function() m:forward(randn({2, 5, C}, 'bad.x')) end,
+    '^blocks%.3%.mlp%.fc1 %(Linear%): input features: expected %[%*, 16%], got %[2, 5, 8%]$')
+  -- the wrong width at the input: the first leaf that reads it
+  T.raises(function() m:forward(randn({2, 5, 7}, 'bad.x7')) end,
+    '^blocks%.0%.norm1 %(LayerNorm%): normalized dim: expected %[%*, 8%], got %[2, 5, 7%]$')
+  -- tokens without a batch dim: the attention says so (it was the kernel's message without a path)
+  local a = nn.materialize(nn.Sequential{{'blocks', nn.Sequential{nn.Sequential{{'attn', nn.Attention(C, 2)}}}}}, 1)
+  T.raises(function() a:forward(lunar.zeros({5, C})) end,
+    '^blocks%.0%.attn %(Attention%): tokens: expected %[B, N, 8%], got %[5, 8%]$')
+  -- a leaf that does not check its input: the op's own error, prefixed by the container with the
+  -- leaf's path, class and input shape
+  local Raw = require('lunar.class')('RawAttention', nn.Module)
+  function Raw:forward(x) return ops.attention(x, 2) end
+  local r = nn.materialize(nn.Sequential{{'stage', nn.Concat(3, {{'raw', Raw()}})}}, 1)
+  T.raises(function() r:forward(lunar.zeros({5, 6})) end, '^stage%.raw %(RawAttention%): input %[5, 6%]: .*attention')
+  -- the same error one level down keeps its single prefix
+  local ok, msg = pcall(r.forward, r, lunar.zeros({5, 6}))
+  T.falsy(ok)
+  local _, n = msg:gsub('%(RawAttention%)', '')
+  T.eq(n, 1, 'the leaf is named once: ' .. msg)
+end)
+
 -- containers ---------------------------------------------------------------------------
 
 T.test('containers: parameter names by path, inlined children, timm names', function()

@@ -57,6 +57,8 @@ end
 -- attention runs on bf16 operands (cuDNN's fused attention on CUDA). ctx
 -- owns qkv, o, lse and the children's contexts.
 function Attention:forward(x)
+  local s = x:shape()
+  if #s ~= 3 or s[3] ~= self.dim then self:shape_error('tokens', s, {'B', 'N', self.dim}) end
   local qkv, qkv_ctx = self.qkv:forward(x)
   local o, lse = ops.attention(qkv, self.local_heads)
   local y, proj_ctx = self.proj:forward(o)

@@ -42,7 +42,7 @@ function Concat:forward(x)
   local outs, ctxs, sizes = {}, {}, {}
   local shape
   for i, c in ipairs(self._children) do
-    outs[i], ctxs[i] = c.module:forward(x)
+    outs[i], ctxs[i] = Sequential.child_forward(c.module, x)
     local s = outs[i]:shape()
     if not shape then
       shape = s

@@ -35,7 +35,7 @@ end
 
 --- x -> x + f(x); ctx owns f's context and refers to x.
 function Residual:forward(x)
-  local fx, cf = self.f:forward(x)
+  local fx, cf = Sequential.child_forward(self.f, x)
   local xs, fs = x:shape(), fx:shape()
   if table.concat(xs, ',') ~= table.concat(fs, ',') then
     cf:free()

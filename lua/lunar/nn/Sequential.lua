@@ -81,6 +81,33 @@ function Sequential.apply(self, fn, path)
   end
 end
 
+-- Lua pattern text matching `s` literally.
+local function literal(s) return (s:gsub('[%^%$%(%)%%%.%[%]%*%+%-%?]', '%%%0')) end
+
+local function shape_str(v)
+  if lunar.is_tensor(v) then return '[' .. table.concat(v:shape(), ', ') .. ']' end
+  return type(v)
+end
+
+--- Runs child `m`'s forward on `h`: y, ctx = m:forward(h). An error that
+-- names no module at or below m (an op's error from C, a plain error()) is
+-- raised again prefixed with m's path, class and input shape, e.g.
+-- "blocks.0.attn (Attention): input [3, 8]: <the op's message>"; one that
+-- already names m or a descendant (Module:shape_error's "path (Class): what:
+-- expected [..], got [..]") goes on unchanged. Shared with Residual and Concat.
+function Sequential.child_forward(m, h)
+  local ok, y, ctx = pcall(m.forward, m, h)
+  if ok then return y, ctx end
+  if type(y) ~= 'string' then error(y, 0) end
+  local path = m.path or ''
+  -- a module's own message: " <path>[.<descendant>] (<Class>): "
+  local tagged = (' ' .. y):find(' ' .. (path == '' and '' or literal(path)) .. '[%w_%.<>]* %([%w_]+%): ')
+  if tagged then error(y, 0) end
+  error(string.format('%s (%s): input %s: %s', path ~= '' and path or '<root>', m.__name or 'Module',
+    shape_str(h), y), 0)
+end
+local child_forward = Sequential.child_forward
+
 --- @param list the children, in order: modules or {name, module} pairs
 function Sequential:__init(list)
   Module.__init(self)
@@ -109,7 +136,11 @@ function Sequential:forward(x)
   local h = x
   local eval = not self.training
   for i, c in ipairs(self._children) do
-    local y, ci = c.module:forward(h)
+    local ok, y, ci = pcall(child_forward, c.module, h)
+    if not ok then
+      ctx:free()      -- the children's contexts and activations so far
+      error(y, 0)
+    end
     if eval then
       ci:free()
       if owned[h] and y ~= h then ctx:release(owned[h]); owned[h] = nil end
