@@ -210,6 +210,39 @@ T.test('containers: gradcheck of Sequential, Residual, Concat, nested, with iden
     nn.Linear(4, 3)}, randn({2, 1, 4, 4}, 'stem.x'))
 end)
 
+T.test('containers: nn.Parallel (torch/nn): child i on slice i, outputs concatenated; by hand and gradcheck', function()
+  -- x [2, 2, 3]: child '0' (Linear 3 -> 2) reads x[:, 1, :], child '1' (Identity) x[:, 2, :]; cat along 2
+  local p = nn.materialize(nn.Parallel(2, 2, {nn.Linear(3, 2), nn.Identity()}), 1)
+  p['0'].weight:copy_(lunar.tensor({{1, 0, -1}, {0.5, 0.5, 0.5}}))
+  p['0'].bias:copy_(lunar.tensor({0.1, -0.2}))
+  local x = lunar.tensor({{{1, 2, 3}, {4, 5, 6}}, {{7, 8, 9}, {10, 11, 12}}})
+  local y, ctx = p:forward(x)
+  -- by hand: [1 - 3 + 0.1, (1 + 2 + 3)/2 - 0.2] = [-1.9, 2.8], then 4 5 6; [7 - 9 + 0.1, 12 - 0.2] = [-1.9, 11.8], then 10 11 12
+  local want = {{-1.9, 2.8, 4, 5, 6}, {-1.9, 11.8, 10, 11, 12}}
+  T.eq(table.concat(y:shape(), ','), '2,5')
+  local got = y:totable()
+  for b = 1, 2 do for j = 1, 5 do T.near(got[b][j], want[b][j], 1e-6, 0, 'y[' .. b .. '][' .. j .. ']') end end
+  p:zero_grad()
+  local dx = p:backward(ctx, lunar.ones({2, 5}))
+  -- dy = 1: dx[:, 1, :] = W^T [1, 1] = [1.5, 0.5, -0.5], dx[:, 2, :] = 1; dW rows = x[1,1,:] + x[2,1,:] = [8, 10, 12], db = [2, 2]
+  local g = dx:totable()
+  for b = 1, 2 do
+    for j, v in ipairs({1.5, 0.5, -0.5}) do T.near(g[b][1][j], v, 1e-6, 0, 'dx slice 1') end
+    for j = 1, 3 do T.near(g[b][2][j], 1, 0, 0, 'dx slice 2 (the identity)') end
+  end
+  for r = 1, 2 do for j, v in ipairs({8, 10, 12}) do T.near(p['0'].grad_weight:totable()[r][j], v, 1e-6, 0, 'dW') end end
+  for j = 1, 2 do T.near(p['0'].grad_bias:totable()[j], 2, 0, 0, 'db') end
+  T.eq(names(p), '0.weight 0.bias')
+  check(nn.Parallel(2, 2, {nn.Linear(3, 2), nn.Sequential{nn.Linear(3, 4), nn.GELU()}, nn.Identity()}),
+    randn({2, 3, 3}, 'par.x'))
+  check(nn.Parallel(1, 1, {{'norm', nn.LayerNorm(4)}, {'fc', nn.Linear(4, 4)}}), randn({2, 3, 4}, 'par1.x'))
+  -- a wrong number of slices names the container and both shapes
+  local bad = nn.materialize(nn.Sequential{{'split', nn.Parallel(2, 2, {nn.Identity(), nn.Identity()})}}, 1)
+  T.raises(function() bad:forward(lunar.zeros({2, 3, 4})) end,
+    '^split %(Parallel%): input %(dim 2: one slice per child%): expected %[%*, 2, %*%], got %[2, 3, 4%]$')
+  T.raises(function() nn.Parallel(0, 1, {nn.Identity()}) end, 'in_dim must be a positive integer')
+end)
+
 T.test('containers: the contract (contexts released, need_dx, evaluation, dx may be dy)', function()
   local m = nn.materialize(nn.Sequential{nn.Linear(3, 4), nn.GELU(), nn.Identity(), nn.Linear(4, 2), nn.Identity()}, 1)
   local x = randn({2, 3}, 'contract.x')

@@ -36,14 +36,16 @@ end
 
 function Concat:extra_repr() return string.format('dim=%d, %d modules', self.cat_dim, #self._children) end
 
---- x -> cat of the children's outputs; ctx owns their contexts and refers to x.
-function Concat:forward(x)
+--- Concatenates the children's outputs `outs` along self.cat_dim into a new
+-- f32 tensor on `device`, checking that every other dim agrees (errors name
+-- the container, the child and the shapes); frees each output except those
+-- in `keep` (inputs a child returned as its output). Returns y and the sizes
+-- along the dim. Shared with nn.Parallel.
+function Concat.cat_outputs(self, outs, device, keep)
   local d = self.cat_dim
-  local outs, ctxs, sizes = {}, {}, {}
-  local shape
-  for i, c in ipairs(self._children) do
-    outs[i], ctxs[i] = Sequential.child_forward(c.module, x)
-    local s = outs[i]:shape()
+  local sizes, shape = {}, nil
+  for i, o in ipairs(outs) do
+    local s = o:shape()
     if not shape then
       shape = s
       if d > #s then
@@ -65,13 +67,21 @@ function Concat:forward(x)
   local yshape = {}
   for k = 1, #shape do yshape[k] = shape[k] end
   yshape[d] = total
-  local y = lunar.empty(yshape, 'f32', x:device())
+  local y = lunar.empty(yshape, 'f32', device)
   local off = 1
   for i, o in ipairs(outs) do
     y:narrow(d, off, sizes[i]):copy_(o)
     off = off + sizes[i]
-    if o ~= x then o:free() end
+    if not keep[o] then o:free() end
   end
+  return y, sizes
+end
+
+--- x -> cat of the children's outputs; ctx owns their contexts and refers to x.
+function Concat:forward(x)
+  local outs, ctxs = {}, {}
+  for i, c in ipairs(self._children) do outs[i], ctxs[i] = Sequential.child_forward(c.module, x) end
+  local y, sizes = Concat.cat_outputs(self, outs, x:device(), {[x] = true})
   if not self.training then
     for _, ci in ipairs(ctxs) do ci:free() end
     return y, Context(nil, {evaluation = true})

@@ -18,6 +18,7 @@ local nn = {
   Residual = require('lunar.nn.Residual'),
   Identity = require('lunar.nn.Identity'),
   Concat = require('lunar.nn.Concat'),
+  Parallel = require('lunar.nn.Parallel'),
   GELU = require('lunar.nn.GELU'),
   ReLU = require('lunar.nn.ReLU'),
   SiLU = require('lunar.nn.SiLU'),
