@@ -71,6 +71,31 @@ class Concat(nn.Module):
         return [(n[len("ms."):], p) for n, p in self.named_parameters()]
 
 
+class Parallel(nn.Module):   # torch/nn's nn.Parallel (dims 0-based here, 1-based in Lunar)
+    def __init__(self, in_dim, out_dim, *mods):
+        super().__init__()
+        self.in_dim, self.out_dim = in_dim, out_dim
+        self.ms = nn.ModuleList(mods)
+
+    def forward(self, x):
+        return torch.cat([m(x.select(self.in_dim, i)) for i, m in enumerate(self.ms)], self.out_dim)
+
+    def named_lunar(self):   # Lunar names the children '0', '1', ...
+        return [(n[len("ms."):], p) for n, p in self.named_parameters()]
+
+
+class SelfMHA(nn.Module):   # self-attention: query = key = value = x, batch first
+    def __init__(self, e, h):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(e, h, batch_first=True)
+
+    def forward(self, x):
+        return self.mha(x, x, x, need_weights=False)[0]
+
+    def named_lunar(self):   # Lunar's module is the MultiheadAttention itself: PyTorch's names
+        return [(n[len("mha."):], p) for n, p in self.named_parameters()]
+
+
 class TokenEmbed(nn.Module):
     def __init__(self, n, dim):
         super().__init__()
@@ -97,6 +122,8 @@ def cases():
         ("concat", Concat(2, nn.Linear(5, 2), nn.Identity(), nn.Linear(5, 3)), (2, 3, 5)),
         ("tokens", TokenEmbed(4, 5), (2, 4, 5)),
         ("conv3d", nn.Conv3d(2, 3, 2, stride=2), (2, 2, 4, 2, 6)),
+        ("parallel", Parallel(1, 1, nn.Linear(5, 2), nn.Identity(), nn.Linear(5, 3)), (2, 3, 5)),
+        ("mha", SelfMHA(8, 2), (2, 5, 8)),
     ]
 
 

@@ -243,6 +243,35 @@ T.test('containers: nn.Parallel (torch/nn): child i on slice i, outputs concaten
   T.raises(function() nn.Parallel(0, 1, {nn.Identity()}) end, 'in_dim must be a positive integer')
 end)
 
+T.test('leaves: nn.MultiheadAttention: PyTorch names and init, gradcheck, equal to Attention with the same weights', function()
+  local m = nn.MultiheadAttention(8, 2)
+  T.eq(names(m), 'in_proj_weight in_proj_bias out_proj.weight out_proj.bias')
+  check(m, randn({2, 4, 8}, 'mha.x'))
+  check(nn.MultiheadAttention(6, 3, {bias = false}), randn({1, 3, 6}, 'mha3.x'))
+  -- PyTorch's init: in_proj_weight xavier_uniform on [24, 8] (bound sqrt(6 / 32) = 0.4330), out_proj.weight
+  -- U(-1/sqrt(8), 1/sqrt(8)) (0.3536), zero biases
+  nn.materialize(m, 5)
+  local wmax = math.max(m.in_proj_weight:max(), -m.in_proj_weight:min())
+  T.truthy(wmax <= math.sqrt(6 / 32) and wmax > 0.8 * math.sqrt(6 / 32), 'in_proj_weight bound: ' .. wmax)
+  local omax = math.max(m.out_proj.weight:max(), -m.out_proj.weight:min())
+  T.truthy(omax <= 1 / math.sqrt(8) and omax > 0.8 / math.sqrt(8), 'out_proj.weight bound: ' .. omax)
+  T.eq(m.in_proj_bias:norm(), 0)
+  -- timm's fused Attention with qkv.weight = in_proj_weight and proj = out_proj is the same function
+  local a = nn.materialize(nn.Attention(8, 2), 9)
+  a.qkv.weight:copy_(m.in_proj_weight); a.qkv.bias:copy_(randn({24}, 'mha.b'))
+  m.in_proj_bias:copy_(a.qkv.bias)
+  a.proj.weight:copy_(m.out_proj.weight); a.proj.bias:copy_(m.out_proj.bias)
+  local x = randn({2, 4, 8}, 'mha.x2')
+  local ya, ca = a:forward(x)
+  local ym, cm = m:forward(x)
+  T.check_close('MultiheadAttention vs Attention', ym, ya, {rtol = 0, atol = 0})
+  ca:free(); cm:free()
+  local bad = nn.materialize(nn.Sequential{{'attn', nn.MultiheadAttention(8, 2)}}, 1)
+  T.raises(function() bad:forward(lunar.zeros({2, 4, 6})) end,
+    '^attn %(MultiheadAttention%): tokens %(batch_first%): expected %[B, N, 8%], got %[2, 4, 6%]$')
+  T.raises(function() nn.MultiheadAttention(8, 3) end, 'embed_dim %(8%) must be an integer multiple of num_heads %(3%)')
+end)
+
 T.test('containers: the contract (contexts released, need_dx, evaluation, dx may be dy)', function()
   local m = nn.materialize(nn.Sequential{nn.Linear(3, 4), nn.GELU(), nn.Identity(), nn.Linear(4, 2), nn.Identity()}, 1)
   local x = randn({2, 3}, 'contract.x')
@@ -440,6 +469,9 @@ T.test('leaves and containers against PyTorch (outputs and gradients by paramete
     residual = function() return nn.Residual{nn.LayerNorm(5, 1e-6), nn.Linear(5, 5)} end,
     concat = function() return nn.Concat(3, {nn.Linear(5, 2), nn.Identity(), nn.Linear(5, 3)}) end,
     tokens = function() return nn.Sequential{{'', nn.ClassToken(5)}, {'', nn.PositionEmbedding(5, 5)}} end,
+    parallel = function() return nn.Parallel(2, 2, {nn.Linear(5, 2), nn.Identity(), nn.Linear(5, 3)}) end,
+    -- torch.nn.MultiheadAttention(8, 2, batch_first=True)(x, x, x, need_weights=False)
+    mha = function() return nn.MultiheadAttention(8, 2) end,
   }
   local tol = {rtol = 1e-5, atol = 1e-5}
   local n = 0
@@ -459,7 +491,7 @@ T.test('leaves and containers against PyTorch (outputs and gradients by paramete
     for _, p in ipairs(params) do T.check_close(case .. ' grad ' .. p.name, p.grad, st[case .. '.grad.' .. p.name], tol) end
     n = n + 1
   end
-  T.eq(n, 14, 'every case of the golden file')
+  T.eq(n, 16, 'every case of the golden file')
 end)
 
 T.test('Sequential: data-parallel gradient groups (contiguous, in backward order, reported as completed)', function()

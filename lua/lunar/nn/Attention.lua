@@ -67,17 +67,26 @@ function Attention:forward(x)
   return yd, Context({qkv_ctx = qkv_ctx, qkv = qkv, o = o, lse = lse, proj_ctx = proj_ctx, drop_ctx = drop_ctx})
 end
 
-function Attention:backward(ctx, dy, need_dx)
-  local dyd = self.proj_drop:backward(ctx.drop_ctx, dy)
-  local do_ = self.proj:backward(ctx.proj_ctx, dyd)
-  if dyd ~= dy then dyd:free() end
+--- The attention kernel's backward from a forward's ctx.qkv, ctx.o, ctx.lse
+-- (released here) and the output gradient do_ (freed here; cast to bf16 when
+-- qkv is bf16, precision = 'bf16'): returns dqkv. Shared with
+-- nn.MultiheadAttention.
+function Attention.kernel_backward(ctx, do_, heads)
   if ctx.qkv:dtype() == 'bf16' then   -- precision = 'bf16': the attention's operands are all bf16
     local do16 = ops.cast_bf16(do_)
     do_:free()
     do_ = do16
   end
-  local dqkv = ops.attention_backward(do_, ctx.qkv, ctx.o, ctx.lse, self.local_heads)
+  local dqkv = ops.attention_backward(do_, ctx.qkv, ctx.o, ctx.lse, heads)
   do_:free(); ctx:release('o'); ctx:release('lse'); ctx:release('qkv')
+  return dqkv
+end
+
+function Attention:backward(ctx, dy, need_dx)
+  local dyd = self.proj_drop:backward(ctx.drop_ctx, dy)
+  local do_ = self.proj:backward(ctx.proj_ctx, dyd)
+  if dyd ~= dy then dyd:free() end
+  local dqkv = Attention.kernel_backward(ctx, do_, self.local_heads)
   local dx = self.qkv:backward(ctx.qkv_ctx, dqkv, need_dx)
   dqkv:free()
   ctx:free()

@@ -19,6 +19,7 @@ local nn = {
   Identity = require('lunar.nn.Identity'),
   Concat = require('lunar.nn.Concat'),
   Parallel = require('lunar.nn.Parallel'),
+  MultiheadAttention = require('lunar.nn.MultiheadAttention'),
   GELU = require('lunar.nn.GELU'),
   ReLU = require('lunar.nn.ReLU'),
   SiLU = require('lunar.nn.SiLU'),
