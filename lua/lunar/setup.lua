@@ -38,7 +38,8 @@
 --   cfg, grid, model, criterion, optimizer, lr_scheduler (nil without loaders),
 --   engine, train_loader, test_loader (nil with opts.loaders = false),
 --   num_params (the whole model's, not this rank's), flops_per_image (training
---   FLOPs of one image, models.vit_train_flops_per_image), global_batch
+--   FLOPs of one image, models.vit_train_flops_per_image; for a MODEL,
+--   counted by lunar.nn.flops), global_batch
 --   (BATCH_SIZE * data-parallel size), batches_per_epoch, max_steps (the
 --   optimizer steps the run trains: NUM_EPOCHS' worth, cut to MAX_STEPS when
 --   set; with loaders).
@@ -206,7 +207,17 @@ function setup.from_config(cfg, overrides, opts)
     local m, full_count = parallel.same_on_every_rank(setup.config_model, cfg, g)
     run.model = nn.materialize(m, opts.seed or cfg.SEED, {init = cfg.INIT, precision = cfg.precision})
     run.num_params = full_count      -- the whole model's (a pipeline stage holds a part)
-    run.flops_per_image = 0        -- not modelled for a composed model: no FLOP/s in the logs
+    -- training FLOPs of one image, counted by one forward of the whole model (lunar.nn.flops): this
+    -- rank's when it is the whole model, else a plain (unsplit) copy built and dropped here
+    local img = {cfg.IN_CHANS}
+    for _ = 1, cfg.IMG_DIMS or 2 do img[#img + 1] = cfg.IMG_SIZE end
+    if not g or (g.pp_size == 1 and g.tp_size == 1) then
+      run.flops_per_image = nn.flops.train_flops_per_image(run.model, img)
+    else
+      local whole = nn.materialize(cfg.MODEL(cfg, nn), 0)
+      run.flops_per_image = nn.flops.train_flops_per_image(whole, img)
+      whole._flat:free(); whole._flat_grad:free()
+    end
   else
     run.model = nn.materialize(parallel.vit(cfg, g), opts.seed or cfg.SEED, {init = cfg.INIT, precision = cfg.precision})
     run.num_params = models.vit(cfg):num_parameters()     -- the whole model's (not allocated)

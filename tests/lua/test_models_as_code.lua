@@ -272,6 +272,32 @@ T.test('leaves: nn.MultiheadAttention: PyTorch names and init, gradcheck, equal 
   T.raises(function() nn.MultiheadAttention(8, 3) end, 'embed_dim %(8%) must be an integer multiple of num_heads %(3%)')
 end)
 
+T.test('nn.flops: training FLOPs of one image of a composed model, by hand; setup logs them for MODEL', function()
+  -- Conv2d(1, 4, 2) on 4x4 -> 4 patches, tokens 5 with the class token, one block of width 4 (MHA, 2 heads;
+  -- MLP 4 -> 8 -> 4), head 4 -> 3 on the class token. Forward FLOPs by hand (multiply-add = 2):
+  --   conv 2 * fan_in 4 * numel(y) 16 = 128; in_proj 2*5*4*12 = 480, attention 4*5*5*4 = 400, out_proj 2*5*4*4 = 160;
+  --   fc1 2*5*4*8 = 320, fc2 320; head 2*1*4*3 = 24; sum 1832; training = 3 x 1832 = 5496
+  local m = nn.materialize(nn.Sequential{{'stem', nn.Conv2d(1, 4, 2)}, nn.Reshape({4, -1}), nn.Transpose(2, 3),
+    nn.ClassToken(4), nn.PositionEmbedding(5, 4),
+    nn.Residual{nn.LayerNorm(4), nn.MultiheadAttention(4, 2)},
+    nn.Residual{nn.LayerNorm(4), nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 4)},
+    nn.SelectToken(1), {'head', nn.Linear(4, 3)}}, 1)
+  T.eq(nn.flops.train_flops_per_image(m, {1, 4, 4}), 5496)
+  T.truthy(m.training and m.head.training, 'the training flags restored')
+  T.eq(rawget(m.head, 'forward'), nil, 'the counting wrappers removed')
+  -- a batch of 3: 3 x the forward FLOPs of one image
+  T.eq(nn.flops.forward_flops(m, lunar.zeros({3, 1, 4, 4})), 3 * 1832)
+  -- timm's Attention: qkv 2*5*4*12 + attention 4*5*5*4 + proj 2*5*4*4, the same as the MHA
+  local a = nn.materialize(nn.Attention(4, 2), 1)
+  T.eq(nn.flops.forward_flops(a, lunar.zeros({1, 5, 4})), 480 + 400 + 160)
+  -- setup: a MODEL's run logs FLOP/s; vit_composed (width 192, 6 blocks, 49 patches + class token): per block
+  -- 2*50*192*(576 + 192 + 768 + 768) + 4*50*50*192 = 46,156,800, x 6, + patch_embed 2*16*192*49 + head 2*192*10,
+  -- x 3 = 831,737,088 (models.vit_train_flops_per_image's 6 * params * tokens + 12 * depth * N^2 * C: 839,926,200)
+  local cfg = require('lunar.config').load(lunar.home .. '/configs/examples/vit_composed.lua', {'NUM_THREADS=1'})
+  local run = require('lunar.setup').from_config(cfg, nil, {grid = false, quiet = true, loaders = false})
+  T.eq(run.flops_per_image, 831737088)
+end)
+
 T.test('containers: the contract (contexts released, need_dx, evaluation, dx may be dy)', function()
   local m = nn.materialize(nn.Sequential{nn.Linear(3, 4), nn.GELU(), nn.Identity(), nn.Linear(4, 2), nn.Identity()}, 1)
   local x = randn({2, 3}, 'contract.x')

@@ -54,6 +54,14 @@ function MultiheadAttention:extra_repr()
   return string.format('embed_dim %d, heads %d', self.embed_dim, self.num_heads)
 end
 
+--- Forward FLOPs (lunar.nn.flops) for x [B, N, E]: in_proj's GEMM
+-- (2 * B * N * E * 3E) and the attention's q k^T and p v (4 * B * N^2 * E);
+-- out_proj counts as its own Linear.
+function MultiheadAttention:flops(xs)
+  local B, N, E = xs[1], xs[2], self.embed_dim
+  return 2 * B * N * E * 3 * E + 4 * B * N * N * E
+end
+
 --- x [B, N, E] -> y [B, N, E]; ctx owns qkv, the attention output o, lse and
 -- out_proj's context, and refers to x.
 function MultiheadAttention:forward(x)

@@ -33,6 +33,7 @@ local nn = {
   Conv2d = require('lunar.nn.Conv2d'),
   Conv3d = require('lunar.nn.Conv3d'),
   gradcheck = require('lunar.nn.gradcheck'),
+  flops = require('lunar.nn.flops'),
 }
 
 --- Whether v is a module (an instance of lunar.nn.Module or a subclass).
