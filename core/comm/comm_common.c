@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "internal.h"
 
@@ -144,4 +145,14 @@ lunar_status comm_check_all_gather(const comm_ctx *x, lunar_tensor *out, const l
         *in_place = 1;
     }
     return LUNAR_OK;
+}
+
+void *comm_split_alloc(const comm_ctx *x, int color, size_t size) {
+    if (color < 0) {
+        comm_fail(x, LUNAR_ERR_ARG, "color %d is negative (colors are >= 0)", color);
+        return NULL;
+    }
+    void *nc = calloc(1, size);
+    if (!nc) comm_fail(x, LUNAR_ERR_OOM, "out of memory");
+    return nc;
 }

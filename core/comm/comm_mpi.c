@@ -172,15 +172,8 @@ void lunar_comm_set_name(lunar_comm *c, const char *name) {
 lunar_comm *lunar_comm_split(lunar_comm *c, int color, int key) {
     if (comm_check_comm(c, "split")) return NULL;
     comm_ctx x = ctx_of(c, "split");
-    if (color < 0) {
-        comm_fail(&x, LUNAR_ERR_ARG, "color %d is negative (colors are >= 0)", color);
-        return NULL;
-    }
-    lunar_comm *nc = calloc(1, sizeof *nc);
-    if (!nc) {
-        comm_fail(&x, LUNAR_ERR_OOM, "out of memory");
-        return NULL;
-    }
+    lunar_comm *nc = comm_split_alloc(&x, color, sizeof *nc);
+    if (!nc) return NULL;
     MPI_Comm sub;
     int rc = MPI_Comm_split(c->comm, color, key, &sub);
     if (rc != MPI_SUCCESS) {

@@ -54,6 +54,11 @@ lunar_status comm_check_reduce_scatter(const comm_ctx *x, lunar_tensor *out, con
  * in-place form (*in_place = 1 then, else 0). */
 lunar_status comm_check_all_gather(const comm_ctx *x, lunar_tensor *out, const lunar_tensor *in, int *in_place);
 
+/* split's common start (every backend): a negative color is an error;
+ * otherwise a zeroed communicator of `size` bytes (NULL and an error when
+ * memory runs out). */
+void *comm_split_alloc(const comm_ctx *x, int color, size_t size);
+
 /* A rank argument in [0, size) (`what`: "root", "dst", "src"), and for
  * point to point not the caller's own rank. */
 lunar_status comm_check_rank(const comm_ctx *x, int r, const char *what, int not_self);
