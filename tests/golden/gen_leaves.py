@@ -5,8 +5,9 @@
 # gradients by parameter name (the names Lunar's composition gives).
 #
 # Run (from the repository root, with Debian's PyTorch):
-#     /usr/bin/python3 tests/golden/gen_leaves.py [OUTPUT]
-# Writes OUTPUT (default tests/golden/leaves.safetensors; the writer of
+#     /usr/bin/python3 tests/golden/gen_leaves.py OUTPUT
+# (tests/lua/test_models_as_code.lua runs it into a temporary file: the data
+# is generated, never committed.) Writes OUTPUT (the writer of
 # gen_golden.py, no safetensors package) holding, per case C:
 #     C.x, C.dy              F32 inputs
 #     C.param.<name>         F32 the module's weights (Lunar copies them in)
@@ -128,7 +129,9 @@ def cases():
 
 
 def main():
-    out = sys.argv[1] if len(sys.argv) > 1 else "tests/golden/leaves.safetensors"
+    if len(sys.argv) != 2:
+        sys.exit("usage: gen_leaves.py OUTPUT")
+    out = sys.argv[1]
     torch.manual_seed(17)
     tensors, names = [], []
     for name, m, shape in cases():
