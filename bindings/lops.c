@@ -26,6 +26,11 @@
  *   ops.adamw_step(p, m, v, g, lr, beta1, beta2, eps, wd, t)
  *   ops.sgd_step(p, buf|nil, g, lr, momentum, wd, nesterov, first)
  *   ops.sum_squares(x) -> number (double accumulation)
+ * f64 (nn.gradcheck): the ops of the models-as-code leaves (linear, patchify, layernorm, gelu,
+ * rmsnorm, activation, attention, embed_tokens, dropout, add, scale_) take f64 operands, all of
+ * one real dtype, and return f64 outputs, computed by the double reference kernels
+ * (lunar_ref_*_f64) on the CPU while ops.use_reference_kernels(true) is set; elsewhere an
+ * f64 operand is an error that says so.
  * bf16 mixed precision (precision = 'bf16'; ops.h):
  *   y = ops.linear(x, w16 [, b [, 'bf16']])   a bf16 weight: the bf16 GEMM; x f32 or bf16;
  *                                   y f32, or bf16 with 'bf16' (rounded once from the fp32 sums)
@@ -60,8 +65,13 @@ static lunar_tensor *new_like_shape(lua_State *L, int ndim, const int64_t *shape
     return t;
 }
 
+/* The real dtype of an op's outputs: f64 for an f64 operand t (nn.gradcheck: the
+ * reference kernels in double, ops.c), else f32. */
+static lunar_dtype real_of(const lunar_tensor *t) { return t->dtype == LUNAR_F64 ? LUNAR_F64 : LUNAR_F32; }
+
+/* A new real output of ref's shape (f64 for an f64 ref, else f32). */
 static lunar_tensor *new_like(lua_State *L, const lunar_tensor *ref) {
-    return new_like_shape(L, ref->ndim, ref->shape, LUNAR_F32);
+    return new_like_shape(L, ref->ndim, ref->shape, real_of(ref));
 }
 
 static uint64_t stream_arg(lua_State *L, int idx) {
@@ -72,7 +82,7 @@ static uint64_t stream_arg(lua_State *L, int idx) {
 /* The optional output dtype argument of the ops with a bf16 output: nil or
  * 'f32' (the default) or 'bf16'. */
 static lunar_dtype out_dtype_arg(lua_State *L, int idx) {
-    if (lua_isnoneornil(L, idx)) return LUNAR_F32;
+    if (lua_isnoneornil(L, idx)) return real_of(lunar_check_tensor(L, 1));   /* f64 for an f64 x */
     const char *s = luaL_checkstring(L, idx);
     if (!strcmp(s, "f32")) return LUNAR_F32;
     if (!strcmp(s, "bf16")) return LUNAR_BF16;
@@ -104,7 +114,7 @@ static int l_patchify(lua_State *L) {
     int P = (int)luaL_checkinteger(L, 2);
     int64_t shape[3];
     TRY(lunar_op_patchify_out_shape(shape, img, P));
-    lunar_tensor *out = new_like_shape(L, 3, shape, LUNAR_F32);
+    lunar_tensor *out = new_like_shape(L, 3, shape, real_of(img));
     TRY(lunar_op_patchify_forward(out, img, P));
     return 1;
 }
@@ -116,7 +126,7 @@ static int l_patchify_backward(lua_State *L) {
     int nd = (int)luaL_len(L, 2);
     if (nd < 1 || nd > LUNAR_MAX_DIMS) return luaL_error(L, "patchify_backward: bad image shape");
     for (int i = 0; i < nd; i++) { lua_geti(L, 2, i + 1); shape[i] = lua_tointeger(L, -1); lua_pop(L, 1); }
-    lunar_tensor *dimg = new_like_shape(L, nd, shape, LUNAR_F32);
+    lunar_tensor *dimg = new_like_shape(L, nd, shape, real_of(dp));
     TRY(lunar_op_patchify_backward(dimg, dp, (int)luaL_checkinteger(L, 3)));
     return 1;
 }
@@ -127,8 +137,8 @@ static int l_layernorm(lua_State *L) {
     lunar_dtype odt = out_dtype_arg(L, 5);
     int64_t rows = lunar_op_layernorm_rows(x);
     lunar_tensor *y = new_like_shape(L, x->ndim, x->shape, odt);
-    lunar_tensor *mean = new_like_shape(L, 1, &rows, LUNAR_F32);
-    lunar_tensor *rstd = new_like_shape(L, 1, &rows, LUNAR_F32);
+    lunar_tensor *mean = new_like_shape(L, 1, &rows, real_of(x));
+    lunar_tensor *rstd = new_like_shape(L, 1, &rows, real_of(x));
     TRY(lunar_op_layernorm_forward(y, mean, rstd, x, w, b, eps));
     return 3;
 }
@@ -160,7 +170,7 @@ static int l_rmsnorm(lua_State *L) {
     float eps = (float)luaL_optnumber(L, 3, 1e-6);
     int64_t rows = lunar_op_layernorm_rows(x);
     lunar_tensor *y = new_like(L, x);
-    lunar_tensor *rstd = new_like_shape(L, 1, &rows, LUNAR_F32);
+    lunar_tensor *rstd = new_like_shape(L, 1, &rows, real_of(x));
     TRY(lunar_op_rmsnorm_forward(y, rstd, x, w, eps));
     return 2;
 }
@@ -222,7 +232,7 @@ static int l_attention(lua_State *L) {
     int64_t oshape[3], lshape[3];
     TRY(lunar_op_attention_out_shapes(oshape, lshape, qkv, H));
     lunar_tensor *o = new_like_shape(L, 3, oshape, qkv->dtype);   /* bf16 for a bf16 qkv */
-    lunar_tensor *lse = new_like_shape(L, 3, lshape, LUNAR_F32);
+    lunar_tensor *lse = new_like_shape(L, 3, lshape, real_of(qkv));
     TRY(lunar_op_attention_forward(o, lse, qkv, H));
     return 2;
 }
@@ -239,7 +249,7 @@ static int l_embed_tokens(lua_State *L) {
     lunar_tensor *x = T(1), *cls = T(2), *pos = T(3);
     int64_t shape[3];
     TRY(lunar_op_embed_tokens_out_shape(shape, x));
-    lunar_tensor *out = new_like_shape(L, 3, shape, LUNAR_F32);
+    lunar_tensor *out = new_like_shape(L, 3, shape, real_of(x));
     TRY(lunar_op_embed_tokens_forward(out, x, cls, pos));
     return 1;
 }
@@ -251,7 +261,7 @@ static int l_embed_tokens_backward(lua_State *L) {
     if (need_dx) {
         int64_t shape[3];
         TRY(lunar_op_embed_tokens_dx_shape(shape, dout));
-        dx = new_like_shape(L, 3, shape, LUNAR_F32);
+        dx = new_like_shape(L, 3, shape, real_of(dout));
     }
     TRY(lunar_op_embed_tokens_backward(dx, dcls, dpos, dout));
     if (!dx) lua_pushnil(L);

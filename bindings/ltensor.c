@@ -456,13 +456,15 @@ static int mt_len(lua_State *L) {
 }
 
 /* t + u, t - u, t * u, t / u and -t: lunar_op_arith (ops.h) on the device of the
- * tensor operand, either operand a number; the result is f32. */
+ * tensor operand, either operand a number; the result is f64 when a tensor operand
+ * is f64 (on the CPU), else f32. */
 static int arith(lua_State *L, int op) {
     lunar_tensor *a = lua_isuserdata(L, 1) ? lunar_check_tensor(L, 1) : NULL;
     lunar_tensor *b = lua_isuserdata(L, 2) ? lunar_check_tensor(L, 2) : NULL;
     double sa = a ? 0 : luaL_checknumber(L, 1), sb = b ? 0 : luaL_checknumber(L, 2);
     const lunar_tensor *ref = a ? a : b;
-    lunar_tensor *out = lunar_tensor_new(LUNAR_F32, ref->ndim, ref->shape, lunar_tensor_device(ref));
+    int f64 = (a && a->dtype == LUNAR_F64) || (b && b->dtype == LUNAR_F64);
+    lunar_tensor *out = lunar_tensor_new(f64 ? LUNAR_F64 : LUNAR_F32, ref->ndim, ref->shape, lunar_tensor_device(ref));
     lunar_push_tensor(L, out);   /* raises when out is NULL; collected on an error below */
     if (lunar_op_arith(out, a, sa, b, sb, op)) return lunar_raise(L);
     return 1;

@@ -34,6 +34,14 @@
 
 static const lunar_backend cpu_backend = BACKEND_TABLE("cpu", LUNAR_CPU_KERNEL);
 static const lunar_backend ref_backend = BACKEND_TABLE("ref", LUNAR_REF_F32);
+/* f64 operands (nn.gradcheck's finite differences): the reference kernels in double,
+ * lunar_ref_*_f64, on the CPU while the reference kernels are selected (ref64_get). */
+typedef struct {
+    const char *name;
+    LUNAR_KERNEL_DECLS(LUNAR_BACKEND_FIELD, double)
+    lunar_status (*check)(void);
+} backend64;
+static const backend64 ref64_backend = BACKEND_TABLE("ref64", LUNAR_REF_F64);
 static int use_ref;
 
 const lunar_backend *lunar_backend_get(int device) {
@@ -142,6 +150,36 @@ static int check_t_f32_bf16(const char *op, const char *arg, const lunar_tensor 
 #define FOPT(t) ((t) ? F(t) : NULL)
 #define LAST(t) ((t)->ndim ? (t)->shape[(t)->ndim - 1] : 1)
 
+/* f64: the ops that take it (every op of the models-as-code leaves, for nn.gradcheck)
+ * compute in the op's real dtype, REAL(lead): f64 when the lead tensor is f64, else
+ * f32. R checks a tensor against it (R16 also lets a bf16 through in f32, the bf16
+ * operands of precision = 'bf16'). BACKEND_R is BACKEND plus be64, the double
+ * reference kernels, for f64 (the fast CPU and CUDA kernels take f32 only: ref64_get
+ * refuses f64 there with the reason). KERNEL(k, ...) calls k on be64 or be, its
+ * tensor arguments V(t) (untyped data, float * or double * by the kernel's type). */
+#define REAL(lead) const lunar_dtype rdt_ = (lead) && (lead)->dtype == LUNAR_F64 ? LUNAR_F64 : LUNAR_F32
+#define R(op, name, t) CHECK(check_t(op, name, t, rdt_))
+#define R_OPT(op, name, t) do { if (t) R(op, name, t); } while (0)
+#define R16(op, name, t) \
+    CHECK(check_t(op, name, t, rdt_ == LUNAR_F32 && (t) && (t)->dtype == LUNAR_BF16 ? LUNAR_BF16 : rdt_))
+#define V(t) lunar_tensor_data(t)
+#define VOPT(t) ((t) ? V(t) : NULL)
+#define BACKEND_R(op, ...)                                                                     \
+    BACKEND(op, __VA_ARGS__);                                                                   \
+    const backend64 *be64 = NULL;                                                               \
+    if (rdt_ == LUNAR_F64 && !(be64 = ref64_get(op, lunar_tensor_device(devs_[0])))) return lunar_last_status()
+#define KERNEL(k, ...) do { if (be64) be64->k(__VA_ARGS__); else be->k(__VA_ARGS__); } while (0)
+
+/* The double reference kernels for an f64 op on device: the CPU with the reference
+ * kernels selected (lunar_backend_use_ref), else NULL with an error naming op. */
+static const backend64 *ref64_get(const char *op, int device) {
+    if (device == LUNAR_CPU && use_ref) return &ref64_backend;
+    lunar_error(LUNAR_ERR_DTYPE, "%s: f64 operands run on the reference kernels on the CPU only "
+                "(lunar.ops.use_reference_kernels(true), as nn.gradcheck selects); the %s kernels take f32",
+                op, device == LUNAR_CPU ? "fast CPU" : "CUDA");
+    return NULL;
+}
+
 // ----------------------------------------------------------------------------
 // ops
 
@@ -161,19 +199,20 @@ lunar_status lunar_op_linear_forward(lunar_tensor *out, const lunar_tensor *inp,
     const char *op = "linear";
     /* a bf16 weight selects the bf16 GEMM (precision = 'bf16'): inp f32 or bf16 */
     int w16 = weight && weight->dtype == LUNAR_BF16;
+    REAL(inp);
     if (w16) { T32_16(op, "out", out); T32_16(op, "inp", inp); T16(op, "weight", weight); }
-    else { T(op, "out", out); T(op, "inp", inp); T(op, "weight", weight); }
-    T_OPT(op, "bias", bias);
+    else { R(op, "out", out); R(op, "inp", inp); R(op, "weight", weight); }
+    R_OPT(op, "bias", bias);
     int64_t M, K, N;
     CHECK(linear_geom(op, inp, weight, &M, &K, &N));
     if (bias) CHECK(check_numel(op, "bias", bias, N, "N = weight rows"));
     if (LAST(out) != N || lunar_tensor_numel(out) != M * N)
         return shape_err(op, "out", out, "weight", weight, "do not fit (out must be [..., N])");
-    BACKEND(op, inp, out, weight, bias);
+    BACKEND_R(op, inp, out, weight, bias);
     if (w16)
         be->linear_forward_bf16(lunar_tensor_data(out), IS16(out), lunar_tensor_data(inp), IS16(inp), H(weight),
                                 FOPT(bias), (int)M, (int)K, (int)N);
-    else be->linear_forward(F(out), F(inp), F(weight), FOPT(bias), (int)M, (int)K, (int)N);
+    else KERNEL(linear_forward, V(out), V(inp), V(weight), VOPT(bias), (int)M, (int)K, (int)N);
     DONE();
 }
 
@@ -182,9 +221,10 @@ lunar_status lunar_op_linear_backward(lunar_tensor *dinp, lunar_tensor *dweight,
                                       const lunar_tensor *weight) {
     const char *op = "linear_backward";
     int w16 = weight && weight->dtype == LUNAR_BF16;   /* the bf16 GEMMs, as in forward */
-    T_OPT(op, "dinp", dinp); T(op, "dweight", dweight); T_OPT(op, "dbias", dbias);
+    REAL(dweight);
+    R_OPT(op, "dinp", dinp); R(op, "dweight", dweight); R_OPT(op, "dbias", dbias);
     if (w16) { T32_16(op, "dout", dout); T32_16(op, "inp", inp); T16(op, "weight", weight); }
-    else { T(op, "dout", dout); T(op, "inp", inp); T(op, "weight", weight); }
+    else { R(op, "dout", dout); R(op, "inp", inp); R(op, "weight", weight); }
     int64_t M, K, N;
     CHECK(linear_geom(op, inp, weight, &M, &K, &N));
     if (LAST(dout) != N || lunar_tensor_numel(dout) != M * N)
@@ -192,12 +232,12 @@ lunar_status lunar_op_linear_backward(lunar_tensor *dinp, lunar_tensor *dweight,
     if (dinp) CHECK(check_numel(op, "dinp", dinp, M * K, "the size of inp"));
     CHECK(check_numel(op, "dweight", dweight, N * K, "the size of weight"));
     if (dbias) CHECK(check_numel(op, "dbias", dbias, N, "N"));
-    BACKEND(op, inp, dinp, dweight, dbias, dout, weight);
+    BACKEND_R(op, inp, dinp, dweight, dbias, dout, weight);
     if (w16)
         be->linear_backward_bf16(FOPT(dinp), F(dweight), FOPT(dbias), lunar_tensor_data(dout), IS16(dout),
                                  lunar_tensor_data(inp), IS16(inp), H(weight), (int)M, (int)K, (int)N);
     else
-        be->linear_backward(FOPT(dinp), F(dweight), FOPT(dbias), F(dout), F(inp), F(weight), (int)M, (int)K, (int)N);
+        KERNEL(linear_backward, VOPT(dinp), V(dweight), VOPT(dbias), V(dout), V(inp), V(weight), (int)M, (int)K, (int)N);
     DONE();
 }
 
@@ -226,23 +266,25 @@ static int patch_geom(const char *op, const lunar_tensor *img, int P, int *S, in
 
 lunar_status lunar_op_patchify_forward(lunar_tensor *out, const lunar_tensor *inp, int P) {
     const char *op = "patchify";
-    T(op, "out", out); T(op, "inp", inp);
+    REAL(inp);
+    R(op, "out", out); R(op, "inp", inp);
     int S[3], k; int64_t L, cols;
     CHECK(patch_geom(op, inp, P, S, &k, &L, &cols));
     CHECK(check_numel(op, "out", out, inp->shape[0] * L * cols, "[B, patches, C*P^k]"));
-    BACKEND(op, inp, out);
-    be->patchify_forward(F(out), F(inp), (int)inp->shape[0], (int)inp->shape[1], k, S, P);
+    BACKEND_R(op, inp, out);
+    KERNEL(patchify_forward, V(out), V(inp), (int)inp->shape[0], (int)inp->shape[1], k, S, P);
     DONE();
 }
 
 lunar_status lunar_op_patchify_backward(lunar_tensor *dinp, const lunar_tensor *dout, int P) {
     const char *op = "patchify_backward";
-    T(op, "dinp", dinp); T(op, "dout", dout);
+    REAL(dout);
+    R(op, "dinp", dinp); R(op, "dout", dout);
     int S[3], k; int64_t L, cols;
     CHECK(patch_geom(op, dinp, P, S, &k, &L, &cols));
     CHECK(check_numel(op, "dout", dout, dinp->shape[0] * L * cols, "[B, patches, C*P^k]"));
-    BACKEND(op, dinp, dout);
-    be->patchify_backward(F(dinp), F(dout), (int)dinp->shape[0], (int)dinp->shape[1], k, S, P);
+    BACKEND_R(op, dinp, dout);
+    KERNEL(patchify_backward, V(dinp), V(dout), (int)dinp->shape[0], (int)dinp->shape[1], k, S, P);
     DONE();
 }
 
@@ -250,17 +292,18 @@ lunar_status lunar_op_layernorm_forward(lunar_tensor *out, lunar_tensor *mean, l
                                         const lunar_tensor *inp, const lunar_tensor *weight,
                                         const lunar_tensor *bias, float eps) {
     const char *op = "layernorm";
-    T32_16(op, "out", out); T(op, "mean", mean); T(op, "rstd", rstd); T(op, "inp", inp);
-    T(op, "weight", weight); T(op, "bias", bias);
+    REAL(inp);
+    R16(op, "out", out); R(op, "mean", mean); R(op, "rstd", rstd); R(op, "inp", inp);
+    R(op, "weight", weight); R(op, "bias", bias);
     int64_t C = LAST(inp), M = lunar_op_layernorm_rows(inp);
     if (lunar_tensor_numel(weight) != C) return shape_err(op, "inp", inp, "weight", weight, "differ in C");
     CHECK(check_numel(op, "bias", bias, C, "C"));
     CHECK(check_numel(op, "out", out, M * C, "the size of inp"));
     CHECK(check_numel(op, "mean", mean, M, "rows of inp"));
     CHECK(check_numel(op, "rstd", rstd, M, "rows of inp"));
-    BACKEND(op, inp, out, mean, rstd, weight, bias);
+    BACKEND_R(op, inp, out, mean, rstd, weight, bias);
     if (IS16(out)) be->layernorm_forward_bf16(H(out), F(mean), F(rstd), F(inp), F(weight), F(bias), (int)M, (int)C, eps);
-    else be->layernorm_forward(F(out), F(mean), F(rstd), F(inp), F(weight), F(bias), (int)M, (int)C, eps);
+    else KERNEL(layernorm_forward, V(out), V(mean), V(rstd), V(inp), V(weight), V(bias), (int)M, (int)C, eps);
     DONE();
 }
 
@@ -283,52 +326,56 @@ lunar_status lunar_op_layernorm_backward(lunar_tensor *dinp, lunar_tensor *dweig
                                          const lunar_tensor *weight, const lunar_tensor *mean,
                                          const lunar_tensor *rstd) {
     const char *op = "layernorm_backward";
-    T(op, "dinp", dinp); T(op, "dweight", dweight); T(op, "dbias", dbias); T(op, "dout", dout);
-    T(op, "inp", inp); T(op, "weight", weight); T(op, "mean", mean); T(op, "rstd", rstd);
+    REAL(inp);
+    R(op, "dinp", dinp); R(op, "dweight", dweight); R(op, "dbias", dbias); R(op, "dout", dout);
+    R(op, "inp", inp); R(op, "weight", weight); R(op, "mean", mean); R(op, "rstd", rstd);
     int64_t C, M;
     CHECK(norm_backward_sizes(op, &M, &C, inp, weight, dout, dinp, dweight));
     CHECK(check_numel(op, "dbias", dbias, C, "C"));
     CHECK(check_numel(op, "mean", mean, M, "rows"));
     CHECK(check_numel(op, "rstd", rstd, M, "rows"));
-    BACKEND(op, inp, dinp, dweight, dbias, dout, weight, mean, rstd);
-    be->layernorm_backward(F(dinp), F(dweight), F(dbias), F(dout), F(inp), F(weight), F(mean), F(rstd),
-                           (int)M, (int)C);
+    BACKEND_R(op, inp, dinp, dweight, dbias, dout, weight, mean, rstd);
+    KERNEL(layernorm_backward, V(dinp), V(dweight), V(dbias), V(dout), V(inp), V(weight), V(mean), V(rstd),
+           (int)M, (int)C);
     DONE();
 }
 
 lunar_status lunar_op_gelu_forward(lunar_tensor *out, const lunar_tensor *inp) {
-    T32_16("gelu", "out", out); T32_16("gelu", "inp", inp);
+    REAL(inp);
+    R16("gelu", "out", out); R16("gelu", "inp", inp);
     if (IS16(inp) && !IS16(out))   /* a bf16 input (precision = 'bf16') gives a bf16 output */
         return lunar_error(LUNAR_ERR_DTYPE, "gelu: inp has dtype bf16, so out must be bf16 (got f32)");
     CHECK(check_numel("gelu", "out", out, lunar_tensor_numel(inp), "the size of inp"));
-    BACKEND("gelu", inp, out);
+    BACKEND_R("gelu", inp, out);
     if (IS16(out)) be->gelu_forward_bf16(H(out), lunar_tensor_data(inp), IS16(inp), (size_t)lunar_tensor_numel(inp));
-    else be->gelu_forward(F(out), F(inp), (size_t)lunar_tensor_numel(inp));
+    else KERNEL(gelu_forward, V(out), V(inp), (size_t)lunar_tensor_numel(inp));
     DONE();
 }
 
 lunar_status lunar_op_gelu_backward(lunar_tensor *dinp, const lunar_tensor *dout, const lunar_tensor *inp) {
     const char *op = "gelu_backward";
-    T(op, "dinp", dinp); T(op, "dout", dout); T32_16(op, "inp", inp);
+    REAL(dout);
+    R(op, "dinp", dinp); R(op, "dout", dout); R16(op, "inp", inp);
     int64_t n = lunar_tensor_numel(inp);
     CHECK(check_numel(op, "dout", dout, n, "the size of inp"));
     CHECK(check_numel(op, "dinp", dinp, n, "the size of inp"));
-    BACKEND(op, inp, dinp, dout);
+    BACKEND_R(op, inp, dinp, dout);
     if (IS16(inp)) be->gelu_backward_bf16(F(dinp), F(dout), H(inp), (size_t)n);
-    else be->gelu_backward(F(dinp), F(dout), F(inp), (size_t)n);
+    else KERNEL(gelu_backward, V(dinp), V(dout), V(inp), (size_t)n);
     DONE();
 }
 
 lunar_status lunar_op_rmsnorm_forward(lunar_tensor *out, lunar_tensor *rstd, const lunar_tensor *inp,
                                       const lunar_tensor *weight, float eps) {
     const char *op = "rmsnorm";
-    T(op, "out", out); T(op, "rstd", rstd); T(op, "inp", inp); T(op, "weight", weight);
+    REAL(inp);
+    R(op, "out", out); R(op, "rstd", rstd); R(op, "inp", inp); R(op, "weight", weight);
     int64_t C = LAST(inp), M = lunar_op_layernorm_rows(inp);
     if (lunar_tensor_numel(weight) != C) return shape_err(op, "inp", inp, "weight", weight, "differ in C");
     CHECK(check_numel(op, "out", out, M * C, "the size of inp"));
     CHECK(check_numel(op, "rstd", rstd, M, "rows of inp"));
-    BACKEND(op, inp, out, rstd, weight);
-    be->rmsnorm_forward(F(out), F(rstd), F(inp), F(weight), (int)M, (int)C, eps);
+    BACKEND_R(op, inp, out, rstd, weight);
+    KERNEL(rmsnorm_forward, V(out), V(rstd), V(inp), V(weight), (int)M, (int)C, eps);
     DONE();
 }
 
@@ -336,13 +383,14 @@ lunar_status lunar_op_rmsnorm_backward(lunar_tensor *dinp, lunar_tensor *dweight
                                        const lunar_tensor *inp, const lunar_tensor *weight,
                                        const lunar_tensor *rstd) {
     const char *op = "rmsnorm_backward";
-    T(op, "dinp", dinp); T(op, "dweight", dweight); T(op, "dout", dout); T(op, "inp", inp);
-    T(op, "weight", weight); T(op, "rstd", rstd);
+    REAL(inp);
+    R(op, "dinp", dinp); R(op, "dweight", dweight); R(op, "dout", dout); R(op, "inp", inp);
+    R(op, "weight", weight); R(op, "rstd", rstd);
     int64_t C, M;
     CHECK(norm_backward_sizes(op, &M, &C, inp, weight, dout, dinp, dweight));
     CHECK(check_numel(op, "rstd", rstd, M, "rows of inp"));
-    BACKEND(op, inp, dinp, dweight, dout, weight, rstd);
-    be->rmsnorm_backward(F(dinp), F(dweight), F(dout), F(inp), F(weight), F(rstd), (int)M, (int)C);
+    BACKEND_R(op, inp, dinp, dweight, dout, weight, rstd);
+    KERNEL(rmsnorm_backward, V(dinp), V(dweight), V(dout), V(inp), V(weight), V(rstd), (int)M, (int)C);
     DONE();
 }
 
@@ -383,10 +431,11 @@ lunar_status lunar_op_resize_bicubic(lunar_tensor *out, const lunar_tensor *inp,
 lunar_status lunar_op_activation_forward(lunar_tensor *out, const lunar_tensor *inp, int kind) {
     const char *op = act_name(kind);
     if (!op) return lunar_error(LUNAR_ERR_ARG, "activation: unknown kind %d (LUNAR_ACT_*)", kind);
-    T(op, "out", out); T(op, "inp", inp);
+    REAL(inp);
+    R(op, "out", out); R(op, "inp", inp);
     CHECK(check_numel(op, "out", out, lunar_tensor_numel(inp), "the size of inp"));
-    BACKEND(op, inp, out);
-    be->activation_forward(F(out), F(inp), (size_t)lunar_tensor_numel(inp), kind);
+    BACKEND_R(op, inp, out);
+    KERNEL(activation_forward, V(out), V(inp), (size_t)lunar_tensor_numel(inp), kind);
     DONE();
 }
 
@@ -396,12 +445,13 @@ lunar_status lunar_op_activation_backward(lunar_tensor *dinp, const lunar_tensor
     if (!name) return lunar_error(LUNAR_ERR_ARG, "activation_backward: unknown kind %d (LUNAR_ACT_*)", kind);
     char op[32];
     snprintf(op, sizeof op, "%s_backward", name);
-    T(op, "dinp", dinp); T(op, "dout", dout); T(op, "inp", inp);
+    REAL(inp);
+    R(op, "dinp", dinp); R(op, "dout", dout); R(op, "inp", inp);
     int64_t n = lunar_tensor_numel(inp);
     CHECK(check_numel(op, "dout", dout, n, "the size of inp"));
     CHECK(check_numel(op, "dinp", dinp, n, "the size of inp"));
-    BACKEND(op, inp, dinp, dout);
-    be->activation_backward(F(dinp), F(dout), F(inp), (size_t)n, kind);
+    BACKEND_R(op, inp, dinp, dout);
+    KERNEL(activation_backward, V(dinp), V(dout), V(inp), (size_t)n, kind);
     DONE();
 }
 
@@ -420,14 +470,15 @@ static int attn_geom(const char *op, const lunar_tensor *qkv, int H, int *B, int
 lunar_status lunar_op_attention_forward(lunar_tensor *out, lunar_tensor *lse, const lunar_tensor *qkv, int H) {
     const char *op = "attention";
     /* qkv f32 or bf16 (precision = 'bf16'); out of qkv's dtype; lse f32 */
-    T32_16(op, "qkv", qkv); CHECK(check_t(op, "out", out, qkv->dtype)); T(op, "lse", lse);
+    REAL(qkv);
+    R16(op, "qkv", qkv); CHECK(check_t(op, "out", out, qkv->dtype)); R(op, "lse", lse);
     int B, N, D;
     CHECK(attn_geom(op, qkv, H, &B, &N, &D));
     CHECK(check_numel(op, "out", out, (int64_t)B * N * H * D, "[B, N, C]"));
     CHECK(check_numel(op, "lse", lse, (int64_t)B * H * N, "[B, H, N]"));
-    BACKEND(op, qkv, out, lse);
+    BACKEND_R(op, qkv, out, lse);
     if (IS16(qkv)) be->attention_forward_bf16(H(out), F(lse), H(qkv), B, N, H, D);
-    else be->attention_forward(F(out), F(lse), F(qkv), B, N, H, D);
+    else KERNEL(attention_forward, V(out), V(lse), V(qkv), B, N, H, D);
     DONE();
 }
 
@@ -435,17 +486,18 @@ lunar_status lunar_op_attention_backward(lunar_tensor *dqkv, const lunar_tensor 
                                          const lunar_tensor *out, const lunar_tensor *lse, int H) {
     const char *op = "attention_backward";
     /* all of qkv's dtype (f32, or bf16 under precision = 'bf16') but lse, f32 */
-    T32_16(op, "qkv", qkv); CHECK(check_t(op, "dqkv", dqkv, qkv->dtype)); CHECK(check_t(op, "dout", dout, qkv->dtype));
-    CHECK(check_t(op, "out", out, qkv->dtype)); T(op, "lse", lse);
+    REAL(qkv);
+    R16(op, "qkv", qkv); CHECK(check_t(op, "dqkv", dqkv, qkv->dtype)); CHECK(check_t(op, "dout", dout, qkv->dtype));
+    CHECK(check_t(op, "out", out, qkv->dtype)); R(op, "lse", lse);
     int B, N, D;
     CHECK(attn_geom(op, qkv, H, &B, &N, &D));
     CHECK(check_numel(op, "dqkv", dqkv, lunar_tensor_numel(qkv), "the size of qkv"));
     CHECK(check_numel(op, "dout", dout, (int64_t)B * N * H * D, "[B, N, C]"));
     CHECK(check_numel(op, "out", out, (int64_t)B * N * H * D, "[B, N, C]"));
     CHECK(check_numel(op, "lse", lse, (int64_t)B * H * N, "[B, H, N]"));
-    BACKEND(op, qkv, dqkv, dout, out, lse);
+    BACKEND_R(op, qkv, dqkv, dout, out, lse);
     if (IS16(qkv)) be->attention_backward_bf16(H(dqkv), H(dout), H(qkv), H(out), F(lse), B, N, H, D);
-    else be->attention_backward(F(dqkv), F(dout), F(qkv), F(out), F(lse), B, N, H, D);
+    else KERNEL(attention_backward, V(dqkv), V(dout), V(qkv), V(out), V(lse), B, N, H, D);
     DONE();
 }
 
@@ -460,29 +512,31 @@ static int embed_geom(const char *op, const char *name, const lunar_tensor *t, i
 lunar_status lunar_op_embed_tokens_forward(lunar_tensor *out, const lunar_tensor *x, const lunar_tensor *cls,
                                            const lunar_tensor *pos) {
     const char *op = "embed_tokens";
-    T(op, "out", out); T(op, "x", x); T(op, "cls", cls); T(op, "pos", pos);
+    REAL(x);
+    R(op, "out", out); R(op, "x", x); R(op, "cls", cls); R(op, "pos", pos);
     CHECK(embed_geom(op, "x", x, 0));
     int64_t B = x->shape[0], L = x->shape[1], C = x->shape[2];
     CHECK(check_numel(op, "cls_token", cls, C, "C"));
     if (lunar_tensor_numel(pos) != (L + 1) * C)
         return shape_err(op, "patches", x, "pos_embed", pos, "do not fit (pos_embed must be [1, L+1, C])");
     CHECK(check_numel(op, "out", out, B * (L + 1) * C, "[B, L+1, C]"));
-    BACKEND(op, x, out, cls, pos);
-    be->embed_tokens_forward(F(out), F(x), F(cls), F(pos), (int)B, (int)L, (int)C);
+    BACKEND_R(op, x, out, cls, pos);
+    KERNEL(embed_tokens_forward, V(out), V(x), V(cls), V(pos), (int)B, (int)L, (int)C);
     DONE();
 }
 
 lunar_status lunar_op_embed_tokens_backward(lunar_tensor *dx, lunar_tensor *dcls, lunar_tensor *dpos,
                                             const lunar_tensor *dout) {
     const char *op = "embed_tokens_backward";
-    T_OPT(op, "dx", dx); T(op, "dcls", dcls); T(op, "dpos", dpos); T(op, "dout", dout);
+    REAL(dout);
+    R_OPT(op, "dx", dx); R(op, "dcls", dcls); R(op, "dpos", dpos); R(op, "dout", dout);
     CHECK(embed_geom(op, "dout", dout, 1));
     int64_t B = dout->shape[0], L = dout->shape[1] - 1, C = dout->shape[2];
     if (dx) CHECK(check_numel(op, "dx", dx, B * L * C, "[B, L, C]"));
     CHECK(check_numel(op, "dcls", dcls, C, "C"));
     CHECK(check_numel(op, "dpos", dpos, (L + 1) * C, "[L+1, C]"));
-    BACKEND(op, dout, dx, dcls, dpos);
-    be->embed_tokens_backward(FOPT(dx), F(dcls), F(dpos), F(dout), (int)B, (int)L, (int)C);
+    BACKEND_R(op, dout, dx, dcls, dpos);
+    KERNEL(embed_tokens_backward, VOPT(dx), V(dcls), V(dpos), V(dout), (int)B, (int)L, (int)C);
     DONE();
 }
 
@@ -493,19 +547,21 @@ static int check_p(const char *op, float p) {
 
 lunar_status lunar_op_dropout_forward(lunar_tensor *out, const lunar_tensor *inp, float p, uint64_t seed,
                                       uint64_t stream, uint64_t offset) {
-    T("dropout", "out", out); T("dropout", "inp", inp); CHECK(check_p("dropout", p));
+    REAL(inp);
+    R("dropout", "out", out); R("dropout", "inp", inp); CHECK(check_p("dropout", p));
     CHECK(check_numel("dropout", "out", out, lunar_tensor_numel(inp), "the size of inp"));
-    BACKEND("dropout", inp, out);
-    be->dropout_forward(F(out), F(inp), (size_t)lunar_tensor_numel(inp), p, seed, stream, offset);
+    BACKEND_R("dropout", inp, out);
+    KERNEL(dropout_forward, V(out), V(inp), (size_t)lunar_tensor_numel(inp), p, seed, stream, offset);
     DONE();
 }
 
 lunar_status lunar_op_dropout_backward(lunar_tensor *dinp, const lunar_tensor *dout, float p, uint64_t seed,
                                        uint64_t stream, uint64_t offset) {
-    T("dropout_backward", "dinp", dinp); T("dropout_backward", "dout", dout); CHECK(check_p("dropout", p));
+    REAL(dout);
+    R("dropout_backward", "dinp", dinp); R("dropout_backward", "dout", dout); CHECK(check_p("dropout", p));
     CHECK(check_numel("dropout_backward", "dinp", dinp, lunar_tensor_numel(dout), "the size of dout"));
-    BACKEND("dropout_backward", dout, dinp);
-    be->dropout_backward(F(dinp), F(dout), (size_t)lunar_tensor_numel(dout), p, seed, stream, offset);
+    BACKEND_R("dropout_backward", dout, dinp);
+    KERNEL(dropout_backward, V(dinp), V(dout), (size_t)lunar_tensor_numel(dout), p, seed, stream, offset);
     DONE();
 }
 
@@ -569,19 +625,21 @@ lunar_status lunar_op_accuracy_count(int64_t *correct, const lunar_tensor *logit
 }
 
 lunar_status lunar_op_add(lunar_tensor *out, const lunar_tensor *a, const lunar_tensor *b) {
-    T("add", "out", out); T("add", "a", a); T("add", "b", b);
+    REAL(a);
+    R("add", "out", out); R("add", "a", a); R("add", "b", b);
     int64_t n = lunar_tensor_numel(a);
     if (lunar_tensor_numel(b) != n) return shape_err("add", "a", a, "b", b, "differ in size");
     CHECK(check_numel("add", "out", out, n, "the size of a"));
-    BACKEND("add", a, out, b);
-    be->add(F(out), F(a), F(b), (size_t)n);
+    BACKEND_R("add", a, out, b);
+    KERNEL(add, V(out), V(a), V(b), (size_t)n);
     DONE();
 }
 
 lunar_status lunar_op_scale(lunar_tensor *x, float s) {
-    T("scale", "x", x);
-    BACKEND("scale", x);
-    be->scale(F(x), (size_t)lunar_tensor_numel(x), s);
+    REAL(x);
+    R("scale", "x", x);
+    BACKEND_R("scale", x);
+    KERNEL(scale, V(x), (size_t)lunar_tensor_numel(x), s);
     DONE();
 }
 
@@ -706,7 +764,8 @@ lunar_status lunar_op_arith(lunar_tensor *out, const lunar_tensor *a, double sa,
         return lunar_error(LUNAR_ERR_ARG, "arithmetic: unknown op %d (LUNAR_ARITH_ADD .. LUNAR_ARITH_DIV)", op);
     const char *name = arith_names[op];
     if (!a && !b) return lunar_error(LUNAR_ERR_ARG, "arithmetic (%s): a and b are both scalars", name);
-    T(name, "out", out);
+    REAL(out);   /* out f32, or f64 (on the CPU: the double reference kernel, exact for f64 operands) */
+    R(name, "out", out);
     const lunar_tensor *ref = a ? a : b;
     int same = !(a && b) || a->ndim == b->ndim;   /* the shapes, not just numel, must be equal */
     for (int d = 0; same && a && b && d < a->ndim; d++) same = a->shape[d] == b->shape[d];
@@ -721,13 +780,17 @@ lunar_status lunar_op_arith(lunar_tensor *out, const lunar_tensor *a, double sa,
     CHECK(check_devices(name, a ? "a, b, out" : "b, a, out", devs, 3));
     const lunar_backend *be = lunar_backend_get(lunar_tensor_device(ref));
     if (!be) return lunar_last_status();
+    if (rdt_ == LUNAR_F64 && lunar_tensor_device(ref) != LUNAR_CPU)
+        return lunar_error(LUNAR_ERR_DTYPE, "arithmetic (%s): an f64 result is computed on the CPU only (the CUDA "
+                           "kernel writes f32)", name);
     const void *pa = NULL, *pb = NULL;
     int ea = LUNAR_ELEM_F32, eb = LUNAR_ELEM_F32;
     lunar_tensor *ta = NULL, *tb = NULL;
     int rc = a ? elem_operand(name, "a", a, &pa, &ea, &ta) : LUNAR_OK;
     if (!rc && b) rc = elem_operand(name, "b", b, &pb, &eb, &tb);
     if (!rc) {
-        be->arith(F(out), pa, ea, sa, pb, eb, sb, (size_t)n, op);
+        if (rdt_ == LUNAR_F64) lunar_ref_arith_f64(V(out), pa, ea, sa, pb, eb, sb, (size_t)n, op);
+        else be->arith(F(out), pa, ea, sa, pb, eb, sb, (size_t)n, op);
         rc = be->check ? be->check() : LUNAR_OK;
     }
     lunar_tensor_free(ta);

@@ -23,6 +23,7 @@ local function check(m, x, opts)
   local rep = nn.gradcheck(m, x, opts)
   T.truthy(rep.ok, rep.message)
   T.truthy(rep.checked > 0, 'gradcheck checked elements: ' .. rep.message)
+  T.eq(rep.dtype, 'f64', 'checked in float64: ' .. rep.message)
   return rep
 end
 

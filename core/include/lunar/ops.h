@@ -38,7 +38,13 @@ typedef struct lunar_backend {
  * range, or no CUDA backend in this build). */
 const lunar_backend *lunar_backend_get(int device);
 /* Make the CPU ops use the reference kernels (lunar_ref_*_f32: 1) or the fast
- * ones (0), for tests and debugging (lunar.ops.use_reference_kernels in Lua). */
+ * ones (0), for tests and debugging (lunar.ops.use_reference_kernels in Lua).
+ * With the reference kernels on, the ops of the models-as-code leaves (linear,
+ * patchify, layernorm, gelu, rmsnorm, activation, attention, embed_tokens,
+ * dropout, add, scale) also take f64 operands, all of one real dtype (bf16
+ * aside), on lunar_ref_*_f64: nn.gradcheck's float64 check. Otherwise, and on
+ * CUDA, an f64 operand is LUNAR_ERR_DTYPE naming the op and this switch.
+ * lunar_op_arith writes an f64 out on the CPU always (the f64 reference). */
 void lunar_backend_use_ref(int on);
 
 /* out[..., N] = inp[..., K] @ weight[N, K]^T + bias[N]; bias may be NULL.

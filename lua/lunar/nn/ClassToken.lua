@@ -7,7 +7,7 @@
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
-local f32 = require('lunar.nn.precision').f32
+local f32, real = require('lunar.nn.precision').f32, require('lunar.nn.precision').real
 local ops = lunar.ops
 
 local ClassToken = class('ClassToken', Module)
@@ -25,7 +25,7 @@ function ClassToken:extra_repr() return tostring(self.dim) end
 function ClassToken:forward(x)
   local s = x:shape()
   if #s ~= 3 or s[3] ~= self.dim then self:shape_error('tokens', s, {'B', 'N', self.dim}) end
-  local zero = lunar.zeros({1, s[2] + 1, self.dim}, 'f32', x:device())
+  local zero = lunar.zeros({1, s[2] + 1, self.dim}, real(x), x:device())
   local xf, copied = f32(x)                  -- bf16 under precision = 'bf16'
   local y = ops.embed_tokens(xf, self.cls_token, zero)
   zero:free()
@@ -37,7 +37,7 @@ end
 function ClassToken:backward(ctx, dy, need_dx)
   ctx:free()
   local s = dy:shape()
-  local scratch = lunar.zeros({1, s[2], self.dim}, 'f32', dy:device())   -- the (absent) position table's
+  local scratch = lunar.zeros({1, s[2], self.dim}, real(dy), dy:device())   -- the (absent) position table's
   local dx = ops.embed_tokens_backward(dy, self.grad_cls_token, scratch, need_dx ~= false)
   scratch:free()
   return dx

@@ -12,6 +12,7 @@
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
+local real = require('lunar.nn.precision').real
 local Sequential = require('lunar.nn.Sequential')
 local ops = lunar.ops
 
@@ -67,7 +68,7 @@ function Concat.cat_outputs(self, outs, device, keep)
   local yshape = {}
   for k = 1, #shape do yshape[k] = shape[k] end
   yshape[d] = total
-  local y = lunar.empty(yshape, 'f32', device)
+  local y = lunar.empty(yshape, real(outs[1]), device)
   local off = 1
   for i, o in ipairs(outs) do
     y:narrow(d, off, sizes[i]):copy_(o)

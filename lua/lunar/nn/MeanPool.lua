@@ -6,7 +6,7 @@
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
-local f32 = require('lunar.nn.precision').f32
+local f32, real = require('lunar.nn.precision').f32, require('lunar.nn.precision').real
 local ops = lunar.ops
 
 local MeanPool = class('MeanPool', Module)
@@ -23,7 +23,7 @@ function MeanPool:forward(x)
   local xt = xv:contiguous()                                  -- [B, C, N]
   xv:free()
   if copied then xf:free() end
-  local w = lunar.full({1, N}, 1 / N, 'f32', x:device())
+  local w = lunar.full({1, N}, 1 / N, real(x), x:device())
   local y = ops.linear(xt, w, nil)                            -- [B, C, 1]
   xt:free(); w:free()
   local out = y:view(B, C)
@@ -37,7 +37,7 @@ function MeanPool:backward(ctx, dy, need_dx)
   ctx:free()
   if need_dx == false then return nil end
   local B, N, C = s[1], s[2], s[3]
-  local dx = lunar.empty({B, N, C}, 'f32', dy:device())
+  local dx = lunar.empty({B, N, C}, real(dy), dy:device())
   local scaled = ops.scale_(dy:clone(), 1 / N)
   for n = 1, N do dx:select(2, n):copy_(scaled) end
   scaled:free()

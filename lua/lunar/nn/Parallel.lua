@@ -18,6 +18,7 @@
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
+local real = require('lunar.nn.precision').real
 local Sequential = require('lunar.nn.Sequential')
 local Concat = require('lunar.nn.Concat')
 
@@ -80,7 +81,7 @@ end
 function Parallel:backward(ctx, dy, need_dx)
   if ctx.evaluation then error('nn.Parallel:backward: the forward ran in evaluation mode and kept nothing', 2) end
   local want = need_dx ~= false
-  local dx = want and lunar.zeros(ctx.x:shape(), 'f32', dy:device()) or nil
+  local dx = want and lunar.zeros(ctx.x:shape(), real(dy), dy:device()) or nil
   local off = 1
   for i, c in ipairs(self._children) do
     local n = ctx.sizes[i]

@@ -28,8 +28,8 @@ function PositionEmbedding:forward(x)
   if #s ~= 3 or s[2] ~= self.num_tokens or s[3] ~= self.dim then
     self:shape_error('tokens', s, {'B', self.num_tokens, self.dim})
   end
-  -- a new f32 tensor, never x's storage (contiguous() may be a view; x may be bf16)
-  local y = x:dtype() == 'f32' and x:clone() or x:to('f32')
+  -- a new f32 (f64) tensor, never x's storage (contiguous() may be a view; x may be bf16)
+  local y = x:dtype() == 'bf16' and x:to('f32') or x:clone()
   local pos = self.pos_embed:select(1, 1)
   for b = 1, s[1] do ops.add_(y:select(1, b), pos) end
   return y, Context()

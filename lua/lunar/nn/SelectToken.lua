@@ -4,6 +4,7 @@
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
+local real = require('lunar.nn.precision').real
 
 local SelectToken = class('SelectToken', Module)
 
@@ -30,7 +31,7 @@ function SelectToken:backward(ctx, dy, need_dx)
   local s = ctx.shape
   ctx:free()
   if need_dx == false then return nil end
-  local dx = lunar.zeros(s, 'f32', dy:device())
+  local dx = lunar.zeros(s, real(dy), dy:device())
   local v = dx:select(2, self.index)
   v:copy_(dy)
   v:free()

@@ -45,6 +45,9 @@ local function numel(shape)
   return n
 end
 
+--- The number of elements of a shape (a table of sizes; 1 for {}).
+nn.numel = numel
+
 --- Initializes one parameter tensor by its rule, from the Philox stream
 -- named by its full name: the value depends only on (seed, name).
 function nn.init_param(t, init, seed, name)
