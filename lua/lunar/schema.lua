@@ -261,10 +261,7 @@ schema.checks = {
         "is '%s'; set one of them", tostring(ac.granularity)) }
     end
     if ac.granularity ~= 'full' and not c.CHECKPOINT then return nil end   -- num_layers counts 'full' blocks
-    if c.MODEL ~= nil then
-      return { c.CHECKPOINT and 'CHECKPOINT' or 'activation_checkpointing.granularity', "applies to the built-in " ..
-        "ViT's blocks, not yet to a MODEL (models as code): unset one of them" }
-    end
+    if c.MODEL ~= nil then return nil end   -- a MODEL's 'blocks': setup.config_model checks num_layers on them
     local par = type(c.parallel) == 'table' and c.parallel or {}
     local pp, split = par.pipeline or 1, par.pipeline_split
     if split and #split ~= pp then return nil end      -- the grid's check names that

@@ -92,7 +92,10 @@ end
 -- image through the children before 'blocks'. Raises, naming the config file
 -- and line where MODEL is defined: sequence parallelism (not yet), a result
 -- that is not a lunar.nn module, two parameters with one name, a pipeline
--- with no 'blocks' of DEPTH blocks. Sets model.num_tokens (what the examples
+-- with no 'blocks' of DEPTH blocks, activation checkpointing without a
+-- 'blocks' Sequential (or num_layers beyond its blocks). With
+-- activation_checkpointing / CHECKPOINT the blocks of 'blocks' run as
+-- nn.Sequential:set_activation_checkpointing says (names unchanged). Sets model.num_tokens (what the examples
 -- print) from its first PositionEmbedding when the model does not set it (0:
 -- unknown).
 -- @param cfg a resolved config with MODEL set
@@ -170,6 +173,19 @@ function setup.config_model(cfg, g)
       for i = 2, #hs do s[i] = hs[i] end
       return s
     end
+  end
+  -- activation checkpointing (the key, or CHECKPOINT): the blocks of the model's child 'blocks' (this stage's)
+  local ac = models.activation_checkpointing(cfg)
+  if ac and ac.granularity == 'full' then
+    local blocks
+    for _, c in ipairs(m._children) do if c.name == 'blocks' then blocks = c.module end end
+    if not blocks or blocks.__name ~= 'Sequential' then
+      error(string.format("%s: config key 'MODEL': activation_checkpointing (or CHECKPOINT) applies to the " ..
+        "model's child 'blocks', a nn.Sequential of blocks; this model has %s (wrap modules in nn.Checkpoint " ..
+        'yourself instead)', where, blocks and ("a 'blocks' that is a " .. tostring(blocks.__name)) or
+        "no child named 'blocks'"), 0)
+    end
+    blocks:set_activation_checkpointing(ac, where .. ": config key 'MODEL'")
   end
   m.num_tokens = tokens
   return m, full_count

@@ -296,6 +296,13 @@ function T.check_close(name, a, b, tol, where)
   return w
 end
 
+--- The full parameter names of a lunar.nn module, in order, joined by spaces.
+function T.param_names(m)
+  local t = {}
+  for _, p in ipairs(m:parameters()) do t[#t + 1] = p.name end
+  return table.concat(t, ' ')
+end
+
 --- Marks the running test as skipped (counted apart) and leaves it.
 -- @tparam[opt] string reason shown after the test name
 function T.skip(reason)

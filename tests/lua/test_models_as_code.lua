@@ -12,11 +12,7 @@ local function randn(shape, name, std)
   return lunar.empty(shape):normal_(7, name, 0, std or 1)
 end
 
-local function names(m)
-  local t = {}
-  for _, p in ipairs(m:parameters()) do t[#t + 1] = p.name end
-  return table.concat(t, ' ')
-end
+local names = T.param_names
 
 -- gradcheck passes, and names the worst element
 local function check(m, x, opts)

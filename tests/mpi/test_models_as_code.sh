@@ -8,7 +8,8 @@
 #     stages (1F1B and GPipe, 2 micro-batches), dp 2 x pipeline 2, tensor 2
 #     (attention split, the composed MLP and head replicated) and tensor 2 x
 #     pipeline 2 = one rank with BATCH_SIZE 8: the same losses
-#     (tests/mpi/compare_metrics.lua, 1e-5)
+#     (tests/mpi/compare_metrics.lua, 1e-5); 2 pipeline stages with CHECKPOINT
+#     = true (each stage's blocks checkpointed) too
 #   - sequence parallelism: exit non-zero, the message names MODEL and the
 #     config file, once
 # Run from the repository root (tests/run_all.sh does). Ends with
@@ -52,6 +53,8 @@ same_as_one_rank 2 "pipeline 2, 1f1b, 2 micro-batches" BATCH_SIZE=8 NUM_MICRO_BA
 same_as_one_rank 2 "pipeline 2, gpipe, 2 micro-batches" BATCH_SIZE=8 NUM_MICRO_BATCHES=2 \
   "parallel={pipeline=2, pipeline_schedule='gpipe'}"
 same_as_one_rank 4 "dp 2 x pipeline 2" BATCH_SIZE=4 NUM_MICRO_BATCHES=2 'parallel={pipeline=2}'
+# activation checkpointing of each stage's blocks (CHECKPOINT: the MODEL's 'blocks', one segment a block)
+same_as_one_rank 2 "pipeline 2, CHECKPOINT=true" BATCH_SIZE=8 NUM_MICRO_BATCHES=2 'parallel={pipeline=2}' CHECKPOINT=true
 
 same_as_one_rank 2 "tensor 2" BATCH_SIZE=8 'parallel={tensor={mode="1d", size=2}}'
 same_as_one_rank 4 "tensor 2 x pipeline 2" BATCH_SIZE=8 NUM_MICRO_BATCHES=2 \

@@ -23,30 +23,54 @@
 -- modules (tensor parallelism) run again in the replay, in the same order
 -- on every rank of their group.
 --
--- The segment is not a child of anything: the wrapped modules stay where
--- they are in the module tree (their paths and parameter names unchanged);
--- the segment only calls them.
+-- Two forms:
+-- - Checkpoint(list): a segment that is not a child of anything: the wrapped
+--   modules stay where they are in the module tree (their paths and parameter
+--   names unchanged); the segment only calls them (nn.ViT's and
+--   nn.Sequential:set_activation_checkpointing's segments).
+-- - Checkpoint(module): a wrapper to compose, e.g. nn.Sequential{{'0',
+--   nn.Checkpoint(block)}, ...}: the module is its one child, inlined (as a
+--   Sequential child named ''), so its parameters are named as if the wrapper
+--   were not there ('0.attn.qkv.weight'): timm names, checkpoints and
+--   optimizer state are those of the model without it.
+-- A child's error is prefixed with its path, class and input shape, as in a
+-- Sequential (Sequential.child_forward).
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
+local Sequential = require('lunar.nn.Sequential')
 
 local Checkpoint = class('Checkpoint', Module)
 
---- @param modules a non-empty list of modules, run in order (the output of
---   module k is the input of module k + 1)
+--- @param modules a module (the wrapper form: its inlined child), or a
+--   non-empty list of modules run in order (the output of module k is the
+--   input of module k + 1; not children)
 function Checkpoint:__init(modules)
   Module.__init(self)
-  if type(modules) ~= 'table' or #modules == 0 then
-    error('nn.Checkpoint: expects a non-empty list of modules', 2)
+  if Sequential.is_module(modules) then
+    self.modules = {modules}
+    table.insert(self._children, {name = '', module = modules})
+  else
+    if type(modules) ~= 'table' or #modules == 0 then
+      error('nn.Checkpoint: expects a module or a non-empty list of modules', 2)
+    end
+    self.modules = {}
+    for k, m in ipairs(modules) do
+      if not Sequential.is_module(m) then
+        error(string.format('nn.Checkpoint: entry %d of the list is a %s, not a module', k, type(m)), 2)
+      end
+      self.modules[k] = m
+    end
   end
-  self.modules = {}
-  for k, m in ipairs(modules) do self.modules[k] = m end
   -- the random modules inside (those with rng_state / set_rng_state), found once
   self._random = {}
   for _, m in ipairs(self.modules) do
     m:apply(function(sub) if sub.rng_state and sub.set_rng_state then table.insert(self._random, sub) end end)
   end
 end
+
+--- The wrapper form's child is inlined: it has the wrapper's path.
+Checkpoint.apply = Sequential.apply
 
 function Checkpoint:extra_repr()
   local names = {}
@@ -71,7 +95,7 @@ function Checkpoint:forward(x)
   local state = rng_states(self._random)
   local h = x
   for _, m in ipairs(self.modules) do
-    local y, c = m:forward(h)
+    local y, c = Sequential.child_forward(m, h)
     c:free()
     if h ~= x and h ~= y then h:free() end
     h = y

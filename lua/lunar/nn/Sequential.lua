@@ -128,6 +128,53 @@ function Sequential:get(i) return self._children[i] and self._children[i].module
 --- The number of children.
 function Sequential:size() return #self._children end
 
+--- Activation checkpointing of this Sequential's children (the config key
+-- activation_checkpointing on a MODEL's 'blocks', as nn.ViT's blocks):
+-- spec = {granularity = 'full', method = 'uniform' | 'block', num_layers = n}
+-- (NeMo's names): 'uniform' runs the children in consecutive groups of n
+-- (the last may be shorter), each group one lunar.nn.Checkpoint segment
+-- (only its input kept, its forward replayed in backward, dropout masks
+-- included, so gradients are bitwise unchanged); 'block' the first n
+-- children, each its own segment. nil, granularity nil or 'selective' (what
+-- the attention kernel always does): none. The tree is not changed (names,
+-- paths, flat buffers and gradient groups stay); only forward and backward
+-- run the segments. Errors (prefixed with `where`) name the key: an unknown
+-- granularity or method, num_layers not in 1..#children. Returns self.
+function Sequential:set_activation_checkpointing(spec, where)
+  local gran = spec and spec.granularity
+  local n_children = #self._children
+  self._units = nil
+  if gran == nil or gran == 'selective' then return self end
+  local pre = (where and (where .. ': ') or 'nn.Sequential: ') .. 'activation_checkpointing.'
+  local method, n = spec.method or 'uniform', spec.num_layers or 1
+  if gran ~= 'full' then error(string.format("%sgranularity must be 'full' or 'selective', got '%s'", pre, tostring(gran)), 0) end
+  if method ~= 'uniform' and method ~= 'block' then
+    error(string.format("%smethod must be 'uniform' or 'block', got '%s'", pre, tostring(method)), 0)
+  end
+  if math.type(n) ~= 'integer' or n < 1 or n > n_children then
+    error(string.format('%snum_layers = %s must be an integer from 1 to the %d blocks here', pre, tostring(n),
+      n_children), 0)
+  end
+  local Checkpoint = require('lunar.nn.Checkpoint')
+  local units, i = {}, 1
+  while i <= n_children do
+    local last = method == 'uniform' and math.min(i + n - 1, n_children) or (i <= n and i or nil)
+    if last then
+      local list = {}
+      for j = i, last do list[#list + 1] = self._children[j].module end
+      local seg, first = Checkpoint(list), i
+      seg.after_backward = function(k) self:_group_ready(first + k - 1) end
+      units[#units + 1] = {module = seg, first = i, last = last, segment = true}
+      i = last + 1
+    else
+      units[#units + 1] = {module = self._children[i].module, first = i, last = i}
+      i = i + 1
+    end
+  end
+  self._units = units
+  return self
+end
+
 --- x -> the last child's output; ctx owns the children's contexts and the
 -- intermediate activations, and refers to x.
 function Sequential:forward(x)
@@ -135,7 +182,7 @@ function Sequential:forward(x)
   local owned = {}             -- tensor -> key under which ctx owns it
   local h = x
   local eval = not self.training
-  for i, c in ipairs(self._children) do
+  for i, c in ipairs(self._units or self._children) do
     local ok, y, ci = pcall(child_forward, c.module, h)
     if not ok then
       ctx:free()      -- the children's contexts and activations so far
@@ -249,21 +296,28 @@ function Sequential:grad_group_of(name)
   return self._group_of[name]
 end
 
+--- Reports child i's gradient group complete (see groups above).
+function Sequential:_group_ready(i)
+  local key = self._group_key and self._group_key[i]
+  local hook = key and self._group_root.grad_ready_hook
+  if hook then hook(key) end
+end
+
 --- dy -> dx through the children in reverse; each intermediate activation
 -- is released right after the backward of the child that read it.
 function Sequential:backward(ctx, dy, need_dx)
   if ctx.evaluation then error('nn.Sequential:backward: the forward ran in evaluation mode and kept nothing', 2) end
   local g = dy
-  for i = #self._children, 1, -1 do
+  local list = self._units or self._children
+  for i = #list, 1, -1 do
     local want = i > 1 or need_dx ~= false
-    local gi = self._children[i].module:backward(ctx['c' .. i], g, want)
+    local gi = list[i].module:backward(ctx['c' .. i], g, want)
     ctx['c' .. i] = nil; ctx._owns['c' .. i] = nil     -- released by the child's backward
     if g ~= dy and g ~= gi then g:free() end
     ctx:release('h' .. i)
     g = gi
-    local key = self._group_key and self._group_key[i]
-    local hook = key and self._group_root.grad_ready_hook
-    if hook then hook(key) end
+    -- a checkpointed segment reports its children itself (after_backward)
+    if not list[i].segment then self:_group_ready(list[i].first or i) end
   end
   ctx:free()
   if need_dx == false then return nil end

@@ -15,6 +15,7 @@ local nn = {
   CrossEntropy = require('lunar.nn.CrossEntropy'),
   -- models as code: containers and leaves to compose (DESIGN.md "Models as code")
   Sequential = require('lunar.nn.Sequential'),
+  Checkpoint = require('lunar.nn.Checkpoint'),
   Residual = require('lunar.nn.Residual'),
   Identity = require('lunar.nn.Identity'),
   Concat = require('lunar.nn.Concat'),
