@@ -17,6 +17,11 @@
  *   dx = ops.layernorm_backward(dy, x, w, mean, rstd, dw, db)
  *   y = ops.gelu(x);  dx = ops.gelu_backward(dy, x)
  *   o, lse = ops.attention(qkv, H);  dqkv = ops.attention_backward(do, qkv, o, lse, H)
+ *   o, lse = ops.sdpa(q, k, v, H [, bias]);  dq, dk, dv = ops.sdpa_backward(do, q, k, v, o, lse, H [, bias])
+ *                                   general attention: q [B, L, E], k, v [B, S, E], bias [B, H, L, S]
+ *                                   additive (CPU only; masks and cross-attention of nn.MultiheadAttention)
+ *   bias = ops.sdpa_mask({B, H, L, S}, attn_mask|nil, key_padding_mask|nil [, 'f32'|'f64'])
+ *                                   PyTorch's masks (u8 = bool: nonzero -> -inf; float: added) summed
  *   t = ops.embed_tokens(x, cls, pos);  dx = ops.embed_tokens_backward(dt, dcls, dpos [, need_dx])
  *   y = ops.dropout(x, p, seed, stream, offset);  dx = ops.dropout_backward(dy, p, seed, stream, offset)
  *   loss = ops.cross_entropy(logits, targets, smoothing)   (targets: i32 [B])
@@ -245,6 +250,42 @@ static int l_attention_backward(lua_State *L) {
     return 1;
 }
 
+/* lunar.ops.sdpa(q, k, v, H [, bias]) -> o, lse (ops.h lunar_op_sdpa_forward). */
+static int l_sdpa(lua_State *L) {
+    lunar_tensor *q = T(1), *k = T(2), *v = T(3), *bias = TOPT(5);
+    int H = (int)luaL_checkinteger(L, 4);
+    int64_t lshape[3] = {q->ndim == 3 ? q->shape[0] : 0, H, q->ndim == 3 ? q->shape[1] : 0};
+    lunar_tensor *o = new_like(L, q);
+    lunar_tensor *lse = new_like_shape(L, 3, lshape, real_of(q));
+    TRY(lunar_op_sdpa_forward(o, lse, q, k, v, bias, H));
+    return 2;
+}
+
+/* lunar.ops.sdpa_backward(do, q, k, v, o, lse, H [, bias]) -> dq, dk, dv. */
+static int l_sdpa_backward(lua_State *L) {
+    lunar_tensor *dout = T(1), *q = T(2), *k = T(3), *v = T(4), *o = T(5), *lse = T(6), *bias = TOPT(8);
+    int H = (int)luaL_checkinteger(L, 7);
+    lunar_tensor *dq = new_like(L, q), *dk = new_like(L, k), *dv = new_like(L, v);
+    TRY(lunar_op_sdpa_backward(dq, dk, dv, dout, q, k, v, o, lse, bias, H));
+    return 3;
+}
+
+/* lunar.ops.sdpa_mask({B, H, L, S}, attn_mask|nil, key_padding_mask|nil [, dtype='f32']) -> bias
+ * [B, H, L, S] on the CPU (ops.h lunar_op_sdpa_mask). */
+static int l_sdpa_mask(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int64_t shape[4];
+    if (luaL_len(L, 1) != 4) return luaL_error(L, "sdpa_mask: the shape must be {B, H, L, S}");
+    for (int i = 0; i < 4; i++) { lua_geti(L, 1, i + 1); shape[i] = lua_tointeger(L, -1); lua_pop(L, 1); }
+    lunar_tensor *am = TOPT(2), *kpm = TOPT(3);
+    const char *dt = luaL_optstring(L, 4, "f32");
+    lunar_tensor *bias = lunar_tensor_new(strcmp(dt, "f64") ? LUNAR_F32 : LUNAR_F64, 4, shape, LUNAR_CPU);
+    if (!bias) return lunar_raise(L);
+    lunar_push_tensor(L, bias);
+    TRY(lunar_op_sdpa_mask(bias, am, kpm));
+    return 1;
+}
+
 static int l_embed_tokens(lua_State *L) {
     lunar_tensor *x = T(1), *cls = T(2), *pos = T(3);
     int64_t shape[3];
@@ -393,6 +434,7 @@ static const luaL_Reg ops[] = {
     {"resize_bicubic", l_resize_bicubic}, {"activation", l_activation}, {"activation_backward", l_activation_backward},
     {"rmsnorm", l_rmsnorm}, {"rmsnorm_backward", l_rmsnorm_backward},
     {"attention", l_attention}, {"attention_backward", l_attention_backward},
+    {"sdpa", l_sdpa}, {"sdpa_backward", l_sdpa_backward}, {"sdpa_mask", l_sdpa_mask},
     {"embed_tokens", l_embed_tokens}, {"embed_tokens_backward", l_embed_tokens_backward},
     {"dropout", l_dropout}, {"dropout_backward", l_dropout_backward},
     {"cross_entropy", l_cross_entropy}, {"cross_entropy_backward", l_cross_entropy_backward},

@@ -835,6 +835,146 @@ lunar_status lunar_op_norm(double *out, const lunar_tensor *x) {
 }
 
 // ----------------------------------------------------------------------------
+// general scaled dot-product attention (masks, cross-attention; CPU only)
+
+/* The shapes of an sdpa call: q [B, L, E], k and v [B, S, E], E = H*D; bias NULL or [B, H, L, S]. */
+static int sdpa_geom(const char *op, const lunar_tensor *q, const lunar_tensor *k, const lunar_tensor *v,
+                     const lunar_tensor *bias, int H, int *B, int *L, int *S, int *D) {
+    char s1[128];
+    if (q->ndim != 3) return lunar_error(LUNAR_ERR_SHAPE, "%s: query %s must be [B, L, E]", op, lunar_shape_str(q, s1, sizeof s1));
+    int64_t E = q->shape[2];
+    if (H <= 0 || E % H)
+        return lunar_error(LUNAR_ERR_SHAPE, "%s: width E = %lld of query %s is not divisible by %d heads", op,
+                           (long long)E, lunar_shape_str(q, s1, sizeof s1), H);
+    if (k->ndim != 3 || k->shape[0] != q->shape[0] || k->shape[2] != E)
+        return shape_err(op, "query", q, "key", k, "do not fit (key must be [B, S, E])");
+    if (v->ndim != 3 || v->shape[0] != k->shape[0] || v->shape[1] != k->shape[1] || v->shape[2] != E)
+        return shape_err(op, "key", k, "value", v, "differ (value must be [B, S, E] as key)");
+    *B = (int)q->shape[0]; *L = (int)q->shape[1]; *S = (int)k->shape[1]; *D = (int)(E / H);
+    if (bias && (bias->ndim != 4 || bias->shape[0] != *B || bias->shape[1] != H || bias->shape[2] != *L ||
+                 bias->shape[3] != *S))
+        return lunar_error(LUNAR_ERR_SHAPE, "%s: mask %s must be [B, H, L, S] = [%d, %d, %d, %d]", op,
+                           lunar_shape_str(bias, s1, sizeof s1), *B, H, *L, *S);
+    return LUNAR_OK;
+}
+
+/* The sdpa kernels of the real dtype rdt on device: CPU only; f64 with the reference kernels only. */
+static int sdpa_device(const char *op, int device, lunar_dtype rdt) {
+    if (device != LUNAR_CPU)
+        return lunar_error(LUNAR_ERR_DEVICE, "%s: masked or cross-attention runs on the CPU only (no CUDA kernel); "
+                           "move the tensors with :to('cpu')", op);
+    if (rdt == LUNAR_F64 && !ref64_get(op, device)) return lunar_last_status();
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_sdpa_forward(lunar_tensor *out, lunar_tensor *lse, const lunar_tensor *q, const lunar_tensor *k,
+                                   const lunar_tensor *v, const lunar_tensor *bias, int H) {
+    const char *op = "sdpa";
+    REAL(q);
+    R(op, "query", q); R(op, "key", k); R(op, "value", v); R_OPT(op, "mask", bias); R(op, "out", out); R(op, "lse", lse);
+    int B, L, S, D;
+    CHECK(sdpa_geom(op, q, k, v, bias, H, &B, &L, &S, &D));
+    CHECK(check_numel(op, "out", out, lunar_tensor_numel(q), "the size of query"));
+    CHECK(check_numel(op, "lse", lse, (int64_t)B * H * L, "[B, H, L]"));
+    const lunar_tensor *ts[] = {q, k, v, bias, out, lse};
+    CHECK(check_devices(op, "query, key, value, mask, out, lse", ts, 6));
+    CHECK(sdpa_device(op, lunar_tensor_device(q), rdt_));
+    if (rdt_ == LUNAR_F64) lunar_ref_sdpa_forward_f64(V(out), V(lse), V(q), V(k), V(v), VOPT(bias), B, L, S, H, D);
+    else if (use_ref) lunar_ref_sdpa_forward_f32(V(out), V(lse), V(q), V(k), V(v), VOPT(bias), B, L, S, H, D);
+    else lunar_cpu_sdpa_forward(V(out), V(lse), V(q), V(k), V(v), VOPT(bias), B, L, S, H, D);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_sdpa_backward(lunar_tensor *dq, lunar_tensor *dk, lunar_tensor *dv, const lunar_tensor *dout,
+                                    const lunar_tensor *q, const lunar_tensor *k, const lunar_tensor *v,
+                                    const lunar_tensor *out, const lunar_tensor *lse, const lunar_tensor *bias, int H) {
+    const char *op = "sdpa_backward";
+    REAL(q);
+    R(op, "query", q); R(op, "key", k); R(op, "value", v); R_OPT(op, "mask", bias); R(op, "out", out);
+    R(op, "lse", lse); R(op, "dout", dout); R(op, "dquery", dq); R(op, "dkey", dk); R(op, "dvalue", dv);
+    int B, L, S, D;
+    CHECK(sdpa_geom(op, q, k, v, bias, H, &B, &L, &S, &D));
+    int64_t nq = lunar_tensor_numel(q), nk = lunar_tensor_numel(k);
+    CHECK(check_numel(op, "out", out, nq, "the size of query"));
+    CHECK(check_numel(op, "dout", dout, nq, "the size of query"));
+    CHECK(check_numel(op, "lse", lse, (int64_t)B * H * L, "[B, H, L]"));
+    CHECK(check_numel(op, "dquery", dq, nq, "the size of query"));
+    CHECK(check_numel(op, "dkey", dk, nk, "the size of key"));
+    CHECK(check_numel(op, "dvalue", dv, nk, "the size of value"));
+    const lunar_tensor *ts[] = {q, k, v, bias, out, lse, dout, dq, dk, dv};
+    CHECK(check_devices(op, "query, key, value, mask, out, lse, dout, dquery, dkey, dvalue", ts, 10));
+    CHECK(sdpa_device(op, lunar_tensor_device(q), rdt_));
+    if (rdt_ == LUNAR_F64)
+        lunar_ref_sdpa_backward_f64(V(dq), V(dk), V(dv), V(dout), V(q), V(k), V(v), V(out), V(lse), VOPT(bias),
+                                    B, L, S, H, D);
+    else if (use_ref)
+        lunar_ref_sdpa_backward_f32(V(dq), V(dk), V(dv), V(dout), V(q), V(k), V(v), V(out), V(lse), VOPT(bias),
+                                    B, L, S, H, D);
+    else
+        lunar_cpu_sdpa_backward(V(dq), V(dk), V(dv), V(dout), V(q), V(k), V(v), V(out), V(lse), VOPT(bias),
+                                B, L, S, H, D);
+    return LUNAR_OK;
+}
+
+/* Element i of a mask (u8: nonzero -> -inf, 0 -> 0; f32/f64: the value). */
+static double mask_value(const lunar_tensor *m, size_t i) {
+    const void *p = lunar_tensor_data(m);
+    if (m->dtype == LUNAR_U8) return ((const uint8_t *)p)[i] ? -INFINITY : 0.0;
+    if (m->dtype == LUNAR_F64) return ((const double *)p)[i];
+    return ((const float *)p)[i];
+}
+
+static int check_mask(const char *what, const lunar_tensor *m) {
+    if (!m->storage) return lunar_error(LUNAR_ERR_ARG, "sdpa_mask: %s was released", what);
+    if (m->dtype != LUNAR_U8 && m->dtype != LUNAR_F32 && m->dtype != LUNAR_F64)
+        return lunar_error(LUNAR_ERR_DTYPE, "sdpa_mask: %s has dtype %s; a mask is u8 (PyTorch's bool: nonzero "
+                           "= not attended) or f32/f64 (added to the scores)", what, lunar_dtype_name(m->dtype));
+    if (lunar_tensor_device(m) != LUNAR_CPU || !lunar_tensor_is_contiguous(m))
+        return lunar_error(LUNAR_ERR_ARG, "sdpa_mask: %s must be a contiguous CPU tensor", what);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_sdpa_mask(lunar_tensor *bias, const lunar_tensor *attn_mask, const lunar_tensor *key_padding_mask) {
+    const char *op = "sdpa_mask";
+    REAL(bias);
+    R(op, "bias", bias);
+    char s1[128];
+    if (bias->ndim != 4 || lunar_tensor_device(bias) != LUNAR_CPU)
+        return lunar_error(LUNAR_ERR_SHAPE, "%s: bias %s must be a CPU tensor [B, H, L, S]", op,
+                           lunar_shape_str(bias, s1, sizeof s1));
+    int64_t B = bias->shape[0], H = bias->shape[1], L = bias->shape[2], S = bias->shape[3];
+    int per_head = 0;
+    if (attn_mask) {
+        CHECK(check_mask("attn_mask", attn_mask));
+        int ok2 = attn_mask->ndim == 2 && attn_mask->shape[0] == L && attn_mask->shape[1] == S;
+        per_head = attn_mask->ndim == 3 && attn_mask->shape[0] == B * H && attn_mask->shape[1] == L &&
+                   attn_mask->shape[2] == S;
+        if (!ok2 && !per_head)
+            return lunar_error(LUNAR_ERR_SHAPE, "attn_mask %s must be [L, S] = [%lld, %lld] or [B*num_heads, L, S] = "
+                               "[%lld, %lld, %lld]", lunar_shape_str(attn_mask, s1, sizeof s1), (long long)L,
+                               (long long)S, (long long)(B * H), (long long)L, (long long)S);
+    }
+    if (key_padding_mask) {
+        CHECK(check_mask("key_padding_mask", key_padding_mask));
+        if (key_padding_mask->ndim != 2 || key_padding_mask->shape[0] != B || key_padding_mask->shape[1] != S)
+            return lunar_error(LUNAR_ERR_SHAPE, "key_padding_mask %s must be [B, S] = [%lld, %lld]",
+                               lunar_shape_str(key_padding_mask, s1, sizeof s1), (long long)B, (long long)S);
+    }
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t i = 0; i < L; i++)
+                for (int64_t j = 0; j < S; j++) {
+                    double x = 0.0;
+                    if (attn_mask) x += mask_value(attn_mask, (size_t)(((per_head ? b * H + h : 0) * L + i) * S + j));
+                    if (key_padding_mask) x += mask_value(key_padding_mask, (size_t)(b * S + j));
+                    size_t at = (size_t)(((b * H + h) * L + i) * S + j);
+                    if (rdt_ == LUNAR_F64) ((double *)V(bias))[at] = x;
+                    else ((float *)V(bias))[at] = (float)x;
+                }
+    return LUNAR_OK;
+}
+
+// ----------------------------------------------------------------------------
 // bf16 mixed precision (precision = 'bf16')
 
 lunar_status lunar_op_cast_bf16(lunar_tensor *out, const lunar_tensor *x) {

@@ -13,7 +13,8 @@
 #     C.param.<name>         F32 the module's weights (Lunar copies them in)
 #     C.y, C.dx              F32 PyTorch's output and input gradient
 #     C.grad.<name>          F32 PyTorch's parameter gradients
-# and __metadata__ {"cases": "relu,silu,..."}.
+# and __metadata__ {"cases": "relu,silu,..."}; the nn.MultiheadAttention calls with
+# separate query, key, value and masks (mha_tensors) under "mha_cases".
 # Computed in float64 (module.double()) and stored as float32; Lunar compares
 # in fp32 (tests/lua/test_models_as_code.lua).
 #
@@ -128,6 +129,59 @@ def cases():
     ]
 
 
+def mha_cases():
+    """nn.MultiheadAttention(batch_first=True) called with separate query, key and
+    value and PyTorch's masks: (name, E, H, kdim, vdim, B, L, S, masks), masks a list
+    of 'kpm' (bool key_padding_mask [B, S], the last keys of image 0 padded),
+    'causal' (bool attn_mask [L, S], True above the diagonal), 'float_bh' (float
+    attn_mask [B*H, L, S])."""
+    return [
+        ("mha_kpm", 8, 2, 8, 8, 2, 5, 5, ["kpm"]),
+        ("mha_causal", 8, 2, 8, 8, 2, 5, 5, ["causal"]),
+        ("mha_cross_masks", 8, 2, 8, 8, 2, 3, 6, ["float_bh", "kpm"]),
+        ("mha_kvdim", 8, 2, 6, 4, 2, 4, 3, []),
+    ]
+
+
+def mha_tensors():
+    """The mha_cases as golden tensors, per case C: C.query, C.key, C.value, C.dy
+    (inputs), C.key_padding_mask / C.attn_mask (F32: 1.0 where a bool mask is True,
+    or the float mask), C.param.<name>, C.y, C.dquery, C.dkey, C.dvalue,
+    C.grad.<name>; query, key and value are three tensors even for self-attention
+    shapes (their gradients apart)."""
+    tensors, names = [], []
+    for name, e, h, kdim, vdim, b, l, s, masks in mha_cases():
+        m = nn.MultiheadAttention(e, h, batch_first=True, kdim=kdim, vdim=vdim).double()
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+        q = torch.randn(b, l, e, dtype=torch.float64, requires_grad=True)
+        k = torch.randn(b, s, kdim, dtype=torch.float64, requires_grad=True)
+        v = torch.randn(b, s, vdim, dtype=torch.float64, requires_grad=True)
+        kpm = am = None
+        if "kpm" in masks:
+            kpm = torch.zeros(b, s, dtype=torch.bool)
+            kpm[0, s - 2:] = True
+        if "causal" in masks:
+            am = torch.ones(l, s, dtype=torch.bool).triu(1)
+        if "float_bh" in masks:
+            am = torch.randn(b * h, l, s, dtype=torch.float64)
+        y = m(q, k, v, key_padding_mask=kpm, attn_mask=am, need_weights=False)[0]
+        dy = torch.randn_like(y)
+        y.backward(dy)
+        tensors += [(f"{name}.query", f32(q)), (f"{name}.key", f32(k)), (f"{name}.value", f32(v)),
+                    (f"{name}.dy", f32(dy)), (f"{name}.y", f32(y)), (f"{name}.dquery", f32(q.grad)),
+                    (f"{name}.dkey", f32(k.grad)), (f"{name}.dvalue", f32(v.grad))]
+        if kpm is not None:
+            tensors.append((f"{name}.key_padding_mask", f32(kpm.double())))
+        if am is not None:
+            tensors.append((f"{name}.attn_mask", f32(am.double())))
+        for pn, p in m.named_parameters():
+            tensors += [(f"{name}.param.{pn}", f32(p)), (f"{name}.grad.{pn}", f32(p.grad))]
+        names.append(name)
+    return tensors, names
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: gen_leaves.py OUTPUT")
@@ -151,7 +205,10 @@ def main():
         for pn, p in params:
             tensors += [(f"{name}.param.{pn}", f32(p)), (f"{name}.grad.{pn}", f32(p.grad))]
         names.append(name)
-    write_safetensors(out, tensors, {"cases": ",".join(names), "torch": torch.__version__})
+    mt, mnames = mha_tensors()
+    tensors += mt
+    write_safetensors(out, tensors, {"cases": ",".join(names), "mha_cases": ",".join(mnames),
+                                     "torch": torch.__version__})
     print(f"wrote {out}: {len(names)} cases, {len(tensors)} tensors")
 
 

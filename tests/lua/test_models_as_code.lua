@@ -533,6 +533,34 @@ T.test('leaves and containers against PyTorch (outputs and gradients by paramete
     n = n + 1
   end
   T.eq(n, 16, 'every case of the golden file')
+  -- nn.MultiheadAttention with separate query, key, value and PyTorch's masks (gen_leaves.py
+  -- mha_tensors): key_padding_mask, a causal bool attn_mask, cross-attention (L 3, S 6) with a
+  -- float [B*H, L, S] attn_mask and key_padding_mask, kdim 6 / vdim 4
+  local dims = {mha_kvdim = {kdim = 6, vdim = 4}}
+  local m_n = 0
+  for case in meta.mha_cases:gmatch('[^,]+') do
+    local m = nn.materialize(nn.MultiheadAttention(8, 2, dims[case]), 1)
+    local params = m:parameters()
+    for _, p in ipairs(params) do
+      p.param:copy_(T.truthy(st[case .. '.param.' .. p.name], case .. ': PyTorch has parameter ' .. p.name))
+    end
+    local kpm, am = st[case .. '.key_padding_mask'], st[case .. '.attn_mask']
+    local input = {st[case .. '.query'], st[case .. '.key'], st[case .. '.value'],
+      key_padding_mask = kpm and kpm:to('u8'),                             -- PyTorch's bool
+      attn_mask = am and (am:dim() == 2 and am:to('u8') or am)}             -- [L, S] bool, or [B*H, L, S] float
+    local y, ctx = m:forward(input)
+    T.check_close(case .. ' output', y, st[case .. '.y'], tol)
+    local g = m:backward(ctx, st[case .. '.dy'])
+    for _, role in ipairs({'query', 'key', 'value'}) do
+      T.check_close(case .. ' d' .. role, g[role], st[case .. '.d' .. role], tol)
+    end
+    local k = 0
+    for name in pairs(st) do if name:find('^' .. case .. '%.grad%.') then k = k + 1 end end
+    T.eq(#params, k, case .. ': as many parameters as PyTorch\'s')
+    for _, p in ipairs(params) do T.check_close(case .. ' grad ' .. p.name, p.grad, st[case .. '.grad.' .. p.name], tol) end
+    m_n = m_n + 1
+  end
+  T.eq(m_n, 4, 'every MultiheadAttention case of the golden file')
 end)
 
 T.test('Sequential: data-parallel gradient groups (contiguous, in backward order, reported as completed)', function()

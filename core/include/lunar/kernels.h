@@ -232,6 +232,25 @@ void lunar_ref_resize_bicubic_f32(float *out, const float *inp, int64_t n, int64
                                   int64_t oh, int64_t ow, int antialias);
 void lunar_cpu_resize_bicubic(float *out, const float *inp, int64_t n, int64_t h, int64_t w, int64_t c,
                               int64_t oh, int64_t ow, int antialias);
+/* General scaled dot-product attention (PyTorch's F.scaled_dot_product_attention with a
+ * float attn_mask; nn.MultiheadAttention's masks and cross-attention): not in the backend
+ * table (CPU only: no CUDA kernel; lunar_op_sdpa_* in ops.h). q[B, L, H, D], k and v
+ * [B, S, H, D] (heads interleaved as in [B, L, E], E = H*D), bias NULL or [B, H, L, S]
+ * added to the scaled scores (-inf masks a key); out[B, L, H, D] = softmax(q k^T / sqrt(D)
+ * + bias) v per (b, h); lse[B, H, L] the log-sum-exp of each row, saved for backward. A row
+ * whose keys are all masked gives lse -inf and NaN outputs (PyTorch's math path).
+ * Backward: dq [B, L, H, D], dk, dv [B, S, H, D] OVERWRITTEN from dout and the saved
+ * tensors. The CPU kernels are the f32 reference loops per image over OpenMP threads
+ * (core/ops/cpu/sdpa.c). */
+#define LUNAR_SDPA_DECLS(NAME, real)                                                                   \
+void NAME(sdpa_forward)(real *out, real *lse, const real *q, const real *k, const real *v,             \
+                        const real *bias, int B, int L, int S, int H, int D);                           \
+void NAME(sdpa_backward)(real *dq, real *dk, real *dv, const real *dout, const real *q, const real *k, \
+                         const real *v, const real *out, const real *lse, const real *bias, int B,      \
+                         int L, int S, int H, int D);
+LUNAR_SDPA_DECLS(LUNAR_REF_F64, double)
+LUNAR_SDPA_DECLS(LUNAR_REF_F32, float)
+LUNAR_SDPA_DECLS(LUNAR_CPU_KERNEL, float)
 /* The 1-D weights of that resize along one axis of in_size -> out_size (both >= 1), in
  * double: returns the taps per output K (4 without antialias, 2 ceil(support) + 1 with);
  * when idx and wt are non-NULL fills idx[o * K + k] (source index in [0, in_size)) and

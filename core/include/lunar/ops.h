@@ -101,6 +101,26 @@ lunar_status lunar_op_activation_backward(lunar_tensor *dinp, const lunar_tensor
  * differing, a size of 0, a tensor not on the CPU. Used by lua/lunar/timm.lua to resample
  * pos_embed as timm's resample_abs_pos_embed (antialias on). */
 lunar_status lunar_op_resize_bicubic(lunar_tensor *out, const lunar_tensor *inp, int antialias);
+/* General scaled dot-product attention (kernels.h sdpa_*; nn.MultiheadAttention's masks
+ * and cross-attention): q [B, L, E], k and v [B, S, E], E = H*D; bias NULL or [B, H, L, S]
+ * added to the scaled scores (-inf masks; lunar_op_sdpa_mask builds it from PyTorch's
+ * masks); out [B, L, E], lse [B, H, L]. All of one real dtype: f32 (the CPU kernels, or
+ * the f32 reference with lunar_backend_use_ref) or f64 (the f64 reference, with
+ * lunar_backend_use_ref only); on the CPU only (no CUDA kernel: a CUDA tensor is an
+ * error saying so). Errors: dtypes, shapes (naming both), H not dividing E. */
+lunar_status lunar_op_sdpa_forward(lunar_tensor *out, lunar_tensor *lse, const lunar_tensor *q, const lunar_tensor *k,
+                                   const lunar_tensor *v, const lunar_tensor *bias, int H);
+/* dq [B, L, E], dk and dv [B, S, E] (overwritten) from dout [B, L, E] and forward's
+ * operands and results (the same bias). As forward for dtypes and devices. */
+lunar_status lunar_op_sdpa_backward(lunar_tensor *dq, lunar_tensor *dk, lunar_tensor *dv, const lunar_tensor *dout,
+                                    const lunar_tensor *q, const lunar_tensor *k, const lunar_tensor *v,
+                                    const lunar_tensor *out, const lunar_tensor *lse, const lunar_tensor *bias, int H);
+/* bias [B, H, L, S] (f32 or f64, on the CPU, overwritten) = the sum of PyTorch's two
+ * nn.MultiheadAttention masks: attn_mask NULL, [L, S] (every image and head) or
+ * [B*H, L, S] (image b, head h at b*H + h, PyTorch's layout), and key_padding_mask NULL
+ * or [B, S]. Each is u8 (PyTorch's bool: nonzero = not attended, -inf) or f32/f64
+ * (added as is). Errors name the mask and the shapes expected. */
+lunar_status lunar_op_sdpa_mask(lunar_tensor *bias, const lunar_tensor *attn_mask, const lunar_tensor *key_padding_mask);
 /* qkv [B, N, 3C] (timm: 3, H, D) -> out [B, N, C], lse [B, H, N] (f32).
  * qkv, out, dout and dqkv are all f32, or all bf16 (precision = 'bf16':
  * kernels.h attention_*_bf16, the arithmetic in f32; on CUDA cuDNN's fused
