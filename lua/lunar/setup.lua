@@ -223,16 +223,14 @@ function setup.from_config(cfg, overrides, opts)
     local m, full_count = parallel.same_on_every_rank(setup.config_model, cfg, g)
     run.model = nn.materialize(m, opts.seed or cfg.SEED, {init = cfg.INIT, precision = cfg.precision})
     run.num_params = full_count      -- the whole model's (a pipeline stage holds a part)
-    -- training FLOPs of one image, counted by one forward of the whole model (lunar.nn.flops): this
-    -- rank's when it is the whole model, else a plain (unsplit) copy built and dropped here
+    -- training FLOPs of one image, counted by one forward (lunar.nn.flops): of the model when this
+    -- rank holds it whole, else of this rank's part, summed over the pipeline x tensor group
     local img = {cfg.IN_CHANS}
     for _ = 1, cfg.IMG_DIMS or 2 do img[#img + 1] = cfg.IMG_SIZE end
     if not g or (g.pp_size == 1 and g.tp_size == 1) then
       run.flops_per_image = nn.flops.train_flops_per_image(run.model, img)
     else
-      local whole = nn.materialize(cfg.MODEL(cfg, nn), 0)
-      run.flops_per_image = nn.flops.train_flops_per_image(whole, img)
-      whole._flat:free(); whole._flat_grad:free()
+      run.flops_per_image = nn.flops.train_flops_per_image_parallel(run.model, img, g)
     end
   else
     run.model = nn.materialize(parallel.vit(cfg, g), opts.seed or cfg.SEED, {init = cfg.INIT, precision = cfg.precision})

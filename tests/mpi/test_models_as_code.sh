@@ -60,6 +60,15 @@ same_as_one_rank 2 "tensor 2" BATCH_SIZE=8 'parallel={tensor={mode="1d", size=2}
 same_as_one_rank 4 "tensor 2 x pipeline 2" BATCH_SIZE=8 NUM_MICRO_BATCHES=2 \
   'parallel={pipeline=2, tensor={mode="1d", size=2}}'
 
+# FLOP/s of a split MODEL: each rank counts its part, the group sums (tests/mpi/flops_check.lua)
+run timeout 120 mpirun --oversubscribe -np 2 "$LUNAR" tests/mpi/flops_check.lua -- 'parallel={pipeline=2}' \
+  'parallel={tensor={mode="1d", size=2}}'
+check "nn.flops, pipeline 2 and tensor 2: the parts sum to the unsplit count (exit 0)" [ "$rc" -eq 0 ]
+echo "    $(grep 'flops_check' <<<"$out" | head -1)"
+run timeout 120 mpirun --oversubscribe -np 4 "$LUNAR" tests/mpi/flops_check.lua -- \
+  'parallel={pipeline=2, tensor={mode="1d", size=2}}'
+check "nn.flops, pipeline 2 x tensor 2: the parts sum to the unsplit count (exit 0)" [ "$rc" -eq 0 ]
+
 run timeout 60 mpirun --oversubscribe -np 2 "$LUNAR" "${MAIN[@]}" BATCH_SIZE=8 \
   'parallel={tensor={mode="1d", size=2}, sequence_parallel=true}'
 check "MODEL with sequence parallelism: exits non-zero" bash -c '[ "$1" -ne 0 ] && [ "$1" -ne 124 ]' _ "$rc"

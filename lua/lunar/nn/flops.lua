@@ -5,6 +5,9 @@
 --     model materialized (a whole model, not a pipeline stage or a
 --     tensor-parallel shard); image_shape e.g. {1, 28, 28} (no batch dim)
 --   f = nn.flops.forward_flops(model, x)   forward FLOPs of input x (any batch)
+--   f = nn.flops.train_flops_per_image_parallel(part, image_shape, g)
+--     the whole model's, from this rank's part (a pipeline stage, tensor-parallel
+--     shards) and the grid g: collective over g.mp_group, nothing else built
 --
 -- Counted by one forward in evaluation mode (the model's train/evaluate
 -- flags restored after): every module that has a `flops(x_shape, y_shape)`
@@ -18,6 +21,9 @@
 --   PatchEmbed               2 * fan_in * embed_dim * patches
 --   Attention                4 * B * N^2 * C  (q k^T and p v; qkv and proj are Linear children)
 --   MultiheadAttention       its method: in_proj's GEMM + 4 * B * N^2 * E (out_proj a Linear child)
+--   ColumnParallelLinear     2 * in * out_local * rows     } this rank's share of a layer
+--   RowParallelLinear        2 * in_local * out * rows     } split across the tensor group
+--   Attention (split)        4 * B * N^2 * C * local_heads / heads
 -- Everything else (norms, activations, adds, embeddings, pooling) is not
 -- counted: O(numel) next to the GEMMs' O(numel * width).
 local flops = {}
@@ -30,23 +36,32 @@ flops.rules = {
   Conv2d = function(m, _, ys) return 2 * m.fan_in * numel(ys) end,
   Conv3d = function(m, _, ys) return 2 * m.fan_in * numel(ys) end,
   PatchEmbed = function(m, xs) return 2 * m.fan_in * m.embed_dim * m.num_patches * xs[1] end,
-  Attention = function(m, xs) return 4 * xs[1] * xs[2] * xs[2] * m.dim end,
+  Attention = function(m, xs) return 4 * xs[1] * xs[2] * xs[2] * m.dim * m.local_heads // m.num_heads end,
+  ColumnParallelLinear = function(m, xs) return 2 * m.in_features * m.out_local * (numel(xs) // m.in_features) end,
+  RowParallelLinear = function(m, xs) return 2 * m.in_local * m.out_features * (numel(xs) // m.in_local) end,
 }
 
---- The forward FLOPs of x through `model` (materialized): one forward in
--- evaluation mode, counted by the rules above and the modules' own flops
--- methods. Frees what the forward made; restores every module's training flag.
-function flops.forward_flops(model, x)
-  local total = 0
+-- Whether a module's count is its share of a layer split across the tensor group
+-- (summed over the group) rather than a replicated layer's (counted once).
+local function is_split(m)
+  return m.__name == 'ColumnParallelLinear' or m.__name == 'RowParallelLinear' or
+    (m.__name == 'Attention' and m.local_heads ~= m.num_heads)
+end
+
+-- The forward FLOPs of x through model, as two sums: the split layers' shares and the rest.
+local function count(model, x)
+  local split, rest = 0, 0
   local wrapped, modes = {}, {}
   model:apply(function(m)
     modes[#modes + 1] = {m, m.training}
     local rule = m.flops or flops.rules[m.__name]
     if rule and rawget(m, 'forward') == nil then
       local forward = m.forward
+      local sharded = is_split(m)
       m.forward = function(self, inp)
         local y, ctx = forward(self, inp)
-        total = total + rule(self, inp:shape(), y:shape())
+        local f = rule(self, inp:shape(), y:shape())
+        if sharded then split = split + f else rest = rest + f end
         return y, ctx
       end
       wrapped[#wrapped + 1] = m
@@ -59,7 +74,15 @@ function flops.forward_flops(model, x)
   if not ok then error(y, 0) end
   ctx:free()
   if y ~= x then y:free() end
-  return total
+  return split, rest
+end
+
+--- The forward FLOPs of x through `model` (materialized): one forward in
+-- evaluation mode, counted by the rules above and the modules' own flops
+-- methods. Frees what the forward made; restores every module's training flag.
+function flops.forward_flops(model, x)
+  local split, rest = count(model, x)
+  return split + rest
 end
 
 --- Training FLOPs (forward + backward = 3 x forward) of one image of shape
@@ -72,6 +95,31 @@ function flops.train_flops_per_image(model, image_shape)
   x:free()
   if not ok then error(f, 0) end
   return 3 * f
+end
+
+--- Training FLOPs of one image through the whole model when this rank holds
+-- a part of it (g.pp_size > 1: a pipeline stage; g.tp_size > 1: layers split
+-- across the tensor group), without building the whole: one evaluation-mode
+-- forward of this rank's part (an image on the first stage, zeros of
+-- part:hidden_shape(1) on the others), the split layers' shares summed over
+-- the tensor group, the replicated layers counted once per stage (tensor rank
+-- 0's), the stages summed: one all_reduce over g.mp_group (the pipeline x
+-- tensor group of this data rank). Collective: every rank of the group calls
+-- it (the forward's own tensor-parallel collectives included).
+function flops.train_flops_per_image_parallel(part, image_shape, g)
+  local s
+  if g.stage.is_first then
+    s = {1}
+    for i, d in ipairs(image_shape) do s[i + 1] = d end
+  else
+    s = part:hidden_shape(1)
+  end
+  local x = lunar.zeros(s)
+  local ok, split, rest = pcall(count, part, x)
+  x:free()
+  if not ok then error(split, 0) end
+  local mine = split + (g.tp_rank == 0 and rest or 0)
+  return 3 * g.mp_group:all_reduce_number(mine, 'sum')
 end
 
 return flops
