@@ -1,5 +1,5 @@
 -- Tests of lua/lunar/nn: gradients against central finite differences on a
--- tiny ViT, gradient accumulation, initialization (determinism by name and
+-- tiny ViT (nn.gradcheck in float64), gradient accumulation, initialization (determinism by name and
 -- statistics), 3D images, timm's parameter names, shape errors, Dropout, the
 -- module contract (contexts, need_dx, the loss as a Module, nn without
 -- parallel, no renaming), and the parameter count of the main job's model.
@@ -45,13 +45,6 @@ local X = lunar.empty({3, 2, 8, 8}):normal_(5, 'test_nn.x', 0, 1)
 local Y = lunar.tensor({0, 3, 4}, 'i32')
 local CRIT = nn.CrossEntropy{label_smoothing = 0.1}
 
-local function loss_of(model, x)
-  local logits, ctx = model:forward(x or X)
-  local l = CRIT:forward(logits, Y)
-  ctx:free(); logits:free()
-  return l
-end
-
 -- forward + backward: the loss, and the image gradient
 local function loss_and_grads(model, x)
   model:zero_grad()
@@ -62,53 +55,17 @@ local function loss_and_grads(model, x)
   return l, dimg
 end
 
--- The indices (1-based, flat) of the k largest |g| plus two fixed others.
-local function pick(g, k)
-  local n = g:numel()
-  local idx = {}
-  for i = 1, n do idx[i] = i end
-  table.sort(idx, function(a, b)
-    local ga, gb = math.abs(g[a]), math.abs(g[b])
-    if ga ~= gb then return ga > gb end
-    return a < b
-  end)
-  local out = {}
-  for i = 1, math.min(k, n) do out[#out + 1] = idx[i] end
-  for _, i in ipairs({(n * 2) // 5 + 1, n}) do out[#out + 1] = i end
-  return out
-end
-
-local EPS, RTOL, ATOL = 3e-3, 2e-2, 1e-4
-
--- Central differences of the loss w.r.t. elements of a flat f32 view `w`,
--- against the analytic gradient `g` (flat).
-local function check_elements(what, model, w, g, x)
-  for _, i in ipairs(pick(g, 3)) do
-    local w0 = w[i]
-    w[i] = w0 + EPS; local lp = loss_of(model, x)
-    w[i] = w0 - EPS; local lm = loss_of(model, x)
-    w[i] = w0
-    local fd = (lp - lm) / (2 * EPS)
-    T.near(g[i], fd, RTOL, ATOL, string.format('%s[%d] (analytic vs finite difference)', what, i))
-  end
-end
-
-local FD_PARAMS = {'patch_embed.proj.weight', 'patch_embed.proj.bias', 'cls_token', 'pos_embed',
-                   'blocks.0.norm1.weight', 'blocks.0.attn.qkv.weight', 'blocks.0.attn.qkv.bias',
-                   'blocks.0.attn.proj.weight', 'blocks.1.mlp.fc1.weight', 'blocks.1.mlp.fc2.bias',
-                   'blocks.1.norm2.bias', 'norm.weight', 'head.weight', 'head.bias'}
-
-local function fd_params(ref)
-  with_kernels(ref, function()
-    local model = vit()
-    loss_and_grads(model)
-    local P = by_name(model)
-    for _, name in ipairs(FD_PARAMS) do
-      local p = T.truthy(P[name], 'parameter ' .. name)
-      T.truthy(p.grad:norm() > 0, name .. ' has a nonzero gradient')
-      check_elements(name, model, p.param:view(-1), p.grad:view(-1))
-    end
-  end)
+-- The tiny ViT's backward for the image and every parameter against central
+-- differences of its forward in float64 (nn.gradcheck: the reference kernels
+-- in double, tight tolerances); the fast kernels are held to the reference ones
+-- ('fast and reference kernels agree' below), the loss's own backward by
+-- tests/c/test_loss.c.
+local function gradcheck_vit(model, x, what)
+  local rep = nn.gradcheck(model, x, {max_elements = 12})
+  T.truthy(rep.ok, what .. ': ' .. rep.message)
+  T.eq(rep.dtype, 'f64', what)
+  T.eq(#rep.tensors, #model:parameters() + 1, what .. ': the image and every parameter')
+  return rep
 end
 
 T.test('the lunar.models doc names only functions that exist', function()
@@ -130,55 +87,29 @@ T.test('the lunar.models doc names only functions that exist', function()
   T.truthy(models.vit_train_flops_per_image(cfg, n) > 6 * n, 'flops per image')
 end)
 
-T.test('finite differences: parameter gradients (reference kernels)', function() fd_params(true) end)
-T.test('finite differences: parameter gradients (fast kernels)', function() fd_params(false) end)
-
--- Directional derivatives along each whole parameter: along the gradient itself
--- (d/dt L(w + t g/|g|) = |g|) and along a random direction.
-T.test('finite differences: directional derivative for every parameter', function()
-  with_kernels(true, function()
-    local model = vit()
-    loss_and_grads(model)
-    for _, p in ipairs(model:parameters()) do
-      local w, g = p.param:view(-1), p.grad:view(-1)
-      local w0 = w:clone()
-      local gn = g:norm()
-      if gn > 1e-3 then
-        local dirs = {g / gn, lunar.empty({w:numel()}):normal_(3, 'dir.' .. p.name, 0, 1)}
-        dirs[2] = dirs[2] / dirs[2]:norm()
-        for k, d in ipairs(dirs) do
-          local dot = (g * d):sum()
-          w:copy_(w0 + d * EPS); local lp = loss_of(model)
-          w:copy_(w0 - d * EPS); local lm = loss_of(model)
-          w:copy_(w0)
-          local fd = (lp - lm) / (2 * EPS)
-          T.near(dot, fd, RTOL, ATOL, string.format('%s direction %d', p.name, k))
-        end
-      end
-    end
-  end)
+T.test('gradcheck (f64): the tiny ViT, the image and every parameter', function()
+  gradcheck_vit(vit(), X, '2D')
 end)
 
-local function fd_input(ref)
-  with_kernels(ref, function()
-    local model = vit()
-    local x = X:clone()
-    local _, dimg = loss_and_grads(model, x)
-    T.truthy(dimg, 'backward(ctx, dlogits, true) returns the image gradient')
-    T.eq(dimg:shape(), {3, 2, 8, 8})
-    check_elements('image', model, x:view(-1), dimg:view(-1), x)
-    -- without need_dx: no image gradient, same parameter gradients
-    local g1 = model._flat_grad:clone()
-    model:zero_grad()
-    local logits, ctx = model:forward(x)
-    local _, cctx = CRIT:forward(logits, Y)
-    T.eq(model:backward(ctx, CRIT:backward(cctx, 1), false), nil)
-    T.truthy(rel_err(model._flat_grad, g1) <= 1e-6)
-  end)
-end
+T.test('gradcheck (f64): the tiny ViT in training mode with dropout (its masks rewound)', function()
+  local model = vit({drop = 0.2, seed = 3})
+  T.truthy(model.training, 'training mode')
+  gradcheck_vit(model, X, 'dropout 0.2')
+end)
 
-T.test('finite differences: input pixels (reference kernels)', function() fd_input(true) end)
-T.test('finite differences: input pixels (fast kernels)', function() fd_input(false) end)
+T.test('need_dx = false: no image gradient, the same parameter gradients', function()
+  local model = vit()
+  local x = X:clone()
+  local _, dimg = loss_and_grads(model, x)
+  T.truthy(dimg, 'backward(ctx, dlogits, true) returns the image gradient')
+  T.eq(dimg:shape(), {3, 2, 8, 8})
+  local g1 = model._flat_grad:clone()
+  model:zero_grad()
+  local logits, ctx = model:forward(x)
+  local _, cctx = CRIT:forward(logits, Y)
+  T.eq(model:backward(ctx, CRIT:backward(cctx, 1), false), nil)
+  T.truthy(rel_err(model._flat_grad, g1) <= 1e-6)
+end)
 
 T.test('fast and reference kernels agree on the loss and every gradient', function()
   local model = vit()
@@ -319,12 +250,8 @@ T.test('a 3D ViT: patch embed weight [dim, C, 4, 4, 4], forward and backward', f
   for _, p in ipairs(model:parameters()) do
     T.truthy(p.grad:norm() > 0 or p.name:match('qkv%.bias'), p.name .. ' has a gradient')
   end
-  -- one finite-difference check of the conv weight and the input
-  with_kernels(true, function()
-    loss_and_grads(model, x)
-    check_elements('3D patch_embed.proj.weight', model, P['patch_embed.proj.weight'].param:view(-1),
-      P['patch_embed.proj.weight'].grad:view(-1), x)
-  end)
+  -- the 3D patch embedding's weight and the input (and the rest) against finite differences
+  gradcheck_vit(model, x, '3D')
   T.raises(function() model:forward(lunar.zeros({3, 2, 8, 8})) end, 'patch_embed')
 end)
 

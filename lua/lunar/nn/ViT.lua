@@ -272,8 +272,9 @@ function ViT:backward(ctx, dy, need_dx)
     local dpooled = self.head:backward(ctx.ch, dy)
     ctx:release('pooled')
     local hs = ctx.h:shape()
-    -- where the activation is, not the default device; f32 (a gradient), even when h is bf16 (precision = 'bf16')
-    local dh = lunar.zeros(hs, 'f32', ctx.h:device())
+    -- where the activation is, not the default device; f32 (a gradient), even when h is bf16 (precision = 'bf16');
+    -- f64 under nn.gradcheck
+    local dh = lunar.zeros(hs, require('lunar.nn.precision').real(dpooled), ctx.h:device())
     dh:select(2, 1):copy_(dpooled)
     dpooled:free(); ctx:release('h')
     dx = self.norm:backward(ctx.cn, dh)
