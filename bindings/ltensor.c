@@ -139,20 +139,26 @@ static int l_ones(lua_State *L) {
     return 1;
 }
 
-/* Flattens a nested table of numbers into buf, recording the shape. */
+/* Flattens a nested table of numbers into buf, recording the shape. An error
+ * frees buf first (luaL_error does not return). */
 static void flatten(lua_State *L, int idx, int depth, int64_t *shape, int *ndim, double **buf,
                     size_t *n, size_t *cap) {
     int64_t len = (int64_t)luaL_len(L, idx);
-    if (depth >= LUNAR_MAX_DIMS) luaL_error(L, "tensor: table nested too deep");
+    if (depth >= LUNAR_MAX_DIMS) { free(*buf); *buf = NULL; luaL_error(L, "tensor: table nested too deep"); }
     if (depth >= *ndim) { *ndim = depth + 1; shape[depth] = len; }
-    else if (shape[depth] != len) luaL_error(L, "tensor: ragged table (dim %d has sizes %d and %d)",
-                                             depth + 1, (int)shape[depth], (int)len);
+    else if (shape[depth] != len) {
+        free(*buf); *buf = NULL;
+        luaL_error(L, "tensor: ragged table (dim %d has sizes %d and %d)", depth + 1, (int)shape[depth], (int)len);
+    }
     for (int64_t i = 1; i <= len; i++) {
         lua_geti(L, idx, i);
         if (lua_istable(L, -1)) {
             flatten(L, lua_gettop(L), depth + 1, shape, ndim, buf, n, cap);
         } else {
-            if (!lua_isnumber(L, -1)) luaL_error(L, "tensor: element %d is not a number", (int)i);
+            if (!lua_isnumber(L, -1)) {
+                free(*buf); *buf = NULL;
+                luaL_error(L, "tensor: element %d is not a number", (int)i);
+            }
             if (*n == *cap) { *cap = *cap ? 2 * *cap : 64; *buf = realloc(*buf, *cap * sizeof **buf); }
             (*buf)[(*n)++] = lua_tonumber(L, -1);
         }
