@@ -188,4 +188,7 @@ run timeout 120 mpirun -np 2 "$LUNAR" "${EX[@]}" DROPOUT=0 BATCH_SIZE=4 METRICS_
   CHECKPOINT_DIR="$T/dp2" MAX_STEPS=7
 check "data 2 without dropout, stopped after 7 steps: exit 0" eval '[ "$rc" -eq 0 ] && [ -f "$T/dp2/step_7/index.json" ]'
 reshard "data 2 -> one rank" "$T/dp2" "$T/dp2.jsonl" "$T/nodrop.jsonl" -- DROPOUT=0 BATCH_SIZE=8
+# into tensor mode 2d (q = 2: every weight split along both dims, every vector in 1/4 pieces)
+reshard "data 2 -> tensor 2d size 4" "$T/dp2" "$T/dp2.jsonl" "$T/nodrop.jsonl" mpirun -np 4 -- DROPOUT=0 BATCH_SIZE=8 \
+  'parallel={tensor={mode="2d", size=4}}'
 finish
