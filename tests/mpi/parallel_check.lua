@@ -53,7 +53,7 @@ local parallel = require('lunar.parallel')
 local world = lunar.comm.world()
 local R, W = world:rank(), world:size()
 local FILTER = (lunar.args.rest or {})[1]
--- 'tensor_nd': only the 2D / 2.5D tensor-parallel layouts (tests/mpi/test_tensor_nd.sh)
+-- 'tensor_nd': only the 2D / 2.5D / 3D tensor-parallel layouts (tests/mpi/test_tensor_nd.sh)
 local ND = FILTER == 'tensor_nd'
 if ND then FILTER = (lunar.args.rest or {})[2] end
 local STEPS = 5
@@ -236,7 +236,7 @@ end
 -- all_gather) and on the first layout, where the CPU has the bf16 kernels
 local BF16_OK, BF16_WHY = lunar.ops.bf16_supported('cpu')
 if ND then
-  -- the 2D / 2.5D modes (lunar.parallel.tensor_2d): {dp, tp, pp, tensor dict, extra, label}
+  -- the 2D / 2.5D / 3D modes (lunar.parallel.tensor_2d, tensor_3d): {dp, tp, pp, tensor dict, extra, label}
   local T2D = {mode = '2d', size = 4}
   local ND_LAYOUTS = {
     {1, 4, 1, T2D, {}, ''},
@@ -247,8 +247,14 @@ if ND then
     {1, 8, 1, {mode = '2.5d', size = 8, depth = 2}, {}, ''},
     {1, 8, 1, {mode = '2.5d', size = 8, depth = 2}, {NUM_MICRO_BATCHES = 2, gradient_accumulation = 2},
       ', gradient accumulation 2, 2 micro-batches'},
+    {1, 8, 1, {mode = '3d', size = 8}, {}, ''},
+    {1, 8, 1, {mode = '3d', size = 8}, {NUM_MICRO_BATCHES = 2, gradient_accumulation = 2},
+      ', gradient accumulation 2, 2 micro-batches'},
   }
-  if BF16_OK then ND_LAYOUTS[#ND_LAYOUTS + 1] = {1, 4, 1, T2D, {precision = 'bf16'}, ', bf16'} end
+  if BF16_OK then
+    ND_LAYOUTS[#ND_LAYOUTS + 1] = {1, 4, 1, T2D, {precision = 'bf16'}, ', bf16'}
+    ND_LAYOUTS[#ND_LAYOUTS + 1] = {1, 8, 1, {mode = '3d', size = 8}, {precision = 'bf16'}, ', bf16'}
+  end
   for _, l in ipairs(ND_LAYOUTS) do
     local dp, tp, pp, tensor, extra, label = table.unpack(l)
     if dp * tp * pp == W then

@@ -1,5 +1,6 @@
 -- tests/mpi/tensor_nd_layers_check.lua: each layer the multi-dimensional
--- tensor-parallel modes split (lunar.parallel.tensor_2d: '2d', '2.5d')
+-- tensor-parallel modes split (lunar.parallel.tensor_2d: '2d', '2.5d';
+-- lunar.parallel.tensor_3d: '3d')
 -- alone against its unpartitioned self (lunar.nn), forward and backward.
 --
 --   mpirun -np W build/lunar tests/mpi/tensor_nd_layers_check.lua MODE [DEPTH]
@@ -14,7 +15,9 @@
 -- largest reference value: the outputs, the input gradients, every
 -- parameter gradient (by name). Shapes: 5 tokens (the tokens are never
 -- split: any count works), batch 4 (a multiple of the batch blocks), 16
--- features, 4 heads, MLP 32, 5 classes (the head's output is whole). And the
+-- features, 4 heads, MLP 32, 5 classes (the head's output is whole). Then
+-- engine:eval_step on a batch that is not a multiple of the batch blocks
+-- (padded, the logits cut back) gives one rank's logits. And the
 -- errors: features or heads the grid cannot split raise one message naming
 -- the numbers, at construction (before any collective).
 local nn = require('lunar.nn')
@@ -147,6 +150,27 @@ local cls = rand({B, C}, 'cls')
 layer('head 16 -> 5', function(f) return (f or require('lunar.nn.layers')):head(C, CLS) end, cls, false, false, nil,
   {whole_output = true})
 
+-- evaluation of a batch that is not a multiple of the batch blocks (the test set's last batch):
+-- engine:eval_step pads it with zero images and cuts the logits: those of one rank
+do
+  local config, setup = require('lunar.config'), require('lunar.setup')
+  local function run_of(par)
+    local c = config.from_table({DATASET = 'synthetic', NUM_SAMPLES = 8, IMG_SIZE = 8, PATCH_SIZE = 4, IN_CHANS = 2,
+      NUM_CLASSES = CLS, HIDDEN_SIZE = C, DEPTH = 2, NUM_HEADS = H, MLP_RATIO = HID / C, BATCH_SIZE = B,
+      SEED = 3, PREFETCH = false, METRICS_FILE = '', parallel = par}, 'tensor_nd_layers_check')
+    return setup.from_config(c, nil, {grid = par and parallel.initialize(c, world, {quiet = true}) or false,
+      loaders = false})
+  end
+  local one, split = run_of(nil), run_of(cfg.parallel)
+  local n = tp:num_batch_blocks() + 1
+  local imgs = rand({n, 2, 8, 8}, 'eval')
+  one.model:evaluate(); split.model:evaluate()
+  local want = one.engine:eval_step(imgs)
+  local got = split.engine:eval_step(imgs)
+  close(string.format('eval_step of %d images (not a multiple of %d batch blocks): the logits of one rank', n,
+    tp:num_batch_blocks()), got, want)
+end
+
 -- widths and heads the grid cannot split: one message at construction
 local q = tp.q
 local function raises(label, fn, needles)
@@ -155,12 +179,14 @@ local function raises(label, fn, needles)
   for _, s in ipairs(needles) do good = good and msg:find(s, 1, true) ~= nil end
   check(label, good, tostring(msg))
 end
-raises('a linear whose bias has features not divisible by q x q', function() return tp:column_linear(C, q * q + q) end,
-  {'bias has ' .. (q * q + q) .. ' features along dim 1', 'q x q = ' .. q * q})
+local unit, label = q * tp.npieces, tp:vector_layout().label   -- q x q (2D) or q x q x q (3D): a vector's pieces
+local W2 = (unit // q) * (q + 1)                                   -- divisible by unit / q, not by unit
+raises('a linear whose bias has features not divisible by ' .. label, function() return tp:column_linear(C, W2) end,
+  {'bias has ' .. W2 .. ' features along dim 1', label .. ' = ' .. unit})
 raises('a linear whose input features are not divisible by q', function() return tp:row_linear(q + 1, C) end,
   {(q + 1) .. ' -> ' .. C, 'not divisible by q = ' .. q})
-raises('a LayerNorm whose width is not divisible by q x q', function() return tp:layer_norm(q * q + q, 1e-6) end,
-  {'weight has ' .. (q * q + q) .. ' features', 'q x q = ' .. q * q})
+raises('a LayerNorm whose width is not divisible by ' .. label, function() return tp:layer_norm(W2, 1e-6) end,
+  {'weight has ' .. W2 .. ' features', label .. ' = ' .. unit})
 raises('heads not divisible by q', function() return nn.Attention(q * (q + 1) * q * q, q + 1, {tp = tp}) end,
   {'NUM_HEADS ' .. (q + 1) .. ' is not divisible by q = ' .. q})
 

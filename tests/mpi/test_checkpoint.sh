@@ -191,4 +191,7 @@ reshard "data 2 -> one rank" "$T/dp2" "$T/dp2.jsonl" "$T/nodrop.jsonl" -- DROPOU
 # into tensor mode 2d (q = 2: every weight split along both dims, every vector in 1/4 pieces)
 reshard "data 2 -> tensor 2d size 4" "$T/dp2" "$T/dp2.jsonl" "$T/nodrop.jsonl" mpirun -np 4 -- DROPOUT=0 BATCH_SIZE=8 \
   'parallel={tensor={mode="2d", size=4}}'
+# and into tensor mode 3d (q = 2: weights in 8 pieces over both dims, vectors in 8 pieces)
+reshard "data 2 -> tensor 3d size 8" "$T/dp2" "$T/dp2.jsonl" "$T/nodrop.jsonl" mpirun -np 8 -- DROPOUT=0 BATCH_SIZE=8 \
+  'parallel={tensor={mode="3d", size=8}}'
 finish

@@ -79,6 +79,8 @@ bad_layout 4 "tensor mode 2d, size 2 (not q x q)" "tensor mode '2d' needs parall
   'parallel={tensor={mode="2d", size=2}}'
 bad_layout 4 "tensor mode 2.5d, depth 3 over size 4" "parallel.tensor.depth 3 does not divide parallel.tensor.size 4" \
   'parallel={tensor={mode="2.5d", size=4, depth=3}}'
+bad_layout 4 "tensor mode 3d, size 4 (not q x q x q)" "tensor mode '3d' needs parallel.tensor.size = q x q x q (8, 27, 64, ...), got 4 (not a perfect cube)" \
+  'parallel={tensor={mode="3d", size=4}}'
 # an unknown mode is the config schema's error (an enum); printed once too
 bad_layout 4 "unknown tensor mode 4d" "config key 'parallel.tensor.mode' must be one of '1d', '2d', '2.5d', '3d', 'none', got string \"4d\"" \
   'parallel={tensor={mode="4d", size=2}}'

@@ -27,6 +27,7 @@
 --                                  token, position embedding); tp:embed_tokens_backward(owner, dt)
 --   tp:local_heads(H), tp:local_features(C), tp:local_batch(B)   what one rank holds
 --                                  of the heads, an activation's features, a micro-batch
+--   tp:num_batch_blocks()          the batch is split in that many blocks (1 here)
 -- (B', C': this rank's batch and features, B and C here).
 local Linear = require('lunar.nn.Linear')
 local LayerNorm = require('lunar.nn.LayerNorm')
@@ -87,5 +88,8 @@ function layers:local_features(dim) return dim end
 
 --- A micro-batch's images on one rank: all of them.
 function layers:local_batch(batch) return batch end
+
+--- The number of blocks the batch is split in (its size must be a multiple): 1.
+function layers:num_batch_blocks() return 1 end
 
 return layers

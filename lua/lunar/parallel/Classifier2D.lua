@@ -43,7 +43,7 @@ function Classifier2D:forward(x)
   if #s ~= 2 or s[2] ~= self.dim_local then self:shape_error("class tokens (this rank's block)", s, {'b', self.dim_local}) end
   local tp = self.tp
   local w = tp:gather_vector(self, 'weight', true)
-  local part = ops.linear(x, w, tp.j == 0 and self.bias or nil)
+  local part = ops.linear(x, w, tp.fblock == 0 and self.bias or nil)
   w:free()
   tp.groups.row:all_reduce(part, 'sum')
   local nb = tp:num_batch_blocks()

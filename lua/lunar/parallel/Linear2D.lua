@@ -27,7 +27,7 @@
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
-local Linear = require('lunar.nn.Linear')
+local tensor_2d = require('lunar.parallel.tensor_2d')
 local ops = lunar.ops
 
 local Linear2D = class('Linear2D', Module)
@@ -101,15 +101,7 @@ function Linear2D:forward(x)
   end
   if bias then bias:free() end
   if xc then xc:free() end
-  local out_shape = {table.unpack(shape)}
-  out_shape[#out_shape] = self.out_local
-  y = y:view(table.unpack(out_shape))
-  if Linear.output_dtype(self) == 'bf16' then
-    local y16 = ops.cast_bf16(y)
-    y:free()
-    y = y16
-  end
-  return y, Context(nil, {x = x})
+  return tensor_2d.linear_output(self, y, shape), Context(nil, {x = x})
 end
 
 --- Accumulates this rank's weight block and bias piece gradients; returns dx
@@ -124,16 +116,7 @@ function Linear2D:backward(ctx, dy, need_dx)
   local x2, xc = rows(ctx.x, self.in_local)
   local R = x2:shape()[1]
   local w = self:gemm_weight('weight')
-  if self.has_bias then
-    local gb = lunar.zeros({self.out_local}, 'f32', dy:device())
-    local ones = lunar.ones({R, 1}, 'f32', dy:device())
-    local dyf = dy2:dtype() == 'f32' and dy2 or (dy2 + 0)   -- the column sums in f32
-    ops.linear_backward(dyf, ones, gb:view(self.out_local, 1), gb:view(self.out_local, 1), nil, false)
-    if dyf ~= dy2 then dyf:free() end
-    ones:free()
-    tp:reduce_vector_grad(self, 'bias', gb)
-    gb:free()
-  end
+  if self.has_bias then tensor_2d.bias_grad(self, dy2) end
   -- dA: partial t = dY_ij^T X_it, reduce-scattered over the column
   local pw = lunar.zeros({q, self.out_local, self.in_local}, 'f32', dy:device())
   local pin = want and lunar.empty({q, R, self.in_local}, 'f32', dy:device()) or nil

@@ -21,6 +21,7 @@
 -- communication and gives the same answer on every rank, so a bad layout is
 -- found before the first collective (lunar.parallel.initialize prints it once).
 local tensor_2d = require('lunar.parallel.tensor_2d')
+local tensor_3d = require('lunar.parallel.tensor_3d')
 
 local grid = {}
 
@@ -96,7 +97,7 @@ function grid.validate(cfg, world_size)
   local function bad(fmt, ...) return 'parallel: ' .. string.format(fmt, ...) end
   if math.type(r.pp) ~= 'integer' or r.pp < 1 then return bad('pipeline size %s must be an integer >= 1', tostring(r.pp)) end
   if math.type(r.tp) ~= 'integer' or r.tp < 1 then return bad('tensor size %s must be an integer >= 1', tostring(r.tp)) end
-  local multi = r.mode == '2d' or r.mode == '2.5d'      -- lunar.parallel.tensor_2d
+  local multi = r.mode == '2d' or r.mode == '2.5d' or r.mode == '3d'   -- lunar.parallel.tensor_2d, tensor_3d
   if r.mode ~= '1d' and r.mode ~= 'none' and not multi then
     return bad("unknown tensor mode '%s' (parallel.tensor.mode is '1d', '2d', '2.5d', '3d' or 'none')", tostring(r.mode))
   end
@@ -107,7 +108,8 @@ function grid.validate(cfg, world_size)
     return bad("parallel.tensor.depth %s is only for tensor mode '2.5d' (mode is '%s')", tostring(r.depth), r.mode)
   end
   if multi then
-    local msg = tensor_2d.check(r.mode, r.tp, r.depth, cfg)
+    local msg
+    if r.mode == '3d' then msg = tensor_3d.check(r.tp, cfg) else msg = tensor_2d.check(r.mode, r.tp, r.depth, cfg) end
     if msg then return bad('%s', msg) end
   end
   if r.schedule ~= '1f1b' and r.schedule ~= 'gpipe' then
@@ -204,7 +206,9 @@ function grid.new(cfg, comm)
   g.dp_group = comm:split(g.pp_rank * tp + g.tp_rank, g.dp_rank, name .. '/dp')
   g.pp_group = comm:split(g.dp_rank * tp + g.tp_rank, g.pp_rank, name .. '/pp')
   g.mp_group = comm:split(g.dp_rank, g.pp_rank * tp + g.tp_rank, name .. '/mp')
-  if r.mode == '2d' or r.mode == '2.5d' then tensor_2d.make_groups(g, r.mode, r.depth) end   -- g.tensor_groups
+  -- g.tensor_groups: the groups of the modes that split activations
+  if r.mode == '2d' or r.mode == '2.5d' then tensor_2d.make_groups(g, r.mode, r.depth) end
+  if r.mode == '3d' then tensor_3d.make_groups(g) end
   if cfg.DEPTH then
     g.splits = grid.partition(cfg.DEPTH, pp, r.split)
     g.stage = g:stage_info(g.pp_rank)
@@ -247,8 +251,9 @@ function Grid:describe()
   local tg = self.tensor_groups
   local lines = {string.format('process grid: world %d = data %d x pipeline %d x tensor %d%s%s (tensor innermost)',
     self.world_size, self.dp_size, self.pp_size, self.tp_size,
-    tg and string.format(" (mode '%s': %s%d x %d, tensor rank = depth*%d + row*%d + column)", self.tensor_mode,
-      tg.d > 1 and (tg.d .. ' x ') or '', tg.q, tg.q, tg.q * tg.q, tg.q) or '',
+    tg and (self.tensor_mode == '3d' and string.format(" (mode '3d': %d x %d x %d, tensor rank = i*%d + j*%d + l)",
+      tg.q, tg.q, tg.q, tg.q * tg.q, tg.q) or string.format(" (mode '%s': %s%d x %d, tensor rank = depth*%d + " ..
+      'row*%d + column)', self.tensor_mode, tg.d > 1 and (tg.d .. ' x ') or '', tg.q, tg.q, tg.q * tg.q, tg.q)) or '',
     self.sequence_parallel and ', sequence parallel' or '')}
   for s = 0, self.pp_size - 1 do
     local cells = {}

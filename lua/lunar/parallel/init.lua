@@ -22,6 +22,7 @@ local grid = require('lunar.parallel.grid')
 
 local tensor_1d = require('lunar.parallel.tensor_1d')
 local tensor_2d = require('lunar.parallel.tensor_2d')
+local tensor_3d = require('lunar.parallel.tensor_3d')
 
 local parallel = {
   grid = grid,
@@ -30,6 +31,7 @@ local parallel = {
   RowParallelLinear = require('lunar.parallel.RowParallelLinear'),
   tensor_1d = tensor_1d,
   tensor_2d = tensor_2d,
+  tensor_3d = tensor_3d,
   reducer = require('lunar.parallel.reducer'),
   pipeline = require('lunar.parallel.pipeline'),
 }
@@ -95,11 +97,12 @@ end
 --- The tensor-parallel context the nn modules take (opts.tp): the layer
 -- factory of the grid's tensor mode (lunar.parallel.tensor_1d: comm, size,
 -- rank, sequence_parallel and the split layers; tensor_2d for '2d' and
--- '2.5d'); nil when the tensor-parallel size is 1 (the modules then build
+-- '2.5d', tensor_3d for '3d'); nil when the tensor-parallel size is 1 (the modules then build
 -- plain layers).
 function parallel.tp_context(g)
   if not g or g.tp_size <= 1 then return nil end
   local tg = g.tensor_groups
+  if tg and g.tensor_mode == '3d' then return tensor_3d.new{q = tg.q, rank = g.tp_rank, groups = tg} end
   if tg then return tensor_2d.new{q = tg.q, depth = tg.d, rank = g.tp_rank, groups = tg, mode = g.tensor_mode} end
   return tensor_1d.new{comm = g.tp_group, size = g.tp_size, rank = g.tp_rank, sequence_parallel = g.sequence_parallel}
 end

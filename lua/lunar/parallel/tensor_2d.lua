@@ -97,10 +97,19 @@ function tensor_2d.check(mode, size, depth, cfg)
   if not q then return d end
   if q == 1 and d == 1 then return nil end
   local what = string.format("tensor mode '%s' (q = %d%s)", mode, q, d > 1 and (', depth ' .. d) or '')
+  return tensor_2d.check_split(what, cfg, q, q * q, 'q x q', d * q, 'depth x q')
+end
+
+--- The checks every mode that splits activations makes (2D, 2.5D, 3D):
+-- HIDDEN_SIZE and the MLP hidden size divisible by `unit` (q blocks, each
+-- in unit/q pieces), NUM_HEADS by q, the micro-batch by the nbatch batch
+-- blocks; DROPOUT and MODEL (check_model). nil, or the message starting
+-- with `what` (the mode and its sizes); the labels name unit and nbatch.
+function tensor_2d.check_split(what, cfg, q, unit, unit_label, nbatch, batch_label)
   local dim, heads = cfg.HIDDEN_SIZE, cfg.NUM_HEADS
-  if dim and dim % (q * q) ~= 0 then
-    return string.format('%s: HIDDEN_SIZE %d is not divisible by q x q = %d (features are split in q blocks and ' ..
-      'the norms, biases and embeddings of a block in q pieces)', what, dim, q * q)
+  if dim and dim % unit ~= 0 then
+    return string.format('%s: HIDDEN_SIZE %d is not divisible by %s = %d (features are split in q blocks and ' ..
+      'the norms, biases and embeddings of a block in pieces)', what, dim, unit_label, unit)
   end
   if heads and heads % q ~= 0 then
     return string.format('%s: NUM_HEADS %d is not divisible by q = %d (heads are split like the features)',
@@ -108,16 +117,23 @@ function tensor_2d.check(mode, size, depth, cfg)
   end
   if dim then
     local hidden = math.floor(dim * (cfg.MLP_RATIO or 4) + 0.5)
-    if hidden % (q * q) ~= 0 then
-      return string.format('%s: the MLP hidden size %d (HIDDEN_SIZE %d x MLP_RATIO %g) is not divisible by q x q = %d',
-        what, hidden, dim, cfg.MLP_RATIO or 4, q * q)
+    if hidden % unit ~= 0 then
+      return string.format('%s: the MLP hidden size %d (HIDDEN_SIZE %d x MLP_RATIO %g) is not divisible by %s = %d',
+        what, hidden, dim, cfg.MLP_RATIO or 4, unit_label, unit)
     end
   end
   local m = cfg.NUM_MICRO_BATCHES or 1
-  if cfg.BATCH_SIZE and cfg.BATCH_SIZE % m == 0 and (cfg.BATCH_SIZE // m) % (d * q) ~= 0 then
+  if cfg.BATCH_SIZE and cfg.BATCH_SIZE % m == 0 and (cfg.BATCH_SIZE // m) % nbatch ~= 0 then
     return string.format('%s: the micro-batch of %d images (BATCH_SIZE %d / NUM_MICRO_BATCHES %d) is not divisible ' ..
-      'by depth x q = %d (the batch is split in that many blocks)', what, cfg.BATCH_SIZE // m, cfg.BATCH_SIZE, m, d * q)
+      'by %s = %d (the batch is split in that many blocks)', what, cfg.BATCH_SIZE // m, cfg.BATCH_SIZE, m,
+      batch_label, nbatch)
   end
+  return tensor_2d.check_model(what, cfg)
+end
+
+--- What the modes that split activations (2D, 2.5D, 3D) do not support:
+-- nil, or the message starting with `what` (the mode and its sizes).
+function tensor_2d.check_model(what, cfg)
   if (cfg.DROPOUT or 0) > 0 then
     return string.format('%s: DROPOUT %g > 0 is not supported (the masks of split activations would not match one ' ..
       "rank's); set DROPOUT = 0", what, cfg.DROPOUT)
@@ -156,9 +172,16 @@ end
 function tensor_2d.new(args)
   local q, d = assert(args.q, 'tensor_2d.new: q is required'), args.depth or 1
   local r = assert(args.rank, 'tensor_2d.new: rank is required')
-  return setmetatable({size = d * q * q, rank = r, q = q, d = d, k = r // (q * q), i = (r % (q * q)) // q,
+  local t = setmetatable({size = d * q * q, rank = r, q = q, d = d, k = r // (q * q), i = (r % (q * q)) // q,
     j = r % q, groups = args.groups, mode = args.mode or (d > 1 and '2.5d' or '2d'), sequence_parallel = false}, T2)
+  -- the activations' feature block, and this rank's piece of a vector's block (over the column group)
+  t.fblock, t.piece, t.npieces = t.j, t.i, q
+  t.bblock, t.nbatch = t.k * q + t.i, d * q          -- the activations' batch block, of nbatch
+  return t
 end
+
+--- The class of the factory (lunar.parallel.tensor_3d builds on it).
+tensor_2d.Factory = T2
 
 -- ---- where a piece sits in the full tensor -------------------------------------------------
 
@@ -209,31 +232,48 @@ function T2:weight_shard(out_f, in_f, groups)
     pieces = cross(fs, {block_intervals(out_f, groups or 1, self.q, self.j), block_intervals(in_f, 1, self.q, self.i)})}
 end
 
---- The shard spec of a vector used by feature block j along dim `dim` of
--- full_shape (`groups` as the weight's rows): piece i of block j.
-function T2:vector_shard(full_shape, dim, groups)
+--- How a vector parameter is split (the default: the activations'): block
+-- `block` of q along its dim, that block cut in `npieces` pieces of which
+-- this rank holds `piece`, gathered over self.groups[group] (in piece
+-- order); `extra` = {dim=, block=} also takes block `block` of q along
+-- another dim (a 3D linear's weight); `label` names npieces * q in messages.
+function T2:vector_layout()
+  return {group = 'col', block = self.fblock, piece = self.piece, npieces = self.npieces, label = 'q x q'}
+end
+
+--- The shard spec of a vector along dim `dim` of full_shape (`groups` as a
+-- weight's rows: each group's block `block`, then the pieces of that),
+-- split as layout L (default self:vector_layout()).
+function T2:vector_shard(full_shape, dim, groups, L)
+  L = L or self:vector_layout()
   local F, q = full_shape[dim], self.q
+  local n = F // (q * L.npieces)
   local per = {}
-  per[dim] = sub_intervals(block_intervals(F, groups or 1, q, self.j), self.i * (F // (q * q)), F // (q * q))
+  per[dim] = sub_intervals(block_intervals(F, groups or 1, q, L.block), L.piece * n, n)
+  if L.extra then per[L.extra.dim] = block_intervals(full_shape[L.extra.dim], 1, q, L.extra.block) end
   return {full_shape = full_shape, replica = self.k, mode = self.mode, pieces = cross(full_shape, per)}
 end
 
 -- ---- vector pieces: gathered when used, gradients reduce-scattered --------------------------
 
 --- Declares a vector piece on `module` (see the module doc): local shape
--- full_shape with dim `dim` / q^2. opts: Module:param's, plus groups.
+-- full_shape with dim `dim` / (q * npieces) (and the extra dim / q). opts:
+-- Module:param's, plus groups and layout (default self:vector_layout()).
 function T2:vector_param(module, name, full_shape, dim, init, opts)
-  local F, q = full_shape[dim], self.q
-  if F % ((opts and opts.groups or 1) * q * q) ~= 0 then
-    error(string.format("tensor mode '%s': %s has %d features along dim %d, not divisible by %s q x q = %d",
-      self.mode, name, F, dim, opts and opts.groups and (opts.groups .. ' groups x') or '', q * q), 0)
+  opts = opts or {}
+  local L = opts.layout or self:vector_layout()
+  local F, q, G = full_shape[dim], self.q, opts.groups or 1
+  if F % (G * q * L.npieces) ~= 0 then
+    error(string.format("tensor mode '%s': %s has %d features along dim %d, not divisible by %s%s = %d",
+      self.mode, name, F, dim, G > 1 and (G .. ' groups x ') or '', L.label, q * L.npieces), 0)
   end
   local shape = {table.unpack(full_shape)}
-  shape[dim] = F // (q * q)
-  local o = {shard = self:vector_shard(full_shape, dim, opts and opts.groups)}
-  for k, v in pairs(opts or {}) do if k ~= 'groups' then o[k] = v end end
-  module._vector_dims = module._vector_dims or {}
-  module._vector_dims[name] = dim
+  shape[dim] = F // (q * L.npieces)
+  if L.extra then shape[L.extra.dim] = shape[L.extra.dim] // q end
+  local o = {shard = self:vector_shard(full_shape, dim, G, L)}
+  for k, v in pairs(opts) do if k ~= 'groups' and k ~= 'layout' then o[k] = v end end
+  module._vector_layouts = module._vector_layouts or {}
+  module._vector_layouts[name] = {dim = dim, layout = L}
   return module:param(name, shape, init, o)
 end
 
@@ -246,16 +286,16 @@ local function move_first(n, d)
   return perm
 end
 
---- Block j of a vector parameter (all-gather of the pieces over the column
--- group; under precision = 'bf16' its working copy when `working`): a new
+--- The block of a vector parameter (all-gather of the pieces over the
+-- layout's group, the column group by default; under precision = 'bf16' its working copy when `working`): a new
 -- tensor, the caller frees it.
 function T2:gather_vector(module, name, working)
-  local dim = module._vector_dims[name]
+  local v = module._vector_layouts[name]
+  local dim, q = v.dim, v.layout.npieces
   local t = working and module:gemm_weight(name) or module[name]
   local s = t:shape()
-  local q = self.q
   local buf = lunar.empty({q, table.unpack(s)}, t:dtype(), t:device())
-  self.groups.col:all_gather(buf, t)
+  self.groups[v.layout.group]:all_gather(buf, t)
   local full = {table.unpack(s)}
   full[dim] = s[dim] * q
   if dim == 1 then return buf:view(table.unpack(full)) end
@@ -266,13 +306,13 @@ end
 
 --- Adds the gradient of block j, gblock (this rank's batch block's partial
 -- sum; left alone), into the vector's gradient piece: reduce-scatter over
--- the column group (the sum over the batch rows), all_reduce over the depth
+-- the layout's group (the sum over the batch rows), all_reduce over the depth
 -- group (2.5D), add.
 function T2:reduce_vector_grad(module, name, gblock)
-  local dim = module._vector_dims[name]
+  local v = module._vector_layouts[name]
+  local dim, q = v.dim, v.layout.npieces
   local gp = module['grad_' .. name]
   local s = gp:shape()
-  local q = self.q
   local split = {}
   for x = 1, #s do
     if x == dim then split[#split + 1] = q end
@@ -287,7 +327,7 @@ function T2:reduce_vector_grad(module, name, gblock)
     stacked = p
   end
   local out = lunar.empty(s, 'f32', gp:device())
-  self.groups.col:reduce_scatter(out, stacked, 'sum')
+  self.groups[v.layout.group]:reduce_scatter(out, stacked, 'sum')
   if self.d > 1 then self.groups.depth:all_reduce(out, 'sum') end
   lunar.ops.add_(gp, out)
   out:free()
@@ -299,6 +339,37 @@ end
 function T2:reduce_depth(t)
   if self.d > 1 then self.groups.depth:all_reduce(t, 'sum') end
   return t
+end
+
+-- ---- shared by the linears (Linear2D, Linear3D) ----------------------------------------------
+
+--- A linear's output: y [R, out_local] viewed as the input's leading shape
+-- `shape` with out_local features, cast to bf16 when the module's output is
+-- (Linear.output_dtype); y is consumed.
+function tensor_2d.linear_output(m, y, shape)
+  local out_shape = {table.unpack(shape)}
+  out_shape[#out_shape] = m.out_local
+  y = y:view(table.unpack(out_shape))
+  if require('lunar.nn.Linear').output_dtype(m) == 'bf16' then
+    local y16 = lunar.ops.cast_bf16(y)
+    y:free()
+    y = y16
+  end
+  return y
+end
+
+--- Adds the column sums of dy2 [R, out_local] (f32 or bf16; summed in f32)
+-- into m's bias piece gradient (tp:reduce_vector_grad).
+function tensor_2d.bias_grad(m, dy2)
+  local R, n = dy2:shape()[1], m.out_local
+  local gb = lunar.zeros({n}, 'f32', dy2:device())
+  local ones = lunar.ones({R, 1}, 'f32', dy2:device())
+  local dyf = dy2:dtype() == 'f32' and dy2 or (dy2 + 0)
+  lunar.ops.linear_backward(dyf, ones, gb:view(n, 1), gb:view(n, 1), nil, false)
+  if dyf ~= dy2 then dyf:free() end
+  ones:free()
+  m.tp:reduce_vector_grad(m, 'bias', gb)
+  gb:free()
 end
 
 -- ---- the factory (lunar.nn.layers' fields) ---------------------------------------------------
@@ -352,8 +423,8 @@ end
 -- gradient pieces; returns the patch tokens' gradient [b, L, dim/q].
 function T2:embed_tokens_backward(owner, dt)
   local cs, ps = owner.grad_cls_token:shape(), owner.grad_pos_embed:shape()
-  local gc = lunar.zeros({cs[1], cs[2], cs[3] * self.q}, 'f32', dt:device())
-  local gp = lunar.zeros({ps[1], ps[2], ps[3] * self.q}, 'f32', dt:device())
+  local gc = lunar.zeros({cs[1], cs[2], cs[3] * self.npieces}, 'f32', dt:device())
+  local gp = lunar.zeros({ps[1], ps[2], ps[3] * self.npieces}, 'f32', dt:device())
   local dp = lunar.ops.embed_tokens_backward(dt, gc, gp)
   self:reduce_vector_grad(owner, 'cls_token', gc)
   self:reduce_vector_grad(owner, 'pos_embed', gp)
@@ -373,20 +444,23 @@ end
 --- Features of an activation on this rank: C/q.
 function T2:local_features(dim) return dim // self.q end
 
---- Images of a micro-batch of B in this rank's batch block: B/(dq).
+--- Images of a micro-batch of B in this rank's batch block: B /
+-- num_batch_blocks() (an error naming both when it does not divide).
 function T2:local_batch(batch)
-  if batch % (self.d * self.q) ~= 0 then
-    error(string.format("tensor mode '%s': a micro-batch of %d images is not divisible by depth x q = %d",
-      self.mode, batch, self.d * self.q), 0)
+  local nb = self:num_batch_blocks()
+  if batch % nb ~= 0 then
+    error(string.format("tensor mode '%s': a micro-batch of %d images is not divisible by %s = %d",
+      self.mode, batch, self.mode == '3d' and 'q x q' or 'depth x q', nb), 0)
   end
-  return batch // (self.d * self.q)
+  return batch // nb
 end
 
---- This rank's batch block index (0-based, of num_batch_blocks()).
-function T2:batch_block() return self.k * self.q + self.i end
+--- This rank's batch block index (0-based, of num_batch_blocks()): 2D /
+-- 2.5D k*q + i, 3D i*q + j.
+function T2:batch_block() return self.bblock end
 
---- The number of batch blocks of a micro-batch: d*q.
-function T2:num_batch_blocks() return self.d * self.q end
+--- The number of batch blocks of a micro-batch: 2D / 2.5D d*q, 3D q*q.
+function T2:num_batch_blocks() return self.nbatch end
 
 --- Where the activation block of tensor rank `rank` (default this one) sits:
 -- batch block, number of batch blocks, feature block, number of feature
