@@ -242,6 +242,8 @@ if ND then
     {1, 4, 1, T2D, {}, ''},
     {1, 4, 1, T2D, {NUM_MICRO_BATCHES = 2}, ', 2 micro-batches'},
     {1, 4, 1, T2D, {gradient_accumulation = 2, NUM_MICRO_BATCHES = 2}, ', gradient accumulation 2, 2 micro-batches'},
+    {1, 4, 1, T2D, {activation_checkpointing = {granularity = 'full', method = 'uniform', num_layers = 2}},
+      ', checkpointing full/uniform/2'},
     {2, 4, 1, T2D, {}, ''},
     {1, 4, 2, T2D, {NUM_MICRO_BATCHES = 2}, ', 1f1b, 2 micro-batches'},
     {1, 8, 1, {mode = '2.5d', size = 8, depth = 2}, {}, ''},

@@ -12,7 +12,8 @@
 #   - tests/mpi/parallel_check.lua tensor_nd: the ViT trained 5 AdamW steps
 #     (clipping every step) equals one rank (losses and grad norms within
 #     1e-5 relative, gathered parameters as parallel_check's header says):
-#     2d size 4 (1 and 2 micro-batches, gradient accumulation, bf16 where the
+#     2d size 4 (1 and 2 micro-batches, gradient accumulation, activation
+#     checkpointing, bf16 where the
 #     CPU has it) at -np 4, and run twice bitwise; 2d x data 2, 2d x pipeline
 #     2, 2.5d size 8 depth 2 and 3d size 8 (each also with gradient
 #     accumulation and 2 micro-batches; 3d in bf16 too) at -np 8
