@@ -16,6 +16,7 @@
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
+local tensor_2d = require('lunar.parallel.tensor_2d')
 local ops = lunar.ops
 
 local Classifier2D = class('Classifier2D', Module)
@@ -50,7 +51,7 @@ function Classifier2D:forward(x)
   local buf = lunar.empty({nb, s[1], self.out_features}, 'f32', part:device())
   tp.groups.batch:all_gather(buf, part)
   part:free()
-  return buf:view(nb * s[1], self.out_features), Context(nil, {x = x})
+  return tensor_2d.reshape(buf, {nb * s[1], self.out_features}), Context(nil, {x = x})
 end
 
 --- Accumulates the weight piece's and the bias's gradients; returns dx
@@ -59,11 +60,14 @@ function Classifier2D:backward(ctx, dy, need_dx)
   local tp = self.tp
   local x = ctx.x
   local b = x:shape()[1]
-  local mine = dy:narrow(1, tp:batch_block() * b + 1, b):contiguous()
+  local nv = dy:narrow(1, tp:batch_block() * b + 1, b)
+  local mine = nv:contiguous()
+  nv:free()
   local gb = lunar.zeros({self.out_features}, 'f32', dy:device())
   local ones = lunar.ones({b, 1}, 'f32', dy:device())
-  ops.linear_backward(mine, ones, gb:view(self.out_features, 1), gb:view(self.out_features, 1), nil, false)
-  ones:free()
+  local gv = gb:view(self.out_features, 1)
+  ops.linear_backward(mine, ones, gv, gv, nil, false)
+  ones:free(); gv:free()
   tp.groups.batch:all_reduce(gb, 'sum')
   ops.add_(self.grad_bias, gb)
   gb:free()

@@ -18,6 +18,7 @@
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
+local tensor_2d = require('lunar.parallel.tensor_2d')
 local ops = lunar.ops
 
 local LayerNorm2D = class('LayerNorm2D', Module)
@@ -47,16 +48,18 @@ local function per_row(v, c) local o = lunar.ones({c, 1}, 'f32', v:device()); lo
 local function per_col(w, R)
   local c = w:numel()
   local o = lunar.ones({R, 1}, 'f32', w:device())
-  local s = ops.linear(o, w:view(c, 1))
-  o:free()
+  local wv = w:view(c, 1)
+  local s = ops.linear(o, wv)
+  o:free(); wv:free()
   return s
 end
 -- into [c] += the column sums of x [R, c].
 local function colsum_into(x, into)
   local R, c = x:shape()[1], x:shape()[2]
   local o = lunar.ones({R, 1}, 'f32', x:device())
-  ops.linear_backward(x, o, into:view(c, 1), into:view(c, 1), nil, false)
-  o:free()
+  local iv = into:view(c, 1)
+  ops.linear_backward(x, o, iv, iv, nil, false)
+  o:free(); iv:free()
 end
 
 --- x [..., C/q] (f32) -> y [..., C/q] (bf16 under precision = 'bf16'); ctx
@@ -75,7 +78,8 @@ function LayerNorm2D:forward(x)
   local xc = x2 - mb; mb:free()
   local sq = xc * xc
   local v = row:all_reduce(rowsum(sq, c), 'sum'); sq:free()
-  local vars = v:view(R):totable(); v:free()
+  local vars = v:totable(); v:free()
+  for r = 1, R do vars[r] = vars[r][1] end
   local eps = self.eps
   for r = 1, R do vars[r] = 1 / math.sqrt(vars[r] / C + eps) end
   local rstd = lunar.tensor(vars, {R, 1}, 'f32', x:device())
@@ -86,8 +90,9 @@ function LayerNorm2D:forward(x)
   w:free(); b:free()
   local t = xhat * wb; wb:free()
   local y = t + bb; t:free(); bb:free()
+  x2:free()
   if xc0 ~= x then xc0:free() end
-  y = y:view(table.unpack(shape))
+  y = tensor_2d.reshape(y, shape)
   if self.precision == 'bf16' then
     local y16 = ops.cast_bf16(y)
     y:free()
@@ -119,20 +124,21 @@ function LayerNorm2D:backward(ctx, dy, need_dx)
     local wb = per_col(w, R); w:free()
     local dxhat = dy2 * wb; wb:free()
     local dxx = dxhat * xhat
-    local sums = lunar.empty({2, R}, 'f32', dy:device())
+    local sums = lunar.empty({R, 2}, 'f32', dy:device())
     local a, b = rowsum(dxhat, c), rowsum(dxx, c); dxx:free()
-    sums[1]:copy_(a:view(R)); sums[2]:copy_(b:view(R)); a:free(); b:free()
+    local s1, s2 = sums:narrow(2, 1, 1), sums:narrow(2, 2, 1)
+    s1:copy_(a); s2:copy_(b); a:free(); b:free()
     tp.groups.row:all_reduce(sums, 'sum')
-    local am = sums[1]:contiguous():view(R, 1) * (1 / C)
-    local bm = sums[2]:contiguous():view(R, 1) * (1 / C)
-    sums:free()
+    local am, bm = s1 * (1 / C), s2 * (1 / C)   -- [R, 1] each (strided views read through a copy)
+    s1:free(); s2:free(); sums:free()
     local ab, bb = per_row(am, c), per_row(bm, c); am:free(); bm:free()
     local xb = xhat * bb; bb:free()
     local t1 = dxhat - ab; dxhat:free(); ab:free()
     local t2 = t1 - xb; t1:free(); xb:free()
     local rb = per_row(ctx.rstd, c)
-    dx = (t2 * rb):view(table.unpack(shape)); t2:free(); rb:free()
+    dx = tensor_2d.reshape(t2 * rb, shape); t2:free(); rb:free()
   end
+  dy2:free()
   if dyc ~= dy then dyc:free() end
   ctx:free()
   return dx

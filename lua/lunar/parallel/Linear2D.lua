@@ -100,6 +100,7 @@ function Linear2D:forward(x)
     if wt ~= w then wt:free() end
   end
   if bias then bias:free() end
+  x2:free()
   if xc then xc:free() end
   return tensor_2d.linear_output(self, y, shape), Context(nil, {x = x})
 end
@@ -123,8 +124,13 @@ function Linear2D:backward(ctx, dy, need_dx)
   for t = 0, q - 1 do
     local xt = bcast(g.row, x2, tp.j, t)
     local wt = want and bcast(g.col, w, tp.i, t) or w
-    local dxt = ops.linear_backward(dy2, xt, wt, pw[t + 1], nil, want)
-    if dxt then pin[t + 1]:copy_(dxt); dxt:free() end
+    local pwt = pw[t + 1]
+    local dxt = ops.linear_backward(dy2, xt, wt, pwt, nil, want)
+    pwt:free()
+    if dxt then
+      local pt = pin[t + 1]
+      pt:copy_(dxt); pt:free(); dxt:free()
+    end
     if xt ~= x2 then xt:free() end
     if wt ~= w then wt:free() end
   end
@@ -133,7 +139,7 @@ function Linear2D:backward(ctx, dy, need_dx)
   pw:free()
   tp:reduce_depth(gw)
   ops.add_(self.grad_weight, gw)
-  gw:free()
+  gw:free(); dy2:free(); x2:free()
   if dyc then dyc:free() end
   if xc then xc:free() end
   ctx:free()
@@ -143,7 +149,7 @@ function Linear2D:backward(ctx, dy, need_dx)
   pin:free()
   local shape = dy:shape()
   shape[#shape] = self.in_local
-  return dx:view(table.unpack(shape))
+  return tensor_2d.reshape(dx, shape)
 end
 
 return Linear2D

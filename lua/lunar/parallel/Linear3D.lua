@@ -69,9 +69,11 @@ local function gather_rows(comm, q, x, k)
   local xc = x:is_contiguous() and x or x:contiguous()
   local R = xc:numel() // k
   local buf = lunar.empty({q, R, k}, xc:dtype(), xc:device())
-  comm:all_gather(buf, xc:view(R, k))
+  local xv = xc:view(R, k)
+  comm:all_gather(buf, xv)
+  xv:free()
   if xc ~= x then xc:free() end
-  return buf:view(q * R, k), R
+  return tensor_2d.reshape(buf, {q * R, k}), R
 end
 
 -- y [q*R, k] reduce-scattered over comm along its rows: [R, k] (a new f32 tensor).
@@ -109,7 +111,9 @@ function Linear3D:backward(ctx, dy, need_dx)
   local dyg, R = gather_rows(g[self.ga], q, dy, self.out_local)
   if self.has_bias then
     local dyc = dy:is_contiguous() and dy or dy:contiguous()
-    tensor_2d.bias_grad(self, dyc:view(R, self.out_local))
+    local dv = dyc:view(R, self.out_local)
+    tensor_2d.bias_grad(self, dv)
+    dv:free()
     if dyc ~= dy then dyc:free() end
   end
   local xg = gather_rows(g[self.gb], q, ctx.x, self.in_local)
@@ -125,7 +129,7 @@ function Linear3D:backward(ctx, dy, need_dx)
   dxg:free()
   local shape = dy:shape()
   shape[#shape] = self.in_local
-  return dx:view(table.unpack(shape))
+  return tensor_2d.reshape(dx, shape)
 end
 
 return Linear3D

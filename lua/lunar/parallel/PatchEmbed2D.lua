@@ -15,6 +15,7 @@ local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
 local PatchEmbed = require('lunar.nn.PatchEmbed')
+local tensor_2d = require('lunar.parallel.tensor_2d')
 local ops = lunar.ops
 
 local PatchEmbed2D = class('PatchEmbed2D', Module)
@@ -53,9 +54,10 @@ function PatchEmbed2D:forward(img)
   local mc = mine:is_contiguous() and mine or mine:contiguous()
   local patches = ops.patchify(mc, self.patch_size)
   if mc ~= mine then mc:free() end
-  local w = tp:gather_vector(self.proj, 'weight', true)
+  mine:free()
+  local w = tensor_2d.reshape(tp:gather_vector(self.proj, 'weight', true), {self.dim_local, self.fan_in})
   local bias = tp:gather_vector(self.proj, 'bias')
-  local y = ops.linear(patches, w:view(self.dim_local, self.fan_in), bias)
+  local y = ops.linear(patches, w, bias)
   w:free(); bias:free()
   return y, Context({patches = patches}, {img_shape = shape})
 end
@@ -66,14 +68,15 @@ function PatchEmbed2D:backward(ctx, dy, need_dx)
   local tp = self.tp
   local c = self.dim_local
   local want = need_dx ~= false
-  local w = tp:gather_vector(self.proj, 'weight', true)
+  local w = tensor_2d.reshape(tp:gather_vector(self.proj, 'weight', true), {c, self.fan_in})
   local gw = lunar.zeros({c, self.fan_in}, 'f32', dy:device())
   local gb = lunar.zeros({c}, 'f32', dy:device())
-  local dp = ops.linear_backward(dy, ctx.patches, w:view(c, self.fan_in), gw, gb, want)
+  local dp = ops.linear_backward(dy, ctx.patches, w, gw, gb, want)
   w:free()
   local ws = self.proj.weight:shape()
   ws[1] = c
-  tp:reduce_vector_grad(self.proj, 'weight', gw:view(table.unpack(ws)))
+  gw = tensor_2d.reshape(gw, ws)
+  tp:reduce_vector_grad(self.proj, 'weight', gw)
   tp:reduce_vector_grad(self.proj, 'bias', gb)
   gw:free(); gb:free()
   local img_shape = ctx.img_shape
@@ -87,7 +90,7 @@ function PatchEmbed2D:backward(ctx, dy, need_dx)
   local buf = lunar.empty({tp:num_batch_blocks(), dblk:numel()}, 'f32', dblk:device())
   tp.groups.batch:all_gather(buf, dblk)
   dblk:free()
-  return buf:view(table.unpack(img_shape))
+  return tensor_2d.reshape(buf, img_shape)
 end
 
 return PatchEmbed2D

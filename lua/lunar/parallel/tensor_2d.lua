@@ -277,6 +277,16 @@ function T2:vector_param(module, name, full_shape, dim, init, opts)
   return module:param(name, shape, init, o)
 end
 
+--- t (a tensor the caller owns) viewed as `shape`: the view owns the storage
+-- from now on (t's header is freed, so nothing waits for the garbage
+-- collector to release the storage). Shared by the modes' modules.
+function tensor_2d.reshape(t, shape)
+  local v = t:view(table.unpack(shape))
+  t:free()
+  return v
+end
+local reshape = tensor_2d.reshape
+
 -- The permutation that moves dim 1 of an (n+1)-dim tensor to just before dim d+1.
 local function move_first(n, d)
   local perm = {}
@@ -298,10 +308,11 @@ function T2:gather_vector(module, name, working)
   self.groups[v.layout.group]:all_gather(buf, t)
   local full = {table.unpack(s)}
   full[dim] = s[dim] * q
-  if dim == 1 then return buf:view(table.unpack(full)) end
-  local out = buf:permute(table.unpack(move_first(#s, dim))):contiguous():view(table.unpack(full))
-  buf:free()
-  return out
+  if dim == 1 then return reshape(buf, full) end
+  local pv = buf:permute(table.unpack(move_first(#s, dim)))
+  local c = pv:contiguous()
+  pv:free(); buf:free()
+  return reshape(c, full)
 end
 
 --- Adds the gradient of block j, gblock (this rank's batch block's partial
@@ -318,20 +329,23 @@ function T2:reduce_vector_grad(module, name, gblock)
     if x == dim then split[#split + 1] = q end
     split[#split + 1] = s[x]
   end
-  local stacked = gblock:contiguous():view(table.unpack(split))
+  local gc = gblock:is_contiguous() and gblock or gblock:contiguous()
+  local stacked = gc:view(table.unpack(split))   -- a header over gc's storage
   if dim > 1 then
     -- [..., q, piece, ...] -> [q, ..., piece, ...]
     local perm = {dim}
     for x = 1, #split do if x ~= dim then perm[#perm + 1] = x end end
-    local p = stacked:permute(table.unpack(perm)):contiguous()
-    stacked = p
+    local pv = stacked:permute(table.unpack(perm))
+    local c = pv:contiguous()
+    pv:free(); stacked:free()
+    stacked = c
   end
   local out = lunar.empty(s, 'f32', gp:device())
   self.groups[v.layout.group]:reduce_scatter(out, stacked, 'sum')
   if self.d > 1 then self.groups.depth:all_reduce(out, 'sum') end
   lunar.ops.add_(gp, out)
-  out:free()
-  if stacked ~= gblock then stacked:free() end
+  out:free(); stacked:free()
+  if gc ~= gblock then gc:free() end
 end
 
 --- Sums a freshly computed gradient piece (a tensor of a replicated block:
@@ -349,7 +363,7 @@ end
 function tensor_2d.linear_output(m, y, shape)
   local out_shape = {table.unpack(shape)}
   out_shape[#out_shape] = m.out_local
-  y = y:view(table.unpack(out_shape))
+  y = reshape(y, out_shape)
   if require('lunar.nn.Linear').output_dtype(m) == 'bf16' then
     local y16 = lunar.ops.cast_bf16(y)
     y:free()
@@ -365,9 +379,10 @@ function tensor_2d.bias_grad(m, dy2)
   local gb = lunar.zeros({n}, 'f32', dy2:device())
   local ones = lunar.ones({R, 1}, 'f32', dy2:device())
   local dyf = dy2:dtype() == 'f32' and dy2 or (dy2 + 0)
-  lunar.ops.linear_backward(dyf, ones, gb:view(n, 1), gb:view(n, 1), nil, false)
+  local gv = gb:view(n, 1)
+  lunar.ops.linear_backward(dyf, ones, gv, gv, nil, false)
   if dyf ~= dy2 then dyf:free() end
-  ones:free()
+  ones:free(); gv:free()
   m.tp:reduce_vector_grad(m, 'bias', gb)
   gb:free()
 end
