@@ -17,7 +17,12 @@
 --     heads and MLP units split across tp.size ranks; with
 --     tp.sequence_parallel the norms and residuals of the blocks run on a
 --     1/size slice of the tokens (tp:scatter_tokens() after the embedding,
---     tp:gather_tokens() before the final norm).
+--     tp:gather_tokens() before the final norm). The modes that split the
+--     activations too (lunar.parallel.tensor_2d, tensor_3d: '2d', '2.5d',
+--     '3d') also give the patch embedding, the class token and position
+--     embedding (tp:token_params, tp:embed_tokens), the norms and the head;
+--     the blocks then run on [B', N, C'] blocks (tp:local_batch,
+--     tp:local_features) and the head returns the whole batch's logits.
 --   opts.stage = {first_block=, last_block=}   a pipeline stage: only blocks
 --     first..last (0-based, their global names kept); the stage holding block
 --     0 owns patch_embed, cls_token and pos_embed, the one holding the last
