@@ -141,6 +141,13 @@ T.test("recipes of Colossal-AI's ViT benchmark in tensor modes 2d, 2.5d and 3d",
   local D, M = 4096, 16384
   local want = 768 * D + D + D + 197 * D + 32 * (4 * D + 4 * D * D + 4 * D + 2 * D * M + M + D) + 2 * D + 1000 * D + 1000
   T.eq(cli.model_size(d2).params, want)
+  -- config show: 16 B per parameter over the ranks that split the weights (2.5d: size / depth)
+  T.truthy(cli.config_show(ROOT .. 'configs/recipes/vit_2d.lua'):find('24.0 GiB per rank over pipeline 1 x tensor 4',
+    1, true), '2d: 96.1 GiB / 4')
+  T.truthy(cli.config_show(ROOT .. 'configs/recipes/vit_2p5d.lua'):find(
+    '24.0 GiB per rank over pipeline 1 x tensor 8 (weights over 4: depth copies)', 1, true), '2.5d: 96.1 GiB / 4')
+  T.truthy(cli.config_show(ROOT .. 'configs/recipes/vit_3d.lua'):find('12.0 GiB per rank over pipeline 1 x tensor 8',
+    1, true), '3d: 96.1 GiB / 8')
 end)
 
 T.test('recipes that read ImageNet and the 384 fine-tuning recipe', function()

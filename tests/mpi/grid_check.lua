@@ -82,6 +82,10 @@ rejects('3d: HIDDEN_SIZE not divisible by q x q x q', cfg{HIDDEN_SIZE = 12, NUM_
 rejects('3d: micro-batch not divisible by q x q', cfg{BATCH_SIZE = 6, parallel = t2('3d', 8)}, 8,
   {'the micro-batch of 6 images', 'not divisible by q x q = 4'})
 rejects('3d: dropout', cfg{DROPOUT = 0.1, parallel = t2('3d', 8)}, 8, {"tensor mode '3d' (q = 2): DROPOUT 0.1"})
+rejects('3d: a model defined in the config', cfg{MODEL = function() end, parallel = t2('3d', 8)}, 8,
+  {"config key 'MODEL' (a model defined in the config) is not supported"})
+rejects('2d: sequence parallelism', cfg{parallel = {tensor = {mode = '2d', size = 4}, sequence_parallel = true}}, 4,
+  {"sequence_parallel needs tensor mode '1d'"})
 accepts('3d size 8 on 8', cfg{parallel = t2('3d', 8)}, 8)
 accepts('2d size 4 x pipeline 2 on 8', cfg{parallel = {pipeline = 2, tensor = {mode = '2d', size = 4}}}, 8)
 accepts('2.5d size 8 depth 2 on 8', cfg{parallel = t2('2.5d', 8, 2)}, 8)
