@@ -3,6 +3,11 @@
 -- (tests/mpi/test_parallel.sh runs it with -np 2, 4 and 8).
 --
 --   mpirun -np W build/lunar tests/mpi/parallel_check.lua [-- FILTER]
+--   mpirun -np W build/lunar tests/mpi/parallel_check.lua tensor_nd [FILTER]
+--     only the 2D / 2.5D / 3D tensor modes (tests/mpi/test_tensor_nd.sh, -np 4
+--     and 8: 2d size 4 alone, with micro-batches, accumulation, checkpointing
+--     and bf16, x data 2, x pipeline 2; 2.5d size 8 depth 2; 3d size 8), the
+--     same checks and tolerances
 --
 -- A tiny ViT (img 12, patch 4 -> 10 tokens, 2 channels, width 16, depth 4,
 -- 4 heads, MLP 64, 5 classes) on synthetic data, global batch 8, 5 AdamW
