@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# tests/mpi/test_checkpoint.sh: checkpoints under mpirun --oversubscribe (-np 2
-# and 4), one thread per rank: tests/mpi/checkpoint_check.lua saves from each
-# data / tensor / pipeline layout of the world size (barriers, one shard per
+# tests/mpi/test_checkpoint.sh: checkpoints under mpirun --oversubscribe (-np 2,
+# 4 and 8), one thread per rank: tests/mpi/checkpoint_check.lua saves from each
+# data / tensor / pipeline layout of the world size (at -np 4 also tensor 2d
+# size 4, at -np 8 only 2.5d size 8 depth 2 and 3d size 8, each also loaded
+# into tensor 1d size 4) (barriers, one shard per
 # writing rank, index.json and the rename by rank 0), resumes bitwise on the
 # same layout through RESUME='auto', and loads into the single-rank model
 # (resharding). Then examples/train_with_engine.lua itself, on a tiny synthetic
@@ -146,7 +148,7 @@ if ! command -v mpirun >/dev/null; then
   skp "mpirun tests" "mpirun not found (apt-get install openmpi-bin)"; finish
 fi
 
-for np in 2 4; do
+for np in 2 4 8; do
   mkdir -p "$T/np$np"
   run timeout 120 mpirun -np $np "$LUNAR" tests/mpi/checkpoint_check.lua "$T/np$np"
   check "checkpoint_check -np $np: exit 0" [ "$rc" -eq 0 ]
