@@ -17,8 +17,11 @@
 --             column (rank (t, j) gets its sum), then summed over the depth
 --             group (2.5D); the bias block's gradient (column sums of dY_ij)
 --             reduce-scattered over the column into this rank's piece.
--- Per call and rank: forward 2(q-1)/q x (|X block| q + |A block| q) elements
--- broadcast, backward the same broadcasts plus two reduce-scatters.
+-- Per forward: q broadcasts of an input block [R, in/q] over the row and q of
+-- a weight block [out/q, in/q] over the column (each rank receives q - 1 of
+-- each); per backward the same broadcasts (those of A only when dx is
+-- wanted), a reduce-scatter of [q, R, in/q] over the row and one of
+-- [q, out/q, in/q] over the column, and the bias piece's.
 --
 -- forward: x [..., in/q] (feature block j of this rank's batch block) ->
 -- y [..., out/q] (feature block j; with groups, e.g. qkv's 3, the rows of

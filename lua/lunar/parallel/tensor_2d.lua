@@ -41,12 +41,14 @@
 --   local t = tensor_2d.new{q = 2, depth = 1, rank = r, groups = g.tensor_groups}
 --   nn.ViT{..., tp = t}       (lunar.parallel.tp_context(g) does this from the grid)
 --
--- Bad layouts are found by tensor_2d.validate (grid.validate calls it, before
+-- Bad layouts are found by tensor_2d.check (grid.validate calls it, before
 -- any collective); the modules repeat the checks that concern them.
 local tensor_2d = {}
 
+local layers = require('lunar.nn.layers')   -- the fields a mode does not define itself
+
 local T2 = {}
-T2.__index = function(t, k) return T2[k] or require('lunar.nn.layers')[k] end
+T2.__index = function(_, k) local v = T2[k]; if v == nil then v = layers[k] end; return v end
 
 -- ---- layout checks -------------------------------------------------------------------------
 
