@@ -12,17 +12,16 @@
 -- in 8 x 8 patches (17 tokens), 10 classes, batch BATCH per replica, fp32,
 -- AdamW; every rank of the job is one tensor group (data 1, pipeline 1).
 -- Per mode, after one untimed step, one step is counted and three timed:
---   sent/rank    bytes each rank sends in the tensor group's collectives
---                (the row/column/depth/cube groups of 2d, 2.5d, 3d), by the
---                bandwidth term of the standard algorithms as the papers'
---                tables count it, for a message of n bytes over p ranks:
---                all_reduce 2(p-1)/p n, all_gather (p-1)/p n (n the gathered
---                output), reduce_scatter (p-1)/p n (n the input), broadcast
---                (p-1)/p n (a tree's or pipelined chain's sends averaged over
---                the ranks); the mean over the ranks. Counted by wrapping the
---                communicators the mode's layers call (deterministic: it
---                depends on the shapes only). The data-parallel and
---                gradient-norm traffic is the same for every mode and left out.
+--   sent/rank    bytes each rank sends in the step's tensor collectives (the
+--                row/column/depth/cube groups of 2d, 2.5d, 3d), counted by
+--                the comm layer (lunar.comm.stats: the bandwidth term of the
+--                standard algorithms as the papers' tables count it, for a
+--                message of n bytes over p ranks: all_reduce 2(p-1)/p n,
+--                all_gather (p-1)/p n (n the gathered output), reduce_scatter
+--                (p-1)/p n (n the input), broadcast (p-1)/p n; deterministic);
+--                the mean over the ranks. With data 1 and pipeline 1 nothing
+--                else sends tensors (the gradient norm and the loss are
+--                all_reduce_number, not counted).
 --   calls        collectives per rank per step (latency terms)
 --   params/rank  parameter elements this rank holds (the largest over ranks)
 --   state        bytes of model state per rank: parameters, gradients, AdamW's
@@ -51,34 +50,6 @@ local MODES = {
 local modes = MODES[W]
 if not modes then error('bench/tensor_modes.lua: run it with mpirun -np 4 or -np 8', 0) end
 
--- ---- counting communicators --------------------------------------------------------------------
-
-local counts = {bytes = 0, calls = 0}
-local function nbytes(t) return t:numel() * (t:dtype() == 'bf16' and 2 or 4) end
-local COST = {
-  all_reduce = function(p, a) return 2 * (p - 1) / p * nbytes(a[1]) end,
-  all_gather = function(p, a) return (p - 1) / p * nbytes(a[1]) end,
-  reduce_scatter = function(p, a) return (p - 1) / p * nbytes(a[2]) end,
-  broadcast = function(p, a) return (p - 1) / p * nbytes(a[1]) end,
-}
-
---- A communicator whose collectives add their bytes to `counts`; other
--- methods (rank, size, name, split, ...) pass through.
-local function counting(comm)
-  local p = comm:size()
-  return setmetatable({}, {__index = function(_, k)
-    local f = comm[k]
-    if type(f) ~= 'function' then return f end
-    return function(_, ...)
-      if COST[k] then
-        counts.bytes = counts.bytes + COST[k](p, {...})
-        counts.calls = counts.calls + 1
-      end
-      return f(comm, ...)
-    end
-  end})
-end
-
 -- ---- one mode ------------------------------------------------------------------------------------
 
 local function run_mode(tensor)
@@ -87,12 +58,6 @@ local function run_mode(tensor)
     BATCH_SIZE = BATCH, LEARNING_RATE = 1e-3, SEED = 1, PREFETCH = false, METRICS_FILE = '',
     parallel = {tensor = tensor}}, 'tensor_modes')
   local g = parallel.initialize(cfg, world, {quiet = true})
-  g.tp_group = counting(g.tp_group)
-  if g.tensor_groups then
-    for k, v in pairs(g.tensor_groups) do
-      if type(v) ~= 'number' then g.tensor_groups[k] = counting(v) end
-    end
-  end
   local run = setup.from_config(cfg, nil, {grid = g, loaders = false, quiet = true})
   local ds = data.datasets(cfg)
   local loader = data.loader(ds, cfg, {train = true, rank = 0, num_shards = 1})
@@ -106,14 +71,15 @@ local function run_mode(tensor)
   local params = 0
   for _, p in ipairs(run.model:parameters()) do params = params + p.param:numel() end
   local state = 16 * params
-  counts.bytes, counts.calls = 0, 0
   collectgarbage('collect')                        -- the previous mode's tensors are gone before the base
   collectgarbage('collect')
   lunar.reset_peak_memory()
+  lunar.comm.reset_stats()
   local base = lunar.memory().bytes_in_use
   step()
   local peak = lunar.memory().peak_bytes - base
-  local sent, calls = counts.bytes, counts.calls
+  local st = lunar.comm.stats().total
+  local sent, calls = st.bytes, st.calls
   -- what one forward keeps for backward
   local x = loader:next()
   collectgarbage('collect')
