@@ -49,6 +49,21 @@
  *       a Lua number over the ranks, e.g. averaging a loss or a metric;
  *       an integer stays an integer for sum/max/min (i64), otherwise a float.
  *
+ * Traffic counters of this process (every communicator; the tensor
+ * collectives and sends started from Lua, blocking or not, counted when they
+ * start; not all_reduce_number):
+ *   lunar.comm.stats() -> {all_reduce = {calls =, bytes =}, reduce_scatter =,
+ *       all_gather =, broadcast =, send =, total =}
+ *   lunar.comm.reset_stats()
+ *   bytes: what this rank sends by the bandwidth term of the standard
+ *   algorithms (ring all-reduce, all-gather and reduce-scatter; a tree or
+ *   pipelined chain broadcast averaged over the ranks), the quantity the
+ *   papers' cost tables count, for a message of n bytes over p ranks:
+ *   all_reduce 2(p-1)/p n, reduce_scatter (p-1)/p n (n: in), all_gather
+ *   (p-1)/p n (n: out), broadcast (p-1)/p n, send n. Deterministic: it
+ *   depends on the shapes and the group sizes only (what MPI's own algorithm
+ *   choice moves on the wire may differ).
+ *
  * Errors are Lua errors with the C message: "all_gather: comm 'world' (rank 2
  * of 4): out has 10 elements, expected size * in = 4 * 3 = 12". The checks are
  * local; an error on one rank while others wait in a collective ends the job
@@ -164,12 +179,56 @@ static lunar_reduce_op opt_op(lua_State *L, int idx, const char *opname) {
     return LUNAR_SUM;
 }
 
+/* ---- traffic counters (lunar.comm.stats) ------------------------------------------ */
+
+enum { ST_ALL_REDUCE, ST_REDUCE_SCATTER, ST_ALL_GATHER, ST_BROADCAST, ST_SEND, ST_N };
+static const char *const st_names[ST_N] = {"all_reduce", "reduce_scatter", "all_gather", "broadcast", "send"};
+static struct { long long calls; double bytes; } st_counts[ST_N];
+
+/* Counts one call of kind k on c with a message of t's bytes (see the header). */
+static void st_count(int k, const lunar_comm *c, const lunar_tensor *t) {
+    double p = (double)lunar_comm_size(c), n = (double)lunar_tensor_nbytes(t);
+    double f = k == ST_ALL_REDUCE ? 2.0 * (p - 1.0) / p : k == ST_SEND ? 1.0 : (p - 1.0) / p;
+    st_counts[k].calls++;
+    st_counts[k].bytes += f * n;
+}
+
+static void st_push(lua_State *L, long long calls, double bytes) {
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, (lua_Integer)calls);
+    lua_setfield(L, -2, "calls");
+    lua_pushnumber(L, bytes);
+    lua_setfield(L, -2, "bytes");
+}
+
+static int l_stats(lua_State *L) {
+    long long calls = 0;
+    double bytes = 0;
+    lua_createtable(L, 0, ST_N + 1);
+    for (int k = 0; k < ST_N; k++) {
+        st_push(L, st_counts[k].calls, st_counts[k].bytes);
+        lua_setfield(L, -2, st_names[k]);
+        calls += st_counts[k].calls;
+        bytes += st_counts[k].bytes;
+    }
+    st_push(L, calls, bytes);
+    lua_setfield(L, -2, "total");
+    return 1;
+}
+
+static int l_reset_stats(lua_State *L) {
+    (void)L;
+    memset(st_counts, 0, sizeof st_counts);
+    return 0;
+}
+
 /* ---- blocking ------------------------------------------------------------------ */
 
 static int m_all_reduce(lua_State *L) {
     lunar_comm *c = check_comm(L, 1);
     lunar_tensor *t = lunar_check_tensor(L, 2);
     if (lunar_comm_all_reduce(c, t, opt_op(L, 3, "all_reduce"))) return lunar_raise(L);
+    st_count(ST_ALL_REDUCE, c, t);
     lua_settop(L, 2);
     return 1;
 }
@@ -178,6 +237,7 @@ static int m_reduce_scatter(lua_State *L) {
     lunar_comm *c = check_comm(L, 1);
     lunar_tensor *out = lunar_check_tensor(L, 2), *in = lunar_check_tensor(L, 3);
     if (lunar_comm_reduce_scatter(c, out, in, opt_op(L, 4, "reduce_scatter"))) return lunar_raise(L);
+    st_count(ST_REDUCE_SCATTER, c, in);
     lua_settop(L, 2);
     return 1;
 }
@@ -186,6 +246,7 @@ static int m_all_gather(lua_State *L) {
     lunar_comm *c = check_comm(L, 1);
     lunar_tensor *out = lunar_check_tensor(L, 2), *in = lunar_check_tensor(L, 3);
     if (lunar_comm_all_gather(c, out, in)) return lunar_raise(L);
+    st_count(ST_ALL_GATHER, c, out);
     lua_settop(L, 2);
     return 1;
 }
@@ -194,6 +255,7 @@ static int m_broadcast(lua_State *L) {
     lunar_comm *c = check_comm(L, 1);
     lunar_tensor *t = lunar_check_tensor(L, 2);
     if (lunar_comm_broadcast(c, t, int_arg(L, 3, "broadcast", "root"))) return lunar_raise(L);
+    st_count(ST_BROADCAST, c, t);
     lua_settop(L, 2);
     return 1;
 }
@@ -203,6 +265,7 @@ static int m_send(lua_State *L) {
     lunar_tensor *t = lunar_check_tensor(L, 2);
     int dst = int_arg(L, 3, "send", "dst"), tag = opt_int_arg(L, 4, 0, "send", "tag");
     if (lunar_comm_send(c, t, dst, tag)) return lunar_raise(L);
+    st_count(ST_SEND, c, t);
     return 0;
 }
 
@@ -301,6 +364,7 @@ static int m_iall_reduce(lua_State *L) {
     req_ud *u = new_req(L, "iall_reduce", 2, 0, 1);
     lunar_request *r = NULL;
     lunar_status st = lunar_comm_iall_reduce(c, u->hold[0], op, &r);
+    if (!st) st_count(ST_ALL_REDUCE, c, u->hold[0]);
     return started(L, u, st, r);
 }
 
@@ -312,6 +376,7 @@ static int m_ireduce_scatter(lua_State *L) {
     req_ud *u = new_req(L, "ireduce_scatter", 2, 3, 1);
     lunar_request *r = NULL;
     lunar_status st = lunar_comm_ireduce_scatter(c, u->hold[0], u->hold[1], op, &r);
+    if (!st) st_count(ST_REDUCE_SCATTER, c, u->hold[1]);
     return started(L, u, st, r);
 }
 
@@ -322,6 +387,7 @@ static int m_iall_gather(lua_State *L) {
     req_ud *u = new_req(L, "iall_gather", 2, 3, 1);
     lunar_request *r = NULL;
     lunar_status st = lunar_comm_iall_gather(c, u->hold[0], u->hold[1], &r);
+    if (!st) st_count(ST_ALL_GATHER, c, u->hold[0]);
     return started(L, u, st, r);
 }
 
@@ -332,6 +398,7 @@ static int m_isend(lua_State *L) {
     req_ud *u = new_req(L, "isend", 2, 0, 0);
     lunar_request *r = NULL;
     lunar_status st = lunar_comm_isend(c, u->hold[0], dst, tag, &r);
+    if (!st) st_count(ST_SEND, c, u->hold[0]);
     return started(L, u, st, r);
 }
 
@@ -428,10 +495,14 @@ void lunar_open_comm(lua_State *L) {
      * initialized) is reported by lunar.comm.world() itself. */
     if (!lunar_comm_world()) lunar_clear_error();
 
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 4);
     lua_pushcfunction(L, l_world);
     lua_setfield(L, -2, "world");
     lua_pushcfunction(L, l_all_reduce_number);
     lua_setfield(L, -2, "all_reduce_number");
+    lua_pushcfunction(L, l_stats);
+    lua_setfield(L, -2, "stats");
+    lua_pushcfunction(L, l_reset_stats);
+    lua_setfield(L, -2, "reset_stats");
     lua_setfield(L, -2, "comm");
 }

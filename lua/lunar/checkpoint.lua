@@ -50,8 +50,9 @@
 --
 -- Who writes what: the ranks of data-parallel rank 0 write, every other data
 -- parallel replica holds the same values. A tensor-parallel shard (a parameter
--- with p.shard) is written by each tensor rank; a replicated parameter by
--- tensor rank 0; each pipeline stage writes its own parameters.
+-- with p.shard) is written by each tensor rank (not by a copy: p.shard.replica
+-- > 0, 2.5D's depth layers); a replicated parameter by tensor rank 0; each
+-- pipeline stage writes its own parameters.
 --
 -- Loading validates everything before any state in memory changes: index.json
 -- must exist and be valid JSON of this format, every file it lists must exist,
@@ -70,7 +71,9 @@
 -- full shape. Built in: a plain parameter (the whole tensor); p.shard =
 -- {dim=, groups=, size=, rank=, full_shape=} (lunar.nn.shard_pieces: the
 -- tensor-parallel layout of lunar.parallel); p.shard = {dim=, start=, length=,
--- full_shape=} (one contiguous slice, start 0-based). register_slicer(fn)
+-- full_shape=} (one contiguous slice, start 0-based); p.shard = {pieces=,
+-- full_shape=, replica=} (N-d pieces as above: the 2D / 2.5D / 3D modes of
+-- lunar.parallel.tensor_2d and tensor_3d). register_slicer(fn)
 -- adds fn(p) -> nil | {full_shape=, pieces={{full=, ["local"]=}, ...}} tried
 -- before the built-ins. Loading assembles each piece a rank needs from the
 -- stored slices that overlap it, so any saved layout loads into any other.

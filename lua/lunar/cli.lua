@@ -111,11 +111,13 @@ function cli.config_show(file, overrides)
   add('-- parameters: %s (%s); without the classification head: %s (%s)', cli.thousands(size.params),
     millions(size.params), cli.thousands(size.backbone), millions(size.backbone))
   local split = p.pipeline * tp
+  -- 2.5d's depth layers hold copies of the weights: they split over size / depth
+  local wsplit = p.pipeline * (p.tensor.mode == '2.5d' and tp // (p.tensor.depth or 1) or tp)
   local state = string.format('-- fp32 weights + gradients + AdamW moments (16 B/parameter): %s per replica',
     bytes(16 * size.params))
   if split > 1 then
-    state = state .. string.format(', %s per rank over pipeline %d x tensor %d', bytes(16 * size.params / split),
-      p.pipeline, tp)
+    state = state .. string.format(', %s per rank over pipeline %d x tensor %d%s', bytes(16 * size.params / wsplit),
+      p.pipeline, tp, wsplit ~= split and string.format(' (weights over %d: depth copies)', wsplit // p.pipeline) or '')
   end
   add('%s', state)
   add('-- training FLOPs per image: %.3g (6 * params * tokens + 12 * depth * tokens^2 * width)',

@@ -262,12 +262,30 @@ end
 function Engine:eval_step(images, labels)
   local g = self.grid
   local logits
+  -- a tensor mode that splits the batch in blocks (lunar.parallel.tensor_2d / tensor_3d) evaluates a
+  -- batch of another size (the test set's last) padded with zero images, the logits cut back
+  local n, nb = images:size(1), self.model.factory and self.model.factory:num_batch_blocks() or 1
+  local unpadded = images
+  if n % nb ~= 0 then
+    local shape = images:shape()
+    shape[1] = n + nb - n % nb
+    images = lunar.zeros(shape, images:dtype(), images:device())
+    images:narrow(1, 1, n):copy_(unpadded)
+  end
   if g and g.pp_size > 1 then
     logits = require('lunar.parallel.pipeline').forward_only(self.model, g, images, images:size(1))
   else
     local ctx
     logits, ctx = self.model:forward(images)
     ctx:free()
+  end
+  if images ~= unpadded then
+    images:free()
+    if logits then
+      local cut = logits:narrow(1, 1, n):contiguous()
+      logits:free()
+      logits = cut
+    end
   end
   local loss
   if logits and labels then

@@ -226,10 +226,13 @@ local TOP = {
         { 'tensor', E{ type = 'table',
             doc = 'tensor parallelism',
             fields = {
-              { 'mode', E{ type = 'string', default = 'none', enum = { '1d', 'none' },
-                  doc = "tensor-parallel mode: '1d' (Megatron column/row) or 'none' (nil also means none)" } },
+              { 'mode', E{ type = 'string', default = 'none', enum = { '1d', '2d', '2.5d', '3d', 'none' },
+                  doc = "tensor-parallel mode: '1d' (Megatron column/row), '2d' (Optimus/SUMMA, size q*q), " ..
+                    "'2.5d' (Tesseract, size depth*q*q), '3d' (size q*q*q) or 'none' (nil also means none)" } },
               { 'size', E{ type = 'integer', default = 1, min = 1,
                   doc = 'tensor-parallel size' } },
+              { 'depth', E{ type = 'integer', default = nil, min = 1,
+                  doc = "tensor mode '2.5d': the number of q x q layers (size = depth * q * q)" } },
             } } },
         { 'sequence_parallel', E{ type = 'boolean', default = false,
             doc = 'shard LayerNorm/dropout activations along the sequence (needs tensor mode 1d)' } },

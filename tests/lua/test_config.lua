@@ -165,8 +165,8 @@ T.test('nested parallel dict: unknown nested key, bad mode, bad types', function
   T.raises(function() loadfix('bad_nested_key.lua') end,
     FIX .. "bad_nested_key.lua: unknown config key 'parallel.pipline' (did you mean 'parallel.pipeline'?)")
   T.raises(function() loadfix('bad_mode.lua') end,
-    FIX .. "bad_mode.lua: config key 'parallel.tensor.mode' must be one of '1d', 'none', got string \"2d\"")
-  T.falsy(select(2, pcall(loadfix, 'bad_mode.lua')):find('did you mean', 1, true), "no '1d' for '2d'")
+    FIX .. "bad_mode.lua: config key 'parallel.tensor.mode' must be one of '1d', '2d', '2.5d', '3d', 'none', got string \"4d\"")
+  T.falsy(select(2, pcall(loadfix, 'bad_mode.lua')):find('did you mean', 1, true), "no '1d' for '4d'")
   T.raises(function() config.load(nil, { "parallel.tensor={mode='1d', sise=2}" }) end,
     "command line: unknown config key 'parallel.tensor.sise' (did you mean 'parallel.tensor.size'?)")
   T.raises(function() config.load(nil, { 'parallel.tensor.size=0' }) end,

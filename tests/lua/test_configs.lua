@@ -116,11 +116,38 @@ T.test('recipes: their layouts fit the world sizes their comments name', functio
   local fits = {
     {'vit_b16_synthetic224_tp2_pp2', 32}, {'vit_b16_synthetic224_tp2_pp2', 4}, {'vit_h14_synthetic224_tp4_pp4', 64},
     {'vit_ti4_cifar10_dp', 4}, {'vit_ti4_cifar10_dp', 1}, {'vit_b8_image_sizes', 1},
+    {'vit_2d', 4}, {'vit_2d', 64}, {'vit_2p5d', 8}, {'vit_2p5d', 64}, {'vit_3d', 8}, {'vit_3d', 64},
   }
   for _, f in ipairs(fits) do
     T.eq(parallel.grid.validate(load_recipe(f[1]), f[2]), nil, f[1] .. ' on ' .. f[2] .. ' ranks')
   end
   T.truthy(parallel.grid.validate(load_recipe('vit_b16_synthetic224_tp2_pp2'), 6), '6 ranks do not fit 2 x 2')
+  T.truthy(parallel.grid.validate(load_recipe('vit_3d'), 12), '12 ranks do not fit 8')
+end)
+
+T.test("recipes of Colossal-AI's ViT benchmark in tensor modes 2d, 2.5d and 3d", function()
+  local d2, d25, d3 = load_recipe('vit_2d'), load_recipe('vit_2p5d'), load_recipe('vit_3d')
+  T.eq(d2.parallel.tensor, {mode = '2d', size = 4})
+  T.eq(d25.parallel.tensor, {mode = '2.5d', size = 8, depth = 2})
+  T.eq(d3.parallel.tensor, {mode = '3d', size = 8})
+  for _, c in ipairs({d2, d25, d3}) do
+    T.eq({c.HIDDEN_SIZE, c.DEPTH, c.NUM_HEADS, c.MLP_RATIO, c.IMG_SIZE, c.PATCH_SIZE, c.NUM_CLASSES},
+      {4096, 32, 64, 4, 224, 16, 1000})
+    T.eq({c.BATCH_SIZE, c.LEARNING_RATE, c.WEIGHT_DECAY, c.NUM_EPOCHS, c.WARMUP_EPOCHS, c.DROPOUT, c.CHECKPOINT},
+      {128, 3e-3, 0.3, 300, 32, 0, true})
+  end
+  -- 6.5B parameters: 16 x 16 x 3 x 4096 + 4096 (patch) + 4096 + 197 x 4096 (cls, pos) + 32 x (4 x 4096 +
+  -- 3 x 4096^2 + 3 x 4096 + 4096^2 + 4096 + 2 x 4096 x 16384 + 16384 + 4096) + 2 x 4096 + 4096 x 1000 + 1000
+  local D, M = 4096, 16384
+  local want = 768 * D + D + D + 197 * D + 32 * (4 * D + 4 * D * D + 4 * D + 2 * D * M + M + D) + 2 * D + 1000 * D + 1000
+  T.eq(cli.model_size(d2).params, want)
+  -- config show: 16 B per parameter over the ranks that split the weights (2.5d: size / depth)
+  T.truthy(cli.config_show(ROOT .. 'configs/recipes/vit_2d.lua'):find('24.0 GiB per rank over pipeline 1 x tensor 4',
+    1, true), '2d: 96.1 GiB / 4')
+  T.truthy(cli.config_show(ROOT .. 'configs/recipes/vit_2p5d.lua'):find(
+    '24.0 GiB per rank over pipeline 1 x tensor 8 (weights over 4: depth copies)', 1, true), '2.5d: 96.1 GiB / 4')
+  T.truthy(cli.config_show(ROOT .. 'configs/recipes/vit_3d.lua'):find('12.0 GiB per rank over pipeline 1 x tensor 8',
+    1, true), '3d: 96.1 GiB / 8')
 end)
 
 T.test('recipes that read ImageNet and the 384 fine-tuning recipe', function()

@@ -1,5 +1,5 @@
 -- tests/mpi/checkpoint_check.lua: checkpoints under real MPI ranks
--- (tests/mpi/test_checkpoint.sh runs it with mpirun -np 2 and 4).
+-- (tests/mpi/test_checkpoint.sh runs it with mpirun -np 2, 4 and 8).
 --
 --   mpirun -np W build/lunar tests/mpi/checkpoint_check.lua DIR
 --
@@ -85,9 +85,14 @@ local function bits_equal(a, b)
 end
 
 local layouts = {}
-for _, l in ipairs({{W, 1, 1}, {1, W, 1}, {1, 1, W}, {W // 2, 2, 1}, {1, 2, W // 2}, {W // 2, 1, 2}}) do
+-- {dp, tp, pp[, tensor mode]}: the 2D mode (lunar.parallel.tensor_2d) where W is 4, without dropout (its
+-- split activations have no one-rank masks); its checkpoint also loads into tensor 1D over the same ranks
+-- (and at -np 8 only 2.5d size 8 depth 2, whose depth replicas do not write, and 3d size 8)
+local LAYOUTS = {{W, 1, 1}, {1, W, 1}, {1, 1, W}, {W // 2, 2, 1}, {1, 2, W // 2}, {W // 2, 1, 2}, {1, 4, 1, '2d'}}
+if W == 8 then LAYOUTS = {{1, 8, 1, '2.5d'}, {1, 8, 1, '3d'}} end
+for _, l in ipairs(LAYOUTS) do
   local dp, tp, pp = l[1], l[2], l[3]
-  local key = dp .. 'x' .. tp .. 'x' .. pp
+  local key = dp .. 'x' .. tp .. 'x' .. pp .. (l[4] or '')
   if dp * tp * pp == W and dp >= 1 and not layouts[key] then
     layouts[key] = true
     layouts[#layouts + 1] = l
@@ -95,10 +100,12 @@ for _, l in ipairs({{W, 1, 1}, {1, W, 1}, {1, 1, W}, {W // 2, 2, 1}, {1, 2, W //
 end
 
 for li, l in ipairs(layouts) do
-  local dp, tp, pp = l[1], l[2], l[3]
-  local name = string.format('dp %d tp %d pp %d', dp, tp, pp)
-  local par = {data = dp, pipeline = pp, tensor = {mode = tp > 1 and '1d' or 'none', size = tp}}
-  local cfg = make_cfg({parallel = par})
+  local dp, tp, pp, mode = l[1], l[2], l[3], l[4]
+  local name = string.format('dp %d tp %d pp %d%s', dp, tp, pp, mode and (' ' .. mode) or '')
+  local par = {data = dp, pipeline = pp, tensor = {mode = mode or (tp > 1 and '1d' or 'none'), size = tp,
+    depth = mode == '2.5d' and 2 or nil}}
+  local over = {parallel = par, DROPOUT = mode and 0 or nil}
+  local cfg = make_cfg(over)
   local g = parallel.initialize(cfg, world, {quiet = true})
   local dir = string.format('%s/layout%d', DIR, li)
 
@@ -112,7 +119,8 @@ for li, l in ipairs(layouts) do
   check(name .. ': latest finds it', checkpoint.latest(dir) == path)
 
   local c = new_run(cfg, g, cfg.SEED + 50)
-  local info = checkpoint.maybe_resume(make_cfg({parallel = par, RESUME = 'auto', CHECKPOINT_DIR = dir}), state_of(c))
+  local info = checkpoint.maybe_resume(make_cfg({parallel = par, RESUME = 'auto', CHECKPOINT_DIR = dir,
+    DROPOUT = over.DROPOUT}), state_of(c))
   check(name .. ": RESUME='auto' resumes step K", info and info.step == K)
   c.step = K
   local rest = train(c, N)
@@ -133,6 +141,27 @@ for li, l in ipairs(layouts) do
   for _, p in ipairs(plain:parameters()) do ok_plain = ok_plain and bits_equal(p.param, saved_full[p.name]) end
   check(name .. ': loads into one rank (the plain model) with the gathered parameters', ok_plain)
   check(name .. ': optimizer step count restored on one rank', popt.t == K)
+  if mode then
+    -- into tensor 1D size 4 (x data 2 at -np 8; another split of every parameter): the gathered parameters
+    -- bitwise, and the next steps' losses those of the straight run within 1e-6 (the layouts sum in
+    -- other orders)
+    local dp1 = W // 4                -- tensor 1d size 4 (the 4 heads), data W / 4 at the same global batch
+    local cfg1 = make_cfg({parallel = {tensor = {mode = '1d', size = 4}, data = dp1}, DROPOUT = 0,
+      BATCH_SIZE = BASE.BATCH_SIZE // dp1})
+    local g1 = parallel.initialize(cfg1, world, {quiet = true})
+    local d = new_run(cfg1, g1, cfg.SEED + 77)
+    checkpoint.load(path, state_of(d))
+    local fd = parallel.gather_full_parameters(d.model, g1)
+    local same1 = true
+    for _, n in ipairs(names) do same1 = same1 and bits_equal(fd[n], saved_full[n]) end
+    check(name .. ': loads into tensor 1d size 4 with the gathered parameters', same1)
+    d.step = K
+    local more = train(d, N)
+    local close = #more == N - K
+    for i = 1, N - K do close = close and math.abs(more[i] - straight[K + i]) <= 1e-6 * math.abs(straight[K + i]) end
+    check(name .. ': tensor 1d continues with the losses of the straight run (1e-6)', close,
+      table.concat(more, ' ') .. ' vs ' .. table.concat(straight, ' ', K + 1))
+  end
   world:barrier()
 end
 

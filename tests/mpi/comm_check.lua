@@ -7,8 +7,8 @@
 -- reversed key), blocking and non-blocking, sum/avg/max/min, all_gather's
 -- rank order, reduce_scatter's blocks, broadcast from root 2, a ring of
 -- send/recv and of isend/irecv, bf16 all_gather, requests that outlive their
--- tensors' references, and the argument errors (pcall) whose messages must
--- name the op. Every rank prints "rank R: comm_check N passed, M failed";
+-- tensors' references, the argument errors (pcall) whose messages must
+-- name the op, and the traffic counters (lunar.comm.stats) by hand arithmetic. Every rank prints "rank R: comm_check N passed, M failed";
 -- the script raises an error (the host then aborts the job) when any rank
 -- failed. Checks never skip a collective, so a failure cannot hang the job.
 local c = lunar.comm.world()
@@ -243,4 +243,33 @@ expect_error("not a tensor", {"bad argument"}, c.all_reduce, c, 3)
 c:barrier()
 
 -- ---- result --------------------------------------------------------------------------------------
+-- the traffic counters (lunar.comm.stats): one call of each kind on the world, hand arithmetic for
+-- N ranks and f32 tensors (4 bytes an element), counted when they start; reset_stats zeroes them
+do
+  lunar.comm.reset_stats()
+  local z = lunar.comm.stats()
+  check('stats after reset_stats: no calls, no bytes', z.total.calls == 0 and z.total.bytes == 0)
+  local t = lunar.zeros({6})
+  c:all_reduce(t)                                           -- 2 (N-1)/N x 24 bytes
+  local big = lunar.zeros({3 * N})
+  local small = lunar.zeros({3})
+  c:reduce_scatter(small, big)                              -- (N-1)/N x 12 N bytes (in)
+  c:all_gather(big, small)                                  -- (N-1)/N x 12 N bytes (out)
+  c:broadcast(t, 0)                                         -- (N-1)/N x 24 bytes
+  c:iall_reduce(t):wait()                                   -- 2 (N-1)/N x 24 bytes, non-blocking
+  local st = lunar.comm.stats()
+  local f = (N - 1) / N
+  check('stats: all_reduce counts 2 calls, 2 x 2 (N-1)/N x 24 bytes',
+    st.all_reduce.calls == 2 and close(st.all_reduce.bytes, 2 * 2 * f * 24, 1e-12), st.all_reduce.bytes)
+  check('stats: reduce_scatter (N-1)/N x its input', st.reduce_scatter.calls == 1 and
+    close(st.reduce_scatter.bytes, f * 12 * N, 1e-12), st.reduce_scatter.bytes)
+  check('stats: all_gather (N-1)/N x its output', st.all_gather.calls == 1 and
+    close(st.all_gather.bytes, f * 12 * N, 1e-12), st.all_gather.bytes)
+  check('stats: broadcast (N-1)/N x the tensor', st.broadcast.calls == 1 and close(st.broadcast.bytes, f * 24, 1e-12))
+  check('stats: total is the sum', st.total.calls == 5 and
+    close(st.total.bytes, 4 * f * 24 + 2 * f * 12 * N + f * 24, 1e-12), st.total.bytes)
+  t:free(); big:free(); small:free()
+  lunar.comm.reset_stats()
+end
+
 checks.finish()

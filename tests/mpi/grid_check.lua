@@ -49,7 +49,7 @@ rejects('pipeline_split of the wrong length', cfg{parallel = {pipeline = 2, pipe
   {'pipeline_split {1, 1, 2} has 3 entries for 2 pipeline stages'})
 rejects('batch not divisible by micro-batches', cfg{BATCH_SIZE = 6, NUM_MICRO_BATCHES = 4}, 1,
   {'BATCH_SIZE 6 (per data-parallel rank) is not divisible by NUM_MICRO_BATCHES 4'})
-rejects('unknown tensor mode', cfg{parallel = {tensor = {mode = '2d', size = 4}}}, 4, {"unknown tensor mode '2d'"})
+rejects('unknown tensor mode', cfg{parallel = {tensor = {mode = '4d', size = 4}}}, 4, {"unknown tensor mode '4d'"})
 rejects('tensor size > 1 needs mode 1d', cfg{parallel = {tensor = {mode = 'none', size = 2}}}, 2,
   {"tensor parallel size 2 needs tensor mode '1d'"})
 rejects('sequence parallel without tensor parallel', cfg{parallel = {sequence_parallel = true}}, 1,
@@ -57,6 +57,38 @@ rejects('sequence parallel without tensor parallel', cfg{parallel = {sequence_pa
 rejects('sequence parallel with tokens not divisible by tensor', cfg{IMG_SIZE = 8,
   parallel = {tensor = {mode = '1d', size = 2}, sequence_parallel = true}}, 2,
   {'the 5 tokens per image', 'not divisible by the tensor parallel size 2'})
+-- 2D / 2.5D (lunar.parallel.tensor_2d): one message naming the key and the numbers
+local function t2(mode, size, depth) return {tensor = {mode = mode, size = size, depth = depth}} end
+rejects('2d: size not a square', cfg{parallel = t2('2d', 6)}, 6,
+  {"tensor mode '2d' needs parallel.tensor.size = q x q", 'got 6 (not a perfect square)'})
+rejects('2.5d: depth does not divide the size', cfg{parallel = t2('2.5d', 8, 3)}, 8,
+  {'parallel.tensor.depth 3 does not divide parallel.tensor.size 8'})
+rejects('2.5d: size / depth not a square', cfg{parallel = t2('2.5d', 12, 2)}, 12,
+  {'size 12 / depth 2 = 6 is not a perfect square'})
+rejects('depth without 2.5d', cfg{parallel = t2('2d', 4, 2)}, 4, {"parallel.tensor.depth 2 is only for tensor mode '2.5d'"})
+rejects('2d: HIDDEN_SIZE not divisible by q x q', cfg{HIDDEN_SIZE = 6, NUM_HEADS = 2, parallel = t2('2d', 4)}, 4,
+  {"tensor mode '2d' (q = 2)", 'HIDDEN_SIZE 6 is not divisible by q x q = 4'})
+rejects('2d: heads not divisible by q', cfg{HIDDEN_SIZE = 36, NUM_HEADS = 4, parallel = t2('2d', 9)}, 9,
+  {'NUM_HEADS 4 is not divisible by q = 3'})
+rejects('2d: MLP hidden not divisible by q x q', cfg{HIDDEN_SIZE = 8, NUM_HEADS = 2, MLP_RATIO = 1.25,
+  parallel = t2('2d', 4)}, 4, {'the MLP hidden size 10 (HIDDEN_SIZE 8 x MLP_RATIO 1.25) is not divisible by q x q = 4'})
+rejects('2.5d: micro-batch not divisible by depth x q', cfg{BATCH_SIZE = 6, parallel = t2('2.5d', 8, 2)}, 8,
+  {"tensor mode '2.5d' (q = 2, depth 2)", 'the micro-batch of 6 images', 'not divisible by depth x q = 4'})
+rejects('2d: dropout', cfg{DROPOUT = 0.1, parallel = t2('2d', 4)}, 4, {'DROPOUT 0.1 > 0 is not supported'})
+rejects('3d: size not a cube', cfg{parallel = t2('3d', 9)}, 9,
+  {"tensor mode '3d' needs parallel.tensor.size = q x q x q (8, 27, 64, ...), got 9 (not a perfect cube)"})
+rejects('3d: HIDDEN_SIZE not divisible by q x q x q', cfg{HIDDEN_SIZE = 12, NUM_HEADS = 2, MLP_RATIO = 2,
+  parallel = t2('3d', 8)}, 8, {"tensor mode '3d' (q = 2)", 'HIDDEN_SIZE 12 is not divisible by q x q x q = 8'})
+rejects('3d: micro-batch not divisible by q x q', cfg{BATCH_SIZE = 6, parallel = t2('3d', 8)}, 8,
+  {'the micro-batch of 6 images', 'not divisible by q x q = 4'})
+rejects('3d: dropout', cfg{DROPOUT = 0.1, parallel = t2('3d', 8)}, 8, {"tensor mode '3d' (q = 2): DROPOUT 0.1"})
+rejects('3d: a model defined in the config', cfg{MODEL = function() end, parallel = t2('3d', 8)}, 8,
+  {"config key 'MODEL' (a model defined in the config) is not supported"})
+rejects('2d: sequence parallelism', cfg{parallel = {tensor = {mode = '2d', size = 4}, sequence_parallel = true}}, 4,
+  {"sequence_parallel needs tensor mode '1d'"})
+accepts('3d size 8 on 8', cfg{parallel = t2('3d', 8)}, 8)
+accepts('2d size 4 x pipeline 2 on 8', cfg{parallel = {pipeline = 2, tensor = {mode = '2d', size = 4}}}, 8)
+accepts('2.5d size 8 depth 2 on 8', cfg{parallel = t2('2.5d', 8, 2)}, 8)
 accepts('dp 2 x tp 2 x pp 2 on 8', cfg{parallel = {pipeline = 2, tensor = {mode = '1d', size = 2}}}, 8)
 accepts('sequence parallel, 10 tokens, tensor 2', cfg{parallel = {tensor = {mode = '1d', size = 2},
   sequence_parallel = true}}, 2)

@@ -3,6 +3,11 @@
 -- (tests/mpi/test_parallel.sh runs it with -np 2, 4 and 8).
 --
 --   mpirun -np W build/lunar tests/mpi/parallel_check.lua [-- FILTER]
+--   mpirun -np W build/lunar tests/mpi/parallel_check.lua tensor_nd [FILTER]
+--     only the 2D / 2.5D / 3D tensor modes (tests/mpi/test_tensor_nd.sh, -np 4
+--     and 8: 2d size 4 alone, with micro-batches, accumulation, checkpointing
+--     and bf16, x data 2, x pipeline 2; 2.5d size 8 depth 2; 3d size 8), the
+--     same checks and tolerances
 --
 -- A tiny ViT (img 12, patch 4 -> 10 tokens, 2 channels, width 16, depth 4,
 -- 4 heads, MLP 64, 5 classes) on synthetic data, global batch 8, 5 AdamW
@@ -53,6 +58,9 @@ local parallel = require('lunar.parallel')
 local world = lunar.comm.world()
 local R, W = world:rank(), world:size()
 local FILTER = (lunar.args.rest or {})[1]
+-- 'tensor_nd': only the 2D / 2.5D / 3D tensor-parallel layouts (tests/mpi/test_tensor_nd.sh)
+local ND = FILTER == 'tensor_nd'
+if ND then FILTER = (lunar.args.rest or {})[2] end
 local STEPS = 5
 local LR = 1e-3
 
@@ -182,6 +190,7 @@ end
 -- the issue's layouts, and four stages (middle stages: neither first nor last)
 local LAYOUTS = {{2, 1, 1}, {1, 2, 1}, {1, 1, 2}, {2, 2, 1}, {2, 1, 2}, {1, 2, 2}, {2, 2, 2}, {1, 1, 4}}
 if W == 1 then LAYOUTS = {{1, 1, 1}} end   -- alone: micro-batches and accumulation on one rank
+if ND then LAYOUTS = {} end
 local configs = {}
 local function add(dp, tp, pp, extra, label)
   local over = {BATCH_SIZE = BASE.BATCH_SIZE // dp,
@@ -231,7 +240,38 @@ end
 -- (with and without sequence parallelism: the bf16 activations cross the
 -- all_gather) and on the first layout, where the CPU has the bf16 kernels
 local BF16_OK, BF16_WHY = lunar.ops.bf16_supported('cpu')
-if BF16_OK then
+if ND then
+  -- the 2D / 2.5D / 3D modes (lunar.parallel.tensor_2d, tensor_3d): {dp, tp, pp, tensor dict, extra, label}
+  local T2D = {mode = '2d', size = 4}
+  local ND_LAYOUTS = {
+    {1, 4, 1, T2D, {}, ''},
+    {1, 4, 1, T2D, {NUM_MICRO_BATCHES = 2}, ', 2 micro-batches'},
+    {1, 4, 1, T2D, {gradient_accumulation = 2, NUM_MICRO_BATCHES = 2}, ', gradient accumulation 2, 2 micro-batches'},
+    {1, 4, 1, T2D, {activation_checkpointing = {granularity = 'full', method = 'uniform', num_layers = 2}},
+      ', checkpointing full/uniform/2'},
+    {2, 4, 1, T2D, {}, ''},
+    {1, 4, 2, T2D, {NUM_MICRO_BATCHES = 2}, ', 1f1b, 2 micro-batches'},
+    {1, 8, 1, {mode = '2.5d', size = 8, depth = 2}, {}, ''},
+    {1, 8, 1, {mode = '2.5d', size = 8, depth = 2}, {NUM_MICRO_BATCHES = 2, gradient_accumulation = 2},
+      ', gradient accumulation 2, 2 micro-batches'},
+    {1, 8, 1, {mode = '3d', size = 8}, {}, ''},
+    {1, 8, 1, {mode = '3d', size = 8}, {NUM_MICRO_BATCHES = 2, gradient_accumulation = 2},
+      ', gradient accumulation 2, 2 micro-batches'},
+  }
+  if BF16_OK then
+    ND_LAYOUTS[#ND_LAYOUTS + 1] = {1, 4, 1, T2D, {precision = 'bf16'}, ', bf16'}
+    ND_LAYOUTS[#ND_LAYOUTS + 1] = {1, 8, 1, {mode = '3d', size = 8}, {precision = 'bf16'}, ', bf16'}
+  end
+  for _, l in ipairs(ND_LAYOUTS) do
+    local dp, tp, pp, tensor, extra, label = table.unpack(l)
+    if dp * tp * pp == W then
+      local e = {parallel = {tensor = tensor}}
+      for k, v in pairs(extra) do e[k] = v end
+      local mode = tensor.mode .. (tensor.depth and (' depth ' .. tensor.depth) or '')
+      add(dp, tp, pp, e, ' (' .. mode .. ')' .. label)
+    end
+  end
+elseif BF16_OK then
   for _, l in ipairs(LAYOUTS) do
     local dp, tp, pp = l[1], l[2], l[3]
     if dp * tp * pp == W and (tp > 1 or l == first) then
@@ -265,7 +305,7 @@ if BF16_OK then
 end
 for _, a in ipairs(AC_LAYOUTS) do
   local dp, tp, pp, extra, method, n, label = table.unpack(a)
-  if dp * tp * pp == W then
+  if dp * tp * pp == W and not ND then
     local ac = {granularity = 'full', method = method, num_layers = n}
     local function with(more)
       local t = {}

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# tests/mpi/test_checkpoint.sh: checkpoints under mpirun --oversubscribe (-np 2
-# and 4), one thread per rank: tests/mpi/checkpoint_check.lua saves from each
-# data / tensor / pipeline layout of the world size (barriers, one shard per
+# tests/mpi/test_checkpoint.sh: checkpoints under mpirun --oversubscribe (-np 2,
+# 4 and 8), one thread per rank: tests/mpi/checkpoint_check.lua saves from each
+# data / tensor / pipeline layout of the world size (at -np 4 also tensor 2d
+# size 4, at -np 8 only 2.5d size 8 depth 2 and 3d size 8, each also loaded
+# into tensor 1d size 4) (barriers, one shard per
 # writing rank, index.json and the rename by rank 0), resumes bitwise on the
 # same layout through RESUME='auto', and loads into the single-rank model
 # (resharding). Then examples/train_with_engine.lua itself, on a tiny synthetic
@@ -146,7 +148,7 @@ if ! command -v mpirun >/dev/null; then
   skp "mpirun tests" "mpirun not found (apt-get install openmpi-bin)"; finish
 fi
 
-for np in 2 4; do
+for np in 2 4 8; do
   mkdir -p "$T/np$np"
   run timeout 120 mpirun -np $np "$LUNAR" tests/mpi/checkpoint_check.lua "$T/np$np"
   check "checkpoint_check -np $np: exit 0" [ "$rc" -eq 0 ]
@@ -188,4 +190,10 @@ run timeout 120 mpirun -np 2 "$LUNAR" "${EX[@]}" DROPOUT=0 BATCH_SIZE=4 METRICS_
   CHECKPOINT_DIR="$T/dp2" MAX_STEPS=7
 check "data 2 without dropout, stopped after 7 steps: exit 0" eval '[ "$rc" -eq 0 ] && [ -f "$T/dp2/step_7/index.json" ]'
 reshard "data 2 -> one rank" "$T/dp2" "$T/dp2.jsonl" "$T/nodrop.jsonl" -- DROPOUT=0 BATCH_SIZE=8
+# into tensor mode 2d (q = 2: every weight split along both dims, every vector in 1/4 pieces)
+reshard "data 2 -> tensor 2d size 4" "$T/dp2" "$T/dp2.jsonl" "$T/nodrop.jsonl" mpirun -np 4 -- DROPOUT=0 BATCH_SIZE=8 \
+  'parallel={tensor={mode="2d", size=4}}'
+# and into tensor mode 3d (q = 2: weights in 8 pieces over both dims, vectors in 8 pieces)
+reshard "data 2 -> tensor 3d size 8" "$T/dp2" "$T/dp2.jsonl" "$T/nodrop.jsonl" mpirun -np 8 -- DROPOUT=0 BATCH_SIZE=8 \
+  'parallel={tensor={mode="3d", size=8}}'
 finish

@@ -75,8 +75,14 @@ bad_layout 2 "tensor size 2 with mode none" "tensor parallel size 2 needs tensor
   'parallel={tensor={mode="none", size=2}}'
 bad_layout 2 "sequence parallel, 5 tokens over tensor 2" "the 5 tokens per image (SEQ_LENGTH, class token included) are not divisible by the tensor parallel size 2" \
   IMG_SIZE=8 HIDDEN_SIZE=16 NUM_HEADS=4 'parallel={tensor={mode="1d", size=2}, sequence_parallel=true}'
-# an unknown mode is the config schema's error (an enum); printed once too
-bad_layout 4 "unknown tensor mode 2d" "config key 'parallel.tensor.mode' must be one of '1d', 'none', got string \"2d\"" \
+bad_layout 4 "tensor mode 2d, size 2 (not q x q)" "tensor mode '2d' needs parallel.tensor.size = q x q (4, 9, 16, ...), got 2 (not a perfect square)" \
   'parallel={tensor={mode="2d", size=2}}'
+bad_layout 4 "tensor mode 2.5d, depth 3 over size 4" "parallel.tensor.depth 3 does not divide parallel.tensor.size 4" \
+  'parallel={tensor={mode="2.5d", size=4, depth=3}}'
+bad_layout 4 "tensor mode 3d, size 4 (not q x q x q)" "tensor mode '3d' needs parallel.tensor.size = q x q x q (8, 27, 64, ...), got 4 (not a perfect cube)" \
+  'parallel={tensor={mode="3d", size=4}}'
+# an unknown mode is the config schema's error (an enum); printed once too
+bad_layout 4 "unknown tensor mode 4d" "config key 'parallel.tensor.mode' must be one of '1d', '2d', '2.5d', '3d', 'none', got string \"4d\"" \
+  'parallel={tensor={mode="4d", size=2}}'
 
 finish

@@ -12,7 +12,13 @@
 -- Built-in rules: a plain parameter (the whole tensor); p.shard = {dim=,
 -- groups=, size=, rank=, full_shape=} (lunar.nn.shard_pieces: the
 -- tensor-parallel layout of lunar.parallel); p.shard = {dim=, start=,
--- length=, full_shape=} (one contiguous slice).
+-- length=, full_shape=} (one contiguous slice); p.shard = {pieces=,
+-- full_shape=, replica=} (N-d pieces in this module's form, the 2D / 2.5D
+-- layouts of lunar.parallel.tensor_2d: a linear's weight split along both
+-- dims, rows block j of q (of each of its groups) and columns block i; a
+-- vector split along its feature dim in q blocks and each block in q pieces;
+-- replica k > 0, a 2.5D depth layer, holds a copy of layer 0's pieces and is
+-- not written).
 local nn = require('lunar.nn')
 local format = require('lunar.checkpoint.format')
 
@@ -47,6 +53,7 @@ function reshard.pieces(p)
   local sh = p.shard
   if not sh then return {full_shape = p.shape, pieces = {{full = whole(p.shape), ['local'] = whole(p.shape)}}, sharded = false} end
   local fs = sh.full_shape
+  if sh.pieces then return {full_shape = fs, pieces = sh.pieces, sharded = true, replica = sh.replica} end
   assert(fs and sh.dim, 'checkpoint: parameter ' .. tostring(p.name) .. ' has a shard without dim and full_shape')
   local d = sh.dim
   local function ranges(start, len)

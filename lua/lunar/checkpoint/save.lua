@@ -32,7 +32,8 @@ end
 -- replicated parameter only on tensor rank 0).
 local function writes(L, pc)
   if L.dp_rank ~= 0 then return false end
-  return pc.sharded or L.tp_rank == 0
+  if pc.sharded then return (pc.replica or 0) == 0 end   -- a 2.5D depth replica: layer 0 writes
+  return L.tp_rank == 0
 end
 
 --- The shard of this rank: tensors (name -> CPU tensor) and the shard

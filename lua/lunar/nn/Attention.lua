@@ -31,11 +31,8 @@ function Attention:__init(dim, num_heads, opts)
   end
   self.dim, self.num_heads = dim, num_heads
   local tp = opts.tp or layers
-  if num_heads % tp.size ~= 0 then
-    error(string.format('attention: NUM_HEADS %d is not divisible by the tensor parallel size %d', num_heads,
-      tp.size), 0)
-  end
-  self.local_heads = num_heads // tp.size
+  self.local_heads = tp:local_heads(num_heads)
+  self.local_dim = tp:local_features(dim)
   -- under precision = 'bf16' qkv is bf16 (the attention's operands)
   self:add('qkv', tp:column_linear(dim, 3 * dim, {groups = 3, bias = opts.qkv_bias ~= false, bf16_output = true}))
   self:add('proj', tp:row_linear(dim, dim))
@@ -58,7 +55,7 @@ end
 -- owns qkv, o, lse and the children's contexts.
 function Attention:forward(x)
   local s = x:shape()
-  if #s ~= 3 or s[3] ~= self.dim then self:shape_error('tokens', s, {'B', 'N', self.dim}) end
+  if #s ~= 3 or s[3] ~= self.local_dim then self:shape_error('tokens', s, {'B', 'N', self.local_dim}) end
   local qkv, qkv_ctx = self.qkv:forward(x)
   local o, lse = ops.attention(qkv, self.local_heads)
   local y, proj_ctx = self.proj:forward(o)

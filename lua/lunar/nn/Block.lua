@@ -3,7 +3,7 @@
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
-local LayerNorm = require('lunar.nn.LayerNorm')
+local layers = require('lunar.nn.layers')
 local Attention = require('lunar.nn.Attention')
 local MLP = require('lunar.nn.MLP')
 local ops = lunar.ops
@@ -19,10 +19,11 @@ function Block:__init(opts)
   local dim = opts.dim
   local tp = opts.tp
   local sp = tp and tp.sequence_parallel and {sequence_parallel = true} or nil
-  self:add('norm1', LayerNorm(dim, opts.eps, sp))
+  local f = tp or layers
+  self:add('norm1', f:layer_norm(dim, opts.eps, sp))
   self:add('attn', Attention(dim, opts.num_heads, {proj_drop = opts.drop, seed = opts.seed, qkv_bias = opts.qkv_bias,
     tp = tp}))
-  self:add('norm2', LayerNorm(dim, opts.eps, sp))
+  self:add('norm2', f:layer_norm(dim, opts.eps, sp))
   self:add('mlp', MLP(dim, math.floor(dim * (opts.mlp_ratio or 4) + 0.5), {drop = opts.drop, seed = opts.seed, tp = tp}))
 end
 

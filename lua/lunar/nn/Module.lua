@@ -57,8 +57,12 @@ end
 --   marks a tensor-parallel shard (shape is then the local shape): {dim=d,
 --   groups=G, size=T, rank=r, full_shape=} - dim d of the full tensor is G
 --   equal groups, each cut into T equal parts, and this rank holds part r of
---   every group (lunar.nn.shard_pieces); materialize initializes it as
---   that slice of the full tensor. `sequence_parallel` marks a replicated
+--   every group (lunar.nn.shard_pieces); or {pieces=, full_shape=,
+--   replica=} - N-d pieces {full = ranges, ['local'] = ranges} (0-based
+--   {start, length} per dim; lunar.nn.copy_pieces), replica > 0 a copy held
+--   by another rank too (not counted twice by the gradient norm, not written
+--   by checkpoints); materialize initializes it as that slice of the full
+--   tensor. `sequence_parallel` marks a replicated
 --   parameter that sees only this rank's tokens, whose gradient is a partial
 --   sum over the tensor-parallel group (Megatron's attribute of that name).
 function Module:param(name, shape, init, opts)

@@ -39,16 +39,23 @@ function PatchEmbed:extra_repr()
     self.embed_dim, self.ndim)
 end
 
+--- Raises the module's shape error unless img is [B, in_chans, img_size..]
+-- (shared with lunar.parallel's PatchEmbed2D); returns img's shape.
+function PatchEmbed.check_image(m, img)
+  local shape = img:shape()
+  local ok = #shape == m.ndim + 2 and shape[2] == m.in_chans
+  for i = 3, #shape do ok = ok and shape[i] == m.img_size end
+  if not ok then
+    local want = {'B', m.in_chans}
+    for _ = 1, m.ndim do table.insert(want, m.img_size) end
+    m:shape_error('image', shape, want)
+  end
+  return shape
+end
+
 --- img [B, C, S..] -> tokens [B, L, dim]; ctx owns the patches.
 function PatchEmbed:forward(img)
-  local shape = img:shape()
-  local ok = #shape == self.ndim + 2 and shape[2] == self.in_chans
-  for i = 3, #shape do ok = ok and shape[i] == self.img_size end
-  if not ok then
-    local want = {'B', self.in_chans}
-    for _ = 1, self.ndim do table.insert(want, self.img_size) end
-    self:shape_error('image', shape, want)
-  end
+  local shape = PatchEmbed.check_image(self, img)
   local patches = ops.patchify(img, self.patch_size)
   local w = self.proj:gemm_weight('weight'):view(self.embed_dim, self.fan_in)   -- bf16 under precision = 'bf16'
   return ops.linear(patches, w, self.proj.bias), Context({patches = patches}, {img_shape = shape})

@@ -17,7 +17,12 @@
 --     heads and MLP units split across tp.size ranks; with
 --     tp.sequence_parallel the norms and residuals of the blocks run on a
 --     1/size slice of the tokens (tp:scatter_tokens() after the embedding,
---     tp:gather_tokens() before the final norm).
+--     tp:gather_tokens() before the final norm). The modes that split the
+--     activations too (lunar.parallel.tensor_2d, tensor_3d: '2d', '2.5d',
+--     '3d') also give the patch embedding, the class token and position
+--     embedding (tp:token_params, tp:embed_tokens), the norms and the head;
+--     the blocks then run on [B', N, C'] blocks (tp:local_batch,
+--     tp:local_features) and the head returns the whole batch's logits.
 --   opts.stage = {first_block=, last_block=}   a pipeline stage: only blocks
 --     first..last (0-based, their global names kept); the stage holding block
 --     0 owns patch_embed, cls_token and pos_embed, the one holding the last
@@ -45,10 +50,8 @@
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
-local PatchEmbed = require('lunar.nn.PatchEmbed')
+local layers = require('lunar.nn.layers')
 local Block = require('lunar.nn.Block')
-local LayerNorm = require('lunar.nn.LayerNorm')
-local Linear = require('lunar.nn.Linear')
 local Dropout = require('lunar.nn.Dropout')
 local Checkpoint = require('lunar.nn.Checkpoint')
 local ops = lunar.ops
@@ -73,7 +76,9 @@ function ViT:__init(opts)
   end
   self.is_first = self.first_block == 0
   self.is_last = self.last_block == opts.depth - 1
-  local patch_embed = PatchEmbed{img_size = opts.img_size, patch_size = opts.patch_size,
+  local f = tp or layers             -- the layer factory (lunar.nn.layers: no split)
+  self.factory = f
+  local patch_embed = f:patch_embed{img_size = opts.img_size, patch_size = opts.patch_size,
     in_chans = opts.in_chans, embed_dim = dim, ndim = opts.ndim or 2}
   self.num_tokens = patch_embed.num_patches + 1
   self.local_tokens = self.num_tokens
@@ -86,9 +91,8 @@ function ViT:__init(opts)
   end
   if self.is_first then
     self:add('patch_embed', patch_embed)
-    self:param('cls_token', {1, 1, dim}, {kind = 'normal', std = 1e-6}, {no_weight_decay = true})
-    self:param('pos_embed', {1, self.num_tokens, dim}, {kind = 'trunc_normal', std = 0.02, a = -2, b = 2},
-      {no_weight_decay = true})
+    f:token_params(self, self.num_tokens, dim, {kind = 'normal', std = 1e-6},
+      {kind = 'trunc_normal', std = 0.02, a = -2, b = 2})
     self:add('pos_drop', Dropout(opts.drop or 0, opts.seed))   -- a child: train()/evaluate() reach it
   end
   local blocks = self:add('blocks', Module())
@@ -98,8 +102,8 @@ function ViT:__init(opts)
       eps = opts.eps or 1e-6, drop = opts.drop, seed = opts.seed, qkv_bias = opts.qkv_bias, tp = tp})
   end
   if self.is_last then
-    self:add('norm', LayerNorm(dim, opts.eps or 1e-6))
-    self:add('head', Linear(dim, opts.num_classes))
+    self:add('norm', f:layer_norm(dim, opts.eps or 1e-6))
+    self:add('head', f:head(dim, opts.num_classes))
   end
   -- the factory's token mappings (nil unless sequence parallel): modules without parameters
   if self.is_first then self.scatter = tp and tp:scatter_tokens() end
@@ -174,7 +178,9 @@ end
 
 --- The shape of the activations this stage receives / sends for a batch of
 -- B images: {B, N, C}, or {B, N/T, C} with sequence parallelism.
-function ViT:hidden_shape(batch) return {batch, self.local_tokens, self.embed_dim} end
+function ViT:hidden_shape(batch)
+  return {self.factory:local_batch(batch), self.local_tokens, self.factory:local_features(self.embed_dim)}
+end
 
 --- The gradient group of a parameter name: 'head', 'blocks.i' or 'embed'.
 function ViT:grad_group_of(name)
@@ -208,7 +214,7 @@ function ViT:forward(input)
   if self.is_first then
     local p, cp = self.patch_embed:forward(input)
     ctx:own('cp', cp)
-    local e = ops.embed_tokens(p, self.cls_token, self.pos_embed)
+    local e = self.factory:embed_tokens(self, p)
     p:free()
     local cd
     x, cd = self.pos_drop:forward(e)
@@ -222,8 +228,9 @@ function ViT:forward(input)
     end
   else
     local s = input:shape()
-    if #s ~= 3 or s[2] ~= self.local_tokens or s[3] ~= self.embed_dim then
-      self:shape_error('activations from the previous pipeline stage', s, {'B', self.local_tokens, self.embed_dim})
+    local width = self.factory:local_features(self.embed_dim)
+    if #s ~= 3 or s[2] ~= self.local_tokens or s[3] ~= width then
+      self:shape_error('activations from the previous pipeline stage', s, {'B', self.local_tokens, width})
     end
     x = input
   end
@@ -312,7 +319,7 @@ function ViT:backward(ctx, dy, need_dx)
   local dd = self.pos_drop:backward(ctx.cd, dx)
   if dd ~= dx then dx:free() end
   ctx:release('x' .. self.first_block)
-  local dp = ops.embed_tokens_backward(dd, self.grad_cls_token, self.grad_pos_embed)
+  local dp = self.factory:embed_tokens_backward(self, dd)
   dd:free()
   local dimg = self.patch_embed:backward(ctx.cp, dp, need_dx)
   dp:free()

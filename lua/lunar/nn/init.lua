@@ -84,12 +84,33 @@ function nn.shard_pieces(shard, rank)
   return pieces
 end
 
+--- Copies between a full tensor and a local one by N-d pieces (a shard's
+-- `pieces` = {{full = ranges, ['local'] = ranges}, ...}, ranges 0-based
+-- {start, length} per dim, lunar.checkpoint.reshard's form; the 2D / 2.5D
+-- modes of lunar.parallel.tensor_2d): to_full true: full[piece] =
+-- loc[piece], else loc[piece] = full[piece].
+function nn.copy_pieces(full, loc, pieces, to_full)
+  local function cut(t, ranges)
+    for d, r in ipairs(ranges) do t = t:narrow(d, r[1] + 1, r[2]) end
+    return t
+  end
+  for _, pc in ipairs(pieces) do
+    local f, l = cut(full, pc.full), cut(loc, pc['local'])
+    if to_full then f:copy_(l) else l:copy_(f) end
+  end
+end
+
 --- Initializes a shard as its slice of the full tensor: draws the full tensor
 -- (the stream of the full name) and copies this rank's pieces, so every
 -- layout starts from the same weights.
 local function init_shard(w, p, init, seed)
   local full = lunar.empty(p.shard.full_shape)
   nn.init_param(full, init, seed, p.name)
+  if p.shard.pieces then
+    nn.copy_pieces(full, w, p.shard.pieces, false)
+    full:free()
+    return
+  end
   local d = p.shard.dim
   for _, pc in ipairs(nn.shard_pieces(p.shard)) do
     w:narrow(d, pc.local_offset + 1, pc.len):copy_(full:narrow(d, pc.full_offset + 1, pc.len))

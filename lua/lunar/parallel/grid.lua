@@ -20,6 +20,9 @@
 -- names it (then the product must equal the world size). validate() needs no
 -- communication and gives the same answer on every rank, so a bad layout is
 -- found before the first collective (lunar.parallel.initialize prints it once).
+local tensor_2d = require('lunar.parallel.tensor_2d')
+local tensor_3d = require('lunar.parallel.tensor_3d')
+
 local grid = {}
 
 local Grid = {}
@@ -50,15 +53,15 @@ end
 local function requested(cfg)
   local par = cfg.parallel or {}
   local tensor = par.tensor
-  local mode, tsize = 'none', 1
+  local mode, tsize, tdepth = 'none', 1, nil
   if type(tensor) == 'table' then
     mode = tensor.mode == nil and 'none' or tensor.mode
-    tsize = tensor.size or 1
+    tsize, tdepth = tensor.size or 1, tensor.depth
   elseif type(tensor) == 'number' then          -- parallel = {tensor = 2}: Colossal-AI shorthand for 1d
     mode, tsize = tensor > 1 and '1d' or 'none', tensor
   end
   return {
-    pp = par.pipeline or 1, tp = tsize, mode = mode, dp = par.data or 0,
+    pp = par.pipeline or 1, tp = tsize, mode = mode, depth = tdepth, dp = par.data or 0,
     sp = par.sequence_parallel and true or false,
     schedule = par.pipeline_schedule or '1f1b', split = par.pipeline_split,
   }
@@ -94,11 +97,20 @@ function grid.validate(cfg, world_size)
   local function bad(fmt, ...) return 'parallel: ' .. string.format(fmt, ...) end
   if math.type(r.pp) ~= 'integer' or r.pp < 1 then return bad('pipeline size %s must be an integer >= 1', tostring(r.pp)) end
   if math.type(r.tp) ~= 'integer' or r.tp < 1 then return bad('tensor size %s must be an integer >= 1', tostring(r.tp)) end
-  if r.mode ~= '1d' and r.mode ~= 'none' then
-    return bad("unknown tensor mode '%s' (parallel.tensor.mode is '1d' or 'none')", tostring(r.mode))
+  local multi = r.mode == '2d' or r.mode == '2.5d' or r.mode == '3d'   -- lunar.parallel.tensor_2d, tensor_3d
+  if r.mode ~= '1d' and r.mode ~= 'none' and not multi then
+    return bad("unknown tensor mode '%s' (parallel.tensor.mode is '1d', '2d', '2.5d', '3d' or 'none')", tostring(r.mode))
   end
-  if r.tp > 1 and r.mode ~= '1d' then
-    return bad("tensor parallel size %d needs tensor mode '1d' (parallel.tensor.mode is '%s')", r.tp, r.mode)
+  if r.tp > 1 and r.mode == 'none' then
+    return bad("tensor parallel size %d needs tensor mode '1d', '2d', '2.5d' or '3d' (parallel.tensor.mode is 'none')", r.tp)
+  end
+  if r.depth ~= nil and r.mode ~= '2.5d' then
+    return bad("parallel.tensor.depth %s is only for tensor mode '2.5d' (mode is '%s')", tostring(r.depth), r.mode)
+  end
+  if multi then
+    local msg
+    if r.mode == '3d' then msg = tensor_3d.check(r.tp, cfg) else msg = tensor_2d.check(r.mode, r.tp, r.depth, cfg) end
+    if msg then return bad('%s', msg) end
   end
   if r.schedule ~= '1f1b' and r.schedule ~= 'gpipe' then
     return bad("unknown pipeline_schedule '%s' ('1f1b' or 'gpipe')", tostring(r.schedule))
@@ -111,7 +123,7 @@ function grid.validate(cfg, world_size)
     return bad('data (%d) x pipeline (%d) x tensor (%d) = %d does not equal the world size %d',
       r.dp, r.pp, r.tp, r.dp * mp, world_size)
   end
-  if r.tp > 1 then
+  if r.tp > 1 and r.mode == '1d' then
     local heads, dim, hidden = cfg.NUM_HEADS, cfg.HIDDEN_SIZE, mlp_hidden(cfg)
     if dim and dim % r.tp ~= 0 then
       return bad('HIDDEN_SIZE %d is not divisible by the tensor parallel size %d', dim, r.tp)
@@ -183,7 +195,7 @@ function grid.new(cfg, comm)
   local g = setmetatable({
     world = comm, rank = comm:rank(), world_size = world_size,
     dp_size = dp, tp_size = tp, pp_size = pp,
-    tensor_mode = tp > 1 and '1d' or r.mode, sequence_parallel = r.sp,
+    tensor_mode = r.mode, tensor_depth = r.depth, sequence_parallel = r.sp,
     num_micro_batches = cfg.NUM_MICRO_BATCHES or 1, pipeline_schedule = r.schedule,
     depth = cfg.DEPTH,
   }, Grid)
@@ -194,6 +206,9 @@ function grid.new(cfg, comm)
   g.dp_group = comm:split(g.pp_rank * tp + g.tp_rank, g.dp_rank, name .. '/dp')
   g.pp_group = comm:split(g.dp_rank * tp + g.tp_rank, g.pp_rank, name .. '/pp')
   g.mp_group = comm:split(g.dp_rank, g.pp_rank * tp + g.tp_rank, name .. '/mp')
+  -- g.tensor_groups: the groups of the modes that split activations
+  if r.mode == '2d' or r.mode == '2.5d' then tensor_2d.make_groups(g, r.mode, r.depth) end
+  if r.mode == '3d' then tensor_3d.make_groups(g) end
   if cfg.DEPTH then
     g.splits = grid.partition(cfg.DEPTH, pp, r.split)
     g.stage = g:stage_info(g.pp_rank)
@@ -233,8 +248,12 @@ end
 --- A table of the ranks: one line per pipeline stage (with its blocks), the
 -- data-parallel replicas across, each a list of its tensor-parallel ranks.
 function Grid:describe()
-  local lines = {string.format('process grid: world %d = data %d x pipeline %d x tensor %d%s (tensor innermost)',
+  local tg = self.tensor_groups
+  local lines = {string.format('process grid: world %d = data %d x pipeline %d x tensor %d%s%s (tensor innermost)',
     self.world_size, self.dp_size, self.pp_size, self.tp_size,
+    tg and (self.tensor_mode == '3d' and string.format(" (mode '3d': %d x %d x %d, tensor rank = i*%d + j*%d + l)",
+      tg.q, tg.q, tg.q, tg.q * tg.q, tg.q) or string.format(" (mode '%s': %s%d x %d, tensor rank = depth*%d + " ..
+      'row*%d + column)', self.tensor_mode, tg.d > 1 and (tg.d .. ' x ') or '', tg.q, tg.q, tg.q * tg.q, tg.q)) or '',
     self.sequence_parallel and ', sequence parallel' or '')}
   for s = 0, self.pp_size - 1 do
     local cells = {}

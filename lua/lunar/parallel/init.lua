@@ -21,6 +21,8 @@ local nn = require('lunar.nn')
 local grid = require('lunar.parallel.grid')
 
 local tensor_1d = require('lunar.parallel.tensor_1d')
+local tensor_2d = require('lunar.parallel.tensor_2d')
+local tensor_3d = require('lunar.parallel.tensor_3d')
 
 local parallel = {
   grid = grid,
@@ -28,6 +30,8 @@ local parallel = {
   ColumnParallelLinear = require('lunar.parallel.ColumnParallelLinear'),
   RowParallelLinear = require('lunar.parallel.RowParallelLinear'),
   tensor_1d = tensor_1d,
+  tensor_2d = tensor_2d,
+  tensor_3d = tensor_3d,
   reducer = require('lunar.parallel.reducer'),
   pipeline = require('lunar.parallel.pipeline'),
 }
@@ -92,10 +96,14 @@ end
 
 --- The tensor-parallel context the nn modules take (opts.tp): the layer
 -- factory of the grid's tensor mode (lunar.parallel.tensor_1d: comm, size,
--- rank, sequence_parallel and the split layers); nil when the
--- tensor-parallel size is 1 (the modules then build plain layers).
+-- rank, sequence_parallel and the split layers; tensor_2d for '2d' and
+-- '2.5d', tensor_3d for '3d'); nil when the tensor-parallel size is 1 (the modules then build
+-- plain layers).
 function parallel.tp_context(g)
   if not g or g.tp_size <= 1 then return nil end
+  local tg = g.tensor_groups
+  if tg and g.tensor_mode == '3d' then return tensor_3d.new{q = tg.q, rank = g.tp_rank, groups = tg} end
+  if tg then return tensor_2d.new{q = tg.q, depth = tg.d, rank = g.tp_rank, groups = tg, mode = g.tensor_mode} end
   return tensor_1d.new{comm = g.tp_group, size = g.tp_size, rank = g.tp_rank, sequence_parallel = g.sequence_parallel}
 end
 
@@ -123,7 +131,8 @@ end
 
 --- The global L2 norm of the gradients of the whole model (PyTorch's
 -- clip_grad_norm_ over every parameter, counted once): sums of squares in
--- double, shards summed over the tensor group, replicated parameters
+-- double, shards summed over the tensor group (a shard's replicas, p.shard.replica
+-- > 0 as 2.5D's depth layers, not counted), replicated parameters
 -- (norms, biases of RowParallelLinear, embeddings, head) counted once (tensor
 -- rank 0's), stages summed over the pipeline group: one all_reduce over the
 -- model-parallel group (tensor x pipeline). Data-parallel replicas hold the
@@ -132,9 +141,9 @@ end
 -- @param g the grid (nil: one rank)
 function parallel.grad_norm(params, g)
   local ops = lunar.ops
-  local s = 0
+  local s = 0.0   -- a float on every rank (all_reduce_number reduces integers apart: a 2.5D depth replica adds nothing)
   for _, p in ipairs(params) do
-    if p.shard or not g or g.tp_rank == 0 then s = s + ops.sum_squares(p.grad) end
+    if (p.shard and (p.shard.replica or 0) == 0) or not g or g.tp_rank == 0 then s = s + ops.sum_squares(p.grad) end
   end
   if g and g.tp_size * g.pp_size > 1 then s = g.mp_group:all_reduce_number(s, 'sum') end
   return math.sqrt(s)
@@ -160,6 +169,13 @@ end
 function parallel.gather_full_tensor(p, g)
   if not p.shard then return p.param:clone() end
   local sh = p.shard
+  if sh.pieces then
+    -- N-d pieces (tensor_2d): each rank's pieces in place in zeros, summed over the tensor group
+    -- (the pieces of replica 0 are disjoint and cover the tensor: the sum is exact)
+    local full = lunar.zeros(sh.full_shape)
+    if (sh.replica or 0) == 0 then nn.copy_pieces(full, p.param, sh.pieces, true) end
+    return g.tp_group:all_reduce(full, 'sum')
+  end
   local n = p.param:numel()
   local buf = lunar.empty({sh.size, n})
   g.tp_group:all_gather(buf, p.param:contiguous())
@@ -229,7 +245,9 @@ function parallel.load_full_parameters(model, tensors)
       error(string.format('load_full_parameters: %s is [%s], expected [%s]', p.name, table.concat(t:shape(), ', '),
         table.concat(want, ', ')), 2)
     end
-    if p.shard then
+    if p.shard and p.shard.pieces then
+      nn.copy_pieces(t, p.param, p.shard.pieces, false)
+    elseif p.shard then
       local d = p.shard.dim
       for _, pc in ipairs(nn.shard_pieces(p.shard)) do
         p.param:narrow(d, pc.local_offset + 1, pc.len):copy_(t:narrow(d, pc.full_offset + 1, pc.len))

@@ -15,7 +15,7 @@ local mappings = require('lunar.parallel.mappings')
 
 local tensor_1d = {}
 
-local Tensor1D = {}
+local Tensor1D = setmetatable({}, {__index = require('lunar.nn.layers')})   -- norms, embeddings, head: replicated
 Tensor1D.__index = Tensor1D
 
 --- @param args {comm= (the tensor-parallel group; needed by forward and
@@ -28,12 +28,14 @@ function tensor_1d.new(args)
     sequence_parallel = args.sequence_parallel and true or false}, Tensor1D)
 end
 
--- opts with tp = self added (the caller's table is left alone)
-local function with_tp(self, opts)
-  local o = {tp = self}
+--- opts with tp = factory added (the caller's table is left alone); shared
+-- with the other modes' factories.
+function tensor_1d.with_tp(factory, opts)
+  local o = {tp = factory}
   for k, v in pairs(opts or {}) do o[k] = v end
   return o
 end
+local with_tp = tensor_1d.with_tp
 
 --- A ColumnParallelLinear: [..., in] -> this rank's outputs [..., out/T]
 -- (opts: groups, bias, init, bias_init, bf16_output).
