@@ -6,7 +6,8 @@
 -- `clip_grad_norm`, `precision`, `device`).
 --
 -- An entry is a table with fields:
---   type      'integer' | 'number' | 'string' | 'boolean' | 'table' | 'function'
+--   type      'integer' | 'number' | 'string' | 'boolean' | 'table' | 'function' |
+--             'size' (bytes: an integer, or a string like '2GiB', normalized to the integer)
 --   default   the default value (nil: the key is optional and may stay unset;
 --             for a dict the default is built from its fields' defaults)
 --   doc       one line of documentation
@@ -121,6 +122,11 @@ local TOP = {
   { 'CHECKPOINT', E{ type = 'boolean', default = false,
       doc = "Colossal-AI's switch: true = activation_checkpointing granularity 'full' (with its method and " ..
         "num_layers; by default every block)" } },
+
+  { 'MEMORY_BUDGET', E{ type = 'size', default = nil, min = 0,
+      doc = "bytes per rank a run may use (an integer or a size like '2GiB'; nil or 0 = no limit): a run whose " ..
+        "estimate (lunar.memory: parameters, gradients, optimizer state, peak activations, batch; printed by " ..
+        "`lunar config show`) exceeds it stops before allocating, naming what to change" } },
 
   { 'INIT', E{ type = 'string', default = 'timm', enum = { 'timm', 'pytorch' },
       doc = "weight init: 'timm' (Linear trunc_normal std .02, zero bias) or 'pytorch' (module defaults: U(+-1/sqrt(fan_in)))" } },
