@@ -118,6 +118,10 @@ local TOP = {
         { 'num_layers', E{ type = 'integer', default = 1, min = 1,
             doc = 'blocks per group (uniform) or blocks checkpointed per pipeline stage (block); at most the ' ..
               'blocks of the smallest stage' } },
+        { 'blocks', E{ type = 'table', items = 'boolean', default = nil,
+            doc = 'per block (a layerwise strategy, Galvatron\'s per-layer checkpointing): one boolean per block, ' ..
+              'blocks[i + 1] = true checkpoints block i alone (granularity full implied; method and num_layers ' ..
+              'ignored); build it with a loop over DEPTH in the config' } },
       } } },
   { 'CHECKPOINT', E{ type = 'boolean', default = false,
       doc = "Colossal-AI's switch: true = activation_checkpointing granularity 'full' (with its method and " ..
@@ -265,6 +269,20 @@ schema.checks = {
     if c.CHECKPOINT and ac.granularity ~= nil and ac.granularity ~= 'full' then
       return { 'CHECKPOINT', string.format("is true (granularity 'full'), but activation_checkpointing.granularity " ..
         "is '%s'; set one of them", tostring(ac.granularity)) }
+    end
+    if ac.blocks ~= nil then
+      if ac.granularity == 'selective' then
+        return { 'activation_checkpointing.blocks', "lists blocks to checkpoint in full, but granularity is " ..
+          "'selective'; unset one of them" }
+      end
+      if #ac.blocks ~= c.DEPTH then
+        return { 'activation_checkpointing.blocks', string.format('has %d entries; it needs one boolean per block ' ..
+          '(DEPTH %d)', #ac.blocks, c.DEPTH) }
+      end
+      if c.MODEL ~= nil then
+        return { 'activation_checkpointing.blocks', "applies to the built-in ViT's blocks, not yet to a MODEL" }
+      end
+      return nil                                                          -- method and num_layers ignored
     end
     if ac.granularity ~= 'full' and not c.CHECKPOINT then return nil end   -- num_layers counts 'full' blocks
     if c.MODEL ~= nil then

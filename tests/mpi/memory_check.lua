@@ -43,6 +43,7 @@ local LAYOUTS = {
       num_layers = 1}},
     {name = '4 micro-batches', NUM_MICRO_BATCHES = 4},
     {name = 'bf16 + checkpointing', precision = 'bf16', CHECKPOINT = true},
+    {name = 'checkpointing blocks 1 and 2 (per block)', activation_checkpointing = {blocks = {false, true, true, false}}},
   },
   [2] = {
     {name = 'data 2', parallel = {data = 2}},
@@ -54,6 +55,8 @@ local LAYOUTS = {
       NUM_MICRO_BATCHES = 4},
     {name = 'pipeline 2 1f1b + checkpointing', parallel = {pipeline = 2}, NUM_MICRO_BATCHES = 4, CHECKPOINT = true},
     {name = 'tensor 2 bf16', parallel = {tensor = {mode = '1d', size = 2}}, precision = 'bf16'},
+    {name = 'pipeline 2 1f1b, stage 0 checkpointed (per block)', parallel = {pipeline = 2}, NUM_MICRO_BATCHES = 4,
+      activation_checkpointing = {blocks = {true, true, false, false}}},
   },
 }
 

@@ -17,7 +17,8 @@
 -- layout, against the single-rank bf16 run at the bf16 tolerances of TOL below;
 -- and activation checkpointing (tensor 2 with sequence parallelism, pipeline 2
 -- under both schedules, tensor 2 x pipeline 2, data 2 x tensor 2; bf16 at
--- tensor 2): against the
+-- tensor 2; per block, activation_checkpointing.blocks, at pipeline 2 1F1B,
+-- data 2, tensor 2 x pipeline 2 GPipe): against the
 -- reference, and with dropout bitwise against the same layout without it.
 -- Checked against the reference:
 --   - the loss of every step: within 1e-5 relative (and on every rank)
@@ -258,6 +259,12 @@ local AC_LAYOUTS = {
   {1, 2, 2, {NUM_MICRO_BATCHES = 2, parallel = {pipeline_schedule = '1f1b', sequence_parallel = true}}, 'uniform', 1,
     ', 1f1b, sequence parallel, 2 micro-batches'},
   {2, 2, 1, {}, 'block', 1, ''},
+  -- per block (activation_checkpointing.blocks, a layerwise strategy): method is the list
+  {1, 1, 2, {NUM_MICRO_BATCHES = 4, parallel = {pipeline_schedule = '1f1b'}}, {true, false, false, true}, 0,
+    ', 1f1b, 4 micro-batches'},
+  {2, 1, 1, {}, {false, true, true, false}, 0, ''},
+  {1, 2, 2, {NUM_MICRO_BATCHES = 2, parallel = {pipeline_schedule = 'gpipe'}}, {true, true, false, true}, 0,
+    ', gpipe, 2 micro-batches'},
 }
 if BF16_OK then
   AC_LAYOUTS[#AC_LAYOUTS + 1] = {1, 2, 1, {precision = 'bf16', parallel = {sequence_parallel = true}}, 'uniform', 2,
@@ -266,14 +273,18 @@ end
 for _, a in ipairs(AC_LAYOUTS) do
   local dp, tp, pp, extra, method, n, label = table.unpack(a)
   if dp * tp * pp == W then
-    local ac = {granularity = 'full', method = method, num_layers = n}
+    local ac = type(method) == 'table' and {blocks = method} or {granularity = 'full', method = method, num_layers = n}
     local function with(more)
       local t = {}
       for k, v in pairs(extra) do t[k] = v end
       for k, v in pairs(more) do t[k] = v end
       return t
     end
-    local tag = string.format(', checkpointing full/%s/%d', method, n)
+    local tag = type(method) == 'table' and ', checkpointing blocks ' .. table.concat((function()
+        local t = {}
+        for i, b in ipairs(method) do if b then t[#t + 1] = tostring(i - 1) end end
+        return t
+      end)(), '+') or string.format(', checkpointing full/%s/%d', method, n)
     add(dp, tp, pp, with({activation_checkpointing = ac}), label .. tag)
     local c = add(dp, tp, pp, with({activation_checkpointing = ac, DROPOUT = 0.1}), label .. tag .. ', dropout 0.1')
     c.bitwise = true

@@ -34,6 +34,9 @@
 --     'uniform': the stage's blocks in consecutive groups of n (the last one
 --     may be shorter), each group one segment; 'block': the first n blocks of
 --     the stage, each its own segment, the others stored as usual.
+--     blocks = {b_0, ..., b_(depth-1)} (booleans; a layerwise strategy, Galvatron's
+--     per-layer `cpt`): block i checkpointed alone when b_i, method and num_layers
+--     ignored; a list of another length is an error.
 --     'selective' (recompute only the attention core) is what lunar.nn.Attention
 --     always does (its kernel keeps the log-sum-exp per row, never the
 --     probabilities): no block is wrapped.
@@ -126,11 +129,20 @@ function ViT:set_activation_checkpointing(spec)
       error(string.format("ViT: activation_checkpointing.method must be 'uniform' or 'block', got '%s'",
         tostring(method)), 0)
     end
-    if gran == 'full' and (math.type(n) ~= 'integer' or n < 1 or n > n_blocks) then
+    if gran == 'full' and spec.blocks == nil and (math.type(n) ~= 'integer' or n < 1 or n > n_blocks) then
       error(string.format('ViT: activation_checkpointing.num_layers = %s must be an integer from 1 to the %d ' ..
         'blocks of this stage (blocks %d-%d)', tostring(n), n_blocks, self.first_block, self.last_block), 0)
     end
-    if gran == 'selective' then
+    if gran == 'full' and spec.blocks ~= nil then
+      -- per block (a layerwise strategy): blocks[i + 1] true checkpoints block i alone
+      if type(spec.blocks) ~= 'table' or #spec.blocks ~= self.depth then
+        error(string.format('ViT: activation_checkpointing.blocks must list one boolean per block (DEPTH %d), got %s',
+          self.depth, type(spec.blocks) == 'table' and (#spec.blocks .. ' entries') or type(spec.blocks)), 0)
+      end
+      for i = self.first_block, self.last_block do
+        if spec.blocks[i + 1] then segments[i] = i end
+      end
+    elseif gran == 'selective' then
       -- the attention core is recomputed in backward by the attention kernel itself (Attention.lua)
     elseif method == 'uniform' then
       for i = self.first_block, self.last_block, n do segments[i] = math.min(i + n - 1, self.last_block) end
@@ -139,7 +151,7 @@ function ViT:set_activation_checkpointing(spec)
     end
   end
   self.activation_checkpointing = gran and {granularity = gran, method = spec.method or 'uniform',
-    num_layers = spec.num_layers or 1} or nil
+    num_layers = spec.num_layers or 1, blocks = spec.blocks} or nil
   local units, i = {}, self.first_block
   while i <= self.last_block do
     local last = segments[i]
