@@ -12,6 +12,7 @@
 --   lunar config keys --update-readme [FILE] rewrites that section of FILE
 --                                            (default README.md in lunar.home)
 --   lunar config help
+--   lunar profile ... / lunar search ...    the strategy search (lunar.strategy.cli)
 --   lunar plot METRICS_FILE... [-o curves.png]  the loss, learning-rate and
 --                                            test-accuracy curves (lunar.plot,
 --                                            gnuplot); also writes curves.png.dat
@@ -334,6 +335,10 @@ end
 function cli.main(args)
   local cmd = args[1]
   local rest = table.move(args, 2, #args, 1, {})
+  if cmd == 'profile' or cmd == 'search' then
+    -- collective under mpirun (profile): errors go through the host, success returns to it
+    return require('lunar.strategy.cli')[cmd](rest)
+  end
   local ok, out = pcall(function()
     if cmd == 'config' then return cli.config(rest) end
     if cmd == 'plot' then return cli.plot(rest) end

@@ -1,0 +1,122 @@
+-- Tests of the strategy search (lunar.strategy.search: Galvatron's dynamic
+-- program) on hand-made profiles whose optimum is known by hand arithmetic
+-- (stated next to each check), and of the profile file round trip. The
+-- measured profile and the searched strategy training are in
+-- tests/mpi/test_strategy.sh.
+--   build/lunar tests/lua/test_strategy.lua
+local T = require('harness')
+local config = require('lunar.config')
+local search = require('lunar.strategy.search')
+local profile = require('lunar.strategy.profile')
+
+T.test('dp: the knapsack over blocks with a re-sharding cost between different strategies', function()
+  -- three blocks, each A (time 1, 3 units) or B (time 2, 1 unit); block 3's A takes 1.2;
+  -- switching strategy between neighbours costs 0.5. Capacity 7 (AAA needs 9):
+  --   AAB 1 + 1 + 2 + 0.5 = 4.5 (7 units)   BAA 2 + 1 + 1.2 + 0.5 = 4.7   ABA 1 + 2 + 1.2 + 1 = 5.2
+  --   ABB / BBA / BAB / BBB 5.5, 5.7, 6.2, 6  -> AAB, 4.5
+  local A, B = {name = 'A'}, {name = 'B'}
+  local function items(a3)
+    local list = {}
+    for i = 1, 3 do
+      list[i] = {cands = {{s = A, time = i == 3 and a3 or 1, mem = 3}, {s = B, time = 2, mem = 1}}}
+    end
+    return list
+  end
+  local function inter(x, y) return x == y and 0 or 0.5 end
+  local best, chosen = search.dp(items(1.2), 7, inter)
+  T.near(best, 4.5, 1e-12)
+  T.eq({chosen[1].s.name, chosen[2].s.name, chosen[3].s.name}, {'A', 'A', 'B'})
+  -- capacity 4: only BBB (3 units) and one A with two Bs need 5: BBB, 6
+  best, chosen = search.dp(items(1.2), 4, inter)
+  T.near(best, 6, 1e-12)
+  T.eq({chosen[1].s.name, chosen[2].s.name, chosen[3].s.name}, {'B', 'B', 'B'})
+  -- capacity 2: nothing fits
+  T.eq(search.dp(items(1.2), 2, inter), nil)
+  -- capacity 9 and no switching cost: AAA, 1 + 1 + 1.2
+  best = search.dp(items(1.2), 9, function() return 0 end)
+  T.near(best, 3.2, 1e-12)
+end)
+
+-- A hand-made profile of a 4-block model on one rank: forward 0.3 + 0.1 b s, backward
+-- 0.6 + 0.2 b s per block; a block keeps 1e5 bytes per sample, a checkpointed one 1e4;
+-- everything else free (no communication, optimizer, embedding time).
+local CFG = config.from_table({DEPTH = 4, HIDDEN_SIZE = 8, NUM_HEADS = 2, IMG_SIZE = 8, PATCH_SIZE = 4,
+  IN_CHANS = 1, NUM_CLASSES = 2, BATCH_SIZE = 8}, 'test_strategy')
+local function hand_profile()
+  return {kind = 'lunar-profile', version = profile.VERSION, model = profile.model_of(CFG), machine = {host = 'x'},
+    block = {params = 872, tp = {['1'] = {fwd = {0.3, 0.1}, bwd = {0.6, 0.2},
+      act = {kept = 1e5, input = 1e4, extra = 0}}}},
+    other = {time = {0, 0}}, optimizer = {per_param = 0}, overlap = 1.0,
+    comm = {all_reduce = {consecutive = {}}, all_gather = {consecutive = {}}, reduce_scatter = {consecutive = {}},
+      p2p = {alpha = 0, beta = 0}}}
+end
+
+T.test('run: the budget forces exactly two checkpointed blocks; the predicted time by hand', function()
+  local prof = hand_profile()
+  -- unlimited: batch 8 in one micro-batch, nothing checkpointed (checkpointing only adds time):
+  -- per block f = 0.3 + 0.8 = 1.1, bw = 0.6 + 1.6 = 2.2: 4 x 3.3 = 13.2 s
+  local free = search.run(CFG, prof, {world = 1, budget = 1 << 30})
+  T.eq(free.best.m, 1)
+  T.near(free.best.time, 13.2, 1e-9)
+  for _, st in ipairs(free.best.blocks) do T.falsy(st.ckpt) end
+  -- 2 micro-batches of 4: f = 0.7, bw = 1.4, twice: 4 x 4.2 = 16.8 s; checkpointing a block at
+  -- batch 8 saves (1e5 - 1e4) x 8 = 720,000 bytes and costs one forward, 1.1 s
+  local m0 = free.best.max_memory
+  local budget = m0 - 2 * 720000 + 50000     -- room for two checkpointed blocks, not one
+  local res = search.run(CFG, prof, {world = 1, budget = budget})
+  local r = res.best
+  T.eq({r.pp, r.tp, r.dp, r.m, r.zero}, {1, 1, 1, 1, 0})
+  local n = 0
+  for _, st in ipairs(r.blocks) do if st.ckpt then n = n + 1 end end
+  T.eq(n, 2, 'checkpointed blocks')
+  T.near(r.time, 13.2 + 2 * 1.1, 1e-9)       -- 15.4 s < 16.8 s of two micro-batches
+  T.truthy(r.max_memory <= budget)
+  T.near(m0 - r.max_memory, 2 * 720000, 0, 1)
+  -- and the next best is two micro-batches with nothing checkpointed (16.8 s)
+  T.near(res.ranked[2].time, 16.8, 1e-9)
+  T.eq(res.ranked[2].m, 2)
+end)
+
+T.test('run: a budget nothing fits gives no best and the smallest memory found', function()
+  local res = search.run(CFG, hand_profile(), {world = 1, budget = 1000})
+  T.eq(res.best, nil)
+  T.truthy(res.smallest and res.smallest.min_memory > 1000, T.show(res.smallest and res.smallest.min_memory))
+end)
+
+T.test('strategy config: the searched layout, batch, micro-batches and per-block checkpointing', function()
+  local prof = hand_profile()
+  local free = search.run(CFG, prof, {world = 1, budget = 1 << 30})
+  local res = search.run(CFG, prof, {world = 1, budget = free.best.max_memory - 2 * 720000 + 50000})
+  local c = search.strategy_config(CFG, res.best, 123456)
+  T.eq(c.parallel.pipeline, 1)
+  T.eq(c.parallel.data, 1)
+  T.eq(c.BATCH_SIZE, 8)
+  T.eq(c.NUM_MICRO_BATCHES, 1)
+  local n = 0
+  for _, b in ipairs(c.activation_checkpointing.blocks) do if b then n = n + 1 end end
+  T.eq(n, 2)
+  -- it is a valid config: dumped, loaded back equal
+  local back = config.from_table(load('return ' .. config.dump(c))(), 'strategy')
+  T.eq(back.activation_checkpointing.blocks, c.activation_checkpointing.blocks)
+  T.eq(back.MEMORY_BUDGET, 123456)
+end)
+
+T.test('profile: differences name what differs; a file that is not a profile is a clear error', function()
+  local prof = hand_profile()
+  -- the same model: only the machine differs (the hand-made profile names host 'x')
+  local same = profile.differences(prof, CFG)
+  T.eq(#same, 1, table.concat(same, '; '))
+  T.truthy(same[1]:find('machine: profiled on x', 1, true), same[1])
+  local other = config.from_table({DEPTH = 4, HIDDEN_SIZE = 16, NUM_HEADS = 2, IMG_SIZE = 8, PATCH_SIZE = 4,
+    IN_CHANS = 1, NUM_CLASSES = 2}, 'other')
+  local diffs = table.concat(profile.differences(prof, other), '; ')
+  T.truthy(diffs:find('HIDDEN_SIZE: profile 8, config 16', 1, true), diffs)
+  local path = (os.getenv('TMPDIR') or '/tmp') .. '/lunar_test_strategy_' .. math.random(1 << 30) .. '.json'
+  local f = assert(io.open(path, 'w')); f:write('{"kind": "something else"}'); f:close()
+  T.raises(function() profile.read(path) end, 'not a Lunar profile')
+  os.remove(path)
+  T.raises(function() profile.read(path) end, 'profile ' .. path)
+  T.eq(profile.fit({1, 2, 4}, {3, 5, 9}), {1.0, 2.0})      -- y = 1 + 2x exactly
+end)
+
+T.run()
