@@ -55,6 +55,7 @@ local LAYOUTS = {
       NUM_MICRO_BATCHES = 4},
     {name = 'pipeline 2 1f1b + checkpointing', parallel = {pipeline = 2}, NUM_MICRO_BATCHES = 4, CHECKPOINT = true},
     {name = 'tensor 2 bf16', parallel = {tensor = {mode = '1d', size = 2}}, precision = 'bf16'},
+    {name = 'tensor 2, 4 micro-batches', parallel = {tensor = {mode = '1d', size = 2}}, NUM_MICRO_BATCHES = 4},
     {name = 'pipeline 2 1f1b, stage 0 checkpointed (per block)', parallel = {pipeline = 2}, NUM_MICRO_BATCHES = 4,
       activation_checkpointing = {blocks = {true, true, false, false}}},
   },

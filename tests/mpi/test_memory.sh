@@ -2,9 +2,11 @@
 # tests/mpi/test_memory.sh: lunar.memory's estimate against the allocator's
 # measured peak (tests/mpi/memory_check.lua: model state, step peak and their
 # sum within 10% per rank) for the one-rank layouts (fp32, bf16, three
-# checkpointing settings, micro-batches) and, under mpirun -np 2, data 2,
-# tensor 2 (fp32, bf16, sequence parallel), pipeline 2 under 1F1B and GPipe
-# (4 micro-batches) and pipeline 2 with checkpointing; then MEMORY_BUDGET:
+# checkpointing settings, micro-batches, per-block checkpointing) and, under
+# mpirun -np 2, data 2, tensor 2 (fp32, bf16, sequence parallel, 4
+# micro-batches), pipeline 2 under 1F1B and GPipe
+# (4 micro-batches) and pipeline 2 with checkpointing (uniform and per block);
+# then MEMORY_BUDGET:
 # a run over it stops before allocating (exit 1, one message naming the
 # components and what to change) on one and on two ranks, a run under it trains.
 # Skips the mpirun parts when mpirun is absent or the build has no MPI.
