@@ -10,10 +10,12 @@
 -- spread evenly over the ranked list) are built one after the other on the
 -- job's ranks (lunar.setup with the strategy's config, no loaders: one
 -- synthetic batch) and trained for 1 + STEPS (default 3) steps. Per strategy:
---   predicted   the search's step time and per-rank memory
---   estimate    lunar.memory's total for the strategy's most loaded rank
---   measured    median step time (the slowest rank's), and the peak of tensor bytes
---               in use above what was in use before the setup, largest over ranks
+--   predicted   the search's step time and per-rank memory (lunar.memory's estimate of
+--               the strategy's config, its most loaded rank)
+--   reserved    the memory the search's knapsack reserved (from the profile; an upper bound)
+--   measured    median step time (the slowest rank's), and the bytes in use after the
+--               first step above what was in use before the setup (model state, the
+--               batch) plus the peak of the timed steps above that, largest over ranks
 -- and Spearman's rank correlation of predicted and measured step times. Figures
 -- only; nothing is asserted (tests/lua/test_strategy.lua and
 -- tests/mpi/test_strategy.sh test).
@@ -58,7 +60,6 @@ for _, r in ipairs(picked) do
   local c = config.from_table(search.strategy_config(cfg, r, budget), 'strategy')
   collectgarbage(); collectgarbage()
   local base = lunar.memory().bytes_in_use
-  lunar.reset_peak_memory()
   local img = {c.BATCH_SIZE, c.IN_CHANS}
   for _ = 1, c.IMG_DIMS do img[#img + 1] = c.IMG_SIZE end
   local x = lunar.empty(img):normal_(1, 'bench.strategy', 0, 1)     -- the batch counts (as predicted)
@@ -68,6 +69,10 @@ for _, r in ipairs(picked) do
   local g = parallel.initialize(c, world, {quiet = true})
   local run = setup.from_config(c, nil, {grid = g, loaders = false, quiet = true})
   run.engine:train_step(x, y)
+  collectgarbage(); collectgarbage()
+  local state = lunar.memory().bytes_in_use - base     -- model state and the batch, after one step
+  lunar.reset_peak_memory()
+  local in_use = lunar.memory().bytes_in_use
   local ts = {}
   for i = 1, STEPS do
     world:barrier()
@@ -75,10 +80,10 @@ for _, r in ipairs(picked) do
     run.engine:train_step(x, y)
     ts[i] = world:all_reduce_number(lunar.clock() - t0, 'max')
   end
-  local peak = world:all_reduce_number(lunar.memory().peak_bytes - base, 'max')
+  local peak = world:all_reduce_number(state + lunar.memory().peak_bytes - in_use, 'max')
   local est = memory.estimate(c, {world = W}).max
   rows[#rows + 1] = {name = search.describe(r):gsub(': predicted.*', ''), pred_t = r.time, meas_t = median(ts),
-    pred_m = r.max_memory, est_m = est, meas_m = peak}
+    pred_m = r.estimate or est, res_m = r.max_memory, meas_m = peak}
   run, g = nil, nil
   x:free(); y:free()
   collectgarbage(); collectgarbage()
@@ -115,14 +120,15 @@ if R == 0 then
   local MiB = 2 ^ 20
   print(string.format('%d ranks, budget %s, %d runnable strategies fit (%d combinations); %d trained, %d steps each',
     W, memory.format_bytes(budget), #runnable, res.considered, #rows, STEPS))
-  print(string.format('%-96s %9s %9s %9s %9s %9s', 'strategy', 'pred s', 'meas s', 'pred MiB', 'est MiB', 'meas MiB'))
+  print(string.format('%-96s %9s %9s %9s %9s %9s', 'strategy', 'pred s', 'meas s', 'pred MiB', 'rsrv MiB',
+    'meas MiB'))
   local pt, mt = {}, {}
   local best_meas = math.huge
   for i, row in ipairs(rows) do
     pt[i], mt[i] = row.pred_t, row.meas_t
     best_meas = math.min(best_meas, row.meas_t)
     print(string.format('%-96s %9.4f %9.4f %9.2f %9.2f %9.2f', row.name, row.pred_t, row.meas_t, row.pred_m / MiB,
-      row.est_m / MiB, row.meas_m / MiB))
+      row.res_m / MiB, row.meas_m / MiB))
   end
   local worst_mem = 0
   for _, row in ipairs(rows) do worst_mem = math.max(worst_mem, math.abs(row.pred_m / row.meas_m - 1)) end

@@ -61,6 +61,12 @@ local LAYOUTS = {
   },
 }
 
+LAYOUTS[4] = {
+  {name = 'tensor 4', parallel = {tensor = {mode = '1d', size = 4}}},
+  {name = 'tensor 2 x pipeline 2, 8 micro-batches', parallel = {tensor = {mode = '1d', size = 2}, pipeline = 2},
+    NUM_MICRO_BATCHES = 8},
+}
+
 local function make_cfg(over)
   local t = {}
   for k, v in pairs(BASE) do t[k] = v end

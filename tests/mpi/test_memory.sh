@@ -4,7 +4,8 @@
 # sum within 10% per rank) for the one-rank layouts (fp32, bf16, three
 # checkpointing settings, micro-batches, per-block checkpointing) and, under
 # mpirun -np 2, data 2, tensor 2 (fp32, bf16, sequence parallel, 4
-# micro-batches), pipeline 2 under 1F1B and GPipe
+# micro-batches), pipeline 2 under 1F1B and GPipe, and under -np 4 tensor 4
+# and tensor 2 x pipeline 2 (8 micro-batches)
 # (4 micro-batches) and pipeline 2 with checkpointing (uniform and per block);
 # then MEMORY_BUDGET:
 # a run over it stops before allocating (exit 1, one message naming the
@@ -45,6 +46,12 @@ check "memory_check -np 2: exit 0" [ "$rc" -eq 0 ]
 n_ok=$(grep -cE '^rank [0-9]+: memory_check [0-9]+ passed, 0 failed' <<<"$out")
 check "memory_check -np 2: every rank reports 0 failed ($n_ok of 2)" [ "$n_ok" -eq 2 ]
 grep -E 'model state' <<<"$out" | sed 's/^/    /'
+
+run timeout 240 mpirun -np 4 "$LUNAR" tests/mpi/memory_check.lua
+check "memory_check -np 4: exit 0" [ "$rc" -eq 0 ]
+n_ok=$(grep -cE '^rank [0-9]+: memory_check [0-9]+ passed, 0 failed' <<<"$out")
+check "memory_check -np 4: every rank reports 0 failed ($n_ok of 4)" [ "$n_ok" -eq 4 ]
+grep -E '^tensor.*rank 0' <<<"$out" | sed 's/^/    /'
 
 run timeout 60 mpirun -np 2 "$LUNAR" examples/train_with_engine.lua "${TINY[@]}" MEMORY_BUDGET=64KiB \
   'parallel={pipeline=2}'

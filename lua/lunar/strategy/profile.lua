@@ -52,17 +52,23 @@ local function median(t)
   return n % 2 == 1 and s[(n + 1) // 2] or (s[n // 2] + s[n // 2 + 1]) / 2
 end
 
---- Least-squares line through points (x_i, y_i): {a, c} with y = a + c x
--- (a single point: {0, y / x}). a and c are clamped at >= 0.
+--- The line y = a + c x through points (x_i, y_i) of least relative error
+-- (least squares weighted by 1 / y_i^2, so the small batches' fixed costs
+-- count as much as the large batches' per-sample costs; a single point:
+-- {0, y / x}). a and c are clamped at >= 0.
 function profile.fit(xs, ys)
   local n = #xs
   if n == 1 then return {0.0, ys[1] / xs[1]} end
-  local sx, sy, sxx, sxy = 0, 0, 0, 0
-  for i = 1, n do sx, sy, sxx, sxy = sx + xs[i], sy + ys[i], sxx + xs[i] ^ 2, sxy + xs[i] * ys[i] end
-  local c = (n * sxy - sx * sy) / (n * sxx - sx * sx)
-  local a = (sy - c * sx) / n
+  local sw, sx, sy, sxx, sxy = 0, 0, 0, 0, 0
+  for i = 1, n do
+    local w = ys[i] > 0 and 1 / ys[i] ^ 2 or 1
+    sw, sx, sy = sw + w, sx + w * xs[i], sy + w * ys[i]
+    sxx, sxy = sxx + w * xs[i] ^ 2, sxy + w * xs[i] * ys[i]
+  end
+  local c = (sw * sxy - sx * sy) / (sw * sxx - sx * sx)
+  local a = (sy - c * sx) / sw
   if a < 0 then a, c = 0.0, sxy / sxx end
-  if c < 0 then a, c = sy / n, 0.0 end
+  if c < 0 then a, c = sy / sw, 0.0 end
   return {a + 0.0, c + 0.0}
 end
 
@@ -82,17 +88,15 @@ local function machine_of(world)
     lunar = lunar.version}
 end
 
--- Seconds of fn() over `reps` runs after one warm-up, the slowest rank's median.
+-- Seconds of fn() (the slowest rank's mean over `reps` runs back to back after one warm-up).
+-- Back to back, between two barriers only: with more ranks than cores, a run short against
+-- the scheduler's time slice would otherwise be timed alone while the other ranks wait.
 local function timed(comm, reps, fn)
   fn()
-  local ts = {}
-  for i = 1, reps do
-    comm:barrier()
-    local t0 = lunar.clock()
-    fn()
-    ts[i] = lunar.clock() - t0
-  end
-  return comm:all_reduce_number(median(ts), 'max')
+  comm:barrier()
+  local t0 = lunar.clock()
+  for _ = 1, reps do fn() end
+  return comm:all_reduce_number((lunar.clock() - t0) / reps, 'max')
 end
 
 -- One block of the config on a tensor group `group` of size T (nil: no split).
@@ -110,30 +114,29 @@ end
 local function time_block(world, block, cfg, b, reps)
   local x = lunar.empty({b, cfg.SEQ_LENGTH, cfg.HIDDEN_SIZE}):normal_(1, 'profile.x', 0, 1)
   local dy = lunar.empty({b, cfg.SEQ_LENGTH, cfg.HIDDEN_SIZE}):normal_(2, 'profile.dy', 0, 1)
-  local fwd, bwd = {}, {}
-  local mem
-  for i = 0, reps do
-    world:barrier()
-    collectgarbage()
-    local base = lunar.memory().bytes_in_use
+  -- the memory, from one forward and backward
+  collectgarbage()
+  local base = lunar.memory().bytes_in_use
+  local y, ctx = block:forward(x)
+  y:free()
+  local mem = {kept = lunar.memory().bytes_in_use - base + x:numel() * 4}
+  lunar.reset_peak_memory()
+  local m0 = lunar.memory().bytes_in_use
+  block:backward(ctx, dy, true):free()
+  mem.extra = lunar.memory().peak_bytes - m0 + dy:numel() * 4
+  -- the times: reps forward/backward pairs back to back (see timed), each part summed
+  world:barrier()
+  local fwd, bwd = 0, 0
+  for _ = 1, reps do
     local t0 = lunar.clock()
-    local y, ctx = block:forward(x)
+    local y2, ctx2 = block:forward(x)
     local t1 = lunar.clock()
-    y:free()
-    local kept = lunar.memory().bytes_in_use - base + x:numel() * 4
-    lunar.reset_peak_memory()
-    local m0 = lunar.memory().bytes_in_use
-    world:barrier()
-    local t2 = lunar.clock()
-    local dx = block:backward(ctx, dy, true)
-    local t3 = lunar.clock()
-    local extra = lunar.memory().peak_bytes - m0 + dy:numel() * 4
-    dx:free()
-    if i > 0 then fwd[i], bwd[i] = t1 - t0, t3 - t2 end
-    mem = {kept = kept, extra = extra}
+    y2:free()
+    block:backward(ctx2, dy, true):free()
+    fwd, bwd = fwd + (t1 - t0), bwd + (lunar.clock() - t1)
   end
   x:free(); dy:free()
-  return world:all_reduce_number(median(fwd), 'max'), world:all_reduce_number(median(bwd), 'max'), mem
+  return world:all_reduce_number(fwd / reps, 'max'), world:all_reduce_number(bwd / reps, 'max'), mem
 end
 
 -- The tensor sizes to profile: powers of two dividing the heads, the MLP width and the world.

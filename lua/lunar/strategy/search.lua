@@ -28,12 +28,16 @@
 --     stage (a pipeline flushes every step: GPipe and 1F1B alike, Narayanan et al. 2021)
 --   re-sharding between blocks of tensor sizes t' != t: an all_gather of the
 --     b*N*C*4-byte activation over max(t, t') ranks forward and backward
---   memory of a stage's rank: lunar.memory.model_state of each block's params/t
---     (its ZeRO stage over d) and of the embedding/head; activations: each block
---     keeps kept_t (input_t when checkpointed) bytes per sample of b, times the
---     micro-batches 1F1B keeps in flight (min(pp - stage, m)), plus the largest
---     backward transient (extra_t, and kept_t - input_t for a replay) and the
---     embedding/head activations (lunar.memory.stage_activations)
+--   memory of a stage's rank (the knapsack): lunar.memory.model_state of each
+--     block's params/t (its ZeRO stage over d) and of the embedding/head;
+--     activations: each block keeps kept_t (input_t when checkpointed) bytes per
+--     sample of b (the profile's), times the micro-batches 1F1B keeps in flight
+--     (min(pp - stage, m)), plus a reserve for the largest backward transient
+--     (extra_t; with checkpointed blocks also kept_t - input_t, a replay: the
+--     program runs once without and once with checkpointing) and the
+--     embedding/head activations (lunar.memory.stage_activations). The memory
+--     printed for a runnable strategy is lunar.memory's estimate of its config
+--     (`estimate`; the reserve above, `max_memory`, is an upper bound)
 --
 -- What Lunar runs today (`runnable`): one tensor size for every block (global
 -- tensor, pipeline and data sizes) with per-block activation checkpointing
@@ -276,7 +280,8 @@ function search.evaluate(cfg, prof, c)
     local is_first, is_last = s == 0, s == pp - 1
     -- candidates: every tensor size of the space, checkpointed or not
     local cands = {}
-    local const_mem, max_trans, time_const = 0, 0, 0
+    local const_mem, time_const = 0, 0
+    local max_trans = {[false] = 0, [true] = 0}    -- the largest transient without / with checkpointed blocks
     for _, t in ipairs(c.tps) do
       local d = G // t
       local b = gb // (d * m)
@@ -285,7 +290,8 @@ function search.evaluate(cfg, prof, c)
         local per_mb, per_step = search.block_time(prof, st, b, m)
         local kept, trans = search.block_memory(prof, st, b)
         local bytes = state_bytes(cfg, prof.block.params // t, st) + inflight * kept
-        max_trans = math.max(max_trans, trans)
+        max_trans[true] = math.max(max_trans[true], trans)
+        if not ck then max_trans[false] = math.max(max_trans[false], trans) end
         cands[#cands + 1] = {s = st, time = (m + pp - 1) * per_mb + per_step, bytes = bytes}
       end
     end
@@ -299,7 +305,7 @@ function search.evaluate(cfg, prof, c)
     local act = memory.stage_activations{B = b0, N = c.N, C = c.C, hidden = 1, heads = 1, T = 1, bf16 = bf16,
       classes = cfg.NUM_CLASSES, patch_dim = math.tointeger(cfg.IN_CHANS * cfg.PATCH_SIZE ^ cfg.IMG_DIMS),
       first = is_first, last = is_last, inflight = inflight, units = {}}
-    const_mem = const_mem + act + max_trans
+    const_mem = const_mem + act
     if c.zero == 3 then const_mem = const_mem + 12 * prof.block.params // c.tps[1] end
     local img = cfg.IN_CHANS * cfg.IMG_SIZE ^ cfg.IMG_DIMS
     const_mem = const_mem + math.tointeger(b0 * m * img * 4 + b0 * m * 4)   -- the batch
@@ -309,35 +315,44 @@ function search.evaluate(cfg, prof, c)
       time_const = time_const + (m + pp - 1) * 2 * (prof.comm.p2p.alpha + prof.comm.p2p.beta * bytes)
     end
     time_const = time_const + prof.optimizer.per_param * oparams
-    local V = math.floor((c.budget - const_mem) / c.unit)
-    local min_mem = const_mem
+    local min_mem = const_mem + max_trans[true]
     do
       local cheapest = math.huge
       for _, cd in ipairs(cands) do cheapest = math.min(cheapest, cd.bytes) end
       min_mem = min_mem + L * cheapest
     end
     res.min_memory = math.max(res.min_memory, min_mem)
-    local items = {}
-    for i = 1, L do
-      local list = {}
-      for k, cd in ipairs(cands) do list[k] = {s = cd.s, time = cd.time, bytes = cd.bytes,
-        mem = math.ceil(cd.bytes / c.unit)} end
-      items[i] = {cands = list}
+    local function inter(a, bst)
+      if a.tp == bst.tp then return 0 end
+      local T = math.max(a.tp, bst.tp)
+      local bytes = bst.b * c.N * c.C * 4
+      return (m + pp - 1) * 2 * comm_cost(prof, 'all_gather', T, bytes)
     end
-    local best, chosen
-    if V >= 0 then
-      best, chosen = search.dp(items, V, function(a, bst)
-        if a.tp == bst.tp then return 0 end
-        local T = math.max(a.tp, bst.tp)
-        local bytes = bst.b * c.N * c.C * 4
-        return (m + pp - 1) * 2 * comm_cost(prof, 'all_gather', T, bytes)
-      end)
+    -- two programs: without checkpointing (its smaller transient reserved), and with every
+    -- candidate (the replay of a checkpointed block reserved); the faster that fits wins
+    local best, chosen, reserve
+    for _, with_ckpt in ipairs({false, true}) do
+      local V = math.floor((c.budget - const_mem - max_trans[with_ckpt]) / c.unit)
+      if V >= 0 then
+        local items = {}
+        for i = 1, L do
+          local list = {}
+          for _, cd in ipairs(cands) do
+            if with_ckpt or not cd.s.ckpt then
+              list[#list + 1] = {s = cd.s, time = cd.time, bytes = cd.bytes, mem = math.ceil(cd.bytes / c.unit)}
+            end
+          end
+          items[i] = {cands = list}
+        end
+        local b1, ch1 = search.dp(items, V, inter)
+        if b1 and (not best or b1 < best) then best, chosen, reserve = b1, ch1, max_trans[with_ckpt] end
+      end
     end
     if not best then
       res.fits = false
       res.memory[s + 1] = min_mem
     else
-      local mem = const_mem
+      local mem = const_mem + reserve
       for i = 1, L do
         res.blocks[first + i] = chosen[i].s
         mem = mem + chosen[i].bytes
@@ -354,7 +369,16 @@ function search.evaluate(cfg, prof, c)
   for _, st in pairs(res.blocks) do if st.tp ~= t1 then res.uniform_tp = false end end
   res.tp = res.uniform_tp and t1 or nil
   res.dp = res.tp and G // res.tp or nil
-  if res.fits then res.throughput = gb / res.time end
+  if res.fits then
+    res.throughput = gb / res.time
+    -- a strategy Lunar runs: lunar.memory's estimate of its config, per rank (exact where
+    -- tests/mpi/test_memory.sh measures it; the program above reserves more, from the profile)
+    if res.uniform_tp then
+      local ok, est = pcall(memory.estimate, search.strategy_config(cfg, res, c.budget), {world = pp * G,
+        zero = {stage = c.zero}})
+      if ok then res.estimate = est.max end
+    end
+  end
   return res
 end
 
@@ -366,9 +390,10 @@ function search.describe(r)
   local zero = r.zero > 0 and string.format(', ZeRO %d%s', r.zero, search.zero_supported() and '' or
     ' (needs sharded data parallelism: the ZeRO branch)') or ''
   return string.format('pipeline %d x tensor %s x data %s%s, global batch %d, %d micro-batches, %d/%d blocks ' ..
-    'checkpointed: predicted step %.4g s (%.1f samples/s), memory %s per rank%s', r.pp, tp, r.dp and tostring(r.dp)
+    'checkpointed: predicted step %.4g s (%.1f samples/s), memory %s per rank%s%s', r.pp, tp, r.dp and tostring(r.dp)
     or 'per block', zero, r.global_batch, r.m, ck, #r.blocks, r.time, r.throughput or 0,
-    memory.format_bytes(r.max_memory), r.runnable and '' or ' [not runnable in this build]')
+    memory.format_bytes(r.estimate or r.max_memory), r.estimate and string.format(' (reserved %s)',
+    memory.format_bytes(r.max_memory)) or '', r.runnable and '' or ' [not runnable in this build]')
 end
 
 --- The strategy as a config (a table): the searched config with the layout
