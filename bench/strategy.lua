@@ -3,7 +3,8 @@
 -- few steps each, predicted against measured step time and peak memory.
 --
 --   mpirun -np 4 build/lunar profile --config C --out prof.json
---   mpirun -np 4 build/lunar bench/strategy.lua --config C [key=value ...] -- prof.json BUDGET [K] [STEPS]
+--   mpirun -np 4 build/lunar bench/strategy.lua --config C [key=value ...] -- prof.json BUDGET [K] [STEPS] [global]
+--   (global: only strategies whose blocks are all alike: every block checkpointed or none)
 --
 -- One job: the search runs on every rank (same answer everywhere), then up to K
 -- (default 8) of the runnable strategies that fit BUDGET (the fastest, then
@@ -34,13 +35,18 @@ if not prof_path or not budget_text then
   lunar.error('usage: mpirun -np N build/lunar bench/strategy.lua --config C -- PROFILE BUDGET [K] [STEPS]')
 end
 local K, STEPS = tonumber(rest[3] or 8), tonumber(rest[4] or 3)
+local GLOBAL = rest[5] == 'global'      -- only global strategies (every block alike)
 local budget = assert(memory.parse_bytes(budget_text))
 local cfg = config.load(lunar.args.config, lunar.args.overrides)
 local prof = profile.read(prof_path)
-local res = search.run(cfg, prof, {world = W, budget = budget})
+local res = search.run(cfg, prof, {world = W, budget = budget, global = GLOBAL})
 local runnable = {}
 for _, r in ipairs(res.ranked) do if r.runnable then runnable[#runnable + 1] = r end end
-if #runnable == 0 then lunar.error('bench/strategy: no runnable strategy fits ' .. memory.format_bytes(budget)) end
+if #runnable == 0 then
+  lunar.error(string.format('bench/strategy: no runnable %sstrategy fits %s (the smallest needs %s)',
+    GLOBAL and 'global ' or '', memory.format_bytes(budget),
+    res.smallest and memory.format_bytes(res.smallest.min_memory) or '?'))
+end
 local picked, seen = {}, {}
 for i = 1, math.min(K, #runnable) do
   local j = #runnable <= K and i or (1 + math.floor((i - 1) * (#runnable - 1) / (K - 1) + 0.5))

@@ -5,7 +5,9 @@
 --       measures this machine (lunar.strategy.profile) and writes PROFILE (default
 --       profile.json; a name ending in .lua gives a Lua file)
 --   lunar search --config C --profile PROFILE --world N --memory-budget BYTES [--out STRATEGY.lua]
---                [--global-batch 64,128] [--layerwise] [--top 5] [key=value ...]
+--                [--global-batch 64,128] [--layerwise | --global] [--top 5] [key=value ...]
+--       (--layerwise: per-block tensor sizes too, predicted only; --global: every block alike,
+--       all checkpointed or none: what a hand-written global layout does)
 --       Galvatron's search (lunar.strategy.search): prints the best strategy with its
 --       predicted step time and per-rank memory beside the next-best few, and writes it
 --       as a config (default strategy.lua) that trains as is:
@@ -23,7 +25,7 @@ local M = {}
 M.USAGE = [[
 usage: [mpirun -np N] lunar profile --config C [--out PROFILE] [--batches 1,2,4] [--reps 3] [key=value ...]
        lunar search --config C --profile PROFILE --world N --memory-budget BYTES [--out STRATEGY.lua]
-                    [--global-batch B1,B2] [--layerwise] [--top K] [key=value ...]
+                    [--global-batch B1,B2] [--layerwise | --global] [--top K] [key=value ...]
 ]]
 
 local function fail(fmt, ...)
@@ -96,7 +98,7 @@ end
 function M.search(args)
   local o, overrides = parse('search', args, {['--config'] = true, ['--profile'] = true, ['--world'] = true,
     ['--memory-budget'] = true, ['--out'] = true, ['--global-batch'] = true, ['--top'] = true},
-    {['--layerwise'] = true})
+    {['--layerwise'] = true, ['--global'] = true})
   if o.help then say(M.USAGE) return end
   local cfg = load_config('search', o, overrides)
   if not o.profile then fail('lunar search: --profile PROFILE is required (write one with `lunar profile`)') end
@@ -116,7 +118,7 @@ function M.search(args)
   local search = require('lunar.strategy.search')
   local res = search.run(cfg, prof, {world = world, budget = budget,
     global_batches = o['global-batch'] and int_list('search', 'global-batch', o['global-batch']),
-    layerwise = o.layerwise})
+    layerwise = o.layerwise, global = o.global})
   if not res.best then
     local small = res.smallest
     fail('lunar search: no strategy fits %s per rank on %d ranks (%d combinations tried); the smallest memory ' ..

@@ -189,7 +189,8 @@ end
 -- @param prof a profile (lunar.strategy.profile.read)
 -- @param opts {world = ranks, budget = bytes per rank, global_batches = list (default the
 --   config's BATCH_SIZE x data), zero = list of stages (default {0, 1, 2, 3}),
---   layerwise = per-block tensor sizes too, units = knapsack resolution (default 256)}
+--   layerwise = per-block tensor sizes too, global = every block alike (all checkpointed or
+--   none: no layerwise choice, for comparison), units = knapsack resolution (default 256)}
 -- @return {ranked = every combination that fits, fastest first; best; smallest = the least
 --   memory of any combination (when nothing fits); considered = combinations tried}
 function search.run(cfg, prof, opts)
@@ -241,8 +242,20 @@ function search.run(cfg, prof, opts)
               end
               if ok_all and any then
                 considered = considered + 1
-                local res = search.evaluate(cfg, prof, {pp = pp, G = G, tps = cand_tp, zero = z, m = m, gb = gb,
-                  splits = splits, budget = budget, unit = unit, others = others, N = N, C = C})
+                local args = {pp = pp, G = G, tps = cand_tp, zero = z, m = m, gb = gb, splits = splits,
+                  budget = budget, unit = unit, others = others, N = N, C = C}
+                local res
+                if opts.global then
+                  -- a global strategy: every block checkpointed, or none
+                  args.ckpt_all = false
+                  res = search.evaluate(cfg, prof, args)
+                  args.ckpt_all = true
+                  local all = search.evaluate(cfg, prof, args)
+                  if all.fits and (not res.fits or all.time < res.time) then res = all end
+                  if not res.fits then res.min_memory = math.min(res.min_memory, all.min_memory) end
+                else
+                  res = search.evaluate(cfg, prof, args)
+                end
                 if res.fits then
                   res.runnable = (not opts.layerwise or res.uniform_tp) and (z == 0 or zero_ok)
                   ranked[#ranked + 1] = res
@@ -331,14 +344,19 @@ function search.evaluate(cfg, prof, c)
     -- two programs: without checkpointing (its smaller transient reserved), and with every
     -- candidate (the replay of a checkpointed block reserved); the faster that fits wins
     local best, chosen, reserve
-    for _, with_ckpt in ipairs({false, true}) do
+    local passes = {false, true}
+    if c.ckpt_all ~= nil then passes = {c.ckpt_all} end
+    for _, with_ckpt in ipairs(passes) do
       local V = math.floor((c.budget - const_mem - max_trans[with_ckpt]) / c.unit)
       if V >= 0 then
         local items = {}
         for i = 1, L do
           local list = {}
           for _, cd in ipairs(cands) do
-            if with_ckpt or not cd.s.ckpt then
+            -- c.ckpt_all (true / false): every block checkpointed / none (a global strategy)
+            local allowed = with_ckpt or not cd.s.ckpt
+            if c.ckpt_all ~= nil then allowed = cd.s.ckpt == c.ckpt_all end
+            if allowed then
               list[#list + 1] = {s = cd.s, time = cd.time, bytes = cd.bytes, mem = math.ceil(cd.bytes / c.unit)}
             end
           end
@@ -376,7 +394,12 @@ function search.evaluate(cfg, prof, c)
     if res.uniform_tp then
       local ok, est = pcall(memory.estimate, search.strategy_config(cfg, res, c.budget), {world = pp * G,
         zero = {stage = c.zero}})
-      if ok then res.estimate = est.max end
+      if ok then
+        res.estimate = est.max
+        -- the profile's bytes per sample, taken at its largest batch, miss the allocator's rounding of
+        -- small tensors at small micro-batches: the config must pass its own MEMORY_BUDGET
+        if est.max > c.budget then res.fits, res.throughput = false, nil end
+      end
     end
   end
   return res
