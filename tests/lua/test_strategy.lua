@@ -80,6 +80,23 @@ T.test('run: the budget forces exactly three checkpointed blocks; the predicted 
   for _, st in ipairs(res.ranked[2].blocks) do T.falsy(st.ckpt) end
 end)
 
+T.test('run --global: every block alike loses to the per-block choice under the same budget', function()
+  local prof = hand_profile()
+  local free = search.run(CFG, prof, {world = 1, budget = 1 << 30, global = true})
+  T.near(free.best.time, 13.2, 1e-9)
+  -- the budget of the test above: per block, three checkpointed blocks (16.5 s); globally, all four
+  -- (13.2 + 4 x 1.1 = 17.6 s) or two micro-batches with none (16.8 s): two micro-batches
+  local res = search.run(CFG, prof, {world = 1, budget = free.best.max_memory - 2 * 720000 + 50000, global = true})
+  T.eq(res.best.m, 2)
+  T.near(res.best.time, 16.8, 1e-9)
+  for _, st in ipairs(res.best.blocks) do T.falsy(st.ckpt) end
+  -- at one micro-batch only the all-checkpointed program remains (17.6 s)
+  local all
+  for _, r in ipairs(res.ranked) do if r.m == 1 then all = r end end
+  T.near(all.time, 17.6, 1e-9)
+  for _, st in ipairs(all.blocks) do T.truthy(st.ckpt) end
+end)
+
 T.test('run: a budget nothing fits gives no best and the smallest memory found', function()
   local res = search.run(CFG, hand_profile(), {world = 1, budget = 1000})
   T.eq(res.best, nil)
