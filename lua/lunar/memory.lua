@@ -202,12 +202,14 @@ function memory.stage_activations(d)
   end
   local unit_kept, unit_extra = {}, {}
   for i, u in ipairs(d.units) do
+    -- a unit may carry its own block's bytes (a layerwise block: another tensor size and batch)
+    local kb, ib, eb = u.kept or kept_b, u.input or in_b, u.extra or extra_b
     if u.checkpoint then
-      unit_kept[i] = in_b
-      unit_extra[i] = u.blocks * kept_b - in_b + extra_b     -- the replayed contexts
+      unit_kept[i] = ib
+      unit_extra[i] = u.blocks * kb - ib + eb     -- the replayed contexts
     else
-      unit_kept[i] = u.blocks * kept_b
-      unit_extra[i] = extra_b
+      unit_kept[i] = u.blocks * kb
+      unit_extra[i] = eb
     end
   end
   local blocks_kept = 0
@@ -256,6 +258,13 @@ local function stage_model(cfg, lay, s)
     for i = 1, s do first = first + lay.splits[i] end
     o.stage = {first_block = first, last_block = first + lay.splits[s + 1] - 1}
   end
+  local bt = cfg.parallel and cfg.parallel.block_tensor
+  if bt then
+    o.block_tp = function(i)
+      local t = bt[i + 1]
+      return t > 1 and require('lunar.parallel.tensor_1d').new{size = t, rank = 0} or nil
+    end
+  end
   return require('lunar.nn').ViT(o)
 end
 
@@ -283,8 +292,19 @@ function memory.estimate(cfg, opts)
     local st = memory.model_state(psi, {precision = cfg.precision, optimizer = cfg.OPTIMIZER,
       momentum = cfg.MOMENTUM, zero = zero.stage, shards = shards, unit = unit})
     local units = {}
+    local bt = cfg.parallel and cfg.parallel.block_tensor
     for i, u in ipairs(model.units) do
       units[i] = {blocks = u.last - u.first + 1, checkpoint = u.module.__name == 'Checkpoint'}
+      local t = bt and bt[u.first + 1] or 1
+      if t > 1 then
+        -- parallel.block_tensor (lunar.parallel.layerwise): the block runs on its tensor group's gathered
+        -- t x B samples, which its wrapper keeps besides this rank's input; backward gathers dy too
+        local k, _, e = memory.block{B = t * B, N = model.num_tokens, C = cfg.HIDDEN_SIZE,
+          hidden = model.blocks[tostring(u.first)].mlp.hidden, heads = cfg.NUM_HEADS, T = t,
+          bf16 = cfg.precision == 'bf16'}
+        local own = r256(B * model.num_tokens * cfg.HIDDEN_SIZE * 4)
+        units[i].kept, units[i].input, units[i].extra = k + own, own, e + own
+      end
     end
     local inflight = 1
     if lay.pp > 1 then inflight = lay.schedule == 'gpipe' and m or math.min(lay.pp - s, m) end

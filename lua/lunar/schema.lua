@@ -247,6 +247,10 @@ local TOP = {
             doc = 'pipeline schedule' } },
         { 'pipeline_split', E{ type = 'table', items = 'integer', default = nil, min = 0,
             doc = 'blocks per pipeline stage, e.g. {3, 3} (nil = even split)' } },
+        { 'block_tensor', E{ type = 'table', items = 'integer', default = nil, min = 1,
+            doc = 'per-block tensor-parallel sizes (a layerwise strategy, Galvatron\'s): one power of two per ' ..
+              'block over a base layout of data parallelism only; block i runs on t_i consecutive ranks with ' ..
+              'their samples gathered (lunar.parallel.layerwise); nil = every block the tensor size above' } },
       } } },
 }
 

@@ -143,4 +143,25 @@ T.test('profile: differences name what differs; a file that is not a profile is 
   T.near(fit[1], 60 / 17, 1e-12); T.eq(fit[2], 0.0)
 end)
 
+T.test('parallel.block_tensor: bad input is a layout error naming the block, before any collective', function()
+  local grid = require('lunar.parallel.grid')
+  local function cfg(list, more)
+    local t = {DEPTH = 4, HIDDEN_SIZE = 16, NUM_HEADS = 4, IMG_SIZE = 8, PATCH_SIZE = 4, BATCH_SIZE = 4,
+      parallel = {block_tensor = list}}
+    for k, v in pairs(more or {}) do t[k] = v end
+    return config.from_table(t, 'test_strategy')
+  end
+  T.eq(grid.validate(cfg({2, 1, 1, 2}), 2), nil)
+  T.eq(grid.validate(cfg({2, 1, 2}), 2), 'parallel: block_tensor has 3 entries; it needs one tensor size per block ' ..
+    '(DEPTH 4)')
+  T.eq(grid.validate(cfg({2, 1, 3, 2}), 4), 'parallel: block_tensor [3] = 3 (block 2) is not a power of two')
+  T.eq(grid.validate(cfg({2, 1, 4, 2}), 2), 'parallel: block_tensor [3] = 4 (block 2) does not divide the world size 2')
+  T.eq(grid.validate(cfg({8, 1, 1, 1}), 8), 'parallel: block_tensor [1] = 8 (block 0) does not divide NUM_HEADS 4')
+  T.eq(grid.validate(cfg({2, 1, 1, 2}, {clip_grad_norm = 1.0}), 2),
+    'parallel: block_tensor (per-block tensor sizes) does not work with clip_grad_norm yet')
+  T.eq(grid.validate(cfg({2, 1, 1, 2}, {parallel = {block_tensor = {2, 1, 1, 2}, pipeline = 2}}), 4),
+    'parallel: block_tensor (per-block tensor sizes) needs a base layout of data parallelism only: pipeline 2, tensor 1')
+  T.raises(function() cfg({2, 1, 0, 2}) end, "config key 'parallel.block_tensor[3]' must be >= 1")
+end)
+
 T.run()

@@ -58,6 +58,9 @@ local LAYOUTS = {
     {name = 'tensor 2, 4 micro-batches', parallel = {tensor = {mode = '1d', size = 2}}, NUM_MICRO_BATCHES = 4},
     {name = 'pipeline 2 1f1b, stage 0 checkpointed (per block)', parallel = {pipeline = 2}, NUM_MICRO_BATCHES = 4,
       activation_checkpointing = {blocks = {true, true, false, false}}},
+    {name = 'block_tensor {2, 1, 1, 2}', parallel = {block_tensor = {2, 1, 1, 2}}},
+    {name = 'block_tensor {1, 2, 2, 1} + blocks 1, 2 checkpointed', parallel = {block_tensor = {1, 2, 2, 1}},
+      activation_checkpointing = {blocks = {false, true, true, false}}},
   },
 }
 
@@ -65,6 +68,7 @@ LAYOUTS[4] = {
   {name = 'tensor 4', parallel = {tensor = {mode = '1d', size = 4}}},
   {name = 'tensor 2 x pipeline 2, 8 micro-batches', parallel = {tensor = {mode = '1d', size = 2}, pipeline = 2},
     NUM_MICRO_BATCHES = 8},
+  {name = 'block_tensor {4, 2, 1, 2}', parallel = {block_tensor = {4, 2, 1, 2}}},
 }
 
 local function make_cfg(over)

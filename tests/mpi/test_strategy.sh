@@ -10,6 +10,8 @@
 #     `mpirun -np 2 examples/train_with_engine.lua --config STRATEGY.lua`
 #     trains for 3 steps, its losses equal to the same strategy on one rank
 #     (the global batch unsplit, 1e-5 relative: compare_metrics.lua)
+#   - a layerwise strategy (per-block tensor sizes and checkpointing) written as
+#     the search writes it trains on 2 ranks with one rank's losses
 #   - bad input: a budget nothing fits (the smallest memory printed), a
 #     profile of another model (warned, naming the key), missing options
 # Ends with "N passed, N failed[, N skipped]".
@@ -71,6 +73,26 @@ run timeout 120 "$LUNAR" examples/train_with_engine.lua --config "$T/strategy.lu
 check "the same strategy on one rank: exit 0" [ "$rc" -eq 0 ]
 run "$LUNAR" tests/mpi/compare_metrics.lua -- "$T/one.jsonl" "$T/par.jsonl" 1e-5
 check "the searched strategy's losses equal one rank's (1e-5)" [ "$rc" -eq 0 ]
+echo "    $out$err"
+
+# a layerwise strategy as the search writes it (per-block tensor sizes {2, 1, 1, 2}, blocks 1 and 2
+# checkpointed; lunar.strategy.search.write_config): trains on 2 ranks with one rank's losses
+run "$LUNAR" -e "
+local search = require('lunar.strategy.search')
+local cfg = require('lunar.config').load('$T/tiny.lua')
+local blocks = {{tp = 2, ckpt = false}, {tp = 1, ckpt = true}, {tp = 1, ckpt = true}, {tp = 2, ckpt = false}}
+local r = {pp = 1, dp = 2, zero = 0, m = 2, global_batch = 16, blocks = blocks, block_tensor = {2, 1, 1, 2},
+  memory = {0}, time = 0, max_memory = 0, runnable = true}
+search.write_config(cfg, {best = r}, '$T/layerwise.lua', {world = 2, budget = 1 << 30})"
+check "a layerwise strategy config is written" grep -q "block_tensor = { 2, 1, 1, 2 }" "$T/layerwise.lua"
+run timeout 120 mpirun -np 2 "$LUNAR" examples/train_with_engine.lua --config "$T/layerwise.lua" METRICS_FILE="$T/lw2.jsonl"
+check "the layerwise strategy trains on 2 ranks: exit 0" [ "$rc" -eq 0 ]
+[ "$rc" -ne 0 ] && echo "$err" | tail -n 5 | sed 's/^/    | /'
+run timeout 120 "$LUNAR" examples/train_with_engine.lua --config "$T/layerwise.lua" METRICS_FILE="$T/lw1.jsonl" \
+  'parallel={}' BATCH_SIZE=16
+check "the layerwise strategy on one rank: exit 0" [ "$rc" -eq 0 ]
+run "$LUNAR" tests/mpi/compare_metrics.lua -- "$T/lw1.jsonl" "$T/lw2.jsonl" 1e-5
+check "the layerwise strategy's losses equal one rank's (1e-5)" [ "$rc" -eq 0 ]
 echo "    $out$err"
 
 # bad input

@@ -18,6 +18,9 @@
 --     tp.sequence_parallel the norms and residuals of the blocks run on a
 --     1/size slice of the tokens (tp:scatter_tokens() after the embedding,
 --     tp:gather_tokens() before the final norm).
+--   opts.block_tp(i), opts.wrap_block(i, block): a layerwise strategy
+--     (lunar.parallel.layerwise): block i built with its own tensor factory,
+--     and run through what wrap_block returns (its redistribution).
 --   opts.stage = {first_block=, last_block=}   a pipeline stage: only blocks
 --     first..last (0-based, their global names kept); the stage holding block
 --     0 owns patch_embed, cls_token and pos_embed, the one holding the last
@@ -97,8 +100,10 @@ function ViT:__init(opts)
   local blocks = self:add('blocks', Module())
   blocks.__name = 'ModuleList'
   for i = self.first_block, self.last_block do
+    -- opts.block_tp(i): block i's own tensor factory (a layerwise strategy, lunar.parallel.layerwise)
+    local btp = opts.block_tp and opts.block_tp(i) or tp
     blocks:add(tostring(i), Block{dim = dim, num_heads = opts.num_heads, mlp_ratio = opts.mlp_ratio,
-      eps = opts.eps or 1e-6, drop = opts.drop, seed = opts.seed, qkv_bias = opts.qkv_bias, tp = tp})
+      eps = opts.eps or 1e-6, drop = opts.drop, seed = opts.seed, qkv_bias = opts.qkv_bias, tp = btp})
   end
   if self.is_last then
     self:add('norm', LayerNorm(dim, opts.eps or 1e-6))
@@ -152,19 +157,25 @@ function ViT:set_activation_checkpointing(spec)
   end
   self.activation_checkpointing = gran and {granularity = gran, method = spec.method or 'uniform',
     num_layers = spec.num_layers or 1, blocks = spec.blocks} or nil
+  -- what runs block j: the block, or what opts.wrap_block made of it (lunar.parallel.layerwise)
+  local wrap = self.opts.wrap_block
+  local function runner(j)
+    local b = self.blocks[tostring(j)]
+    return wrap and wrap(j, b) or b
+  end
   local units, i = {}, self.first_block
   while i <= self.last_block do
     local last = segments[i]
     if last then
       local list = {}
-      for j = i, last do list[#list + 1] = self.blocks[tostring(j)] end
+      for j = i, last do list[#list + 1] = runner(j) end
       local seg = Checkpoint(list)
       local first = i
       seg.after_backward = function(k) self:_grads_ready('blocks.' .. (first + k - 1)) end
       units[#units + 1] = {first = i, last = last, module = seg}
       i = last + 1
     else
-      units[#units + 1] = {first = i, last = i, module = self.blocks[tostring(i)]}
+      units[#units + 1] = {first = i, last = i, module = runner(i)}
       i = i + 1
     end
   end
@@ -314,7 +325,8 @@ function ViT:backward(ctx, dy, need_dx)
     if i > self.first_block then ctx:release('x' .. i) end
     dx = dprev
     -- a checkpointed segment reports its blocks itself (Checkpoint.after_backward), as each completes
-    if u.module == self.blocks[tostring(i)] then self:_grads_ready('blocks.' .. i) end
+    local blk = self.blocks[tostring(i)]
+    if u.module == blk or u.module.wraps == blk then self:_grads_ready('blocks.' .. i) end
   end
   if not self.is_first then
     ctx:free()

@@ -39,13 +39,15 @@
 --     printed for a runnable strategy is lunar.memory's estimate of its config
 --     (`estimate`; the reserve above, `max_memory`, is an upper bound)
 --
--- What Lunar runs today (`runnable`): one tensor size for every block (global
--- tensor, pipeline and data sizes) with per-block activation checkpointing
--- (activation_checkpointing.blocks). ZeRO stages 1-3 are in the search space
--- and flagged: they need sharded data parallelism (parallel.zero), which this
--- build's schema may lack (then the best runnable strategy is the one written).
--- opts.layerwise adds per-block tensor sizes (Galvatron's full space) to
--- predict what they would give; such strategies are not runnable yet.
+-- What Lunar runs (`runnable`: the strategy's config loads and its layout
+-- validates): one tensor size for every block (global tensor, pipeline and
+-- data sizes) with per-block activation checkpointing
+-- (activation_checkpointing.blocks); with opts.layerwise also per-block tensor
+-- sizes (parallel.block_tensor, lunar.parallel.layerwise) over a base of data
+-- parallelism only (pipeline 1, no ZeRO, no clipping). ZeRO stages 1-3 are in
+-- the search space and flagged: they need sharded data parallelism
+-- (parallel.zero), which this build's schema may lack (then the best runnable
+-- strategy is the one written).
 -- @module lunar.strategy.search
 local memory = require('lunar.memory')
 local models = require('lunar.models')
@@ -257,7 +259,7 @@ function search.run(cfg, prof, opts)
                   res = search.evaluate(cfg, prof, args)
                 end
                 if res.fits then
-                  res.runnable = (not opts.layerwise or res.uniform_tp) and (z == 0 or zero_ok)
+                  res.runnable = res.valid and (z == 0 or zero_ok)
                   ranked[#ranked + 1] = res
                 end
                 if not smallest or res.min_memory < smallest.min_memory then smallest = res end
@@ -386,14 +388,22 @@ function search.evaluate(cfg, prof, c)
   res.uniform_tp = true
   for _, st in pairs(res.blocks) do if st.tp ~= t1 then res.uniform_tp = false end end
   res.tp = res.uniform_tp and t1 or nil
-  res.dp = res.tp and G // res.tp or nil
+  res.dp = res.tp and G // res.tp or G
+  if not res.uniform_tp then
+    -- per-block tensor sizes over a base of data parallelism (parallel.block_tensor)
+    res.block_tensor = {}
+    for i, st in ipairs(res.blocks) do res.block_tensor[i] = st.tp end
+  end
   if res.fits then
     res.throughput = gb / res.time
-    -- a strategy Lunar runs: lunar.memory's estimate of its config, per rank (exact where
-    -- tests/mpi/test_memory.sh measures it; the program above reserves more, from the profile)
-    if res.uniform_tp then
-      local ok, est = pcall(memory.estimate, search.strategy_config(cfg, res, c.budget), {world = pp * G,
-        zero = {stage = c.zero}})
+    -- whether this build runs it: its config loads and its layout validates
+    local sc = search.strategy_config(cfg, res, c.budget)
+    local loads = pcall(require('lunar.config').from_table, require('lunar.schema').deep_copy(sc), 'strategy')
+    res.valid = loads and grid.validate(sc, pp * G) == nil
+    -- lunar.memory's estimate of its config, per rank (exact where tests/mpi/test_memory.sh measures
+    -- it; the program above reserves more, from the profile)
+    do
+      local ok, est = pcall(memory.estimate, sc, {world = pp * G, zero = {stage = c.zero}})
       if ok then
         res.estimate = est.max
         -- the profile's bytes per sample, taken at its largest batch, miss the allocator's rounding of
@@ -409,12 +419,11 @@ end
 function search.describe(r)
   local ck = 0
   for _, st in ipairs(r.blocks) do if st.ckpt then ck = ck + 1 end end
-  local tp = r.tp and tostring(r.tp) or 'per block'
+  local tp = r.tp and tostring(r.tp) or ('per block {' .. table.concat(r.block_tensor, ', ') .. '}')
   local zero = r.zero > 0 and string.format(', ZeRO %d%s', r.zero, search.zero_supported() and '' or
     ' (needs sharded data parallelism: the ZeRO branch)') or ''
   return string.format('pipeline %d x tensor %s x data %s%s, global batch %d, %d micro-batches, %d/%d blocks ' ..
-    'checkpointed: predicted step %.4g s (%.1f samples/s), memory %s per rank%s%s', r.pp, tp, r.dp and tostring(r.dp)
-    or 'per block', zero, r.global_batch, r.m, ck, #r.blocks, r.time, r.throughput or 0,
+    'checkpointed: predicted step %.4g s (%.1f samples/s), memory %s per rank%s%s', r.pp, tp, tostring(r.dp), zero, r.global_batch, r.m, ck, #r.blocks, r.time, r.throughput or 0,
     memory.format_bytes(r.estimate or r.max_memory), r.estimate and string.format(' (reserved %s)',
     memory.format_bytes(r.max_memory)) or '', r.runnable and '' or ' [not runnable in this build]')
 end
@@ -426,7 +435,9 @@ function search.strategy_config(cfg, r, budget)
   c.parallel = c.parallel or {}
   c.parallel.data = r.dp
   c.parallel.pipeline = r.pp
-  c.parallel.tensor = {mode = r.tp > 1 and '1d' or 'none', size = r.tp}
+  local tp = r.tp or 1
+  c.parallel.tensor = {mode = tp > 1 and '1d' or 'none', size = tp}
+  c.parallel.block_tensor = r.block_tensor
   c.parallel.pipeline_schedule = '1f1b'
   c.parallel.pipeline_split = nil
   c.parallel.sequence_parallel = false
