@@ -164,7 +164,7 @@ function parallel.gather_full_tensor(p, g)
   local n = p.param:numel()
   local buf = lunar.empty({sh.size, n})
   -- the tensor group of the parameter's module (a layerwise block's own), else the grid's
-  local comm = p.module.tp and p.module.tp.comm or g.tp_group
+  local comm = p.module and p.module.tp and p.module.tp.comm or g.tp_group
   local pc = p.param:contiguous()
   comm:all_gather(buf, pc)
   if pc ~= p.param then pc:free() end
