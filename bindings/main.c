@@ -187,7 +187,7 @@ typedef struct {
     const char *script;     /* NULL: none */
     const char *config;     /* --config FILE */
     const char *repl_rank;  /* --repl-rank R */
-    const char *command;    /* "config" or "plot": argv[1..] go to lua/lunar/cli.lua */
+    const char *command;    /* "config", "plot", "profile", "search": argv[1..] go to lua/lunar/cli.lua */
     int interactive, help, version;
     int n_chunks, n_overrides, n_rest;
     const char **chunks;    /* -e CODE, in order */
@@ -203,6 +203,8 @@ static void usage(FILE *f) {
 "       lunar -i SCRIPT.lua [...]\n"
 "       lunar config show FILE [key=value ...] | keys [--markdown] | help\n"
 "       lunar plot METRICS_FILE... [-o curves.png]\n"
+"       [mpirun -np N] lunar profile --config C [--out PROFILE]\n"
+"       lunar search --config C --profile PROFILE --world N --memory-budget BYTES [--out S.lua]\n"
 "       lunar                        (the REPL)\n"
 "\n"
 "Runs a Lua 5.4 script, with the `lunar` library loaded, on every MPI rank\n"
@@ -214,6 +216,8 @@ static void usage(FILE *f) {
 "  config keys [--markdown]  every config key with its type, default and doc\n"
 "  plot METRICS_FILE... [-o curves.png]  loss, learning-rate and test-accuracy\n"
 "                    curves of one or more runs on one figure (gnuplot)\n"
+"  profile, search   measure this machine; search a parallel strategy under a\n"
+"                    memory budget and write it as a config (lunar.strategy)\n"
 "\n"
 "options:\n"
 "  --config FILE     the config file (a Lua chunk): lunar.args.config\n"
@@ -331,8 +335,9 @@ static int parse_args(int argc, char **argv, options *o) {
         fprintf(stderr, "lunar: out of memory\n");
         return 1;
     }
-    if (argc >= 2 && (strcmp(argv[1], "config") == 0 || strcmp(argv[1], "plot") == 0)) {
-        /* the config tool and `lunar plot`: every argument goes to lunar.cli */
+    if (argc >= 2 && (strcmp(argv[1], "config") == 0 || strcmp(argv[1], "plot") == 0 ||
+                      strcmp(argv[1], "profile") == 0 || strcmp(argv[1], "search") == 0)) {
+        /* the config tool, `lunar plot`, `lunar profile` and `lunar search`: every argument goes to lunar.cli */
         o->command = argv[1];
         for (int i = 1; i < argc; i++) {
             o->rest[o->n_rest++] = argv[i];

@@ -2,15 +2,17 @@
 -- runs `require('lunar.cli').main(args)` when the first argument is `config`
 -- or `plot`).
 --
---   lunar config show FILE [key=value ...]   the resolved config (config.dump,
---                                            with each key's doc) and the model's
---                                            size, computed without allocating it
+--   lunar config show FILE [--world N] [key=value ...]   the resolved config
+--                                            (config.dump, with each key's doc), the
+--                                            model's size and the memory per rank
+--                                            (lunar.memory), computed without allocating
 --   lunar config keys                        every key: type, default, doc
 --   lunar config keys --markdown             the same as a markdown table (the
 --                                            README's config reference)
 --   lunar config keys --update-readme [FILE] rewrites that section of FILE
 --                                            (default README.md in lunar.home)
 --   lunar config help
+--   lunar profile ... / lunar search ...    the strategy search (lunar.strategy.cli)
 --   lunar plot METRICS_FILE... [-o curves.png]  the loss, learning-rate and
 --                                            test-accuracy curves (lunar.plot,
 --                                            gnuplot); also writes curves.png.dat
@@ -32,7 +34,9 @@ cli.README_BEGIN = '<!-- config-reference:begin -->'
 cli.README_END = '<!-- config-reference:end -->'
 
 local USAGE = [[
-usage: lunar config show FILE [key=value ...]   the resolved config and the model's size
+usage: lunar config show FILE [--world N] [key=value ...]
+                                                the resolved config, the model's size and the
+                                                memory per rank (lunar.memory) on N ranks
        lunar config keys [--markdown]           every config key: type, default, doc
        lunar config keys --update-readme [FILE] regenerate FILE's config reference
                                                 (default: README.md of the repository)
@@ -91,10 +95,12 @@ end
 -- model's size as comments.
 -- @tparam string file the config file
 -- @tparam[opt] {string,...} overrides `key=value` strings
+-- @tparam[opt] integer world_size the ranks of the run (`--world N`): the data-parallel size
+--   of the memory estimate (lunar.memory) when parallel.data is 0
 -- @treturn string
 -- @raise the errors of `config.load` (unknown key, include cycle, a key given
 --   twice on the command line, ...)
-function cli.config_show(file, overrides)
+function cli.config_show(file, overrides, world_size)
   if type(file) ~= 'string' or file == '' then usage_error('config show: missing FILE') end
   local cfg = config.load(file, overrides)
   local size = cli.model_size(cfg)
@@ -128,6 +134,17 @@ function cli.config_show(file, overrides)
   else data = 'world size' end
   add('-- ranks = data x pipeline x tensor = (%s) x %d x %d; global batch = BATCH_SIZE x data x ' ..
     'gradient_accumulation = %d x data x %d', data, p.pipeline, tp, cfg.BATCH_SIZE, cfg.gradient_accumulation)
+  if cfg.MODEL == nil then
+    local memory = require('lunar.memory')
+    local world = world_size or (p.data > 0 and p.data * split) or split
+    local est = memory.estimate(cfg, {world = world})
+    local text = memory.describe(est)
+    if p.data == 0 and not world_size and est.zero.stage > 0 then text = text .. '\n(data size 1 assumed: give --world N or parallel.data)' end
+    if cfg.MEMORY_BUDGET and cfg.MEMORY_BUDGET > 0 then
+      text = text .. '\nMEMORY_BUDGET ' .. memory.format_bytes(cfg.MEMORY_BUDGET) .. ' per rank'
+    end
+    add('%s', ('\n' .. text):gsub('\n', '\n-- '):sub(2))
+  end
   return table.concat(lines, '\n') .. '\n'
 end
 
@@ -246,10 +263,15 @@ function cli.config(args)
   if sub == nil then usage_error('config: missing subcommand (show, keys, help)') end
   if sub == 'help' or sub == '--help' or sub == '-h' then return USAGE end
   if sub == 'show' then
-    local file, overrides = nil, {}
-    for i = 2, #args do
+    local file, overrides, world = nil, {}, nil
+    local i = 2
+    while i <= #args do
       local a = args[i]
-      if a:find('=', 1, true) and not a:match('^[^=]*/') then
+      if a == '--world' then
+        world = math.tointeger(tonumber(args[i + 1] or ''))
+        if not world or world < 1 then usage_error("config show: --world needs a number of ranks >= 1") end
+        i = i + 1
+      elseif a:find('=', 1, true) and not a:match('^[^=]*/') then
         overrides[#overrides + 1] = a
       elseif a:sub(1, 1) == '-' then
         usage_error("config show: unknown option '" .. a .. "'")
@@ -258,8 +280,9 @@ function cli.config(args)
       else
         file = a
       end
+      i = i + 1
     end
-    return cli.config_show(file, overrides)
+    return cli.config_show(file, overrides, world)
   end
   if sub == 'keys' then
     local mode, path = 'plain', nil
@@ -314,6 +337,10 @@ end
 function cli.main(args)
   local cmd = args[1]
   local rest = table.move(args, 2, #args, 1, {})
+  if cmd == 'profile' or cmd == 'search' then
+    -- collective under mpirun (profile): errors go through the host, success returns to it
+    return require('lunar.strategy.cli')[cmd](rest)
+  end
   local ok, out = pcall(function()
     if cmd == 'config' then return cli.config(rest) end
     if cmd == 'plot' then return cli.plot(rest) end

@@ -21,13 +21,14 @@ function models.vit(cfg)
 end
 
 --- The activation checkpointing a config asks for, as nn.ViT's opts take it:
--- {granularity=, method=, num_layers=} from the key activation_checkpointing,
--- granularity 'full' when CHECKPOINT = true (Colossal-AI's switch); nil: off.
+-- {granularity=, method=, num_layers=, blocks=} from the key
+-- activation_checkpointing, granularity 'full' when CHECKPOINT = true
+-- (Colossal-AI's switch) or a per-block list `blocks` is given; nil: off.
 function models.activation_checkpointing(cfg)
   local ac = cfg.activation_checkpointing or {}
-  local gran = ac.granularity or (cfg.CHECKPOINT and 'full' or nil)
+  local gran = ac.granularity or ((cfg.CHECKPOINT or ac.blocks) and 'full' or nil)
   if not gran then return nil end
-  return {granularity = gran, method = ac.method or 'uniform', num_layers = ac.num_layers or 1}
+  return {granularity = gran, method = ac.method or 'uniform', num_layers = ac.num_layers or 1, blocks = ac.blocks}
 end
 
 --- FLOPs of one training image (forward + backward), the convention of

@@ -6,7 +6,8 @@
 -- `clip_grad_norm`, `precision`, `device`).
 --
 -- An entry is a table with fields:
---   type      'integer' | 'number' | 'string' | 'boolean' | 'table' | 'function'
+--   type      'integer' | 'number' | 'string' | 'boolean' | 'table' | 'function' |
+--             'size' (bytes: an integer, or a string like '2GiB', normalized to the integer)
 --   default   the default value (nil: the key is optional and may stay unset;
 --             for a dict the default is built from its fields' defaults)
 --   doc       one line of documentation
@@ -117,10 +118,19 @@ local TOP = {
         { 'num_layers', E{ type = 'integer', default = 1, min = 1,
             doc = 'blocks per group (uniform) or blocks checkpointed per pipeline stage (block); at most the ' ..
               'blocks of the smallest stage' } },
+        { 'blocks', E{ type = 'table', items = 'boolean', default = nil,
+            doc = 'per block (a layerwise strategy, Galvatron\'s per-layer checkpointing): one boolean per block, ' ..
+              'blocks[i + 1] = true checkpoints block i alone (granularity full implied; method and num_layers ' ..
+              'ignored); build it with a loop over DEPTH in the config' } },
       } } },
   { 'CHECKPOINT', E{ type = 'boolean', default = false,
       doc = "Colossal-AI's switch: true = activation_checkpointing granularity 'full' (with its method and " ..
         "num_layers; by default every block)" } },
+
+  { 'MEMORY_BUDGET', E{ type = 'size', default = nil, min = 0,
+      doc = "bytes per rank a run may use (an integer or a size like '2GiB'; nil or 0 = no limit): a run whose " ..
+        "estimate (lunar.memory: parameters, gradients, optimizer state, peak activations, batch; printed by " ..
+        "`lunar config show`) exceeds it stops before allocating, naming what to change" } },
 
   { 'INIT', E{ type = 'string', default = 'timm', enum = { 'timm', 'pytorch' },
       doc = "weight init: 'timm' (Linear trunc_normal std .02, zero bias) or 'pytorch' (module defaults: U(+-1/sqrt(fan_in)))" } },
@@ -240,6 +250,10 @@ local TOP = {
             doc = 'pipeline schedule' } },
         { 'pipeline_split', E{ type = 'table', items = 'integer', default = nil, min = 0,
             doc = 'blocks per pipeline stage, e.g. {3, 3} (nil = even split)' } },
+        { 'block_tensor', E{ type = 'table', items = 'integer', default = nil, min = 1,
+            doc = 'per-block tensor-parallel sizes (a layerwise strategy, Galvatron\'s): one power of two per ' ..
+              'block over a base layout of data parallelism only; block i runs on t_i consecutive ranks with ' ..
+              'their samples gathered (lunar.parallel.layerwise); nil = every block the tensor size above' } },
       } } },
 }
 
@@ -262,6 +276,20 @@ schema.checks = {
     if c.CHECKPOINT and ac.granularity ~= nil and ac.granularity ~= 'full' then
       return { 'CHECKPOINT', string.format("is true (granularity 'full'), but activation_checkpointing.granularity " ..
         "is '%s'; set one of them", tostring(ac.granularity)) }
+    end
+    if ac.blocks ~= nil then
+      if ac.granularity == 'selective' then
+        return { 'activation_checkpointing.blocks', "lists blocks to checkpoint in full, but granularity is " ..
+          "'selective'; unset one of them" }
+      end
+      if #ac.blocks ~= c.DEPTH then
+        return { 'activation_checkpointing.blocks', string.format('has %d entries; it needs one boolean per block ' ..
+          '(DEPTH %d)', #ac.blocks, c.DEPTH) }
+      end
+      if c.MODEL ~= nil then
+        return { 'activation_checkpointing.blocks', "applies to the built-in ViT's blocks, not yet to a MODEL" }
+      end
+      return nil                                                          -- method and num_layers ignored
     end
     if ac.granularity ~= 'full' and not c.CHECKPOINT then return nil end   -- num_layers counts 'full' blocks
     if c.MODEL ~= nil then return nil end   -- a MODEL's 'blocks': setup.config_model checks num_layers on them

@@ -9,9 +9,10 @@
 -- an already resolved config table (config.load / config.from_table; then
 -- overrides must be nil). In order:
 --   1. the config, loaded and checked against this machine (config.check_machine:
---      e.g. precision = 'bf16' needs avx512_bf16, device = 'cuda' a GPU), both
---      through parallel.same_on_every_rank: an error is printed once and every
---      rank exits 1, before any collective;
+--      e.g. precision = 'bf16' needs avx512_bf16, device = 'cuda' a GPU) and
+--      against MEMORY_BUDGET (lunar.memory.check_budget), all through
+--      parallel.same_on_every_rank: an error is printed once and every rank
+--      exits 1, before any collective or allocation;
 --   2. NUM_THREADS (when > 0) threads for the kernels;
 --   3. the grid (parallel.initialize(cfg, opts.world, {quiet = opts.quiet}));
 --      opts.grid: a grid already made from this config, or false: none (one
@@ -200,6 +201,9 @@ function setup.from_config(cfg, overrides, opts)
     error('setup.from_config: overrides go with a config path, not with a resolved config table', 2)
   end
   parallel.same_on_every_rank(config.check_machine, cfg)
+  -- MEMORY_BUDGET: the estimate of the most loaded rank against it, before anything is allocated
+  parallel.same_on_every_rank(require('lunar.memory').check_budget, cfg,
+    {world = (opts.world or lunar.comm.world()):size()})
   if cfg.NUM_THREADS and cfg.NUM_THREADS > 0 then lunar.set_num_threads(cfg.NUM_THREADS) end
   local run = {cfg = cfg}
   local g = opts.grid

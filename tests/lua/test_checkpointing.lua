@@ -59,9 +59,13 @@ local SETTINGS = {
   {granularity = 'full', method = 'uniform', num_layers = 4},
   {granularity = 'full', method = 'block', num_layers = 1},
   {granularity = 'full', method = 'block', num_layers = 3},
+  {granularity = 'full', blocks = {true, false, false, true}},    -- per block (a layerwise strategy)
 }
 
-local function name(ac) return string.format('%s/%s/%d', ac.granularity, ac.method, ac.num_layers) end
+local function name(ac)
+  if ac.blocks then return 'blocks ' .. T.show(ac.blocks) end
+  return string.format('%s/%s/%d', ac.granularity, ac.method, ac.num_layers)
+end
 
 local function bitwise(precision)
   local ref_l, ref_g, ref_dx, ref_calls = run(vit(nil, precision), 2)
@@ -109,6 +113,11 @@ T.test('the segments: uniform groups of num_layers, block = the first num_layers
   T.eq(shape(nn.ViT(o)), 'C2-3')
   o.activation_checkpointing = {granularity = 'full', method = 'block', num_layers = 1}
   T.eq(shape(nn.ViT(o)), 'C2-2 B3-3')
+  -- per block: indexed by the global block (blocks[i + 1]), method and num_layers ignored
+  o.activation_checkpointing = {granularity = 'full', method = 'uniform', num_layers = 2, blocks = {true, true, false, true}}
+  T.eq(shape(nn.ViT(o)), 'B2-2 C3-3')
+  T.eq(shape(m:set_activation_checkpointing{granularity = 'full', blocks = {false, true, true, false}}),
+    'B0-0 C1-1 C2-2 B3-3')
   -- parameter names do not change (the segments are not in the module tree)
   local names = {}
   for _, p in ipairs(m:parameters()) do names[#names + 1] = p.name end
@@ -126,6 +135,9 @@ T.test('bad settings on the model name the key and the stage', function()
     'blocks of this stage %(blocks 0%-1%)')
   o.activation_checkpointing = {granularity = 'full', method = 'every', num_layers = 1}
   T.raises(function() nn.ViT(o) end, "activation_checkpointing.method must be 'uniform' or 'block', got 'every'")
+  o.activation_checkpointing = {granularity = 'full', blocks = {true, false, true}}
+  T.raises(function() nn.ViT(o) end, 'activation_checkpointing.blocks must list one boolean per block (DEPTH 4), ' ..
+    'got 3 entries')
   o.activation_checkpointing = {granularity = 'partial'}
   T.raises(function() nn.ViT(o) end, "activation_checkpointing.granularity must be 'full' or 'selective', got 'partial'")
 end)
@@ -245,7 +257,8 @@ T.test('engine: 4 AdamW steps with clipping and 2 micro-batches, bitwise with an
   for _, over in ipairs({
       {CHECKPOINT = true},
       {activation_checkpointing = {granularity = 'full', method = 'uniform', num_layers = 2}},
-      {activation_checkpointing = {granularity = 'full', method = 'block', num_layers = 1}}}) do
+      {activation_checkpointing = {granularity = 'full', method = 'block', num_layers = 1}},
+      {activation_checkpointing = {blocks = {false, true, true}}}}) do
     over.NUM_MICRO_BATCHES = 2
     local l, p, model = train(over, 4)
     T.truthy(model.activation_checkpointing, 'checkpointing is on: ' .. T.show(over))
@@ -286,6 +299,23 @@ T.test('config errors name the key: granularity, method, num_layers per stage, C
   -- on a MODEL the key applies to the model's 'blocks' (checked by setup against them:
   -- tests/lua/test_models_checkpointing.lua), so it loads
   T.eq(cfg_of({CHECKPOINT = true, MODEL = function(_, nn_) return nn_.Linear(2, 2) end}).CHECKPOINT, true)
+  -- per block: one boolean per block, written by a loop in a config file
+  T.raises(function() cfg_of({activation_checkpointing = {blocks = {true, false}}}) end,
+    "config key 'activation_checkpointing.blocks' has 2 entries; it needs one boolean per block %(DEPTH 3%)")
+  T.raises(function() cfg_of({activation_checkpointing = {blocks = {true, false, 1}}}) end,
+    "config key 'activation_checkpointing.blocks[3]' must be a boolean")
+  T.raises(function() cfg_of({activation_checkpointing = {granularity = 'selective', blocks = {true, false, true}}}) end,
+    "granularity is 'selective'")
+  local dir = os.getenv('TMPDIR') or '/tmp'
+  local path = string.format('%s/lunar_test_ckpt_blocks_%d.lua', dir, math.random(1 << 30))
+  local f = assert(io.open(path, 'w'))
+  f:write("DEPTH = 6\nactivation_checkpointing = {blocks = {}}\n" ..
+    "for i = 0, DEPTH - 1 do activation_checkpointing.blocks[i + 1] = i >= 4 end\n")
+  f:close()
+  local loaded = config.load(path)
+  os.remove(path)
+  T.eq(loaded.activation_checkpointing.blocks, {false, false, false, false, true, true})
+  T.eq(models.activation_checkpointing(loaded).granularity, 'full')
   -- num_layers without granularity is not checked against the stages (nothing is checkpointed)
   T.eq(cfg_of({activation_checkpointing = {num_layers = 9}}).activation_checkpointing.num_layers, 9)
   T.eq(cfg_of({activation_checkpointing = {granularity = 'selective', num_layers = 9}}).activation_checkpointing

@@ -22,7 +22,9 @@
 -- layout, against the single-rank bf16 run at the bf16 tolerances of TOL below;
 -- and activation checkpointing (tensor 2 with sequence parallelism, pipeline 2
 -- under both schedules, tensor 2 x pipeline 2, data 2 x tensor 2; bf16 at
--- tensor 2): against the
+-- tensor 2; per block, activation_checkpointing.blocks, at pipeline 2 1F1B,
+-- data 2, tensor 2 x pipeline 2 GPipe; per-block tensor sizes, parallel.block_tensor,
+-- mixed over data 2 and 4, with and without per-block checkpointing, no clipping): against the
 -- reference, and with dropout bitwise against the same layout without it.
 -- Checked against the reference:
 --   - the loss of every step: within 1e-5 relative (and on every rank)
@@ -113,7 +115,7 @@ local function train(cfg, g)
     for i = 1, #b do round_trip = round_trip and a[i] == b[i] end
   end
   check((g and 'layout' or 'reference') .. ': load_full_parameters then gather_full_parameters round-trips', round_trip)
-  return {losses = losses, norms = norms, params = full, names = names,
+  return {losses = losses, norms = norms, params = full, names = names, model = model,
     buckets = eng.reducer and #eng.reducer.buckets or 0, stats = eng.reducer and eng.reducer.stats}
 end
 
@@ -121,9 +123,11 @@ local function rel(a, b) return math.abs(a - b) / math.max(math.abs(b), 1e-30) e
 
 local refs = {}
 local function reference(over)
-  local key = string.format('ga%d %s', over.gradient_accumulation or 1, over.precision or 'fp32')
+  local key = string.format('ga%d %s clip %s', over.gradient_accumulation or 1, over.precision or 'fp32',
+    tostring(over.clip_grad_norm))
   if not refs[key] then
-    refs[key] = train(make_cfg({gradient_accumulation = over.gradient_accumulation, precision = over.precision}), nil)
+    refs[key] = train(make_cfg({gradient_accumulation = over.gradient_accumulation, precision = over.precision,
+      clip_grad_norm = over.clip_grad_norm}), nil)
   end
   return refs[key]
 end
@@ -298,6 +302,12 @@ local AC_LAYOUTS = {
   {1, 2, 2, {NUM_MICRO_BATCHES = 2, parallel = {pipeline_schedule = '1f1b', sequence_parallel = true}}, 'uniform', 1,
     ', 1f1b, sequence parallel, 2 micro-batches'},
   {2, 2, 1, {}, 'block', 1, ''},
+  -- per block (activation_checkpointing.blocks, a layerwise strategy): method is the list
+  {1, 1, 2, {NUM_MICRO_BATCHES = 4, parallel = {pipeline_schedule = '1f1b'}}, {true, false, false, true}, 0,
+    ', 1f1b, 4 micro-batches'},
+  {2, 1, 1, {}, {false, true, true, false}, 0, ''},
+  {1, 2, 2, {NUM_MICRO_BATCHES = 2, parallel = {pipeline_schedule = 'gpipe'}}, {true, true, false, true}, 0,
+    ', gpipe, 2 micro-batches'},
 }
 if BF16_OK then
   AC_LAYOUTS[#AC_LAYOUTS + 1] = {1, 2, 1, {precision = 'bf16', parallel = {sequence_parallel = true}}, 'uniform', 2,
@@ -306,17 +316,55 @@ end
 for _, a in ipairs(AC_LAYOUTS) do
   local dp, tp, pp, extra, method, n, label = table.unpack(a)
   if dp * tp * pp == W and not ND then
-    local ac = {granularity = 'full', method = method, num_layers = n}
+    local ac = type(method) == 'table' and {blocks = method} or {granularity = 'full', method = method, num_layers = n}
     local function with(more)
       local t = {}
       for k, v in pairs(extra) do t[k] = v end
       for k, v in pairs(more) do t[k] = v end
       return t
     end
-    local tag = string.format(', checkpointing full/%s/%d', method, n)
+    local tag = type(method) == 'table' and ', checkpointing blocks ' .. table.concat((function()
+        local t = {}
+        for i, b in ipairs(method) do if b then t[#t + 1] = tostring(i - 1) end end
+        return t
+      end)(), '+') or string.format(', checkpointing full/%s/%d', method, n)
     add(dp, tp, pp, with({activation_checkpointing = ac}), label .. tag)
     local c = add(dp, tp, pp, with({activation_checkpointing = ac, DROPOUT = 0.1}), label .. tag .. ', dropout 0.1')
     c.bitwise = true
+  end
+end
+
+-- per-block tensor sizes (parallel.block_tensor, lunar.parallel.layerwise; issue 14's layerwise
+-- strategies): a base of W data-parallel ranks, blocks of mixed tensor sizes, with and without per-block
+-- checkpointing; without clipping (not with it yet), against the single-rank run without clipping
+local LW = {
+  [2] = {{2, 1, 1, 2}, {1, 2, 2, 1, ckpt = {true, false, true, false}}},
+  [4] = {{4, 2, 1, 2}, {2, 2, 4, 4, ckpt = {false, true, true, false}}, {1, 4, 1, 4}},
+}
+for _, l in ipairs(LW[W] or {}) do
+  local list = {l[1], l[2], l[3], l[4]}
+  local c = add(W, 1, 1, {clip_grad_norm = 0.0, parallel = {block_tensor = list},
+    activation_checkpointing = l.ckpt and {blocks = l.ckpt} or nil},
+    string.format(', block_tensor {%s}%s', table.concat(list, ', '), l.ckpt and ', per-block checkpointing' or ''))
+  -- the layout is applied: block i holds NUM_HEADS / t_i heads and 1/t_i of fc1's rows, and is run
+  -- redistributed (or checkpointed around its redistribution) when t_i > 1
+  c.verify = function(model)
+    for i, t in ipairs(list) do
+      local blk = model.blocks[tostring(i - 1)]
+      check(string.format('%s: block %d holds %d of %d heads', c.name, i - 1, BASE.NUM_HEADS // t, BASE.NUM_HEADS),
+        blk.attn.local_heads == BASE.NUM_HEADS // t, tostring(blk.attn.local_heads))
+      check(string.format('%s: block %d fc1 weight rows', c.name, i - 1),
+        blk.mlp.fc1.weight:shape()[1] == BASE.HIDDEN_SIZE * BASE.MLP_RATIO // t)
+    end
+    local redistributed = 0
+    for _, u in ipairs(model.units) do
+      local mods = u.module.modules or {u.module}
+      for _, m in ipairs(mods) do if m.__name == 'Redistributed' then redistributed = redistributed + 1 end end
+    end
+    local want = 0
+    for _, t in ipairs(list) do if t > 1 then want = want + 1 end end
+    check(c.name .. ': the blocks with tensor size > 1 run redistributed', redistributed == want,
+      redistributed .. ' of ' .. want)
   end
 end
 
@@ -332,6 +380,7 @@ for _, c in ipairs(configs) do
     local ref = reference(c.over)
     local g = parallel.initialize(cfg, world, {quiet = true})
     local got = train(cfg, g)
+    if c.verify then c.verify(got.model, g) end
     local wl, wn, wp, wname = 0, 0, 0, 'bitwise'
     if c.bitwise then
       -- the same layout without checkpointing: bitwise the same losses and parameters

@@ -68,6 +68,7 @@ end
 local ARTICLE = {
   integer = 'an integer', number = 'a number', string = 'a string',
   boolean = 'a boolean', table = 'a table', ['function'] = 'a function',
+  size = "a size in bytes (an integer, or a string like '2GiB', '512MiB')",
 }
 
 --- Checks a scalar (or a list item) of type `ty` against entry `e`'s enum,
@@ -79,6 +80,10 @@ local function check_scalar(v, ty, e, key, where)
     ok = math.type(v) == 'integer'
   elseif ty == 'number' then
     ok = type(v) == 'number' and v == v
+  elseif ty == 'size' then          -- bytes: an integer, or a string like '2GiB' (lunar.memory.parse_bytes)
+    local n = require('lunar.memory').parse_bytes(v)
+    ok = n ~= nil
+    if ok then v = n end
   else
     ok = type(v) == ty
   end

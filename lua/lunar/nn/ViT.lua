@@ -23,6 +23,9 @@
 --     embedding (tp:token_params, tp:embed_tokens), the norms and the head;
 --     the blocks then run on [B', N, C'] blocks (tp:local_batch,
 --     tp:local_features) and the head returns the whole batch's logits.
+--   opts.block_tp(i), opts.wrap_block(i, block): a layerwise strategy
+--     (lunar.parallel.layerwise): block i built with its own tensor factory,
+--     and run through what wrap_block returns (its redistribution).
 --   opts.stage = {first_block=, last_block=}   a pipeline stage: only blocks
 --     first..last (0-based, their global names kept); the stage holding block
 --     0 owns patch_embed, cls_token and pos_embed, the one holding the last
@@ -39,6 +42,9 @@
 --     'uniform': the stage's blocks in consecutive groups of n (the last one
 --     may be shorter), each group one segment; 'block': the first n blocks of
 --     the stage, each its own segment, the others stored as usual.
+--     blocks = {b_0, ..., b_(depth-1)} (booleans; a layerwise strategy, Galvatron's
+--     per-layer `cpt`): block i checkpointed alone when b_i, method and num_layers
+--     ignored; a list of another length is an error.
 --     'selective' (recompute only the attention core) is what lunar.nn.Attention
 --     always does (its kernel keeps the log-sum-exp per row, never the
 --     probabilities): no block is wrapped.
@@ -98,8 +104,10 @@ function ViT:__init(opts)
   local blocks = self:add('blocks', Module())
   blocks.__name = 'ModuleList'
   for i = self.first_block, self.last_block do
+    -- opts.block_tp(i): block i's own tensor factory (a layerwise strategy, lunar.parallel.layerwise)
+    local btp = opts.block_tp and opts.block_tp(i) or tp
     blocks:add(tostring(i), Block{dim = dim, num_heads = opts.num_heads, mlp_ratio = opts.mlp_ratio,
-      eps = opts.eps or 1e-6, drop = opts.drop, seed = opts.seed, qkv_bias = opts.qkv_bias, tp = tp})
+      eps = opts.eps or 1e-6, drop = opts.drop, seed = opts.seed, qkv_bias = opts.qkv_bias, tp = btp})
   end
   if self.is_last then
     self:add('norm', f:layer_norm(dim, opts.eps or 1e-6))
@@ -130,11 +138,20 @@ function ViT:set_activation_checkpointing(spec)
       error(string.format("ViT: activation_checkpointing.method must be 'uniform' or 'block', got '%s'",
         tostring(method)), 0)
     end
-    if gran == 'full' and (math.type(n) ~= 'integer' or n < 1 or n > n_blocks) then
+    if gran == 'full' and spec.blocks == nil and (math.type(n) ~= 'integer' or n < 1 or n > n_blocks) then
       error(string.format('ViT: activation_checkpointing.num_layers = %s must be an integer from 1 to the %d ' ..
         'blocks of this stage (blocks %d-%d)', tostring(n), n_blocks, self.first_block, self.last_block), 0)
     end
-    if gran == 'selective' then
+    if gran == 'full' and spec.blocks ~= nil then
+      -- per block (a layerwise strategy): blocks[i + 1] true checkpoints block i alone
+      if type(spec.blocks) ~= 'table' or #spec.blocks ~= self.depth then
+        error(string.format('ViT: activation_checkpointing.blocks must list one boolean per block (DEPTH %d), got %s',
+          self.depth, type(spec.blocks) == 'table' and (#spec.blocks .. ' entries') or type(spec.blocks)), 0)
+      end
+      for i = self.first_block, self.last_block do
+        if spec.blocks[i + 1] then segments[i] = i end
+      end
+    elseif gran == 'selective' then
       -- the attention core is recomputed in backward by the attention kernel itself (Attention.lua)
     elseif method == 'uniform' then
       for i = self.first_block, self.last_block, n do segments[i] = math.min(i + n - 1, self.last_block) end
@@ -143,20 +160,26 @@ function ViT:set_activation_checkpointing(spec)
     end
   end
   self.activation_checkpointing = gran and {granularity = gran, method = spec.method or 'uniform',
-    num_layers = spec.num_layers or 1} or nil
+    num_layers = spec.num_layers or 1, blocks = spec.blocks} or nil
+  -- what runs block j: the block, or what opts.wrap_block made of it (lunar.parallel.layerwise)
+  local wrap = self.opts.wrap_block
+  local function runner(j)
+    local b = self.blocks[tostring(j)]
+    return wrap and wrap(j, b) or b
+  end
   local units, i = {}, self.first_block
   while i <= self.last_block do
     local last = segments[i]
     if last then
       local list = {}
-      for j = i, last do list[#list + 1] = self.blocks[tostring(j)] end
+      for j = i, last do list[#list + 1] = runner(j) end
       local seg = Checkpoint(list)
       local first = i
       seg.after_backward = function(k) self:_grads_ready('blocks.' .. (first + k - 1)) end
       units[#units + 1] = {first = i, last = last, module = seg}
       i = last + 1
     else
-      units[#units + 1] = {first = i, last = i, module = self.blocks[tostring(i)]}
+      units[#units + 1] = {first = i, last = i, module = runner(i)}
       i = i + 1
     end
   end
@@ -257,7 +280,10 @@ function ViT:forward(input)
   end
   local h, cn = self.norm:forward(x)
   ctx:own('x_last', x); ctx:own('cn', cn); ctx:own('h', h)
-  local pooled = ctx:own('pooled', h:select(2, 1):contiguous())     -- the class token, [B, C]
+  -- the class token, [B, C]; the view is freed now (it holds h's storage until the GC otherwise)
+  local cls = h:select(2, 1)
+  local pooled = ctx:own('pooled', cls:contiguous())
+  cls:free()
   local logits, ch = self.head:forward(pooled)
   ctx:own('ch', ch)
   return logits, ctx
@@ -282,7 +308,9 @@ function ViT:backward(ctx, dy, need_dx)
     -- where the activation is, not the default device; f32 (a gradient), even when h is bf16 (precision = 'bf16');
     -- f64 under nn.gradcheck
     local dh = lunar.zeros(hs, require('lunar.nn.precision').real(dpooled), ctx.h:device())
-    dh:select(2, 1):copy_(dpooled)
+    local dcls = dh:select(2, 1)
+    dcls:copy_(dpooled)
+    dcls:free()
     dpooled:free(); ctx:release('h')
     dx = self.norm:backward(ctx.cn, dh)
     dh:free(); ctx:release('x_last')
@@ -305,7 +333,8 @@ function ViT:backward(ctx, dy, need_dx)
     if i > self.first_block then ctx:release('x' .. i) end
     dx = dprev
     -- a checkpointed segment reports its blocks itself (Checkpoint.after_backward), as each completes
-    if u.module == self.blocks[tostring(i)] then self:_grads_ready('blocks.' .. i) end
+    local blk = self.blocks[tostring(i)]
+    if u.module == blk or u.module.wraps == blk then self:_grads_ready('blocks.' .. i) end
   end
   if not self.is_first then
     ctx:free()

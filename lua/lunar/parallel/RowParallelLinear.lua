@@ -27,9 +27,10 @@ local function add_bias_(y, bias)
   local C = bias:numel()
   local R = y:numel() // C
   local ones = lunar.ones({R, 1}, 'f32', y:device())
-  local b = ops.linear(ones, bias:view(C, 1))
+  local bv = bias:view(C, 1)
+  local b = ops.linear(ones, bv)
   ops.add_(y, b)
-  ones:free(); b:free()
+  ones:free(); b:free(); bv:free()
   return y
 end
 
@@ -39,7 +40,10 @@ local function acc_bias_grad_(dy, grad_bias)
   local R = dy:numel() // C
   local ones = lunar.ones({R, 1}, 'f32', dy:device())
   local d = dy:is_contiguous() and dy or dy:contiguous()
-  ops.linear_backward(d:view(R, C), ones, grad_bias:view(C, 1), grad_bias:view(C, 1), nil, false)
+  -- the views are freed now: a view holds its storage (dy's) until the GC otherwise
+  local dv, gv = d:view(R, C), grad_bias:view(C, 1)
+  ops.linear_backward(dv, ones, gv, gv, nil, false)
+  dv:free(); gv:free()
   if d ~= dy then d:free() end
   ones:free()
 end

@@ -9,6 +9,8 @@
 --   g.dp_group, g.tp_group, g.pp_group, g.mp_group sub-communicators (lunar.comm);
 --                                                  mp = tensor x pipeline (same dp rank)
 --   g.stage = {index, first_block, last_block, is_first, is_last}   (blocks 0-based)
+--   g.block_tensor, g.block_groups, g:grad_sync(key)   per-block tensor sizes
+--                                                  (parallel.block_tensor; lunar.parallel.layerwise)
 --   g:rank_of(pp, dp, tp), g:coords_of(rank), g:stage_of_block(i), print(g:describe())
 --
 -- Rank order (Megatron's: tensor innermost, then data, then pipeline), so the
@@ -171,6 +173,8 @@ function grid.validate(cfg, world_size)
         depth, r.pp)
     end
   end
+  local lw = require('lunar.parallel.layerwise').validate(cfg, world_size, r)
+  if lw then return lw end
   local m = cfg.NUM_MICRO_BATCHES or 1
   if cfg.BATCH_SIZE and cfg.BATCH_SIZE % m ~= 0 then
     return bad('BATCH_SIZE %d (per data-parallel rank) is not divisible by NUM_MICRO_BATCHES %d', cfg.BATCH_SIZE, m)
@@ -209,6 +213,14 @@ function grid.new(cfg, comm)
   -- g.tensor_groups: the groups of the modes that split activations
   if r.mode == '2d' or r.mode == '2.5d' then tensor_2d.make_groups(g, r.mode, r.depth) end
   if r.mode == '3d' then tensor_3d.make_groups(g) end
+  local list = cfg.parallel and cfg.parallel.block_tensor
+  if list then
+    -- per-block tensor sizes (lunar.parallel.layerwise): each size's tensor and data groups
+    local layerwise = require('lunar.parallel.layerwise')
+    g.block_tensor = list
+    g.block_groups = layerwise.groups(comm, list)
+    g.grad_sync = layerwise.grad_sync
+  end
   if cfg.DEPTH then
     g.splits = grid.partition(cfg.DEPTH, pp, r.split)
     g.stage = g:stage_info(g.pp_rank)

@@ -115,6 +115,7 @@ function parallel.model_options(opts, g)
   if g then
     o.tp = parallel.tp_context(g)
     if g.pp_size > 1 then o.stage = {first_block = g.stage.first_block, last_block = g.stage.last_block} end
+    if g.block_tensor then require('lunar.parallel.layerwise').model_options(o, g) end
   end
   return o
 end
@@ -178,7 +179,11 @@ function parallel.gather_full_tensor(p, g)
   end
   local n = p.param:numel()
   local buf = lunar.empty({sh.size, n})
-  g.tp_group:all_gather(buf, p.param:contiguous())
+  -- the tensor group of the parameter's module (a layerwise block's own), else the grid's
+  local comm = p.module and p.module.tp and p.module.tp.comm or g.tp_group
+  local pc = p.param:contiguous()
+  comm:all_gather(buf, pc)
+  if pc ~= p.param then pc:free() end
   local full = lunar.empty(sh.full_shape)
   for r = 0, sh.size - 1 do
     local loc = buf[r + 1]:view(p.shape)
@@ -203,10 +208,10 @@ function parallel.gather_full_parameters(model, g)
   for _, p in ipairs(model:parameters()) do local_params[p.name] = p end
   -- the plain model's names and shapes (no storage), in its parameter order
   local specs
-  if model.opts and (model.opts.stage or model.opts.tp) then
+  if model.opts and (model.opts.stage or model.opts.tp or model.opts.block_tp) then
     local plain_opts = {}
     for k, v in pairs(model.opts) do plain_opts[k] = v end
-    plain_opts.tp, plain_opts.stage = nil, nil
+    plain_opts.tp, plain_opts.stage, plain_opts.block_tp, plain_opts.wrap_block = nil, nil, nil, nil
     specs = getmetatable(model)(plain_opts):parameters()
   else
     specs = model:parameters()

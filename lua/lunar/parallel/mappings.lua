@@ -37,8 +37,12 @@ local function all_gather_tokens(tp, x)
   local xc = x:is_contiguous() and x or x:contiguous()
   tp.comm:all_gather(buf, xc)
   if xc ~= x then xc:free() end
-  local out = buf:permute(2, 1, 3, 4):contiguous():view(B, tp.size * n, C)
-  buf:free()
+  -- every intermediate view is freed now: a view holds its storage until the GC otherwise
+  local perm = buf:permute(2, 1, 3, 4)
+  local c = perm:contiguous()
+  perm:free(); buf:free()
+  local out = c:view(B, tp.size * n, C)
+  c:free()
   return out
 end
 
@@ -48,7 +52,10 @@ local function reduce_scatter_tokens(tp, x)
   local s = x:shape()
   local B, N, C = s[1], s[2], s[3]
   local n = N // tp.size
-  local xt = x:view(B, tp.size, n, C):permute(2, 1, 3, 4):contiguous()   -- [T, B, n, C]
+  local v = x:view(B, tp.size, n, C)
+  local perm = v:permute(2, 1, 3, 4)
+  local xt = perm:contiguous()   -- [T, B, n, C]
+  perm:free(); v:free()          -- the views would hold x's storage until the GC
   local out = lunar.empty({B, n, C}, x:dtype(), x:device())
   tp.comm:reduce_scatter(out, xt, 'sum')
   xt:free()
@@ -59,7 +66,10 @@ end
 function mappings.split_tokens(tp, x)
   local s = x:shape()
   local n = s[2] // tp.size
-  return x:narrow(2, tp.rank * n + 1, n):contiguous()
+  local v = x:narrow(2, tp.rank * n + 1, n)
+  local out = v:contiguous()
+  v:free()                       -- the view would hold x's storage until the GC
+  return out
 end
 
 local function check_tokens(who, tp, x)

@@ -81,9 +81,12 @@ function reducer.new(args)
   local cur
   for _, grp in ipairs(self.groups) do
     if grp.count > 0 then
+      -- a layerwise block (lunar.parallel.layerwise) averages over its own data-parallel group
+      grp.sync = g.grad_sync and g:grad_sync(grp.key) or nil
       if cur and cur.lo ~= grp.hi + 1 then cur = nil end      -- not adjacent: a new bucket
+      if cur and cur.sync ~= grp.sync then cur = nil end       -- another group to reduce over
       if not cur or cur.n >= self.bucket_size then
-        cur = {lo = grp.lo, hi = grp.hi, n = 0, groups = {}, pending = 0}
+        cur = {lo = grp.lo, hi = grp.hi, n = 0, groups = {}, pending = 0, sync = grp.sync}
         table.insert(self.buckets, cur)
       end
       cur.lo = math.min(cur.lo, grp.lo)
@@ -105,7 +108,7 @@ end
 function Reducer:reset()
   for _, grp in ipairs(self.groups) do grp.done = false end
   for _, b in ipairs(self.buckets) do b.ready, b.started = 0, false end
-  self.requests = {}
+  self.requests, self.scaled = {}, {}
   self.in_finish = false
 end
 
@@ -129,7 +132,11 @@ local function start_group(self, grp)
   b.ready = b.ready + 1
   if b.ready == #b.groups and not b.started then
     b.started = true
-    if self.dp then table.insert(self.requests, self.grid.dp_group:iall_reduce(b.view, 'avg')) end
+    if b.sync then
+      -- over the block's data-parallel group, then its scale (1 / tensor size: the sum over the group's samples)
+      if b.sync.comm:size() > 1 then table.insert(self.requests, b.sync.comm:iall_reduce(b.view, 'avg')) end
+      table.insert(self.scaled, b)
+    elseif self.dp then table.insert(self.requests, self.grid.dp_group:iall_reduce(b.view, 'avg')) end
     if self.in_finish then self.stats.late = self.stats.late + 1 else self.stats.early = self.stats.early + 1 end
   end
 end
@@ -150,6 +157,7 @@ function Reducer:finish()
   self.in_finish = true
   for _, grp in ipairs(self.groups) do start_group(self, grp) end
   for _, r in ipairs(self.requests) do r:wait() end
+  for _, b in ipairs(self.scaled) do lunar.ops.scale_(b.view, b.sync.post_scale) end
   self:reset()
 end
 
