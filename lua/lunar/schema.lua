@@ -30,11 +30,17 @@ local function E(t) return t end
 --- Top-level entries, in documentation order (`schema.keys()` sorts them).
 local TOP = {
   -- model (ViT)
-  { 'MODEL', E{ type = 'function', default = nil,
-      doc = 'models as code: function(cfg, nn) returning the model, a lunar.nn module (e.g. nn.Sequential{...}, ' ..
-        'see configs/examples/); nil = the built-in ViT of the keys below. Data, tensor (its Attention, MLP and ' ..
-        "Block split, other layers replicated) and pipeline parallel (stages split its child 'blocks'); not " ..
-        'sequence parallel yet' } },
+  { 'MODEL', E{ type = 'string|function', default = nil,
+      check = function(v)
+        if type(v) == 'string' and v ~= 'vit' and v ~= 'hybrid_vit' then
+          return "must be 'vit', 'hybrid_vit' or a function(cfg, nn)"
+        end
+      end,
+      doc = "the model: 'vit' (nil: the built-in ViT of the keys below), 'hybrid_vit' (PhysicsNeMo's HybridViT: " ..
+        'conv patch embedding + LayerNorm, no class token, mean pool; lunar.models.hybrid_vit) or models as code: ' ..
+        'function(cfg, nn) returning a lunar.nn module (e.g. nn.Sequential{...}, see configs/examples/). Data, ' ..
+        "tensor (its Attention, MLP and Block split, other layers replicated), pipeline parallel (stages split its " ..
+        "child 'blocks') and domain parallel; not sequence parallel yet" } },
   { 'IMG_SIZE', E{ type = 'integer', default = 28, min = 1,
       doc = 'input image side in pixels (square, or cubic when IMG_DIMS = 3)' } },
   { 'IN_CHANS', E{ type = 'integer', default = 1, min = 1,
@@ -261,7 +267,7 @@ schema.checks = {
         "is '%s'; set one of them", tostring(ac.granularity)) }
     end
     if ac.granularity ~= 'full' and not c.CHECKPOINT then return nil end   -- num_layers counts 'full' blocks
-    if c.MODEL ~= nil then
+    if c.MODEL ~= nil and c.MODEL ~= 'vit' then
       return { c.CHECKPOINT and 'CHECKPOINT' or 'activation_checkpointing.granularity', "applies to the built-in " ..
         "ViT's blocks, not yet to a MODEL (models as code): unset one of them" }
     end

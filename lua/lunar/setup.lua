@@ -100,8 +100,14 @@ end
 -- @return the model (this rank's stage), not materialized, and the whole
 --   model's parameter count
 function setup.config_model(cfg, g)
-  local info = debug.getinfo(cfg.MODEL, 'S')
-  local where = string.format('%s:%d', (info.source or '?'):gsub('^@', ''), info.linedefined or 0)
+  local model_fn = models.builder(cfg)
+  local where
+  if type(cfg.MODEL) == 'string' then
+    where = string.format("MODEL = '%s' (lunar.models)", cfg.MODEL)
+  else
+    local info = debug.getinfo(model_fn, 'S')
+    where = string.format('%s:%d', (info.source or '?'):gsub('^@', ''), info.linedefined or 0)
+  end
   local lib, tp = nn, g and parallel.tp_context(g)
   if tp then
     if g.sequence_parallel then
@@ -123,7 +129,7 @@ function setup.config_model(cfg, g)
     function lib.Block(o) return nn.Block(with_tp(o)) end
   end
   local function build()
-    local m = cfg.MODEL(cfg, lib)
+    local m = model_fn(cfg, lib)
     if not nn.is_module(m) then
       local what = type(m) == 'table' and (m.__name and ('a ' .. tostring(m.__name) .. ' class, not an instance')
         or 'a table that is not a module') or type(m)
@@ -202,8 +208,9 @@ function setup.from_config(cfg, overrides, opts)
     run.lr_scheduler = setup.lr_schedule(cfg, run.batches_per_epoch)
   end
 
-  if cfg.MODEL ~= nil then
-    -- models as code: the config's MODEL function builds it (data parallel only)
+  local model_fn = models.builder(cfg)
+  if model_fn then
+    -- models as code: the config's MODEL function (or MODEL = 'hybrid_vit') builds it
     local m, full_count = parallel.same_on_every_rank(setup.config_model, cfg, g)
     run.model = nn.materialize(m, opts.seed or cfg.SEED, {init = cfg.INIT, precision = cfg.precision})
     run.num_params = full_count      -- the whole model's (a pipeline stage holds a part)
@@ -214,7 +221,7 @@ function setup.from_config(cfg, overrides, opts)
     if not g or (g.pp_size == 1 and g.tp_size == 1) then
       run.flops_per_image = nn.flops.train_flops_per_image(run.model, img)
     else
-      local whole = nn.materialize(cfg.MODEL(cfg, nn), 0)
+      local whole = nn.materialize(model_fn(cfg, nn), 0)
       run.flops_per_image = nn.flops.train_flops_per_image(whole, img)
       whole._flat:free(); whole._flat_grad:free()
     end

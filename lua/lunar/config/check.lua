@@ -79,11 +79,15 @@ local function check_scalar(v, ty, e, key, where)
     ok = math.type(v) == 'integer'
   elseif ty == 'number' then
     ok = type(v) == 'number' and v == v
+  elseif ty:find('|', 1, true) then             -- alternatives, e.g. 'string|function'
+    ok = false
+    for alt in ty:gmatch('[^|]+') do ok = ok or type(v) == alt end
   else
     ok = type(v) == ty
   end
   if not ok then
-    fail(where, string.format("config key '%s' must be %s, got %s", key, ARTICLE[ty], describe(v)))
+    local what = ARTICLE[ty] or ty:gsub('[^|]+', function(a) return ARTICLE[a] or a end):gsub('|', ' or ')
+    fail(where, string.format("config key '%s' must be %s, got %s", key, what, describe(v)))
   end
   if e.enum then
     local found = false
