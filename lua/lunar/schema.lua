@@ -223,7 +223,7 @@ local TOP = {
 
   -- parallelism (Colossal-AI's parallel dict)
   { 'parallel', E{ type = 'table',
-      doc = 'the parallel layout: world size = data * pipeline * tensor',
+      doc = 'the parallel layout: world size = data * pipeline * tensor * domain',
       fields = {
         { 'data', E{ type = 'integer', default = 0, min = 0,
             doc = 'data-parallel size (0 = derived: world size / (pipeline * tensor))' } },
@@ -239,6 +239,25 @@ local TOP = {
             } } },
         { 'sequence_parallel', E{ type = 'boolean', default = false,
             doc = 'shard LayerNorm/dropout activations along the sequence (needs tensor mode 1d)' } },
+        { 'domain', E{ type = 'integer|table', default = nil,
+            check = function(v)
+              if type(v) == 'number' then
+                if v < 1 then return 'must be >= 1' end
+                return nil
+              end
+              for k in pairs(v) do
+                if k ~= 'size' and k ~= 'attention' then return "has an unknown field '" .. tostring(k) ..
+                  "' (fields: size, attention)" end
+              end
+              if math.type(v.size) ~= 'integer' or v.size < 1 then return '.size must be an integer >= 1' end
+              if v.attention ~= nil and v.attention ~= 'ring' and v.attention ~= 'allgather' then
+                return ".attention must be 'ring' or 'allgather'"
+              end
+            end,
+            doc = "domain parallelism (PhysicsNeMo's domain_size): each image sharded over N ranks by rows " ..
+              "(3D: planes) of patches (nil = 1: none); N or {size = N, attention = 'ring' | 'allgather'} (default ring); " ..
+              "data = world / (domain x pipeline x tensor); MODEL = 'hybrid_vit' or a MODEL function, data " ..
+              'parallel only (lunar.parallel.domain)' } },
         { 'pipeline_schedule', E{ type = 'string', default = '1f1b', enum = { 'gpipe', '1f1b' },
             doc = 'pipeline schedule' } },
         { 'pipeline_split', E{ type = 'table', items = 'integer', default = nil, min = 0,

@@ -39,7 +39,8 @@
 --   engine, train_loader, test_loader (nil with opts.loaders = false),
 --   num_params (the whole model's, not this rank's), flops_per_image (training
 --   FLOPs of one image, models.vit_train_flops_per_image; for a MODEL,
---   counted by lunar.nn.flops), global_batch
+--   counted by lunar.nn.flops; under domain parallelism 6 * params * tokens
+--   + 12 * depth * tokens^2 * width), global_batch
 --   (BATCH_SIZE * data-parallel size), batches_per_epoch, max_steps (the
 --   optimizer steps the run trains: NUM_EPOCHS' worth, cut to MAX_STEPS when
 --   set; with loaders).
@@ -109,6 +110,8 @@ function setup.config_model(cfg, g)
     where = string.format('%s:%d', (info.source or '?'):gsub('^@', ''), info.linedefined or 0)
   end
   local lib, tp = nn, g and parallel.tp_context(g)
+  local dom = parallel.domain_context(cfg, g)
+  if dom then lib = dom:layers(nn, where) end    -- each image sharded over the domain group
   if tp then
     if g.sequence_parallel then
       error(string.format("%s: config key 'MODEL' (a model defined in the config) with parallel.sequence_parallel: " ..
@@ -178,6 +181,7 @@ function setup.config_model(cfg, g)
     end
   end
   m.num_tokens = tokens
+  m.domain = dom
   return m, full_count
 end
 
@@ -203,6 +207,11 @@ function setup.from_config(cfg, overrides, opts)
     run.train_loader = data.loader(train_ds, cfg, {train = true, rank = dp_rank, num_shards = dp_size})
     run.test_loader = data.loader(test_ds, cfg, {train = false, batch_size = 500, rank = dp_rank,
       num_shards = dp_size})
+    local dom = parallel.domain_context(cfg, g)
+    if dom then     -- this domain rank's slab of every image
+      run.train_loader = parallel.domain_loader(run.train_loader, dom)
+      run.test_loader = parallel.domain_loader(run.test_loader, dom)
+    end
     run.batches_per_epoch = run.train_loader:num_batches()
     run.max_steps = setup.max_steps(cfg, run.batches_per_epoch)
     run.lr_scheduler = setup.lr_schedule(cfg, run.batches_per_epoch)
@@ -218,8 +227,12 @@ function setup.from_config(cfg, overrides, opts)
     -- rank's when it is the whole model, else a plain (unsplit) copy built and dropped here
     local img = {cfg.IN_CHANS}
     for _ = 1, cfg.IMG_DIMS or 2 do img[#img + 1] = cfg.IMG_SIZE end
-    if not g or (g.pp_size == 1 and g.tp_size == 1) then
+    if not g or (g.pp_size == 1 and g.tp_size == 1 and (g.domain_size or 1) == 1) then
       run.flops_per_image = nn.flops.train_flops_per_image(run.model, img)
+    elseif (g.domain_size or 1) > 1 then
+      -- domain parallel: no rank runs a whole image; PERF_ANCHORS' convention over the image's tokens
+      local L = run.model.num_tokens
+      run.flops_per_image = 6 * full_count * L + 12 * cfg.DEPTH * L * L * cfg.HIDDEN_SIZE
     else
       local whole = nn.materialize(model_fn(cfg, nn), 0)
       run.flops_per_image = nn.flops.train_flops_per_image(whole, img)

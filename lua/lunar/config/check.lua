@@ -74,16 +74,17 @@ local ARTICLE = {
 -- bounds and check; returns it normalized (an integral float becomes an integer).
 local function check_scalar(v, ty, e, key, where)
   local ok
-  if ty == 'integer' then
-    if math.type(v) == 'float' then v = math.tointeger(v) or v end
-    ok = math.type(v) == 'integer'
-  elseif ty == 'number' then
-    ok = type(v) == 'number' and v == v
-  elseif ty:find('|', 1, true) then             -- alternatives, e.g. 'string|function'
-    ok = false
-    for alt in ty:gmatch('[^|]+') do ok = ok or type(v) == alt end
-  else
-    ok = type(v) == ty
+  local function is(alt)
+    if alt == 'integer' then
+      if math.type(v) == 'float' and math.tointeger(v) then v = math.tointeger(v) end
+      return math.type(v) == 'integer'
+    elseif alt == 'number' then
+      return type(v) == 'number' and v == v
+    end
+    return type(v) == alt
+  end
+  for alt in ty:gmatch('[^|]+') do     -- one type, or alternatives: 'string|function'
+    ok = ok or is(alt)
   end
   if not ok then
     local what = ARTICLE[ty] or ty:gsub('[^|]+', function(a) return ARTICLE[a] or a end):gsub('|', ' or ')
