@@ -130,12 +130,16 @@ function cli.config_show(file, overrides)
   add('%s', state)
   add('-- training FLOPs per image: %.3g (6 * params * tokens + 12 * depth * tokens^2 * width)',
     size.flops_per_image)
+  local dom = type(p.domain) == 'table' and p.domain.size or p.domain or 1
+  local split_all = split * dom
   local data
   if p.data > 0 then data = tostring(p.data)
-  elseif split > 1 then data = string.format('world size / %d', split)
+  elseif split_all > 1 then data = string.format('world size / %d', split_all)
   else data = 'world size' end
-  add('-- ranks = data x pipeline x tensor = (%s) x %d x %d; global batch = BATCH_SIZE x data x ' ..
-    'gradient_accumulation = %d x data x %d', data, p.pipeline, tp, cfg.BATCH_SIZE, cfg.gradient_accumulation)
+  local axes, sizes = 'data x pipeline x tensor', string.format('(%s) x %d x %d', data, p.pipeline, tp)
+  if dom > 1 then axes, sizes = axes .. ' x domain', sizes .. ' x ' .. dom end
+  add('-- ranks = %s = %s; global batch = BATCH_SIZE x data x gradient_accumulation = %d x data x %d', axes, sizes,
+    cfg.BATCH_SIZE, cfg.gradient_accumulation)
   return table.concat(lines, '\n') .. '\n'
 end
 

@@ -203,6 +203,9 @@ local TOP = {
       doc = 'image-size benchmark: timed training steps per image size' } },
   { 'BENCH_WARMUP', E{ type = 'integer', default = 2, min = 0,
       doc = 'image-size benchmark: untimed warm-up steps per image size' } },
+  { 'MEMORY_BUDGET', E{ type = 'number', default = 0, min = 0,
+      doc = 'image-size benchmark: tensor memory per rank in MiB (0 = none); a size whose peak exceeds it ' ..
+        'is a row marked out-of-memory and the sweep stops' } },
   { 'BENCH_CSV', E{ type = 'string', default = 'benchmark_image_sizes.csv',
       doc = "image-size benchmark: CSV file of the results table ('' = none)" } },
 

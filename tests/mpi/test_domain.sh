@@ -8,6 +8,10 @@
 #     (loaders cut each batch to the rank's slab, evaluation counted once per
 #     image) at domain 2 and domain 2 x data 2: the losses of one rank
 #     (tests/mpi/compare_metrics.lua, 1e-5)
+#   - the image-size benchmark at domain 2 (3D): a CSV row per size with the
+#     tokens per rank, and a MEMORY_BUDGET row marked out-of-memory, clean stop
+#   - checkpoints: saved at domain 2, resumed on one rank, then at domain 2 again:
+#     the losses of an uninterrupted single-rank run (as printed, 4 decimals)
 #   - bad input, each an error that names the problem, once, before any
 #     collective: a domain larger than the patch rows, domain with tensor
 #     parallelism, domain with the built-in ViT, a world size domain does not divide,
@@ -36,9 +40,9 @@ for np in 2 4; do
   grep -E '^(ring|allgather|[23]D)' <<<"$out" | sed 's/^/    /'
 done
 
-MAIN=(examples/train_with_engine.lua --config configs/vit_fmnist.lua MODEL=hybrid_vit DATASET=synthetic
-      NUM_SAMPLES=64 IMG_SIZE=12 HIDDEN_SIZE=16 NUM_HEADS=2 DEPTH=2 MAX_STEPS=4 LOG_EVERY=1 EVAL_EVERY_EPOCH=true
-      NUM_EPOCHS=1)
+BASE=(examples/train_with_engine.lua --config configs/vit_fmnist.lua MODEL=hybrid_vit DATASET=synthetic
+      NUM_SAMPLES=64 IMG_SIZE=12 HIDDEN_SIZE=16 NUM_HEADS=2 DEPTH=2 LOG_EVERY=1 NUM_EPOCHS=1)
+MAIN=("${BASE[@]}" MAX_STEPS=4 EVAL_EVERY_EPOCH=true)
 run timeout 120 "$LUNAR" "${MAIN[@]}" BATCH_SIZE=8 METRICS_FILE="$T/one.jsonl"
 check "hybrid_vit, one rank: exit 0" [ "$rc" -eq 0 ]
 one_acc=$(grep -o 'test accuracy [0-9.]*% ([0-9]*/[0-9]*)' <<<"$out" | tail -1)
@@ -54,6 +58,41 @@ same_as_one_rank() {   # np, label, overrides...
 }
 same_as_one_rank 2 "domain 2 (uneven: 3 patch rows)" BATCH_SIZE=8 'parallel={domain=2}'
 same_as_one_rank 4 "domain 2 x data 2, all-gather" BATCH_SIZE=4 "parallel={domain={size=2, attention='allgather'}}"
+
+# checkpoints: saved at domain 2, resumed on one rank, saved, resumed at domain 2 (all-gather): the
+# losses of an uninterrupted run on one rank (replicated parameters are written by domain rank 0)
+loss_of() { grep -o "step $1/[0-9]* loss [0-9.]*" <<<"$2" | awk '{print $4}'; }
+CK=(MAX_STEPS=6 CHECKPOINT_DIR="$T/ck" METRICS_FILE= EVAL_EVERY_EPOCH=false BATCH_SIZE=8)
+CK=(METRICS_FILE= EVAL_EVERY_EPOCH=false BATCH_SIZE=8 CHECKPOINT_DIR="$T/ck")
+run timeout 60 "$LUNAR" "${BASE[@]}" METRICS_FILE= EVAL_EVERY_EPOCH=false BATCH_SIZE=8 MAX_STEPS=6
+plain=$out
+run timeout 60 mpirun --oversubscribe -np 2 "$LUNAR" "${BASE[@]}" "${CK[@]}" MAX_STEPS=2 'parallel={domain=2}'
+check "checkpoint at domain 2: saved" has "$out" "checkpoint: saved"
+run timeout 60 "$LUNAR" "${BASE[@]}" "${CK[@]}" MAX_STEPS=4 RESUME=auto
+got="$(loss_of 3 "$out") $(loss_of 4 "$out")"; want="$(loss_of 3 "$plain") $(loss_of 4 "$plain")"
+check "resumed on one rank: the losses of steps 3, 4 of the uninterrupted run ($got)" \
+  [ "${#want}" -gt 8 -a "$got" = "$want" ]
+run timeout 60 mpirun --oversubscribe -np 2 "$LUNAR" "${BASE[@]}" "${CK[@]}" MAX_STEPS=6 RESUME=auto \
+  "parallel={domain={size=2, attention='allgather'}}"
+got="$(loss_of 5 "$out") $(loss_of 6 "$out")"; want="$(loss_of 5 "$plain") $(loss_of 6 "$plain")"
+check "resumed at domain 2: the losses of steps 5, 6 of the uninterrupted run ($got)" \
+  [ "${#want}" -gt 8 -a "$got" = "$want" ]
+
+# the image-size benchmark at domain 2, 3D: each rank generates its slab (tokens per rank = half),
+# and a MEMORY_BUDGET below the first size's peak gives an out-of-memory row and a clean stop
+BENCH=(examples/benchmark_image_sizes.lua --config configs/recipes/hybrid_vit_image_sizes.lua HIDDEN_SIZE=16
+       NUM_HEADS=2 DEPTH=1 NUM_CLASSES=4 IMG_DIMS=3 SWEEP_START=16 SWEEP_STOP=32 SWEEP_STEP=16 BENCH_STEPS=1
+       'parallel={domain=2}')
+run timeout 120 mpirun --oversubscribe -np 2 "$LUNAR" "${BENCH[@]}" BENCH_CSV="$T/bench.csv"
+check "benchmark at domain 2: exit 0" [ "$rc" -eq 0 ]
+check "benchmark at domain 2: the CSV has both sizes, 64 and 32 tokens per rank at 32^3" \
+  bash -c 'grep -qE "^16,3,8,1,1,([^,]*,){6}2,4,[0-9]+,\"ok\"$" "$1" &&
+    grep -qE "^32,3,64,1,1,([^,]*,){6}2,32,[0-9]+,\"ok\"$" "$1"' _ "$T/bench.csv"
+run timeout 120 mpirun --oversubscribe -np 2 "$LUNAR" "${BENCH[@]}" BENCH_CSV="$T/oom.csv" MEMORY_BUDGET=0.01
+check "benchmark over MEMORY_BUDGET: exit 0" [ "$rc" -eq 0 ]
+check "benchmark over MEMORY_BUDGET: an out-of-memory row, then the sweep stops" \
+  bash -c 'has() { grep -qF -- "$2" <<<"$1"; }; has "$1" "16^3 out-of-memory (peak" && has "$1" "stopping the sweep" &&
+    ! has "$1" "32^3"' _ "$out"
 
 refused() {   # np, label, expected text, overrides...
   local np=$1 label=$2 want=$3; shift 3

@@ -212,6 +212,10 @@ function grid.validate_domain(cfg, r, world_size)
     return string.format("domain parallelism (domain = %d) needs MODEL = 'hybrid_vit' or a MODEL function of " ..
       "domain-parallel leaves (the built-in ViT's class token and final token are global)", d)
   end
+  if type(cfg.device) == 'string' and cfg.device:match('^cuda') then
+    return string.format("domain parallelism (domain = %d) runs on the CPU only yet (the ring attention's block " ..
+      "kernel has no CUDA form): set device = 'cpu'", d)
+  end
   local rows = cfg.IMG_SIZE and cfg.PATCH_SIZE and cfg.IMG_SIZE // cfg.PATCH_SIZE
   if rows and d > rows then
     return string.format('domain size %d is more than the %d %s of patches (IMG_SIZE %d / PATCH_SIZE %d): a domain ' ..
