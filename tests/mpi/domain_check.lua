@@ -48,12 +48,7 @@ package.path = lunar.home .. '/tests/lua/?.lua;' .. package.path
 local checks = require('rank_checks').new('domain_check', world)
 local check = checks.check
 
-local function maxdiff(a, b)
-  local va, vb = a:contiguous():view(-1):totable(), b:contiguous():view(-1):totable()
-  local m = 0
-  for i = 1, #vb do m = math.max(m, math.abs(va[i] - vb[i])) end
-  return m
-end
+local maxdiff = require('harness').max_abs_diff   -- (harness registers nothing by itself)
 
 -- ---- 1. the attention alone -----------------------------------------------------------------
 if not FILTER or ('attention'):find(FILTER, 1, true) then

@@ -217,7 +217,8 @@ LUNAR_KERNEL_DECLS(LUNAR_REF_F64, double)
 LUNAR_KERNEL_DECLS(LUNAR_REF_F32, float)
 LUNAR_KERNEL_DECLS(LUNAR_CPU_KERNEL, float)
 /* One block of blockwise (ring) attention (not in the backend table: CPU only, f32;
- * core/ops/cpu/attention_block.c; lunar_op_attention_block_* in ops.h). q from the fused
+ * core/ops/cpu/attention.c: the per-pair kernels of attention_forward/backward;
+ * lunar_op_attention_block_* in ops.h). q from the fused
  * qkv [B, Nq, 3, H, D], the key/value block kv [B, Nk, 2, H, D], out [B, Nq, H, D],
  * lse [B, H, Nq]. Forward: the block's softmax attention (accumulate 0), or merged into the
  * running out and lse through the log-sum-exp (accumulate 1). Backward, from the final
