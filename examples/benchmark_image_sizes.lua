@@ -118,11 +118,10 @@ local function bench(size)
   -- pipeline group; a domain rank generates its slab only
   local spatial = {}
   for i = 1, c.IMG_DIMS do spatial[i] = size end
-  if d then spatial[1] = d.pixel_rows end
   -- (labels from the batch's first classes only: the generator keeps one pattern per class, which for a
   -- 1000-class head and a large volume would outgrow the model)
   local ds = lunar.data.synthetic(c.BATCH_SIZE, c.IN_CHANS, c.IMG_DIMS, spatial, math.min(c.NUM_CLASSES, c.BATCH_SIZE),
-    c.SEED + 1000 * g.dp_rank)
+    c.SEED + 1000 * g.dp_rank, d and {d.pixel_row0, d.pixel_rows} or nil)
   local loader = lunar.data.loader(ds, {batch_size = c.BATCH_SIZE, shuffle = false, prefetch = false})
   local x, y = loader:next()
   loader:free()   -- the dataset goes with the garbage collector

@@ -203,12 +203,12 @@ function setup.from_config(cfg, overrides, opts)
   local dp_rank, dp_size = g and g.dp_rank or 0, g and g.dp_size or 1
 
   if opts.loaders ~= false then
-    local train_ds, test_ds = data.datasets(cfg)
+    local dom = parallel.domain_context(cfg, g)
+    local train_ds, test_ds, slabbed = data.datasets(cfg, dom)   -- synthetic data: this domain rank's slab only
     run.train_loader = data.loader(train_ds, cfg, {train = true, rank = dp_rank, num_shards = dp_size})
     run.test_loader = data.loader(test_ds, cfg, {train = false, batch_size = 500, rank = dp_rank,
       num_shards = dp_size})
-    local dom = parallel.domain_context(cfg, g)
-    if dom then     -- this domain rank's slab of every image
+    if dom and not slabbed then     -- whole images read from files: cut to this domain rank's slab
       run.train_loader = parallel.domain_loader(run.train_loader, dom)
       run.test_loader = parallel.domain_loader(run.test_loader, dom)
     end

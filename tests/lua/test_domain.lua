@@ -64,6 +64,21 @@ T.test('partition: slabs of patch rows (2D) and planes (3D), the first ranks one
   T.eq(d:slab_shape(2, 1, 28), {2, 1, 12, 28})
 end)
 
+T.test('synthetic data generated as a slab equals those rows of the whole images (2D and 3D)', function()
+  local function first_batch(ds, n) return lunar.data.loader(ds, {batch_size = n, shuffle = false, prefetch = false}):next() end
+  -- 2D [2, 12, 8]: rows 4..8 (0-based) = narrow(3, 5, 5) of the whole batch
+  local full = first_batch(lunar.data.synthetic(3, 2, 2, {12, 8}, 5, 9), 3)
+  local slab = first_batch(lunar.data.synthetic(3, 2, 2, {12, 8}, 5, 9, {4, 5}), 3)
+  T.eq(slab:shape(), {3, 2, 5, 8})
+  T.eq(maxdiff(slab, full:narrow(3, 5, 5)), 0.0)
+  -- 3D [1, 6, 4, 5]: planes 3..5
+  local f3 = first_batch(lunar.data.synthetic(2, 1, 3, {6, 4, 5}, 3, 1), 2)
+  local s3 = first_batch(lunar.data.synthetic(2, 1, 3, {6, 4, 5}, 3, 1, {3, 3}), 2)
+  T.eq(maxdiff(s3, f3:narrow(3, 4, 3)), 0.0)
+  T.raises(function() lunar.data.synthetic(2, 1, 3, {6, 4, 5}, 3, 1, {5, 3}) end,
+    'slab rows 5..7 are not within the first spatial size 6')
+end)
+
 T.test('grid.validate: domain errors name the sizes (no communication)', function()
   local base = {MODEL = 'hybrid_vit', IMG_SIZE = 12, PATCH_SIZE = 4, DEPTH = 2, HIDDEN_SIZE = 8, NUM_HEADS = 2}
   local function with(par, extra)

@@ -8,6 +8,8 @@
 #     (loaders cut each batch to the rank's slab, evaluation counted once per
 #     image) at domain 2 and domain 2 x data 2: the losses of one rank
 #     (tests/mpi/compare_metrics.lua, 1e-5)
+#   - Fashion-MNIST at domain 2 (files read whole, batches cut to the slab): the
+#     losses of one rank
 #   - the image-size benchmark at domain 2 (3D): a CSV row per size with the
 #     tokens per rank, and a MEMORY_BUDGET row marked out-of-memory, clean stop
 #   - checkpoints: saved at domain 2, resumed on one rank, then at domain 2 again:
@@ -58,6 +60,21 @@ same_as_one_rank() {   # np, label, overrides...
 }
 same_as_one_rank 2 "domain 2 (uneven: 3 patch rows)" BATCH_SIZE=8 'parallel={domain=2}'
 same_as_one_rank 4 "domain 2 x data 2, all-gather" BATCH_SIZE=4 "parallel={domain={size=2, attention='allgather'}}"
+
+# Fashion-MNIST (whole images read from the IDX files, each batch cut to the rank's slab: 7 patch rows = 4 + 3)
+FM=(examples/train_with_engine.lua --config configs/vit_fmnist.lua MODEL=hybrid_vit HIDDEN_SIZE=16 NUM_HEADS=2 DEPTH=2
+    MAX_STEPS=3 LOG_EVERY=1 BATCH_SIZE=8 EVAL_EVERY_EPOCH=false)
+if [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  run timeout 120 "$LUNAR" "${FM[@]}" METRICS_FILE="$T/fm_one.jsonl"
+  check "Fashion-MNIST, one rank: exit 0" [ "$rc" -eq 0 ]
+  run timeout 120 mpirun --oversubscribe -np 2 "$LUNAR" "${FM[@]}" METRICS_FILE="$T/fm_dom.jsonl" 'parallel={domain=2}'
+  check "Fashion-MNIST, domain 2: exit 0" [ "$rc" -eq 0 ]
+  run "$LUNAR" tests/mpi/compare_metrics.lua -- "$T/fm_one.jsonl" "$T/fm_dom.jsonl" 1e-5
+  check "Fashion-MNIST, domain 2: the losses of one rank" [ "$rc" -eq 0 ]
+  echo "    (Fashion-MNIST, domain 2: ${out:-$err})"
+else
+  skp "Fashion-MNIST at domain 2" "dataset-fashion-mnist is not installed"
+fi
 
 # checkpoints: saved at domain 2, resumed on one rank, saved, resumed at domain 2 (all-gather): the
 # losses of an uninterrupted run on one rank (replicated parameters are written by domain rank 0)
