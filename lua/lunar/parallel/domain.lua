@@ -51,6 +51,15 @@ local domain = {}
 local Domain = {}
 Domain.__index = Domain
 
+-- A contiguous tensor of the view v (a copy, or v itself when contiguous); the
+-- view is released either way (a view left to the garbage collector would keep
+-- its base's storage alive until then).
+local function contiguous_of(v)
+  local c = v:contiguous()
+  if c ~= v then v:free() end
+  return c
+end
+
 --- The slabs of an image over `size` domain ranks: a list (1-based by rank)
 -- of {rows =, row0 = (0-based), tokens =, token0 = (0-based)} in patch rows
 -- (3D: planes) and tokens, and the image's token count.
@@ -94,19 +103,20 @@ end
 -- the pixel rows (3D: planes) of its patch rows. For data that arrives as
 -- whole images (a file dataset); generated data is made slab by slab.
 function Domain:slab(images)
-  local v = images:narrow(3, self.pixel_row0 + 1, self.pixel_rows)
-  local s = v:contiguous()
-  if s ~= v then v:free() end
-  return s
+  return contiguous_of(images:narrow(3, self.pixel_row0 + 1, self.pixel_rows))
 end
 
 -- The key/value part [B, n, 2C] of qkv [B, n, 3C] (a contiguous copy).
 local function kv_of(qkv)
   local C = qkv:shape()[3] // 3
-  local v = qkv:narrow(3, C + 1, 2 * C)
-  local kv = v:contiguous()
+  return contiguous_of(qkv:narrow(3, C + 1, 2 * C))
+end
+
+-- dst:narrow(dim, start, len):copy_(src), the view released.
+local function copy_into(dst, dim, start, len, src)
+  local v = dst:narrow(dim, start, len)
+  v:copy_(src)
   v:free()
-  return kv
 end
 
 -- Every rank's key/value block, gathered (all_gather of blocks padded to the
@@ -116,15 +126,15 @@ function Domain:gather_blocks(kv)
   local maxn = 0
   for _, p in ipairs(self.parts) do maxn = math.max(maxn, p.tokens) end
   local pad = lunar.zeros({s[1], maxn, s[3]}, 'f32', kv:device())
-  pad:narrow(2, 1, s[2]):copy_(kv)
+  copy_into(pad, 2, 1, s[2], kv)
   local all = lunar.empty({self.size, s[1], maxn, s[3]}, 'f32', kv:device())
   self.comm:all_gather(all, pad)
   pad:free()
   local blocks = {}
   for r = 1, self.size do
-    local v = all:select(1, r):narrow(2, 1, self.parts[r].tokens)
-    blocks[r] = v:contiguous()
-    v:free()
+    local row = all:select(1, r)
+    blocks[r] = row:narrow(2, 1, self.parts[r].tokens):clone()    -- a contiguous copy
+    row:free()
   end
   all:free()
   return blocks
@@ -194,13 +204,14 @@ function Domain:attention_backward(dout, qkv, o, lse, heads)
     for r = 1, self.size do
       local d = lunar.zeros({B, self.parts[r].tokens, 2 * C}, 'f32', dev)
       ops.attention_block_backward(dqkv, d, dout, qkv, blocks[r], o, lse, heads)
-      all:select(1, r):narrow(2, 1, self.parts[r].tokens):copy_(d)
-      d:free(); blocks[r]:free()
+      local row = all:select(1, r)
+      copy_into(row, 2, 1, self.parts[r].tokens, d)
+      row:free(); d:free(); blocks[r]:free()
     end
     local mine = lunar.empty({B, maxn, 2 * C}, 'f32', dev)
     self.comm:reduce_scatter(mine, all, 'sum')
     all:free()
-    home = mine:narrow(2, 1, n):contiguous()
+    home = mine:narrow(2, 1, n):clone()
     mine:free()
   else
     local cur, dcur = kv, lunar.zeros({B, n, 2 * C}, 'f32', dev)
@@ -228,7 +239,7 @@ function Domain:attention_backward(dout, qkv, o, lse, heads)
     home = dcur
   end
   kv:free()
-  dqkv:narrow(3, C + 1, 2 * C):copy_(home)
+  copy_into(dqkv, 3, C + 1, 2 * C, home)
   home:free()
   return dqkv
 end
