@@ -3,7 +3,9 @@
  *
  *   ds = lunar.data.load_idx(images_path, labels_path)         IDX (.gz or plain)
  *   ds = lunar.data.load_cifar10({path, ...})                  CIFAR-10 binary
- *   ds = lunar.data.synthetic(n, channels, ndim, {size..}, num_classes, seed)
+ *   ds = lunar.data.synthetic(n, channels, ndim, {size..}, num_classes, seed [, {row0, rows}])
+ *                                   (with {row0, rows}: the slab of those rows, 0-based, of the
+ *                                   first spatial dim: lunar_dataset_synthetic_slab)
  *   ds = lunar.data.image_folder(dir, {img_size=, train=true, scale={0.08, 1}, ratio={3/4, 4/3},
  *                                      hflip=0.5, crop_pct=0.875, on_bad_image='skip'|'error'})
  *   ds = lunar.data.image_zip(zip_path, map_path, {...the same options})   Galvatron's zipped ImageNet
@@ -81,8 +83,16 @@ static int l_synthetic(lua_State *L) {
     luaL_checktype(L, 4, LUA_TTABLE);
     int size[3] = {0, 0, 0};
     for (int i = 0; i < ndim && i < 3; i++) { lua_geti(L, 4, i + 1); size[i] = (int)lua_tointeger(L, -1); lua_pop(L, 1); }
-    push_dataset(L, lunar_dataset_synthetic(n, channels, ndim, size, (int)luaL_checkinteger(L, 5),
-                                            (uint64_t)luaL_optinteger(L, 6, 0)));
+    int classes = (int)luaL_checkinteger(L, 5);
+    uint64_t seed = (uint64_t)luaL_optinteger(L, 6, 0);
+    if (lua_isnoneornil(L, 7)) {
+        push_dataset(L, lunar_dataset_synthetic(n, channels, ndim, size, classes, seed));
+    } else {     /* a slab {row0 (0-based), rows} of the first spatial dim (domain parallelism) */
+        luaL_checktype(L, 7, LUA_TTABLE);
+        lua_geti(L, 7, 1); int row0 = (int)luaL_checkinteger(L, -1); lua_pop(L, 1);
+        lua_geti(L, 7, 2); int rows = (int)luaL_checkinteger(L, -1); lua_pop(L, 1);
+        push_dataset(L, lunar_dataset_synthetic_slab(n, channels, ndim, size, classes, seed, row0, rows));
+    }
     return 1;
 }
 

@@ -286,6 +286,36 @@ static int l_sdpa_mask(lua_State *L) {
     return 1;
 }
 
+/* lunar.ops.attention_block(qkv, kv, H [, out, lse]) -> out, lse: the queries of qkv
+ * [B, Nq, 3C] against the key/value block kv [B, Nk, 2C]; with out [B, Nq, C] and lse
+ * [B, H, Nq] given, the block is merged into them (in place, log-sum-exp) and they are
+ * returned (ops.h lunar_op_attention_block_forward; ring attention). */
+static int l_attention_block(lua_State *L) {
+    lunar_tensor *qkv = T(1), *kv = T(2);
+    int H = (int)luaL_checkinteger(L, 3);
+    if (!lua_isnoneornil(L, 4)) {
+        lunar_tensor *o = T(4), *lse = T(5);
+        TRY(lunar_op_attention_block_forward(o, lse, qkv, kv, H, 1));
+        lua_pushvalue(L, 4);
+        lua_pushvalue(L, 5);
+        return 2;
+    }
+    int64_t oshape[3], lshape[3];
+    TRY(lunar_op_attention_out_shapes(oshape, lshape, qkv, H));
+    lunar_tensor *o = new_like_shape(L, 3, oshape, LUNAR_F32);
+    lunar_tensor *lse = new_like_shape(L, 3, lshape, LUNAR_F32);
+    TRY(lunar_op_attention_block_forward(o, lse, qkv, kv, H, 0));
+    return 2;
+}
+
+/* lunar.ops.attention_block_backward(dqkv, dkv, dout, qkv, kv, out, lse, H): accumulates the
+ * q part of dqkv [B, Nq, 3C] and dkv [B, Nk, 2C] in place (ops.h
+ * lunar_op_attention_block_backward); returns nothing. */
+static int l_attention_block_backward(lua_State *L) {
+    TRY(lunar_op_attention_block_backward(T(1), T(2), T(3), T(4), T(5), T(6), T(7), (int)luaL_checkinteger(L, 8)));
+    return 0;
+}
+
 static int l_embed_tokens(lua_State *L) {
     lunar_tensor *x = T(1), *cls = T(2), *pos = T(3);
     int64_t shape[3];
@@ -435,6 +465,7 @@ static const luaL_Reg ops[] = {
     {"rmsnorm", l_rmsnorm}, {"rmsnorm_backward", l_rmsnorm_backward},
     {"attention", l_attention}, {"attention_backward", l_attention_backward},
     {"sdpa", l_sdpa}, {"sdpa_backward", l_sdpa_backward}, {"sdpa_mask", l_sdpa_mask},
+    {"attention_block", l_attention_block}, {"attention_block_backward", l_attention_block_backward},
     {"embed_tokens", l_embed_tokens}, {"embed_tokens_backward", l_embed_tokens_backward},
     {"dropout", l_dropout}, {"dropout_backward", l_dropout_backward},
     {"cross_entropy", l_cross_entropy}, {"cross_entropy_backward", l_cross_entropy_backward},

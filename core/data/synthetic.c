@@ -8,6 +8,9 @@
  * (3 frequency words, 1 phase word). Sample i has label i % num_classes and
  * pixels pattern + 0.5 * N(0, 1), the noise from stream
  * "lunar.data.synthetic.noise" at normals i * sample_numel + j.
+ * A slab (lunar_dataset_synthetic_slab: rows row0.. of the first spatial dim,
+ * domain parallelism) has exactly those pixels of the whole images, computed
+ * for the slab only.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -19,6 +22,12 @@
 
 lunar_dataset *lunar_dataset_synthetic(int64_t n, int channels, int ndim_spatial, const int *size,
                                        int num_classes, uint64_t seed) {
+    return lunar_dataset_synthetic_slab(n, channels, ndim_spatial, size, num_classes, seed, 0,
+                                        size ? size[0] : 0);
+}
+
+lunar_dataset *lunar_dataset_synthetic_slab(int64_t n, int channels, int ndim_spatial, const int *size,
+                                            int num_classes, uint64_t seed, int row0, int rows) {
     if (n < 0 || channels < 1 || (ndim_spatial != 2 && ndim_spatial != 3) || !size ||
         num_classes < 1) {
         lunar_error(LUNAR_ERR_ARG,
@@ -28,9 +37,17 @@ lunar_dataset *lunar_dataset_synthetic(int64_t n, int channels, int ndim_spatial
                     (long long)n, channels, ndim_spatial, num_classes);
         return NULL;
     }
-    lunar_dataset *ds = lunar_dataset_new(LUNAR_F32, n, channels, ndim_spatial, size, num_classes);
+    if (row0 < 0 || rows < 1 || size[0] < 1 || row0 + rows > size[0]) {
+        lunar_error(LUNAR_ERR_ARG, "synthetic dataset: slab rows %d..%d are not within the first spatial size %d",
+                    row0, row0 + rows - 1, size[0]);
+        return NULL;
+    }
+    int slab_size[3] = {rows, size[1], ndim_spatial == 3 ? size[2] : 1};
+    lunar_dataset *ds = lunar_dataset_new(LUNAR_F32, n, channels, ndim_spatial, slab_size, num_classes);
     if (!ds) return NULL;
+    /* the slab's numel and plane; the whole image's for the noise offsets */
     int64_t numel = ds->sample_numel, plane = numel / channels;
+    int64_t rest = plane / rows, full_plane = (int64_t)size[0] * rest, full_numel = full_plane * channels;
     if ((uint64_t)num_classes > SIZE_MAX / sizeof(float) / (uint64_t)numel) {
         lunar_error(LUNAR_ERR_OOM, "synthetic dataset: %d class patterns overflow memory", num_classes);
         lunar_dataset_free(ds);
@@ -61,8 +78,11 @@ lunar_dataset *lunar_dataset_synthetic(int64_t n, int channels, int ndim_spatial
             }
             float *out = pattern + ((int64_t)k * channels + c) * plane;
             int64_t p = 0;
-            for (int z = 0; z < sz[0]; z++)
-                for (int y = 0; y < sz[1]; y++)
+            /* the slab's rows of the first spatial dim (z in 3D, y in 2D), at their place in the image */
+            int z0 = ndim_spatial == 3 ? row0 : 0, z1 = ndim_spatial == 3 ? row0 + rows : 1;
+            int y0 = ndim_spatial == 2 ? row0 : 0, y1 = ndim_spatial == 2 ? row0 + rows : sz[1];
+            for (int z = z0; z < z1; z++)
+                for (int y = y0; y < y1; y++)
                     for (int x = 0; x < sz[2]; x++, p++) {
                         double v = 0;
                         for (int w = 0; w < 2; w++) {
@@ -78,8 +98,11 @@ lunar_dataset *lunar_dataset_synthetic(int64_t n, int channels, int ndim_spatial
         int k = (int)(i % num_classes);
         ds->labels[i] = k;
         float *o = px + i * numel;
-        lunar_rng_normal(o, (size_t)numel, seed, nstream, (uint64_t)i * (uint64_t)numel, 0.0f,
-                         SYN_NOISE_STD);
+        /* the noise of the whole image's pixels in the slab: per channel, one run of the stream */
+        for (int c = 0; c < channels; c++)
+            lunar_rng_normal(o + c * plane, (size_t)plane, seed, nstream,
+                             (uint64_t)i * (uint64_t)full_numel + (uint64_t)(c * full_plane + row0 * rest), 0.0f,
+                             SYN_NOISE_STD);
         const float *pt = pattern + (int64_t)k * numel;
         for (int64_t j = 0; j < numel; j++) o[j] += pt[j];
     }

@@ -482,6 +482,49 @@ lunar_status lunar_op_attention_forward(lunar_tensor *out, lunar_tensor *lse, co
     DONE();
 }
 
+/* The geometry of one attention block: qkv [B, Nq, 3C], kv [B, Nk, 2C], CPU, f32. */
+static int attn_block_geom(const char *op, const lunar_tensor *qkv, const lunar_tensor *kv, int H, int *B, int *Nq,
+                           int *Nk, int *D) {
+    T(op, "qkv", qkv); T(op, "kv", kv);
+    char s1[128], s2[128];
+    CHECK(attn_geom(op, qkv, H, B, Nq, D));
+    if (lunar_tensor_device(qkv) != LUNAR_CPU || lunar_tensor_device(kv) != LUNAR_CPU)
+        return lunar_error(LUNAR_ERR_DEVICE, "%s: runs on the CPU only (no CUDA kernel yet)", op);
+    if (kv->ndim != 3 || kv->shape[0] != *B || kv->shape[2] != 2 * (int64_t)H * *D)
+        return lunar_error(LUNAR_ERR_SHAPE, "%s: kv %s must be [B, Nk, 2*C] for qkv %s", op,
+                           lunar_shape_str(kv, s1, sizeof s1), lunar_shape_str(qkv, s2, sizeof s2));
+    *Nk = (int)kv->shape[1];
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_attention_block_forward(lunar_tensor *out, lunar_tensor *lse, const lunar_tensor *qkv,
+                                              const lunar_tensor *kv, int H, int accumulate) {
+    const char *op = "attention_block";
+    int B, Nq, Nk, D;
+    CHECK(attn_block_geom(op, qkv, kv, H, &B, &Nq, &Nk, &D));
+    T(op, "out", out); T(op, "lse", lse);
+    CHECK(check_numel(op, "out", out, (int64_t)B * Nq * H * D, "[B, Nq, C]"));
+    CHECK(check_numel(op, "lse", lse, (int64_t)B * H * Nq, "[B, H, Nq]"));
+    lunar_cpu_attention_block_forward(F(out), F(lse), F(qkv), F(kv), B, Nq, Nk, H, D, accumulate != 0);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_op_attention_block_backward(lunar_tensor *dqkv, lunar_tensor *dkv, const lunar_tensor *dout,
+                                               const lunar_tensor *qkv, const lunar_tensor *kv,
+                                               const lunar_tensor *out, const lunar_tensor *lse, int H) {
+    const char *op = "attention_block_backward";
+    int B, Nq, Nk, D;
+    CHECK(attn_block_geom(op, qkv, kv, H, &B, &Nq, &Nk, &D));
+    T(op, "dqkv", dqkv); T(op, "dkv", dkv); T(op, "dout", dout); T(op, "out", out); T(op, "lse", lse);
+    CHECK(check_numel(op, "dqkv", dqkv, lunar_tensor_numel(qkv), "the size of qkv"));
+    CHECK(check_numel(op, "dkv", dkv, lunar_tensor_numel(kv), "the size of kv"));
+    CHECK(check_numel(op, "dout", dout, (int64_t)B * Nq * H * D, "[B, Nq, C]"));
+    CHECK(check_numel(op, "out", out, (int64_t)B * Nq * H * D, "[B, Nq, C]"));
+    CHECK(check_numel(op, "lse", lse, (int64_t)B * H * Nq, "[B, H, Nq]"));
+    lunar_cpu_attention_block_backward(F(dqkv), F(dkv), F(dout), F(qkv), F(kv), F(out), F(lse), B, Nq, Nk, H, D);
+    return LUNAR_OK;
+}
+
 lunar_status lunar_op_attention_backward(lunar_tensor *dqkv, const lunar_tensor *dout, const lunar_tensor *qkv,
                                          const lunar_tensor *out, const lunar_tensor *lse, int H) {
     const char *op = "attention_backward";

@@ -76,6 +76,16 @@ end
 --   head), tokens=, mlp_hidden=, flops_per_image= (training, forward + backward)}
 function cli.model_size(cfg)
   local models = require('lunar.models')
+  local build = models.builder(cfg)
+  if build then      -- MODEL = 'hybrid_vit' or a function: its modules, counted (nothing allocated)
+    local model = build(cfg, require('lunar.nn'))
+    local params, head = model:num_parameters(), model.head and model.head:num_parameters() or 0
+    local tokens = model.num_tokens or 0
+    return {params = params, head = head, backbone = params - head, tokens = tokens,
+      mlp_hidden = math.floor(cfg.HIDDEN_SIZE * cfg.MLP_RATIO + 0.5), name = type(cfg.MODEL) == 'string' and
+      cfg.MODEL or 'MODEL',
+      flops_per_image = 6 * params * tokens + 12 * cfg.DEPTH * tokens * tokens * cfg.HIDDEN_SIZE}
+  end
   local model = models.vit(cfg)
   local params = model:num_parameters()
   local head = 0
@@ -111,8 +121,8 @@ function cli.config_show(file, overrides, world_size)
   local ovs = overrides and #overrides > 0 and (' ' .. table.concat(overrides, ' ')) or ''
   add('-- %s%s, resolved (lunar config show)', file, ovs)
   add('return %s', config.dump(cfg, { comments = true }))
-  add('-- model: ViT %s%s, patch %d, width %d, depth %d, %d heads, MLP %d, %d classes, %d tokens',
-    cfg.IMG_SIZE, cfg.IMG_DIMS == 3 and ' (3D)' or 'px', cfg.PATCH_SIZE, cfg.HIDDEN_SIZE, cfg.DEPTH,
+  add('-- model: %s %s%s, patch %d, width %d, depth %d, %d heads, MLP %d, %d classes, %d tokens',
+    size.name or 'ViT', cfg.IMG_SIZE, cfg.IMG_DIMS == 3 and ' (3D)' or 'px', cfg.PATCH_SIZE, cfg.HIDDEN_SIZE, cfg.DEPTH,
     cfg.NUM_HEADS, size.mlp_hidden, cfg.NUM_CLASSES, size.tokens)
   add('-- parameters: %s (%s); without the classification head: %s (%s)', cli.thousands(size.params),
     millions(size.params), cli.thousands(size.backbone), millions(size.backbone))
@@ -128,13 +138,17 @@ function cli.config_show(file, overrides, world_size)
   add('%s', state)
   add('-- training FLOPs per image: %.3g (6 * params * tokens + 12 * depth * tokens^2 * width)',
     size.flops_per_image)
+  local dom = type(p.domain) == 'table' and p.domain.size or p.domain or 1
+  local split_all = split * dom
   local data
   if p.data > 0 then data = tostring(p.data)
-  elseif split > 1 then data = string.format('world size / %d', split)
+  elseif split_all > 1 then data = string.format('world size / %d', split_all)
   else data = 'world size' end
-  add('-- ranks = data x pipeline x tensor = (%s) x %d x %d; global batch = BATCH_SIZE x data x ' ..
-    'gradient_accumulation = %d x data x %d', data, p.pipeline, tp, cfg.BATCH_SIZE, cfg.gradient_accumulation)
-  if cfg.MODEL == nil then
+  local axes, sizes = 'data x pipeline x tensor', string.format('(%s) x %d x %d', data, p.pipeline, tp)
+  if dom > 1 then axes, sizes = axes .. ' x domain', sizes .. ' x ' .. dom end
+  add('-- ranks = %s = %s; global batch = BATCH_SIZE x data x gradient_accumulation = %d x data x %d', axes, sizes,
+    cfg.BATCH_SIZE, cfg.gradient_accumulation)
+  if cfg.MODEL == nil or cfg.MODEL == 'vit' then
     local memory = require('lunar.memory')
     local world = world_size or (p.data > 0 and p.data * split) or split
     local est = memory.estimate(cfg, {world = world})

@@ -73,8 +73,12 @@ function data.fashion_mnist(dir, split)
 end
 
 --- Train and test datasets named by cfg.DATASET; checks they match the model's
--- IMG_DIMS (2 or 3; nil is 2), IMG_SIZE, IN_CHANS and NUM_CLASSES.
-function data.datasets(cfg)
+-- IMG_DIMS (2 or 3; nil is 2), IMG_SIZE, IN_CHANS and NUM_CLASSES. With a
+-- domain context (lunar.parallel.domain), synthetic datasets are generated as
+-- this rank's slab only (the same pixels as those rows of the whole images);
+-- the third result says whether the datasets hold slabs (else the caller
+-- cuts each batch: parallel.domain_loader).
+function data.datasets(cfg, domain)
   -- IMG_DIMS: the spatial dimensions the model expects (a plain table may leave it out: 2)
   local dims = cfg.IMG_DIMS
   if dims == nil then dims = 2 end
@@ -98,9 +102,10 @@ function data.datasets(cfg)
   elseif cfg.DATASET == 'synthetic' then
     local size = {}
     for i = 1, dims do size[i] = cfg.IMG_SIZE end
-    train = C.synthetic(cfg.NUM_SAMPLES, cfg.IN_CHANS, dims, size, cfg.NUM_CLASSES, cfg.SEED)
+    local slab = domain and {domain.pixel_row0, domain.pixel_rows} or nil
+    train = C.synthetic(cfg.NUM_SAMPLES, cfg.IN_CHANS, dims, size, cfg.NUM_CLASSES, cfg.SEED, slab)
     test = C.synthetic(math.max(cfg.NUM_SAMPLES // 4, cfg.NUM_CLASSES), cfg.IN_CHANS, dims, size,
-      cfg.NUM_CLASSES, cfg.SEED + 1)
+      cfg.NUM_CLASSES, cfg.SEED + 1, slab)
   else
     lunar.error('data: unknown DATASET ' .. tostring(cfg.DATASET))
   end
@@ -110,6 +115,8 @@ function data.datasets(cfg)
       train:ndim()))
   end
   local shape = train:shape()
+  local slabbed = domain ~= nil and cfg.DATASET == 'synthetic'
+  if slabbed then shape[2] = cfg.IMG_SIZE end      -- a slab of rows of images generated at IMG_SIZE
   if shape[1] ~= cfg.IN_CHANS or shape[2] ~= cfg.IMG_SIZE then
     lunar.error(string.format('data: %s images are %d x %d with %d channels, but the config says IMG_SIZE=%d, IN_CHANS=%d',
       cfg.DATASET, shape[2], shape[3] or shape[2], shape[1], cfg.IMG_SIZE, cfg.IN_CHANS))
@@ -118,7 +125,7 @@ function data.datasets(cfg)
     lunar.error(string.format('data: %s has %d classes but NUM_CLASSES=%d', cfg.DATASET, train:num_classes(),
       cfg.NUM_CLASSES))
   end
-  return train, test
+  return train, test, slabbed
 end
 
 --- A loader over ds configured from cfg: BATCH_SIZE, SEED, PREFETCH, device

@@ -251,7 +251,7 @@ end
 function Engine:_schedule_loss(loss)
   local g = self.grid
   if not g or g.world_size == 1 then return loss end
-  local mine = (g.stage.is_last and g.tp_rank == 0) and loss or 0.0
+  local mine = (g.stage.is_last and g.tp_rank == 0 and (g.domain_rank or 0) == 0) and loss or 0.0
   return g.world:all_reduce_number(mine + 0.0, 'sum') / g.dp_size
 end
 
@@ -320,7 +320,7 @@ function Engine:evaluate(loader, epoch)
   end
   self.model:train(was_training)
   if g and g.world_size > 1 then
-    local counts = g.stage.is_last and g.tp_rank == 0
+    local counts = g.stage.is_last and g.tp_rank == 0 and (g.domain_rank or 0) == 0   -- domain ranks: same logits
     correct = g.world:all_reduce_number(counts and correct or 0, 'sum')
     total = g.world:all_reduce_number(counts and total or 0, 'sum')
   end

@@ -390,7 +390,7 @@ end
 function memory.check_budget(cfg, opts)
   local budget = cfg.MEMORY_BUDGET
   if budget == nil or budget == 0 or budget == '' then return nil end
-  if cfg.MODEL ~= nil then return nil end
+  if cfg.MODEL ~= nil and cfg.MODEL ~= 'vit' then return nil end
   budget = assert(memory.parse_bytes(budget))
   local est = memory.estimate(cfg, opts)
   if est.max <= budget then return est end

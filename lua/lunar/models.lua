@@ -6,6 +6,9 @@
 --                                 (and activation_checkpointing / CHECKPOINT)
 --   n = models.vit(cfg):num_parameters()      the whole model's parameter count (allocates nothing)
 --   f = models.vit_train_flops_per_image(cfg, n)   training FLOPs of one image
+--   model = models.hybrid_vit(cfg, nn)   PhysicsNeMo's HybridViT from lunar.nn's leaves
+--                                 (config key MODEL = 'hybrid_vit'); nn: lunar.nn or
+--                                 the layer library setup gives a MODEL function
 local nn = require('lunar.nn')
 
 local models = {}
@@ -18,6 +21,65 @@ function models.vit(cfg)
     drop = cfg.DROPOUT or 0, seed = cfg.SEED or 0,
     activation_checkpointing = models.activation_checkpointing(cfg),
   }
+end
+
+--- The builder of the config's model, function(cfg, nn) -> module, for
+-- setup.config_model: cfg.MODEL itself when it is a function (models as
+-- code), models.hybrid_vit for MODEL = 'hybrid_vit'; nil for the built-in
+-- ViT (MODEL nil or 'vit'), which lunar.parallel.vit builds.
+function models.builder(cfg)
+  local m = cfg.MODEL
+  if m == 'hybrid_vit' then return models.hybrid_vit end
+  if type(m) == 'function' then return m end
+  return nil
+end
+
+--- PhysicsNeMo's HybridViT (examples/.../vit: the domain-parallel ViT
+-- example), composed from lunar.nn's leaves: a convolutional patch embedding
+-- (Conv2d, or Conv3d when IMG_DIMS = 3, kernel = stride = PATCH_SIZE) whose
+-- [B, C, h, w] output is flattened to tokens [B, L, C] and normalized
+-- (LayerNorm, eps 1e-5), a learned position embedding of the L patches (no
+-- class token), DEPTH pre-LN blocks (nn.Block: norm1, attn.qkv, attn.proj,
+-- norm2, mlp.fc1, GELU, mlp.fc2; eps 1e-5 as PyTorch's LayerNorm), global
+-- average pooling over the tokens (MeanPool) and a linear head. Keys:
+-- IMG_SIZE, IMG_DIMS, PATCH_SIZE, IN_CHANS, HIDDEN_SIZE, DEPTH, NUM_HEADS,
+-- MLP_RATIO, NUM_CLASSES, DROPOUT. Parameter names: patch_embed.conv.*,
+-- patch_embed.norm.*, pos_embed, blocks.i.* (the reference's 'stages'),
+-- head.*. With the reference's sizes (patch 8, width 768, 16 blocks, 1000
+-- classes, 3 channels) the count is 114,324,712 + 768 * L: 126,907,624 at
+-- 1024 x 1024 (L = 128^2; tests/lua/test_hybrid_vit.lua).
+-- The same code runs sharded over a domain group (parallel.domain): `nn` is
+-- then the library setup.config_model gives, whose PositionEmbedding,
+-- Attention/Block and MeanPool are the domain-parallel forms.
+-- @param cfg a resolved config
+-- @param lib optional module library (default lunar.nn)
+-- @return an nn.Sequential, not materialized
+function models.hybrid_vit(cfg, lib)
+  lib = lib or nn
+  local C, P, dims = cfg.HIDDEN_SIZE, cfg.PATCH_SIZE, cfg.IMG_DIMS or 2
+  local g = cfg.IMG_SIZE // P
+  local L = 1
+  for _ = 1, dims do L = L * g end
+  local blocks = {}
+  for i = 1, cfg.DEPTH do
+    blocks[i] = lib.Block{dim = C, num_heads = cfg.NUM_HEADS, mlp_ratio = cfg.MLP_RATIO, eps = 1e-5,
+      drop = cfg.DROPOUT or 0, seed = cfg.SEED or 0}
+  end
+  local conv = dims == 3 and lib.Conv3d(cfg.IN_CHANS, C, P) or lib.Conv2d(cfg.IN_CHANS, C, P)
+  local m = lib.Sequential{
+    {'patch_embed', lib.Sequential{
+      {'conv', conv},
+      {'flatten', lib.Reshape({C, -1})},        -- [B, C, h, w(, d)] -> [B, C, L]
+      {'to_tokens', lib.Transpose(2, 3)},       -- -> [B, L, C]
+      {'norm', lib.LayerNorm(C, 1e-5)},
+    }},
+    {'', lib.PositionEmbedding(L, C)},
+    {'blocks', lib.Sequential(blocks)},
+    {'pool', lib.MeanPool()},
+    {'head', lib.Linear(C, cfg.NUM_CLASSES)},
+  }
+  m.num_tokens = L
+  return m
 end
 
 --- The activation checkpointing a config asks for, as nn.ViT's opts take it:

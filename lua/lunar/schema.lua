@@ -31,11 +31,17 @@ local function E(t) return t end
 --- Top-level entries, in documentation order (`schema.keys()` sorts them).
 local TOP = {
   -- model (ViT)
-  { 'MODEL', E{ type = 'function', default = nil,
-      doc = 'models as code: function(cfg, nn) returning the model, a lunar.nn module (e.g. nn.Sequential{...}, ' ..
-        'see configs/examples/); nil = the built-in ViT of the keys below. Data, tensor (its Attention, MLP and ' ..
-        "Block split, other layers replicated) and pipeline parallel (stages split its child 'blocks'); not " ..
-        'sequence parallel yet' } },
+  { 'MODEL', E{ type = 'string|function', default = nil,
+      check = function(v)
+        if type(v) == 'string' and v ~= 'vit' and v ~= 'hybrid_vit' then
+          return "must be 'vit', 'hybrid_vit' or a function(cfg, nn)"
+        end
+      end,
+      doc = "the model: 'vit' (nil: the built-in ViT of the keys below), 'hybrid_vit' (PhysicsNeMo's HybridViT: " ..
+        'conv patch embedding + LayerNorm, no class token, mean pool; lunar.models.hybrid_vit) or models as code: ' ..
+        'function(cfg, nn) returning a lunar.nn module (e.g. nn.Sequential{...}, see configs/examples/). Data, ' ..
+        "tensor (its Attention, MLP and Block split, other layers replicated), pipeline parallel (stages split its " ..
+        "child 'blocks') and domain parallel; not sequence parallel yet" } },
   { 'IMG_SIZE', E{ type = 'integer', default = 28, min = 1,
       doc = 'input image side in pixels (square, or cubic when IMG_DIMS = 3)' } },
   { 'IN_CHANS', E{ type = 'integer', default = 1, min = 1,
@@ -227,7 +233,7 @@ local TOP = {
 
   -- parallelism (Colossal-AI's parallel dict)
   { 'parallel', E{ type = 'table',
-      doc = 'the parallel layout: world size = data * pipeline * tensor',
+      doc = 'the parallel layout: world size = data * pipeline * tensor * domain',
       fields = {
         { 'data', E{ type = 'integer', default = 0, min = 0,
             doc = 'data-parallel size (0 = derived: world size / (pipeline * tensor))' } },
@@ -246,6 +252,25 @@ local TOP = {
             } } },
         { 'sequence_parallel', E{ type = 'boolean', default = false,
             doc = 'shard LayerNorm/dropout activations along the sequence (needs tensor mode 1d)' } },
+        { 'domain', E{ type = 'integer|table', default = nil,
+            check = function(v)
+              if type(v) == 'number' then
+                if v < 1 then return 'must be >= 1' end
+                return nil
+              end
+              for k in pairs(v) do
+                if k ~= 'size' and k ~= 'attention' then return "has an unknown field '" .. tostring(k) ..
+                  "' (fields: size, attention)" end
+              end
+              if math.type(v.size) ~= 'integer' or v.size < 1 then return '.size must be an integer >= 1' end
+              if v.attention ~= nil and v.attention ~= 'ring' and v.attention ~= 'allgather' then
+                return ".attention must be 'ring' or 'allgather'"
+              end
+            end,
+            doc = "domain parallelism (PhysicsNeMo's domain_size): each image sharded over N ranks by rows " ..
+              "(3D: planes) of patches (nil = 1: none); N or {size = N, attention = 'ring' | 'allgather'} (default ring); " ..
+              "data = world / (domain x pipeline x tensor); MODEL = 'hybrid_vit' or a MODEL function, data " ..
+              'parallel only (lunar.parallel.domain)' } },
         { 'pipeline_schedule', E{ type = 'string', default = '1f1b', enum = { 'gpipe', '1f1b' },
             doc = 'pipeline schedule' } },
         { 'pipeline_split', E{ type = 'table', items = 'integer', default = nil, min = 0,
@@ -286,13 +311,13 @@ schema.checks = {
         return { 'activation_checkpointing.blocks', string.format('has %d entries; it needs one boolean per block ' ..
           '(DEPTH %d)', #ac.blocks, c.DEPTH) }
       end
-      if c.MODEL ~= nil then
+      if c.MODEL ~= nil and c.MODEL ~= 'vit' then
         return { 'activation_checkpointing.blocks', "applies to the built-in ViT's blocks, not yet to a MODEL" }
       end
       return nil                                                          -- method and num_layers ignored
     end
     if ac.granularity ~= 'full' and not c.CHECKPOINT then return nil end   -- num_layers counts 'full' blocks
-    if c.MODEL ~= nil then return nil end   -- a MODEL's 'blocks': setup.config_model checks num_layers on them
+    if c.MODEL ~= nil and c.MODEL ~= 'vit' then return nil end   -- a MODEL's 'blocks': setup.config_model checks num_layers on them
     local par = type(c.parallel) == 'table' and c.parallel or {}
     local pp, split = par.pipeline or 1, par.pipeline_split
     if split and #split ~= pp then return nil end      -- the grid's check names that

@@ -40,7 +40,8 @@
 --   engine, train_loader, test_loader (nil with opts.loaders = false),
 --   num_params (the whole model's, not this rank's), flops_per_image (training
 --   FLOPs of one image, models.vit_train_flops_per_image; for a MODEL,
---   counted by lunar.nn.flops), global_batch
+--   counted by lunar.nn.flops; under domain parallelism 6 * params * tokens
+--   + 12 * depth * tokens^2 * width), global_batch
 --   (BATCH_SIZE * data-parallel size), batches_per_epoch, max_steps (the
 --   optimizer steps the run trains: NUM_EPOCHS' worth, cut to MAX_STEPS when
 --   set; with loaders).
@@ -104,9 +105,17 @@ end
 -- @return the model (this rank's stage), not materialized, and the whole
 --   model's parameter count
 function setup.config_model(cfg, g)
-  local info = debug.getinfo(cfg.MODEL, 'S')
-  local where = string.format('%s:%d', (info.source or '?'):gsub('^@', ''), info.linedefined or 0)
+  local model_fn = models.builder(cfg)
+  local where
+  if type(cfg.MODEL) == 'string' then
+    where = string.format("MODEL = '%s' (lunar.models)", cfg.MODEL)
+  else
+    local info = debug.getinfo(model_fn, 'S')
+    where = string.format('%s:%d', (info.source or '?'):gsub('^@', ''), info.linedefined or 0)
+  end
   local lib, tp = nn, g and parallel.tp_context(g)
+  local dom = parallel.domain_context(cfg, g)
+  if dom then lib = dom:layers(nn, where) end    -- each image sharded over the domain group
   if tp then
     if g.sequence_parallel then
       error(string.format("%s: config key 'MODEL' (a model defined in the config) with parallel.sequence_parallel: " ..
@@ -127,7 +136,7 @@ function setup.config_model(cfg, g)
     function lib.Block(o) return nn.Block(with_tp(o)) end
   end
   local function build()
-    local m = cfg.MODEL(cfg, lib)
+    local m = model_fn(cfg, lib)
     if not nn.is_module(m) then
       local what = type(m) == 'table' and (m.__name and ('a ' .. tostring(m.__name) .. ' class, not an instance')
         or 'a table that is not a module') or type(m)
@@ -189,6 +198,7 @@ function setup.config_model(cfg, g)
     blocks:set_activation_checkpointing(ac, where .. ": config key 'MODEL'")
   end
   m.num_tokens = tokens
+  m.domain = dom
   return m, full_count
 end
 
@@ -213,17 +223,23 @@ function setup.from_config(cfg, overrides, opts)
   local dp_rank, dp_size = g and g.dp_rank or 0, g and g.dp_size or 1
 
   if opts.loaders ~= false then
-    local train_ds, test_ds = data.datasets(cfg)
+    local dom = parallel.domain_context(cfg, g)
+    local train_ds, test_ds, slabbed = data.datasets(cfg, dom)   -- synthetic data: this domain rank's slab only
     run.train_loader = data.loader(train_ds, cfg, {train = true, rank = dp_rank, num_shards = dp_size})
     run.test_loader = data.loader(test_ds, cfg, {train = false, batch_size = 500, rank = dp_rank,
       num_shards = dp_size})
+    if dom and not slabbed then     -- whole images read from files: cut to this domain rank's slab
+      run.train_loader = parallel.domain_loader(run.train_loader, dom)
+      run.test_loader = parallel.domain_loader(run.test_loader, dom)
+    end
     run.batches_per_epoch = run.train_loader:num_batches()
     run.max_steps = setup.max_steps(cfg, run.batches_per_epoch)
     run.lr_scheduler = setup.lr_schedule(cfg, run.batches_per_epoch)
   end
 
-  if cfg.MODEL ~= nil then
-    -- models as code: the config's MODEL function builds it (data parallel only)
+  local model_fn = models.builder(cfg)
+  if model_fn then
+    -- models as code: the config's MODEL function (or MODEL = 'hybrid_vit') builds it
     local m, full_count = parallel.same_on_every_rank(setup.config_model, cfg, g)
     run.model = nn.materialize(m, opts.seed or cfg.SEED, {init = cfg.INIT, precision = cfg.precision})
     run.num_params = full_count      -- the whole model's (a pipeline stage holds a part)
@@ -231,8 +247,12 @@ function setup.from_config(cfg, overrides, opts)
     -- rank holds it whole, else of this rank's part, summed over the pipeline x tensor group
     local img = {cfg.IN_CHANS}
     for _ = 1, cfg.IMG_DIMS or 2 do img[#img + 1] = cfg.IMG_SIZE end
-    if not g or (g.pp_size == 1 and g.tp_size == 1) then
+    if not g or (g.pp_size == 1 and g.tp_size == 1 and (g.domain_size or 1) == 1) then
       run.flops_per_image = nn.flops.train_flops_per_image(run.model, img)
+    elseif (g.domain_size or 1) > 1 then
+      -- domain parallel: no rank runs a whole image; PERF_ANCHORS' convention over the image's tokens
+      local L = run.model.num_tokens
+      run.flops_per_image = 6 * full_count * L + 12 * cfg.DEPTH * L * L * cfg.HIDDEN_SIZE
     else
       run.flops_per_image = nn.flops.train_flops_per_image_parallel(run.model, img, g)
     end

@@ -113,7 +113,7 @@ check "--update-readme rewrites only the section" \
 
 # --- the image-size benchmark ------------------------------------------------------------
 TINY="PATCH_SIZE=8 HIDDEN_SIZE=16 DEPTH=1 NUM_HEADS=2 NUM_CLASSES=4 BATCH_SIZE=2 SWEEP_START=16 SWEEP_STOP=32 BENCH_WARMUP=1 BENCH_STEPS=2"
-HEADER="img_size,img_dims,tokens,batch_size,data_parallel,params,step_time_s,images_per_s,flop_per_s,peak_bytes,peak_rss_bytes"
+HEADER="img_size,img_dims,tokens,batch_size,data_parallel,params,step_time_s,images_per_s,flop_per_s,peak_bytes,peak_rss_bytes,domain,tokens_per_rank,activation_bytes,status"
 csv_ok() {  # file dims tokens... : header, one row per size with those tokens, positive figures
   local f=$1 dims=$2; shift 2
   [ "$(head -1 "$f")" = "$HEADER" ] || return 1

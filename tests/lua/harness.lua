@@ -115,6 +115,15 @@ local function is_near(a, b, rtol, atol)
   return math.abs(a - b) <= atol + rtol * math.abs(b)
 end
 
+--- The largest |a - b| over the elements of two tensors of the same size (any
+-- strides; read on the host).
+function T.max_abs_diff(a, b)
+  local va, vb = a:contiguous():view(-1):totable(), b:contiguous():view(-1):totable()
+  local m = 0
+  for i = 1, #vb do m = math.max(m, math.abs(va[i] - vb[i])) end
+  return m
+end
+
 --- Asserts |a - b| <= atol + rtol * |b| (numpy.allclose's rule; NaN fails).
 -- a and b may be numbers or tables of numbers (compared element by element,
 -- recursively, with the same keys).

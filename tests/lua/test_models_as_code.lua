@@ -399,7 +399,7 @@ T.test('MODEL errors: not a function, not a module, duplicate names, sequence pa
   local path = os.tmpname()
   local function write(text) local f = assert(io.open(path, 'w')); f:write(text); f:close() end
   write('MODEL = 3\n')
-  T.raises(function() config.load(path) end, "config key 'MODEL' must be a function, got number 3")
+  T.raises(function() config.load(path) end, "config key 'MODEL' must be a string or a function, got number 3")
   write('DATASET = "synthetic"\n\nMODEL = function(cfg, nn)\n  return 42\nend\n')
   local cfg = config.load(path)
   T.raises(function() setup.config_model(cfg) end,

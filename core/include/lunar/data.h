@@ -117,6 +117,14 @@ lunar_dataset *lunar_cifar10_parse(const uint8_t *buf, size_t len, const char *n
 lunar_dataset *lunar_dataset_synthetic(int64_t n, int channels, int ndim_spatial, const int *size,
                                        int num_classes, uint64_t seed);
 
+/* The slab of rows row0 .. row0 + rows - 1 of the first spatial dim (2D: H, 3D: D) of
+ * lunar_dataset_synthetic's images with the same arguments: samples [channels, rows,
+ * size[1](, size[2])] whose pixels equal those rows of the whole images, computed for
+ * the slab only (domain parallelism: no rank holds a whole image). NULL
+ * (LUNAR_ERR_ARG) as lunar_dataset_synthetic, or when the rows are not within size[0]. */
+lunar_dataset *lunar_dataset_synthetic_slab(int64_t n, int channels, int ndim_spatial, const int *size,
+                                            int num_classes, uint64_t seed, int row0, int rows);
+
 /* How an image-folder dataset turns a file into a sample (timm's and
  * torchvision's ViT recipes). */
 typedef struct {

@@ -216,6 +216,17 @@ enum { LUNAR_REDUCE_SUM = 0, LUNAR_REDUCE_SUMSQ, LUNAR_REDUCE_MIN, LUNAR_REDUCE_
 LUNAR_KERNEL_DECLS(LUNAR_REF_F64, double)
 LUNAR_KERNEL_DECLS(LUNAR_REF_F32, float)
 LUNAR_KERNEL_DECLS(LUNAR_CPU_KERNEL, float)
+/* One block of blockwise (ring) attention (not in the backend table: CPU only, f32;
+ * core/ops/cpu/attention.c: the per-pair kernels of attention_forward/backward;
+ * lunar_op_attention_block_* in ops.h). q from the fused
+ * qkv [B, Nq, 3, H, D], the key/value block kv [B, Nk, 2, H, D], out [B, Nq, H, D],
+ * lse [B, H, Nq]. Forward: the block's softmax attention (accumulate 0), or merged into the
+ * running out and lse through the log-sum-exp (accumulate 1). Backward, from the final
+ * out and lse: dqkv's q part and dkv accumulated (+=). */
+void lunar_cpu_attention_block_forward(float *out, float *lse, const float *qkv, const float *kv, int B, int Nq,
+                                       int Nk, int H, int D, int accumulate);
+void lunar_cpu_attention_block_backward(float *dqkv, float *dkv, const float *dout, const float *qkv, const float *kv,
+                                        const float *out, const float *lse, int B, int Nq, int Nk, int H, int D);
 /* Bicubic resize of channels-last images (not in the backend table: CPU only, no CUDA
  * kernel; lunar_op_resize_bicubic in ops.h). inp [n, h, w, c] -> out [n, oh, ow, c],
  * contiguous, out not aliasing inp; equal to PyTorch's

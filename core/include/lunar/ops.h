@@ -128,6 +128,18 @@ lunar_status lunar_op_sdpa_mask(lunar_tensor *bias, const lunar_tensor *attn_mas
 lunar_status lunar_op_attention_forward(lunar_tensor *out, lunar_tensor *lse, const lunar_tensor *qkv, int H);
 lunar_status lunar_op_attention_backward(lunar_tensor *dqkv, const lunar_tensor *dout, const lunar_tensor *qkv,
                                          const lunar_tensor *out, const lunar_tensor *lse, int H);
+/* One block of ring attention (domain parallelism, lua/lunar/parallel/domain.lua; kernels.h
+ * lunar_cpu_attention_block_*): the queries of qkv [B, Nq, 3C] (its q part) against the
+ * key/value block kv [B, Nk, 2C] (k then v, H heads each), out [B, Nq, C] and lse [B, H, Nq].
+ * accumulate 0 writes the block's result, 1 merges it into out and lse through the
+ * log-sum-exp. Backward, from the final out and lse: the q part of dqkv [B, Nq, 3C] and dkv
+ * [B, Nk, 2C] are accumulated (+=). All f32, contiguous, on the CPU (no CUDA kernel: an error
+ * names the device); B, C and H must agree. */
+lunar_status lunar_op_attention_block_forward(lunar_tensor *out, lunar_tensor *lse, const lunar_tensor *qkv,
+                                              const lunar_tensor *kv, int H, int accumulate);
+lunar_status lunar_op_attention_block_backward(lunar_tensor *dqkv, lunar_tensor *dkv, const lunar_tensor *dout,
+                                               const lunar_tensor *qkv, const lunar_tensor *kv,
+                                               const lunar_tensor *out, const lunar_tensor *lse, int H);
 /* x [B, L, C], cls [.., C] (C elements), pos [.., L+1, C] -> out [B, L+1, C]. */
 lunar_status lunar_op_embed_tokens_forward(lunar_tensor *out, const lunar_tensor *x, const lunar_tensor *cls,
                                            const lunar_tensor *pos);

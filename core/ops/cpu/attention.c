@@ -356,18 +356,21 @@ static void round_rows(uint16_t *dst, ptrdiff_t ds, const float *src, int n, int
 
 /* ---- forward ---------------------------------------------------------------------- */
 
-/* One (image, head) pair: Q, K, V rows [N, D] of row stride qs -> O rows of
- * stride os, L[N]; Kt [D, Np], S [Br, Np], inv [Br] scratch. */
-static void pair_forward(float *O, ptrdiff_t os, float *L, const float *Q, const float *K, const float *V,
-                         ptrdiff_t qs, int N, int D, int Np, int Br, float scale, float *Kt, float *S, float *inv,
-                         const prefetcher *pf) {
-    transpose(Kt, Np, K, qs, N, D);
-    for (int i0 = 0; i0 < N; i0 += Br) {
-        int nb = N - i0 < Br ? N - i0 : Br;
-        small_gemm(nb, N, D, Q + i0 * qs, qs, 1, Kt, Np, S, Np, scale, NULL, 0);
-        softmax_rows(S, Np, nb, N, L + i0, inv, pf, i0);
+/* One (image, head) pair: Q rows [Nq, D] of row stride qs against K, V rows
+ * [Nk, D] of row stride ks -> O rows of stride os, L[Nq] (the self-attention
+ * of the fused qkv: Nq = Nk, ks = qs; a block of ring attention: K, V from
+ * another rank's block); Kt [D, Np], S [Br, Np], inv [Br] scratch
+ * (Np = Nk rounded up to 16). */
+static void pair_forward(float *O, ptrdiff_t os, float *L, const float *Q, ptrdiff_t qs, const float *K,
+                         const float *V, ptrdiff_t ks, int Nq, int Nk, int D, int Np, int Br, float scale, float *Kt,
+                         float *S, float *inv, const prefetcher *pf) {
+    transpose(Kt, Np, K, ks, Nk, D);
+    for (int i0 = 0; i0 < Nq; i0 += Br) {
+        int nb = Nq - i0 < Br ? Nq - i0 : Br;
+        small_gemm(nb, Nk, D, Q + i0 * qs, qs, 1, Kt, Np, S, Np, scale, NULL, 0);
+        softmax_rows(S, Np, nb, Nk, L + i0, inv, pf, i0);
         /* O = (exp(S - max) V) / sum: the division folded into the store */
-        small_gemm(nb, D, N, S, Np, 1, V, qs, O + i0 * os, os, 1.0f, inv, 0);
+        small_gemm(nb, D, Nk, S, Np, 1, V, ks, O + i0 * os, os, 1.0f, inv, 0);
     }
 }
 
@@ -407,7 +410,7 @@ static void attention_forward(void *out_, float *lse, const void *qkv_, int bf16
                 widen_rows(Wq, q16, qs, N, D);
                 widen_rows(Wk, q16 + os, qs, N, D);
                 widen_rows(Wv, q16 + 2 * os, qs, N, D);
-                pair_forward(Wo, D, L, Wq, Wk, Wv, D, N, D, Np, Br, scale, Kt, S, inv, NULL);
+                pair_forward(Wo, D, L, Wq, D, Wk, Wv, D, N, N, D, Np, Br, scale, Kt, S, inv, NULL);
                 round_rows((uint16_t *)out_ + ooff, os, Wo, N, D);
                 continue;
             }
@@ -420,8 +423,8 @@ static void attention_forward(void *out_, float *lse, const void *qkv_, int bf16
                     pf.stride[k] = qs;
                 }
             }
-            pair_forward((float *)out_ + ooff, os, L, Q, Q + os, Q + 2 * os, qs, N, D, Np, Br, scale, Kt, S, inv,
-                         pf.p[0] ? &pf : NULL);
+            pair_forward((float *)out_ + ooff, os, L, Q, qs, Q + os, Q + 2 * os, qs, N, N, D, Np, Br, scale, Kt, S,
+                         inv, pf.p[0] ? &pf : NULL);
         }
         free(Kt);
     }
@@ -439,25 +442,27 @@ void lunar_cpu_attention_forward_bf16(uint16_t *out, float *lse, const uint16_t 
 
 /* ---- backward --------------------------------------------------------------------- */
 
-/* One pair: dQ, dK, dV (row stride qs, like Q, K, V) from dO, O (row stride
- * os) and L; Kt, Vt [D, Np], P, dS [Br, Np], Di [Br] scratch. */
-static void pair_backward(float *dQ, float *dK, float *dV, const float *Q, const float *K, const float *V,
-                          ptrdiff_t qs, const float *O, const float *dO, ptrdiff_t os, const float *L, int N, int D,
-                          int Np, int Br, float scale, float *Kt, float *Vt, float *P, float *dS, float *Di,
-                          const prefetcher *pf, const prefetcher *pf2) {
-    transpose(Kt, Np, K, qs, N, D);
-    transpose(Vt, Np, V, qs, N, D);
-    for (int i0 = 0; i0 < N; i0 += Br) {
-        int nb = N - i0 < Br ? N - i0 : Br;
+/* One pair: dQ (row stride qs, like Q [Nq, D]), dK, dV (row stride ks, like
+ * K, V [Nk, D]) from dO, O (row stride os) and L; overwritten (acc = 0) or
+ * accumulated (acc = 1: a block of ring attention). Kt, Vt [D, Np], P, dS
+ * [Br, Np], Di [Br] scratch. */
+static void pair_backward(float *dQ, float *dK, float *dV, const float *Q, ptrdiff_t qs, const float *K,
+                          const float *V, ptrdiff_t ks, const float *O, const float *dO, ptrdiff_t os, const float *L,
+                          int Nq, int Nk, int D, int Np, int Br, float scale, int acc, float *Kt, float *Vt, float *P,
+                          float *dS, float *Di, const prefetcher *pf, const prefetcher *pf2) {
+    transpose(Kt, Np, K, ks, Nk, D);
+    transpose(Vt, Np, V, ks, Nk, D);
+    for (int i0 = 0; i0 < Nq; i0 += Br) {
+        int nb = Nq - i0 < Br ? Nq - i0 : Br;
         /* P = exp(scale Q K^T - lse) and dP = dO V^T for the block's rows */
-        small_gemm(nb, N, D, Q + i0 * qs, qs, 1, Kt, Np, P, Np, scale, NULL, 0);
-        small_gemm(nb, N, D, dO + i0 * os, os, 1, Vt, Np, dS, Np, 1.0f, NULL, 0);
+        small_gemm(nb, Nk, D, Q + i0 * qs, qs, 1, Kt, Np, P, Np, scale, NULL, 0);
+        small_gemm(nb, Nk, D, dO + i0 * os, os, 1, Vt, Np, dS, Np, 1.0f, NULL, 0);
         rowdots(Di, dO + i0 * os, O + i0 * os, os, nb, D, pf2, i0);
-        dsoftmax_rows(P, dS, Np, nb, N, L + i0, Di, scale, pf, i0);
+        dsoftmax_rows(P, dS, Np, nb, Nk, L + i0, Di, scale, pf, i0);
         /* dQ = dS K (dS carries the scale), dK (+)= dS^T Q, dV (+)= P^T dO */
-        small_gemm(nb, D, N, dS, Np, 1, K, qs, dQ + i0 * qs, qs, 1.0f, NULL, 0);
-        small_gemm(N, D, nb, dS, 1, Np, Q + i0 * qs, qs, dK, qs, 1.0f, NULL, i0 > 0);
-        small_gemm(N, D, nb, P, 1, Np, dO + i0 * os, os, dV, qs, 1.0f, NULL, i0 > 0);
+        small_gemm(nb, D, Nk, dS, Np, 1, K, ks, dQ + i0 * qs, qs, 1.0f, NULL, acc);
+        small_gemm(Nk, D, nb, dS, 1, Np, Q + i0 * qs, qs, dK, ks, 1.0f, NULL, acc || i0 > 0);
+        small_gemm(Nk, D, nb, P, 1, Np, dO + i0 * os, os, dV, ks, 1.0f, NULL, acc || i0 > 0);
     }
 }
 
@@ -507,8 +512,8 @@ static void attention_backward(void *dqkv_, const void *dout_, const void *qkv_,
                 widen_rows(Wv, q16 + 2 * os, qs, N, D);
                 widen_rows(Wo, (const uint16_t *)out_ + ooff, os, N, D);
                 widen_rows(Wdo, (const uint16_t *)dout_ + ooff, os, N, D);
-                pair_backward(Wdq, Wdk, Wdv, Wq, Wk, Wv, D, Wo, Wdo, D, L, N, D, Np, Br, scale, Kt, Vt, P, dS, Di,
-                              NULL, NULL);
+                pair_backward(Wdq, Wdk, Wdv, Wq, D, Wk, Wv, D, Wo, Wdo, D, L, N, N, D, Np, Br, scale, 0, Kt, Vt, P,
+                              dS, Di, NULL, NULL);
                 uint16_t *d16 = (uint16_t *)dqkv_ + qoff;
                 round_rows(d16, qs, Wdq, N, D);
                 round_rows(d16 + os, qs, Wdk, N, D);
@@ -532,8 +537,8 @@ static void attention_backward(void *dqkv_, const void *dout_, const void *qkv_,
                 pf2.p[1] = out + no;
                 pf2.stride[0] = pf2.stride[1] = os;
             }
-            pair_backward(dQ, dQ + os, dQ + 2 * os, Q, Q + os, Q + 2 * os, qs, out + ooff, dout + ooff, os, L, N, D,
-                          Np, Br, scale, Kt, Vt, P, dS, Di, pf.p[0] ? &pf : NULL, pf2.p[0] ? &pf2 : NULL);
+            pair_backward(dQ, dQ + os, dQ + 2 * os, Q, qs, Q + os, Q + 2 * os, qs, out + ooff, dout + ooff, os, L, N,
+                          N, D, Np, Br, scale, 0, Kt, Vt, P, dS, Di, pf.p[0] ? &pf : NULL, pf2.p[0] ? &pf2 : NULL);
         }
         free(Kt);
     }
@@ -549,4 +554,92 @@ void lunar_cpu_attention_backward(float *dqkv, const float *dout, const float *q
 void lunar_cpu_attention_backward_bf16(uint16_t *dqkv, const uint16_t *dout, const uint16_t *qkv, const uint16_t *out,
                                        const float *lse, int B, int N, int H, int D) {
     attention_backward(dqkv, dout, qkv, out, lse, 1, B, N, H, D);
+}
+
+/* ---- one block of ring attention (kernels.h lunar_cpu_attention_block_*) ------------ */
+
+/* The queries of qkv [B, Nq, 3, H, D] against the key/value block kv [B, Nk, 2, H, D]
+ * with the per-pair kernels above: out [B, Nq, H, D], lse [B, H, Nq] written
+ * (accumulate 0), or the block's result (per-thread scratch) merged into them through
+ * the log-sum-exp: lse' = log(e^lse + e^lse_b), out' = out e^(lse - lse') + out_b
+ * e^(lse_b - lse') (accumulate 1; Liu et al. 2023, the online softmax). */
+void lunar_cpu_attention_block_forward(float *out, float *lse, const float *qkv, const float *kv, int B, int Nq,
+                                       int Nk, int H, int D, int accumulate) {
+    if (B <= 0 || Nq <= 0 || Nk <= 0 || H <= 0 || D <= 0) return;
+    const int Np = round16(Nk), Br = block_rows(Nq, Np);
+    const ptrdiff_t qs = (ptrdiff_t)3 * H * D, ks = (ptrdiff_t)2 * H * D, os = (ptrdiff_t)H * D;
+    const float scale = (float)(1.0 / sqrt((double)D));
+    const int pairs = B * H;
+    const size_t merge = accumulate ? (size_t)Nq * D + round16(Nq) : 0;
+    LUNAR_OMP(omp parallel if (pairs > 1 && (size_t)pairs * Nq * Nk * D >= 65536))
+    {
+        float *Kt = scratch_alloc((size_t)D * Np + (size_t)Br * Np + round16(Br) + merge);
+        float *S = Kt ? Kt + (size_t)D * Np : NULL;
+        float *inv = Kt ? S + (size_t)Br * Np : NULL;
+        float *Wo = Kt ? inv + round16(Br) : NULL, *Wl = Wo ? Wo + (size_t)Nq * D : NULL;
+        LUNAR_OMP(omp for schedule(static))
+        for (int bh = 0; bh < pairs; bh++) {
+            int b = bh / H, h = bh % H;
+            const float *Q = qkv + (size_t)b * Nq * qs + (size_t)h * D;
+            const float *K = kv + (size_t)b * Nk * ks + (size_t)h * D;
+            float *O = out + (size_t)b * Nq * os + (size_t)h * D, *L = lse + (size_t)bh * Nq;
+            if (!Kt) { /* out of memory: make it visible */
+                for (int i = 0; i < Nq; i++) {
+                    for (int d = 0; d < D; d++) O[i * os + d] = NAN;
+                    L[i] = NAN;
+                }
+                continue;
+            }
+            if (!accumulate) {
+                pair_forward(O, os, L, Q, qs, K, K + os, ks, Nq, Nk, D, Np, Br, scale, Kt, S, inv, NULL);
+                continue;
+            }
+            pair_forward(Wo, D, Wl, Q, qs, K, K + os, ks, Nq, Nk, D, Np, Br, scale, Kt, S, inv, NULL);
+            for (int i = 0; i < Nq; i++) {
+                float old = L[i], lb = Wl[i], mx = old > lb ? old : lb;
+                float nl = mx + logf(expf(old - mx) + expf(lb - mx));
+                float wo = expf(old - nl), wb = expf(lb - nl);
+                float *o = O + i * os;
+                const float *ob = Wo + (size_t)i * D;
+                for (int d = 0; d < D; d++) o[d] = o[d] * wo + ob[d] * wb;
+                L[i] = nl;
+            }
+        }
+        free(Kt);
+    }
+}
+
+/* The block's share of the backward, from the final out and lse over all blocks: the
+ * q part of dqkv [B, Nq, 3, H, D] and dkv [B, Nk, 2, H, D] accumulated (FlashAttention's
+ * backward with the global lse: the probabilities of the block's keys are exact). */
+void lunar_cpu_attention_block_backward(float *dqkv, float *dkv, const float *dout, const float *qkv, const float *kv,
+                                        const float *out, const float *lse, int B, int Nq, int Nk, int H, int D) {
+    if (B <= 0 || Nq <= 0 || Nk <= 0 || H <= 0 || D <= 0) return;
+    const int Np = round16(Nk), Br = block_rows(Nq, Np);
+    const ptrdiff_t qs = (ptrdiff_t)3 * H * D, ks = (ptrdiff_t)2 * H * D, os = (ptrdiff_t)H * D;
+    const float scale = (float)(1.0 / sqrt((double)D));
+    const int pairs = B * H;
+    LUNAR_OMP(omp parallel if (pairs > 1 && (size_t)pairs * Nq * Nk * D >= 65536))
+    {
+        float *Kt = scratch_alloc(2 * (size_t)D * Np + 2 * (size_t)Br * Np + round16(Br));
+        float *Vt = Kt ? Kt + (size_t)D * Np : NULL;
+        float *P = Kt ? Vt + (size_t)D * Np : NULL;
+        float *dS = Kt ? P + (size_t)Br * Np : NULL;
+        float *Di = Kt ? dS + (size_t)Br * Np : NULL;
+        LUNAR_OMP(omp for schedule(static))
+        for (int bh = 0; bh < pairs; bh++) {
+            int b = bh / H, h = bh % H;
+            size_t qoff = (size_t)b * Nq * qs + (size_t)h * D, koff = (size_t)b * Nk * ks + (size_t)h * D;
+            size_t ooff = (size_t)b * Nq * os + (size_t)h * D;
+            if (!Kt) { /* out of memory: make it visible */
+                for (int i = 0; i < Nq; i++)
+                    for (int d = 0; d < D; d++) dqkv[qoff + i * qs + d] = NAN;
+                continue;
+            }
+            pair_backward(dqkv + qoff, dkv + koff, dkv + koff + os, qkv + qoff, qs, kv + koff, kv + koff + os, ks,
+                          out + ooff, dout + ooff, os, lse + (size_t)bh * Nq, Nq, Nk, D, Np, Br, scale, 1, Kt, Vt, P,
+                          dS, Di, NULL, NULL);
+        }
+        free(Kt);
+    }
 }

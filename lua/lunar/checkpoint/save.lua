@@ -28,10 +28,11 @@ local function check_io(ok, msg, what)
   return ok
 end
 
---- Whether this rank writes parameter p's pieces (data-parallel rank 0; a
--- replicated parameter only on tensor rank 0).
+--- Whether this rank writes parameter p's pieces (data-parallel rank 0 and
+-- domain rank 0: their copies are the same; a replicated parameter only on
+-- tensor rank 0).
 local function writes(L, pc)
-  if L.dp_rank ~= 0 then return false end
+  if L.dp_rank ~= 0 or (L.domain_rank or 0) ~= 0 then return false end
   if pc.sharded then return (pc.replica or 0) == 0 end   -- a 2.5D depth replica: layer 0 writes
   return L.tp_rank == 0
 end

@@ -75,20 +75,25 @@ local ARTICLE = {
 -- bounds and check; returns it normalized (an integral float becomes an integer).
 local function check_scalar(v, ty, e, key, where)
   local ok
-  if ty == 'integer' then
-    if math.type(v) == 'float' then v = math.tointeger(v) or v end
-    ok = math.type(v) == 'integer'
-  elseif ty == 'number' then
-    ok = type(v) == 'number' and v == v
-  elseif ty == 'size' then          -- bytes: an integer, or a string like '2GiB' (lunar.memory.parse_bytes)
-    local n = require('lunar.memory').parse_bytes(v)
-    ok = n ~= nil
-    if ok then v = n end
-  else
-    ok = type(v) == ty
+  local function is(alt)
+    if alt == 'integer' then
+      if math.type(v) == 'float' and math.tointeger(v) then v = math.tointeger(v) end
+      return math.type(v) == 'integer'
+    elseif alt == 'number' then
+      return type(v) == 'number' and v == v
+    elseif alt == 'size' then        -- bytes: an integer, or a string like '2GiB' (lunar.memory.parse_bytes)
+      local n = require('lunar.memory').parse_bytes(v)
+      if n ~= nil then v = n end
+      return n ~= nil
+    end
+    return type(v) == alt
+  end
+  for alt in ty:gmatch('[^|]+') do     -- one type, or alternatives: 'string|function'
+    ok = ok or is(alt)
   end
   if not ok then
-    fail(where, string.format("config key '%s' must be %s, got %s", key, ARTICLE[ty], describe(v)))
+    local what = ARTICLE[ty] or ty:gsub('[^|]+', function(a) return ARTICLE[a] or a end):gsub('|', ' or ')
+    fail(where, string.format("config key '%s' must be %s, got %s", key, what, describe(v)))
   end
   if e.enum then
     local found = false

@@ -10,6 +10,11 @@
 -- rows of this rank's H/T heads), the attention kernel runs on the local
 -- heads, proj is a RowParallelLinear (all_reduce, or reduce_scatter along
 -- tokens with sequence parallelism, then the bias once).
+--
+-- Domain parallel (opts.domain, lua/lunar/parallel/domain.lua): x holds this
+-- rank's tokens; qkv and proj are local, and the attention of the local
+-- queries over the keys of every domain rank is domain:attention (ring or
+-- all-gather, exact through the log-sum-exp), f32.
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
@@ -33,6 +38,7 @@ function Attention:__init(dim, num_heads, opts)
   local tp = opts.tp or layers
   self.local_heads = tp:local_heads(num_heads)
   self.local_dim = tp:local_features(dim)
+  self.domain = opts.domain
   -- under precision = 'bf16' qkv is bf16 (the attention's operands)
   self:add('qkv', tp:column_linear(dim, 3 * dim, {groups = 3, bias = opts.qkv_bias ~= false, bf16_output = true}))
   self:add('proj', tp:row_linear(dim, dim))
@@ -57,7 +63,14 @@ function Attention:forward(x)
   local s = x:shape()
   if #s ~= 3 or s[3] ~= self.local_dim then self:shape_error('tokens', s, {'B', 'N', self.local_dim}) end
   local qkv, qkv_ctx = self.qkv:forward(x)
-  local o, lse = ops.attention(qkv, self.local_heads)
+  local o, lse
+  if self.domain then
+    local q, copied
+    o, lse, q, copied = self.domain:attention(qkv, self.local_heads)
+    if copied then qkv:free(); qkv = q end       -- backward reads the f32 copy
+  else
+    o, lse = ops.attention(qkv, self.local_heads)
+  end
   local y, proj_ctx = self.proj:forward(o)
   local yd, drop_ctx = self.proj_drop:forward(y)
   if yd ~= y then y:free() end
@@ -67,8 +80,14 @@ end
 --- The attention kernel's backward from a forward's ctx.qkv, ctx.o, ctx.lse
 -- (released here) and the output gradient do_ (freed here; cast to bf16 when
 -- qkv is bf16, precision = 'bf16'): returns dqkv. Shared with
--- nn.MultiheadAttention.
-function Attention.kernel_backward(ctx, do_, heads)
+-- nn.MultiheadAttention. domain: optional, the lunar.parallel.domain context of a
+-- domain-parallel forward (its attention_backward, collective).
+function Attention.kernel_backward(ctx, do_, heads, domain)
+  if domain then
+    local dqkv = domain:attention_backward(do_, ctx.qkv, ctx.o, ctx.lse, heads)
+    do_:free(); ctx:release('o'); ctx:release('lse'); ctx:release('qkv')
+    return dqkv
+  end
   if ctx.qkv:dtype() == 'bf16' then   -- precision = 'bf16': the attention's operands are all bf16
     local do16 = ops.cast_bf16(do_)
     do_:free()
@@ -83,7 +102,7 @@ function Attention:backward(ctx, dy, need_dx)
   local dyd = self.proj_drop:backward(ctx.drop_ctx, dy)
   local do_ = self.proj:backward(ctx.proj_ctx, dyd)
   if dyd ~= dy then dyd:free() end
-  local dqkv = Attention.kernel_backward(ctx, do_, self.local_heads)
+  local dqkv = Attention.kernel_backward(ctx, do_, self.local_heads, self.domain)
   local dx = self.qkv:backward(ctx.qkv_ctx, dqkv, need_dx)
   dqkv:free()
   ctx:free()

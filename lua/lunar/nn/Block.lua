@@ -14,6 +14,8 @@ local Block = class('Block', Module)
 --   tp: the layer factory of a tensor-parallel mode (lunar.nn.layers; default
 --   no split): attention and MLP split across tensor ranks; with
 --   tp.sequence_parallel the norms and residuals run on this rank's token slice.
+--   domain: a lunar.parallel.domain context, given to the attention (tokens
+--   sharded over the domain group; everything else is local).
 function Block:__init(opts)
   Module.__init(self)
   local dim = opts.dim
@@ -22,7 +24,7 @@ function Block:__init(opts)
   local f = tp or layers
   self:add('norm1', f:layer_norm(dim, opts.eps, sp))
   self:add('attn', Attention(dim, opts.num_heads, {proj_drop = opts.drop, seed = opts.seed, qkv_bias = opts.qkv_bias,
-    tp = tp}))
+    tp = tp, domain = opts.domain}))
   self:add('norm2', f:layer_norm(dim, opts.eps, sp))
   self:add('mlp', MLP(dim, math.floor(dim * (opts.mlp_ratio or 4) + 0.5), {drop = opts.drop, seed = opts.seed, tp = tp}))
 end

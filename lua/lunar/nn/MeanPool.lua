@@ -9,9 +9,18 @@ local Context = require('lunar.nn.Context')
 local f32, real = require('lunar.nn.precision').f32, require('lunar.nn.precision').real
 local ops = lunar.ops
 
+-- Domain parallel (opts.domain, lua/lunar/parallel/domain.lua): x holds this
+-- rank's tokens of the image's N; the mean is the local sum / N all_reduced
+-- over the domain group, and backward is the all_reduce's adjoint over the
+-- domain replicas of the loss, domain size * dy / N per token (the reducer
+-- averages gradients over domain x data; see domain.lua).
 local MeanPool = class('MeanPool', Module)
 
-function MeanPool:__init() Module.__init(self) end
+--- @param opts optional {domain=}
+function MeanPool:__init(opts)
+  Module.__init(self)
+  self.domain = opts and opts.domain
+end
 
 --- x [B, N, C] -> y [B, C]; ctx keeps only the shape.
 function MeanPool:forward(x)
@@ -23,11 +32,13 @@ function MeanPool:forward(x)
   local xt = xv:contiguous()                                  -- [B, C, N]
   xv:free()
   if copied then xf:free() end
-  local w = lunar.full({1, N}, 1 / N, real(x), x:device())
+  local d = self.domain
+  local w = lunar.full({1, N}, 1 / (d and d.total_tokens or N), real(x), x:device())
   local y = ops.linear(xt, w, nil)                            -- [B, C, 1]
   xt:free(); w:free()
   local out = y:view(B, C)
   if out ~= y then y:free() end
+  if d then d:mean_pool_reduce(out) end
   return out, Context(nil, {shape = s})
 end
 
@@ -38,7 +49,8 @@ function MeanPool:backward(ctx, dy, need_dx)
   if need_dx == false then return nil end
   local B, N, C = s[1], s[2], s[3]
   local dx = lunar.empty({B, N, C}, real(dy), dy:device())
-  local scaled = ops.scale_(dy:clone(), 1 / N)
+  local d = self.domain
+  local scaled = ops.scale_(dy:clone(), d and d.size / d.total_tokens or 1 / N)
   for n = 1, N do dx:select(2, n):copy_(scaled) end
   scaled:free()
   return dx

@@ -6,6 +6,11 @@
 --   local g = grid.new(cfg [, comm])               raises error(msg, 0) on a bad layout
 --   g.dp_size, g.tp_size, g.pp_size                data / tensor / pipeline parallel size
 --   g.dp_rank, g.tp_rank, g.pp_rank                this rank's coordinates (0-based)
+--   g.domain_size, g.domain_rank, g.domain_attention   domain parallelism (parallel.domain:
+--                                                  each image sharded over domain ranks;
+--                                                  lunar.parallel.domain); size 1: none
+--   g.domain_group, g.grad_group                   with domain > 1: the domain group and
+--                                                  domain x data, over which gradients average
 --   g.dp_group, g.tp_group, g.pp_group, g.mp_group sub-communicators (lunar.comm);
 --                                                  mp = tensor x pipeline (same dp rank)
 --   g.stage = {index, first_block, last_block, is_first, is_last}   (blocks 0-based)
@@ -18,8 +23,12 @@
 --
 --     rank = pp * (dp_size * tp_size) + dp * tp_size + tp
 --
--- The data-parallel size is world / (pipeline * tensor) unless parallel.data
--- names it (then the product must equal the world size). validate() needs no
+-- With domain parallelism (parallel.domain = D, data x domain only for now)
+-- the domain rank sits between data and tensor, so an image's ranks are
+-- neighbours: rank = pp * (dp * D * tp) + dp * (D * tp) + domain * tp + tp.
+--
+-- The data-parallel size is world / (pipeline * tensor * domain) unless
+-- parallel.data names it (then the product must equal the world size). validate() needs no
 -- communication and gives the same answer on every rank, so a bad layout is
 -- found before the first collective (lunar.parallel.initialize prints it once).
 local tensor_2d = require('lunar.parallel.tensor_2d')
@@ -50,10 +59,19 @@ local function fmt_list(t)
   return '{' .. table.concat(parts, ', ') .. '}'
 end
 
+--- The domain size and attention a config asks for: parallel.domain = N or
+-- {size = N, attention = 'ring' | 'allgather'} (default 1, 'ring').
+local function requested_domain(par)
+  local d = par.domain
+  if type(d) == 'table' then return d.size or 1, d.attention or 'ring' end
+  return d or 1, 'ring'
+end
+
 --- The sizes a config asks for, without checking them: pipeline, tensor
--- size, tensor mode, data (0 = derived), sequence_parallel, schedule, split.
+-- size, tensor mode, data (0 = derived), sequence_parallel, schedule, split, domain.
 local function requested(cfg)
   local par = cfg.parallel or {}
+  local dom, dom_attn = requested_domain(par)
   local tensor = par.tensor
   local mode, tsize, tdepth = 'none', 1, nil
   if type(tensor) == 'table' then
@@ -65,7 +83,7 @@ local function requested(cfg)
   return {
     pp = par.pipeline or 1, tp = tsize, mode = mode, depth = tdepth, dp = par.data or 0,
     sp = par.sequence_parallel and true or false,
-    schedule = par.pipeline_schedule or '1f1b', split = par.pipeline_split,
+    schedule = par.pipeline_schedule or '1f1b', split = par.pipeline_split, domain = dom, domain_attention = dom_attn,
   }
 end
 
@@ -117,13 +135,19 @@ function grid.validate(cfg, world_size)
   if r.schedule ~= '1f1b' and r.schedule ~= 'gpipe' then
     return bad("unknown pipeline_schedule '%s' ('1f1b' or 'gpipe')", tostring(r.schedule))
   end
-  local mp = r.pp * r.tp
+  if (cfg.parallel or {}).domain ~= nil then
+    local msg = grid.validate_domain(cfg, r, world_size)
+    if msg then return bad('%s', msg) end
+  end
+  local mp = r.pp * r.tp * r.domain
+  local dom = r.domain > 1 and string.format(' x domain (%d)', r.domain) or ''
   if world_size % mp ~= 0 then
-    return bad('world size %d is not divisible by pipeline (%d) x tensor (%d) = %d', world_size, r.pp, r.tp, mp)
+    return bad('world size %d is not divisible by pipeline (%d) x tensor (%d)%s = %d', world_size, r.pp, r.tp, dom,
+      mp)
   end
   if r.dp ~= 0 and r.dp * mp ~= world_size then
-    return bad('data (%d) x pipeline (%d) x tensor (%d) = %d does not equal the world size %d',
-      r.dp, r.pp, r.tp, r.dp * mp, world_size)
+    return bad('data (%d) x pipeline (%d) x tensor (%d)%s = %d does not equal the world size %d',
+      r.dp, r.pp, r.tp, dom, r.dp * mp, world_size)
   end
   if r.tp > 1 and r.mode == '1d' then
     local heads, dim, hidden = cfg.NUM_HEADS, cfg.HIDDEN_SIZE, mlp_hidden(cfg)
@@ -182,6 +206,40 @@ function grid.validate(cfg, world_size)
   return nil
 end
 
+--- The checks of parallel.domain (r: the requested sizes), no communication:
+-- nil, or what is wrong. Domain parallelism shards each image's patch rows
+-- (3D: planes) over the domain ranks: every rank needs at least one row, the
+-- model must have a domain-parallel form (MODEL = 'hybrid_vit' or a MODEL
+-- function; the built-in ViT's class token is global), and tensor and
+-- pipeline parallelism do not compose with it yet.
+function grid.validate_domain(cfg, r, world_size)
+  local d = r.domain
+  if math.type(d) ~= 'integer' or d < 1 then return string.format('domain size %s must be an integer >= 1', tostring(d)) end
+  if r.domain_attention ~= 'ring' and r.domain_attention ~= 'allgather' then
+    return string.format("unknown domain attention '%s' (parallel.domain.attention is 'ring' or 'allgather')",
+      tostring(r.domain_attention))
+  end
+  if d == 1 then return nil end
+  if r.tp > 1 or r.pp > 1 or r.sp then
+    return string.format('domain parallelism (domain = %d) does not compose with tensor (%d) or pipeline (%d) ' ..
+      'parallelism yet: use domain x data only (parallel = {domain = %d})', d, r.tp, r.pp, d)
+  end
+  if cfg.MODEL == nil or cfg.MODEL == 'vit' then
+    return string.format("domain parallelism (domain = %d) needs MODEL = 'hybrid_vit' or a MODEL function of " ..
+      "domain-parallel leaves (the built-in ViT's class token and final token are global)", d)
+  end
+  if type(cfg.device) == 'string' and cfg.device:match('^cuda') then
+    return string.format("domain parallelism (domain = %d) runs on the CPU only yet (the ring attention's block " ..
+      "kernel has no CUDA form): set device = 'cpu'", d)
+  end
+  local rows = cfg.IMG_SIZE and cfg.PATCH_SIZE and cfg.IMG_SIZE // cfg.PATCH_SIZE
+  if rows and d > rows then
+    return string.format('domain size %d is more than the %d %s of patches (IMG_SIZE %d / PATCH_SIZE %d): a domain ' ..
+      'rank would hold no patch', d, rows, (cfg.IMG_DIMS or 2) == 3 and 'planes' or 'rows', cfg.IMG_SIZE, cfg.PATCH_SIZE)
+  end
+  return nil
+end
+
 --- Builds the grid of `comm` (default: the world) for `cfg`; collective over
 -- comm (three to four comm:split calls, the same on every rank). Raises
 -- error(msg, 0) when the layout does not fit (before any collective).
@@ -194,22 +252,27 @@ function grid.new(cfg, comm)
   local msg = grid.validate(cfg, world_size)
   if msg then error(msg, 0) end
   local r = requested(cfg)
-  local tp, pp = r.tp, r.pp
-  local dp = world_size // (tp * pp)
+  local tp, pp, dom = r.tp, r.pp, r.domain
+  local dp = world_size // (tp * pp * dom)
   local g = setmetatable({
     world = comm, rank = comm:rank(), world_size = world_size,
-    dp_size = dp, tp_size = tp, pp_size = pp,
+    dp_size = dp, tp_size = tp, pp_size = pp, domain_size = dom, domain_attention = r.domain_attention,
     tensor_mode = r.mode, tensor_depth = r.depth, sequence_parallel = r.sp,
     num_micro_batches = cfg.NUM_MICRO_BATCHES or 1, pipeline_schedule = r.schedule,
     depth = cfg.DEPTH,
   }, Grid)
-  g.pp_rank, g.dp_rank, g.tp_rank = g:coords_of(g.rank)
-  -- groups: every rank calls every split, in this order
-  local name = comm:name()
-  g.tp_group = comm:split(g.pp_rank * dp + g.dp_rank, g.tp_rank, name .. '/tp')
-  g.dp_group = comm:split(g.pp_rank * tp + g.tp_rank, g.dp_rank, name .. '/dp')
-  g.pp_group = comm:split(g.dp_rank * tp + g.tp_rank, g.pp_rank, name .. '/pp')
-  g.mp_group = comm:split(g.dp_rank, g.pp_rank * tp + g.tp_rank, name .. '/mp')
+  g.pp_rank, g.dp_rank, g.tp_rank, g.domain_rank = g:coords_of(g.rank)
+  -- groups: every rank calls every split, in this order (colors: the other coordinates;
+  -- the domain rank is 0 without domain parallelism)
+  local name, dr = comm:name(), g.domain_rank
+  g.tp_group = comm:split((g.pp_rank * dp + g.dp_rank) * dom + dr, g.tp_rank, name .. '/tp')
+  g.dp_group = comm:split((g.pp_rank * tp + g.tp_rank) * dom + dr, g.dp_rank, name .. '/dp')
+  g.pp_group = comm:split((g.dp_rank * tp + g.tp_rank) * dom + dr, g.pp_rank, name .. '/pp')
+  g.mp_group = comm:split(g.dp_rank * dom + dr, g.pp_rank * tp + g.tp_rank, name .. '/mp')
+  if dom > 1 then
+    g.domain_group = comm:split((g.pp_rank * dp + g.dp_rank) * tp + g.tp_rank, dr, name .. '/domain')
+    g.grad_group = comm:split(g.pp_rank * tp + g.tp_rank, g.dp_rank * dom + dr, name .. '/domain_data')
+  end
   -- g.tensor_groups: the groups of the modes that split activations
   if r.mode == '2d' or r.mode == '2.5d' then tensor_2d.make_groups(g, r.mode, r.depth) end
   if r.mode == '3d' then tensor_3d.make_groups(g) end
@@ -230,13 +293,18 @@ function grid.new(cfg, comm)
   return g
 end
 
---- The global rank of coordinates (pp, dp, tp), all 0-based.
-function Grid:rank_of(pp, dp, tp) return pp * (self.dp_size * self.tp_size) + dp * self.tp_size + tp end
+--- The global rank of coordinates (pp, dp, tp[, domain]), all 0-based.
+function Grid:rank_of(pp, dp, tp, domain)
+  local dom = self.domain_size or 1
+  return pp * (self.dp_size * dom * self.tp_size) + dp * (dom * self.tp_size) + (domain or 0) * self.tp_size + tp
+end
 
---- The coordinates (pp, dp, tp) of a global rank.
+--- The coordinates (pp, dp, tp, domain) of a global rank.
 function Grid:coords_of(rank)
-  local per_stage = self.dp_size * self.tp_size
-  return rank // per_stage, (rank % per_stage) // self.tp_size, rank % self.tp_size
+  local dom = self.domain_size or 1
+  local per_stage = self.dp_size * dom * self.tp_size
+  local in_stage = rank % per_stage
+  return rank // per_stage, in_stage // (dom * self.tp_size), rank % self.tp_size, (in_stage // self.tp_size) % dom
 end
 
 --- Stage `s` (0-based): {index, first_block, last_block, is_first, is_last, num_blocks}.
@@ -261,17 +329,21 @@ end
 -- data-parallel replicas across, each a list of its tensor-parallel ranks.
 function Grid:describe()
   local tg = self.tensor_groups
-  local lines = {string.format('process grid: world %d = data %d x pipeline %d x tensor %d%s%s (tensor innermost)',
+  local dom = self.domain_size or 1
+  local lines = {string.format('process grid: world %d = data %d x pipeline %d x tensor %d%s%s%s (tensor innermost)',
     self.world_size, self.dp_size, self.pp_size, self.tp_size,
     tg and (self.tensor_mode == '3d' and string.format(" (mode '3d': %d x %d x %d, tensor rank = i*%d + j*%d + l)",
       tg.q, tg.q, tg.q, tg.q * tg.q, tg.q) or string.format(" (mode '%s': %s%d x %d, tensor rank = depth*%d + " ..
       'row*%d + column)', self.tensor_mode, tg.d > 1 and (tg.d .. ' x ') or '', tg.q, tg.q, tg.q * tg.q, tg.q)) or '',
+    dom > 1 and string.format(' x domain %d (%s attention)', dom, self.domain_attention) or '',
     self.sequence_parallel and ', sequence parallel' or '')}
   for s = 0, self.pp_size - 1 do
     local cells = {}
     for d = 0, self.dp_size - 1 do
       local ranks = {}
-      for t = 0, self.tp_size - 1 do ranks[#ranks + 1] = tostring(self:rank_of(s, d, t)) end
+      for m = 0, dom - 1 do
+        for t = 0, self.tp_size - 1 do ranks[#ranks + 1] = tostring(self:rank_of(s, d, t, m)) end
+      end
       cells[#cells + 1] = string.format('dp %d: [%s]', d, table.concat(ranks, ' '))
     end
     local blocks = ''

@@ -34,6 +34,7 @@ local parallel = {
   tensor_3d = tensor_3d,
   reducer = require('lunar.parallel.reducer'),
   pipeline = require('lunar.parallel.pipeline'),
+  domain = require('lunar.parallel.domain'),
 }
 
 local function flush()
@@ -105,6 +106,37 @@ function parallel.tp_context(g)
   if tg and g.tensor_mode == '3d' then return tensor_3d.new{q = tg.q, rank = g.tp_rank, groups = tg} end
   if tg then return tensor_2d.new{q = tg.q, depth = tg.d, rank = g.tp_rank, groups = tg, mode = g.tensor_mode} end
   return tensor_1d.new{comm = g.tp_group, size = g.tp_size, rank = g.tp_rank, sequence_parallel = g.sequence_parallel}
+end
+
+--- The domain-parallel context of the grid (lunar.parallel.domain: this
+-- rank's slab of cfg's images, the domain group, the attention mode); nil
+-- when the domain size is 1. Made once per grid (kept as g.domain_ctx).
+function parallel.domain_context(cfg, g)
+  if not g or (g.domain_size or 1) <= 1 then return nil end
+  if not g.domain_ctx then
+    g.domain_ctx = parallel.domain.new{comm = g.domain_group, size = g.domain_size, rank = g.domain_rank,
+      attention = g.domain_attention, img_size = cfg.IMG_SIZE, patch_size = cfg.PATCH_SIZE, img_dims = cfg.IMG_DIMS}
+  end
+  return g.domain_ctx
+end
+
+--- A loader whose batches are this domain rank's slabs of the images of
+-- `loader` (lunar.parallel.domain: Domain:slab), the labels as they are;
+-- every other method is the loader's.
+function parallel.domain_loader(loader, d)
+  local w = setmetatable({}, {__index = function(_, k)
+    local f = loader[k]
+    if type(f) ~= 'function' then return f end
+    return function(_, ...) return f(loader, ...) end
+  end})
+  function w.next()
+    local x, y = loader:next()
+    if not x then return x, y end
+    local s = d:slab(x)
+    x:free()
+    return s, y
+  end
+  return w
 end
 
 --- Model options for this rank's place in the grid: opts with tp (the tensor

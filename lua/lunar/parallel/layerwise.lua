@@ -165,7 +165,7 @@ function layerwise.validate(cfg, world_size, r)
   local function nope(what) return bad('(per-block tensor sizes) does not work with %s yet', what) end
   if (cfg.clip_grad_norm or 0) > 0 then return nope('clip_grad_norm') end
   if (cfg.CHECKPOINT_DIR or '') ~= '' then return nope('checkpoints (CHECKPOINT_DIR)') end
-  if cfg.MODEL ~= nil then return nope('MODEL (models as code)') end
+  if cfg.MODEL ~= nil and cfg.MODEL ~= 'vit' then return nope('MODEL (models as code)') end
   if (cfg.DROPOUT or 0) > 0 then return nope('DROPOUT > 0') end
   return nil
 end

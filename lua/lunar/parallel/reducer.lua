@@ -24,6 +24,10 @@
 -- the rest of backward runs while it is in flight (each later hook calls
 -- test() on the requests in flight so MPI makes progress).
 --
+-- With domain parallelism (grid.domain_size > 1) the all_reduce ('avg') runs
+-- over domain x data (grid.grad_group): every domain rank's gradients are
+-- partial sums over its tokens (lunar.parallel.domain's convention).
+--
 -- With sequence parallelism, parameters marked sequence_parallel (the block
 -- norms and the RowParallelLinear biases, which see only this rank's tokens)
 -- have partial gradients: the group's ready hook first sums them over the
@@ -49,7 +53,7 @@ end
 --   data-parallel rank and no sequence parallelism)
 function reducer.new(args)
   local model, g = args.model, args.grid
-  local dp = g.dp_size > 1
+  local dp = g.dp_size * (g.domain_size or 1) > 1
   local sp = g.sequence_parallel and g.tp_size > 1
   if not dp and not sp then return nil end
   assert(model._flat_grad and model._offsets, 'reducer: materialize the model first')
@@ -136,7 +140,9 @@ local function start_group(self, grp)
       -- over the block's data-parallel group, then its scale (1 / tensor size: the sum over the group's samples)
       if b.sync.comm:size() > 1 then table.insert(self.requests, b.sync.comm:iall_reduce(b.view, 'avg')) end
       table.insert(self.scaled, b)
-    elseif self.dp then table.insert(self.requests, self.grid.dp_group:iall_reduce(b.view, 'avg')) end
+    elseif self.dp then
+      table.insert(self.requests, (self.grid.grad_group or self.grid.dp_group):iall_reduce(b.view, 'avg'))
+    end
     if self.in_finish then self.stats.late = self.stats.late + 1 else self.stats.early = self.stats.early + 1 end
   end
 end

@@ -140,7 +140,7 @@ function tensor_2d.check_model(what, cfg)
     return string.format('%s: DROPOUT %g > 0 is not supported (the masks of split activations would not match one ' ..
       "rank's); set DROPOUT = 0", what, cfg.DROPOUT)
   end
-  if cfg.MODEL then
+  if cfg.MODEL ~= nil and cfg.MODEL ~= 'vit' then
     return string.format("%s: config key 'MODEL' (a model defined in the config) is not supported: use the " ..
       'built-in ViT (MODEL = nil) or tensor mode 1d', what)
   end

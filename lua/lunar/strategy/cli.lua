@@ -70,7 +70,7 @@ end
 local function load_config(cmd, o, overrides)
   if not o.config then fail('lunar %s: --config C is required\n%s', cmd, M.USAGE) end
   local cfg = config.load(o.config, overrides)
-  if cfg.MODEL ~= nil then
+  if cfg.MODEL ~= nil and cfg.MODEL ~= 'vit' then
     fail("lunar %s: %s: config key 'MODEL' (models as code) is not searched yet; the cost model is the built-in " ..
       "ViT's (MODEL = nil)", cmd, o.config)
   end

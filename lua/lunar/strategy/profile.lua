@@ -197,7 +197,7 @@ end
 -- @return the profile table
 function profile.run(cfg, opts)
   opts = opts or {}
-  if cfg.MODEL ~= nil then
+  if cfg.MODEL ~= nil and cfg.MODEL ~= 'vit' then
     lunar.error("lunar profile: config key 'MODEL' (models as code) is not profiled yet; the search models the " ..
       'built-in ViT (MODEL = nil)')
   end

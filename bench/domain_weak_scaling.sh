@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# bench/domain_weak_scaling.sh: weak scaling of domain parallelism (issue 12),
+# side by side in one run: the HybridViT (examples/benchmark_image_sizes.lua,
+# configs/recipes/hybrid_vit_image_sizes.lua at width 192, depth 4, 3 heads)
+# on 1 rank x 1 thread at SIDE1 pixels against 2 ranks x 1 thread at domain 2
+# and SIDE2 pixels (about twice the tokens: 160^2 = 400 tokens, 224^2 = 784 =
+# 392 per rank), and, as a peer on the same ranks, 2 ranks x 1 thread data
+# parallel at SIDE1 (each rank a whole image: what two ranks give without
+# sharding), REPEAT times alternately. Prints each run's tokens per second per
+# rank (tokens / step time / domain ranks) and the ratios of the medians
+# (domain 2 over 1 rank: 1.0 = perfect weak scaling; domain 2 over data 2).
+# Not a test: the first ratio needs two idle cores (oversubscribed ranks
+# measure the machine's load, not Lunar); the second compares runs that share
+# the cores alike.
+#   bash bench/domain_weak_scaling.sh [SIDE1 SIDE2 REPEAT]
+set -u
+cd "$(dirname "$0")/.."
+LUNAR=${LUNAR:-build/lunar}
+S1=${1:-160} S2=${2:-224} REPEAT=${3:-3}
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+B=(examples/benchmark_image_sizes.lua --config configs/recipes/hybrid_vit_image_sizes.lua HIDDEN_SIZE=192
+   NUM_HEADS=3 DEPTH=4 BENCH_WARMUP=1 BENCH_STEPS=3 NUM_THREADS=1)
+export OMP_NUM_THREADS=1
+rate() {   # csv -> tokens per second per rank of its single row
+  awk -F, 'NR == 2 { printf "%.1f\n", $3 / $7 / $12 }' "$1"
+}
+one=() two=() dp=()
+for i in $(seq "$REPEAT"); do
+  "$LUNAR" "${B[@]}" SWEEP_START="$S1" SWEEP_STOP="$S1" BENCH_CSV="$T/one.csv" >/dev/null
+  one+=("$(rate "$T/one.csv")")
+  mpirun --oversubscribe -np 2 "$LUNAR" "${B[@]}" 'parallel={domain=2}' SWEEP_START="$S2" SWEEP_STOP="$S2" \
+    BENCH_CSV="$T/two.csv" >/dev/null
+  two+=("$(rate "$T/two.csv")")
+  mpirun --oversubscribe -np 2 "$LUNAR" "${B[@]}" SWEEP_START="$S1" SWEEP_STOP="$S1" BENCH_CSV="$T/dp.csv" >/dev/null
+  dp+=("$(rate "$T/dp.csv")")
+  echo "run $i: 1 rank ${S1}^2 ${one[-1]}; 2 ranks domain 2 ${S2}^2 ${two[-1]}; 2 ranks data 2 ${S1}^2 ${dp[-1]}" \
+    "tokens/s/rank"
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+m1=$(median "${one[@]}") m2=$(median "${two[@]}") md=$(median "${dp[@]}")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+echo "median tokens/s/rank: 1 rank $m1, domain 2 $m2, data 2 $md; domain 2 / 1 rank $(ratio "$m2" "$m1")," \
+  "domain 2 / data 2 $(ratio "$m2" "$md")"

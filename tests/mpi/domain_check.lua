@@ -1,0 +1,193 @@
+-- tests/mpi/domain_check.lua: domain parallelism (parallel.domain, lunar.parallel.domain)
+-- trains what one rank trains, checked inside one mpirun job per world size
+-- (tests/mpi/test_domain.sh runs it with -np 2 and 4).
+--
+--   mpirun -np W build/lunar tests/mpi/domain_check.lua [-- FILTER]
+--
+-- 1. The attention alone: ring and all-gather attention over the W ranks of
+--    49 tokens (a 7 x 7 grid of patch rows split 2/2/2/1 over 4 ranks, 4/3
+--    over 2: counts that do not divide by W) equal the single-rank fused
+--    attention (lunar.ops.attention) on the whole sequence: forward o and lse
+--    and backward dqkv rows of this rank, within 1e-5 (f32 sums in another
+--    order).
+-- 2. A tiny HybridViT (MODEL = 'hybrid_vit': width 16, depth 2, 2 heads, patch
+--    4, 2 channels, 5 classes) on synthetic images, global batch 4, 5 AdamW
+--    steps with clip_grad_norm 0.5 (it clips): every rank first trains the
+--    single-rank reference itself (tiny, no collectives), then each layout of
+--    domain D x data W/D, ring and all-gather attention, 2D and 3D, even and
+--    uneven slabs (2D 12 px = 3 patch rows over 2 ranks: 2 + 1; 20 px = 5
+--    rows over 4: 2 + 1 + 1 + 1; 3D 12^3 = 3 planes over 2, 20^3 = 5 planes
+--    over 4), with each rank
+--    reading only its slab of the images (Domain:slab of the loader's batch).
+--    Checked against the reference: every step's loss within 1e-5 relative,
+--    every step's global gradient norm within 1e-5 relative, and every final
+--    parameter within 1e-5 absolute (AdamW's steps are lr = 1e-3: a lost or
+--    doubled gradient moves a whole tensor by about lr per step), except
+--    the key part of qkv.bias, whose true gradient is zero (softmax ignores a
+--    constant added to every key): AdamW turns its rounding noise into steps
+--    of about lr, so it gets lr * steps (as tests/mpi/parallel_check.lua).
+--    Under precision = 'bf16' (where the CPU has avx512_bf16): domain 2 ring
+--    against the single-rank bf16 run, losses within 3e-4, parameters within
+--    lr / 5: the domain attention keeps its output o in f32 where the fused
+--    single-rank kernel rounds it to bf16 (measured on 2 ranks: loss 1.6e-6,
+--    parameters 1.0e-4 = lr / 10).
+-- Every rank prints "rank R: domain_check N passed, M failed, K skipped".
+local data = require('lunar.data')
+local config = require('lunar.config')
+local setup = require('lunar.setup')
+local parallel = require('lunar.parallel')
+local domain = require('lunar.parallel.domain')
+local ops = lunar.ops
+
+local world = lunar.comm.world()
+local R, W = world:rank(), world:size()
+local FILTER = (lunar.args.rest or {})[1]
+local STEPS, LR = 5, 1e-3
+
+package.path = lunar.home .. '/tests/lua/?.lua;' .. package.path
+local checks = require('rank_checks').new('domain_check', world)
+local check = checks.check
+
+local maxdiff = require('harness').max_abs_diff   -- (harness registers nothing by itself)
+
+-- ---- 1. the attention alone -----------------------------------------------------------------
+if not FILTER or ('attention'):find(FILTER, 1, true) then
+  local B, H, Dh = 2, 2, 4
+  local C = H * Dh
+  local N = 49
+  local qkv = lunar.empty({B, N, 3 * C}):normal_(11, 'domain_check.qkv', 0, 1)   -- the same on every rank
+  local dout = lunar.empty({B, N, C}):normal_(11, 'domain_check.dout', 0, 1)
+  local o, lse = ops.attention(qkv, H)
+  local dqkv = ops.attention_backward(dout, qkv, o, lse, H)
+  for _, mode in ipairs({'ring', 'allgather'}) do
+    local d = domain.new{comm = world, size = W, rank = R, attention = mode, img_size = 7, patch_size = 1, img_dims = 2}
+    local lo, n = d.token_offset + 1, d.tokens
+    local mine = qkv:narrow(2, lo, n):contiguous()
+    local mo, mlse, q = d:attention(mine, H)
+    local e_o = maxdiff(mo, o:narrow(2, lo, n))
+    local e_lse = maxdiff(mlse, lse:narrow(3, lo, n))
+    local mdo = dout:narrow(2, lo, n):contiguous()
+    local md = d:attention_backward(mdo, q, mo, mlse, H)
+    local e_d = maxdiff(md, dqkv:narrow(2, lo, n))
+    check(string.format('%s attention over %d ranks (%d of 49 tokens here): forward o %.2g, lse %.2g, ' ..
+      'backward dqkv %.2g within 1e-5', mode, W, n, e_o, e_lse, e_d), e_o <= 1e-5 and e_lse <= 1e-5 and e_d <= 1e-5)
+    if R == 0 then
+      print(string.format('%s attention, %d ranks: max |diff| o %.2g lse %.2g dqkv %.2g', mode, W, e_o, e_lse, e_d))
+    end
+  end
+end
+
+-- ---- 2. training ------------------------------------------------------------------------------
+local BASE = {
+  MODEL = 'hybrid_vit', DATASET = 'synthetic', NUM_SAMPLES = 32, IMG_SIZE = 16, PATCH_SIZE = 4, IN_CHANS = 2,
+  NUM_CLASSES = 5, HIDDEN_SIZE = 16, DEPTH = 2, NUM_HEADS = 2, MLP_RATIO = 4, BATCH_SIZE = 4, LEARNING_RATE = LR,
+  WEIGHT_DECAY = 0.05, clip_grad_norm = 0.5, LABEL_SMOOTHING = 0.1, SEED = 7, PREFETCH = false, METRICS_FILE = '',
+}
+
+local function make_cfg(over)
+  local t = {}
+  for k, v in pairs(BASE) do t[k] = v end
+  for k, v in pairs(over or {}) do t[k] = v end
+  return config.from_table(t, 'domain_check')
+end
+
+--- Trains STEPS updates on this rank's slab of its data-parallel shard;
+-- returns losses, grad norms and the parameters (name -> tensor).
+local function train(cfg, with_grid)
+  local opts = {loaders = false, quiet = true, engine = {bucket_size = 700}}
+  if not with_grid then opts.grid = false end      -- the single-rank reference: a plain model, no collectives
+  local run = setup.from_config(cfg, nil, opts)
+  local g, eng = run.grid, run.engine
+  local ds = data.datasets(cfg)
+  local loader = data.loader(ds, cfg, {train = true, rank = g and g.dp_rank or 0, num_shards = g and g.dp_size or 1})
+  loader:set_epoch(0)
+  local d = run.model.domain
+  local losses, norms = {}, {}
+  for _ = 1, STEPS do
+    local x, y = loader:next()
+    if d then
+      local s = d:slab(x)
+      x:free()
+      x = s
+    end
+    losses[#losses + 1] = eng:train_step(x, y)
+    norms[#norms + 1] = eng.last_grad_norm
+    x:free(); y:free()
+  end
+  local params = {}
+  for _, p in ipairs(run.model:parameters()) do params[p.name] = p.param:clone() end
+  return {losses = losses, norms = norms, params = params, names = run.model:parameters()}
+end
+
+local function rel(a, b) return math.abs(a - b) / math.max(math.abs(b), 1e-30) end
+
+local TOL = {fp32 = {loss = 1e-5, norm = 1e-5, param = 1e-5}, bf16 = {loss = 3e-4, norm = 5e-4, param = LR / 5}}
+
+local function compare(name, got, ref, tol)
+  local wl, wn = 0, 0
+  for i = 1, STEPS do
+    wl = math.max(wl, rel(got.losses[i], ref.losses[i]))
+    wn = math.max(wn, rel(got.norms[i], ref.norms[i]))
+  end
+  check(name .. ': losses within ' .. tol.loss, wl <= tol.loss, string.format('worst %.3g: %s vs %s', wl,
+    table.concat(got.losses, ' '), table.concat(ref.losses, ' ')))
+  check(name .. ': grad norms within ' .. tol.norm, wn <= tol.norm, string.format('worst %.3g', wn))
+  local C, wp, wname = BASE.HIDDEN_SIZE, 0, ''
+  for _, p in ipairs(ref.names) do
+    local a, b = got.params[p.name], ref.params[p.name]
+    local va, vb = a:view(-1):totable(), b:view(-1):totable()
+    local key_bias = p.name:match('attn%.qkv%.bias$') ~= nil
+    for i = 1, #vb do
+      if not (key_bias and i > C and i <= 2 * C) then
+        local dd = math.abs(va[i] - vb[i])
+        if dd > wp then wp, wname = dd, p.name end
+      elseif math.abs(va[i] - vb[i]) > LR * STEPS then
+        wp, wname = math.huge, p.name
+      end
+    end
+  end
+  check(name .. ': final parameters within ' .. tol.param, wp <= tol.param, string.format('worst %.3g in %s', wp,
+    wname))
+  if R == 0 then
+    print(string.format('%-44s loss %.2g  grad norm %.2g  param %.2g (%s)', name, wl, wn, wp, wname))
+  end
+end
+
+local LAYOUTS = {}
+local function add(label, over, precision)
+  LAYOUTS[#LAYOUTS + 1] = {label = label, over = over, precision = precision}
+end
+local dims_sizes = {{2, 16, 'even'}, {2, W == 2 and 12 or 20, 'uneven'}, {3, 16, 'even'}, {3, W == 2 and 12 or 20, 'uneven'}}
+for _, ds in ipairs(dims_sizes) do
+  local dims, img, kind = ds[1], ds[2], ds[3]
+  for _, D in ipairs(W > 2 and {W, 2} or {W}) do
+    for _, mode in ipairs({'ring', 'allgather'}) do
+      local rows = img // 4
+      if W % D == 0 and D <= rows and not (D < W and (dims == 3 or kind == 'uneven')) then
+        add(string.format('%dD %d px (%s), domain %d x data %d, %s', dims, img, kind, D, W // D, mode),
+          {IMG_DIMS = dims, IMG_SIZE = img, BATCH_SIZE = BASE.BATCH_SIZE // (W // D),
+           parallel = {domain = {size = D, attention = mode}}})
+      end
+    end
+  end
+end
+if ops.bf16_supported() then
+  add('2D 16 px, domain 2, ring, bf16', {IMG_DIMS = 2, IMG_SIZE = 16, BATCH_SIZE = BASE.BATCH_SIZE // (W // 2),
+    parallel = {domain = 2}, precision = 'bf16'}, 'bf16')
+else
+  checks.skip('bf16 domain 2', 'this CPU has no avx512_bf16')
+end
+
+local refs = {}
+for _, l in ipairs(LAYOUTS) do
+  if not FILTER or l.label:find(FILTER, 1, true) then
+    local key = string.format('%d %d %s', l.over.IMG_DIMS, l.over.IMG_SIZE, l.precision or 'fp32')
+    if not refs[key] then
+      refs[key] = train(make_cfg({IMG_DIMS = l.over.IMG_DIMS, IMG_SIZE = l.over.IMG_SIZE, precision = l.precision}),
+        false)
+    end
+    compare(l.label, train(make_cfg(l.over), true), refs[key], TOL[l.precision or 'fp32'])
+  end
+end
+
+checks.finish()
