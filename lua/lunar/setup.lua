@@ -27,6 +27,8 @@
 --   6. the criterion (cross-entropy with LABEL_SMOOTHING) and the optimizer
 --      (OPTIMIZER = 'adamw': LEARNING_RATE, BETA1, BETA2, EPS, WEIGHT_DECAY;
 --      'sgd': LEARNING_RATE, MOMENTUM, WEIGHT_DECAY);
+--      with parallel.zero at stage >= 1, sharded over the data-parallel group
+--      (lunar.parallel.zero; run.zero, also the engine's);
 --   7. the LR schedule (with loaders): warmup_cosine over the run's optimizer
 --      steps, NUM_EPOCHS * (batches per epoch // gradient_accumulation), warmup
 --      WARMUP_EPOCHS of them, down to MIN_LR; MAX_STEPS only cuts the run short;
@@ -230,10 +232,18 @@ function setup.from_config(cfg, overrides, opts)
   end
   run.global_batch = cfg.BATCH_SIZE * dp_size
   run.criterion = nn.CrossEntropy{label_smoothing = cfg.LABEL_SMOOTHING}
-  run.optimizer = setup.optimizer(cfg, run.model:parameters())
+  if g and g.zero.stage >= 1 then
+    -- sharded data parallelism: the optimizer steps this rank's shard (lunar.parallel.zero)
+    run.zero = parallel.zero.new{model = run.model, grid = g, config = g.zero,
+      bucket_size = opts.engine and opts.engine.bucket_size,
+      make_optimizer = function(pieces) return setup.optimizer(cfg, pieces) end}
+    run.optimizer = run.zero.optimizer
+  else
+    run.optimizer = setup.optimizer(cfg, run.model:parameters())
+  end
   local args = {model = run.model, optimizer = run.optimizer, criterion = run.criterion,
     lr_scheduler = opts.engine_schedule ~= false and run.lr_scheduler or nil, clip_grad_norm = cfg.clip_grad_norm,
-    gradient_accumulation = cfg.gradient_accumulation, grid = g,
+    gradient_accumulation = cfg.gradient_accumulation, grid = g, zero = run.zero,
     num_micro_batches = cfg.NUM_MICRO_BATCHES}
   for k, v in pairs(opts.engine or {}) do args[k] = v end
   run.engine = engine_mod.initialize(args)

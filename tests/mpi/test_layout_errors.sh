@@ -75,6 +75,14 @@ bad_layout 2 "tensor size 2 with mode none" "tensor parallel size 2 needs tensor
   'parallel={tensor={mode="none", size=2}}'
 bad_layout 2 "sequence parallel, 5 tokens over tensor 2" "the 5 tokens per image (SEQ_LENGTH, class token included) are not divisible by the tensor parallel size 2" \
   IMG_SIZE=8 HIDDEN_SIZE=16 NUM_HEADS=4 'parallel={tensor={mode="1d", size=2}, sequence_parallel=true}'
+# sharded data parallelism (lunar.parallel.zero): the shard group divides the data-parallel group; an unknown
+# stage is a config error naming the key and the accepted values
+bad_layout 4 "zero group_size 3 of data 4" "parallel: parallel.zero.group_size 3 does not divide the data-parallel size 4" \
+  'parallel={zero={stage=3, group_size=3}}'
+bad_layout 2 "zero stage 4" "config key 'parallel.zero' stage must be 0, 1, 2, 3 or one of 'no_shard', 'optim', 'optim_grads', 'optim_grads_params', got 4" \
+  'parallel={zero=4}'
+bad_layout 2 "zero stage 'full'" "stage must be 0, 1, 2, 3 or one of 'no_shard', 'optim', 'optim_grads', 'optim_grads_params', got 'full'" \
+  'parallel={zero={stage="full"}}'
 # an unknown mode is the config schema's error (an enum); printed once too
 bad_layout 4 "unknown tensor mode 2d" "config key 'parallel.tensor.mode' must be one of '1d', 'none', got string \"2d\"" \
   'parallel={tensor={mode="2d", size=2}}'

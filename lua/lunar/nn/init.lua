@@ -39,11 +39,13 @@ local nn = {
 --- Whether v is a module (an instance of lunar.nn.Module or a subclass).
 nn.is_module = nn.Sequential.is_module
 
+--- The number of elements of a shape (a list of sizes; {} -> 1).
 local function numel(shape)
   local n = 1
   for _, s in ipairs(shape) do n = n * s end
   return n
 end
+nn.numel = numel
 
 --- Initializes one parameter tensor by its rule, from the Philox stream
 -- named by its full name: the value depends only on (seed, name).

@@ -9,6 +9,7 @@
 --   g.dp_group, g.tp_group, g.pp_group, g.mp_group sub-communicators (lunar.comm);
 --                                                  mp = tensor x pipeline (same dp rank)
 --   g.stage = {index, first_block, last_block, is_first, is_last}   (blocks 0-based)
+--   g.zero = {stage, group_size}                   sharded data parallelism (lunar.parallel.zero)
 --   g:rank_of(pp, dp, tp), g:coords_of(rank), g:stage_of_block(i), print(g:describe())
 --
 -- Rank order (Megatron's: tensor innermost, then data, then pipeline), so the
@@ -159,6 +160,11 @@ function grid.validate(cfg, world_size)
         depth, r.pp)
     end
   end
+  -- sharded data parallelism: the shard groups divide the data-parallel group
+  local zero = require('lunar.parallel.zero')
+  local z, zmsg = zero.parse((cfg.parallel or {}).zero)
+  zmsg = zmsg and ('parallel.zero ' .. zmsg) or zero.validate(z, r.dp ~= 0 and r.dp or world_size // mp)
+  if zmsg then return 'parallel: ' .. zmsg end
   local m = cfg.NUM_MICRO_BATCHES or 1
   if cfg.BATCH_SIZE and cfg.BATCH_SIZE % m ~= 0 then
     return bad('BATCH_SIZE %d (per data-parallel rank) is not divisible by NUM_MICRO_BATCHES %d', cfg.BATCH_SIZE, m)
@@ -185,6 +191,7 @@ function grid.new(cfg, comm)
     dp_size = dp, tp_size = tp, pp_size = pp,
     tensor_mode = tp > 1 and '1d' or r.mode, sequence_parallel = r.sp,
     num_micro_batches = cfg.NUM_MICRO_BATCHES or 1, pipeline_schedule = r.schedule,
+    zero = require('lunar.parallel.zero').parse((cfg.parallel or {}).zero),
     depth = cfg.DEPTH,
   }, Grid)
   g.pp_rank, g.dp_rank, g.tp_rank = g:coords_of(g.rank)
