@@ -151,6 +151,7 @@ function zero.new(args)
     self.replica_group = g.dp_group:split(g.dp_rank % S, g.dp_rank // S, name .. '/replica')
     self.rank = g.dp_rank % S
   end
+  self.writes = g.dp_rank < S       -- the first replica writes the shards of a checkpoint
   -- the groups, their ranges and this rank's blocks
   local order = model:grad_group_order()
   local by_key, params = {}, model:parameters()
