@@ -119,6 +119,15 @@ local function train(cfg, g)
     check(string.format('zero %d: full parameter buffer %s', z.stage, z.stage >= 3 and 'freed' or 'kept'),
       (model._flat == nil) == (z.stage >= 3))
   end
+  if run.zero and run.zero.stage == 3 then
+    -- prefetch: every unit's gather but the first of each forward and each backward was issued ahead
+    -- (and the final with_full_parameters gathers every group at once, none prefetched)
+    local st, passes = run.zero.stats, 2 * STEPS * cfg.NUM_MICRO_BATCHES * cfg.gradient_accumulation
+    local ng = #run.zero.groups
+    check(string.format('zero 3: all but the first unit of each pass prefetched (%d gathers, %d not prefetched, ' ..
+      '%d passes, %d groups)', st.gathers, st.cold, passes, ng), st.cold == passes + ng and
+      st.gathers == (passes + 1) * ng)
+  end
   -- buckets reduced per step: ZeRO-2/3 reduce-scatter each group at every backward (micro-batch)
   local per_step = (run.zero and run.zero.stage >= 2) and cfg.NUM_MICRO_BATCHES * cfg.gradient_accumulation or 1
   return {losses = losses, norms = norms, params = full, names = names,

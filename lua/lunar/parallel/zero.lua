@@ -20,18 +20,25 @@
 --   local s = zero.new{model =, grid =, config = z, make_optimizer = function(pieces) ... end}
 --   s.optimizer  the sharded optimizer (step, set_lr, lr, state_dict); s.reducer the gradient hooks
 --   s:zero_grad(), s:clip_grad_norm(max), s:with_full_parameters(fn)
+--   s.stats      {early = reduce_scatters started in backward, gathers = stage 3 group
+--                gathers, cold = those not prefetched (the first unit of each pass)}
 --
 -- Layout. The unit of sharding is the model's gradient group
 -- (model:grad_group_order(): the ViT's 'embed', 'blocks.i', 'head'), a
 -- contiguous range of n elements of the flat parameter buffer
 -- (nn.materialize). With S ranks in the shard group, rank r owns elements
 -- [r L, min((r + 1) L, n)) of each group, L = ceil(n / S) (the last rank's
--- block is padded with zeros, never stepped). Each rank keeps fp32 master
--- weights of its blocks (one flat buffer of sum L) and the optimizer (AdamW
--- or SGD from setup.optimizer) over "pieces": the part of each parameter
--- that falls in its blocks, as 1-D views with the parameter's weight-decay
--- rule. Every optimizer is elementwise, so stepping pieces is bitwise the
--- full step.
+-- block is padded with zeros, never stepped). Each rank keeps the optimizer
+-- (AdamW or SGD from setup.optimizer) over "pieces": the part of each
+-- parameter that falls in its blocks, as 1-D views with the parameter's
+-- weight-decay rule, of the model's parameters (stages 1, 2) or, at stage 3,
+-- of a flat buffer of sum L fp32 master weights of its blocks. Every
+-- optimizer is elementwise, so stepping pieces is bitwise the full step.
+-- Model state per rank in fp32 for P parameters over S ranks, as ZeRO's
+-- paper counts it (AdamW: 8 bytes of state per parameter): stage 1
+-- 8P + 8P/S, stage 2 4P + 12P/S, stage 3 16P/S, plus the unit buffers in
+-- flight (stage 2: the gradients of a unit or two; stage 3 also the
+-- parameters of the current and the next unit).
 --
 -- Stage 1: gradients are averaged over the data-parallel group by
 -- lunar.parallel.reducer (buckets overlapped with backward); the pieces'
@@ -142,7 +149,7 @@ function zero.new(args)
   local D = g.dp_size
   local S = (cfg.group_size == 0 or cfg.group_size > D) and D or cfg.group_size
   local self = setmetatable({model = model, grid = g, stage = cfg.stage, size = S, sync = true,
-    stats = {early = 0, late = 0}, inflight = {}, gathered = {}, bf16 = model._flat_bf16 ~= nil}, Zero)
+    stats = {early = 0, late = 0, gathers = 0, cold = 0}, inflight = {}, gathered = {}, bf16 = model._flat_bf16 ~= nil}, Zero)
   if S == D then
     self.shard_group, self.rank = g.dp_group, g.dp_rank
   else
@@ -181,7 +188,8 @@ function zero.new(args)
     end
   end
   self.by_key, self.shard_numel = by_key, total
-  self.shard_param = lunar.zeros({math.max(total, 1)})
+  -- stage 3: fp32 master weights of this rank's blocks; stages 1 and 2 step the model's own (whole) parameters
+  self.shard_param = self.stage == 3 and lunar.zeros({math.max(total, 1)}) or nil
   self.shard_grad = self.stage >= 2 and lunar.zeros({math.max(total, 1)}) or nil
   -- this rank's blocks of the master weights, and the pieces the optimizer steps
   self.pieces = {}
@@ -189,7 +197,7 @@ function zero.new(args)
     local b0 = self.rank * grp.L                               -- block start within the group
     local len = math.max(0, math.min(grp.L, grp.n - b0))
     grp.own = len
-    if len > 0 then
+    if len > 0 and self.shard_param then
       self.shard_param:narrow(1, grp.shard_off + 1, len):copy_(model._flat:narrow(1, grp.lo + b0, len))
     end
     for _, p in ipairs(grp.params) do
@@ -199,7 +207,9 @@ function zero.new(args)
         local sofs = grp.shard_off + (lo - b0) + 1
         local grad = self.stage >= 2 and self.shard_grad:narrow(1, sofs, hi - lo)
           or model._flat_grad:narrow(1, grp.lo + lo, hi - lo)
-        table.insert(self.pieces, {name = p.name, param = self.shard_param:narrow(1, sofs, hi - lo), grad = grad,
+        local param = self.shard_param and self.shard_param:narrow(1, sofs, hi - lo)
+          or model._flat:narrow(1, grp.lo + lo, hi - lo)
+        table.insert(self.pieces, {name = p.name, param = param, grad = grad,
           shape = {hi - lo}, no_weight_decay = p.no_weight_decay, shard = p.shard, offset = lo - a,
           numel = np, full_shape = p.shape, group = grp.key})
       end
@@ -262,8 +272,17 @@ end
 function OM.state_dict(o) return o.zero.inner:state_dict() end
 function OM.load_state_dict(o, sd) return o.zero.inner:load_state_dict(sd) end
 
--- A group's block of the master weights (L elements).
-function Zero:block(grp) return self.shard_param:narrow(1, grp.shard_off + 1, grp.L) end
+-- A group's block of the master weights (L elements) and whether it is a
+-- temporary copy (stages 1 and 2: a view of the model's parameters, copied
+-- into a zero-padded temporary when the block runs past the group's end).
+function Zero:block(grp)
+  if self.shard_param then return self.shard_param:narrow(1, grp.shard_off + 1, grp.L), false end
+  local b0 = self.rank * grp.L
+  if grp.own == grp.L then return self.model._flat:narrow(1, grp.lo + b0, grp.L), false end
+  local t = lunar.zeros({grp.L})
+  if grp.own > 0 then t:narrow(1, 1, grp.own):copy_(self.model._flat:narrow(1, grp.lo + b0, grp.own)) end
+  return t, true
+end
 
 --- Stages 1 and 2: every group's blocks all-gathered (non-blocking, all in
 -- flight together) into the model's flat parameters, then the bf16 working
@@ -272,12 +291,14 @@ function Zero:gather_into_flat()
   local model, S, reqs = self.model, self.size, {}
   for _, grp in ipairs(self.groups) do
     local buf = lunar.empty({S * grp.L})
-    reqs[#reqs + 1] = {grp = grp, buf = buf, req = self.shard_group:iall_gather(buf, self:block(grp))}
+    local block, temp = self:block(grp)
+    reqs[#reqs + 1] = {grp = grp, buf = buf, block = temp and block, req = self.shard_group:iall_gather(buf, block)}
   end
   for _, r in ipairs(reqs) do
     r.req:wait()
     model._flat:narrow(1, r.grp.lo, r.grp.n):copy_(r.buf:narrow(1, 1, r.grp.n))
     r.buf:free()
+    if r.block then r.block:free() end
   end
   model:sync_working_weights()
 end
@@ -318,9 +339,11 @@ end
 
 -- Waits for a group's gather and points its modules' parameters into it.
 function Zero:finish_gather(grp)
+  if not self.gathered[grp.key] then self.stats.cold = self.stats.cold + 1 end
   self:start_gather(grp)
   local st = self.gathered[grp.key]
   if st.req then
+    self.stats.gathers = self.stats.gathers + 1
     st.req:wait(); st.req = nil
     local buf16
     if self.bf16 then
