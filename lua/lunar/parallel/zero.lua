@@ -133,6 +133,25 @@ end
 
 local numel = require('lunar.nn').numel
 
+-- Elements [off, off + n) (0-based) of the 1-D tensor t, as a view shaped
+-- `shape` (default 1-D). A view holds its storage until released (:free())
+-- or collected, so the views made here are released explicitly once used:
+-- the intermediate one at once.
+local function slice(t, off, n, shape)
+  local v = t:narrow(1, off + 1, n)
+  if not shape then return v end
+  local s = v:view(shape)
+  v:free()
+  return s
+end
+
+-- dst[doff, doff + n) = src[soff, soff + n) (0-based, 1-D tensors).
+local function copy_range(dst, doff, src, soff, n)
+  local a, b = slice(dst, doff, n), slice(src, soff, n)
+  a:copy_(b)
+  a:free(); b:free()
+end
+
 --- Shards a materialized model over the grid's data-parallel group (see the
 -- module doc). Collective over the data-parallel group (one or two
 -- comm:split when group_size is set).
@@ -198,7 +217,7 @@ function zero.new(args)
     local len = math.max(0, math.min(grp.L, grp.n - b0))
     grp.own = len
     if len > 0 and self.shard_param then
-      self.shard_param:narrow(1, grp.shard_off + 1, len):copy_(model._flat:narrow(1, grp.lo + b0, len))
+      copy_range(self.shard_param, grp.shard_off, model._flat, grp.lo - 1 + b0, len)
     end
     for _, p in ipairs(grp.params) do
       local a, np = p.group_offset, numel(p.shape)
@@ -237,17 +256,24 @@ function zero.new(args)
     -- the units in forward order (each a list of group keys), for prefetching
     self.units, self.unit_of = model:zero_units(), {}
     for i, u in ipairs(self.units) do self.unit_of[u[1]] = i end
-    -- no full gradient buffer: backward writes into each group's buffer while it runs
-    for _, p in ipairs(params) do p.module['grad_' .. p.local_name] = nil end
+    -- no full gradient buffer: backward writes into each group's buffer while it runs (the views
+    -- into the flat buffers released, so that their memory goes now, not at a later collection)
+    local function drop(field)
+      for _, p in ipairs(params) do
+        local v = p.module[field(p)]
+        if v then v:free() end
+        p.module[field(p)] = nil
+      end
+    end
+    drop(function(p) return 'grad_' .. p.local_name end)
     model._flat_grad:free(); model._flat_grad = nil
     if self.stage == 3 then
-      for _, p in ipairs(params) do
-        p.module[p.local_name] = nil
-        p.module[p.local_name .. '_bf16'] = nil
-      end
+      drop(function(p) return p.local_name end)
+      drop(function(p) return p.local_name .. '_bf16' end)
       model._flat:free(); model._flat = nil
       if model._flat_bf16 then model._flat_bf16:free(); model._flat_bf16 = nil end
     end
+    collectgarbage()      -- the intermediate views nn.materialize left to the collector
   end
   return self
 end
@@ -272,16 +298,17 @@ end
 function OM.state_dict(o) return o.zero.inner:state_dict() end
 function OM.load_state_dict(o, sd) return o.zero.inner:load_state_dict(sd) end
 
--- A group's block of the master weights (L elements) and whether it is a
--- temporary copy (stages 1 and 2: a view of the model's parameters, copied
--- into a zero-padded temporary when the block runs past the group's end).
+-- A group's block of the master weights (L elements), a tensor the caller
+-- frees once its collective completed: a view of the shard (stage 3) or of
+-- the model's parameters (stages 1, 2), or a zero-padded copy of them when
+-- the block runs past the group's end.
 function Zero:block(grp)
-  if self.shard_param then return self.shard_param:narrow(1, grp.shard_off + 1, grp.L), false end
+  if self.shard_param then return slice(self.shard_param, grp.shard_off, grp.L) end
   local b0 = self.rank * grp.L
-  if grp.own == grp.L then return self.model._flat:narrow(1, grp.lo + b0, grp.L), false end
+  if grp.own == grp.L then return slice(self.model._flat, grp.lo - 1 + b0, grp.L) end
   local t = lunar.zeros({grp.L})
-  if grp.own > 0 then t:narrow(1, 1, grp.own):copy_(self.model._flat:narrow(1, grp.lo + b0, grp.own)) end
-  return t, true
+  if grp.own > 0 then copy_range(t, 0, self.model._flat, grp.lo - 1 + b0, grp.own) end
+  return t
 end
 
 --- Stages 1 and 2: every group's blocks all-gathered (non-blocking, all in
@@ -291,14 +318,13 @@ function Zero:gather_into_flat()
   local model, S, reqs = self.model, self.size, {}
   for _, grp in ipairs(self.groups) do
     local buf = lunar.empty({S * grp.L})
-    local block, temp = self:block(grp)
-    reqs[#reqs + 1] = {grp = grp, buf = buf, block = temp and block, req = self.shard_group:iall_gather(buf, block)}
+    local block = self:block(grp)
+    reqs[#reqs + 1] = {grp = grp, buf = buf, block = block, req = self.shard_group:iall_gather(buf, block)}
   end
   for _, r in ipairs(reqs) do
     r.req:wait()
-    model._flat:narrow(1, r.grp.lo, r.grp.n):copy_(r.buf:narrow(1, 1, r.grp.n))
-    r.buf:free()
-    if r.block then r.block:free() end
+    copy_range(model._flat, r.grp.lo - 1, r.buf, 0, r.grp.n)
+    r.buf:free(); r.block:free()
   end
   model:sync_working_weights()
 end
@@ -333,8 +359,8 @@ end
 -- Starts the all_gather of a group's parameters (nothing when already started).
 function Zero:start_gather(grp)
   if self.gathered[grp.key] then return end
-  local buf = lunar.empty({self.size * grp.L})
-  self.gathered[grp.key] = {buf = buf, req = self.shard_group:iall_gather(buf, self:block(grp))}
+  local buf, block = lunar.empty({self.size * grp.L}), self:block(grp)
+  self.gathered[grp.key] = {buf = buf, block = block, views = {}, req = self.shard_group:iall_gather(buf, block)}
 end
 
 -- Waits for a group's gather and points its modules' parameters into it.
@@ -345,16 +371,25 @@ function Zero:finish_gather(grp)
   if st.req then
     self.stats.gathers = self.stats.gathers + 1
     st.req:wait(); st.req = nil
+    st.block:free(); st.block = nil
     local buf16
     if self.bf16 then
       buf16 = lunar.empty({grp.n}, 'bf16', st.buf:device())
-      lunar.ops.cast_bf16_(buf16, st.buf:narrow(1, 1, grp.n))
+      local src = slice(st.buf, 0, grp.n)
+      lunar.ops.cast_bf16_(buf16, src)
+      src:free()
       st.buf16 = buf16
     end
     for _, p in ipairs(grp.params) do
       local n = numel(p.shape)
-      p.module[p.local_name] = st.buf:narrow(1, p.group_offset + 1, n):view(p.shape)
-      if buf16 then p.module[p.local_name .. '_bf16'] = buf16:narrow(1, p.group_offset + 1, n):view(p.shape) end
+      local v = slice(st.buf, p.group_offset, n, p.shape)
+      p.module[p.local_name] = v
+      st.views[#st.views + 1] = v
+      if buf16 then
+        v = slice(buf16, p.group_offset, n, p.shape)
+        p.module[p.local_name .. '_bf16'] = v
+        st.views[#st.views + 1] = v
+      end
     end
   end
 end
@@ -364,10 +399,12 @@ function Zero:release(grp)
   local st = self.gathered[grp.key]
   if not st then return end
   if st.req then st.req:wait() end
+  if st.block then st.block:free() end
   for _, p in ipairs(grp.params) do
     p.module[p.local_name] = nil
     p.module[p.local_name .. '_bf16'] = nil
   end
+  for _, v in ipairs(st.views) do v:free() end
   st.buf:free()
   if st.buf16 then st.buf16:free() end
   self.gathered[grp.key] = nil
@@ -405,7 +442,7 @@ function Zero:on(event, keys)
         local buf = lunar.zeros({self.size * grp.L})
         grp.grad_buf = buf
         for _, p in ipairs(grp.params) do
-          p.module['grad_' .. p.local_name] = buf:narrow(1, p.group_offset + 1, numel(p.shape)):view(p.shape)
+          p.module['grad_' .. p.local_name] = slice(buf, p.group_offset, numel(p.shape), p.shape)
         end
       end
     end
@@ -424,7 +461,9 @@ function Zero:begin(sync) self.sync = sync and true or false end
 -- Completes one reduce_scatter: its block added into the gradient shard.
 local function complete(self, r)
   r.req:wait()
-  lunar.ops.add_(self.shard_grad:narrow(1, r.grp.shard_off + 1, r.grp.L), r.out)
+  local dst = slice(self.shard_grad, r.grp.shard_off, r.grp.L)
+  lunar.ops.add_(dst, r.out)
+  dst:free()
   r.out:free(); r.buf:free()
 end
 
@@ -439,7 +478,10 @@ function Zero:ready(key)
   end
   local buf = grp.grad_buf
   grp.grad_buf = nil
-  for _, p in ipairs(grp.params) do p.module['grad_' .. p.local_name] = nil end
+  for _, p in ipairs(grp.params) do
+    p.module['grad_' .. p.local_name]:free()
+    p.module['grad_' .. p.local_name] = nil
+  end
   local out = lunar.empty({grp.L})
   table.insert(self.inflight, {grp = grp, buf = buf, out = out,
     req = self.shard_group:ireduce_scatter(out, buf, 'avg')})
