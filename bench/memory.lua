@@ -9,9 +9,9 @@
 --
 -- For each stage and checkpointing setting (ckpt 1: activation_checkpointing
 -- {granularity = 'full', method = 'uniform', num_layers = 1}, every block),
--- one after the other in the same job, the config's run is built
--- (lunar.setup, this job's layout with parallel.zero = stage), trains
--- BENCH_WARMUP untimed steps and BENCH_STEPS timed ones, and is dropped.
+-- the config's run is built in the same job (lunar.setup, this job's layout
+-- with parallel.zero = stage) and trains BENCH_WARMUP untimed steps; then
+-- BENCH_STEPS timed steps go round-robin over the settings (all held at once).
 -- Printed by rank 0, the largest over the ranks:
 --   state     tensor bytes the run holds between steps (parameters, gradients,
 --             optimizer state, bf16 working weights, shards), after its first step
@@ -25,8 +25,9 @@
 --             largest over the timed steps (lunar.memory().peak_bytes after
 --             lunar.reset_peak_memory())
 --   total     state + step peak
---   step time median of the timed steps, seconds (lunar.clock; the machine's
---             other jobs make it rough; the settings run one after the other)
+--   step time median of the timed steps, seconds (lunar.clock, the slowest
+--             rank's; the settings' steps interleave, so other jobs on the
+--             machine slow them alike)
 -- Figures only, nothing asserted (tests/mpi/parallel_check.lua tests the stages).
 local config = require('lunar.config')
 local setup = require('lunar.setup')
@@ -92,23 +93,26 @@ local function measure(stage, ck)
     end
   end
   step(false)
-  res.state = lunar.memory().bytes_in_use - before
+  res.state = world:all_reduce_number(lunar.memory().bytes_in_use - before, 'max')
   for _ = 2, cfg.BENCH_WARMUP do step(false) end
-  for _ = 1, cfg.BENCH_STEPS do step(true) end
-  res.state = world:all_reduce_number(res.state, 'max')
-  res.peak = world:all_reduce_number(res.peak, 'max')
-  res.time = median(res.times)
   local k = ({[0] = {16, 0}, {8, 8}, {4, 12}, {0, 16}})[stage]
   res.formula = k[1] * P + k[2] * P / S + ((cfg.precision == 'bf16' and stage < 3) and 2 * P or 0)
-  res.num_params, res.grid = run.num_params, g
-  run = nil
-  collectgarbage(); collectgarbage()
+  res.num_params, res.grid, res.step = run.num_params, g, step
   return res
 end
 
+-- every setting built (one after the other: each one's state is what its build and first step added),
+-- then the timed steps round-robin over the settings (a machine shared with other jobs slows all alike)
 local results = {}
 for _, ck in ipairs(opts.ckpt) do
   for _, stage in ipairs(opts.stages) do results[#results + 1] = measure(stage, ck) end
+end
+for _ = 1, base.BENCH_STEPS do
+  for _, r in ipairs(results) do r.step(true) end
+end
+for _, r in ipairs(results) do
+  r.peak = world:all_reduce_number(r.peak, 'max')
+  r.time = median(r.times)
 end
 
 if R == 0 then

@@ -24,6 +24,8 @@
 --      as code, data, tensor and pipeline parallel), materialized from opts.seed (default
 --      SEED) with INIT and precision, then PRETRAINED's timm weights loaded
 --      into it (lunar.timm.load_pretrained; a user error naming the key);
+--      under ZeRO-3 (without PRETRAINED) laid out without storage
+--      (zero.materialize_deferred) and initialized shard by shard in step 6;
 --   6. the criterion (cross-entropy with LABEL_SMOOTHING) and the optimizer
 --      (OPTIMIZER = 'adamw': LEARNING_RATE, BETA1, BETA2, EPS, WEIGHT_DECAY;
 --      'sgd': LEARNING_RATE, MOMENTUM, WEIGHT_DECAY);
@@ -221,7 +223,13 @@ function setup.from_config(cfg, overrides, opts)
       whole._flat:free(); whole._flat_grad:free()
     end
   else
-    run.model = nn.materialize(parallel.vit(cfg, g), opts.seed or cfg.SEED, {init = cfg.INIT, precision = cfg.precision})
+    local mopts = {init = cfg.INIT, precision = cfg.precision}
+    if g and g.zero.stage == 3 and (cfg.PRETRAINED or '') == '' then
+      -- ZeRO-3: no rank holds the whole model, not even at init (zero.new draws each unit's shard)
+      run.model = parallel.zero.materialize_deferred(parallel.vit(cfg, g), opts.seed or cfg.SEED, mopts)
+    else
+      run.model = nn.materialize(parallel.vit(cfg, g), opts.seed or cfg.SEED, mopts)
+    end
     run.num_params = models.vit(cfg):num_parameters()     -- the whole model's (not allocated)
     run.flops_per_image = models.vit_train_flops_per_image(cfg, run.num_params)
   end

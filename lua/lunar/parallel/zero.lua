@@ -152,6 +152,26 @@ local function copy_range(dst, doff, src, soff, n)
   a:free(); b:free()
 end
 
+--- nn.materialize without storage, for stage 3: the model's paths, the
+-- flat layout (model._offsets) and precision are set, and the init (seed,
+-- opts as nn.materialize's) is kept for zero.new, which draws each gradient
+-- group in a temporary of that group's size and keeps this rank's block: no
+-- rank ever holds the whole model (a model larger than a rank's memory can be
+-- built). The weights are those nn.materialize gives, bit for bit (each
+-- parameter's stream depends only on seed and its name). Raises
+-- nn.materialize's errors (precision, init scheme, bf16 on a CPU without it).
+function zero.materialize_deferred(model, seed, opts)
+  local nn = require('lunar.nn')
+  local _, offsets, _, precision = nn.layout(model, opts, 3)
+  if precision == 'bf16' then
+    local ok, why = lunar.ops.bf16_supported(lunar.default_device())
+    if not ok then error("materialize: precision = 'bf16': " .. why, 2) end
+    model:apply(function(m) m.precision = 'bf16' end)
+  end
+  model._offsets, model._deferred_init = offsets, {seed = seed, opts = opts, precision = precision}
+  return model
+end
+
 --- Shards a materialized model over the grid's data-parallel group (see the
 -- module doc). Collective over the data-parallel group (one or two
 -- comm:split when group_size is set).
@@ -164,11 +184,14 @@ end
 function zero.new(args)
   local model, g, cfg = args.model, args.grid, args.config
   assert(cfg and cfg.stage >= 1, 'zero.new: stage 1, 2 or 3')
-  assert(model._flat and model._offsets, 'zero.new: materialize the model first')
+  local deferred = model._deferred_init
+  assert(model._offsets and (model._flat or (deferred and cfg.stage == 3)),
+    'zero.new: materialize the model first (nn.materialize, or zero.materialize_deferred for stage 3)')
   local D = g.dp_size
   local S = (cfg.group_size == 0 or cfg.group_size > D) and D or cfg.group_size
   local self = setmetatable({model = model, grid = g, stage = cfg.stage, size = S, sync = true,
-    stats = {early = 0, late = 0, gathers = 0, cold = 0}, inflight = {}, gathered = {}, bf16 = model._flat_bf16 ~= nil}, Zero)
+    stats = {early = 0, late = 0, gathers = 0, cold = 0}, inflight = {}, gathered = {},
+    bf16 = model._flat_bf16 ~= nil or (deferred and deferred.precision == 'bf16')}, Zero)
   if S == D then
     self.shard_group, self.rank = g.dp_group, g.dp_rank
   else
@@ -216,8 +239,18 @@ function zero.new(args)
     local b0 = self.rank * grp.L                               -- block start within the group
     local len = math.max(0, math.min(grp.L, grp.n - b0))
     grp.own = len
-    if len > 0 and self.shard_param then
+    if len > 0 and self.shard_param and model._flat then
       copy_range(self.shard_param, grp.shard_off, model._flat, grp.lo - 1 + b0, len)
+    elseif self.shard_param then
+      -- deferred init: the group drawn whole in a temporary, this rank's block kept
+      local tmp = lunar.empty({math.max(grp.n, 1)})
+      for _, p in ipairs(grp.params) do
+        local w = slice(tmp, p.group_offset, numel(p.shape), p.shape)
+        require('lunar.nn').init_into(w, p, deferred.seed, deferred.opts)
+        w:free()
+      end
+      if len > 0 then copy_range(self.shard_param, grp.shard_off, tmp, b0, len) end
+      tmp:free()
     end
     for _, p in ipairs(grp.params) do
       local a, np = p.group_offset, numel(p.shape)
@@ -266,8 +299,8 @@ function zero.new(args)
       end
     end
     drop(function(p) return 'grad_' .. p.local_name end)
-    model._flat_grad:free(); model._flat_grad = nil
-    if self.stage == 3 then
+    if model._flat_grad then model._flat_grad:free(); model._flat_grad = nil end
+    if self.stage == 3 and model._flat then
       drop(function(p) return p.local_name end)
       drop(function(p) return p.local_name .. '_bf16' end)
       model._flat:free(); model._flat = nil
