@@ -93,15 +93,15 @@ T.test('reshard.flat_boxes: every flat range of five shapes, against the row-maj
   T.eq(ranges, 15 + 78 + 300 + 21 + 78)
 end)
 
-T.test('one rank, every stage: the same losses and parameters as without sharding, bitwise', function()
+T.test('one rank, every stage, AdamW and SGD: the same losses and parameters as without sharding, bitwise', function()
   local setup = require('lunar.setup')
   local data = require('lunar.data')
   local parallel = require('lunar.parallel')
-  local function run(z)
+  local function run(z, optimizer)
     local cfg = config.from_table({DATASET = 'synthetic', NUM_SAMPLES = 16, IMG_SIZE = 8, PATCH_SIZE = 4,
       IN_CHANS = 2, NUM_CLASSES = 3, HIDDEN_SIZE = 8, DEPTH = 2, NUM_HEADS = 2, BATCH_SIZE = 4,
       clip_grad_norm = 0.5, SEED = 3, PREFETCH = false, METRICS_FILE = '', NUM_MICRO_BATCHES = 2,
-      parallel = {zero = z}}, 't')
+      OPTIMIZER = optimizer, MOMENTUM = 0.9, parallel = {zero = z}}, 't')
     local g = parallel.initialize(cfg, nil, {quiet = true})
     local r = setup.from_config(cfg, nil, {grid = g, loaders = false})
     local ld = data.loader(data.datasets(cfg), cfg, {train = true})
@@ -115,12 +115,14 @@ T.test('one rank, every stage: the same losses and parameters as without shardin
     local f = function() return parallel.gather_full_parameters(r.model, g) end
     return losses, r.zero and r.zero:with_full_parameters(f) or f(), r
   end
-  local l0, p0 = run(0)
-  for stage = 1, 3 do
-    local l, p, r = run(stage)
-    T.eq(l, l0, 'stage ' .. stage .. ' losses')
-    for n, t in pairs(p0) do T.eq(p[n]:totable(), t:totable(), 'stage ' .. stage .. ' ' .. n) end
-    T.eq(r.model._flat == nil, stage == 3, 'stage 3 frees the full parameters')
+  for _, optimizer in ipairs({'adamw', 'sgd'}) do
+    local l0, p0 = run(0, optimizer)
+    for stage = 1, 3 do
+      local l, p, r = run(stage, optimizer)
+      T.eq(l, l0, optimizer .. ' stage ' .. stage .. ' losses')
+      for n, t in pairs(p0) do T.eq(p[n]:totable(), t:totable(), optimizer .. ' stage ' .. stage .. ' ' .. n) end
+      T.eq(r.model._flat == nil, stage == 3, 'stage 3 frees the full parameters')
+    end
   end
 end)
 

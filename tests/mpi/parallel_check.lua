@@ -317,6 +317,7 @@ local ZERO = {
   {2, 2, 1, {}, ''}, {2, 2, 1, {parallel = {sequence_parallel = true}}, ', sequence parallel'},
   {2, 1, 2, {NUM_MICRO_BATCHES = 2, parallel = {pipeline_schedule = '1f1b'}}, ', 1f1b, 2 micro-batches'},
   {2, 1, 2, {NUM_MICRO_BATCHES = 2, parallel = {pipeline_schedule = 'gpipe'}}, ', gpipe, 2 micro-batches'},
+  {2, 2, 2, {NUM_MICRO_BATCHES = 2}, ', 1f1b, 2 micro-batches'},
 }
 if BF16_OK then ZERO[#ZERO + 1] = {2, 1, 1, {precision = 'bf16'}, ', bf16'} end
 for _, zc in ipairs(ZERO) do
@@ -332,11 +333,12 @@ for _, zc in ipairs(ZERO) do
     end
   end
 end
-for _, zc in ipairs({{2, 1, 1, 'uniform', 2}, {4, 1, 1, 'block', 1}}) do
-  local dp, tp, pp, method, n = table.unpack(zc)
+for _, zc in ipairs({{2, 1, 1, 'uniform', 2}, {4, 1, 1, 'block', 1}, {2, 1, 2, 'uniform', 1, 'gpipe'}}) do
+  local dp, tp, pp, method, n, sched = table.unpack(zc)
   if dp * tp * pp == W then
-    add(dp, tp, pp, {parallel = {zero = 3}, activation_checkpointing = {granularity = 'full', method = method,
-      num_layers = n}}, string.format(', zero 3, checkpointing full/%s/%d', method, n))
+    add(dp, tp, pp, {parallel = {zero = 3, pipeline_schedule = sched}, NUM_MICRO_BATCHES = sched and 2 or 1,
+      activation_checkpointing = {granularity = 'full', method = method, num_layers = n}},
+      string.format(', zero 3, checkpointing full/%s/%d%s', method, n, sched and (', ' .. sched) or ''))
   end
 end
 
