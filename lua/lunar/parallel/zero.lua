@@ -344,21 +344,24 @@ function Zero:block(grp)
   return t
 end
 
---- Stages 1 and 2: every group's blocks all-gathered (non-blocking, all in
--- flight together) into the model's flat parameters, then the bf16 working
+--- Stages 1 and 2: every group's blocks all-gathered (non-blocking, two
+-- groups in flight) into the model's flat parameters, then the bf16 working
 -- copy rounded from them.
 function Zero:gather_into_flat()
   local model, S, reqs = self.model, self.size, {}
-  for _, grp in ipairs(self.groups) do
-    local buf = lunar.empty({S * grp.L})
-    local block = self:block(grp)
-    reqs[#reqs + 1] = {grp = grp, buf = buf, block = block, req = self.shard_group:iall_gather(buf, block)}
-  end
-  for _, r in ipairs(reqs) do
+  local function complete(r)
     r.req:wait()
     copy_range(model._flat, r.grp.lo - 1, r.buf, 0, r.grp.n)
     r.buf:free(); r.block:free()
   end
+  for _, grp in ipairs(self.groups) do
+    local buf = lunar.empty({S * grp.L})
+    local block = self:block(grp)
+    reqs[#reqs + 1] = {grp = grp, buf = buf, block = block, req = self.shard_group:iall_gather(buf, block)}
+    -- at most two groups in flight: the temporaries stay within two units
+    if #reqs > 2 then complete(table.remove(reqs, 1)) end
+  end
+  for _, r in ipairs(reqs) do complete(r) end
   model:sync_working_weights()
 end
 
