@@ -104,7 +104,9 @@ local function train(cfg, g)
     if updated then norms[#norms + 1] = eng.last_grad_norm end
     x:free(); y:free()
   end
-  local full, names = parallel.gather_full_parameters(model, g)
+  -- under ZeRO-3 the parameters are gathered for the call (FSDP's summon_full_params)
+  local full, names = (run.zero and run.zero.with_full_parameters or function(_, fn) return fn() end)(run.zero,
+    function() return parallel.gather_full_parameters(model, g) end)
   -- and back: full tensors loaded into a fresh model of the same layout gather to the same tensors
   local fresh = nn.materialize(parallel.vit(cfg, g), cfg.SEED + 1, {init = cfg.INIT, precision = cfg.precision})
   parallel.load_full_parameters(fresh, full)
@@ -115,8 +117,31 @@ local function train(cfg, g)
     for i = 1, #b do round_trip = round_trip and a[i] == b[i] end
   end
   check((g and 'layout' or 'reference') .. ': load_full_parameters then gather_full_parameters round-trips', round_trip)
+  if run.zero then
+    -- what the stage shards: AdamW state of this rank's blocks only (ceil(n / S) of each group), no full
+    -- gradient buffer from stage 2, no full parameter buffer from stage 3
+    local z, state = run.zero, run.optimizer:state_dict()
+    check(string.format('zero %d: AdamW state holds %d of the %d elements (shard group of %d)', z.stage,
+      state.exp_avg:numel(), model:num_parameters(), z.size), state.exp_avg:numel() <= z.shard_numel and
+      (z.size == 1 or state.exp_avg:numel() < model:num_parameters()))
+    check(string.format('zero %d: full gradient buffer %s', z.stage, z.stage >= 2 and 'freed' or 'kept'),
+      (model._flat_grad == nil) == (z.stage >= 2))
+    check(string.format('zero %d: full parameter buffer %s', z.stage, z.stage >= 3 and 'freed' or 'kept'),
+      (model._flat == nil) == (z.stage >= 3))
+  end
+  if run.zero and run.zero.stage == 3 then
+    -- prefetch: every unit's gather but the first of each forward and each backward was issued ahead
+    -- (and the final with_full_parameters gathers every group at once, none prefetched)
+    local st, passes = run.zero.stats, 2 * STEPS * cfg.NUM_MICRO_BATCHES * cfg.gradient_accumulation
+    local ng = #run.zero.groups
+    check(string.format('zero 3: all but the first unit of each pass prefetched (%d gathers, %d not prefetched, ' ..
+      '%d passes, %d groups)', st.gathers, st.cold, passes, ng), st.cold == passes + ng and
+      st.gathers == (passes + 1) * ng)
+  end
+  -- buckets reduced per step: ZeRO-2/3 reduce-scatter each group at every backward (micro-batch)
+  local per_step = (run.zero and run.zero.stage >= 2) and cfg.NUM_MICRO_BATCHES * cfg.gradient_accumulation or 1
   return {losses = losses, norms = norms, params = full, names = names, model = model,
-    buckets = eng.reducer and #eng.reducer.buckets or 0, stats = eng.reducer and eng.reducer.stats}
+    buckets = eng.reducer and #eng.reducer.buckets * per_step or 0, stats = eng.reducer and eng.reducer.stats}
 end
 
 local function rel(a, b) return math.abs(a - b) / math.max(math.abs(b), 1e-30) end
@@ -341,7 +366,7 @@ local LW = {
   [2] = {{2, 1, 1, 2}, {1, 2, 2, 1, ckpt = {true, false, true, false}}},
   [4] = {{4, 2, 1, 2}, {2, 2, 4, 4, ckpt = {false, true, true, false}}, {1, 4, 1, 4}},
 }
-for _, l in ipairs(LW[W] or {}) do
+for _, l in ipairs(not ND and LW[W] or {}) do
   local list = {l[1], l[2], l[3], l[4]}
   local c = add(W, 1, 1, {clip_grad_norm = 0.0, parallel = {block_tensor = list},
     activation_checkpointing = l.ckpt and {blocks = l.ckpt} or nil},
@@ -365,6 +390,42 @@ for _, l in ipairs(LW[W] or {}) do
     for _, t in ipairs(list) do if t > 1 then want = want + 1 end end
     check(c.name .. ': the blocks with tensor size > 1 run redistributed', redistributed == want,
       redistributed .. ' of ' .. want)
+  end
+end
+-- sharded data parallelism (lunar.parallel.zero): stages 1, 2, 3 at data 2 and 4 (with clipping, as every
+-- configuration), with gradient accumulation and micro-batches, bf16, activation checkpointing (stage 3),
+-- hybrid sharding (group_size 2 of data 4), tensor 2 (with sequence parallelism) and pipeline 2 (both
+-- schedules); each against the single-rank reference like every layout
+local ZERO = {
+  {2, 1, 1, {}, ''}, {4, 1, 1, {}, ''},
+  {2, 1, 1, {gradient_accumulation = 2, NUM_MICRO_BATCHES = 2}, ', gradient accumulation 2, 2 micro-batches'},
+  {4, 1, 1, {NUM_MICRO_BATCHES = 2}, ', 2 micro-batches'},
+  {4, 1, 1, {group_size = 2}, ', hybrid group_size 2'},
+  {2, 2, 1, {}, ''}, {2, 2, 1, {parallel = {sequence_parallel = true}}, ', sequence parallel'},
+  {2, 1, 2, {NUM_MICRO_BATCHES = 2, parallel = {pipeline_schedule = '1f1b'}}, ', 1f1b, 2 micro-batches'},
+  {2, 1, 2, {NUM_MICRO_BATCHES = 2, parallel = {pipeline_schedule = 'gpipe'}}, ', gpipe, 2 micro-batches'},
+  {2, 2, 2, {NUM_MICRO_BATCHES = 2}, ', 1f1b, 2 micro-batches'},
+}
+if BF16_OK then ZERO[#ZERO + 1] = {2, 1, 1, {precision = 'bf16'}, ', bf16'} end
+for _, zc in ipairs(ZERO) do
+  local dp, tp, pp, extra, label = table.unpack(zc)
+  if dp * tp * pp == W and not ND then
+    for stage = 1, 3 do
+      local over = {}
+      for k, v in pairs(extra) do if k ~= 'group_size' then over[k] = v end end
+      over.parallel = {}
+      for k, v in pairs(extra.parallel or {}) do over.parallel[k] = v end
+      over.parallel.zero = extra.group_size and {stage = stage, group_size = extra.group_size} or stage
+      add(dp, tp, pp, over, string.format(', zero %d%s', stage, label))
+    end
+  end
+end
+for _, zc in ipairs({{2, 1, 1, 'uniform', 2}, {4, 1, 1, 'block', 1}, {2, 1, 2, 'uniform', 1, 'gpipe'}}) do
+  local dp, tp, pp, method, n, sched = table.unpack(zc)
+  if dp * tp * pp == W and not ND then
+    add(dp, tp, pp, {parallel = {zero = 3, pipeline_schedule = sched}, NUM_MICRO_BATCHES = sched and 2 or 1,
+      activation_checkpointing = {granularity = 'full', method = method, num_layers = n}},
+      string.format(', zero 3, checkpointing full/%s/%d%s', method, n, sched and (', ' .. sched) or ''))
   end
 end
 
@@ -432,6 +493,23 @@ if c1 and c1.result then
   check(c1.name .. ': run twice, bitwise identical losses', same,
     table.concat(again.losses, ' ') .. ' vs ' .. table.concat(c1.result.losses, ' '))
   if R == 0 then print(string.format('%-58s repeated: %s', c1.name, same and 'bitwise identical' or 'DIFFERENT')) end
+end
+
+-- determinism under ZeRO-3 (non-blocking gathers and reduce_scatters in flight): bitwise run to run
+for _, c in ipairs(configs) do
+  if c.result and c.name:find(', zero 3', 1, true) then
+    local cfg = make_cfg(c.over)
+    local again = train(cfg, parallel.initialize(cfg, world, {quiet = true}))
+    local same = #again.losses == #c.result.losses
+    for i = 1, #again.losses do same = same and again.losses[i] == c.result.losses[i] end
+    for _, n in ipairs(again.names) do
+      local a, b = again.params[n]:view(-1):totable(), c.result.params[n]:view(-1):totable()
+      for i = 1, #b do same = same and a[i] == b[i] end
+    end
+    check(c.name .. ': run twice, bitwise identical losses and parameters', same)
+    if R == 0 then print(string.format('%-58s repeated: %s', c.name, same and 'bitwise identical' or 'DIFFERENT')) end
+    break
+  end
 end
 
 if R == 0 then print(string.format('world %d: %d configurations in %.1f s', W, #configs, lunar.clock() - t_all)) end

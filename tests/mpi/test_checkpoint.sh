@@ -6,7 +6,8 @@
 # into tensor 1d size 4) (barriers, one shard per
 # writing rank, index.json and the rename by rank 0), resumes bitwise on the
 # same layout through RESUME='auto', and loads into the single-rank model
-# (resharding). Then examples/train_with_engine.lua itself, on a tiny synthetic
+# (resharding), also for ZeRO-2/3 layouts whose shards are saved as they are
+# and between sharded layouts. Then examples/train_with_engine.lua itself, on a tiny synthetic
 # config with dropout: N steps straight against k steps, a stop, and
 # RESUME='auto' for the N - k others: the losses and learning rates of every
 # step (METRICS_FILE) are identical and the final checkpoints (parameters and

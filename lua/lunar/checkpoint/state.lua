@@ -34,11 +34,15 @@ function M.from_rank0(L, x)
   return math.tointeger(L.comm:all_reduce_number(L.rank == 0 and x or 0, 'sum'))
 end
 
---- The model's parameters (model:parameters()), each with its storage.
+--- The model's parameters (model:parameters()), each with its storage
+-- (under ZeRO-3 none: p.param is nil, the shards are the optimizer's pieces).
 function M.params(state)
   local ps = state.model:parameters()
+  local z = state.optimizer and state.optimizer.zero
   for _, p in ipairs(ps) do
-    if not p.param then error('checkpoint: parameter ' .. p.name .. ' has no storage (materialize the model first)', 0) end
+    if not p.param and not (z and z.stage == 3) then   -- ZeRO-3: the shards hold them (lunar.parallel.zero)
+      error('checkpoint: parameter ' .. p.name .. ' has no storage (materialize the model first)', 0)
+    end
   end
   return ps
 end

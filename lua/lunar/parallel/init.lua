@@ -15,7 +15,7 @@
 -- as modules), ColumnParallelLinear / RowParallelLinear, tensor_1d (the layer
 -- factory the nn modules take as opts.tp), reducer (bucketed
 -- data-parallel gradient all_reduce overlapped with backward), pipeline (GPipe
--- and 1F1B schedules). Global gradient norm and clipping over the tensor and
+-- and 1F1B schedules), zero (ZeRO stages 1-3 / FSDP sharding). Global gradient norm and clipping over the tensor and
 -- pipeline groups are here.
 local nn = require('lunar.nn')
 local grid = require('lunar.parallel.grid')
@@ -35,6 +35,7 @@ local parallel = {
   reducer = require('lunar.parallel.reducer'),
   pipeline = require('lunar.parallel.pipeline'),
   domain = require('lunar.parallel.domain'),
+  zero = require('lunar.parallel.zero'),
 }
 
 local function flush()
