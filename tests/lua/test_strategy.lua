@@ -157,8 +157,16 @@ T.test('parallel.block_tensor: bad input is a layout error naming the block, bef
   T.eq(grid.validate(cfg({2, 1, 3, 2}), 4), 'parallel: block_tensor [3] = 3 (block 2) is not a power of two')
   T.eq(grid.validate(cfg({2, 1, 4, 2}), 2), 'parallel: block_tensor [3] = 4 (block 2) does not divide the world size 2')
   T.eq(grid.validate(cfg({8, 1, 1, 1}), 8), 'parallel: block_tensor [1] = 8 (block 0) does not divide NUM_HEADS 4')
-  T.eq(grid.validate(cfg({2, 1, 1, 2}, {clip_grad_norm = 1.0}), 2),
-    'parallel: block_tensor (per-block tensor sizes) does not work with clip_grad_norm yet')
+  -- clipping, checkpoints and dropout work with it (tests/mpi/parallel_check.lua, test_checkpoint.sh)
+  T.eq(grid.validate(cfg({2, 1, 1, 2}, {clip_grad_norm = 1.0, DROPOUT = 0.1, CHECKPOINT_DIR = 'ck'}), 2), nil)
+  -- per-block placement (parallel.block_tensor_consec): one boolean per block, only with block_tensor
+  local function consec(c) return {parallel = {block_tensor = {2, 1, 1, 2}, block_tensor_consec = c}} end
+  T.eq(grid.validate(cfg({2, 1, 1, 2}, consec({false, true, true, false})), 4), nil)
+  T.eq(grid.validate(cfg({2, 1, 1, 2}, consec({false, true})), 4),
+    'parallel: block_tensor_consec has 2 entries; it needs one boolean per block (DEPTH 4)')
+  T.raises(function() cfg({2, 1, 1, 2}, consec({false, 1, true, true})) end, 'parallel.block_tensor_consec')
+  T.eq(grid.validate(cfg(nil, {parallel = {block_tensor_consec = {true, true, true, true}}}), 4),
+    'parallel: block_tensor_consec (per-block tensor placement) needs parallel.block_tensor (per-block tensor sizes)')
   T.eq(grid.validate(cfg({2, 1, 1, 2}, {parallel = {block_tensor = {2, 1, 1, 2}, pipeline = 2}}), 4),
     'parallel: block_tensor (per-block tensor sizes) needs a base layout of data parallelism only: pipeline 2, tensor 1')
   T.raises(function() cfg({2, 1, 0, 2}) end, "config key 'parallel.block_tensor[3]' must be >= 1")
