@@ -24,7 +24,7 @@
 -- under both schedules, tensor 2 x pipeline 2, data 2 x tensor 2; bf16 at
 -- tensor 2; per block, activation_checkpointing.blocks, at pipeline 2 1F1B,
 -- data 2, tensor 2 x pipeline 2 GPipe; per-block tensor sizes, parallel.block_tensor,
--- mixed over data 2 and 4, with and without per-block checkpointing, consecutive and strided
+-- mixed over data 2, 4 and 8, with and without per-block checkpointing, consecutive and strided
 -- placement, with dropout 0.1 against the single-rank run with dropout): against the
 -- reference, and with dropout bitwise against the same layout without it.
 -- Checked against the reference:
@@ -349,6 +349,8 @@ local LW = {
     {2, 2, 4, 2, consec = {false, true, true, false}},
     {2, 1, 2, 4, consec = {false, true, false, true}, ckpt = {true, false, false, true}, dropout = 0.1},
     {4, 2, 1, 2, consec = {true, false, true, true}, dropout = 0.1}},
+  [8] = {{2, 4, 1, 4, consec = {false, false, true, true}, ckpt = {false, true, false, true}},
+    {4, 2, 2, 1, consec = {true, false, true, true}, dropout = 0.1}},
 }
 local layerwise = require('lunar.parallel.layerwise')
 for _, l in ipairs(LW[W] or {}) do
