@@ -15,7 +15,8 @@
 # checkpoint resumed into another layout (2 ranks -> 1, 1 -> tensor 2,
 # pipeline 2 -> data 2) matches within 1e-5 relative; per-block tensor sizes
 # (parallel.block_tensor {2,1,4,2} on 4 ranks) resume bitwise and reshard into
-# one rank, data 2, tensor 2 and back within 1e-5 (block 0 on strided ranks). The one-rank part runs
+# one rank, data 2, tensor 2 and back within 1e-5 (block 0 on strided ranks), and
+# with dropout the losses of the one-rank run with dropout. The one-rank part runs
 # without MPI; the rest skips when mpirun is absent or the build has no MPI.
 # Run from the repository root (tests/run_all.sh does). Ends with
 # "N passed, N failed[, N skipped]".
@@ -204,8 +205,9 @@ reshard "data 2 -> tensor 3d size 8" "$T/dp2" "$T/dp2.jsonl" "$T/nodrop.jsonl" m
 # 4, 2 (clipping on): each block's parameters saved by its own split; resumed bitwise, resharded into
 # one rank, data 2 and tensor 2 and back from them, against the one-rank run (no dropout: see data 2
 # above; no evaluation: 4 ranks pad the 10 test images to 12)
-LW=(DROPOUT=0 BATCH_SIZE=2 EVAL_EVERY_EPOCH=false
+LW_LAYOUT=(BATCH_SIZE=2 EVAL_EVERY_EPOCH=false
     'parallel={block_tensor={2,1,4,2}, block_tensor_consec={false,true,true,true}}')
+LW=(DROPOUT=0 "${LW_LAYOUT[@]}")
 resume_case layerwise 7 mpirun --oversubscribe -np 4 -- "${LW[@]}"
 same_metrics "layerwise: losses within 1e-5 of the one-rank run" "$T/nodrop.jsonl" "$T/layerwise/a.jsonl" 1e-5
 run "$LUNAR" -e "local ix = require('lunar.checkpoint').read_index('$T/layerwise/a/step_10')
@@ -229,4 +231,11 @@ check "one rank and tensor 2 without dropout, stopped after 7 steps: checkpoints
 for from in one7 dp2 tp7; do
   reshard "$from -> layerwise" "$T/$from" "$T/$from.jsonl" "$T/nodrop.jsonl" mpirun --oversubscribe -np 4 -- "${LW[@]}"
 done
+# with dropout the layerwise layout draws the one-rank masks (lunar.parallel.layerwise.set_dropout_rows):
+# its losses are those of the one-rank run with dropout (resume_case one above)
+run timeout 120 mpirun --oversubscribe -np 4 "$LUNAR" "${EX[@]}" "${LW_LAYOUT[@]}" DROPOUT=0.1 \
+  METRICS_FILE="$T/lw_drop.jsonl"
+check "layerwise with dropout 0.1: exit 0" [ "$rc" -eq 0 ]
+same_metrics "layerwise with dropout 0.1: losses within 1e-5 of the one-rank run with dropout" "$T/one/a.jsonl" \
+  "$T/lw_drop.jsonl" 1e-5
 finish
