@@ -280,13 +280,17 @@ local TOP = {
             doc = 'blocks per pipeline stage, e.g. {3, 3} (nil = even split)' } },
         { 'block_tensor', E{ type = 'table', items = 'integer', default = nil, min = 1,
             doc = 'per-block tensor-parallel sizes (a layerwise strategy, Galvatron\'s): one power of two per ' ..
-              'block over a base layout of data parallelism only; block i runs on t_i consecutive ranks with ' ..
+              'block over a base layout of data parallelism only; block i runs on t_i ranks (block_tensor_consec) with ' ..
               'their samples gathered (lunar.parallel.layerwise); nil = every block the tensor size above' } },
         { 'zero', E{ type = 'stage|name|table', default = nil,
             parse = function(v) return require('lunar.parallel.zero').parse(v) end,
             doc = "sharded data parallelism (lunar.parallel.zero): a ZeRO stage 0-3 or Megatron-FSDP's name " ..
               "('no_shard', 'optim', 'optim_grads', 'optim_grads_params'), or {stage =, group_size =} " ..
               '(hybrid: shard within runs of group_size data-parallel ranks); read as {stage =, group_size =}' } },
+        { 'block_tensor_consec', E{ type = 'table', items = 'boolean', default = nil,
+            doc = 'per-block tensor placement (Galvatron\'s tp_consec), with block_tensor: one boolean per block, ' ..
+              'true = the block\'s tensor group on consecutive ranks, false = strided ranks (r mod world/t, ' ..
+              '+ world/t, ...); nil = all consecutive (lunar.parallel.layerwise)' } },
       } } },
 }
 

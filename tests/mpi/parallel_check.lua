@@ -24,7 +24,8 @@
 -- under both schedules, tensor 2 x pipeline 2, data 2 x tensor 2; bf16 at
 -- tensor 2; per block, activation_checkpointing.blocks, at pipeline 2 1F1B,
 -- data 2, tensor 2 x pipeline 2 GPipe; per-block tensor sizes, parallel.block_tensor,
--- mixed over data 2 and 4, with and without per-block checkpointing, no clipping): against the
+-- mixed over data 2, 4 and 8, with and without per-block checkpointing, consecutive and strided
+-- placement, with dropout 0.1 against the single-rank run with dropout): against the
 -- reference, and with dropout bitwise against the same layout without it.
 -- Checked against the reference:
 --   - the loss of every step: within 1e-5 relative (and on every rank)
@@ -147,12 +148,15 @@ end
 local function rel(a, b) return math.abs(a - b) / math.max(math.abs(b), 1e-30) end
 
 local refs = {}
-local function reference(over)
-  local key = string.format('ga%d %s clip %s', over.gradient_accumulation or 1, over.precision or 'fp32',
-    tostring(over.clip_grad_norm))
+-- with_dropout: the single-rank run with the layout's DROPOUT (a layout whose masks are the single-rank
+-- ones: per-block tensor sizes), else without dropout
+local function reference(over, with_dropout)
+  local dropout = with_dropout and over.DROPOUT or nil
+  local key = string.format('ga%d %s clip %s dropout %s', over.gradient_accumulation or 1, over.precision or 'fp32',
+    tostring(over.clip_grad_norm), tostring(dropout))
   if not refs[key] then
     refs[key] = train(make_cfg({gradient_accumulation = over.gradient_accumulation, precision = over.precision,
-      clip_grad_norm = over.clip_grad_norm}), nil)
+      clip_grad_norm = over.clip_grad_norm, DROPOUT = dropout}), nil)
   end
   return refs[key]
 end
@@ -361,20 +365,45 @@ end
 
 -- per-block tensor sizes (parallel.block_tensor, lunar.parallel.layerwise; issue 14's layerwise
 -- strategies): a base of W data-parallel ranks, blocks of mixed tensor sizes, with and without per-block
--- checkpointing; without clipping (not with it yet), against the single-rank run without clipping
+-- checkpointing, consecutive and strided tensor groups (parallel.block_tensor_consec, false = strided),
+-- clipping on (the global norm over the blocks' groups), and with DROPOUT 0.1 against the single-rank
+-- run with dropout (each dropout draws the single-rank masks of its samples)
 local LW = {
-  [2] = {{2, 1, 1, 2}, {1, 2, 2, 1, ckpt = {true, false, true, false}}},
-  [4] = {{4, 2, 1, 2}, {2, 2, 4, 4, ckpt = {false, true, true, false}}, {1, 4, 1, 4}},
+  [2] = {{2, 1, 1, 2}, {1, 2, 2, 1, ckpt = {true, false, true, false}}, {2, 1, 1, 2, dropout = 0.1}},
+  [4] = {{4, 2, 1, 2}, {2, 2, 4, 4, ckpt = {false, true, true, false}}, {1, 4, 1, 4},
+    {2, 2, 4, 2, consec = {false, true, true, false}},
+    {2, 1, 2, 4, consec = {false, true, false, true}, ckpt = {true, false, false, true}, dropout = 0.1},
+    {4, 2, 1, 2, consec = {true, false, true, true}, dropout = 0.1}},
+  [8] = {{2, 4, 1, 4, consec = {false, false, true, true}, ckpt = {false, true, false, true}},
+    {4, 2, 2, 1, consec = {true, false, true, true}, dropout = 0.1}},
 }
+local layerwise = require('lunar.parallel.layerwise')
 for _, l in ipairs(not ND and LW[W] or {}) do
   local list = {l[1], l[2], l[3], l[4]}
-  local c = add(W, 1, 1, {clip_grad_norm = 0.0, parallel = {block_tensor = list},
-    activation_checkpointing = l.ckpt and {blocks = l.ckpt} or nil},
-    string.format(', block_tensor {%s}%s', table.concat(list, ', '), l.ckpt and ', per-block checkpointing' or ''))
+  local c = add(W, 1, 1, {parallel = {block_tensor = list, block_tensor_consec = l.consec},
+    activation_checkpointing = l.ckpt and {blocks = l.ckpt} or nil, DROPOUT = l.dropout},
+    string.format(', block_tensor {%s}%s%s%s', table.concat(list, ', '),
+      l.consec and ' consec {' .. table.concat((function()
+        local t = {}
+        for i, b in ipairs(l.consec) do t[i] = b and 'c' or 's' end
+        return t
+      end)(), ',') .. '}' or '', l.ckpt and ', per-block checkpointing' or '',
+      l.dropout and ', dropout ' .. l.dropout or ''))
+  c.ref_dropout = true   -- the masks are the single-rank run's
   -- the layout is applied: block i holds NUM_HEADS / t_i heads and 1/t_i of fc1's rows, and is run
   -- redistributed (or checkpointed around its redistribution) when t_i > 1
-  c.verify = function(model)
+  c.verify = function(model, g)
     for i, t in ipairs(list) do
+      -- the block's tensor group: ranks R - R % t + a (consecutive) or R % (W/t) + a W/t (strided)
+      local grp = layerwise.block_group(g, i - 1)
+      if t > 1 then
+        local strided = l.consec and not l.consec[i] and t < W
+        local want = {}
+        for a = 0, t - 1 do want[a + 1] = strided and (R % (W // t) + a * (W // t)) or (R - R % t + a) end
+        check(string.format('%s: block %d runs on ranks %s', c.name, i - 1, table.concat(want, ',')),
+          grp and grp.tp:size() == t and table.concat(grp.members, ',') == table.concat(want, ',') and
+          grp.tp:rank() == (strided and R // (W // t) or R % t), grp and table.concat(grp.members, ','))
+      end
       local blk = model.blocks[tostring(i - 1)]
       check(string.format('%s: block %d holds %d of %d heads', c.name, i - 1, BASE.NUM_HEADS // t, BASE.NUM_HEADS),
         blk.attn.local_heads == BASE.NUM_HEADS // t, tostring(blk.attn.local_heads))
@@ -438,7 +467,7 @@ for _, c in ipairs(configs) do
   if not FILTER or c.name:find(FILTER, 1, true) then
     local t0 = lunar.clock()
     local cfg = make_cfg(c.over)
-    local ref = reference(c.over)
+    local ref = reference(c.over, c.ref_dropout)
     local g = parallel.initialize(cfg, world, {quiet = true})
     local got = train(cfg, g)
     if c.verify then c.verify(got.model, g) end

@@ -30,11 +30,17 @@ end
 
 --- Whether this rank writes parameter p's pieces (data-parallel rank 0 and
 -- domain rank 0: their copies are the same; a replicated parameter only on
--- tensor rank 0).
-local function writes(L, pc)
-  if L.dp_rank ~= 0 or (L.domain_rank or 0) ~= 0 then return false end
+-- tensor rank 0; a layerwise block's parameter by its own groups' ranks,
+-- L.param_ranks).
+local function writes(L, pc, name)
+  local dp, tp = L.dp_rank, L.tp_rank
+  if L.param_ranks then
+    local d, t = L.param_ranks(name)
+    if d then dp, tp = d, t end
+  end
+  if dp ~= 0 or (L.domain_rank or 0) ~= 0 then return false end
   if pc.sharded then return (pc.replica or 0) == 0 end   -- a 2.5D depth replica: layer 0 writes
-  return L.tp_rank == 0
+  return tp == 0
 end
 
 --- Sharded data parallelism (lunar.parallel.zero): this rank's blocks as
@@ -88,7 +94,7 @@ local function build_shard(L, state, params)
   local pcs = {}
   for _, p in ipairs(params) do pcs[p.name] = reshard.pieces(p) end
   for _, p in ipairs(params) do
-    if writes(L, pcs[p.name]) then add(p.name, p.param, pcs[p.name]) end
+    if writes(L, pcs[p.name], p.name) then add(p.name, p.param, pcs[p.name]) end
   end
   local os_ = S.optimizer(state.optimizer)
   if os_ then
@@ -96,14 +102,14 @@ local function build_shard(L, state, params)
       for name, view in pairs(b.views) do
         local pc = pcs[name]
         if not pc then error('checkpoint: the optimizer holds parameter ' .. name .. ', which the model does not', 0) end
-        if writes(L, pc) then add('optim.' .. key .. '.' .. name, view, pc) end
+        if writes(L, pc, name) then add('optim.' .. key .. '.' .. name, view, pc) end
       end
     end
   end
   local e = state.engine
   if e and S.mid_accumulation(e.batches_done, e.gradient_accumulation) then
     for _, p in ipairs(params) do
-      if p.grad and writes(L, pcs[p.name]) then add('grad.' .. p.name, p.grad, pcs[p.name]) end
+      if p.grad and writes(L, pcs[p.name], p.name) then add('grad.' .. p.name, p.grad, pcs[p.name]) end
     end
   end
   return tensors, desc

@@ -10,14 +10,17 @@ local M = {}
 
 local numel = format.numel
 
---- {rank, world_size, dp_rank, dp_size, tp_rank, tp_size, pp_rank, pp_size, domain_rank, comm}
--- from a grid, else the world communicator (every rank a data-parallel replica).
+--- {rank, world_size, dp_rank, dp_size, tp_rank, tp_size, pp_rank, pp_size, domain_rank, comm,
+-- param_ranks} from a grid (param_ranks(name) -> dp rank, tp rank of the parameter's own
+-- groups, or nil for the grid's: set under parallel.block_tensor), else the world communicator (every rank a data-parallel replica).
 function M.layout(state)
   local g = state.grid
   if g then
     return {rank = g.rank, world_size = g.world_size, dp_rank = g.dp_rank, dp_size = g.dp_size,
       tp_rank = g.tp_rank, tp_size = g.tp_size, pp_rank = g.pp_rank, pp_size = g.pp_size,
-      domain_rank = g.domain_rank or 0, comm = g.world}
+      domain_rank = g.domain_rank or 0, comm = g.world,
+      -- per-block tensor sizes: a block's own (dp, tp) ranks for its parameters (lunar.parallel.layerwise)
+      param_ranks = g.block_tensor and function(name) return require('lunar.parallel.layerwise').param_ranks(g, name) end}
   end
   local w = lunar.comm and lunar.comm.world and lunar.comm.world()
   local rank, size = w and w:rank() or 0, w and w:size() or 1

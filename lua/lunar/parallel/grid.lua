@@ -298,8 +298,8 @@ function grid.new(cfg, comm)
   if list then
     -- per-block tensor sizes (lunar.parallel.layerwise): each size's tensor and data groups
     local layerwise = require('lunar.parallel.layerwise')
-    g.block_tensor = list
-    g.block_groups = layerwise.groups(comm, list)
+    g.block_tensor, g.block_tensor_consec = list, cfg.parallel.block_tensor_consec
+    g.block_groups = layerwise.groups(comm, list, g.block_tensor_consec)
     g.grad_sync = layerwise.grad_sync
   end
   if cfg.DEPTH then

@@ -158,7 +158,10 @@ end
 function parallel.vit(cfg, g)
   local plain = require('lunar.models').vit(cfg)
   if not g then return plain end
-  return nn.ViT(parallel.model_options(plain.opts, g))
+  local model = nn.ViT(parallel.model_options(plain.opts, g))
+  -- per-block tensor sizes: the dropouts draw the single-rank masks of their samples
+  if g.block_tensor then require('lunar.parallel.layerwise').set_dropout_rows(model, g) end
+  return model
 end
 
 -- ---- gradient norm over the model-parallel ranks -----------------------------------------
@@ -170,11 +173,14 @@ end
 -- (norms, biases of RowParallelLinear, embeddings, head) counted once (tensor
 -- rank 0's), stages summed over the pipeline group: one all_reduce over the
 -- model-parallel group (tensor x pipeline). Data-parallel replicas hold the
--- same averaged gradients, so nothing is summed over them.
+-- same averaged gradients, so nothing is summed over them. Per-block tensor
+-- sizes (parallel.block_tensor): lunar.parallel.layerwise.sum_squares.
 -- @param params model:parameters() of this rank
 -- @param g the grid (nil: one rank)
 function parallel.grad_norm(params, g)
   local ops = lunar.ops
+  -- per-block tensor sizes: each block over its own tensor group (lunar.parallel.layerwise)
+  if g and g.block_tensor then return math.sqrt(require('lunar.parallel.layerwise').sum_squares(params, g)) end
   local s = 0.0   -- a float on every rank (all_reduce_number reduces integers apart: a 2.5D depth replica adds nothing)
   for _, p in ipairs(params) do
     if (p.shard and (p.shard.replica or 0) == 0) or not g or g.tp_rank == 0 then s = s + ops.sum_squares(p.grad) end
