@@ -2,7 +2,8 @@
 -- little wall time as this machine allows (issue 18's time-to-accuracy goal):
 -- a small ViT on 4 x 4 tokens (patch 7), bf16 GEMMs and attention (fp32 master
 -- weights), the loader's random crop (padding 2) and horizontal flip as the
--- regularization, AdamW with warmup and cosine decay over NUM_EPOCHS.
+-- regularization, AdamW with warmup and cosine decay over NUM_EPOCHS; the
+-- test accuracy after every epoch (10,000 forward-only images: a few % of an epoch).
 --   build/lunar examples/train_with_engine.lua --config configs/vit_fmnist_fast.lua
 -- Needs avx512_bf16 for precision = 'bf16' (else precision=fp32 on the
 -- command line: the same recipe, slower).
@@ -34,5 +35,5 @@ NUM_EPOCHS = 15
 WARMUP_EPOCHS = 1
 SEED = 42
 LOG_EVERY = 100
-EVAL_EVERY_EPOCH = false
+EVAL_EVERY_EPOCH = true
 METRICS_FILE = 'metrics_fast.jsonl'
