@@ -4,7 +4,10 @@
 # Trains a pre-LN ViT with timm's VisionTransformer layout (Conv2d patch
 # embedding, cls token, learned position embedding, fused qkv with bias,
 # MLP with exact GELU, final LayerNorm eps 1e-6, linear head on the cls token),
-# fp32, timm-style init, no dropout, on one fixed batch of random data, with
+# fp32 (or --bf16 1: forward and loss under torch.autocast('cpu', torch.bfloat16),
+# fp32 master weights), timm-style init, no dropout, on one fixed batch of
+# random data; attention through F.scaled_dot_product_attention where the
+# PyTorch has it (2.0 on; --sdpa 0 or PyTorch 1.x: the explicit softmax), with
 # cross-entropy (label smoothing 0.1) and AdamW (lr 1e-3, weight decay 0.05 on
 # ndim >= 2 weights except pos_embed and cls_token).
 # Timed step = zero_grad + forward + loss + backward + AdamW step.
@@ -26,6 +29,9 @@ import time
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+
+USE_SDPA = hasattr(F, "scaled_dot_product_attention")
 
 
 class Attention(nn.Module):
@@ -41,6 +47,8 @@ class Attention(nn.Module):
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
+        if USE_SDPA:
+            return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, C))
         attn = (q @ k.transpose(-2, -1)) * self.scale
         attn = attn.softmax(dim=-1)
         x = (attn @ v).transpose(1, 2).reshape(B, N, C)
@@ -125,7 +133,11 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bf16", type=int, default=0, help="1: bf16 autocast (CPU)")
+    ap.add_argument("--sdpa", type=int, default=1, help="0: never F.scaled_dot_product_attention")
     a = ap.parse_args()
+    global USE_SDPA
+    USE_SDPA = USE_SDPA and a.sdpa != 0
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -147,7 +159,8 @@ def main():
     for i in range(a.warmup + a.steps):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = criterion(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16 != 0):
+            loss = criterion(model(x), y)
         loss.backward()
         opt.step()
         dt = time.perf_counter() - t0
@@ -169,6 +182,8 @@ def main():
         "heads": a.heads, "mlp_ratio": a.mlp_ratio, "classes": a.classes,
         "final_loss": round(loss.item(), 5),
         "torch": torch.__version__,
+        "precision": "bf16 autocast" if a.bf16 else "fp32",
+        "sdpa": USE_SDPA,
     }
     print(json.dumps(rec), flush=True)
 

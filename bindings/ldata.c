@@ -16,7 +16,9 @@
  *   ld = lunar.data.loader(ds, {batch_size=, shuffle=true, seed=0, drop_last=false,
  *                               rank=0, num_shards=1, mean={..}, std={..}, prefetch=true,
  *                               (or the number of batches prepared ahead; true is 1)
- *                               device='cpu', threads=1})
+ *                               device='cpu', threads=1, crop_padding=0, hflip=0})
+ *                crop_padding, hflip: RandomCrop + horizontal flip of an in-memory
+ *                2-D dataset (lunar_loader_set_augment; 0: none)
  *   images, labels = ld:next()   f32 [B, C, S..], i32 [B]; nil at the end of the epoch
  *                  (a data file that cannot be read or decoded: a user error, lunar.error)
  *   ld:device() -> 'cpu' or 'cuda:N'
@@ -273,6 +275,10 @@ static int l_loader(lua_State *L) {
     luaL_setmetatable(L, LOADER_MT);   /* from here __gc frees the loader */
     if (lunar_loader_set_device(l, device)) return lunar_raise(L);
     if (lunar_loader_set_threads(l, (int)opt_field_int(L, 2, "threads", 1))) return lunar_raise(L);
+    lua_getfield(L, 2, "hflip");
+    double hflip = lua_isnil(L, -1) ? 0.0 : luaL_checknumber(L, -1);
+    lua_pop(L, 1);
+    if (lunar_loader_set_augment(l, (int)opt_field_int(L, 2, "crop_padding", 0), hflip)) return lunar_raise(L);
     lua_pushvalue(L, 1);            /* keep the dataset alive as long as the loader */
     lua_setiuservalue(L, -2, 1);
     return 1;

@@ -21,7 +21,9 @@
  *       $(pkg-config --libs openblas) -ldnnl -lm -o /tmp/bench_kernels
  *   OMP_WAIT_POLICY=PASSIVE /tmp/bench_kernels [threads=2] [repeats=15] [gemm]
  *
- * A third argument `gemm` runs only the peaks and the GEMM comparison.
+ * A third argument `gemm` runs only the peaks and the GEMM comparison;
+ * `attention` only the attention kernels, f32 and bf16 side by side (timed
+ * interleaved) at the main job's, ViT-Ti/16's and ViT-S/16's shapes.
  *
  * The GEMMs are OpenBLAS's: which kernel set it runs (Haswell = AVX2, SkylakeX
  * or Cooperlake = AVX-512) follows OPENBLAS_CORETYPE or its CPU detection, and
@@ -403,6 +405,47 @@ static void gemm_comparison(void) {
 
 struct linear_shape { const char *name; int M, K, N, need_dinp; };
 
+/* ---- attention, f32 and bf16 side by side (third argument `attention`) ---------- */
+
+static int aB, aN, aH, aD;                                   /* current attention shape */
+static float *a_qkv, *a_out, *a_lse, *a_dout, *a_dqkv;
+static uint16_t *a_qkv16, *a_out16, *a_dout16, *a_dqkv16;
+static void b_a32_f(void) { lunar_cpu_attention_forward(a_out, a_lse, a_qkv, aB, aN, aH, aD); }
+static void b_a32_b(void) { lunar_cpu_attention_backward(a_dqkv, a_dout, a_qkv, a_out, a_lse, aB, aN, aH, aD); }
+static void b_a16_f(void) { lunar_cpu_attention_forward_bf16(a_out16, a_lse, a_qkv16, aB, aN, aH, aD); }
+static void b_a16_b(void) {
+    lunar_cpu_attention_backward_bf16(a_dqkv16, a_dout16, a_qkv16, a_out16, a_lse, aB, aN, aH, aD);
+}
+
+/* The attention kernels (forward 4 B H N^2 D FLOPs: Q K^T, P V; backward
+ * 10 B H N^2 D: the scores again, dP, dQ, dK, dV), f32 and bf16 timed
+ * interleaved, against the FP32 FMA peak of this run. */
+static void attention_comparison(void) {
+    double p32 = peak_gflops(0);
+    printf("\npeak (this run): FP32 FMA %.0f GFLOP/s\n", p32);
+    printf("attention ms (GFLOP/s, %% of the FP32 peak): f32 forward | bf16 forward | f32 backward | bf16 backward\n");
+    const struct { const char *name; int b, n, h, d; } sh[] = {
+        {"main job", B, N, H, D}, {"ViT-Ti/16", 16, 197, 3, 64}, {"ViT-S/16", 8, 197, 6, 64}};
+    for (int s = 0; s < 3; s++) {
+        aB = sh[s].b; aN = sh[s].n; aH = sh[s].h; aD = sh[s].d;
+        size_t nq = (size_t)aB * aN * 3 * aH * aD, no = (size_t)aB * aN * aH * aD;
+        a_qkv = rnd(nq, 1.5f); a_dout = rnd(no, 1); a_out = zer(no); a_dqkv = zer(nq); a_lse = zer((size_t)aB * aH * aN);
+        a_qkv16 = to16(a_qkv, nq); a_dout16 = to16(a_dout, no);
+        a_out16 = aligned_alloc(64, (no * 2 + 63) & ~(size_t)63); a_dqkv16 = aligned_alloc(64, (nq * 2 + 63) & ~(size_t)63);
+        bench_fn fn[4] = {b_a32_f, b_a16_f, b_a32_b, b_a16_b};
+        double med[4], fl[4] = {4.0, 4.0, 10.0, 10.0};
+        timeit_interleaved(fn, 4, med);
+        printf("  %-10s B %3d N %3d H %d D %d ", sh[s].name, aB, aN, aH, aD);
+        for (int i = 0; i < 4; i++) {
+            double g = fl[i] * aB * aH * (double)aN * aN * aD / (med[i] * 1e-3) * 1e-9;
+            printf(" %s %7.3f (%4.0f, %3.0f%%)", i ? "|" : "", med[i], g, 100 * g / p32);
+        }
+        printf("\n");
+        free(a_qkv); free(a_dout); free(a_out); free(a_dqkv); free(a_lse);
+        free(a_qkv16); free(a_dout16); free(a_out16); free(a_dqkv16);
+    }
+}
+
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 2;
     if (argc > 2) repeats = atoi(argv[2]);
@@ -417,6 +460,10 @@ int main(int argc, char **argv) {
     printf("OpenBLAS: %s, kernels: %s (OPENBLAS_CORETYPE=%s)\n", openblas_get_config(),
            openblas_get_corename(), ct ? ct : "(unset)");
     int gemm_only = argc > 3 && strcmp(argv[3], "gemm") == 0;
+    if (argc > 3 && strcmp(argv[3], "attention") == 0) {
+        attention_comparison();
+        return 0;
+    }
 
     /* allocate */
     img = rnd((size_t)B * IMG * IMG, 1); patches = zer((size_t)B * L * 16); dimg = zer((size_t)B * IMG * IMG);

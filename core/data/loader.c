@@ -40,6 +40,7 @@
 #include "lunar/rng.h"
 
 #define SHUFFLE_STREAM_TAG (0x4C4F4144ull << 32) /* "LOAD" */
+#define AUGMENT_STREAM_TAG (0x41554731ull << 32) /* "AUG1" */
 
 enum { SLOT_EMPTY, SLOT_FILLING, SLOT_READY };
 
@@ -57,6 +58,8 @@ struct lunar_loader {
     const lunar_dataset *ds;
     int batch_size, shuffle, drop_last, rank, num_shards, prefetch;
     int threads;                /* decode threads for a file-backed dataset (>= 1) */
+    int crop_pad;               /* lunar_loader_set_augment: RandomCrop padding (0: none) */
+    double hflip;               /* and horizontal flip probability (0: none) */
     uint64_t seed;
     float *mean, *std;          /* [C] or NULL */
     int64_t per_shard;          /* samples per epoch on this shard */
@@ -111,6 +114,37 @@ static void normalize_u8(const lunar_loader *l, const uint8_t *src, float *o, in
             for (int64_t p = 0; p < plane; p++) op[p] = ((float)sp[p] / 255.0f - m) / sd;
         } else {
             for (int64_t p = 0; p < plane; p++) op[p] = (float)sp[p] / 255.0f;
+        }
+    }
+}
+
+/* The augmentation of sample idx of `epoch` (lunar_loader_set_augment) on its
+ * normalized values o [C, H, W], tmp [H * W] scratch: shift by (dy, dx) in
+ * [-pad, pad] (RandomCrop(S, padding = pad) of the zero-padded image: the
+ * pixels shifted in are a 0 pixel's normalized value), then mirror x with
+ * probability hflip. Two Philox words keyed by (seed, AUG1 ^ epoch, 2 idx and
+ * 2 idx + 1): the same sample gets the same draw in any batch, shard or thread. */
+static void augment_sample(const lunar_loader *l, int64_t idx, int64_t epoch, float *o, float *tmp) {
+    const lunar_dataset *ds = l->ds;
+    const int H = ds->size[0], W = ds->size[1], P = l->crop_pad;
+    const uint64_t stream = AUGMENT_STREAM_TAG ^ (uint64_t)epoch;
+    uint32_t r0 = lunar_rng_u32(l->seed, stream, 2 * (uint64_t)idx);
+    uint32_t r1 = lunar_rng_u32(l->seed, stream, 2 * (uint64_t)idx + 1);
+    const int span = 2 * P + 1;
+    const int dy = (int)(((uint64_t)(r0 & 0xFFFF) * (uint64_t)span) >> 16) - P;
+    const int dx = (int)(((uint64_t)(r0 >> 16) * (uint64_t)span) >> 16) - P;
+    const int flip = (double)r1 * (1.0 / 4294967296.0) < l->hflip;
+    if (dy == 0 && dx == 0 && !flip) return;
+    for (int c = 0; c < ds->channels; c++) {
+        float *op = o + (size_t)c * H * W;
+        const float pad = l->mean ? (0.0f - l->mean[c]) / l->std[c] : 0.0f;
+        memcpy(tmp, op, (size_t)H * W * sizeof(float));
+        for (int y = 0; y < H; y++) {
+            const int sy = y + dy;
+            for (int x = 0; x < W; x++) {
+                const int sx = (flip ? W - 1 - x : x) + dx;
+                op[(size_t)y * W + x] = sy >= 0 && sy < H && sx >= 0 && sx < W ? tmp[(size_t)sy * W + sx] : pad;
+            }
         }
     }
 }
@@ -196,6 +230,10 @@ static int fill_batch(const lunar_loader *l, int64_t b, float *images, int32_t *
     if (count <= 0) return 0;
     if (ds->sample) return fill_decoded(l, start, count, images, labels);
     int64_t numel = ds->sample_numel, plane = numel / ds->channels;
+    float tmp_small[1024];
+    float *tmp = NULL;
+    if (l->crop_pad > 0 || l->hflip > 0)
+        tmp = plane <= 1024 ? tmp_small : malloc((size_t)plane * sizeof(float));
     for (int64_t s = 0; s < count; s++) {
         int64_t idx = l->indices[start + s];
         float *o = images + s * numel;
@@ -215,7 +253,16 @@ static int fill_batch(const lunar_loader *l, int64_t b, float *images, int32_t *
                 memcpy(o, src, (size_t)numel * sizeof(float));
             }
         }
+        if (l->crop_pad > 0 || l->hflip > 0) {
+            if (!tmp) {
+                lunar_error(LUNAR_ERR_OOM, "loader: out of memory for the augmentation of a %lld-pixel plane",
+                            (long long)plane);
+                return -1;
+            }
+            augment_sample(l, idx, l->indices_epoch, o, tmp);
+        }
     }
+    if (tmp != tmp_small) free(tmp);
     return (int)count;
 }
 
@@ -455,6 +502,34 @@ lunar_status lunar_loader_set_threads(lunar_loader *l, int threads) {
     wait_not_filling(l);
     l->threads = threads;   /* the worker reads it only while filling */
     pthread_mutex_unlock(&l->mu);
+    return LUNAR_OK;
+}
+
+lunar_status lunar_loader_set_augment(lunar_loader *l, int crop_pad, double hflip) {
+    if (!l) return lunar_error(LUNAR_ERR_ARG, "loader_set_augment: NULL loader");
+    const lunar_dataset *ds = l->ds;
+    if (crop_pad < 0 || !(hflip >= 0 && hflip <= 1))
+        return lunar_error(LUNAR_ERR_ARG, "loader_set_augment: crop padding %d (must be >= 0), hflip %g (a "
+                           "probability in [0, 1])", crop_pad, hflip);
+    if ((crop_pad > 0 || hflip > 0) && (ds->sample || ds->ndim_spatial != 2))
+        return lunar_error(LUNAR_ERR_ARG, "loader_set_augment: random crop and flip are for in-memory 2-D image "
+                           "datasets (this one is %s)", ds->sample ? "read from files, with its own augmentation"
+                                                                   : "3-D");
+    if (crop_pad >= ds->size[0] || crop_pad >= ds->size[1])
+        return lunar_error(LUNAR_ERR_ARG, "loader_set_augment: crop padding %d is not smaller than the %d x %d "
+                           "image", crop_pad, ds->size[0], ds->size[1]);
+    if (l->prefetch) {
+        pthread_mutex_lock(&l->mu);
+        wait_not_filling(l);
+    }
+    l->crop_pad = crop_pad;
+    l->hflip = hflip;
+    if (l->prefetch) {
+        for (int k = 0; k < l->depth; k++) /* batches made without it: made again */
+            if (l->slots[k].state == SLOT_READY) l->slots[k].state = SLOT_EMPTY;
+        pthread_cond_broadcast(&l->cv);
+        pthread_mutex_unlock(&l->mu);
+    }
     return LUNAR_OK;
 }
 

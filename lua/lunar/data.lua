@@ -135,15 +135,21 @@ end
 -- 'cuda' / 'cuda:N' each batch goes through the loader's page-locked host
 -- buffer to that device. cfg.DATA_MEAN / cfg.DATA_STD replace the dataset's
 -- normalization; cfg.DATA_THREADS decode threads (image datasets); with
--- cfg.PREFETCH a thread prepares cfg.PREFETCH_BATCHES batches ahead.
+-- cfg.PREFETCH a thread prepares cfg.PREFETCH_BATCHES batches ahead. A train
+-- loader of an in-memory dataset augments with cfg.AUG_CROP_PADDING (RandomCrop
+-- with that zero padding) and cfg.AUG_HFLIP (flip probability), keyed by Philox
+-- (lunar_loader_set_augment).
 function data.loader(ds, cfg, opts)
   opts = opts or {}
+  local train_aug = opts.train ~= false and cfg.DATASET ~= 'image_folder' and cfg.DATASET ~= 'imagenet_zip'
   local st = data.stats[cfg.DATASET] or {}
   return C.loader(ds, {
     batch_size = opts.batch_size or cfg.BATCH_SIZE, shuffle = opts.train ~= false,
     seed = cfg.SEED, drop_last = opts.train ~= false, rank = opts.rank or 0,
     num_shards = opts.num_shards or 1, mean = cfg.DATA_MEAN or st.mean, std = cfg.DATA_STD or st.std,
     prefetch = cfg.PREFETCH ~= false and (cfg.PREFETCH_BATCHES or 1) or 0, device = opts.device or cfg.device or 'cpu', threads = cfg.DATA_THREADS or 1,
+    -- training augmentation of the in-memory datasets (the image datasets augment their own samples)
+    crop_padding = train_aug and cfg.AUG_CROP_PADDING or 0, hflip = train_aug and cfg.AUG_HFLIP or 0,
   })
 end
 

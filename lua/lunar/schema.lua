@@ -196,8 +196,12 @@ local TOP = {
   { 'AUG_SCALE', E{ type = 'table', items = 'number', default = nil, min = 0,
       doc = "'image_folder'/'imagenet_zip' training: RandomResizedCrop's {min, max} area fraction " ..
         '(unset: {0.08, 1}, timm)' } },
-  { 'AUG_HFLIP', E{ type = 'number', default = 0.5, min = 0, max = 1,
-      doc = "'image_folder'/'imagenet_zip' training: probability of the horizontal flip" } },
+  { 'AUG_HFLIP', E{ type = 'number', default = nil, min = 0, max = 1,
+      doc = "training: probability of the horizontal flip (unset: 0.5 for 'image_folder'/'imagenet_zip', " ..
+        "none for the in-memory datasets)" } },
+  { 'AUG_CROP_PADDING', E{ type = 'integer', default = 0, min = 0,
+      doc = "in-memory image datasets (fashion_mnist, cifar10, synthetic) training: torchvision's " ..
+        'RandomCrop(IMG_SIZE, padding=N) of zero pixels, keyed by Philox like the data order (0: none)' } },
   { 'CROP_PCT', E{ type = 'number', default = 0.875, min = 0, max = 1, min_exclusive = true,
       doc = "'image_folder' evaluation: resize the shorter side to floor(IMG_SIZE / CROP_PCT), then " ..
         'center-crop IMG_SIZE (timm)' } },

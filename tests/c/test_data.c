@@ -753,6 +753,105 @@ static void test_loader_errors(void) {
     lunar_dataset_free(ds);
 }
 
+/* lunar_loader_set_augment: the flip by hand; the crop as a shift of the
+ * normalized image by (dy, dx) in [-1, 1]^2 with the normalized 0 pixel shifted
+ * in, found by search (all nine shifts appear over 300 samples) and equal to
+ * the documented Philox draws; batches bitwise the same with prefetch; a new
+ * draw each epoch; bad arguments refused naming them. */
+static void test_loader_augment(void) {
+    /* flip by hand: [[1, 2, 3], [4, 5, 6]] -> [[3, 2, 1], [6, 5, 4]] (/255) */
+    int size23[2] = {2, 3};
+    lunar_dataset *t = lunar_dataset_new(LUNAR_U8, 1, 1, 2, size23, 1);
+    CHECK(t);
+    uint8_t *tp = lunar_dataset_pixels(t);
+    for (int i = 0; i < 6; i++) tp[i] = (uint8_t)(i + 1);
+    lunar_loader *l = lunar_loader_new(t, 1, 0, 0, 0, 0, 1, NULL, NULL, 0);
+    CHECK(l && lunar_loader_set_augment(l, 0, 1.0) == LUNAR_OK);
+    float fimg[6];
+    int32_t flab[1];
+    const int want[6] = {3, 2, 1, 6, 5, 4};
+    CHECK(lunar_loader_next(l, fimg, flab) == 1);
+    for (int i = 0; i < 6; i++) CHECK(fimg[i] == (float)want[i] / 255.0f);
+    lunar_loader_free(l);
+    lunar_dataset_free(t);
+
+    enum { N = 300, C = 3, H = 5, W = 4, NUMEL = 60 };
+    lunar_dataset *ds = u8_dataset(N);
+    CHECK(ds);
+    const float mean[3] = {0.5f, 0.4f, 0.3f}, std[3] = {0.25f, 0.2f, 0.3f};
+    lunar_loader *plain = lunar_loader_new(ds, N, 0, 9, 0, 0, 1, mean, std, 0);
+    lunar_loader *aug = lunar_loader_new(ds, N, 0, 9, 0, 0, 1, mean, std, 0);
+    CHECK_MSG(plain && aug && lunar_loader_set_augment(aug, 1, 0.0) == LUNAR_OK, "%s", lunar_last_error());
+    float *a = malloc((size_t)N * NUMEL * sizeof(float)), *p = malloc((size_t)N * NUMEL * sizeof(float));
+    int32_t *lab = malloc(N * sizeof(int32_t));
+    CHECK(lunar_loader_next(plain, p, lab) == N && lunar_loader_next(aug, a, lab) == N);
+    int seen[3][3] = {{0}}, found_all = 1, formula = 1;
+    for (int i = 0; i < N; i++) {
+        int found = 0;
+        for (int dy = -1; dy <= 1 && !found; dy++)
+            for (int dx = -1; dx <= 1 && !found; dx++) {
+                int ok = 1;
+                for (int c = 0; c < C && ok; c++)
+                    for (int y = 0; y < H && ok; y++)
+                        for (int x = 0; x < W && ok; x++) {
+                            int sy = y + dy, sx = x + dx;
+                            float w = sy >= 0 && sy < H && sx >= 0 && sx < W ? p[(size_t)i * NUMEL + c * H * W + sy * W + sx]
+                                                                             : (0.0f - mean[c]) / std[c];
+                            ok = a[(size_t)i * NUMEL + c * H * W + y * W + x] == w;
+                        }
+                if (ok) {
+                    found = 1;
+                    seen[dy + 1][dx + 1]++;
+                    /* data.h's draws: w0 = rng(seed, AUG1 << 32 ^ epoch, 2 idx) */
+                    uint32_t w0 = lunar_rng_u32(9, 0x41554731ull << 32, 2 * (uint64_t)i);
+                    int fy = (int)(((w0 & 0xFFFF) * 3u) >> 16) - 1, fx = (int)(((w0 >> 16) * 3u) >> 16) - 1;
+                    /* a sample whose shift pulls in only equal pixels could match
+                     * several shifts; with hashed pixels none does */
+                    formula &= fy == dy && fx == dx;
+                }
+            }
+        found_all &= found;
+    }
+    CHECK(found_all);
+    CHECK(formula);
+    for (int dy = 0; dy < 3; dy++)
+        for (int dx = 0; dx < 3; dx++) CHECK_MSG(seen[dy][dx] > 0, "shift (%d, %d) never drawn", dy - 1, dx - 1);
+    /* another epoch: other draws */
+    CHECK(lunar_loader_set_epoch(aug, 1) == LUNAR_OK);
+    float *a1 = malloc((size_t)N * NUMEL * sizeof(float));
+    CHECK(lunar_loader_next(aug, a1, lab) == N);
+    CHECK(memcmp(a, a1, (size_t)N * NUMEL * sizeof(float)) != 0);
+    lunar_loader_free(plain);
+    lunar_loader_free(aug);
+
+    /* prefetch, batches of 7, shuffled: the same bits as without prefetch */
+    lunar_loader *x = lunar_loader_new(ds, 7, 1, 3, 0, 0, 1, mean, std, 0);
+    lunar_loader *y = lunar_loader_new(ds, 7, 1, 3, 0, 0, 1, mean, std, 2);
+    CHECK(x && y && lunar_loader_set_augment(x, 2, 0.5) == LUNAR_OK && lunar_loader_set_augment(y, 2, 0.5) == LUNAR_OK);
+    int same = 1;
+    for (int b = 0; b < 10; b++) {
+        int nx = lunar_loader_next(x, a, lab), ny = lunar_loader_next(y, a1, lab);
+        same &= nx == 7 && ny == 7 && memcmp(a, a1, 7 * NUMEL * sizeof(float)) == 0;
+    }
+    CHECK(same);
+    /* errors */
+    CHECK(lunar_loader_set_augment(x, 4, 0.0) != LUNAR_OK && has(lunar_last_error(), "crop padding 4"));
+    CHECK(has(lunar_last_error(), "5 x 4"));
+    CHECK(lunar_loader_set_augment(x, -1, 0.0) != LUNAR_OK && has(lunar_last_error(), "crop padding -1"));
+    CHECK(lunar_loader_set_augment(x, 0, 1.5) != LUNAR_OK && has(lunar_last_error(), "hflip 1.5"));
+    int size3[3] = {2, 2, 2};
+    lunar_dataset *vol = lunar_dataset_new(LUNAR_U8, 4, 1, 3, size3, 2);
+    lunar_loader *v = vol ? lunar_loader_new(vol, 2, 0, 0, 0, 0, 1, NULL, NULL, 0) : NULL;
+    CHECK(v && lunar_loader_set_augment(v, 1, 0.0) != LUNAR_OK && has(lunar_last_error(), "3-D"));
+    CHECK(v && lunar_loader_set_augment(v, 0, 0.0) == LUNAR_OK);   /* none: fine */
+    lunar_loader_free(v);
+    lunar_dataset_free(vol);
+    lunar_loader_free(x);
+    lunar_loader_free(y);
+    free(a); free(a1); free(p); free(lab);
+    lunar_dataset_free(ds);
+}
+
 /* lunar_loader_next_tensors: the same batches as lunar_loader_next (the
  * reference), as CPU tensors of shape [n, 3, 5, 4] and [n]; a device that is
  * not there is refused when it is set, naming it. */
@@ -825,6 +924,7 @@ int main(void) {
     RUN(test_loader_seek_resume);
     RUN(test_loader_normalization);
     RUN(test_loader_errors);
+    RUN(test_loader_augment);
     RUN(test_loader_next_tensors);
     rm_rf_tmp();
     return TEST_SUMMARY();

@@ -44,6 +44,28 @@ T.test('attention_block: key blocks of 5, 1 and 7 tokens merged through the log-
   T.raises(function() ops.attention_block(qkv, lunar.zeros({1, 4, 2 * C}), H) end, 'must be [B, Nk, 2*C]')
 end)
 
+T.test('attention_block: one block of all the keys is the fused attention bit for bit (the same per-pair kernels)',
+  function()
+  -- N = 300: query rows in blocks (a [N, 304] score tile passes 256 KiB); D = 7 odd, 8 even
+  for _, s in ipairs({{2, 13, 3, 8}, {1, 300, 2, 7}, {1, 300, 1, 8}}) do
+    local B, N, H, D = s[1], s[2], s[3], s[4]
+    local C = H * D
+    local what = string.format('B%d N%d H%d D%d', B, N, H, D)
+    local qkv = lunar.empty({B, N, 3 * C}):normal_(5, 'test_domain.whole.qkv', 0, 1)
+    local dout = lunar.empty({B, N, C}):normal_(5, 'test_domain.whole.dout', 0, 1)
+    local o, lse = ops.attention(qkv, H)
+    local dqkv = ops.attention_backward(dout, qkv, o, lse, H)
+    local kv = qkv:narrow(3, C + 1, 2 * C):contiguous()
+    local bo, blse = ops.attention_block(qkv, kv, H)
+    T.eq(maxdiff(bo, o), 0.0, 'o ' .. what)
+    T.eq(maxdiff(blse, lse), 0.0, 'lse ' .. what)
+    local dq, dkv = lunar.zeros({B, N, 3 * C}), lunar.zeros({B, N, 2 * C})
+    ops.attention_block_backward(dq, dkv, dout, qkv, kv, o, lse, H)
+    T.eq(maxdiff(dq:narrow(3, 1, C), dqkv:narrow(3, 1, C)), 0.0, 'dq ' .. what)
+    T.eq(maxdiff(dkv, dqkv:narrow(3, C + 1, 2 * C)), 0.0, 'dkv ' .. what)
+  end
+end)
+
 T.test('partition: slabs of patch rows (2D) and planes (3D), the first ranks one more when uneven', function()
   -- 28 px, patch 4: 7 rows of 7 patches over 2 ranks = 4 + 3 rows = 28 + 21 tokens
   local p, total = domain.partition(28, 4, 2, 2)

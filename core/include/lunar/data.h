@@ -305,6 +305,20 @@ int lunar_loader_next_tensors(lunar_loader *l, lunar_tensor **images, lunar_tens
  * with that image's message; the position stays at that batch. */
 lunar_status lunar_loader_set_threads(lunar_loader *l, int threads);
 
+/* Training augmentation of an in-memory 2-D image dataset (Fashion-MNIST,
+ * CIFAR-10, synthetic), after the normalization: torchvision's
+ * RandomCrop(S, padding = crop_pad) (the image shifted by dy, dx drawn
+ * uniformly in [-crop_pad, crop_pad], the pixels shifted in those of a 0
+ * pixel) then RandomHorizontalFlip(hflip). The draws of sample idx in `epoch`
+ * are two Philox words, lunar_rng_u32(seed, (0x41554731 << 32) ^ epoch,
+ * 2 idx and 2 idx + 1): dy = (w0 & 0xFFFF) * (2 crop_pad + 1) >> 16 - crop_pad,
+ * dx the same from w0 >> 16, flip when w1 / 2^32 < hflip; so batches stay a
+ * pure function of (seed, epoch, position) for any shard, prefetch or thread
+ * count. crop_pad = 0 and hflip = 0 (the default): none. Batches already
+ * prefetched are made again. LUNAR_ERR_ARG: crop_pad < 0 or >= the image
+ * side, hflip outside [0, 1], a file-backed (it has its own) or 3-D dataset. */
+lunar_status lunar_loader_set_augment(lunar_loader *l, int crop_pad, double hflip);
+
 /* Starts epoch `epoch` (>= 0) at its first batch: lunar_loader_seek(l, epoch, 0). */
 lunar_status lunar_loader_set_epoch(lunar_loader *l, int64_t epoch);
 

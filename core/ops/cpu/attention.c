@@ -17,7 +17,11 @@
  * bf16 (precision = 'bf16'; attention_*_bf16): the same per-pair kernels on
  * the pair's rows widened to f32 in per-thread scratch, results rounded once
  * to bf16, so the bf16 result is bit for bit the f32 kernel's on the widened
- * operands, rounded; nothing of the size of the whole input is copied.
+ * operands, rounded; nothing of the size of the whole input is copied. The
+ * products over the head dimension (Q K^T, dO V^T: half of the forward's
+ * FLOPs, two fifths of the backward's) read the bf16 rows themselves with
+ * VDPBF16PS (AVX512-BF16, D even; twice the f32 FMA rate); the f32 kernel sums
+ * those products in VDPBF16PS's order (small_gemm_pairs), so the bits agree.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -34,14 +38,42 @@
 /* ---- the small GEMM: C[rows, cols] = alpha * rscale[r] * A @ B (+ C when acc) -------
  * A element (r, k) at A[r * ars + k * aks] (any strides: A or A^T),
  * B row k at B + k * ldb (columns contiguous), C row r at C + r * ldc;
- * rscale[rows] scales each row of the product (NULL: 1). */
+ * rscale[rows] scales each row of the product (NULL: 1).
+ * small_gemm sums k = 0, 1, 2, ... in order; small_gemm_pairs (the products that
+ * sum over the head dimension D: Q K^T and dO V^T) in the order 1, 0, 3, 2, ...
+ * (the last k alone when Kd is odd), the order of VDPBF16PS within a pair of bf16
+ * values: so small_gemm_bf16 on bf16 operands (one instruction per pair, twice
+ * the f32 rate) gives small_gemm_pairs' bits on the same operands widened, and
+ * the bf16 attention stays the f32 kernel on widened operands, bit for bit (bf16
+ * products are exact in f32; VDPBF16PS flushes denormals, which scores of
+ * attention never are in practice). */
 
 #ifdef __AVX512F__
+/* the MR x NV tile of accumulators c, scaled, into C (+ C when acc) */
+static inline __attribute__((always_inline)) void store_tile(const int R, __m512 c[MR][NV], float *C, ptrdiff_t ldc,
+                                                             const __mmask16 *msk, float alpha, const float *rscale,
+                                                             int acc) {
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++) {
+        if (r < R) {
+            __m512 va = _mm512_set1_ps(rscale ? alpha * rscale[r] : alpha);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) {
+                __m512 x = _mm512_mul_ps(c[r][v], va);
+                float *p = C + r * ldc + 16 * v;
+                if (acc) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(msk[v], p));
+                _mm512_mask_storeu_ps(p, msk[v], x);
+            }
+        }
+    }
+}
+
 static inline __attribute__((always_inline)) void micro(const int R, int Kd, const float *A,
                                                         ptrdiff_t ars, ptrdiff_t aks,
                                                         const float *B, ptrdiff_t ldb, float *C,
                                                         ptrdiff_t ldc, const __mmask16 *msk,
-                                                        float alpha, const float *rscale, int acc) {
+                                                        float alpha, const float *rscale, int acc,
+                                                        const int pairs) {
     __m512 c[MR][NV];
 #pragma GCC unroll 6
     for (int r = 0; r < MR; r++) {
@@ -49,7 +81,8 @@ static inline __attribute__((always_inline)) void micro(const int R, int Kd, con
         for (int v = 0; v < NV; v++) c[r][v] = _mm512_setzero_ps();
     }
     const __mmask16 m0 = msk[0], m1 = msk[1], m2 = msk[2], m3 = msk[3];
-    for (int k = 0; k < Kd; k++) {
+    for (int kk = 0; kk < Kd; kk++) {
+        const int k = pairs && (kk ^ 1) < Kd ? kk ^ 1 : kk;
         const float *b = B + k * ldb;
         const float *a = A + k * aks;
         __m512 b0 = _mm512_maskz_loadu_ps(m0, b);
@@ -67,24 +100,13 @@ static inline __attribute__((always_inline)) void micro(const int R, int Kd, con
             }
         }
     }
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; r++) {
-        if (r < R) {
-            __m512 va = _mm512_set1_ps(rscale ? alpha * rscale[r] : alpha);
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) {
-                __m512 x = _mm512_mul_ps(c[r][v], va);
-                float *p = C + r * ldc + 16 * v;
-                if (acc) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(msk[v], p));
-                _mm512_mask_storeu_ps(p, msk[v], x);
-            }
-        }
-    }
+    store_tile(R, c, C, ldc, msk, alpha, rscale, acc);
 }
 
-static void small_gemm(int rows, int cols, int Kd, const float *A, ptrdiff_t ars, ptrdiff_t aks,
-                       const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
-                       const float *rscale, int acc) {
+static inline __attribute__((always_inline)) void small_gemm_run(int rows, int cols, int Kd, const float *A,
+                                                                 ptrdiff_t ars, ptrdiff_t aks, const float *B,
+                                                                 ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
+                                                                 const float *rscale, int acc, const int pairs) {
     for (int c0 = 0; c0 < cols; c0 += 16 * NV) {
         __mmask16 msk[NV];
         for (int v = 0; v < NV; v++) msk[v] = lunar_mask16(cols - c0 - 16 * v);
@@ -94,26 +116,88 @@ static void small_gemm(int rows, int cols, int Kd, const float *A, ptrdiff_t ars
             float *c = C + r0 * ldc + c0;
             const float *rs = rscale ? rscale + r0 : NULL;
             switch (rows - r0 < MR ? rows - r0 : MR) {
-            case 6: micro(6, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc); break;
-            case 5: micro(5, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc); break;
-            case 4: micro(4, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc); break;
-            case 3: micro(3, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc); break;
-            case 2: micro(2, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc); break;
-            default: micro(1, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc); break;
+            case 6: micro(6, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc, pairs); break;
+            case 5: micro(5, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc, pairs); break;
+            case 4: micro(4, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc, pairs); break;
+            case 3: micro(3, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc, pairs); break;
+            case 2: micro(2, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc, pairs); break;
+            default: micro(1, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc, pairs); break;
             }
         }
     }
 }
+
+#if defined(__AVX512BF16__)
+#define HAVE_BF16_GEMM 1
+/* micro on bf16 operands: A rows of bf16 (element (r, k) at A[r * ars + k], k
+ * contiguous, pairs 4-byte aligned), B the pairs of bf16 [K2, cols] (row k2 at
+ * B + k2 * ldb, 32 bits per column: B(2 k2, j) low, B(2 k2 + 1, j) high) */
+static inline __attribute__((always_inline)) void micro_bf16(const int R, int K2, const uint16_t *A, ptrdiff_t ars,
+                                                             const uint32_t *B, ptrdiff_t ldb, float *C,
+                                                             ptrdiff_t ldc, const __mmask16 *msk, float alpha) {
+    __m512 c[MR][NV];
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) c[r][v] = _mm512_setzero_ps();
+    }
+    const __mmask16 m0 = msk[0], m1 = msk[1], m2 = msk[2], m3 = msk[3];
+    for (int k2 = 0; k2 < K2; k2++) {
+        const uint32_t *b = B + k2 * ldb;
+        const uint16_t *a = A + 2 * k2;
+        __m512bh b0 = (__m512bh)_mm512_maskz_loadu_epi32(m0, b);
+        __m512bh b1 = (__m512bh)_mm512_maskz_loadu_epi32(m1, b + 16);
+        __m512bh b2 = (__m512bh)_mm512_maskz_loadu_epi32(m2, b + 32);
+        __m512bh b3 = (__m512bh)_mm512_maskz_loadu_epi32(m3, b + 48);
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++) {
+            if (r < R) {
+                uint32_t pair;
+                memcpy(&pair, a + r * ars, sizeof pair);
+                __m512bh av = (__m512bh)_mm512_set1_epi32((int)pair);
+                c[r][0] = _mm512_dpbf16_ps(c[r][0], av, b0);
+                c[r][1] = _mm512_dpbf16_ps(c[r][1], av, b1);
+                c[r][2] = _mm512_dpbf16_ps(c[r][2], av, b2);
+                c[r][3] = _mm512_dpbf16_ps(c[r][3], av, b3);
+            }
+        }
+    }
+    store_tile(R, c, C, ldc, msk, alpha, NULL, 0);
+}
+
+/* C[rows, cols] = alpha * A @ B on bf16 operands (micro_bf16's layouts), K2 pairs */
+static void small_gemm_bf16(int rows, int cols, int K2, const uint16_t *A, ptrdiff_t ars, const uint32_t *B,
+                            ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha) {
+    for (int c0 = 0; c0 < cols; c0 += 16 * NV) {
+        __mmask16 msk[NV];
+        for (int v = 0; v < NV; v++) msk[v] = lunar_mask16(cols - c0 - 16 * v);
+        for (int r0 = 0; r0 < rows; r0 += MR) {
+            const uint16_t *a = A + r0 * ars;
+            const uint32_t *b = B + c0;
+            float *c = C + r0 * ldc + c0;
+            switch (rows - r0 < MR ? rows - r0 : MR) {
+            case 6: micro_bf16(6, K2, a, ars, b, ldb, c, ldc, msk, alpha); break;
+            case 5: micro_bf16(5, K2, a, ars, b, ldb, c, ldc, msk, alpha); break;
+            case 4: micro_bf16(4, K2, a, ars, b, ldb, c, ldc, msk, alpha); break;
+            case 3: micro_bf16(3, K2, a, ars, b, ldb, c, ldc, msk, alpha); break;
+            case 2: micro_bf16(2, K2, a, ars, b, ldb, c, ldc, msk, alpha); break;
+            default: micro_bf16(1, K2, a, ars, b, ldb, c, ldc, msk, alpha); break;
+            }
+        }
+    }
+}
+#endif
 #else
-static void small_gemm(int rows, int cols, int Kd, const float *A, ptrdiff_t ars, ptrdiff_t aks,
-                       const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
-                       const float *rscale, int acc) {
+static void small_gemm_run(int rows, int cols, int Kd, const float *A, ptrdiff_t ars, ptrdiff_t aks,
+                           const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
+                           const float *rscale, int acc, int pairs) {
     float tmp[16 * NV];
     for (int c0 = 0; c0 < cols; c0 += 16 * NV) {
         int nc = cols - c0 < 16 * NV ? cols - c0 : 16 * NV;
         for (int r = 0; r < rows; r++) {
             for (int j = 0; j < nc; j++) tmp[j] = 0.0f;
-            for (int k = 0; k < Kd; k++) {
+            for (int kk = 0; kk < Kd; kk++) {
+                int k = pairs && (kk ^ 1) < Kd ? kk ^ 1 : kk;
                 float a = A[r * ars + k * aks];
                 const float *b = B + k * ldb + c0;
                 for (int j = 0; j < nc; j++) tmp[j] += a * b[j];
@@ -124,31 +208,60 @@ static void small_gemm(int rows, int cols, int Kd, const float *A, ptrdiff_t ars
         }
     }
 }
+
 #endif
+
+static void small_gemm(int rows, int cols, int Kd, const float *A, ptrdiff_t ars, ptrdiff_t aks,
+                       const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
+                       const float *rscale, int acc) {
+    small_gemm_run(rows, cols, Kd, A, ars, aks, B, ldb, C, ldc, alpha, rscale, acc, 0);
+}
+
+static void small_gemm_pairs(int rows, int cols, int Kd, const float *A, ptrdiff_t ars, const float *B,
+                             ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha) {
+    small_gemm_run(rows, cols, Kd, A, ars, 1, B, ldb, C, ldc, alpha, NULL, 0, 1);
+}
 
 /* ---- row helpers ------------------------------------------------------------------ */
 
 /* Rows of a pair to come (its q, k, v, and dout, out in backward), prefetched one
  * token per row of work, so the loads spread over the pair being computed. */
 typedef struct {
-    const float *p[5];
-    ptrdiff_t stride[5];
-    int n, D;
+    const char *p[5];
+    ptrdiff_t stride[5];   /* bytes */
+    int n, bytes;          /* rows, bytes of a row */
 } prefetcher;
 
-/* the cache lines of D floats at p, into L2 ahead of use (always inlined: GCC
- * drops a call to a function that only prefetches, as having no effect) */
-static inline __attribute__((always_inline)) void prefetch_row(const float *p, int D) {
+/* The prefetcher of the pair bh + PF (q, k, v rows into *pf; dout, out rows into
+ * *pf2 when not NULL), elements of esz bytes (f32 4, bf16 2) in the layouts of
+ * attention_forward; pf->n = 0 (nothing) past the last pair. */
+static void pair_prefetcher(prefetcher *pf, prefetcher *pf2, const void *qkv, const void *out, const void *dout,
+                            size_t esz, int bh, int pairs, int N, int H, int D) {
+    const ptrdiff_t qs = (ptrdiff_t)3 * H * D, os = (ptrdiff_t)H * D;
+    memset(pf, 0, sizeof *pf);
+    if (pf2) memset(pf2, 0, sizeof *pf2);
+    if (bh + PF >= pairs) return;
+    int b = (bh + PF) / H, h = (bh + PF) % H;
+    const char *nq = (const char *)qkv + esz * ((size_t)b * N * qs + (size_t)h * D);
+    *pf = (prefetcher){{nq, nq + esz * os, nq + 2 * esz * os}, {esz * qs, esz * qs, esz * qs}, 3, (int)esz * D};
+    if (!pf2) return;
+    size_t no = esz * ((size_t)b * N * os + (size_t)h * D);
+    *pf2 = (prefetcher){{(const char *)dout + no, (const char *)out + no}, {esz * os, esz * os}, 2, (int)esz * D};
+}
+
+/* the cache lines of a row of `bytes` at p, into L2 ahead of use (always inlined:
+ * GCC drops a call to a function that only prefetches, as having no effect) */
+static inline __attribute__((always_inline)) void prefetch_row(const char *p, int bytes) {
 #ifdef __AVX512F__
-    for (int d = 0; d < D; d += 16) _mm_prefetch((const char *)(p + d), _MM_HINT_T1);
+    for (int o = 0; o < bytes; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
 #else
-    for (int d = 0; d < D; d += 16) __builtin_prefetch(p + d, 0, 2);
+    for (int o = 0; o < bytes; o += 64) __builtin_prefetch(p + o, 0, 2);
 #endif
 }
 
 static inline __attribute__((always_inline)) void prefetch_token(const prefetcher *pf, int i) {
     if (!pf) return;
-    for (int k = 0; k < pf->n; k++) prefetch_row(pf->p[k] + i * pf->stride[k], pf->D);
+    for (int k = 0; k < pf->n; k++) prefetch_row(pf->p[k] + i * pf->stride[k], pf->bytes);
 }
 
 /* Softmax of rows r < nb of s (row stride ld, n < = ld columns), without the
@@ -307,6 +420,15 @@ static void transpose(float *dst, ptrdiff_t ld, const float *src, ptrdiff_t ss, 
 
 static int round16(int n) { return (n + 15) & ~15; }
 
+/* 1 when the bf16 kernels take the products over D (Q K^T, dO V^T) from the bf16
+ * rows themselves (small_gemm_bf16: AVX512-BF16 built in, D even), 0 when they
+ * widen the rows and run the f32 products (the same bits either way) */
+#ifdef HAVE_BF16_GEMM
+#define BF16_PAIRS(bf16, D) ((bf16) && (D) % 2 == 0)
+#else
+#define BF16_PAIRS(bf16, D) 0
+#endif
+
 /* query rows per block: all of them unless a [Br, Np] tile would pass 256 KiB */
 static int block_rows(int N, int Np) {
     const int limit = 65536; /* floats */
@@ -354,20 +476,55 @@ static void round_rows(uint16_t *dst, ptrdiff_t ds, const float *src, int n, int
     }
 }
 
+/* The bf16 rows of a pair the bf16 kernels read the products over D from
+ * (BF16_PAIRS): q, k, v at row stride qs, dout at row stride os (backward). */
+typedef struct {
+    const uint16_t *q, *k, *v, *dout;
+    ptrdiff_t qs, os;
+} bf16_rows;
+
+/* S[nb, N] (ld Np) = alpha * A B^T over D: A the rows A (f32, stride as) or
+ * A16 (bf16, stride as16) when b16, B^T in Bt as transpose_pairs made it */
+static void scores(int nb, int N, int D, const float *A, ptrdiff_t as, const uint16_t *A16, ptrdiff_t as16,
+                   const float *Bt, int Np, float *S, float alpha, int b16) {
+#ifdef HAVE_BF16_GEMM
+    if (b16) {
+        small_gemm_bf16(nb, N, D / 2, A16, as16, (const uint32_t *)Bt, Np, S, Np, alpha);
+        return;
+    }
+#endif
+    (void)A16;
+    (void)as16;
+    (void)b16;
+    small_gemm_pairs(nb, N, D, A, as, Bt, Np, S, Np, alpha);
+}
+
+/* Bt = B^T of the rows B (f32, stride bs: [D, Np] floats) or, when B16 is not
+ * NULL, of the bf16 rows B16 (stride bs16) as pairs ([D/2, Np] of 32 bits:
+ * the bits moved, nothing rounded) */
+static void transpose_pairs(float *Bt, int Np, const float *B, ptrdiff_t bs, const uint16_t *B16, ptrdiff_t bs16,
+                            int N, int D) {
+    if (B16) transpose(Bt, Np, (const float *)B16, bs16 / 2, N, D / 2);
+    else transpose(Bt, Np, B, bs, N, D);
+}
+
 /* ---- forward ---------------------------------------------------------------------- */
 
 /* One (image, head) pair: Q rows [Nq, D] of row stride qs against K, V rows
  * [Nk, D] of row stride ks -> O rows of stride os, L[Nq] (the self-attention
  * of the fused qkv: Nq = Nk, ks = qs; a block of ring attention: K, V from
  * another rank's block); Kt [D, Np], S [Br, Np], inv [Br] scratch
- * (Np = Nk rounded up to 16). */
+ * (Np = Nk rounded up to 16). With b16 (the bf16 rows of the fused qkv,
+ * Nq = Nk; Q, K unused) the scores Q K^T are small_gemm_bf16 on them; NULL:
+ * the f32 rows Q, K (the same bits on the same values). */
 static void pair_forward(float *O, ptrdiff_t os, float *L, const float *Q, ptrdiff_t qs, const float *K,
-                         const float *V, ptrdiff_t ks, int Nq, int Nk, int D, int Np, int Br, float scale, float *Kt,
-                         float *S, float *inv, const prefetcher *pf) {
-    transpose(Kt, Np, K, ks, Nk, D);
+                         const float *V, ptrdiff_t ks, const bf16_rows *b16, int Nq, int Nk, int D, int Np, int Br,
+                         float scale, float *Kt, float *S, float *inv, const prefetcher *pf) {
+    transpose_pairs(Kt, Np, K, ks, b16 ? b16->k : NULL, b16 ? b16->qs : 0, Nk, D);
     for (int i0 = 0; i0 < Nq; i0 += Br) {
         int nb = Nq - i0 < Br ? Nq - i0 : Br;
-        small_gemm(nb, Nk, D, Q + i0 * qs, qs, 1, Kt, Np, S, Np, scale, NULL, 0);
+        scores(nb, Nk, D, b16 ? NULL : Q + i0 * qs, qs, b16 ? b16->q + i0 * b16->qs : NULL, b16 ? b16->qs : 0, Kt,
+               Np, S, scale, b16 != NULL);
         softmax_rows(S, Np, nb, Nk, L + i0, inv, pf, i0);
         /* O = (exp(S - max) V) / sum: the division folded into the store */
         small_gemm(nb, D, Nk, S, Np, 1, V, ks, O + i0 * os, os, 1.0f, inv, 0);
@@ -383,6 +540,7 @@ static void attention_forward(void *out_, float *lse, const void *qkv_, int bf16
     const float scale = (float)(1.0 / sqrt((double)D));
     const int pairs = B * H;
     const size_t wide = bf16 ? 4 * (size_t)N * D : 0;   /* widened q, k, v and the f32 output */
+    const int pair_bf16 = BF16_PAIRS(bf16, D);
     LUNAR_OMP(omp parallel if (pairs > 1 && (size_t)pairs * N * N * D >= 65536))
     {
         float *Kt = scratch_alloc((size_t)D * Np + (size_t)Br * Np + round16(Br) + wide);
@@ -404,27 +562,28 @@ static void attention_forward(void *out_, float *lse, const void *qkv_, int bf16
                 }
                 continue;
             }
+            prefetcher pf; /* a pair this thread most likely does soon */
+            pair_prefetcher(&pf, NULL, qkv_, NULL, NULL, bf16 ? 2 : 4, bh, pairs, N, H, D);
             if (bf16) {
                 const uint16_t *q16 = (const uint16_t *)qkv_ + qoff;
                 float *Wq = W, *Wk = W + (size_t)N * D, *Wv = Wk + (size_t)N * D, *Wo = Wv + (size_t)N * D;
-                widen_rows(Wq, q16, qs, N, D);
-                widen_rows(Wk, q16 + os, qs, N, D);
                 widen_rows(Wv, q16 + 2 * os, qs, N, D);
-                pair_forward(Wo, D, L, Wq, D, Wk, Wv, D, N, N, D, Np, Br, scale, Kt, S, inv, NULL);
+                if (pair_bf16) { /* the scores from the bf16 q, k rows themselves */
+                    bf16_rows b16 = {q16, q16 + os, NULL, NULL, qs, 0};
+                    pair_forward(Wo, D, L, NULL, D, NULL, Wv, D, &b16, N, N, D, Np, Br, scale, Kt, S, inv,
+                                 pf.n ? &pf : NULL);
+                } else {
+                    widen_rows(Wq, q16, qs, N, D);
+                    widen_rows(Wk, q16 + os, qs, N, D);
+                    pair_forward(Wo, D, L, Wq, D, Wk, Wv, D, NULL, N, N, D, Np, Br, scale, Kt, S, inv,
+                                 pf.n ? &pf : NULL);
+                }
                 round_rows((uint16_t *)out_ + ooff, os, Wo, N, D);
                 continue;
             }
-            const float *qkv = qkv_, *Q = qkv + qoff;
-            prefetcher pf = {{NULL}, {0}, 3, D}; /* a pair this thread most likely does soon */
-            if (bh + PF < pairs) {
-                const float *nq = qkv + (size_t)((bh + PF) / H) * N * qs + (size_t)((bh + PF) % H) * D;
-                for (int k = 0; k < 3; k++) {
-                    pf.p[k] = nq + k * os;
-                    pf.stride[k] = qs;
-                }
-            }
-            pair_forward((float *)out_ + ooff, os, L, Q, qs, Q + os, Q + 2 * os, qs, N, N, D, Np, Br, scale, Kt, S,
-                         inv, pf.p[0] ? &pf : NULL);
+            const float *Q = (const float *)qkv_ + qoff;
+            pair_forward((float *)out_ + ooff, os, L, Q, qs, Q + os, Q + 2 * os, qs, NULL, N, N, D, Np, Br, scale, Kt,
+                         S, inv, pf.n ? &pf : NULL);
         }
         free(Kt);
     }
@@ -445,18 +604,23 @@ void lunar_cpu_attention_forward_bf16(uint16_t *out, float *lse, const uint16_t 
 /* One pair: dQ (row stride qs, like Q [Nq, D]), dK, dV (row stride ks, like
  * K, V [Nk, D]) from dO, O (row stride os) and L; overwritten (acc = 0) or
  * accumulated (acc = 1: a block of ring attention). Kt, Vt [D, Np], P, dS
- * [Br, Np], Di [Br] scratch. */
+ * [Br, Np], Di [Br] scratch. With b16 (the bf16 rows of the fused qkv and of
+ * dout, Nq = Nk; V unused) the products Q K^T and dO V^T are small_gemm_bf16
+ * on them; NULL: on the f32 rows (the same bits on the same values). */
 static void pair_backward(float *dQ, float *dK, float *dV, const float *Q, ptrdiff_t qs, const float *K,
                           const float *V, ptrdiff_t ks, const float *O, const float *dO, ptrdiff_t os, const float *L,
-                          int Nq, int Nk, int D, int Np, int Br, float scale, int acc, float *Kt, float *Vt, float *P,
-                          float *dS, float *Di, const prefetcher *pf, const prefetcher *pf2) {
-    transpose(Kt, Np, K, ks, Nk, D);
-    transpose(Vt, Np, V, ks, Nk, D);
+                          const bf16_rows *b16, int Nq, int Nk, int D, int Np, int Br, float scale, int acc,
+                          float *Kt, float *Vt, float *P, float *dS, float *Di, const prefetcher *pf,
+                          const prefetcher *pf2) {
+    transpose_pairs(Kt, Np, K, ks, b16 ? b16->k : NULL, b16 ? b16->qs : 0, Nk, D);
+    transpose_pairs(Vt, Np, V, ks, b16 ? b16->v : NULL, b16 ? b16->qs : 0, Nk, D);
     for (int i0 = 0; i0 < Nq; i0 += Br) {
         int nb = Nq - i0 < Br ? Nq - i0 : Br;
         /* P = exp(scale Q K^T - lse) and dP = dO V^T for the block's rows */
-        small_gemm(nb, Nk, D, Q + i0 * qs, qs, 1, Kt, Np, P, Np, scale, NULL, 0);
-        small_gemm(nb, Nk, D, dO + i0 * os, os, 1, Vt, Np, dS, Np, 1.0f, NULL, 0);
+        scores(nb, Nk, D, Q + i0 * qs, qs, b16 ? b16->q + i0 * b16->qs : NULL, b16 ? b16->qs : 0, Kt, Np, P, scale,
+               b16 != NULL);
+        scores(nb, Nk, D, dO + i0 * os, os, b16 ? b16->dout + i0 * b16->os : NULL, b16 ? b16->os : 0, Vt, Np, dS,
+               1.0f, b16 != NULL);
         rowdots(Di, dO + i0 * os, O + i0 * os, os, nb, D, pf2, i0);
         dsoftmax_rows(P, dS, Np, nb, Nk, L + i0, Di, scale, pf, i0);
         /* dQ = dS K (dS carries the scale), dK (+)= dS^T Q, dV (+)= P^T dO */
@@ -477,6 +641,7 @@ static void attention_backward(void *dqkv_, const void *dout_, const void *qkv_,
     const float scale = (float)(1.0 / sqrt((double)D));
     const int pairs = B * H;
     const size_t wide = bf16 ? 8 * (size_t)N * D : 0;   /* q, k, v, out, dout widened; dq, dk, dv in f32 */
+    const int pair_bf16 = BF16_PAIRS(bf16, D);
     LUNAR_OMP(omp parallel if (pairs > 1 && (size_t)pairs * N * N * D >= 65536))
     {
         float *Kt = scratch_alloc(2 * (size_t)D * Np + 2 * (size_t)Br * Np + round16(Br) + wide);
@@ -502,43 +667,40 @@ static void attention_backward(void *dqkv_, const void *dout_, const void *qkv_,
                 }
                 continue;
             }
+            /* a pair this thread most likely does soon: its q, k, v rows (pf) and
+             * dout, out rows (pf2) */
+            prefetcher pf, pf2;
+            pair_prefetcher(&pf, &pf2, qkv_, out_, dout_, bf16 ? 2 : 4, bh, pairs, N, H, D);
             if (bf16) {
                 const size_t nd = (size_t)N * D;
                 const uint16_t *q16 = (const uint16_t *)qkv_ + qoff;
                 float *Wq = W, *Wk = W + nd, *Wv = W + 2 * nd, *Wo = W + 3 * nd, *Wdo = W + 4 * nd;
                 float *Wdq = W + 5 * nd, *Wdk = W + 6 * nd, *Wdv = W + 7 * nd;
+                const uint16_t *do16 = (const uint16_t *)dout_ + ooff;
                 widen_rows(Wq, q16, qs, N, D);
                 widen_rows(Wk, q16 + os, qs, N, D);
-                widen_rows(Wv, q16 + 2 * os, qs, N, D);
                 widen_rows(Wo, (const uint16_t *)out_ + ooff, os, N, D);
-                widen_rows(Wdo, (const uint16_t *)dout_ + ooff, os, N, D);
-                pair_backward(Wdq, Wdk, Wdv, Wq, D, Wk, Wv, D, Wo, Wdo, D, L, N, N, D, Np, Br, scale, 0, Kt, Vt, P,
-                              dS, Di, NULL, NULL);
+                widen_rows(Wdo, do16, os, N, D);
+                if (pair_bf16) { /* the products over D from the bf16 q, k, v, dout rows themselves */
+                    bf16_rows b16 = {q16, q16 + os, q16 + 2 * os, do16, qs, os};
+                    pair_backward(Wdq, Wdk, Wdv, Wq, D, Wk, NULL, D, Wo, Wdo, D, L, &b16, N, N, D, Np, Br, scale, 0,
+                                  Kt, Vt, P, dS, Di, pf.n ? &pf : NULL, pf2.n ? &pf2 : NULL);
+                } else {
+                    widen_rows(Wv, q16 + 2 * os, qs, N, D);
+                    pair_backward(Wdq, Wdk, Wdv, Wq, D, Wk, Wv, D, Wo, Wdo, D, L, NULL, N, N, D, Np, Br, scale, 0,
+                                  Kt, Vt, P, dS, Di, pf.n ? &pf : NULL, pf2.n ? &pf2 : NULL);
+                }
                 uint16_t *d16 = (uint16_t *)dqkv_ + qoff;
                 round_rows(d16, qs, Wdq, N, D);
                 round_rows(d16 + os, qs, Wdk, N, D);
                 round_rows(d16 + 2 * os, qs, Wdv, N, D);
                 continue;
             }
-            const float *qkv = qkv_, *out = out_, *dout = dout_;
-            const float *Q = qkv + qoff;
+            const float *out = out_, *dout = dout_;
+            const float *Q = (const float *)qkv_ + qoff;
             float *dQ = (float *)dqkv_ + qoff;
-            /* a pair this thread most likely does soon: its q, k, v rows (pf) and
-             * dout, out rows (pf2) */
-            prefetcher pf = {{NULL}, {0}, 3, D}, pf2 = {{NULL}, {0}, 2, D};
-            if (bh + PF < pairs) {
-                size_t nq = (size_t)((bh + PF) / H) * N * qs + (size_t)((bh + PF) % H) * D;
-                size_t no = (size_t)((bh + PF) / H) * N * os + (size_t)((bh + PF) % H) * D;
-                for (int k = 0; k < 3; k++) {
-                    pf.p[k] = qkv + nq + k * os;
-                    pf.stride[k] = qs;
-                }
-                pf2.p[0] = dout + no;
-                pf2.p[1] = out + no;
-                pf2.stride[0] = pf2.stride[1] = os;
-            }
-            pair_backward(dQ, dQ + os, dQ + 2 * os, Q, qs, Q + os, Q + 2 * os, qs, out + ooff, dout + ooff, os, L, N,
-                          N, D, Np, Br, scale, 0, Kt, Vt, P, dS, Di, pf.p[0] ? &pf : NULL, pf2.p[0] ? &pf2 : NULL);
+            pair_backward(dQ, dQ + os, dQ + 2 * os, Q, qs, Q + os, Q + 2 * os, qs, out + ooff, dout + ooff, os, L,
+                          NULL, N, N, D, Np, Br, scale, 0, Kt, Vt, P, dS, Di, pf.n ? &pf : NULL, pf2.n ? &pf2 : NULL);
         }
         free(Kt);
     }
@@ -591,10 +753,10 @@ void lunar_cpu_attention_block_forward(float *out, float *lse, const float *qkv,
                 continue;
             }
             if (!accumulate) {
-                pair_forward(O, os, L, Q, qs, K, K + os, ks, Nq, Nk, D, Np, Br, scale, Kt, S, inv, NULL);
+                pair_forward(O, os, L, Q, qs, K, K + os, ks, NULL, Nq, Nk, D, Np, Br, scale, Kt, S, inv, NULL);
                 continue;
             }
-            pair_forward(Wo, D, Wl, Q, qs, K, K + os, ks, Nq, Nk, D, Np, Br, scale, Kt, S, inv, NULL);
+            pair_forward(Wo, D, Wl, Q, qs, K, K + os, ks, NULL, Nq, Nk, D, Np, Br, scale, Kt, S, inv, NULL);
             for (int i = 0; i < Nq; i++) {
                 float old = L[i], lb = Wl[i], mx = old > lb ? old : lb;
                 float nl = mx + logf(expf(old - mx) + expf(lb - mx));
@@ -637,7 +799,7 @@ void lunar_cpu_attention_block_backward(float *dqkv, float *dkv, const float *do
                 continue;
             }
             pair_backward(dqkv + qoff, dkv + koff, dkv + koff + os, qkv + qoff, qs, kv + koff, kv + koff + os, ks,
-                          out + ooff, dout + ooff, os, lse + (size_t)bh * Nq, Nq, Nk, D, Np, Br, scale, 1, Kt, Vt, P,
+                          out + ooff, dout + ooff, os, lse + (size_t)bh * Nq, NULL, Nq, Nk, D, Np, Br, scale, 1, Kt, Vt, P,
                           dS, Di, NULL, NULL);
         }
         free(Kt);

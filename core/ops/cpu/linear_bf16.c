@@ -8,7 +8,8 @@
  * forward with the bias fused and a bf16 output rounded once by oneDNN,
  * dweight accumulated by the sum post-op. oneDNN takes bf16 operands only, so
  * an f32 activation or gradient is first rounded into a bf16 scratch
- * (lunar_cpu_cast_bf16: the same rounding as below). Measured side by side
+ * (lunar_cpu_cast_bf16: the same rounding as below); in the backward a chunk
+ * of rows at a time (backward_dnnl), never a copy of the whole gradient. Measured side by side
  * (bench/kernels, AMD Zen 4, 2 threads) oneDNN runs the ViT linears' GEMMs
  * faster than the own GEMM below (367 vs 317 GFLOP/s over the main job's and
  * ViT-S/16's shapes), so the own GEMM serves builds without oneDNN only.
@@ -439,26 +440,74 @@ void lunar_cpu_linear_forward_bf16(void *out, int out_bf16, const void *inp, int
     forward_own(out, out_bf16, inp, inp_bf16, weight, bias, M, K, N);
 }
 
+/* bf16 values of f32 rows rounded per chunk in the backward: at most this many
+ * (1 MiB), so an f32 gradient (fc1's dout, [B*N, 4C]: 9.4 MiB as bf16 in the
+ * main job) is never copied whole, and the chunk is still in cache when the
+ * GEMMs read it. */
+#define CHUNK_ELEMS (1 << 19)
+
+/* The backward's GEMMs through oneDNN on row chunks of dout and inp: for rows
+ * [m0, m0 + rows) the f32 ones rounded into a scratch, then dinp's rows =
+ * dy @ weight and dweight += dy^T x (the sum post-op). One chunk (the whole
+ * batch, no scratch) when both are bf16; otherwise CHUNK_ELEMS / width rows
+ * per chunk, set by the shape only (the same sums for any thread count).
+ * Returns 0, or -1 before touching dinp or dweight when oneDNN has no kernel
+ * for one of the chunk shapes or the scratch cannot be allocated. */
+static int backward_dnnl(float *dinp, float *dweight, const void *dout, int dout_bf16, const void *inp, int inp_bf16,
+                         const uint16_t *weight, int M, int K, int N) {
+    const int round_x = dweight && !inp_bf16;
+    const size_t width = (dout_bf16 ? 0 : (size_t)N) + (round_x ? (size_t)K : 0);
+    int rows = M;
+    if (width > 0 && (size_t)M * width > CHUNK_ELEMS) {
+        rows = (int)(CHUNK_ELEMS / width);
+        if (rows < 1) rows = 1;
+    }
+    /* every shape the chunks use has a kernel: nothing is half done below */
+    const int shapes[2] = {rows, M % rows};
+    lunar_gemm_mat w = {weight, 1, (size_t)K, 1};
+    for (int i = 0; i < 2; i++) {
+        int mr = shapes[i];
+        if (mr == 0) continue;
+        lunar_gemm_mat a = {weight, 1, (size_t)N, 1}, dt = {weight, 1, 1, (size_t)N}, xm = {weight, 1, (size_t)K, 1};
+        if (dinp && !lunar_cpu_dnnl_gemm_impl(mr, K, N, &a, &w, NULL, 0, (size_t)K, 0)) return -1;
+        if (dweight && !lunar_cpu_dnnl_gemm_impl(N, K, mr, &dt, &xm, NULL, 0, (size_t)K, 1)) return -1;
+    }
+    uint16_t *scratch = NULL;
+    if (width > 0 && !(scratch = malloc((size_t)rows * width * sizeof *scratch))) return -1;
+    uint16_t *sdy = scratch, *sx = scratch + (dout_bf16 ? 0 : (size_t)rows * N);
+    for (int m0 = 0; m0 < M; m0 += rows) {
+        const int mr = M - m0 < rows ? M - m0 : rows;
+        const uint16_t *dy = (const uint16_t *)dout + (size_t)m0 * N;
+        if (!dout_bf16) {
+            lunar_cpu_cast_bf16(sdy, (const float *)dout + (size_t)m0 * N, (size_t)mr * N);
+            dy = sdy;
+        }
+        if (dinp) {
+            lunar_gemm_mat a = {dy, 1, (size_t)N, 1};
+            lunar_cpu_dnnl_gemm(mr, K, N, &a, &w, NULL, dinp + (size_t)m0 * K, 0, (size_t)K, 0);
+        }
+        if (dweight) {
+            const uint16_t *x = (const uint16_t *)inp + (size_t)m0 * K;
+            if (round_x) {
+                lunar_cpu_cast_bf16(sx, (const float *)inp + (size_t)m0 * K, (size_t)mr * K);
+                x = sx;
+            }
+            lunar_gemm_mat dt = {dy, 1, 1, (size_t)N}, xm = {x, 1, (size_t)K, 1};   /* dout^T [N, mr], inp [mr, K] */
+            lunar_cpu_dnnl_gemm(N, K, mr, &dt, &xm, NULL, dweight, 0, (size_t)K, 1);
+        }
+    }
+    free(scratch);
+    return 0;
+}
+
 /* dinp[M,K] = bf16(dout) @ weight (dinp may be NULL); dweight[N,K] +=
  * bf16(dout)^T @ bf16(inp); dbias[N] += column sums of dout as given (f32
  * unrounded, or the bf16 values). dout f32 or bf16 (dout_bf16). */
 void lunar_cpu_linear_backward_bf16(float *dinp, float *dweight, float *dbias, const void *dout, int dout_bf16,
                                     const void *inp, int inp_bf16, const uint16_t *weight, int M, int K, int N) {
-    if (M > 0 && K > 0 && N > 0 && (dinp || dweight) && lunar_cpu_dnnl_active()) {
-        uint16_t *tmp_dy, *tmp_x = NULL;
-        const uint16_t *dy = as_bf16(dout, dout_bf16, (size_t)M * N, &tmp_dy);
-        if (dy && dinp) {
-            lunar_gemm_mat a = {dy, 1, (size_t)N, 1}, w = {weight, 1, (size_t)K, 1};
-            if (lunar_cpu_dnnl_gemm(M, K, N, &a, &w, NULL, dinp, 0, (size_t)K, 0) == 0) dinp = NULL;   /* done */
-        }
-        if (dy && dweight) {
-            const uint16_t *x = as_bf16(inp, inp_bf16, (size_t)M * K, &tmp_x);
-            lunar_gemm_mat dt = {dy, 1, 1, (size_t)N}, xm = {x, 1, (size_t)K, 1};   /* dout^T [N, M], inp [M, K] */
-            if (x && lunar_cpu_dnnl_gemm(N, K, M, &dt, &xm, NULL, dweight, 0, (size_t)K, 1) == 0) dweight = NULL;
-        }
-        free(tmp_dy);
-        free(tmp_x);
-    }
+    if (M > 0 && K > 0 && N > 0 && (dinp || dweight) && lunar_cpu_dnnl_active() &&
+        backward_dnnl(dinp, dweight, dout, dout_bf16, inp, inp_bf16, weight, M, K, N) == 0)
+        dinp = dweight = NULL;   /* done */
     if (dinp && M > 0 && K > 0) dinp_own(dinp, dout, dout_bf16, weight, M, K, N);
     if (M <= 0 || N <= 0) return;
     if (dweight && K > 0) dweight_own(dweight, dout, dout_bf16, inp, inp_bf16, M, K, N);
