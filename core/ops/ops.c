@@ -799,12 +799,12 @@ static int elem_operand(const char *op, const char *arg, const lunar_tensor *t, 
     return LUNAR_OK;
 }
 
-static const char *const arith_names[] = {"add", "sub", "mul", "div"};
+static const char *const arith_names[] = {"add", "sub", "mul", "div", "rsqrt"};
 
 lunar_status lunar_op_arith(lunar_tensor *out, const lunar_tensor *a, double sa, const lunar_tensor *b, double sb,
                             int op) {
-    if (op < LUNAR_ARITH_ADD || op > LUNAR_ARITH_DIV)
-        return lunar_error(LUNAR_ERR_ARG, "arithmetic: unknown op %d (LUNAR_ARITH_ADD .. LUNAR_ARITH_DIV)", op);
+    if (op < LUNAR_ARITH_ADD || op > LUNAR_ARITH_RSQRT_ADD)
+        return lunar_error(LUNAR_ERR_ARG, "arithmetic: unknown op %d (LUNAR_ARITH_ADD .. LUNAR_ARITH_RSQRT_ADD)", op);
     const char *name = arith_names[op];
     if (!a && !b) return lunar_error(LUNAR_ERR_ARG, "arithmetic (%s): a and b are both scalars", name);
     REAL(out);   /* out f32, or f64 (on the CPU: the double reference kernel, exact for f64 operands) */

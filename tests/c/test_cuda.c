@@ -62,6 +62,7 @@
     X(test_layernorm)                  \
     X(test_gelu)                       \
     X(test_add_scale)                  \
+    X(test_arith_ops)                  \
     X(test_attention)                  \
     X(test_attention_path_f32)         \
     X(test_attention_lowp_fallback)    \
@@ -420,6 +421,29 @@ static void test_add_scale(void) {
     CHECK(same_bits("add then scale", gy, y, n * 4));
     d_free(dx_, n * 4); d_free(ddy, n * 4); d_free(dyo, n * 4);
     free(x); free(dy); free(y); free(gy);
+}
+
+/* ---- tensor arithmetic (kernels.h arith): every op, RSQRT_ADD included, with a
+ * tensor and with a scalar right operand: the CPU kernel's bits (both compute in
+ * double, IEEE-rounded, and round once to f32) ---------------------------------- */
+
+static void test_arith_ops(void) {
+    size_t n = 100003;
+    float *a = rand_f(n, 0, 4), *b = rand_f(n, 0.25, 2), *y = malloc(n * 4);   /* a + b > 0: no NaN (its bits differ by device) */
+    float *da = d_from(a, n), *db = d_from(b, n), *dy = d_alloc(n * 4);
+    for (int op = LUNAR_ARITH_ADD; op <= LUNAR_ARITH_RSQRT_ADD; op++)
+        for (int scalar = 0; scalar < 2; scalar++) {
+            lunar_cpu_arith(y, a, LUNAR_ELEM_F32, 0, scalar ? NULL : b, LUNAR_ELEM_F32, 1e-6, n, op);
+            lunar_cuda_arith(dy, da, LUNAR_ELEM_F32, 0, scalar ? NULL : db, LUNAR_ELEM_F32, 1e-6, n, op);
+            float *gy = h_from(dy, n);
+            CUDA_OK();
+            char what[48];
+            snprintf(what, sizeof what, "arith op %d%s", op, scalar ? " (scalar 1e-6)" : "");
+            CHECK(same_bits(what, gy, y, n * 4));
+            free(gy);
+        }
+    d_free(da, n * 4); d_free(db, n * 4); d_free(dy, n * 4);
+    free(a); free(b); free(y);
 }
 
 /* ---- attention ------------------------------------------------------------------- */

@@ -201,8 +201,9 @@ double NAME(reduce)(const void *x, int x_type, size_t n, int op);
 
 /* The element types of the untyped operands of arith and reduce. */
 enum { LUNAR_ELEM_F32 = 0, LUNAR_ELEM_BF16 = 1, LUNAR_ELEM_F64 = 2 };
-/* arith's op: a + b, a - b, a * b, a / b. */
-enum { LUNAR_ARITH_ADD = 0, LUNAR_ARITH_SUB, LUNAR_ARITH_MUL, LUNAR_ARITH_DIV };
+/* arith's op: a + b, a - b, a * b, a / b, and 1/sqrt(a + b) (RSQRT_ADD: torch.rsqrt(a + b), */
+/* the 1/sqrt(var + eps) of a normalization; IEEE: 1/sqrt(0) = +inf, negative -> NaN).     */
+enum { LUNAR_ARITH_ADD = 0, LUNAR_ARITH_SUB, LUNAR_ARITH_MUL, LUNAR_ARITH_DIV, LUNAR_ARITH_RSQRT_ADD };
 /* activation_forward/backward's kind: ReLU, SiLU, tanh-approximated GELU. */
 enum { LUNAR_ACT_RELU = 0, LUNAR_ACT_SILU, LUNAR_ACT_GELU_TANH };
 /* reduce's op: sum, sum of squares, minimum, maximum. */

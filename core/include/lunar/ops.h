@@ -191,7 +191,8 @@ lunar_status lunar_op_embed_tokens_dx_shape(int64_t shape[3], const lunar_tensor
  * f16, i32, i64, u8 through an f64 copy) and any strides (a strided view through a
  * contiguous copy on its device), on the CPU or a CUDA device. */
 
-/* out = a op b elementwise, op a LUNAR_ARITH_* (add, sub, mul, div). a or b may be
+/* out = a op b elementwise, op a LUNAR_ARITH_* (add, sub, mul, div; RSQRT_ADD:
+ * 1/sqrt(a + b), "rsqrt" in messages). a or b may be
  * NULL: the number sa or sb takes its place, broadcast to every element (b = NULL:
  * a op sb; a = NULL: sa op b). With two tensors their shapes must be equal (not
  * only their element counts). out: f32, contiguous, the numel of the operand(s),
