@@ -24,7 +24,8 @@
      ENTRY(P, rmsnorm_forward), ENTRY(P, rmsnorm_backward),                                   \
      ENTRY(P, attention_forward), ENTRY(P, attention_backward),                               \
      ENTRY(P, embed_tokens_forward), ENTRY(P, embed_tokens_backward),                         \
-     ENTRY(P, dropout_forward), ENTRY(P, dropout_backward), ENTRY(P, cross_entropy_forward),  \
+     ENTRY(P, dropout_forward), ENTRY(P, dropout_backward), ENTRY(P, dropout_rows),           \
+     ENTRY(P, cross_entropy_forward),                                                         \
      ENTRY(P, cross_entropy_backward), ENTRY(P, add), ENTRY(P, scale), ENTRY(P, adamw_step),  \
      ENTRY(P, sgd_step), ENTRY(P, linear_forward_bf16), ENTRY(P, linear_backward_bf16),         \
      ENTRY(P, layernorm_forward_bf16), ENTRY(P, gelu_forward_bf16), ENTRY(P, gelu_backward_bf16), \
@@ -605,6 +606,22 @@ lunar_status lunar_op_dropout_backward(lunar_tensor *dinp, const lunar_tensor *d
     CHECK(check_numel("dropout_backward", "dinp", dinp, lunar_tensor_numel(dout), "the size of dout"));
     BACKEND_R("dropout_backward", dout, dinp);
     KERNEL(dropout_backward, V(dinp), V(dout), (size_t)lunar_tensor_numel(dout), p, seed, stream, offset);
+    DONE();
+}
+
+lunar_status lunar_op_dropout_rows(lunar_tensor *out, const lunar_tensor *inp, float p, uint64_t seed, uint64_t stream,
+                                   uint64_t offset, int64_t row_len, int64_t row_stride) {
+    REAL(inp);
+    R("dropout", "out", out); R("dropout", "inp", inp); CHECK(check_p("dropout", p));
+    int64_t n = lunar_tensor_numel(inp);
+    CHECK(check_numel("dropout", "out", out, n, "the size of inp"));
+    if (row_len < 1 || n % row_len != 0 || row_stride < row_len)
+        return lunar_error(LUNAR_ERR_ARG, "dropout: rows of %lld elements %lld apart do not fit inp of %lld elements "
+                           "(row_len >= 1 must divide it, row_stride >= row_len)", (long long)row_len,
+                           (long long)row_stride, (long long)n);
+    BACKEND_R("dropout", inp, out);
+    KERNEL(dropout_rows, V(out), V(inp), (size_t)(n / row_len), (size_t)row_len, p, seed, stream, offset,
+           (uint64_t)row_stride);
     DONE();
 }
 

@@ -796,6 +796,20 @@ static void test_dropout_bitwise(void) {
         d_free(d_x, n * 4); d_free(d_y, n * 4); d_free(d_dx, n * 4);
         free(x); free(y); free(dx); free(gy); free(gdx);
     }
+    /* the rows form (a block of a larger tensor): the CPU's bits, rows of 5 and 2049 */
+    static const struct { size_t rows, len; uint64_t stride, off; } B[] = {{4, 5, 10, 13}, {3, 2049, 4100, 1001}};
+    for (size_t t = 0; t < sizeof B / sizeof *B; t++) {
+        size_t n = B[t].rows * B[t].len;
+        float *x = rand_f(n, -2, 2), *y = malloc(n * 4);
+        lunar_cpu_dropout_rows(y, x, B[t].rows, B[t].len, 0.3f, 42, 99, B[t].off, B[t].stride);
+        float *d_x = d_from(x, n), *d_y = d_alloc(n * 4);
+        lunar_cuda_dropout_rows(d_y, d_x, B[t].rows, B[t].len, 0.3f, 42, 99, B[t].off, B[t].stride);
+        float *gy = h_from(d_y, n);
+        CUDA_OK();
+        CHECK(same_bits("dropout rows", gy, y, n * 4));
+        d_free(d_x, n * 4); d_free(d_y, n * 4);
+        free(x); free(y); free(gy);
+    }
 }
 
 /* ---- loss: cross-entropy, accuracy ----------------------------------------------- */

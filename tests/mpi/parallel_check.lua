@@ -5,9 +5,10 @@
 --   mpirun -np W build/lunar tests/mpi/parallel_check.lua [-- FILTER]
 --   mpirun -np W build/lunar tests/mpi/parallel_check.lua tensor_nd [FILTER]
 --     only the 2D / 2.5D / 3D tensor modes (tests/mpi/test_tensor_nd.sh, -np 4
---     and 8: 2d size 4 alone, with micro-batches, accumulation, checkpointing
---     and bf16, x data 2, x pipeline 2; 2.5d size 8 depth 2; 3d size 8), the
---     same checks and tolerances
+--     and 8: 2d size 4 alone, with micro-batches, accumulation, checkpointing,
+--     dropout 0.1 and bf16, x data 2, x pipeline 2; 2.5d size 8 depth 2; 3d
+--     size 8, with dropout 0.1), the same checks and tolerances (with dropout
+--     also: the losses are not those of the run without it)
 --
 -- A tiny ViT (img 12, patch 4 -> 10 tokens, 2 channels, width 16, depth 4,
 -- 4 heads, MLP 64, 5 classes) on synthetic data, global batch 8, 5 AdamW
@@ -123,11 +124,11 @@ local function rel(a, b) return math.abs(a - b) / math.max(math.abs(b), 1e-30) e
 
 local refs = {}
 local function reference(over)
-  local key = string.format('ga%d %s clip %s', over.gradient_accumulation or 1, over.precision or 'fp32',
-    tostring(over.clip_grad_norm))
+  local key = string.format('ga%d %s clip %s dropout %s', over.gradient_accumulation or 1, over.precision or 'fp32',
+    tostring(over.clip_grad_norm), tostring(over.DROPOUT))
   if not refs[key] then
     refs[key] = train(make_cfg({gradient_accumulation = over.gradient_accumulation, precision = over.precision,
-      clip_grad_norm = over.clip_grad_norm}), nil)
+      clip_grad_norm = over.clip_grad_norm, DROPOUT = over.DROPOUT}), nil)
   end
   return refs[key]
 end
@@ -253,12 +254,15 @@ if ND then
     {1, 4, 1, T2D, {gradient_accumulation = 2, NUM_MICRO_BATCHES = 2}, ', gradient accumulation 2, 2 micro-batches'},
     {1, 4, 1, T2D, {activation_checkpointing = {granularity = 'full', method = 'uniform', num_layers = 2}},
       ', checkpointing full/uniform/2'},
+    -- dropout: every element of a split activation draws the mask of its place in the whole tensor
+    {1, 4, 1, T2D, {DROPOUT = 0.1}, ', dropout 0.1'},
     {2, 4, 1, T2D, {}, ''},
     {1, 4, 2, T2D, {NUM_MICRO_BATCHES = 2}, ', 1f1b, 2 micro-batches'},
     {1, 8, 1, {mode = '2.5d', size = 8, depth = 2}, {}, ''},
     {1, 8, 1, {mode = '2.5d', size = 8, depth = 2}, {NUM_MICRO_BATCHES = 2, gradient_accumulation = 2},
       ', gradient accumulation 2, 2 micro-batches'},
     {1, 8, 1, {mode = '3d', size = 8}, {}, ''},
+    {1, 8, 1, {mode = '3d', size = 8}, {DROPOUT = 0.1}, ', dropout 0.1'},
     {1, 8, 1, {mode = '3d', size = 8}, {NUM_MICRO_BATCHES = 2, gradient_accumulation = 2},
       ', gradient accumulation 2, 2 micro-batches'},
   }
@@ -401,6 +405,13 @@ for _, c in ipairs(configs) do
       check(c.name .. ': dropout is on (the losses are not those without it)', got.losses[1] ~= ref.losses[1])
     else
       wl, wn, wp, wname = compare(c.name, got, ref, TOL[c.over.precision or 'fp32'])
+      if (c.over.DROPOUT or 0) > 0 then   -- equal to one rank with dropout, and that dropout drops
+        local plain = {}
+        for k, v in pairs(c.over) do plain[k] = v end
+        plain.DROPOUT = nil
+        check(c.name .. ': dropout is on (the losses are not those without it)',
+          got.losses[1] ~= reference(plain).losses[1])
+      end
     end
     -- every rank logs the same loss
     local l1 = got.losses[#got.losses]

@@ -13,10 +13,11 @@
 #     (clipping every step) equals one rank (losses and grad norms within
 #     1e-5 relative, gathered parameters as parallel_check's header says):
 #     2d size 4 (1 and 2 micro-batches, gradient accumulation, activation
-#     checkpointing, bf16 where the
+#     checkpointing, DROPOUT 0.1: each element's mask that of its place in the
+#     whole tensor, and the losses not those without dropout; bf16 where the
 #     CPU has it) at -np 4, and run twice bitwise; 2d x data 2, 2d x pipeline
 #     2, 2.5d size 8 depth 2 and 3d size 8 (each also with gradient
-#     accumulation and 2 micro-batches; 3d in bf16 too) at -np 8
+#     accumulation and 2 micro-batches; 3d with dropout 0.1 and in bf16 too) at -np 8
 # Skips when mpirun is absent or the build has no MPI. Run from the
 # repository root (tests/run_all.sh does). Ends with "N passed, N failed[, N skipped]".
 set -u

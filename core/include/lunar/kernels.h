@@ -109,6 +109,12 @@ void NAME(dropout_forward)(real *out, const real *inp, size_t n, real p, uint64_
                            uint64_t stream, uint64_t offset);                                   \
 void NAME(dropout_backward)(real *dinp, const real *dout, size_t n, real p, uint64_t seed,     \
                             uint64_t stream, uint64_t offset);                                  \
+/* Dropout of a block [rows, row_len] of a larger row-major tensor whose rows are           */  \
+/* row_stride long: element (r, c) draws the word offset + r row_stride + c (the word that */  \
+/* element has in the whole tensor), kept and scaled as dropout_forward; row_stride ==      */  \
+/* row_len is dropout_forward. Its own backward (the same mask on dout). In place allowed. */  \
+void NAME(dropout_rows)(real *out, const real *inp, size_t rows, size_t row_len, real p,       \
+                        uint64_t seed, uint64_t stream, uint64_t offset, uint64_t row_stride); \
 /* Softmax cross-entropy with label smoothing eps (Szegedy et al. 2016, PyTorch's           */  \
 /* label_smoothing): target distribution q = (1-eps) onehot(t) + eps/K;                     */  \
 /* losses[b] = -sum_k q_k log softmax(logits[b])_k (losses may be NULL);                    */  \

@@ -5,7 +5,13 @@
 -- runs on one slice of a tensor split across ranks (sequence parallelism:
 -- each tensor rank holds 1/T of the tokens) sets `rank_offset` to its rank,
 -- so the ranks draw disjoint parts of the stream (element offset
--- rank_offset * numel) instead of the same mask for every slice.
+-- rank_offset * numel) instead of the same mask for every slice. A module
+-- that runs on a block of a tensor split in rows and columns (the 2D / 2.5D /
+-- 3D tensor modes) sets `placement`, a function x -> offset, row_len,
+-- row_stride: x is rows of row_len elements row_stride apart in the whole
+-- tensor, from element `offset` on, and each element draws the mask it has in
+-- the whole tensor (ops.dropout's rows form), so the split run drops what one
+-- rank drops (lunar.parallel.tensor_2d's dropout).
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
@@ -17,6 +23,7 @@ function Dropout:__init(p, seed)
   Module.__init(self)
   self.p, self.seed, self.calls = p or 0, seed or 0, 0
   self.rank_offset = 0
+  self.placement = nil
 end
 
 function Dropout:extra_repr() return string.format('p=%g', self.p) end
@@ -27,8 +34,10 @@ function Dropout:forward(x)
   if not self.training or self.p == 0 then return x, Context(nil, {identity = true}) end
   self.calls = self.calls + 1
   local stream = lunar.stream_id(self.path .. '#' .. self.calls)
-  local offset = self.rank_offset * x:numel()
-  return ops.dropout(x, self.p, self.seed, stream, offset), Context(nil, {stream = stream, offset = offset})
+  local offset, row_len, row_stride = self.rank_offset * x:numel(), nil, nil
+  if self.placement then offset, row_len, row_stride = self.placement(x) end
+  return ops.dropout(x, self.p, self.seed, stream, offset, row_len, row_stride),
+    Context(nil, {stream = stream, offset = offset, row_len = row_len, row_stride = row_stride})
 end
 
 --- The state that decides the next masks: the call counter (for
@@ -41,11 +50,12 @@ function Dropout:set_rng_state(calls) self.calls = calls end
 
 --- dy -> dx (the same mask regenerated), or dy itself for the identity.
 function Dropout:backward(ctx, dy, need_dx)
-  local identity, stream, offset = ctx.identity, ctx.stream, ctx.offset
+  local identity, stream, offset, row_len, row_stride = ctx.identity, ctx.stream, ctx.offset, ctx.row_len,
+    ctx.row_stride
   ctx:free()
   if need_dx == false then return nil end
   if identity then return dy end
-  return ops.dropout_backward(dy, self.p, self.seed, stream, offset)
+  return ops.dropout_backward(dy, self.p, self.seed, stream, offset, row_len, row_stride)
 end
 
 return Dropout
