@@ -7,7 +7,8 @@
 --     only the 2D / 2.5D / 3D tensor modes (tests/mpi/test_tensor_nd.sh, -np 4
 --     and 8: 2d size 4 alone, with micro-batches, accumulation, checkpointing,
 --     dropout 0.1 and bf16, x data 2, x pipeline 2; 2.5d size 8 depth 2; 3d
---     size 8, with dropout 0.1), the same checks and tolerances (with dropout
+--     size 8, with dropout 0.1; -np 16: 3d x pipeline 2 1f1b, 2.5d depth 2 x
+--     pipeline 2 gpipe), the same checks and tolerances (with dropout
 --     also: the losses are not those of the run without it)
 --
 -- A tiny ViT (img 12, patch 4 -> 10 tokens, 2 channels, width 16, depth 4,
@@ -258,11 +259,16 @@ if ND then
     {1, 4, 1, T2D, {DROPOUT = 0.1}, ', dropout 0.1'},
     {2, 4, 1, T2D, {}, ''},
     {1, 4, 2, T2D, {NUM_MICRO_BATCHES = 2}, ', 1f1b, 2 micro-batches'},
+    {1, 4, 2, T2D, {NUM_MICRO_BATCHES = 2, parallel = {pipeline_schedule = 'gpipe'}}, ', gpipe, 2 micro-batches'},
     {1, 8, 1, {mode = '2.5d', size = 8, depth = 2}, {}, ''},
     {1, 8, 1, {mode = '2.5d', size = 8, depth = 2}, {NUM_MICRO_BATCHES = 2, gradient_accumulation = 2},
       ', gradient accumulation 2, 2 micro-batches'},
     {1, 8, 1, {mode = '3d', size = 8}, {}, ''},
     {1, 8, 1, {mode = '3d', size = 8}, {DROPOUT = 0.1}, ', dropout 0.1'},
+    -- x pipeline 2 at -np 16 (test_tensor_nd.sh runs only these there): 3d 1f1b, 2.5d gpipe
+    {1, 8, 2, {mode = '3d', size = 8}, {NUM_MICRO_BATCHES = 2}, ', 1f1b, 2 micro-batches'},
+    {1, 8, 2, {mode = '2.5d', size = 8, depth = 2}, {NUM_MICRO_BATCHES = 2, parallel = {pipeline_schedule = 'gpipe'}},
+      ', gpipe, 2 micro-batches'},
     {1, 8, 1, {mode = '3d', size = 8}, {NUM_MICRO_BATCHES = 2, gradient_accumulation = 2},
       ', gradient accumulation 2, 2 micro-batches'},
   }
@@ -274,7 +280,9 @@ if ND then
     local dp, tp, pp, tensor, extra, label = table.unpack(l)
     if dp * tp * pp == W then
       local e = {parallel = {tensor = tensor}}
-      for k, v in pairs(extra) do e[k] = v end
+      for k, v in pairs(extra) do
+        if k == 'parallel' then for k2, v2 in pairs(v) do e.parallel[k2] = v2 end else e[k] = v end
+      end
       local mode = tensor.mode .. (tensor.depth and (' depth ' .. tensor.depth) or '')
       add(dp, tp, pp, e, ' (' .. mode .. ')' .. label)
     end
