@@ -344,13 +344,15 @@ static int l_embed_tokens_backward(lua_State *L) {
 /* dropout and its backward; with row_len and row_stride (args 6, 7) the rows
  * form (lunar_op_dropout_rows), the same for both directions. */
 static int dropout_either(lua_State *L, int backward) {
-    lunar_tensor *x = T(1), *y = new_like(L, x);
+    lunar_tensor *x = T(1);
     float p = (float)luaL_checknumber(L, 2);
     uint64_t seed = (uint64_t)luaL_checkinteger(L, 3), stream = stream_arg(L, 4);
     uint64_t offset = (uint64_t)luaL_optinteger(L, 5, 0);
-    if (!lua_isnoneornil(L, 6)) {
-        TRY(lunar_op_dropout_rows(y, x, p, seed, stream, offset, (int64_t)luaL_checkinteger(L, 6),
-                                  (int64_t)luaL_checkinteger(L, 7)));
+    int rows = !lua_isnoneornil(L, 6);
+    int64_t row_len = rows ? (int64_t)luaL_checkinteger(L, 6) : 0, row_stride = rows ? (int64_t)luaL_checkinteger(L, 7) : 0;
+    lunar_tensor *y = new_like(L, x);   /* pushed: read the arguments first */
+    if (rows) {
+        TRY(lunar_op_dropout_rows(y, x, p, seed, stream, offset, row_len, row_stride));
     } else if (backward) {
         TRY(lunar_op_dropout_backward(y, x, p, seed, stream, offset));
     } else {
