@@ -6,8 +6,8 @@
 --   mpirun -np W build/lunar tests/mpi/parallel_check.lua tensor_nd [FILTER]
 --     only the 2D / 2.5D / 3D tensor modes (tests/mpi/test_tensor_nd.sh, -np 4
 --     and 8: 2d size 4 alone, with micro-batches, accumulation, checkpointing,
---     dropout 0.1 and bf16, x data 2, x pipeline 2; 2.5d size 8 depth 2; 3d
---     size 8, with dropout 0.1; -np 16: 3d x pipeline 2 1f1b, 2.5d depth 2 x
+--     dropout 0.1 and bf16, x data 2, x pipeline 2 (also with dropout 0.1);
+--     2.5d size 8 depth 2 and 3d size 8, each with dropout 0.1 too; -np 16: 3d x pipeline 2 1f1b, 2.5d depth 2 x
 --     pipeline 2 gpipe), the same checks and tolerances (with dropout
 --     also: the losses are not those of the run without it)
 --
@@ -261,6 +261,8 @@ if ND then
     {1, 4, 2, T2D, {NUM_MICRO_BATCHES = 2}, ', 1f1b, 2 micro-batches'},
     {1, 4, 2, T2D, {NUM_MICRO_BATCHES = 2, parallel = {pipeline_schedule = 'gpipe'}}, ', gpipe, 2 micro-batches'},
     {1, 8, 1, {mode = '2.5d', size = 8, depth = 2}, {}, ''},
+    {1, 8, 1, {mode = '2.5d', size = 8, depth = 2}, {DROPOUT = 0.1}, ', dropout 0.1'},
+    {1, 4, 2, T2D, {DROPOUT = 0.1}, ', 1f1b, dropout 0.1'},
     {1, 8, 1, {mode = '2.5d', size = 8, depth = 2}, {NUM_MICRO_BATCHES = 2, gradient_accumulation = 2},
       ', gradient accumulation 2, 2 micro-batches'},
     {1, 8, 1, {mode = '3d', size = 8}, {}, ''},

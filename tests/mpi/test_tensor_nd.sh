@@ -17,7 +17,8 @@
 #     whole tensor, and the losses not those without dropout; bf16 where the
 #     CPU has it) at -np 4, and run twice bitwise; 2d x data 2, 2d x pipeline
 #     2, 2.5d size 8 depth 2 and 3d size 8 (each also with gradient
-#     accumulation and 2 micro-batches; 3d with dropout 0.1 and in bf16 too) at -np 8,
+#     accumulation and 2 micro-batches; each with dropout 0.1, 2d x pipeline
+#     2 too; 3d in bf16 too) at -np 8,
 #     2d x pipeline 2 under 1f1b and gpipe at -np 8; 3d size 8 x pipeline 2
 #     (1f1b) and 2.5d size 8 depth 2 x pipeline 2 (gpipe) at -np 16 (16
 #     oversubscribed ranks of a tiny model: about 10 s on 2 cores)
