@@ -53,6 +53,17 @@
 -- with p.shard) is written by each tensor rank (not by a copy: p.shard.replica
 -- > 0, 2.5D's depth layers); a replicated parameter by tensor rank 0; each
 -- pipeline stage writes its own parameters.
+-- Sharded data parallelism (parallel.zero, lunar.parallel.zero: the state's
+-- optimizer is the sharded one) saves the shards as they are, no gather: each
+-- rank of the first replica of a shard group writes its pieces (a flat range
+-- of a parameter's local tensor, the master weights and the optimizer state)
+-- as the boxes of that range (checkpoint's reshard.flat_boxes: at most 2 per
+-- dimension), stored as `<name>@<flat offset>` and listed in the index as
+-- slices of `<name>` like any other shard; loading fills each piece of this
+-- rank's shards (and, at stages 1 and 2, the whole local parameters) from the
+-- slices, so any layout, sharded or not, loads into any other. Saving (and
+-- resuming a save from) the middle of a gradient accumulation cycle is refused
+-- under ZeRO (its gradient shard is reduced, not a local gradient).
 --
 -- Loading validates everything before any state in memory changes: index.json
 -- must exist and be valid JSON of this format, every file it lists must exist,

@@ -9,6 +9,8 @@
 --     num_micro_batches = m,           -- optional (default the grid's NUM_MICRO_BATCHES, or 1)
 --     pipeline_schedule = '1f1b',      -- optional: '1f1b' | 'gpipe' (default the grid's)
 --     bucket_size = 2^18,              -- optional: elements per data-parallel gradient bucket
+--     zero = z,                        -- optional: lunar.parallel.zero's sharded state (its
+--                                      -- reducer, gradient shard and clipping replace the plain ones)
 --   }
 --   engine:train()
 --   local loss, lr, updated = engine:train_step(images, labels)   -- one batch, any layout
@@ -83,7 +85,10 @@ function engine.initialize(args)
     num_micro_batches = args.num_micro_batches or (g and g.num_micro_batches) or 1,
     pipeline_schedule = args.pipeline_schedule or (g and g.pipeline_schedule) or '1f1b',
   }, Engine)
-  if g then
+  self.zero = args.zero
+  if self.zero then
+    self.reducer = self.zero.reducer
+  elseif g then
     self.reducer = require('lunar.parallel.reducer').new{model = args.model, grid = g, bucket_size = args.bucket_size}
   end
   return self
@@ -115,7 +120,9 @@ end
 
 --- Sets every gradient to zero (at the start of an accumulation cycle only).
 function Engine:zero_grad()
-  if self.batches_done % self.gradient_accumulation == 0 then self.model:zero_grad() end
+  if self.batches_done % self.gradient_accumulation == 0 then
+    if self.zero then self.zero:zero_grad() else self.model:zero_grad() end
+  end
 end
 
 --- images -> logits; keeps the context for backward.
@@ -170,7 +177,9 @@ function Engine:step()
   self.optimizer:set_lr(lr)
   if self.reducer then self.reducer:finish() end
   if self.clip_grad_norm and self.clip_grad_norm > 0 then
-    if self.grid then
+    if self.zero then
+      self.last_grad_norm = self.zero:clip_grad_norm(self.clip_grad_norm)
+    elseif self.grid then
       self.last_grad_norm = require('lunar.parallel').clip_grad_norm(self.params, self.clip_grad_norm, self.grid)
     else
       self.last_grad_norm = optim.clip_grad_norm(self.params, self.clip_grad_norm)

@@ -94,21 +94,15 @@ function memory.format_bytes(n)
   return string.format('%.1f KiB', n / KiB)
 end
 
-local ZERO_NAMES = {no_shard = 0, optim = 1, optim_grads = 2, optim_grads_params = 3}
-
---- The ZeRO stage and shard group a config asks for, read tolerantly from
--- cfg.parallel.zero: nil -> stage 0; a number or a Megatron-FSDP name
--- ('no_shard', 'optim', 'optim_grads', 'optim_grads_params'); or a table
--- {stage=, group_size=} (group_size 0 or nil: the whole data-parallel group).
+--- The ZeRO stage and shard group a config asks for, through the one parser of
+-- cfg.parallel.zero (lunar.parallel.zero.parse: a stage 0-3, a Megatron-FSDP
+-- name or {stage=, group_size=}; nil -> stage 0; a value it refuses counts as
+-- stage 0 here, the config check names it).
 -- @return {stage=, group_size=} (group_size nil: the data-parallel size)
 function memory.zero_spec(cfg)
   local z = type(cfg) == 'table' and type(cfg.parallel) == 'table' and cfg.parallel.zero or nil
-  local stage, group
-  if type(z) == 'table' then stage, group = z.stage, z.group_size else stage = z end
-  if type(stage) == 'string' then stage = ZERO_NAMES[stage] end
-  stage = math.tointeger(stage) or 0
-  if group == 0 then group = nil end
-  return {stage = stage, group_size = group}
+  local spec = require('lunar.parallel.zero').parse(z) or {stage = 0, group_size = 0}
+  return {stage = spec.stage, group_size = spec.group_size ~= 0 and spec.group_size or nil}
 end
 
 local ROUND = 256

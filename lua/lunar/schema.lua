@@ -17,6 +17,9 @@
 --   fields    for a dict ('table' with named fields): name -> entry
 --   items     for a list ('table' of values): the type of every item
 --   check     optional function(value) -> nil or a text saying what is wrong
+--   parse     optional function(value) -> normalized value, or nil and a text
+--             saying what is wrong (a key of several accepted forms; type then
+--             only documents them); nil stays nil (the default)
 --   derive    optional function(cfg) -> value: config.load sets the key to it
 --             when still unset after the files and the command line, and
 --             requires a value that was set to equal it (derive_doc says how
@@ -277,8 +280,17 @@ local TOP = {
             doc = 'blocks per pipeline stage, e.g. {3, 3} (nil = even split)' } },
         { 'block_tensor', E{ type = 'table', items = 'integer', default = nil, min = 1,
             doc = 'per-block tensor-parallel sizes (a layerwise strategy, Galvatron\'s): one power of two per ' ..
-              'block over a base layout of data parallelism only; block i runs on t_i consecutive ranks with ' ..
+              'block over a base layout of data parallelism only; block i runs on t_i ranks (block_tensor_consec) with ' ..
               'their samples gathered (lunar.parallel.layerwise); nil = every block the tensor size above' } },
+        { 'zero', E{ type = 'stage|name|table', default = nil,
+            parse = function(v) return require('lunar.parallel.zero').parse(v) end,
+            doc = "sharded data parallelism (lunar.parallel.zero): a ZeRO stage 0-3 or Megatron-FSDP's name " ..
+              "('no_shard', 'optim', 'optim_grads', 'optim_grads_params'), or {stage =, group_size =} " ..
+              '(hybrid: shard within runs of group_size data-parallel ranks); read as {stage =, group_size =}' } },
+        { 'block_tensor_consec', E{ type = 'table', items = 'boolean', default = nil,
+            doc = 'per-block tensor placement (Galvatron\'s tp_consec), with block_tensor: one boolean per block, ' ..
+              'true = the block\'s tensor group on consecutive ranks, false = strided ranks (r mod world/t, ' ..
+              '+ world/t, ...); nil = all consecutive (lunar.parallel.layerwise)' } },
       } } },
 }
 
@@ -328,6 +340,13 @@ schema.checks = {
         return { 'activation_checkpointing.num_layers', string.format('(%d) is more than the %d blocks of %s ' ..
           '(DEPTH %d); it counts blocks per pipeline stage', ac.num_layers, nb, where, c.DEPTH) }
       end
+    end
+  end,
+  function(c)   -- ZeRO stages 2 and 3 gather and reduce by the built-in ViT's units
+    local z = type(c.parallel) == 'table' and c.parallel.zero
+    if c.MODEL ~= nil and type(z) == 'table' and (z.stage or 0) >= 2 then
+      return { 'parallel.zero', string.format("stage %d shards gradients by the built-in ViT's units (embedding, " ..
+        'blocks, head), not yet those of a MODEL (models as code): use stage 1 or the built-in ViT', z.stage) }
     end
   end,
   function(c)

@@ -25,9 +25,13 @@
 --      as code, data, tensor and pipeline parallel), materialized from opts.seed (default
 --      SEED) with INIT and precision, then PRETRAINED's timm weights loaded
 --      into it (lunar.timm.load_pretrained; a user error naming the key);
+--      under ZeRO-3 (without PRETRAINED) laid out without storage
+--      (zero.materialize_deferred) and initialized shard by shard in step 6;
 --   6. the criterion (cross-entropy with LABEL_SMOOTHING) and the optimizer
 --      (OPTIMIZER = 'adamw': LEARNING_RATE, BETA1, BETA2, EPS, WEIGHT_DECAY;
 --      'sgd': LEARNING_RATE, MOMENTUM, WEIGHT_DECAY);
+--      with parallel.zero at stage >= 1, sharded over the data-parallel group
+--      (lunar.parallel.zero; run.zero, also the engine's);
 --   7. the LR schedule (with loaders): warmup_cosine over the run's optimizer
 --      steps, NUM_EPOCHS * (batches per epoch // gradient_accumulation), warmup
 --      WARMUP_EPOCHS of them, down to MIN_LR; MAX_STEPS only cuts the run short;
@@ -257,7 +261,13 @@ function setup.from_config(cfg, overrides, opts)
       run.flops_per_image = nn.flops.train_flops_per_image_parallel(run.model, img, g)
     end
   else
-    run.model = nn.materialize(parallel.vit(cfg, g), opts.seed or cfg.SEED, {init = cfg.INIT, precision = cfg.precision})
+    local mopts = {init = cfg.INIT, precision = cfg.precision}
+    if g and g.zero.stage == 3 and (cfg.PRETRAINED or '') == '' then
+      -- ZeRO-3: no rank holds the whole model, not even at init (zero.new draws each unit's shard)
+      run.model = parallel.zero.materialize_deferred(parallel.vit(cfg, g), opts.seed or cfg.SEED, mopts)
+    else
+      run.model = nn.materialize(parallel.vit(cfg, g), opts.seed or cfg.SEED, mopts)
+    end
     run.num_params = models.vit(cfg):num_parameters()     -- the whole model's (not allocated)
     run.flops_per_image = models.vit_train_flops_per_image(cfg, run.num_params)
   end
@@ -268,10 +278,18 @@ function setup.from_config(cfg, overrides, opts)
   end
   run.global_batch = cfg.BATCH_SIZE * dp_size
   run.criterion = nn.CrossEntropy{label_smoothing = cfg.LABEL_SMOOTHING}
-  run.optimizer = setup.optimizer(cfg, run.model:parameters())
+  if g and g.zero.stage >= 1 then
+    -- sharded data parallelism: the optimizer steps this rank's shard (lunar.parallel.zero)
+    run.zero = parallel.zero.new{model = run.model, grid = g, config = g.zero,
+      bucket_size = opts.engine and opts.engine.bucket_size,
+      make_optimizer = function(pieces) return setup.optimizer(cfg, pieces) end}
+    run.optimizer = run.zero.optimizer
+  else
+    run.optimizer = setup.optimizer(cfg, run.model:parameters())
+  end
   local args = {model = run.model, optimizer = run.optimizer, criterion = run.criterion,
     lr_scheduler = opts.engine_schedule ~= false and run.lr_scheduler or nil, clip_grad_norm = cfg.clip_grad_norm,
-    gradient_accumulation = cfg.gradient_accumulation, grid = g,
+    gradient_accumulation = cfg.gradient_accumulation, grid = g, zero = run.zero,
     num_micro_batches = cfg.NUM_MICRO_BATCHES}
   for k, v in pairs(opts.engine or {}) do args[k] = v end
   run.engine = engine_mod.initialize(args)

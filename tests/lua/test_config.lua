@@ -58,6 +58,12 @@ T.test('defaults: no file, no overrides', function()
   T.eq(getmetatable(c), nil, 'a plain table')
 end)
 
+T.test('overrides: a {KEY = value} table is refused (it would be ignored), a list of strings applies', function()
+  T.raises(function() config.load(nil, {IMG_SIZE = 12}) end,
+    "overrides are a list of 'key=value' strings, got a table with the key string \"IMG_SIZE\"")
+  T.eq(config.load(nil, {'IMG_SIZE=12'}).IMG_SIZE, 12)
+end)
+
 T.test('file values override defaults, dicts filled with defaults', function()
   local c = loadfix('basic.lua')
   T.eq(c.DEPTH, 2); T.eq(c.LEARNING_RATE, 1e-3); T.eq(c.DATASET, 'synthetic')

@@ -97,6 +97,45 @@ T.test('run --global: every block alike loses to the per-block choice under the 
   for _, st in ipairs(all.blocks) do T.truthy(st.ckpt) end
 end)
 
+-- Tensor placement (Galvatron's tp_consec) on 4 ranks, global batch 8, one micro-batch: blocks of
+-- 1e6 parameters, tensor sizes 1 and 2 with the same compute (tp 1 at b = 2, tp 2 at b = 4:
+-- forward 0.5 s, backward 1.0 s), all_reduce costs beta x bytes: 1e-6 s/B over 2 or 4 consecutive
+-- ranks, 2e-6 s/B over 2 strided ones, point-to-point 10 s (no pipeline). A block's data-parallel all_reduce (4e6 / t bytes) overlaps
+-- its backward: time f + bw + max(0, comm - bw).
+--   tp 1 (data 4, consecutive): 0.5 + 1.0 + (4.0 - 1.0) = 4.5 s
+--   tp 2 consecutive (data 2 strided): 0.5 + 1.0 + (4.0 - 1.0) = 4.5 s
+--   tp 2 strided (data 2 consecutive): its four all_reduces of b N C 4 = 4 x 5 x 8 x 4 = 640 bytes
+--     cost d = 640 x (2e-6 - 1e-6) = 6.4e-4 s more each: f = 0.5 + 2d, bw = 1.0 + 2d, comm 2.0:
+--     0.5 + 2d + 2.0 = 2.50128 s
+-- so the layerwise search puts every block on strided ranks (4 x 2.50128 = 10.00512 s), and the
+-- global one (a consecutive tensor group) takes 4 x 4.5 = 18 s.
+T.test('run --layerwise: strided tensor groups where their data-parallel group is cheaper; by hand', function()
+  local prof = hand_profile()
+  prof.block.params = 1000000
+  prof.block.tp['1'] = {fwd = {0.3, 0.1}, bwd = {0.6, 0.2}, act = {kept = 1e3, input = 1e2, extra = 0}}
+  prof.block.tp['2'] = {fwd = {0.3, 0.05}, bwd = {0.6, 0.1}, act = {kept = 1e3, input = 1e2, extra = 0}}
+  prof.comm.all_reduce = {consecutive = {['2'] = {alpha = 0, beta = 1e-6}, ['4'] = {alpha = 0, beta = 1e-6}},
+    strided = {['2'] = {alpha = 0, beta = 2e-6}}}
+  prof.comm.p2p = {alpha = 10, beta = 0}    -- no pipeline (its sends cost 10 s each)
+  T.eq(CFG.SEQ_LENGTH * CFG.HIDDEN_SIZE * 4, 160)
+  local res = search.run(CFG, prof, {world = 4, budget = 1 << 40, layerwise = true, global_batches = {8}, zero = {0}})
+  local r = res.best
+  T.eq({r.pp, r.m, r.global_batch}, {1, 1, 8})
+  T.near(r.time, 4 * (0.5 + 2 * 6.4e-4 + 2.0), 1e-9)
+  T.eq(r.block_tensor, {2, 2, 2, 2})
+  T.eq(r.block_tensor_consec, {false, false, false, false})
+  T.truthy(search.describe(r):find('per block {2 strided, 2 strided, 2 strided, 2 strided}', 1, true),
+    search.describe(r))
+  local c = search.strategy_config(CFG, r, 1 << 40)
+  T.eq(c.parallel.block_tensor_consec, {false, false, false, false})
+  T.eq({c.parallel.data, c.BATCH_SIZE}, {4, 2})
+  T.eq(require('lunar.parallel.grid').validate(config.from_table(c, 'strategy'), 4), nil)
+  -- the global search: consecutive tensor groups only, 18 s
+  local g = search.run(CFG, prof, {world = 4, budget = 1 << 40, global_batches = {8}, zero = {0}})
+  T.near(g.best.time, 18, 1e-9)
+  T.eq(g.best.block_tensor_consec, nil)
+end)
+
 T.test('run: a budget nothing fits gives no best and the smallest memory found', function()
   local res = search.run(CFG, hand_profile(), {world = 1, budget = 1000})
   T.eq(res.best, nil)
@@ -157,8 +196,16 @@ T.test('parallel.block_tensor: bad input is a layout error naming the block, bef
   T.eq(grid.validate(cfg({2, 1, 3, 2}), 4), 'parallel: block_tensor [3] = 3 (block 2) is not a power of two')
   T.eq(grid.validate(cfg({2, 1, 4, 2}), 2), 'parallel: block_tensor [3] = 4 (block 2) does not divide the world size 2')
   T.eq(grid.validate(cfg({8, 1, 1, 1}), 8), 'parallel: block_tensor [1] = 8 (block 0) does not divide NUM_HEADS 4')
-  T.eq(grid.validate(cfg({2, 1, 1, 2}, {clip_grad_norm = 1.0}), 2),
-    'parallel: block_tensor (per-block tensor sizes) does not work with clip_grad_norm yet')
+  -- clipping, checkpoints and dropout work with it (tests/mpi/parallel_check.lua, test_checkpoint.sh)
+  T.eq(grid.validate(cfg({2, 1, 1, 2}, {clip_grad_norm = 1.0, DROPOUT = 0.1, CHECKPOINT_DIR = 'ck'}), 2), nil)
+  -- per-block placement (parallel.block_tensor_consec): one boolean per block, only with block_tensor
+  local function consec(c) return {parallel = {block_tensor = {2, 1, 1, 2}, block_tensor_consec = c}} end
+  T.eq(grid.validate(cfg({2, 1, 1, 2}, consec({false, true, true, false})), 4), nil)
+  T.eq(grid.validate(cfg({2, 1, 1, 2}, consec({false, true})), 4),
+    'parallel: block_tensor_consec has 2 entries; it needs one boolean per block (DEPTH 4)')
+  T.raises(function() cfg({2, 1, 1, 2}, consec({false, 1, true, true})) end, 'parallel.block_tensor_consec')
+  T.eq(grid.validate(cfg(nil, {parallel = {block_tensor_consec = {true, true, true, true}}}), 4),
+    'parallel: block_tensor_consec (per-block tensor placement) needs parallel.block_tensor (per-block tensor sizes)')
   T.eq(grid.validate(cfg({2, 1, 1, 2}, {parallel = {block_tensor = {2, 1, 1, 2}, pipeline = 2}}), 4),
     'parallel: block_tensor (per-block tensor sizes) needs a base layout of data parallelism only: pipeline 2, tensor 1')
   T.raises(function() cfg({2, 1, 0, 2}) end, "config key 'parallel.block_tensor[3]' must be >= 1")

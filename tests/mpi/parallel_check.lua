@@ -26,7 +26,8 @@
 -- under both schedules, tensor 2 x pipeline 2, data 2 x tensor 2; bf16 at
 -- tensor 2; per block, activation_checkpointing.blocks, at pipeline 2 1F1B,
 -- data 2, tensor 2 x pipeline 2 GPipe; per-block tensor sizes, parallel.block_tensor,
--- mixed over data 2 and 4, with and without per-block checkpointing, no clipping): against the
+-- mixed over data 2, 4 and 8, with and without per-block checkpointing, consecutive and strided
+-- placement, with dropout 0.1 against the single-rank run with dropout): against the
 -- reference, and with dropout bitwise against the same layout without it.
 -- Checked against the reference:
 --   - the loss of every step: within 1e-5 relative (and on every rank)
@@ -106,7 +107,9 @@ local function train(cfg, g)
     if updated then norms[#norms + 1] = eng.last_grad_norm end
     x:free(); y:free()
   end
-  local full, names = parallel.gather_full_parameters(model, g)
+  -- under ZeRO-3 the parameters are gathered for the call (FSDP's summon_full_params)
+  local full, names = (run.zero and run.zero.with_full_parameters or function(_, fn) return fn() end)(run.zero,
+    function() return parallel.gather_full_parameters(model, g) end)
   -- and back: full tensors loaded into a fresh model of the same layout gather to the same tensors
   local fresh = nn.materialize(parallel.vit(cfg, g), cfg.SEED + 1, {init = cfg.INIT, precision = cfg.precision})
   parallel.load_full_parameters(fresh, full)
@@ -117,19 +120,45 @@ local function train(cfg, g)
     for i = 1, #b do round_trip = round_trip and a[i] == b[i] end
   end
   check((g and 'layout' or 'reference') .. ': load_full_parameters then gather_full_parameters round-trips', round_trip)
+  if run.zero then
+    -- what the stage shards: AdamW state of this rank's blocks only (ceil(n / S) of each group), no full
+    -- gradient buffer from stage 2, no full parameter buffer from stage 3
+    local z, state = run.zero, run.optimizer:state_dict()
+    check(string.format('zero %d: AdamW state holds %d of the %d elements (shard group of %d)', z.stage,
+      state.exp_avg:numel(), model:num_parameters(), z.size), state.exp_avg:numel() <= z.shard_numel and
+      (z.size == 1 or state.exp_avg:numel() < model:num_parameters()))
+    check(string.format('zero %d: full gradient buffer %s', z.stage, z.stage >= 2 and 'freed' or 'kept'),
+      (model._flat_grad == nil) == (z.stage >= 2))
+    check(string.format('zero %d: full parameter buffer %s', z.stage, z.stage >= 3 and 'freed' or 'kept'),
+      (model._flat == nil) == (z.stage >= 3))
+  end
+  if run.zero and run.zero.stage == 3 then
+    -- prefetch: every unit's gather but the first of each forward and each backward was issued ahead
+    -- (and the final with_full_parameters gathers every group at once, none prefetched)
+    local st, passes = run.zero.stats, 2 * STEPS * cfg.NUM_MICRO_BATCHES * cfg.gradient_accumulation
+    local ng = #run.zero.groups
+    check(string.format('zero 3: all but the first unit of each pass prefetched (%d gathers, %d not prefetched, ' ..
+      '%d passes, %d groups)', st.gathers, st.cold, passes, ng), st.cold == passes + ng and
+      st.gathers == (passes + 1) * ng)
+  end
+  -- buckets reduced per step: ZeRO-2/3 reduce-scatter each group at every backward (micro-batch)
+  local per_step = (run.zero and run.zero.stage >= 2) and cfg.NUM_MICRO_BATCHES * cfg.gradient_accumulation or 1
   return {losses = losses, norms = norms, params = full, names = names, model = model,
-    buckets = eng.reducer and #eng.reducer.buckets or 0, stats = eng.reducer and eng.reducer.stats}
+    buckets = eng.reducer and #eng.reducer.buckets * per_step or 0, stats = eng.reducer and eng.reducer.stats}
 end
 
 local function rel(a, b) return math.abs(a - b) / math.max(math.abs(b), 1e-30) end
 
 local refs = {}
-local function reference(over)
+-- with_dropout: the single-rank run with the layout's DROPOUT (a layout whose masks are the single-rank
+-- ones: per-block tensor sizes), else without dropout
+local function reference(over, with_dropout)
+  local dropout = with_dropout and over.DROPOUT or nil
   local key = string.format('ga%d %s clip %s dropout %s', over.gradient_accumulation or 1, over.precision or 'fp32',
-    tostring(over.clip_grad_norm), tostring(over.DROPOUT))
+    tostring(over.clip_grad_norm), tostring(dropout))
   if not refs[key] then
     refs[key] = train(make_cfg({gradient_accumulation = over.gradient_accumulation, precision = over.precision,
-      clip_grad_norm = over.clip_grad_norm, DROPOUT = over.DROPOUT}), nil)
+      clip_grad_norm = over.clip_grad_norm, DROPOUT = dropout}), nil)
   end
   return refs[key]
 end
@@ -286,7 +315,8 @@ if ND then
         if k == 'parallel' then for k2, v2 in pairs(v) do e.parallel[k2] = v2 end else e[k] = v end
       end
       local mode = tensor.mode .. (tensor.depth and (' depth ' .. tensor.depth) or '')
-      add(dp, tp, pp, e, ' (' .. mode .. ')' .. label)
+      local c = add(dp, tp, pp, e, ' (' .. mode .. ')' .. label)
+      c.ref_dropout = true   -- with dropout: each element's mask is the single-rank run's
     end
   end
 elseif BF16_OK then
@@ -350,20 +380,45 @@ end
 
 -- per-block tensor sizes (parallel.block_tensor, lunar.parallel.layerwise; issue 14's layerwise
 -- strategies): a base of W data-parallel ranks, blocks of mixed tensor sizes, with and without per-block
--- checkpointing; without clipping (not with it yet), against the single-rank run without clipping
+-- checkpointing, consecutive and strided tensor groups (parallel.block_tensor_consec, false = strided),
+-- clipping on (the global norm over the blocks' groups), and with DROPOUT 0.1 against the single-rank
+-- run with dropout (each dropout draws the single-rank masks of its samples)
 local LW = {
-  [2] = {{2, 1, 1, 2}, {1, 2, 2, 1, ckpt = {true, false, true, false}}},
-  [4] = {{4, 2, 1, 2}, {2, 2, 4, 4, ckpt = {false, true, true, false}}, {1, 4, 1, 4}},
+  [2] = {{2, 1, 1, 2}, {1, 2, 2, 1, ckpt = {true, false, true, false}}, {2, 1, 1, 2, dropout = 0.1}},
+  [4] = {{4, 2, 1, 2}, {2, 2, 4, 4, ckpt = {false, true, true, false}}, {1, 4, 1, 4},
+    {2, 2, 4, 2, consec = {false, true, true, false}},
+    {2, 1, 2, 4, consec = {false, true, false, true}, ckpt = {true, false, false, true}, dropout = 0.1},
+    {4, 2, 1, 2, consec = {true, false, true, true}, dropout = 0.1}},
+  [8] = {{2, 4, 1, 4, consec = {false, false, true, true}, ckpt = {false, true, false, true}},
+    {4, 2, 2, 1, consec = {true, false, true, true}, dropout = 0.1}},
 }
-for _, l in ipairs(LW[W] or {}) do
+local layerwise = require('lunar.parallel.layerwise')
+for _, l in ipairs(not ND and LW[W] or {}) do
   local list = {l[1], l[2], l[3], l[4]}
-  local c = add(W, 1, 1, {clip_grad_norm = 0.0, parallel = {block_tensor = list},
-    activation_checkpointing = l.ckpt and {blocks = l.ckpt} or nil},
-    string.format(', block_tensor {%s}%s', table.concat(list, ', '), l.ckpt and ', per-block checkpointing' or ''))
+  local c = add(W, 1, 1, {parallel = {block_tensor = list, block_tensor_consec = l.consec},
+    activation_checkpointing = l.ckpt and {blocks = l.ckpt} or nil, DROPOUT = l.dropout},
+    string.format(', block_tensor {%s}%s%s%s', table.concat(list, ', '),
+      l.consec and ' consec {' .. table.concat((function()
+        local t = {}
+        for i, b in ipairs(l.consec) do t[i] = b and 'c' or 's' end
+        return t
+      end)(), ',') .. '}' or '', l.ckpt and ', per-block checkpointing' or '',
+      l.dropout and ', dropout ' .. l.dropout or ''))
+  c.ref_dropout = true   -- the masks are the single-rank run's
   -- the layout is applied: block i holds NUM_HEADS / t_i heads and 1/t_i of fc1's rows, and is run
   -- redistributed (or checkpointed around its redistribution) when t_i > 1
-  c.verify = function(model)
+  c.verify = function(model, g)
     for i, t in ipairs(list) do
+      -- the block's tensor group: ranks R - R % t + a (consecutive) or R % (W/t) + a W/t (strided)
+      local grp = layerwise.block_group(g, i - 1)
+      if t > 1 then
+        local strided = l.consec and not l.consec[i] and t < W
+        local want = {}
+        for a = 0, t - 1 do want[a + 1] = strided and (R % (W // t) + a * (W // t)) or (R - R % t + a) end
+        check(string.format('%s: block %d runs on ranks %s', c.name, i - 1, table.concat(want, ',')),
+          grp and grp.tp:size() == t and table.concat(grp.members, ',') == table.concat(want, ',') and
+          grp.tp:rank() == (strided and R // (W // t) or R % t), grp and table.concat(grp.members, ','))
+      end
       local blk = model.blocks[tostring(i - 1)]
       check(string.format('%s: block %d holds %d of %d heads', c.name, i - 1, BASE.NUM_HEADS // t, BASE.NUM_HEADS),
         blk.attn.local_heads == BASE.NUM_HEADS // t, tostring(blk.attn.local_heads))
@@ -381,6 +436,42 @@ for _, l in ipairs(LW[W] or {}) do
       redistributed .. ' of ' .. want)
   end
 end
+-- sharded data parallelism (lunar.parallel.zero): stages 1, 2, 3 at data 2 and 4 (with clipping, as every
+-- configuration), with gradient accumulation and micro-batches, bf16, activation checkpointing (stage 3),
+-- hybrid sharding (group_size 2 of data 4), tensor 2 (with sequence parallelism) and pipeline 2 (both
+-- schedules); each against the single-rank reference like every layout
+local ZERO = {
+  {2, 1, 1, {}, ''}, {4, 1, 1, {}, ''},
+  {2, 1, 1, {gradient_accumulation = 2, NUM_MICRO_BATCHES = 2}, ', gradient accumulation 2, 2 micro-batches'},
+  {4, 1, 1, {NUM_MICRO_BATCHES = 2}, ', 2 micro-batches'},
+  {4, 1, 1, {group_size = 2}, ', hybrid group_size 2'},
+  {2, 2, 1, {}, ''}, {2, 2, 1, {parallel = {sequence_parallel = true}}, ', sequence parallel'},
+  {2, 1, 2, {NUM_MICRO_BATCHES = 2, parallel = {pipeline_schedule = '1f1b'}}, ', 1f1b, 2 micro-batches'},
+  {2, 1, 2, {NUM_MICRO_BATCHES = 2, parallel = {pipeline_schedule = 'gpipe'}}, ', gpipe, 2 micro-batches'},
+  {2, 2, 2, {NUM_MICRO_BATCHES = 2}, ', 1f1b, 2 micro-batches'},
+}
+if BF16_OK then ZERO[#ZERO + 1] = {2, 1, 1, {precision = 'bf16'}, ', bf16'} end
+for _, zc in ipairs(ZERO) do
+  local dp, tp, pp, extra, label = table.unpack(zc)
+  if dp * tp * pp == W and not ND then
+    for stage = 1, 3 do
+      local over = {}
+      for k, v in pairs(extra) do if k ~= 'group_size' then over[k] = v end end
+      over.parallel = {}
+      for k, v in pairs(extra.parallel or {}) do over.parallel[k] = v end
+      over.parallel.zero = extra.group_size and {stage = stage, group_size = extra.group_size} or stage
+      add(dp, tp, pp, over, string.format(', zero %d%s', stage, label))
+    end
+  end
+end
+for _, zc in ipairs({{2, 1, 1, 'uniform', 2}, {4, 1, 1, 'block', 1}, {2, 1, 2, 'uniform', 1, 'gpipe'}}) do
+  local dp, tp, pp, method, n, sched = table.unpack(zc)
+  if dp * tp * pp == W and not ND then
+    add(dp, tp, pp, {parallel = {zero = 3, pipeline_schedule = sched}, NUM_MICRO_BATCHES = sched and 2 or 1,
+      activation_checkpointing = {granularity = 'full', method = method, num_layers = n}},
+      string.format(', zero 3, checkpointing full/%s/%d%s', method, n, sched and (', ' .. sched) or ''))
+  end
+end
 
 if #configs == 0 then
   if R == 0 then print(string.format('parallel_check: no layout of the issue has %d ranks', W)) end
@@ -391,7 +482,7 @@ for _, c in ipairs(configs) do
   if not FILTER or c.name:find(FILTER, 1, true) then
     local t0 = lunar.clock()
     local cfg = make_cfg(c.over)
-    local ref = reference(c.over)
+    local ref = reference(c.over, c.ref_dropout)
     local g = parallel.initialize(cfg, world, {quiet = true})
     local got = train(cfg, g)
     if c.verify then c.verify(got.model, g) end
@@ -453,6 +544,23 @@ if c1 and c1.result then
   check(c1.name .. ': run twice, bitwise identical losses', same,
     table.concat(again.losses, ' ') .. ' vs ' .. table.concat(c1.result.losses, ' '))
   if R == 0 then print(string.format('%-58s repeated: %s', c1.name, same and 'bitwise identical' or 'DIFFERENT')) end
+end
+
+-- determinism under ZeRO-3 (non-blocking gathers and reduce_scatters in flight): bitwise run to run
+for _, c in ipairs(configs) do
+  if c.result and c.name:find(', zero 3', 1, true) then
+    local cfg = make_cfg(c.over)
+    local again = train(cfg, parallel.initialize(cfg, world, {quiet = true}))
+    local same = #again.losses == #c.result.losses
+    for i = 1, #again.losses do same = same and again.losses[i] == c.result.losses[i] end
+    for _, n in ipairs(again.names) do
+      local a, b = again.params[n]:view(-1):totable(), c.result.params[n]:view(-1):totable()
+      for i = 1, #b do same = same and a[i] == b[i] end
+    end
+    check(c.name .. ': run twice, bitwise identical losses and parameters', same)
+    if R == 0 then print(string.format('%-58s repeated: %s', c.name, same and 'bitwise identical' or 'DIFFERENT')) end
+    break
+  end
 end
 
 if R == 0 then print(string.format('world %d: %d configurations in %.1f s', W, #configs, lunar.clock() - t_all)) end

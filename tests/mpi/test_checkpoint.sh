@@ -6,7 +6,8 @@
 # also loaded into tensor 1d size 4) (barriers, one shard per
 # writing rank, index.json and the rename by rank 0), resumes bitwise on the
 # same layout through RESUME='auto', and loads into the single-rank model
-# (resharding). Then examples/train_with_engine.lua itself, on a tiny synthetic
+# (resharding), also for ZeRO-2/3 layouts whose shards are saved as they are
+# and between sharded layouts. Then examples/train_with_engine.lua itself, on a tiny synthetic
 # config with dropout: N steps straight against k steps, a stop, and
 # RESUME='auto' for the N - k others: the losses and learning rates of every
 # step (METRICS_FILE) are identical and the final checkpoints (parameters and
@@ -14,7 +15,10 @@
 # and on two ranks (pipeline 2, 1F1B); a
 # checkpoint resumed into another layout (pipeline 2 -> 1 rank, 1 rank ->
 # tensor 1d size 2 and -> tensor 3d size 8 with dropout, data 2 -> 1 rank and
-# -> tensor 2d size 4) matches the straight run within 1e-5 relative. The one-rank part runs
+# -> tensor 2d size 4) matches the straight run within 1e-5 relative; per-block tensor sizes
+# (parallel.block_tensor {2,1,4,2} on 4 ranks) resume bitwise and reshard into
+# one rank, data 2, tensor 2 and back within 1e-5 (block 0 on strided ranks), and
+# with dropout the losses of the one-rank run with dropout. The one-rank part runs
 # without MPI; the rest skips when mpirun is absent or the build has no MPI.
 # Run from the repository root (tests/run_all.sh does). Ends with
 # "N passed, N failed[, N skipped]".
@@ -199,4 +203,43 @@ reshard "data 2 -> tensor 2d size 4" "$T/dp2" "$T/dp2.jsonl" "$T/nodrop.jsonl" m
 # resumed steps are the one-rank run's
 reshard "one rank -> tensor 3d size 8" "$T/one/b_saved" "$T/one/b_saved.jsonl" "$T/one/a.jsonl" mpirun -np 8 -- \
   BATCH_SIZE=8 DROPOUT=0.1 'parallel={tensor={mode="3d", size=8}}'
+
+# --- per-block tensor sizes (parallel.block_tensor, lunar.parallel.layerwise) ------------------
+# 4 data-parallel ranks of 2 samples whose blocks run at tensor sizes 2 (strided ranks 0+2, 1+3), 1,
+# 4, 2 (clipping on): each block's parameters saved by its own split; resumed bitwise, resharded into
+# one rank, data 2 and tensor 2 and back from them, against the one-rank run (no dropout: see data 2
+# above; no evaluation: 4 ranks pad the 10 test images to 12)
+LW_LAYOUT=(BATCH_SIZE=2 EVAL_EVERY_EPOCH=false
+    'parallel={block_tensor={2,1,4,2}, block_tensor_consec={false,true,true,true}}')
+LW=(DROPOUT=0 "${LW_LAYOUT[@]}")
+resume_case layerwise 7 mpirun --oversubscribe -np 4 -- "${LW[@]}"
+same_metrics "layerwise: losses within 1e-5 of the one-rank run" "$T/nodrop.jsonl" "$T/layerwise/a.jsonl" 1e-5
+run "$LUNAR" -e "local ix = require('lunar.checkpoint').read_index('$T/layerwise/a/step_10')
+  local s = ix.tensors['blocks.2.mlp.fc1.weight'].slices
+  local w = {}
+  for _, x in ipairs(s) do w[#w + 1] = x.file .. ':' .. x.ranges[1][1] .. '+' .. x.ranges[1][2] end
+  table.sort(w); print(table.concat(w, ' '))"
+check "layerwise: block 2 (tensor 4) is saved in 4 row slices of fc1, one per rank" \
+  has "$out" "model_rank0.safetensors:0+16 model_rank1.safetensors:16+16 model_rank2.safetensors:32+16 model_rank3.safetensors:48+16"
+reshard "layerwise -> one rank" "$T/layerwise/b_saved" "$T/layerwise/b_saved.jsonl" "$T/nodrop.jsonl" -- \
+  DROPOUT=0 BATCH_SIZE=8
+reshard "layerwise -> data 2" "$T/layerwise/b_saved" "$T/layerwise/b_saved.jsonl" "$T/nodrop.jsonl" \
+  mpirun -np 2 -- DROPOUT=0 BATCH_SIZE=4
+reshard "layerwise -> tensor 2" "$T/layerwise/b_saved" "$T/layerwise/b_saved.jsonl" "$T/nodrop.jsonl" \
+  mpirun -np 2 -- DROPOUT=0 BATCH_SIZE=8 'parallel={tensor={mode="1d", size=2}}'
+run timeout 120 "$LUNAR" "${EX[@]}" DROPOUT=0 BATCH_SIZE=8 METRICS_FILE="$T/one7.jsonl" CHECKPOINT_DIR="$T/one7" MAX_STEPS=7
+run timeout 120 mpirun -np 2 "$LUNAR" "${EX[@]}" DROPOUT=0 BATCH_SIZE=8 'parallel={tensor={mode="1d", size=2}}' \
+  METRICS_FILE="$T/tp7.jsonl" CHECKPOINT_DIR="$T/tp7" MAX_STEPS=7
+check "one rank and tensor 2 without dropout, stopped after 7 steps: checkpoints" \
+  eval '[ -f "$T/one7/step_7/index.json" ] && [ -f "$T/tp7/step_7/index.json" ]'
+for from in one7 dp2 tp7; do
+  reshard "$from -> layerwise" "$T/$from" "$T/$from.jsonl" "$T/nodrop.jsonl" mpirun --oversubscribe -np 4 -- "${LW[@]}"
+done
+# with dropout the layerwise layout draws the one-rank masks (lunar.parallel.layerwise.set_dropout_rows):
+# its losses are those of the one-rank run with dropout (resume_case one above)
+run timeout 120 mpirun --oversubscribe -np 4 "$LUNAR" "${EX[@]}" "${LW_LAYOUT[@]}" DROPOUT=0.1 \
+  METRICS_FILE="$T/lw_drop.jsonl"
+check "layerwise with dropout 0.1: exit 0" [ "$rc" -eq 0 ]
+same_metrics "layerwise with dropout 0.1: losses within 1e-5 of the one-rank run with dropout" "$T/one/a.jsonl" \
+  "$T/lw_drop.jsonl" 1e-5
 finish

@@ -14,6 +14,7 @@
 #     tokens per rank, and a MEMORY_BUDGET row marked out-of-memory, clean stop
 #   - checkpoints: saved at domain 2, resumed on one rank, then at domain 2 again:
 #     the losses of an uninterrupted single-rank run (as printed, 4 decimals)
+#   - the REPL on one rank (--repl-rank 1) stops domain rank 1 with its slab as a local
 #   - bad input, each an error that names the problem, once, before any
 #     collective: a domain larger than the patch rows, domain with tensor
 #     parallelism, domain with the built-in ViT, a world size domain does not divide,
@@ -94,6 +95,19 @@ run timeout 60 mpirun --oversubscribe -np 2 "$LUNAR" "${BASE[@]}" "${CK[@]}" MAX
 got="$(loss_of 5 "$out") $(loss_of 6 "$out")"; want="$(loss_of 5 "$plain") $(loss_of 6 "$plain")"
 check "resumed at domain 2: the losses of steps 5, 6 of the uninterrupted run ($got)" \
   [ "${#want}" -gt 8 -a "$got" = "$want" ]
+
+# the REPL on one rank of a domain-parallel job (tests/mpi/domain_repl.lua): --repl-rank 1 stops domain rank 1
+# after a step, its locals are its slab (1 of the 3 patch rows: 4 pixel rows) and the step's loss; rank 0 waits in
+# its next collective; both then finish the second step with the same loss
+feed $'"ROWS=" .. x:shape()[3] .. " DRANK=" .. run.grid.domain_rank\nc\n' \
+  timeout 120 mpirun --oversubscribe -np 2 --stdin 1 "$LUNAR" tests/mpi/domain_repl.lua --repl-rank 1
+check "REPL on domain rank 1: exit 0" [ "$rc" -eq 0 ]
+check "REPL on domain rank 1: stops there and sees its slab (4 of 12 pixel rows)" \
+  eval 'has "$out" "[rank 1] breakpoint: tests/mpi/domain_repl.lua" && has "$out" "ROWS=4 DRANK=1"'
+l0=$(grep -o 'rank 0: step 2 loss [0-9.]*' <<<"$out" | awk '{print $NF}')
+l1=$(grep -o 'rank 1: step 2 loss [0-9.]*' <<<"$out" | awk '{print $NF}')
+check "REPL on domain rank 1: both ranks then take the next step, same loss ($l0, $l1)" \
+  [ -n "$l0" -a "$l0" = "$l1" ]
 
 # the image-size benchmark at domain 2, 3D: each rank generates its slab (tokens per rank = half),
 # and a MEMORY_BUDGET below the first size's peak gives an out-of-memory row and a clean stop

@@ -81,6 +81,19 @@ bad_layout 4 "tensor mode 2.5d, depth 3 over size 4" "parallel.tensor.depth 3 do
   'parallel={tensor={mode="2.5d", size=4, depth=3}}'
 bad_layout 4 "tensor mode 3d, size 4 (not q x q x q)" "tensor mode '3d' needs parallel.tensor.size = q x q x q (8, 27, 64, ...), got 4 (not a perfect cube)" \
   'parallel={tensor={mode="3d", size=4}}'
+# sharded data parallelism (lunar.parallel.zero): the shard group divides the data-parallel group; an unknown
+# stage is a config error naming the key and the accepted values
+bad_layout 4 "zero group_size 3 of data 4" "parallel: parallel.zero.group_size 3 does not divide the data-parallel size 4" \
+  'parallel={zero={stage=3, group_size=3}}'
+bad_layout 2 "zero stage 4" "config key 'parallel.zero' stage must be 0, 1, 2, 3 or one of 'no_shard', 'optim', 'optim_grads', 'optim_grads_params', got 4" \
+  'parallel={zero=4}'
+bad_layout 2 "zero stage 'full'" "stage must be 0, 1, 2, 3 or one of 'no_shard', 'optim', 'optim_grads', 'optim_grads_params', got 'full'" \
+  'parallel={zero={stage="full"}}'
+# compositions of sharded data parallelism not proven yet: refused naming both keys, before any collective
+bad_layout 4 "zero with tensor mode 2d" "parallel.zero (stage 2) does not compose with tensor mode '2d'" \
+  NUM_HEADS=4 'parallel={zero=2, tensor={mode="2d", size=4}}'
+bad_layout 2 "zero with per-block tensor sizes" "parallel.zero (stage 1) does not compose with parallel.block_tensor" \
+  NUM_HEADS=4 'parallel={zero=1, block_tensor={2, 1, 1, 1, 1, 1}}'
 # an unknown mode is the config schema's error (an enum); printed once too
 bad_layout 4 "unknown tensor mode 4d" "config key 'parallel.tensor.mode' must be one of '1d', '2d', '2.5d', '3d', 'none', got string \"4d\"" \
   'parallel={tensor={mode="4d", size=2}}'

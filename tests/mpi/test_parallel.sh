@@ -13,7 +13,8 @@
 #     against the single-rank reference each rank computes itself (see the
 #     script's header for the tolerances)
 #   - examples/train_with_engine.lua (unchanged) on a tiny synthetic setup,
-#     one rank against three layouts: the metrics files agree (losses within
+#     one rank against four layouts (one of them ZeRO-3: its evaluation
+#     forward gathers and frees the units too): the metrics files agree (losses within
 #     1e-5 relative, test accuracies equal), the grid is printed once
 # Skips the mpirun parts when mpirun is absent or the build has no MPI.
 # Run from the repository root (tests/run_all.sh does). Ends with
@@ -82,6 +83,7 @@ example_layout() {   # np, label, overrides...
   out=$o err=$e rc=$r
 }
 example_layout 2 "dp 2" BATCH_SIZE=4
+example_layout 2 "dp 2, ZeRO-3" BATCH_SIZE=4 'parallel={zero=3}'
 example_layout 4 "tp 2 x pp 2, sequence parallel, gpipe, 4 micro-batches" BATCH_SIZE=8 \
   'parallel={pipeline=2, tensor={mode="1d", size=2}, sequence_parallel=true, pipeline_schedule="gpipe"}' NUM_MICRO_BATCHES=4
 example_layout 8 "dp 2 x pp 2 x tp 2, 1f1b, 2 micro-batches" BATCH_SIZE=4 \

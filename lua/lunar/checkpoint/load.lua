@@ -30,12 +30,27 @@ end
 -- .grads, .loader, .calls. Errors (nothing changed) name file and tensor.
 local function read_all(idx, ipath, state, params, reader, commits)
   local function bad(msg) error(string.format('checkpoint %s: %s', ipath, msg), 0) end
-  local pcs = {}
+  local pcs, by_name = {}, {}
   for _, p in ipairs(params) do
-    pcs[p.name] = reshard.pieces(p)
-    local tmp = lunar.empty(p.shape, p.param:dtype(), 'cpu')
-    commits[#commits + 1] = {dst = p.param, src = tmp}
-    reader:fill(p.name, tmp, pcs[p.name], 'a parameter')
+    pcs[p.name], by_name[p.name] = reshard.pieces(p), p
+    if p.param then        -- (ZeRO-3 holds no full parameter)
+      local tmp = lunar.empty(p.shape, p.param:dtype(), 'cpu')
+      commits[#commits + 1] = {dst = p.param, src = tmp}
+      reader:fill(p.name, tmp, pcs[p.name], 'a parameter')
+    end
+  end
+  -- sharded data parallelism: each piece of this rank's shard, box by box (reshard.flat_boxes)
+  local z = state.optimizer and state.optimizer.zero
+  local function zero_fill(name, dst, pc, what)   -- dst: the 1-D piece of parameter pc.name
+    local p = by_name[pc.name]
+    for _, box in ipairs(reshard.flat_boxes(p.shape, pc.offset, pc.shape[1])) do
+      local tmp = lunar.empty(box.shape, dst:dtype(), 'cpu')
+      commits[#commits + 1] = {dst = dst:narrow(1, box.offset + 1, box.n):view(box.shape), src = tmp}
+      reader:fill(name, tmp, reshard.box_pieces(p, box.ranges), what)
+    end
+  end
+  if z then
+    for _, pc in ipairs(z.pieces) do zero_fill(pc.name, pc.param, pc, 'a parameter (its ZeRO shard)') end
   end
   -- optimizer
   local os_ = S.optimizer(state.optimizer)
@@ -54,8 +69,8 @@ local function read_all(idx, ipath, state, params, reader, commits)
         local n = numel(p.shape)
         local view = flat:narrow(1, off, n):view(p.shape)
         off = off + n
-        reader:fill('optim.' .. key .. '.' .. p.name, view, pcs[p.name] or reshard.pieces(p),
-          'the optimizer state of parameter ' .. p.name)
+        local name, what = 'optim.' .. key .. '.' .. p.name, 'the optimizer state of parameter ' .. p.name
+        if z then zero_fill(name, view, p, what) else reader:fill(name, view, pcs[p.name] or reshard.pieces(p), what) end
       end
       opt_sd[key] = flat
     end
@@ -66,6 +81,10 @@ local function read_all(idx, ipath, state, params, reader, commits)
   local ie = type(idx.engine) == 'table' and idx.engine or nil
   -- engine counters: optimizer_steps, batches_done (step_count, micro_step before they were renamed)
   if e and ie and S.mid_accumulation(int(ie.batches_done) or int(ie.micro_step), int(ie.gradient_accumulation)) then
+    if z then
+      bad(string.format('saved in the middle of a gradient accumulation cycle, which this run (parallel.zero stage %d) ' ..
+        'cannot resume: resume from a checkpoint at the end of a cycle', z.stage))
+    end
     if (e.gradient_accumulation or 1) ~= ie.gradient_accumulation then
       bad(string.format('saved in the middle of a gradient accumulation cycle of %d, but this run accumulates %d',
         int(ie.gradient_accumulation), e.gradient_accumulation or 1))

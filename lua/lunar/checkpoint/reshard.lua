@@ -31,6 +31,7 @@ local io_ = lunar.io
 -- pieces
 
 local slicers = {}
+local intersect       -- box intersection (below)
 
 --- Registers fn(p) -> nil | {full_shape=, pieces={{full=ranges, ["local"]=ranges}, ...}},
 -- tried (last registered first) before the built-in rules; p is an entry of
@@ -75,10 +76,94 @@ function reshard.pieces(p)
   return {full_shape = fs, pieces = pieces, sharded = true}
 end
 
+--- The row-major flat range [lo, lo + len) (0-based) of a tensor of
+-- `shape`, as boxes each contiguous in that order (at most 2 per dimension):
+-- {{ranges = box in the tensor, shape = box's shape, offset = its first
+-- element's flat offset - lo, n = its elements}, ...} in order.
+function reshard.flat_boxes(shape, lo, len)
+  local out = {}
+  local function rec(prefix, d, a, b)       -- flat range [a, b) of dims d.. at index prefix
+    if b <= a then return end
+    if d > #shape then
+      out[#out + 1] = {prefix = prefix, dims = {}, start = a}
+      return
+    end
+    local stride = 1
+    for k = d + 1, #shape do stride = stride * shape[k] end
+    local i0, i1 = a // stride, (b - 1) // stride
+    local function full_rows(from, to)    -- rows from..to-1 of dim d, whole below
+      if to <= from then return end
+      local r = {}
+      for k = 1, d - 1 do r[k] = {prefix[k], 1} end
+      r[d] = {from, to - from}
+      for k = d + 1, #shape do r[k] = {0, shape[k]} end
+      out[#out + 1] = {ranges = r, start = from * stride}
+    end
+    local function sub(i, x, y)
+      local p = {}
+      for k = 1, d - 1 do p[k] = prefix[k] end
+      p[d] = i
+      rec(p, d + 1, x, y)
+    end
+    if i0 == i1 then
+      if a % stride == 0 and b - a == stride then full_rows(i0, i0 + 1) else sub(i0, a - i0 * stride, b - i0 * stride) end
+      return
+    end
+    local first = i0
+    if a % stride ~= 0 then sub(i0, a - i0 * stride, stride); first = i0 + 1 end
+    local last = i1
+    if b % stride ~= 0 then last = i1 - 1 end
+    full_rows(first, last + 1)
+    if b % stride ~= 0 then sub(i1, 0, b - i1 * stride) end
+  end
+  -- the flat offsets of boxes found at the deepest level are relative to that level: use the prefix
+  rec({}, 1, lo, lo + len)
+  local res = {}
+  for _, bx in ipairs(out) do
+    local r = bx.ranges
+    if not r then     -- a run inside the last dimension (prefix covers every dim but the last)
+      r = {}
+      for k = 1, #shape do r[k] = {bx.prefix[k], 1} end
+    end
+    -- the box's first element and size, in the whole tensor's row-major order
+    local first, n, stride = 0, 1, 1
+    local bshape = {}
+    for k = #shape, 1, -1 do
+      first = first + r[k][1] * stride
+      stride = stride * shape[k]
+      n = n * r[k][2]
+      bshape[k] = r[k][2]
+    end
+    res[#res + 1] = {ranges = r, shape = bshape, offset = first - lo, n = n}
+  end
+  return res
+end
+
+--- The pieces (as reshard.pieces gives them) of box `box` (ranges in p's
+-- local tensor, reshard.flat_boxes) of parameter p: {full_shape=,
+-- pieces={{full=, ["local"]= (within the box)}, ...}}; for a ZeRO shard, whose
+-- pieces are flat ranges of the local (tensor-parallel) parameter.
+function reshard.box_pieces(p, box)
+  local pc = reshard.pieces(p)
+  local out = {}
+  for _, piece in ipairs(pc.pieces) do
+    local I = intersect(piece['local'], box)
+    if I then
+      local full, loc = {}, {}
+      for d = 1, #I do
+        full[d] = {I[d][1] - piece['local'][d][1] + piece.full[d][1], I[d][2]}
+        loc[d] = {I[d][1] - box[d][1], I[d][2]}
+      end
+      out[#out + 1] = {full = full, ['local'] = loc}
+    end
+  end
+  return {full_shape = pc.full_shape, pieces = out, sharded = pc.sharded}
+end
+
 -- ---------------------------------------------------------------------------
 -- the reader
 
-local function intersect(a, b)
+function intersect(a, b)
   local r = {}
   for d = 1, #a do
     local s = math.max(a[d][1], b[d][1])

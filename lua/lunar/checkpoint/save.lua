@@ -30,26 +30,71 @@ end
 
 --- Whether this rank writes parameter p's pieces (data-parallel rank 0 and
 -- domain rank 0: their copies are the same; a replicated parameter only on
--- tensor rank 0).
-local function writes(L, pc)
-  if L.dp_rank ~= 0 or (L.domain_rank or 0) ~= 0 then return false end
+-- tensor rank 0; a layerwise block's parameter by its own groups' ranks,
+-- L.param_ranks).
+local function writes(L, pc, name)
+  local dp, tp = L.dp_rank, L.tp_rank
+  if L.param_ranks then
+    local d, t = L.param_ranks(name)
+    if d then dp, tp = d, t end
+  end
+  if dp ~= 0 or (L.domain_rank or 0) ~= 0 then return false end
   if pc.sharded then return (pc.replica or 0) == 0 end   -- a 2.5D depth replica: layer 0 writes
-  return L.tp_rank == 0
+  return tp == 0
+end
+
+--- Sharded data parallelism (lunar.parallel.zero): this rank's blocks as
+-- they are, no gather. Each piece (a flat range of a parameter's local
+-- tensor, and the same range of each optimizer buffer) is stored as the
+-- boxes of that range (reshard.flat_boxes), named '<tensor>@<flat offset>'
+-- and described as slices of the full tensor; written by the first replica
+-- of the shard group (a replicated tensor-parallel parameter by tensor rank 0).
+-- add(name, tensor, pieces, full tensor name) records each.
+local function zero_shard(L, state, params, z, add)
+  local e = state.engine
+  if e and S.mid_accumulation(e.batches_done, e.gradient_accumulation) then
+    error(string.format('checkpoint: parallel.zero stage %d saves at the end of a gradient accumulation cycle ' ..
+      '(batches_done %d is inside a cycle of %d)', z.stage, e.batches_done, e.gradient_accumulation), 0)
+  end
+  local by_name = {}
+  for _, p in ipairs(params) do by_name[p.name] = p end
+  local os_ = S.optimizer(state.optimizer)
+  for _, pc in ipairs(z.pieces) do
+    local p = by_name[pc.name]
+    for _, box in ipairs(reshard.flat_boxes(p.shape, pc.offset, pc.shape[1])) do
+      local bp = reshard.box_pieces(p, box.ranges)
+      if z.writes and #bp.pieces > 0 and (bp.sharded or L.tp_rank == 0) then
+        local suffix = '@' .. (pc.offset + box.offset)
+        local function part(t) return t:narrow(1, box.offset + 1, box.n):view(box.shape) end
+        add(pc.name .. suffix, part(pc.param), bp, pc.name)
+        for key, b in pairs(os_ and os_.buffers or {}) do
+          local tname = 'optim.' .. key .. '.' .. pc.name
+          add(tname .. suffix, part(b.views[pc.name]:view(-1)), bp, tname)
+        end
+      end
+    end
+  end
 end
 
 --- The shard of this rank: tensors (name -> CPU tensor) and the shard
 -- description (name -> {full_shape, dtype, pieces}).
 local function build_shard(L, state, params)
   local tensors, desc = {}, {}
-  local function add(name, t, pc)
+  local function add(name, t, pc, tensor)
     local c = to_cpu(t)
     tensors[name] = c
-    desc[name] = {dtype = format.st_dtype(c), full_shape = pc.full_shape, shape = c:shape(), pieces = pc.pieces}
+    desc[name] = {dtype = format.st_dtype(c), full_shape = pc.full_shape, shape = c:shape(), pieces = pc.pieces,
+      tensor = tensor}
+  end
+  local z = state.optimizer and state.optimizer.zero
+  if z then
+    zero_shard(L, state, params, z, add)
+    return tensors, desc
   end
   local pcs = {}
   for _, p in ipairs(params) do pcs[p.name] = reshard.pieces(p) end
   for _, p in ipairs(params) do
-    if writes(L, pcs[p.name]) then add(p.name, p.param, pcs[p.name]) end
+    if writes(L, pcs[p.name], p.name) then add(p.name, p.param, pcs[p.name]) end
   end
   local os_ = S.optimizer(state.optimizer)
   if os_ then
@@ -57,14 +102,14 @@ local function build_shard(L, state, params)
       for name, view in pairs(b.views) do
         local pc = pcs[name]
         if not pc then error('checkpoint: the optimizer holds parameter ' .. name .. ', which the model does not', 0) end
-        if writes(L, pc) then add('optim.' .. key .. '.' .. name, view, pc) end
+        if writes(L, pc, name) then add('optim.' .. key .. '.' .. name, view, pc) end
       end
     end
   end
   local e = state.engine
   if e and S.mid_accumulation(e.batches_done, e.gradient_accumulation) then
     for _, p in ipairs(params) do
-      if p.grad and writes(L, pcs[p.name]) then add('grad.' .. p.name, p.grad, pcs[p.name]) end
+      if p.grad and writes(L, pcs[p.name], p.name) then add('grad.' .. p.name, p.grad, pcs[p.name]) end
     end
   end
   return tensors, desc
@@ -101,10 +146,11 @@ local function build_index(tmp, state, L)
     r:close()
     local sh = format.decode(meta['lunar.shard'] or 'null', join(tmp, f) .. ' (metadata lunar.shard)')
     for name, d in pairs(sh.tensors) do
-      local t = tensors[name]
+      local tname = d.tensor or name      -- a ZeRO box '<tensor>@<offset>' is a slice of <tensor>
+      local t = tensors[tname]
       if not t then
         t = {dtype = d.dtype, shape = d.full_shape, slices = {}}
-        tensors[name] = t
+        tensors[tname] = t
       end
       for _, pc in ipairs(d.pieces) do
         t.slices[#t.slices + 1] = {file = f, key = name, shape = d.shape, ranges = pc.full, ['local'] = pc['local']}

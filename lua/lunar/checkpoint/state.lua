@@ -10,14 +10,17 @@ local M = {}
 
 local numel = format.numel
 
---- {rank, world_size, dp_rank, dp_size, tp_rank, tp_size, pp_rank, pp_size, domain_rank, comm}
--- from a grid, else the world communicator (every rank a data-parallel replica).
+--- {rank, world_size, dp_rank, dp_size, tp_rank, tp_size, pp_rank, pp_size, domain_rank, comm,
+-- param_ranks} from a grid (param_ranks(name) -> dp rank, tp rank of the parameter's own
+-- groups, or nil for the grid's: set under parallel.block_tensor), else the world communicator (every rank a data-parallel replica).
 function M.layout(state)
   local g = state.grid
   if g then
     return {rank = g.rank, world_size = g.world_size, dp_rank = g.dp_rank, dp_size = g.dp_size,
       tp_rank = g.tp_rank, tp_size = g.tp_size, pp_rank = g.pp_rank, pp_size = g.pp_size,
-      domain_rank = g.domain_rank or 0, comm = g.world}
+      domain_rank = g.domain_rank or 0, comm = g.world,
+      -- per-block tensor sizes: a block's own (dp, tp) ranks for its parameters (lunar.parallel.layerwise)
+      param_ranks = g.block_tensor and function(name) return require('lunar.parallel.layerwise').param_ranks(g, name) end}
   end
   local w = lunar.comm and lunar.comm.world and lunar.comm.world()
   local rank, size = w and w:rank() or 0, w and w:size() or 1
@@ -34,11 +37,15 @@ function M.from_rank0(L, x)
   return math.tointeger(L.comm:all_reduce_number(L.rank == 0 and x or 0, 'sum'))
 end
 
---- The model's parameters (model:parameters()), each with its storage.
+--- The model's parameters (model:parameters()), each with its storage
+-- (under ZeRO-3 none: p.param is nil, the shards are the optimizer's pieces).
 function M.params(state)
   local ps = state.model:parameters()
+  local z = state.optimizer and state.optimizer.zero
   for _, p in ipairs(ps) do
-    if not p.param then error('checkpoint: parameter ' .. p.name .. ' has no storage (materialize the model first)', 0) end
+    if not p.param and not (z and z.stage == 3) then   -- ZeRO-3: the shards hold them (lunar.parallel.zero)
+      error('checkpoint: parameter ' .. p.name .. ' has no storage (materialize the model first)', 0)
+    end
   end
   return ps
 end

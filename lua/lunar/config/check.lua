@@ -169,6 +169,11 @@ end
 
 --- Checks one value against its entry; returns the normalized value (nil: the default).
 check_value = function(v, e, where)
+  if e.parse and v ~= nil then
+    local r, problem = e.parse(v)
+    if problem then fail(where, string.format("config key '%s' %s", e.key, problem)) end
+    return r
+  end
   if v == nil then
     if not is_dict(e) then return default_of(e) end
     v = {}

@@ -51,6 +51,13 @@ function M.parse_overrides(list)
   if type(list) ~= 'table' then
     error('config.parse_overrides: expected a list of strings, got ' .. describe(list), 2)
   end
+  for k in pairs(list) do
+    if math.type(k) ~= 'integer' then
+      -- a {KEY = value} table would be silently ignored by the list walk below
+      fail(COMMAND_LINE, string.format("overrides are a list of 'key=value' strings, got a table with the key %s " ..
+        "(write {'%s=...'}, or pass a resolved config table without overrides)", describe(k), tostring(k)))
+    end
+  end
   for i, s in ipairs(list) do
     if type(s) ~= 'string' then
       fail(COMMAND_LINE, string.format('override #%d must be a string key=value, got %s', i, describe(s)))

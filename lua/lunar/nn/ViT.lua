@@ -53,6 +53,12 @@
 --     group's gradients are complete: 'head' (norm and head), 'blocks.i' (last
 --     to first), 'embed' (cls_token, pos_embed, patch_embed): each group is
 --     contiguous in the flat gradient buffer, for data-parallel buckets.
+--   model.zero_hook = function(event, keys)   sharded data parallelism
+--     (lunar.parallel.zero): called with 'pre_forward' / 'post_forward' around
+--     each unit's forward and 'pre_backward' / 'post_backward' around its
+--     backward; a unit is the embedding ({'embed'}), a block or checkpointed
+--     segment ({'blocks.i', ...}) or norm + head ({'head'}); model:zero_units()
+--     lists them in forward order.
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
@@ -183,6 +189,10 @@ function ViT:set_activation_checkpointing(spec)
       i = i + 1
     end
   end
+  for _, u in ipairs(units) do
+    u.keys = {}
+    for j = u.first, u.last do u.keys[#u.keys + 1] = 'blocks.' .. j end
+  end
   self.units = units
   return self
 end
@@ -226,6 +236,22 @@ function ViT:_grads_ready(group)
   if self.grad_ready_hook then self.grad_ready_hook(group) end
 end
 
+local EMBED, HEAD = {'embed'}, {'head'}
+
+--- This stage's units in forward order, each the list of its gradient
+-- groups (see model.zero_hook in the module doc).
+function ViT:zero_units()
+  local list = {}
+  if self.is_first then list[#list + 1] = EMBED end
+  for _, u in ipairs(self.units) do list[#list + 1] = u.keys end
+  if self.is_last then list[#list + 1] = HEAD end
+  return list
+end
+
+function ViT:_unit(event, keys)
+  if self.zero_hook then self.zero_hook(event, keys) end
+end
+
 --- images [B, C, S..] -> logits [B, num_classes] (a pipeline stage: see the
 -- module doc for its input and output). ctx owns every activation the
 -- backward needs (on a later pipeline stage it refers to the input); in
@@ -235,6 +261,7 @@ function ViT:forward(input)
   local ctx = Context()
   local x
   if self.is_first then
+    self:_unit('pre_forward', EMBED)
     local p, cp = self.patch_embed:forward(input)
     ctx:own('cp', cp)
     local e = self.factory:embed_tokens(self, p)
@@ -243,6 +270,7 @@ function ViT:forward(input)
     x, cd = self.pos_drop:forward(e)
     ctx:own('cd', cd)
     if x ~= e then e:free() end
+    self:_unit('post_forward', EMBED)
     if self.scatter then
       local full, cs = x, nil
       x, cs = self.scatter:forward(full)
@@ -261,7 +289,9 @@ function ViT:forward(input)
     local i = u.first
     local key = 'x' .. i                       -- the input of block i (of the segment from block i)
     if i == self.first_block and not self.is_first then ctx[key] = x else ctx:own(key, x) end
+    self:_unit('pre_forward', u.keys)
     local y, cb = u.module:forward(x)
+    self:_unit('post_forward', u.keys)
     ctx:own('block' .. i, cb)
     if not self.training then
       -- evaluation keeps no activations for backward: free as we go (not the caller's input)
@@ -278,6 +308,7 @@ function ViT:forward(input)
     ctx:own('cg', cg)
     slice:free()
   end
+  self:_unit('pre_forward', HEAD)
   local h, cn = self.norm:forward(x)
   ctx:own('x_last', x); ctx:own('cn', cn); ctx:own('h', h)
   -- the class token, [B, C]; the view is freed now (it holds h's storage until the GC otherwise)
@@ -285,6 +316,7 @@ function ViT:forward(input)
   local pooled = ctx:own('pooled', cls:contiguous())
   cls:free()
   local logits, ch = self.head:forward(pooled)
+  self:_unit('post_forward', HEAD)
   ctx:own('ch', ch)
   return logits, ctx
 end
@@ -302,6 +334,7 @@ function ViT:backward(ctx, dy, need_dx)
   end
   local dx
   if self.is_last then
+    self:_unit('pre_backward', HEAD)
     local dpooled = self.head:backward(ctx.ch, dy)
     ctx:release('pooled')
     local hs = ctx.h:shape()
@@ -320,6 +353,7 @@ function ViT:backward(ctx, dy, need_dx)
       full:free()
     end
     self:_grads_ready('head')
+    self:_unit('post_backward', HEAD)
   else
     dx = dy
   end
@@ -328,6 +362,7 @@ function ViT:backward(ctx, dy, need_dx)
     local i = u.first
     -- block first's input gradient: the embedding's on the first stage, else the caller's
     local want = i > self.first_block or self.is_first or need_dx ~= false
+    self:_unit('pre_backward', u.keys)
     local dprev = u.module:backward(ctx['block' .. i], dx, want)
     if dx ~= dy then dx:free() end
     if i > self.first_block then ctx:release('x' .. i) end
@@ -335,6 +370,7 @@ function ViT:backward(ctx, dy, need_dx)
     -- a checkpointed segment reports its blocks itself (Checkpoint.after_backward), as each completes
     local blk = self.blocks[tostring(i)]
     if u.module == blk or u.module.wraps == blk then self:_grads_ready('blocks.' .. i) end
+    self:_unit('post_backward', u.keys)
   end
   if not self.is_first then
     ctx:free()
@@ -348,12 +384,14 @@ function ViT:backward(ctx, dy, need_dx)
   local dd = self.pos_drop:backward(ctx.cd, dx)
   if dd ~= dx then dx:free() end
   ctx:release('x' .. self.first_block)
+  self:_unit('pre_backward', EMBED)
   local dp = self.factory:embed_tokens_backward(self, dd)
   dd:free()
   local dimg = self.patch_embed:backward(ctx.cp, dp, need_dx)
   dp:free()
   ctx:free()
   self:_grads_ready('embed')
+  self:_unit('post_backward', EMBED)
   return dimg
 end
 

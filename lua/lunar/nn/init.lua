@@ -40,11 +40,13 @@ local nn = {
 --- Whether v is a module (an instance of lunar.nn.Module or a subclass).
 nn.is_module = nn.Sequential.is_module
 
+--- The number of elements of a shape (a list of sizes; {} -> 1).
 local function numel(shape)
   local n = 1
   for _, s in ipairs(shape) do n = n * s end
   return n
 end
+nn.numel = numel
 
 --- The number of elements of a shape (a table of sizes; 1 for {}).
 nn.numel = numel
@@ -118,6 +120,43 @@ local function init_shard(w, p, init, seed)
   full:free()
 end
 
+--- What nn.materialize lays out, without allocating: sets each module's
+-- path and checks opts (errors at stack level `level`, default 2).
+-- @return params (model:parameters()), offsets (name -> 1-based offset in the
+--   flat buffers, in parameter order), total elements, precision
+function nn.layout(model, opts, level)
+  level = level or 2
+  local scheme = opts and opts.init or 'timm'
+  if scheme ~= 'timm' and scheme ~= 'pytorch' then error('materialize: unknown init scheme ' .. tostring(scheme), level) end
+  local precision = opts and opts.precision or 'fp32'
+  if precision ~= 'fp32' and precision ~= 'bf16' then
+    error("materialize: precision must be 'fp32' or 'bf16', got " .. tostring(precision), level)
+  end
+  model:apply(function(m, path) m.path = path end)
+  local params = model:parameters()
+  local offsets, total = {}, 0
+  for _, p in ipairs(params) do
+    offsets[p.name] = total + 1
+    total = total + numel(p.shape)
+  end
+  return params, offsets, total, precision
+end
+
+--- Initializes parameter p (an entry of model:parameters() after
+-- nn.layout) into w (a tensor of p.shape) as nn.materialize does: its init
+-- rule (opts.init 'pytorch': nn.Linear's default for Linear layers) drawn
+-- from the stream of (seed, p.name); a tensor-parallel shard as its slice of
+-- the full tensor.
+function nn.init_into(w, p, seed, opts)
+  local init = p.init
+  -- Linear and its tensor-parallel forms (in_features is the full fan-in)
+  if (opts and opts.init) == 'pytorch' and (p.module.__name == 'Linear' or p.module.is_parallel_linear) then
+    local bound = 1 / math.sqrt(p.module.in_features)
+    init = {kind = 'uniform', low = -bound, high = bound}
+  end
+  if p.shard then init_shard(w, p, init, seed or 0) else nn.init_param(w, init, seed or 0, p.name) end
+end
+
 --- Allocates one flat f32 buffer for every parameter of `model` and one for
 -- their gradients (zeroed), points each parameter (module[name]) and its
 -- gradient (module['grad_' .. name]) at a view, sets each module's path, and
@@ -150,46 +189,24 @@ end
 --   model's device has no native bf16 kernels (lunar.ops.bf16_supported: a
 --   CPU without avx512_bf16).
 function nn.materialize(model, seed, opts)
-  local scheme = opts and opts.init or 'timm'
-  if scheme ~= 'timm' and scheme ~= 'pytorch' then error('materialize: unknown init scheme ' .. tostring(scheme), 2) end
-  local precision = opts and opts.precision or 'fp32'
-  if precision ~= 'fp32' and precision ~= 'bf16' then
-    error("materialize: precision must be 'fp32' or 'bf16', got " .. tostring(precision), 2)
-  end
-  model:apply(function(m, path) m.path = path end)
-  local params = model:parameters()
-  local total = 0
-  for _, p in ipairs(params) do total = total + numel(p.shape) end
+  local params, offsets, total, precision = nn.layout(model, opts, 3)
   local flat = lunar.empty({math.max(total, 1)})
   local flat_grad = lunar.zeros({math.max(total, 1)})
-  local off = 1
-  local offsets = {}
   for _, p in ipairs(params) do
-    local n = numel(p.shape)
+    local n, off = numel(p.shape), offsets[p.name]
     local w = flat:narrow(1, off, n):view(p.shape)
     local g = flat_grad:narrow(1, off, n):view(p.shape)
     p.module[p.local_name] = w
     p.module['grad_' .. p.local_name] = g
-    local init = p.init
-    -- Linear and its tensor-parallel forms (in_features is the full fan-in)
-    if scheme == 'pytorch' and (p.module.__name == 'Linear' or p.module.is_parallel_linear) then
-      local bound = 1 / math.sqrt(p.module.in_features)
-      init = {kind = 'uniform', low = -bound, high = bound}
-    end
-    if p.shard then init_shard(w, p, init, seed or 0) else nn.init_param(w, init, seed or 0, p.name) end
-    offsets[p.name] = off
-    off = off + n
+    nn.init_into(w, p, seed, opts)
   end
   model._flat, model._flat_grad, model._offsets = flat, flat_grad, offsets
   if precision == 'bf16' then
     local ok, why = lunar.ops.bf16_supported(flat:device())
     if not ok then error("materialize: precision = 'bf16': " .. why, 2) end
     local flat16 = lunar.empty({math.max(total, 1)}, 'bf16', flat:device())
-    off = 1
     for _, p in ipairs(params) do
-      local n = numel(p.shape)
-      p.module[p.local_name .. '_bf16'] = flat16:narrow(1, off, n):view(p.shape)
-      off = off + n
+      p.module[p.local_name .. '_bf16'] = flat16:narrow(1, offsets[p.name], numel(p.shape)):view(p.shape)
     end
     model._flat_bf16 = flat16
     model:apply(function(m) m.precision = 'bf16' end)

@@ -15,7 +15,7 @@
 -- as modules), ColumnParallelLinear / RowParallelLinear, tensor_1d (the layer
 -- factory the nn modules take as opts.tp), reducer (bucketed
 -- data-parallel gradient all_reduce overlapped with backward), pipeline (GPipe
--- and 1F1B schedules). Global gradient norm and clipping over the tensor and
+-- and 1F1B schedules), zero (ZeRO stages 1-3 / FSDP sharding). Global gradient norm and clipping over the tensor and
 -- pipeline groups are here.
 local nn = require('lunar.nn')
 local grid = require('lunar.parallel.grid')
@@ -35,6 +35,7 @@ local parallel = {
   reducer = require('lunar.parallel.reducer'),
   pipeline = require('lunar.parallel.pipeline'),
   domain = require('lunar.parallel.domain'),
+  zero = require('lunar.parallel.zero'),
 }
 
 local function flush()
@@ -157,7 +158,10 @@ end
 function parallel.vit(cfg, g)
   local plain = require('lunar.models').vit(cfg)
   if not g then return plain end
-  return nn.ViT(parallel.model_options(plain.opts, g))
+  local model = nn.ViT(parallel.model_options(plain.opts, g))
+  -- per-block tensor sizes: the dropouts draw the single-rank masks of their samples
+  if g.block_tensor then require('lunar.parallel.layerwise').set_dropout_rows(model, g) end
+  return model
 end
 
 -- ---- gradient norm over the model-parallel ranks -----------------------------------------
@@ -169,11 +173,14 @@ end
 -- (norms, biases of RowParallelLinear, embeddings, head) counted once (tensor
 -- rank 0's), stages summed over the pipeline group: one all_reduce over the
 -- model-parallel group (tensor x pipeline). Data-parallel replicas hold the
--- same averaged gradients, so nothing is summed over them.
+-- same averaged gradients, so nothing is summed over them. Per-block tensor
+-- sizes (parallel.block_tensor): lunar.parallel.layerwise.sum_squares.
 -- @param params model:parameters() of this rank
 -- @param g the grid (nil: one rank)
 function parallel.grad_norm(params, g)
   local ops = lunar.ops
+  -- per-block tensor sizes: each block over its own tensor group (lunar.parallel.layerwise)
+  if g and g.block_tensor then return math.sqrt(require('lunar.parallel.layerwise').sum_squares(params, g)) end
   local s = 0.0   -- a float on every rank (all_reduce_number reduces integers apart: a 2.5D depth replica adds nothing)
   for _, p in ipairs(params) do
     if (p.shard and (p.shard.replica or 0) == 0) or not g or g.tp_rank == 0 then s = s + ops.sum_squares(p.grad) end

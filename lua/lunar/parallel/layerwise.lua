@@ -20,10 +20,20 @@
 --
 --   parallel.block_tensor = {2, 2, 1, 1}       -- a config (a loop over DEPTH writes it)
 --
+-- Checkpoints describe each block's parameters by its own split (param_ranks:
+-- the block's data-parallel rank 0 writes them), so they resume on the same
+-- layout and reshard into any other; clip_grad_norm sums each block's shards
+-- over its own tensor group (sum_squares).
+--
+-- parallel.block_tensor_consec = {c_0, ...} (booleans, default all true) puts
+-- block i's tensor group on consecutive ranks (true) or strided ones (false:
+-- ranks r % (W/t), r % (W/t) + W/t, ...; Galvatron's tp_consec = 0). Every
+-- block gathers from and returns to the base layout, so neighbours of any two
+-- placements meet there. Dropout draws the single-rank run's masks for the
+-- same samples (set_dropout_rows).
+--
 -- Not yet with it (checked by grid.validate before any collective): pipeline or
--- tensor parallelism of the base layout, sequence parallelism, clip_grad_norm,
--- checkpoints (CHECKPOINT_DIR), MODEL, dropout (each group draws its masks on
--- its own samples), and the memory estimate of lunar.memory.
+-- tensor parallelism of the base layout, sequence parallelism, MODEL.
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
@@ -97,33 +107,105 @@ function layerwise.sizes(list)
   return out
 end
 
---- The groups of each size (collective over comm: two splits per size):
--- {[t] = {tp = tensor group (ranks r - r % t ..), dp = its data-parallel group (r % t)}}.
-function layerwise.groups(comm, list)
-  local R, out = comm:rank(), {}
+--- Whether block i (0-based) puts its tensor group on consecutive ranks
+-- (parallel.block_tensor_consec[i + 1], default true; Galvatron's tp_consec).
+function layerwise.consecutive(g, i)
+  local c = g.block_tensor_consec
+  return c == nil or c[i + 1] ~= false
+end
+
+--- The key of a block's groups in g.block_groups: t (consecutive ranks) or
+-- 's' .. t (strided ranks); t = the world size has one group, consecutive.
+function layerwise.group_key(t, consec, world_size)
+  if consec or t >= world_size then return t end
+  return 's' .. t
+end
+
+--- The global ranks of block group position a (0-based) for rank R, size t of
+-- a world of W ranks: consecutive R - R % t + a, strided R % (W / t) + a * W / t.
+local function member(R, t, W, consec, a)
+  if consec or t >= W then return R - R % t + a end
+  local s = W // t
+  return R % s + a * s
+end
+
+--- The groups of each size and placement the list uses (collective over
+-- comm: two splits per group kind, sizes ascending, consecutive first):
+-- {[key] = {tp = tensor group, dp = its data-parallel group, members = the
+-- tp group's global ranks in group-rank order}} (key: layerwise.group_key).
+-- Consecutive: tp ranks r - r % t .. (color r // t), dp r % t; strided
+-- (Galvatron's tp_consec = 0): tp ranks r % (W/t), r % (W/t) + W/t, ... (color
+-- r % (W/t)), dp the W/t consecutive ranks r - r % (W/t) ...
+-- @param consec list of booleans per block (nil: all consecutive)
+function layerwise.groups(comm, list, consec)
+  local R, W, out = comm:rank(), comm:size(), {}
+  local used = {}
+  for i, t in ipairs(list) do
+    if t > 1 then used[layerwise.group_key(t, consec == nil or consec[i] ~= false, W)] = true end
+  end
   for _, t in ipairs(layerwise.sizes(list)) do
-    out[t] = {tp = comm:split(R // t, R % t, comm:name() .. '/btp' .. t),
-      dp = comm:split(R % t, R // t, comm:name() .. '/bdp' .. t)}
+    for _, c in ipairs({true, false}) do
+      local key = layerwise.group_key(t, c, W)
+      if used[key] and not out[key] then
+        local s = W // t
+        local tp_color, tp_key, dp_color, dp_key = R // t, R % t, R % t, R // t
+        if key ~= t then tp_color, tp_key, dp_color, dp_key = R % s, R // s, R // s, R % s end
+        local grp = {tp = comm:split(tp_color, tp_key, comm:name() .. '/btp' .. key),
+          dp = comm:split(dp_color, dp_key, comm:name() .. '/bdp' .. key), members = {}}
+        for a = 0, t - 1 do grp.members[a + 1] = member(R, t, W, c, a) end
+        out[key] = grp
+      end
+    end
   end
   return out
+end
+
+--- The groups of block i (0-based; an entry of layerwise.groups), nil for tensor size 1.
+function layerwise.block_group(g, i)
+  local t = g.block_tensor[i + 1]
+  if not t or t <= 1 then return nil end
+  return g.block_groups[layerwise.group_key(t, layerwise.consecutive(g, i), g.world_size)]
 end
 
 --- nn.ViT options for the grid's per-block sizes: opts.block_tp(i) (the tensor
 -- factory of block i, nil for size 1) and opts.wrap_block(i, block).
 function layerwise.model_options(o, g)
-  local list = g.block_tensor
   o.block_tp = function(i)
-    local t = list[i + 1]
-    if t <= 1 then return nil end
-    local grp = g.block_groups[t]
-    return tensor_1d.new{comm = grp.tp, size = t, rank = grp.tp:rank()}
+    local grp = layerwise.block_group(g, i)
+    if not grp then return nil end
+    return tensor_1d.new{comm = grp.tp, size = grp.tp:size(), rank = grp.tp:rank()}
   end
   o.wrap_block = function(i, block)
-    local t = list[i + 1]
-    if t <= 1 then return block end
-    return layerwise.Redistributed(block, g.block_groups[t].tp)
+    local grp = layerwise.block_group(g, i)
+    if not grp then return block end
+    return layerwise.Redistributed(block, grp.tp)
   end
   return o
+end
+
+--- Makes every Dropout of a layerwise model draw the mask the single-rank run
+-- draws for the same samples (lunar.nn.Dropout's rows): the loader gives data
+-- rank R of W the rows j * W + R of the global batch (lunar.data's interleaved
+-- shards), and a block run on a tensor group sees the rows of its members
+-- gathered in group-rank order. Local (no communication).
+-- @param model the ViT of parallel.vit on a grid with parallel.block_tensor
+function layerwise.set_dropout_rows(model, g)
+  local W, R = g.world_size, g.rank
+  local function rows_of(members)
+    return function(n)
+      local b, out = n // #members, {}
+      for i = 0, n - 1 do out[i + 1] = (i % b) * W + members[i // b + 1] end
+      return out
+    end
+  end
+  local own = rows_of({R})
+  model:apply(function(m, path)
+    if m.__name == 'Dropout' then
+      local i = path:match('^blocks%.(%d+)%.')
+      local grp = i and layerwise.block_group(g, tonumber(i))
+      m.rows = grp and rows_of(grp.members) or own
+    end
+  end)
 end
 
 --- The reducer's synchronization of a gradient group ('blocks.i', 'embed',
@@ -131,15 +213,62 @@ end
 -- factor after it}, or nil for the grid's data-parallel group.
 function layerwise.grad_sync(g, key)
   local i = key:match('^blocks%.(%d+)$')
-  local t = i and g.block_tensor[tonumber(i) + 1]
-  if not t or t <= 1 then return nil end
-  return {comm = g.block_groups[t].dp, post_scale = 1 / t}
+  local grp = i and layerwise.block_group(g, tonumber(i))
+  if not grp then return nil end
+  return {comm = grp.dp, post_scale = 1 / grp.tp:size()}
+end
+
+--- Where this rank sits in the groups of the block that holds parameter
+-- `name` ('blocks.<i>.<...>', a block with tensor size t > 1): its rank in the
+-- block's data-parallel group and in its tensor group; nil for any other
+-- parameter (the grid's coordinates apply). For lunar.checkpoint's writers:
+-- block dp rank 0 writes the block's shards (tensor rank 0 its replicated ones).
+function layerwise.param_ranks(g, name)
+  local i = name:match('^blocks%.(%d+)%.')
+  local grp = i and layerwise.block_group(g, tonumber(i))
+  if not grp then return nil end
+  return grp.dp:rank(), grp.tp:rank()
+end
+
+--- The sum of squares of the gradients of params, each counted once, on a
+-- layerwise layout (parallel.grad_norm's part for parallel.block_tensor): a
+-- block's shards are summed over its tensor group (one all_reduce per group
+-- kind, over that kind's groups: every rank calls them, in g.block_groups'
+-- sorted key order), its replicated parameters (norms, RowParallelLinear's
+-- bias: the same on every rank of the group) and every parameter outside the
+-- t > 1 blocks (the same on every rank after the data-parallel average)
+-- counted on each rank once. Collective over the world. Returns a float.
+function layerwise.sum_squares(params, g)
+  local ops = lunar.ops
+  local s, by_key = 0.0, {}
+  for _, p in ipairs(params) do
+    local i = p.name:match('^blocks%.(%d+)%.')
+    local grp = i and layerwise.block_group(g, tonumber(i))
+    if grp and p.shard then
+      by_key[grp] = (by_key[grp] or 0.0) + ops.sum_squares(p.grad)
+    else
+      s = s + ops.sum_squares(p.grad)
+    end
+  end
+  local keys = {}
+  for k in pairs(g.block_groups) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    local grp = g.block_groups[tonumber(k) or k]
+    s = s + grp.tp:all_reduce_number(by_key[grp] or 0.0, 'sum')
+  end
+  return s
 end
 
 --- What a layout with parallel.block_tensor cannot do yet: nil, or a message.
 function layerwise.validate(cfg, world_size, r)
   local list = cfg.parallel and cfg.parallel.block_tensor
-  if list == nil then return nil end
+  if list == nil then
+    if cfg.parallel and cfg.parallel.block_tensor_consec ~= nil then
+      return 'parallel: block_tensor_consec (per-block tensor placement) needs parallel.block_tensor (per-block tensor sizes)'
+    end
+    return nil
+  end
   local function bad(fmt, ...) return 'parallel: block_tensor ' .. string.format(fmt, ...) end
   if cfg.DEPTH and #list ~= cfg.DEPTH then
     return bad('has %d entries; it needs one tensor size per block (DEPTH %d)', #list, cfg.DEPTH)
@@ -162,11 +291,20 @@ function layerwise.validate(cfg, world_size, r)
         cfg.HIDDEN_SIZE, hidden)
     end
   end
+  local consec = cfg.parallel.block_tensor_consec
+  if consec ~= nil then
+    if cfg.DEPTH and #consec ~= cfg.DEPTH then
+      return string.format('parallel: block_tensor_consec has %d entries; it needs one boolean per block (DEPTH %d)',
+        #consec, cfg.DEPTH)
+    end
+    for i, c in ipairs(consec) do
+      if type(c) ~= 'boolean' then
+        return string.format('parallel: block_tensor_consec[%d] (block %d) is %s, not a boolean', i, i - 1, tostring(c))
+      end
+    end
+  end
   local function nope(what) return bad('(per-block tensor sizes) does not work with %s yet', what) end
-  if (cfg.clip_grad_norm or 0) > 0 then return nope('clip_grad_norm') end
-  if (cfg.CHECKPOINT_DIR or '') ~= '' then return nope('checkpoints (CHECKPOINT_DIR)') end
   if cfg.MODEL ~= nil and cfg.MODEL ~= 'vit' then return nope('MODEL (models as code)') end
-  if (cfg.DROPOUT or 0) > 0 then return nope('DROPOUT > 0') end
   return nil
 end
 

@@ -38,11 +38,7 @@ local reducer = {}
 local Reducer = {}
 Reducer.__index = Reducer
 
-local function numel(shape)
-  local n = 1
-  for _, s in ipairs(shape) do n = n * s end
-  return n
-end
+local numel = require('lunar.nn').numel
 
 --- Creates the reducer of a materialized model and installs its hook
 -- (model.grad_ready_hook).

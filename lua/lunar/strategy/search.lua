@@ -43,8 +43,11 @@
 -- validates): one tensor size for every block (global tensor, pipeline and
 -- data sizes) with per-block activation checkpointing
 -- (activation_checkpointing.blocks); with opts.layerwise also per-block tensor
--- sizes (parallel.block_tensor, lunar.parallel.layerwise) over a base of data
--- parallelism only (pipeline 1, no ZeRO, no clipping). ZeRO stages 1-3 are in
+-- sizes (parallel.block_tensor, lunar.parallel.layerwise) and placements
+-- (consecutive or strided tensor groups, parallel.block_tensor_consec;
+-- Galvatron's tp_consec: the profile's strided collectives for the block's
+-- tensor group, its data-parallel group the other placement) over a base of
+-- data parallelism only (pipeline 1, no ZeRO). ZeRO stages 1-3 are in
 -- the search space and flagged: they need sharded data parallelism
 -- (parallel.zero), which this build's schema may lack (then the best runnable
 -- strategy is the one written).
@@ -57,11 +60,24 @@ local search = {}
 
 local function poly(f, b) return f[1] + f[2] * b end
 
-local function comm_cost(prof, op, g, bytes)
+-- The profile's alpha + beta * bytes of op over g ranks placed consecutively or strided
+-- (placement 'consecutive' | 'strided'; a profile without the strided figure: the consecutive one).
+local function comm_cost(prof, op, g, bytes, placement)
   if g <= 1 or bytes <= 0 then return 0 end
-  local c = prof.comm[op] and prof.comm[op].consecutive and prof.comm[op].consecutive[tostring(g)]
+  local by = prof.comm[op] or {}
+  local c = placement == 'strided' and by.strided and by.strided[tostring(g)] or nil
+  c = c or (by.consecutive and by.consecutive[tostring(g)])
   if not c then return math.huge end
   return c.alpha + c.beta * bytes
+end
+
+--- The placements of a strategy's groups: the tensor group's ('consecutive' or
+-- 'strided': s.consec == false, Galvatron's tp_consec = 0) and the data-parallel
+-- group's (the other one when both have more than one rank; consecutive else).
+function search.placements(s)
+  local tp = s.consec == false and 'strided' or 'consecutive'
+  local dp = (s.tp > 1 and s.dp > 1 and tp == 'consecutive') and 'strided' or 'consecutive'
+  return tp, dp
 end
 
 --- Whether ZeRO stages can be written into a config this build reads.
@@ -85,22 +101,33 @@ local function other_params(cfg)
   return {first = first, last = m.norm:num_parameters() + m.head:num_parameters()}
 end
 
---- The time of one block under strategy s = {tp=, dp=, zero=, ckpt=} at
+--- The time of one block under strategy s = {tp=, dp=, zero=, ckpt=, consec=} at
 -- micro-batch b, m micro-batches, pipeline pp: per-micro-batch compute and
--- per-step data-parallel sync plus optimizer (seconds).
-function search.block_time(prof, s, b, m)
+-- per-step data-parallel sync plus optimizer (seconds). The profile's block
+-- times are measured on consecutive tensor groups; a strided group (s.consec
+-- == false) adds the difference of its four all_reduces per micro-batch
+-- (Megatron's two forward, two backward) of the b x N x C activation
+-- (opts.act_bytes per sample), and its data-parallel group is consecutive.
+function search.block_time(prof, s, b, m, act_bytes)
   local blk = prof.block.tp[tostring(s.tp)]
+  local tpp, dpp = search.placements(s)
   local f = poly(blk.fwd, b)
   local bw = poly(blk.bwd, b) + (s.ckpt and f or 0)
+  if tpp == 'strided' and s.tp > 1 and act_bytes then
+    local x = b * act_bytes
+    local d = comm_cost(prof, 'all_reduce', s.tp, x, 'strided') - comm_cost(prof, 'all_reduce', s.tp, x)
+    f, bw = f + 2 * d, bw + 2 * d + (s.ckpt and 2 * d or 0)
+  end
   local bytes = 4 * prof.block.params / s.tp
   local comm = 0
   if s.dp > 1 then
     if s.zero <= 1 then
-      comm = comm_cost(prof, 'all_reduce', s.dp, bytes) + (s.zero == 1 and comm_cost(prof, 'all_gather', s.dp, bytes) or 0)
+      comm = comm_cost(prof, 'all_reduce', s.dp, bytes, dpp) +
+        (s.zero == 1 and comm_cost(prof, 'all_gather', s.dp, bytes, dpp) or 0)
     elseif s.zero == 2 then
-      comm = comm_cost(prof, 'reduce_scatter', s.dp, bytes) + comm_cost(prof, 'all_gather', s.dp, bytes)
+      comm = comm_cost(prof, 'reduce_scatter', s.dp, bytes, dpp) + comm_cost(prof, 'all_gather', s.dp, bytes, dpp)
     else
-      comm = comm_cost(prof, 'reduce_scatter', s.dp, bytes) + 2 * m * comm_cost(prof, 'all_gather', s.dp, bytes)
+      comm = comm_cost(prof, 'reduce_scatter', s.dp, bytes, dpp) + 2 * m * comm_cost(prof, 'all_gather', s.dp, bytes, dpp)
     end
   end
   local sync = s.dp > 1 and (math.max(0, comm - bw) + (prof.overlap - 1) * bw) or 0
@@ -191,7 +218,7 @@ end
 -- @param prof a profile (lunar.strategy.profile.read)
 -- @param opts {world = ranks, budget = bytes per rank, global_batches = list (default the
 --   config's BATCH_SIZE x data), zero = list of stages (default {0, 1, 2, 3}),
---   layerwise = per-block tensor sizes too, global = every block alike (all checkpointed or
+--   layerwise = per-block tensor sizes and placements too, global = every block alike (all checkpointed or
 --   none: no layerwise choice, for comparison), units = knapsack resolution (default 256)}
 -- @return {ranked = every combination that fits, fastest first; best; smallest = the least
 --   memory of any combination (when nothing fits); considered = combinations tried}
@@ -245,7 +272,7 @@ function search.run(cfg, prof, opts)
               if ok_all and any then
                 considered = considered + 1
                 local args = {pp = pp, G = G, tps = cand_tp, zero = z, m = m, gb = gb, splits = splits,
-                  budget = budget, unit = unit, others = others, N = N, C = C}
+                  budget = budget, unit = unit, others = others, N = N, C = C, placements = opts.layerwise}
                 local res
                 if opts.global then
                   -- a global strategy: every block checkpointed, or none
@@ -300,14 +327,17 @@ function search.evaluate(cfg, prof, c)
     for _, t in ipairs(c.tps) do
       local d = G // t
       local b = gb // (d * m)
-      for _, ck in ipairs({false, true}) do
-        local st = {tp = t, dp = d, zero = c.zero, ckpt = ck, b = b}
-        local per_mb, per_step = search.block_time(prof, st, b, m)
-        local kept, trans = search.block_memory(prof, st, b)
-        local bytes = state_bytes(cfg, prof.block.params // t, st) + inflight * kept
-        max_trans[true] = math.max(max_trans[true], trans)
-        if not ck then max_trans[false] = math.max(max_trans[false], trans) end
-        cands[#cands + 1] = {s = st, time = (m + pp - 1) * per_mb + per_step, bytes = bytes}
+      -- c.placements (layerwise): a tensor group of 1 < t < G ranks consecutive or strided
+      for _, consec in ipairs((c.placements and t > 1 and t < G) and {true, false} or {true}) do
+        for _, ck in ipairs({false, true}) do
+          local st = {tp = t, dp = d, zero = c.zero, ckpt = ck, b = b, consec = consec}
+          local per_mb, per_step = search.block_time(prof, st, b, m, c.N * c.C * 4)
+          local kept, trans = search.block_memory(prof, st, b)
+          local bytes = state_bytes(cfg, prof.block.params // t, st) + inflight * kept
+          max_trans[true] = math.max(max_trans[true], trans)
+          if not ck then max_trans[false] = math.max(max_trans[false], trans) end
+          cands[#cands + 1] = {s = st, time = (m + pp - 1) * per_mb + per_step, bytes = bytes}
+        end
       end
     end
     -- what is outside the blocks: the embedding / head (state and activations), at the first
@@ -337,11 +367,13 @@ function search.evaluate(cfg, prof, c)
       min_mem = min_mem + L * cheapest
     end
     res.min_memory = math.max(res.min_memory, min_mem)
+    -- re-sharding between neighbours of other tensor sizes or placements: an all_gather over the
+    -- larger group (the later block's on a tie), in its placement
     local function inter(a, bst)
-      if a.tp == bst.tp then return 0 end
-      local T = math.max(a.tp, bst.tp)
+      if a.tp == bst.tp and (a.consec ~= false) == (bst.consec ~= false) then return 0 end
+      local big = a.tp > bst.tp and a or bst
       local bytes = bst.b * c.N * c.C * 4
-      return (m + pp - 1) * 2 * comm_cost(prof, 'all_gather', T, bytes)
+      return (m + pp - 1) * 2 * comm_cost(prof, 'all_gather', big.tp, bytes, (search.placements(big)))
     end
     -- two programs: without checkpointing (its smaller transient reserved), and with every
     -- candidate (the replay of a checkpointed block reserved); the faster that fits wins
@@ -384,15 +416,25 @@ function search.evaluate(cfg, prof, c)
     first = first + L
   end
   -- one tensor size for every block?
+  -- (a strided block is per-block: the global tensor group is consecutive)
   local t1 = res.blocks[1] and res.blocks[1].tp
   res.uniform_tp = true
-  for _, st in pairs(res.blocks) do if st.tp ~= t1 then res.uniform_tp = false end end
+  local strided = false
+  for _, st in pairs(res.blocks) do
+    if st.tp ~= t1 then res.uniform_tp = false end
+    if st.consec == false then strided, res.uniform_tp = true, false end
+  end
   res.tp = res.uniform_tp and t1 or nil
   res.dp = res.tp and G // res.tp or G
   if not res.uniform_tp then
-    -- per-block tensor sizes over a base of data parallelism (parallel.block_tensor)
+    -- per-block tensor sizes over a base of data parallelism (parallel.block_tensor), and their
+    -- placements (parallel.block_tensor_consec) when a block is strided
     res.block_tensor = {}
     for i, st in ipairs(res.blocks) do res.block_tensor[i] = st.tp end
+    if strided then
+      res.block_tensor_consec = {}
+      for i, st in ipairs(res.blocks) do res.block_tensor_consec[i] = st.consec ~= false end
+    end
   end
   if res.fits then
     res.throughput = gb / res.time
@@ -419,7 +461,11 @@ end
 function search.describe(r)
   local ck = 0
   for _, st in ipairs(r.blocks) do if st.ckpt then ck = ck + 1 end end
-  local tp = r.tp and tostring(r.tp) or ('per block {' .. table.concat(r.block_tensor, ', ') .. '}')
+  local per = {}
+  for i, t in ipairs(r.block_tensor or {}) do
+    per[i] = tostring(t) .. ((r.block_tensor_consec and not r.block_tensor_consec[i]) and ' strided' or '')
+  end
+  local tp = r.tp and tostring(r.tp) or ('per block {' .. table.concat(per, ', ') .. '}')
   local zero = r.zero > 0 and string.format(', ZeRO %d%s', r.zero, search.zero_supported() and '' or
     ' (needs sharded data parallelism: the ZeRO branch)') or ''
   return string.format('pipeline %d x tensor %s x data %s%s, global batch %d, %d micro-batches, %d/%d blocks ' ..
@@ -438,6 +484,7 @@ function search.strategy_config(cfg, r, budget)
   local tp = r.tp or 1
   c.parallel.tensor = {mode = tp > 1 and '1d' or 'none', size = tp}
   c.parallel.block_tensor = r.block_tensor
+  c.parallel.block_tensor_consec = r.block_tensor_consec
   c.parallel.pipeline_schedule = '1f1b'
   c.parallel.pipeline_split = nil
   c.parallel.sequence_parallel = false
