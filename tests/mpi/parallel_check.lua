@@ -305,6 +305,7 @@ if ND then
   }
   if BF16_OK then
     ND_LAYOUTS[#ND_LAYOUTS + 1] = {1, 4, 1, T2D, {precision = 'bf16'}, ', bf16'}
+    ND_LAYOUTS[#ND_LAYOUTS + 1] = {1, 4, 1, T2D, {precision = 'bf16', DROPOUT = 0.1}, ', bf16, dropout 0.1'}
     ND_LAYOUTS[#ND_LAYOUTS + 1] = {1, 8, 1, {mode = '3d', size = 8}, {precision = 'bf16'}, ', bf16'}
   end
   for _, l in ipairs(ND_LAYOUTS) do

@@ -14,8 +14,8 @@
 #     1e-5 relative, gathered parameters as parallel_check's header says):
 #     2d size 4 (1 and 2 micro-batches, gradient accumulation, activation
 #     checkpointing, DROPOUT 0.1: each element's mask that of its place in the
-#     whole tensor, and the losses not those without dropout; bf16 where the
-#     CPU has it) at -np 4, and run twice bitwise; 2d x data 2, 2d x pipeline
+#     whole tensor, and the losses not those without dropout; bf16, also
+#     with dropout, where the CPU has it) at -np 4, and run twice bitwise; 2d x data 2, 2d x pipeline
 #     2, 2.5d size 8 depth 2 and 3d size 8 (each also with gradient
 #     accumulation and 2 micro-batches; each with dropout 0.1, 2d x pipeline
 #     2 too; 3d in bf16 too) at -np 8,
