@@ -24,6 +24,8 @@
  *                                   PyTorch's masks (u8 = bool: nonzero -> -inf; float: added) summed
  *   t = ops.embed_tokens(x, cls, pos);  dx = ops.embed_tokens_backward(dt, dcls, dpos [, need_dx])
  *   y = ops.dropout(x, p, seed, stream, offset);  dx = ops.dropout_backward(dy, p, seed, stream, offset)
+ *     ... [, row_len, row_stride]: x is rows of row_len elements row_stride apart in a larger tensor
+ *     whose element (r, c) draws the word offset + r row_stride + c (lunar_op_dropout_rows)
  *   loss = ops.cross_entropy(logits, targets, smoothing)   (targets: i32 [B])
  *   dlogits = ops.cross_entropy_backward(logits, targets, smoothing, dloss)
  *   n = ops.accuracy_count(logits, targets)
@@ -339,19 +341,28 @@ static int l_embed_tokens_backward(lua_State *L) {
     return 1;
 }
 
-static int l_dropout(lua_State *L) {
-    lunar_tensor *x = T(1), *y = new_like(L, x);
-    TRY(lunar_op_dropout_forward(y, x, (float)luaL_checknumber(L, 2), (uint64_t)luaL_checkinteger(L, 3),
-                                 stream_arg(L, 4), (uint64_t)luaL_optinteger(L, 5, 0)));
+/* dropout and its backward; with row_len and row_stride (args 6, 7) the rows
+ * form (lunar_op_dropout_rows), the same for both directions. */
+static int dropout_either(lua_State *L, int backward) {
+    lunar_tensor *x = T(1);
+    float p = (float)luaL_checknumber(L, 2);
+    uint64_t seed = (uint64_t)luaL_checkinteger(L, 3), stream = stream_arg(L, 4);
+    uint64_t offset = (uint64_t)luaL_optinteger(L, 5, 0);
+    int rows = !lua_isnoneornil(L, 6);
+    int64_t row_len = rows ? (int64_t)luaL_checkinteger(L, 6) : 0, row_stride = rows ? (int64_t)luaL_checkinteger(L, 7) : 0;
+    lunar_tensor *y = new_like(L, x);   /* pushed: read the arguments first */
+    if (rows) {
+        TRY(lunar_op_dropout_rows(y, x, p, seed, stream, offset, row_len, row_stride));
+    } else if (backward) {
+        TRY(lunar_op_dropout_backward(y, x, p, seed, stream, offset));
+    } else {
+        TRY(lunar_op_dropout_forward(y, x, p, seed, stream, offset));
+    }
     return 1;
 }
 
-static int l_dropout_backward(lua_State *L) {
-    lunar_tensor *dy = T(1), *dx = new_like(L, dy);
-    TRY(lunar_op_dropout_backward(dx, dy, (float)luaL_checknumber(L, 2), (uint64_t)luaL_checkinteger(L, 3),
-                                  stream_arg(L, 4), (uint64_t)luaL_optinteger(L, 5, 0)));
-    return 1;
-}
+static int l_dropout(lua_State *L) { return dropout_either(L, 0); }
+static int l_dropout_backward(lua_State *L) { return dropout_either(L, 1); }
 
 static int l_cross_entropy(lua_State *L) {
     float loss = 0;

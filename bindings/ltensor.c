@@ -16,6 +16,7 @@
  *   t[i] (a number for 1-dim tensors, else a view of row i)   t[i] = v
  *   t + u, t - u, t * u, t / u, -t (elementwise, same shape, or with a number;
  *     any dtypes, an f32 result on the tensor's device: lunar_op_arith, ops.h)
+ *   t:rsqrt([eps]): 1/sqrt(t + eps) elementwise (eps a number, default 0), the same way
  *   t:sum() t:mean() t:min() t:max() t:norm(): numbers, in double, on the
  *     tensor's device (lunar_op_sum ..., ops.h); a NaN anywhere gives NaN as in
  *     PyTorch; the sum of no elements is 0, their mean NaN, min/max an error
@@ -485,6 +486,15 @@ static int mt_unm(lua_State *L) {   /* -t = t * -1 (exact) */
     lua_pushnumber(L, -1);
     return arith(L, LUNAR_ARITH_MUL);
 }
+/* t:rsqrt([eps]) = 1/sqrt(t + eps) (eps a number, default 0; torch.rsqrt(t + eps)),
+ * one kernel on t's device: the rstd of a normalization without a host round trip. */
+static int m_rsqrt(lua_State *L) {
+    lunar_check_tensor(L, 1);
+    double eps = luaL_optnumber(L, 2, 0);
+    lua_settop(L, 1);
+    lua_pushnumber(L, eps);
+    return arith(L, LUNAR_ARITH_RSQRT_ADD);
+}
 
 static void fmt_value(luaL_Buffer *b, const lunar_tensor *t, double v) {
     char s[64];
@@ -556,7 +566,7 @@ static const luaL_Reg methods[] = {
     {"contiguous", m_contiguous}, {"clone", m_clone}, {"to", m_to}, {"copy_", m_copy_},
     {"fill_", m_fill_}, {"zero_", m_zero_}, {"item", m_item}, {"totable", m_totable},
     {"free", m_free}, {"sum", m_sum}, {"mean", m_mean}, {"min", m_min}, {"max", m_max},
-    {"norm", m_norm}, {"normal_", m_normal_}, {"uniform_", m_uniform_},
+    {"norm", m_norm}, {"rsqrt", m_rsqrt}, {"normal_", m_normal_}, {"uniform_", m_uniform_},
     {"trunc_normal_", m_trunc_normal_},
     {"__index", mt_index}, {"__newindex", mt_newindex}, {"__len", mt_len}, {"__gc", m_gc},
     {"__close", m_free}, {"__tostring", mt_tostring}, {"__add", mt_add}, {"__sub", mt_sub},

@@ -24,7 +24,8 @@
      ENTRY(P, rmsnorm_forward), ENTRY(P, rmsnorm_backward),                                   \
      ENTRY(P, attention_forward), ENTRY(P, attention_backward),                               \
      ENTRY(P, embed_tokens_forward), ENTRY(P, embed_tokens_backward),                         \
-     ENTRY(P, dropout_forward), ENTRY(P, dropout_backward), ENTRY(P, cross_entropy_forward),  \
+     ENTRY(P, dropout_forward), ENTRY(P, dropout_backward), ENTRY(P, dropout_rows),           \
+     ENTRY(P, cross_entropy_forward),                                                         \
      ENTRY(P, cross_entropy_backward), ENTRY(P, add), ENTRY(P, scale), ENTRY(P, adamw_step),  \
      ENTRY(P, sgd_step), ENTRY(P, linear_forward_bf16), ENTRY(P, linear_backward_bf16),         \
      ENTRY(P, layernorm_forward_bf16), ENTRY(P, gelu_forward_bf16), ENTRY(P, gelu_backward_bf16), \
@@ -608,6 +609,22 @@ lunar_status lunar_op_dropout_backward(lunar_tensor *dinp, const lunar_tensor *d
     DONE();
 }
 
+lunar_status lunar_op_dropout_rows(lunar_tensor *out, const lunar_tensor *inp, float p, uint64_t seed, uint64_t stream,
+                                   uint64_t offset, int64_t row_len, int64_t row_stride) {
+    REAL(inp);
+    R("dropout", "out", out); R("dropout", "inp", inp); CHECK(check_p("dropout", p));
+    int64_t n = lunar_tensor_numel(inp);
+    CHECK(check_numel("dropout", "out", out, n, "the size of inp"));
+    if (row_len < 1 || n % row_len != 0 || row_stride < row_len)
+        return lunar_error(LUNAR_ERR_ARG, "dropout: rows of %lld elements %lld apart do not fit inp of %lld elements "
+                           "(row_len >= 1 must divide it, row_stride >= row_len)", (long long)row_len,
+                           (long long)row_stride, (long long)n);
+    BACKEND_R("dropout", inp, out);
+    KERNEL(dropout_rows, V(out), V(inp), (size_t)(n / row_len), (size_t)row_len, p, seed, stream, offset,
+           (uint64_t)row_stride);
+    DONE();
+}
+
 static int ce_geom(const char *op, const lunar_tensor *logits, const lunar_tensor *targets, int *B, int *K) {
     T(op, "logits", logits);
     CHECK(check_t(op, "targets", targets, LUNAR_I32));
@@ -799,12 +816,12 @@ static int elem_operand(const char *op, const char *arg, const lunar_tensor *t, 
     return LUNAR_OK;
 }
 
-static const char *const arith_names[] = {"add", "sub", "mul", "div"};
+static const char *const arith_names[] = {"add", "sub", "mul", "div", "rsqrt"};
 
 lunar_status lunar_op_arith(lunar_tensor *out, const lunar_tensor *a, double sa, const lunar_tensor *b, double sb,
                             int op) {
-    if (op < LUNAR_ARITH_ADD || op > LUNAR_ARITH_DIV)
-        return lunar_error(LUNAR_ERR_ARG, "arithmetic: unknown op %d (LUNAR_ARITH_ADD .. LUNAR_ARITH_DIV)", op);
+    if (op < LUNAR_ARITH_ADD || op > LUNAR_ARITH_RSQRT_ADD)
+        return lunar_error(LUNAR_ERR_ARG, "arithmetic: unknown op %d (LUNAR_ARITH_ADD .. LUNAR_ARITH_RSQRT_ADD)", op);
     const char *name = arith_names[op];
     if (!a && !b) return lunar_error(LUNAR_ERR_ARG, "arithmetic (%s): a and b are both scalars", name);
     REAL(out);   /* out f32, or f64 (on the CPU: the double reference kernel, exact for f64 operands) */

@@ -31,7 +31,8 @@ static const struct { const char *name; arith_fn fn; } KERNELS[] = {
 
 /* x op y in double: the expected value before the final rounding */
 static double apply(int op, double x, double y) {
-    return op == LUNAR_ARITH_ADD ? x + y : op == LUNAR_ARITH_SUB ? x - y : op == LUNAR_ARITH_MUL ? x * y : x / y;
+    return op == LUNAR_ARITH_ADD ? x + y : op == LUNAR_ARITH_SUB ? x - y : op == LUNAR_ARITH_MUL ? x * y
+         : op == LUNAR_ARITH_RSQRT_ADD ? 1.0 / sqrt(x + y) : x / y;
 }
 
 /* the same bits, NaN matching NaN */
@@ -110,7 +111,7 @@ static void test_random_against_double(void) {
         const void *as[3] = {af, a16, a64}, *bs[3] = {bf, b16, b64};
         int ok = 1;
         for (size_t k = 0; k < NKERNELS && ok; k++)
-            for (int op = 0; op < 4 && ok; op++)
+            for (int op = 0; op <= LUNAR_ARITH_RSQRT_ADD && ok; op++)
                 for (int ta = 0; ta < 3 && ok; ta++)
                     for (int tb = 0; tb < 4 && ok; tb++) {   /* tb == 3: the scalar 0.1 */
                         KERNELS[k].fn(out, as[ta], ta, 0, tb < 3 ? bs[tb] : NULL, tb % 3, 0.1, n, op);
@@ -128,6 +129,38 @@ static void test_random_against_double(void) {
         free(af); free(bf); free(out); free(a16); free(b16); free(a64); free(b64);
         CHECK(ok);
     }
+}
+
+/* RSQRT_ADD (1/sqrt(a + b), LayerNorm's rstd = 1/sqrt(var + eps)) against hand
+ * values: 1/sqrt(3 + 1) = 0.5, 1/sqrt(0.25 + 0) = 2, 1/sqrt(15 + 1) = 0.25,
+ * 1/sqrt(0) = +inf, 1/sqrt(-1) = NaN, 1/sqrt(inf) = 0; with eps = 1e-6 on
+ * var = 1: 1/sqrt(1.000001) = 1 - 5e-7 + 3.75e-13 = 1 - 8.39 * 2^-24, which
+ * rounds to the f32 1 - 8 * 2^-24, as the literal 0.9999995f does */
+static lunar_tensor *tensor_of(const double *v, lunar_dtype dt, int ndim, const int64_t *shape);
+
+static void test_rsqrt_add(void) {
+    const float a[6] = {3, 0.25f, 15, 0, -2, INFINITY}, b[6] = {1, 0, 1, 0, 1, 1};
+    const float want[6] = {0.5f, 2, 0.25f, INFINITY, NAN, 0};
+    for (size_t k = 0; k < NKERNELS; k++) {
+        float o[6];
+        KERNELS[k].fn(o, a, LUNAR_ELEM_F32, 0, b, LUNAR_ELEM_F32, 0, 6, LUNAR_ARITH_RSQRT_ADD);
+        for (int i = 0; i < 6; i++)
+            CHECK_MSG(same_f(o[i], want[i]), "%s rsqrt [%d]: %g, want %g", KERNELS[k].name, i, o[i], want[i]);
+        float one = 1, r;
+        KERNELS[k].fn(&r, &one, LUNAR_ELEM_F32, 0, NULL, 0, 1e-6, 1, LUNAR_ARITH_RSQRT_ADD);
+        CHECK_MSG(r == 0.9999995f, "%s rsqrt(1 + 1e-6): %.9g", KERNELS[k].name, r);   /* 1 - 8 * 2^-24 */
+    }
+    /* the op layer names it "rsqrt" and refuses shapes as the other ops */
+    const int64_t s3[1] = {3}, s2[1] = {2};
+    const double v[3] = {4, 16, 0.0625};
+    lunar_tensor *x = tensor_of(v, LUNAR_F32, 1, s3), *out = lunar_tensor_new(LUNAR_F32, 1, s3, LUNAR_CPU);
+    CHECK(lunar_op_arith(out, x, 0, NULL, 0, LUNAR_ARITH_RSQRT_ADD) == LUNAR_OK);
+    const float w[3] = {0.5f, 0.25f, 4};
+    for (int i = 0; i < 3; i++) CHECK(((float *)lunar_tensor_data(out))[i] == w[i]);
+    lunar_tensor *o2 = lunar_tensor_new(LUNAR_F32, 1, s2, LUNAR_CPU);
+    CHECK(lunar_op_arith(o2, x, 0, NULL, 0, LUNAR_ARITH_RSQRT_ADD) == LUNAR_ERR_SHAPE);
+    CHECK_MSG(strstr(lunar_last_error(), "rsqrt: out [2] has 2 elements, expected 3"), "%s", lunar_last_error());
+    lunar_tensor_free(x); lunar_tensor_free(out); lunar_tensor_free(o2);
 }
 
 static void test_in_place(void) {
@@ -177,6 +210,7 @@ int main(void) {
     RUN(test_hand_values);
     RUN(test_ieee_special_values);
     RUN(test_random_against_double);
+    RUN(test_rsqrt_add);
     RUN(test_in_place);
     RUN(test_op_layer);
     return TEST_SUMMARY();

@@ -62,6 +62,7 @@
     X(test_layernorm)                  \
     X(test_gelu)                       \
     X(test_add_scale)                  \
+    X(test_arith_ops)                  \
     X(test_attention)                  \
     X(test_attention_path_f32)         \
     X(test_attention_lowp_fallback)    \
@@ -422,6 +423,29 @@ static void test_add_scale(void) {
     free(x); free(dy); free(y); free(gy);
 }
 
+/* ---- tensor arithmetic (kernels.h arith): every op, RSQRT_ADD included, with a
+ * tensor and with a scalar right operand: the CPU kernel's bits (both compute in
+ * double, IEEE-rounded, and round once to f32) ---------------------------------- */
+
+static void test_arith_ops(void) {
+    size_t n = 100003;
+    float *a = rand_f(n, 0, 4), *b = rand_f(n, 0.25, 2), *y = malloc(n * 4);   /* a + b > 0: no NaN (its bits differ by device) */
+    float *da = d_from(a, n), *db = d_from(b, n), *dy = d_alloc(n * 4);
+    for (int op = LUNAR_ARITH_ADD; op <= LUNAR_ARITH_RSQRT_ADD; op++)
+        for (int scalar = 0; scalar < 2; scalar++) {
+            lunar_cpu_arith(y, a, LUNAR_ELEM_F32, 0, scalar ? NULL : b, LUNAR_ELEM_F32, 1e-6, n, op);
+            lunar_cuda_arith(dy, da, LUNAR_ELEM_F32, 0, scalar ? NULL : db, LUNAR_ELEM_F32, 1e-6, n, op);
+            float *gy = h_from(dy, n);
+            CUDA_OK();
+            char what[48];
+            snprintf(what, sizeof what, "arith op %d%s", op, scalar ? " (scalar 1e-6)" : "");
+            CHECK(same_bits(what, gy, y, n * 4));
+            free(gy);
+        }
+    d_free(da, n * 4); d_free(db, n * 4); d_free(dy, n * 4);
+    free(a); free(b); free(y);
+}
+
 /* ---- attention ------------------------------------------------------------------- */
 
 static int attention_case(int B, int N, int H, int D) {
@@ -771,6 +795,20 @@ static void test_dropout_bitwise(void) {
         CHECK(same_bits("dropout in place", gy, y, n * 4));
         d_free(d_x, n * 4); d_free(d_y, n * 4); d_free(d_dx, n * 4);
         free(x); free(y); free(dx); free(gy); free(gdx);
+    }
+    /* the rows form (a block of a larger tensor): the CPU's bits, rows of 5 and 2049 */
+    static const struct { size_t rows, len; uint64_t stride, off; } B[] = {{4, 5, 10, 13}, {3, 2049, 4100, 1001}};
+    for (size_t t = 0; t < sizeof B / sizeof *B; t++) {
+        size_t n = B[t].rows * B[t].len;
+        float *x = rand_f(n, -2, 2), *y = malloc(n * 4);
+        lunar_cpu_dropout_rows(y, x, B[t].rows, B[t].len, 0.3f, 42, 99, B[t].off, B[t].stride);
+        float *d_x = d_from(x, n), *d_y = d_alloc(n * 4);
+        lunar_cuda_dropout_rows(d_y, d_x, B[t].rows, B[t].len, 0.3f, 42, 99, B[t].off, B[t].stride);
+        float *gy = h_from(d_y, n);
+        CUDA_OK();
+        CHECK(same_bits("dropout rows", gy, y, n * 4));
+        d_free(d_x, n * 4); d_free(d_y, n * 4);
+        free(x); free(y); free(gy);
     }
 }
 

@@ -14,6 +14,7 @@
  *   make build/tests/test_dropout && build/tests/test_dropout
  */
 #include "kernel_test.h"
+#include "lunar/ops.h"   /* lunar_op_dropout_rows: its checks */
 
 /* ---- the reference: finite differences, hand values, f32 against f64 --------------- */
 
@@ -139,6 +140,54 @@ static void test_cpu_dropout(void) {
     }
 }
 
+/* dropout_rows: a block of a larger row-major tensor drops what that tensor drops.
+ * The whole tensor [R, C] is dropped at offset O with dropout_forward; the block
+ * of rows [r0, r0 + rows) and columns [c0, c0 + len), dropped alone with
+ * offset O + r0 C + c0, row_stride C, is that block of the result bit for bit
+ * (ref f64, ref f32, CPU; the CPU with rows long enough for its threads too). */
+static void test_dropout_rows_is_the_block(void) {
+    const struct { size_t R, C, r0, rows, c0, len; } cs[] = {
+        {6, 10, 1, 4, 3, 5}, {5, 7, 0, 5, 0, 7}, {9, 12, 3, 3, 6, 6}, {4, 4100, 1, 2, 1000, 2049}, {300, 64, 20, 256, 16, 16}};
+    for (size_t k = 0; k < sizeof cs / sizeof *cs; k++) {
+        size_t R = cs[k].R, C = cs[k].C, rows = cs[k].rows, len = cs[k].len;
+        uint64_t O = 13, seed = 99, stream = 0x5151 + k, off = O + cs[k].r0 * C + cs[k].c0;
+        float *full = rand_f(R * C, 0.5, 1.5), *yfull = malloc(R * C * 4);
+        float *blk = malloc(rows * len * 4), *y = malloc(rows * len * 4), *y32 = malloc(rows * len * 4);
+        double *blkd = malloc(rows * len * 8), *yd = malloc(rows * len * 8);
+        lunar_cpu_dropout_forward(yfull, full, R * C, 0.3f, seed, stream, O);
+        for (size_t r = 0; r < rows; r++)
+            for (size_t c = 0; c < len; c++) {
+                blk[r * len + c] = full[(cs[k].r0 + r) * C + cs[k].c0 + c];
+                blkd[r * len + c] = blk[r * len + c];
+            }
+        lunar_cpu_dropout_rows(y, blk, rows, len, 0.3f, seed, stream, off, C);
+        lunar_ref_dropout_rows_f32(y32, blk, rows, len, 0.3f, seed, stream, off, C);
+        lunar_ref_dropout_rows_f64(yd, blkd, rows, len, (double)0.3f, seed, stream, off, C);
+        int ok = 1;
+        for (size_t r = 0; r < rows; r++)
+            for (size_t c = 0; c < len; c++) {
+                float want = yfull[(cs[k].r0 + r) * C + cs[k].c0 + c];
+                size_t i = r * len + c;
+                ok = ok && same_bits(&y[i], &want, 4) && same_bits(&y32[i], &want, 4) && (float)yd[i] == want;
+            }
+        CHECK_MSG(ok, "case %zu: the block of [%zu, %zu] rows %zu+%zu cols %zu+%zu", k, R, C, cs[k].r0, rows,
+                  cs[k].c0, len);
+        /* in place */
+        lunar_cpu_dropout_rows(blk, blk, rows, len, 0.3f, seed, stream, off, C);
+        CHECK(same_bits(blk, y, rows * len * 4));
+        free(full); free(yfull); free(blk); free(y); free(y32); free(blkd); free(yd);
+    }
+    /* the op layer: the rows must fit the tensor */
+    const int64_t s6[1] = {6};
+    lunar_tensor *x = lunar_tensor_zeros(LUNAR_F32, 1, s6, LUNAR_CPU), *o = lunar_tensor_zeros(LUNAR_F32, 1, s6, LUNAR_CPU);
+    CHECK(lunar_op_dropout_rows(o, x, 0.5f, 1, 2, 0, 3, 8) == LUNAR_OK);
+    CHECK(lunar_op_dropout_rows(o, x, 0.5f, 1, 2, 0, 4, 8) == LUNAR_ERR_ARG);
+    CHECK_MSG(strstr(lunar_last_error(), "dropout: rows of 4 elements 8 apart do not fit inp of 6 elements"), "%s",
+              lunar_last_error());
+    CHECK(lunar_op_dropout_rows(o, x, 0.5f, 1, 2, 0, 3, 2) == LUNAR_ERR_ARG);
+    lunar_tensor_free(x); lunar_tensor_free(o);
+}
+
 int main(void) {
     RUN(test_ref_dropout_backward);
     RUN(test_ref_dropout_p0_copies);
@@ -146,5 +195,6 @@ int main(void) {
     RUN(test_ref_dropout_offset_shifts);
     RUN(test_ref_f32_dropout);
     RUN(test_cpu_dropout);
+    RUN(test_dropout_rows_is_the_block);
     return TEST_SUMMARY();
 }

@@ -127,6 +127,10 @@ T.test('ops on CUDA tensors agree with the CPU', function()
   T.truthy(rel_err(G, g) < 1e-5, 'gelu')
   local dr, DR = ops.dropout(x, 0.3, 7, 'drop', 11), ops.dropout(X, 0.3, 7, 'drop', 11)
   T.eq(DR:cpu():totable(), dr:totable(), 'dropout masks are bitwise the CPU ones')
+  -- the rows form (a block of a larger tensor: rows of 48 elements 96 apart), forward and backward
+  local drr, DRR = ops.dropout(x, 0.3, 7, 'drop', 11, 48, 96), ops.dropout(X, 0.3, 7, 'drop', 11, 48, 96)
+  T.eq(DRR:cpu():totable(), drr:totable(), 'dropout rows form: the CPU bits')
+  T.eq(ops.dropout_backward(X, 0.3, 7, 'drop', 11, 48, 96):cpu():totable(), drr:totable(), 'its backward')
   local logits, tg = rand({8, 10}, 8, -3, 3), lunar.tensor({1, 2, 3, 4, 5, 6, 7, 0}, nil, 'i32')
   T.near(ops.cross_entropy(logits:cuda(), tg:cuda(), 0.1), ops.cross_entropy(logits, tg, 0.1), 1e-5)
   T.eq(ops.accuracy_count(logits:cuda(), tg:cuda()), ops.accuracy_count(logits, tg))
@@ -141,7 +145,7 @@ T.test('tensor arithmetic and reductions run on the device: the CPU bits, NaN pr
   -- arithmetic is double arithmetic rounded once on both: the same bits
   local fs = {function(a, b) return a + b end, function(a, b) return a - b end, function(a, b) return a * b end,
     function(a, b) return a / b end, function(a) return -a end, function(a) return 0.1 * a end,
-    function(a) return 1 / a end}
+    function(a) return 1 / a end, function(a) return (a * a):rsqrt(1e-6) end}
   for i, f in ipairs(fs) do
     local got = f(X, Y)
     T.eq(got:device(), X:device(), 'arithmetic ' .. i .. ' stays on the device')

@@ -364,6 +364,26 @@ T.test('Dropout: train mode drops about half, scales by 1/(1-p), deterministic p
   T.truthy(z > 300 and z < 500, 'p=0.1 zeros: ' .. z)
 end)
 
+T.test('Dropout.placement: a block of a split tensor drops what the whole tensor drops there', function()
+  -- the whole [B=4, N=3, C=8] (rows of 8), and the block of batch rows 2..3 (0-based), features 4..7
+  -- (a 2D rank's batch block 1 of 2, feature block 1 of 2): placement = offset (2*3)*8 + 4, rows of 4, 8 apart
+  local whole = lunar.empty({4, 3, 8}):normal_(5, 'x', 0, 1)
+  local d = nn.Dropout(0.5, 9); d.path = 'blocks.0.mlp.drop'
+  local yw, cw = d:forward(whole)
+  local blk = whole:narrow(1, 3, 2):narrow(3, 5, 4):contiguous()
+  local b = nn.Dropout(0.5, 9); b.path = 'blocks.0.mlp.drop'
+  b.placement = function(x) T.eq(x:shape(), {2, 3, 4}); return 6 * 8 + 4, 4, 8 end
+  local yb, cb = b:forward(blk)
+  T.eq(yb:totable(), yw:narrow(1, 3, 2):narrow(3, 5, 4):contiguous():totable(), 'forward: the whole run\'s block')
+  local g = lunar.empty({4, 3, 8}):normal_(6, 'g', 0, 1)
+  local gw = d:backward(cw, g)
+  local gb = b:backward(cb, g:narrow(1, 3, 2):narrow(3, 5, 4):contiguous())
+  T.eq(gb:totable(), gw:narrow(1, 3, 2):narrow(3, 5, 4):contiguous():totable(), 'backward: the same mask')
+  -- the op's rows form checks that the rows fit
+  T.raises(function() return lunar.ops.dropout(blk, 0.5, 9, 's', 0, 5, 8) end,
+    'dropout: rows of 5 elements 8 apart do not fit inp of 24 elements')
+end)
+
 T.test('Dropout: evaluation mode is the identity', function()
   local x = lunar.empty({1000}):normal_(1, 'dx', 0, 1)
   local d = nn.Dropout(0.5, 123)

@@ -228,6 +228,20 @@ T.test('arithmetic with tensors and numbers', function()
   T.raises(function() return a + lunar.zeros({3}) end, 'arithmetic: shapes [2, 2] and [3] differ')
 end)
 
+T.test('rsqrt: 1/sqrt(t + eps) elementwise on the device, f32 (hand values)', function()
+  local v = lunar.tensor({{3, 0.25}, {15, 0}})
+  -- 1/sqrt(3 + 1) = 0.5, 1/sqrt(0.25 + 1) = 0.894427191 (f32: 0.89442718029022), 1/sqrt(16) = 0.25, 1/sqrt(1) = 1
+  local r = v:rsqrt(1)
+  T.eq(r:dtype(), 'f32'); T.eq(r:shape(), {2, 2})
+  local t = r:totable()
+  T.eq({t[1][1], t[2][1], t[2][2]}, {0.5, 0.25, 1})
+  T.near(t[1][2], 0.894427191, 1e-7)
+  -- eps defaults to 0: 1/sqrt(0) = +inf; a strided operand read in logical order
+  T.eq(v:rsqrt():totable()[2][2], math.huge)
+  T.eq(v:transpose(1, 2):rsqrt(1):totable()[1][2], 0.25)
+  T.eq(v:totable(), {{3, 0.25}, {15, 0}})   -- not modified
+end)
+
 T.test('arithmetic compares shapes, not element counts', function()
   -- [2, 3] and [3, 2] have the same numel: still an error naming both shapes
   local a, b = lunar.zeros({2, 3}), lunar.zeros({3, 2})

@@ -98,9 +98,10 @@ local function bits_equal(a, b)
 end
 
 local layouts = {}
--- {dp, tp, pp[, tensor mode]}: the 2D mode (lunar.parallel.tensor_2d) where W is 4, without dropout (its
--- split activations have no one-rank masks); its checkpoint also loads into tensor 1D over the same ranks
--- (and at -np 8 only 2.5d size 8 depth 2, whose depth replicas do not write, and 3d size 8)
+-- {dp, tp, pp[, tensor mode]}: the 2D mode (lunar.parallel.tensor_2d) where W is 4, with dropout (each
+-- element of a split activation draws its one-rank mask); its checkpoint also loads into tensor 1D over
+-- the same ranks (and at -np 8 only 2.5d size 8 depth 2, whose depth replicas do not write, and 3d size
+-- 8, without dropout: their tensor 1D continuation is x data 2, whose replicas draw other masks)
 local LAYOUTS = {{W, 1, 1}, {1, W, 1}, {1, 1, W}, {W // 2, 2, 1}, {1, 2, W // 2}, {W // 2, 1, 2}, {1, 4, 1, '2d'}}
 if W == 8 then LAYOUTS = {{1, 8, 1, '2.5d'}, {1, 8, 1, '3d'}} end
 for _, l in ipairs(LAYOUTS) do
@@ -127,7 +128,7 @@ for li, l in ipairs(layouts) do
     zs and (', zero ' .. zs) or '')
   local par = {data = dp, pipeline = pp, tensor = {mode = mode or (tp > 1 and '1d' or 'none'), size = tp,
     depth = mode == '2.5d' and 2 or nil}, zero = zero}
-  local over = {parallel = par, DROPOUT = mode and 0 or nil}
+  local over = {parallel = par, DROPOUT = (mode and W > 4) and 0 or nil}
   local cfg = make_cfg(over)
   local g = parallel.initialize(cfg, world, {quiet = true})
   local dir = string.format('%s/layout%d', DIR, li)
@@ -169,7 +170,7 @@ for li, l in ipairs(layouts) do
     -- bitwise, and the next steps' losses those of the straight run within 1e-6 (the layouts sum in
     -- other orders)
     local dp1 = W // 4                -- tensor 1d size 4 (the 4 heads), data W / 4 at the same global batch
-    local cfg1 = make_cfg({parallel = {tensor = {mode = '1d', size = 4}, data = dp1}, DROPOUT = 0,
+    local cfg1 = make_cfg({parallel = {tensor = {mode = '1d', size = 4}, data = dp1}, DROPOUT = over.DROPOUT,
       BATCH_SIZE = BASE.BATCH_SIZE // dp1})
     local g1 = parallel.initialize(cfg1, world, {quiet = true})
     local d = new_run(cfg1, g1, cfg.SEED + 77)

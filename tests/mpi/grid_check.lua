@@ -74,19 +74,20 @@ rejects('2d: MLP hidden not divisible by q x q', cfg{HIDDEN_SIZE = 8, NUM_HEADS 
   parallel = t2('2d', 4)}, 4, {'the MLP hidden size 10 (HIDDEN_SIZE 8 x MLP_RATIO 1.25) is not divisible by q x q = 4'})
 rejects('2.5d: micro-batch not divisible by depth x q', cfg{BATCH_SIZE = 6, parallel = t2('2.5d', 8, 2)}, 8,
   {"tensor mode '2.5d' (q = 2, depth 2)", 'the micro-batch of 6 images', 'not divisible by depth x q = 4'})
-rejects('2d: dropout', cfg{DROPOUT = 0.1, parallel = t2('2d', 4)}, 4, {'DROPOUT 0.1 > 0 is not supported'})
 rejects('3d: size not a cube', cfg{parallel = t2('3d', 9)}, 9,
   {"tensor mode '3d' needs parallel.tensor.size = q x q x q (8, 27, 64, ...), got 9 (not a perfect cube)"})
 rejects('3d: HIDDEN_SIZE not divisible by q x q x q', cfg{HIDDEN_SIZE = 12, NUM_HEADS = 2, MLP_RATIO = 2,
   parallel = t2('3d', 8)}, 8, {"tensor mode '3d' (q = 2)", 'HIDDEN_SIZE 12 is not divisible by q x q x q = 8'})
 rejects('3d: micro-batch not divisible by q x q', cfg{BATCH_SIZE = 6, parallel = t2('3d', 8)}, 8,
   {'the micro-batch of 6 images', 'not divisible by q x q = 4'})
-rejects('3d: dropout', cfg{DROPOUT = 0.1, parallel = t2('3d', 8)}, 8, {"tensor mode '3d' (q = 2): DROPOUT 0.1"})
 rejects('3d: a model defined in the config', cfg{MODEL = function() end, parallel = t2('3d', 8)}, 8,
   {"config key 'MODEL' (a model defined in the config) is not supported"})
 rejects('2d: sequence parallelism', cfg{parallel = {tensor = {mode = '2d', size = 4}, sequence_parallel = true}}, 4,
   {"sequence_parallel needs tensor mode '1d'"})
 accepts('3d size 8 on 8', cfg{parallel = t2('3d', 8)}, 8)
+accepts('2d with dropout (each element draws its mask in the whole tensor)',
+  cfg{DROPOUT = 0.1, parallel = t2('2d', 4)}, 4)
+accepts('3d with dropout', cfg{DROPOUT = 0.1, parallel = t2('3d', 8)}, 8)
 accepts('2d size 4 x pipeline 2 on 8', cfg{parallel = {pipeline = 2, tensor = {mode = '2d', size = 4}}}, 8)
 accepts('2.5d size 8 depth 2 on 8', cfg{parallel = t2('2.5d', 8, 2)}, 8)
 accepts('dp 2 x tp 2 x pp 2 on 8', cfg{parallel = {pipeline = 2, tensor = {mode = '1d', size = 2}}}, 8)

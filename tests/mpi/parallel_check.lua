@@ -5,9 +5,11 @@
 --   mpirun -np W build/lunar tests/mpi/parallel_check.lua [-- FILTER]
 --   mpirun -np W build/lunar tests/mpi/parallel_check.lua tensor_nd [FILTER]
 --     only the 2D / 2.5D / 3D tensor modes (tests/mpi/test_tensor_nd.sh, -np 4
---     and 8: 2d size 4 alone, with micro-batches, accumulation, checkpointing
---     and bf16, x data 2, x pipeline 2; 2.5d size 8 depth 2; 3d size 8), the
---     same checks and tolerances
+--     and 8: 2d size 4 alone, with micro-batches, accumulation, checkpointing,
+--     dropout 0.1 and bf16, x data 2, x pipeline 2 (also with dropout 0.1);
+--     2.5d size 8 depth 2 and 3d size 8, each with dropout 0.1 too; -np 16: 3d x pipeline 2 1f1b, 2.5d depth 2 x
+--     pipeline 2 gpipe), the same checks and tolerances (with dropout
+--     also: the losses are not those of the run without it)
 --
 -- A tiny ViT (img 12, patch 4 -> 10 tokens, 2 channels, width 16, depth 4,
 -- 4 heads, MLP 64, 5 classes) on synthetic data, global batch 8, 5 AdamW
@@ -282,26 +284,40 @@ if ND then
     {1, 4, 1, T2D, {gradient_accumulation = 2, NUM_MICRO_BATCHES = 2}, ', gradient accumulation 2, 2 micro-batches'},
     {1, 4, 1, T2D, {activation_checkpointing = {granularity = 'full', method = 'uniform', num_layers = 2}},
       ', checkpointing full/uniform/2'},
+    -- dropout: every element of a split activation draws the mask of its place in the whole tensor
+    {1, 4, 1, T2D, {DROPOUT = 0.1}, ', dropout 0.1'},
     {2, 4, 1, T2D, {}, ''},
     {1, 4, 2, T2D, {NUM_MICRO_BATCHES = 2}, ', 1f1b, 2 micro-batches'},
+    {1, 4, 2, T2D, {NUM_MICRO_BATCHES = 2, parallel = {pipeline_schedule = 'gpipe'}}, ', gpipe, 2 micro-batches'},
     {1, 8, 1, {mode = '2.5d', size = 8, depth = 2}, {}, ''},
+    {1, 8, 1, {mode = '2.5d', size = 8, depth = 2}, {DROPOUT = 0.1}, ', dropout 0.1'},
+    {1, 4, 2, T2D, {DROPOUT = 0.1}, ', 1f1b, dropout 0.1'},
     {1, 8, 1, {mode = '2.5d', size = 8, depth = 2}, {NUM_MICRO_BATCHES = 2, gradient_accumulation = 2},
       ', gradient accumulation 2, 2 micro-batches'},
     {1, 8, 1, {mode = '3d', size = 8}, {}, ''},
+    {1, 8, 1, {mode = '3d', size = 8}, {DROPOUT = 0.1}, ', dropout 0.1'},
+    -- x pipeline 2 at -np 16 (test_tensor_nd.sh runs only these there): 3d 1f1b, 2.5d gpipe
+    {1, 8, 2, {mode = '3d', size = 8}, {NUM_MICRO_BATCHES = 2}, ', 1f1b, 2 micro-batches'},
+    {1, 8, 2, {mode = '2.5d', size = 8, depth = 2}, {NUM_MICRO_BATCHES = 2, parallel = {pipeline_schedule = 'gpipe'}},
+      ', gpipe, 2 micro-batches'},
     {1, 8, 1, {mode = '3d', size = 8}, {NUM_MICRO_BATCHES = 2, gradient_accumulation = 2},
       ', gradient accumulation 2, 2 micro-batches'},
   }
   if BF16_OK then
     ND_LAYOUTS[#ND_LAYOUTS + 1] = {1, 4, 1, T2D, {precision = 'bf16'}, ', bf16'}
+    ND_LAYOUTS[#ND_LAYOUTS + 1] = {1, 4, 1, T2D, {precision = 'bf16', DROPOUT = 0.1}, ', bf16, dropout 0.1'}
     ND_LAYOUTS[#ND_LAYOUTS + 1] = {1, 8, 1, {mode = '3d', size = 8}, {precision = 'bf16'}, ', bf16'}
   end
   for _, l in ipairs(ND_LAYOUTS) do
     local dp, tp, pp, tensor, extra, label = table.unpack(l)
     if dp * tp * pp == W then
       local e = {parallel = {tensor = tensor}}
-      for k, v in pairs(extra) do e[k] = v end
+      for k, v in pairs(extra) do
+        if k == 'parallel' then for k2, v2 in pairs(v) do e.parallel[k2] = v2 end else e[k] = v end
+      end
       local mode = tensor.mode .. (tensor.depth and (' depth ' .. tensor.depth) or '')
-      add(dp, tp, pp, e, ' (' .. mode .. ')' .. label)
+      local c = add(dp, tp, pp, e, ' (' .. mode .. ')' .. label)
+      c.ref_dropout = true   -- with dropout: each element's mask is the single-rank run's
     end
   end
 elseif BF16_OK then
@@ -491,6 +507,13 @@ for _, c in ipairs(configs) do
       check(c.name .. ': dropout is on (the losses are not those without it)', got.losses[1] ~= ref.losses[1])
     else
       wl, wn, wp, wname = compare(c.name, got, ref, TOL[c.over.precision or 'fp32'])
+      if (c.over.DROPOUT or 0) > 0 then   -- equal to one rank with dropout, and that dropout drops
+        local plain = {}
+        for k, v in pairs(c.over) do plain[k] = v end
+        plain.DROPOUT = nil
+        check(c.name .. ': dropout is on (the losses are not those without it)',
+          got.losses[1] ~= reference(plain).losses[1])
+      end
     end
     -- every rank logs the same loss
     local l1 = got.losses[#got.losses]

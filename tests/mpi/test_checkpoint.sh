@@ -2,8 +2,8 @@
 # tests/mpi/test_checkpoint.sh: checkpoints under mpirun --oversubscribe (-np 2,
 # 4 and 8), one thread per rank: tests/mpi/checkpoint_check.lua saves from each
 # data / tensor / pipeline layout of the world size (at -np 4 also tensor 2d
-# size 4, at -np 8 only 2.5d size 8 depth 2 and 3d size 8, each also loaded
-# into tensor 1d size 4) (barriers, one shard per
+# size 4 with dropout, at -np 8 only 2.5d size 8 depth 2 and 3d size 8, each
+# also loaded into tensor 1d size 4) (barriers, one shard per
 # writing rank, index.json and the rename by rank 0), resumes bitwise on the
 # same layout through RESUME='auto', and loads into the single-rank model
 # (resharding), also for ZeRO-2/3 layouts whose shards are saved as they are
@@ -13,8 +13,9 @@
 # step (METRICS_FILE) are identical and the final checkpoints (parameters and
 # optimizer state) bitwise equal, on one rank (also with gradient accumulation)
 # and on two ranks (pipeline 2, 1F1B); a
-# checkpoint resumed into another layout (2 ranks -> 1, 1 -> tensor 2,
-# pipeline 2 -> data 2) matches within 1e-5 relative; per-block tensor sizes
+# checkpoint resumed into another layout (pipeline 2 -> 1 rank, 1 rank ->
+# tensor 1d size 2 and -> tensor 3d size 8 with dropout, data 2 -> 1 rank and
+# -> tensor 2d size 4) matches the straight run within 1e-5 relative; per-block tensor sizes
 # (parallel.block_tensor {2,1,4,2} on 4 ranks) resume bitwise and reshard into
 # one rank, data 2, tensor 2 and back within 1e-5 (block 0 on strided ranks), and
 # with dropout the losses of the one-rank run with dropout. The one-rank part runs
@@ -197,9 +198,11 @@ reshard "data 2 -> one rank" "$T/dp2" "$T/dp2.jsonl" "$T/nodrop.jsonl" -- DROPOU
 # into tensor mode 2d (q = 2: every weight split along both dims, every vector in 1/4 pieces)
 reshard "data 2 -> tensor 2d size 4" "$T/dp2" "$T/dp2.jsonl" "$T/nodrop.jsonl" mpirun -np 4 -- DROPOUT=0 BATCH_SIZE=8 \
   'parallel={tensor={mode="2d", size=4}}'
-# and into tensor mode 3d (q = 2: weights in 8 pieces over both dims, vectors in 8 pieces)
-reshard "data 2 -> tensor 3d size 8" "$T/dp2" "$T/dp2.jsonl" "$T/nodrop.jsonl" mpirun -np 8 -- DROPOUT=0 BATCH_SIZE=8 \
-  'parallel={tensor={mode="3d", size=8}}'
+# a one-rank checkpoint into tensor mode 3d (q = 2: weights in 8 pieces over both dims, vectors in 8
+# pieces), with dropout: each element of a rank's block draws its mask in the whole tensor, so the
+# resumed steps are the one-rank run's
+reshard "one rank -> tensor 3d size 8" "$T/one/b_saved" "$T/one/b_saved.jsonl" "$T/one/a.jsonl" mpirun -np 8 -- \
+  BATCH_SIZE=8 DROPOUT=0.1 'parallel={tensor={mode="3d", size=8}}'
 
 # --- per-block tensor sizes (parallel.block_tensor, lunar.parallel.layerwise) ------------------
 # 4 data-parallel ranks of 2 samples whose blocks run at tensor sizes 2 (strided ranks 0+2, 1+3), 1,

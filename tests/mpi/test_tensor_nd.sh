@@ -13,10 +13,15 @@
 #     (clipping every step) equals one rank (losses and grad norms within
 #     1e-5 relative, gathered parameters as parallel_check's header says):
 #     2d size 4 (1 and 2 micro-batches, gradient accumulation, activation
-#     checkpointing, bf16 where the
-#     CPU has it) at -np 4, and run twice bitwise; 2d x data 2, 2d x pipeline
+#     checkpointing, DROPOUT 0.1: each element's mask that of its place in the
+#     whole tensor, and the losses not those without dropout; bf16, also
+#     with dropout, where the CPU has it) at -np 4, and run twice bitwise; 2d x data 2, 2d x pipeline
 #     2, 2.5d size 8 depth 2 and 3d size 8 (each also with gradient
-#     accumulation and 2 micro-batches; 3d in bf16 too) at -np 8
+#     accumulation and 2 micro-batches; each with dropout 0.1, 2d x pipeline
+#     2 too; 3d in bf16 too) at -np 8,
+#     2d x pipeline 2 under 1f1b and gpipe at -np 8; 3d size 8 x pipeline 2
+#     (1f1b) and 2.5d size 8 depth 2 x pipeline 2 (gpipe) at -np 16 (16
+#     oversubscribed ranks of a tiny model: about 10 s on 2 cores)
 # Skips when mpirun is absent or the build has no MPI. Run from the
 # repository root (tests/run_all.sh does). Ends with "N passed, N failed[, N skipped]".
 set -u
@@ -44,7 +49,7 @@ for spec in "4 2d" "8 2.5d 2" "8 3d"; do
   [ "$rc" -ne 0 ] && { grep -E 'FAIL' <<<"$out$err" | head -n 10 | sed 's/^/    /'; }
 done
 
-for np in 4 8; do
+for np in 4 8 16; do
   t0=$SECONDS
   run timeout 120 mpirun -np $np "$LUNAR" tests/mpi/parallel_check.lua tensor_nd
   check "parallel_check tensor_nd -np $np: exit 0" [ "$rc" -eq 0 ]

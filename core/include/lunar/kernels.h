@@ -109,6 +109,12 @@ void NAME(dropout_forward)(real *out, const real *inp, size_t n, real p, uint64_
                            uint64_t stream, uint64_t offset);                                   \
 void NAME(dropout_backward)(real *dinp, const real *dout, size_t n, real p, uint64_t seed,     \
                             uint64_t stream, uint64_t offset);                                  \
+/* Dropout of a block [rows, row_len] of a larger row-major tensor whose rows are           */  \
+/* row_stride long: element (r, c) draws the word offset + r row_stride + c (the word that */  \
+/* element has in the whole tensor), kept and scaled as dropout_forward; row_stride ==      */  \
+/* row_len is dropout_forward. Its own backward (the same mask on dout). In place allowed. */  \
+void NAME(dropout_rows)(real *out, const real *inp, size_t rows, size_t row_len, real p,       \
+                        uint64_t seed, uint64_t stream, uint64_t offset, uint64_t row_stride); \
 /* Softmax cross-entropy with label smoothing eps (Szegedy et al. 2016, PyTorch's           */  \
 /* label_smoothing): target distribution q = (1-eps) onehot(t) + eps/K;                     */  \
 /* losses[b] = -sum_k q_k log softmax(logits[b])_k (losses may be NULL);                    */  \
@@ -201,8 +207,9 @@ double NAME(reduce)(const void *x, int x_type, size_t n, int op);
 
 /* The element types of the untyped operands of arith and reduce. */
 enum { LUNAR_ELEM_F32 = 0, LUNAR_ELEM_BF16 = 1, LUNAR_ELEM_F64 = 2 };
-/* arith's op: a + b, a - b, a * b, a / b. */
-enum { LUNAR_ARITH_ADD = 0, LUNAR_ARITH_SUB, LUNAR_ARITH_MUL, LUNAR_ARITH_DIV };
+/* arith's op: a + b, a - b, a * b, a / b, and 1/sqrt(a + b) (RSQRT_ADD: torch.rsqrt(a + b), */
+/* the 1/sqrt(var + eps) of a normalization; IEEE: 1/sqrt(0) = +inf, negative -> NaN).     */
+enum { LUNAR_ARITH_ADD = 0, LUNAR_ARITH_SUB, LUNAR_ARITH_MUL, LUNAR_ARITH_DIV, LUNAR_ARITH_RSQRT_ADD };
 /* activation_forward/backward's kind: ReLU, SiLU, tanh-approximated GELU. */
 enum { LUNAR_ACT_RELU = 0, LUNAR_ACT_SILU, LUNAR_ACT_GELU_TANH };
 /* reduce's op: sum, sum of squares, minimum, maximum. */

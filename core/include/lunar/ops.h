@@ -149,6 +149,14 @@ lunar_status lunar_op_dropout_forward(lunar_tensor *out, const lunar_tensor *inp
                                       uint64_t stream, uint64_t offset);
 lunar_status lunar_op_dropout_backward(lunar_tensor *dinp, const lunar_tensor *dout, float p, uint64_t seed,
                                        uint64_t stream, uint64_t offset);
+/* Dropout of inp seen as rows of row_len elements that are row_stride apart in a
+ * larger row-major tensor (kernels.h dropout_rows): each element draws the mask
+ * it has in that tensor, so a block split across ranks drops what one rank
+ * drops (lunar.parallel.tensor_2d). Forward and backward alike (dout in inp's
+ * place). Errors: those of dropout_forward; row_len < 1 or not dividing the
+ * numel, row_stride < row_len. */
+lunar_status lunar_op_dropout_rows(lunar_tensor *out, const lunar_tensor *inp, float p, uint64_t seed, uint64_t stream,
+                                   uint64_t offset, int64_t row_len, int64_t row_stride);
 /* logits [B, K], targets i32 [B] in [0, K) (checked); *loss = mean; losses [B] may be NULL. */
 lunar_status lunar_op_cross_entropy_forward(float *loss, lunar_tensor *losses, const lunar_tensor *logits,
                                             const lunar_tensor *targets, float smoothing);
@@ -191,7 +199,8 @@ lunar_status lunar_op_embed_tokens_dx_shape(int64_t shape[3], const lunar_tensor
  * f16, i32, i64, u8 through an f64 copy) and any strides (a strided view through a
  * contiguous copy on its device), on the CPU or a CUDA device. */
 
-/* out = a op b elementwise, op a LUNAR_ARITH_* (add, sub, mul, div). a or b may be
+/* out = a op b elementwise, op a LUNAR_ARITH_* (add, sub, mul, div; RSQRT_ADD:
+ * 1/sqrt(a + b), "rsqrt" in messages). a or b may be
  * NULL: the number sa or sb takes its place, broadcast to every element (b = NULL:
  * a op sb; a = NULL: sa op b). With two tensors their shapes must be equal (not
  * only their element counts). out: f32, contiguous, the numel of the operand(s),

@@ -7,6 +7,8 @@
  * among the OpenMP threads. out may be a (in place): a block is read before it
  * is written.
  */
+#include <math.h>
+
 #include "elem.h"
 
 /* d[0..len) = elements i0.. of operand p, or the scalar s when p is NULL. */
@@ -34,6 +36,9 @@ void lunar_cpu_arith(float *out, const void *a, int a_type, double sa, const voi
             break;
         case LUNAR_ARITH_MUL:
             LUNAR_SIMD for (size_t j = 0; j < len; j++) o[j] = (float)(x[j] * y[j]);
+            break;
+        case LUNAR_ARITH_RSQRT_ADD:   /* sqrt and / in double are correctly rounded: the reference's bits */
+            LUNAR_SIMD for (size_t j = 0; j < len; j++) o[j] = (float)(1.0 / sqrt(x[j] + y[j]));
             break;
         default:
             LUNAR_SIMD for (size_t j = 0; j < len; j++) o[j] = (float)(x[j] / y[j]);

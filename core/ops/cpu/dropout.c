@@ -113,3 +113,12 @@ void lunar_cpu_dropout_backward(float *dinp, const float *dout, size_t n, float 
                                 uint64_t stream, uint64_t offset) {
     dropout_apply(dinp, dout, n, p, seed, stream, offset);
 }
+
+/* One contiguous run per row (offset + r row_stride), the rows shared among the
+ * threads (a row's own parallel loop then runs on its thread). */
+void lunar_cpu_dropout_rows(float *out, const float *inp, size_t rows, size_t row_len, float p, uint64_t seed,
+                            uint64_t stream, uint64_t offset, uint64_t row_stride) {
+    LUNAR_OMP(omp parallel for schedule(static) if (rows > 1 && rows * row_len >= LUNAR_PAR_MIN / 4))
+    for (size_t r = 0; r < rows; r++)
+        dropout_apply(out + r * row_len, inp + r * row_len, row_len, p, seed, stream, offset + r * row_stride);
+}

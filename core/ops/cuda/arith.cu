@@ -28,6 +28,7 @@ __global__ void arith_kernel(float *out, const void *a, int a_type, double sa, c
         case LUNAR_ARITH_ADD: r = x + y; break;
         case LUNAR_ARITH_SUB: r = x - y; break;
         case LUNAR_ARITH_MUL: r = x * y; break;
+        case LUNAR_ARITH_RSQRT_ADD: r = 1.0 / sqrt(x + y); break;   // IEEE double sqrt and /: the CPU's bits
         default: r = x / y; break;
         }
         out[i] = (float)r;

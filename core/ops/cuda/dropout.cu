@@ -88,10 +88,33 @@ void dropout_apply(float *out, const float *inp, size_t n, float p, uint64_t see
     LAUNCH_CHECK();
 }
 
+// One thread per element of a block [rows, row_len] whose rows are row_stride
+// long in the whole tensor: element (r, c) draws word offset + r row_stride + c.
+__global__ void dropout_rows_kernel(float *out, const float *inp, size_t n, size_t row_len, uint32_t thr,
+                                    double scale, uint64_t seed, uint64_t stream, uint64_t offset,
+                                    uint64_t row_stride) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        uint64_t word = offset + (uint64_t)(i / row_len) * row_stride + (uint64_t)(i % row_len);
+        out[i] = (rng_u32(seed, stream, word) >> 8) >= thr ? (float)((double)inp[i] * scale) : 0.0f;
+    }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
 // the kernels.h entry points
+
+extern "C" void lunar_cuda_dropout_rows(float *out, const float *inp, size_t rows, size_t row_len, float p,
+                                        uint64_t seed, uint64_t stream_id, uint64_t offset, uint64_t row_stride) {
+    size_t n = rows * row_len;
+    if (p == 0.0f || n == 0) { dropout_apply(out, inp, n, p, seed, stream_id, offset); return; }
+    double t = ceil((double)p * 16777216.0);   // the threshold and scale of dropout_apply
+    uint32_t thr = t <= 0.0 ? 0u : t < 16777216.0 ? (uint32_t)t : 16777216u;
+    double scale = p >= 1.0f ? 0.0 : 1.0 / (1.0 - (double)p);
+    dropout_rows_kernel<<<blocks_for(n, THREADS), THREADS, 0, stream()>>>(out, inp, n, row_len, thr, scale, seed,
+                                                                          stream_id, offset, row_stride);
+    LAUNCH_CHECK();
+}
 
 extern "C" void lunar_cuda_dropout_forward(float *out, const float *inp, size_t n, float p, uint64_t seed,
                                            uint64_t stream_id, uint64_t offset) {

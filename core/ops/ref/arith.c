@@ -21,8 +21,8 @@ static double lunar_ref_operand(const void *p, int type, double s, size_t i) {
 #include "generic.h"
 #else  /* included by generic.h with real and NAME(op) defined */
 
-/* out = a op b in double, rounded once to real: torch.add/sub/mul/div on
- * float64 copies of the operands. */
+/* out = a op b in double, rounded once to real: torch.add/sub/mul/div (and
+ * torch.rsqrt(a + b) for RSQRT_ADD) on float64 copies of the operands. */
 void NAME(arith)(real *out, const void *a, int a_type, double sa, const void *b, int b_type,
                  double sb, size_t n, int op) {
     for (size_t i = 0; i < n; i++) {
@@ -31,6 +31,7 @@ void NAME(arith)(real *out, const void *a, int a_type, double sa, const void *b,
         case LUNAR_ARITH_ADD: r = x + y; break;
         case LUNAR_ARITH_SUB: r = x - y; break;
         case LUNAR_ARITH_MUL: r = x * y; break;
+        case LUNAR_ARITH_RSQRT_ADD: r = 1.0 / sqrt(x + y); break;
         default: r = x / y; break;
         }
         out[i] = (real)r;

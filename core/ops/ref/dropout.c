@@ -45,4 +45,12 @@ void NAME(dropout_backward)(real *dinp, const real *dout, size_t n, real p, uint
     NAME(dropout_forward)(dinp, dout, n, p, seed, stream, offset);
 }
 
+/* The block [rows, row_len] of a tensor with rows row_stride long: row r is
+ * dropout_forward of row_len elements at offset + r row_stride. */
+void NAME(dropout_rows)(real *out, const real *inp, size_t rows, size_t row_len, real p, uint64_t seed,
+                        uint64_t stream, uint64_t offset, uint64_t row_stride) {
+    for (size_t r = 0; r < rows; r++)
+        NAME(dropout_forward)(out + r * row_len, inp + r * row_len, row_len, p, seed, stream, offset + r * row_stride);
+}
+
 #endif /* LUNAR_REF_GENERIC */

@@ -18,7 +18,6 @@
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
-local Dropout = require('lunar.nn.Dropout')
 local layers = require('lunar.nn.layers')
 local ops = lunar.ops
 
@@ -42,9 +41,7 @@ function Attention:__init(dim, num_heads, opts)
   -- under precision = 'bf16' qkv is bf16 (the attention's operands)
   self:add('qkv', tp:column_linear(dim, 3 * dim, {groups = 3, bias = opts.qkv_bias ~= false, bf16_output = true}))
   self:add('proj', tp:row_linear(dim, dim))
-  self:add('proj_drop', Dropout(opts.proj_drop or 0, opts.seed))   -- a child: train()/evaluate() reach it
-  -- with sequence parallelism the dropout sees this rank's tokens: its own part of the stream
-  if tp.sequence_parallel then self.proj_drop.rank_offset = tp.rank end
+  self:add('proj_drop', tp:dropout(opts.proj_drop or 0, opts.seed))   -- a child: train()/evaluate() reach it
 end
 
 function Attention:extra_repr()

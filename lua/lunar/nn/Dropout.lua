@@ -9,7 +9,13 @@
 -- whose rows (dim 1: samples) are some rows of a larger batch sets `rows`, a
 -- function(n) -> the 0-based row of the larger batch of each of its n rows:
 -- row i then draws the elements that row draws in the larger batch (offset
--- row * numel / n; lunar.parallel.layerwise: the single-rank masks).
+-- row * numel / n; lunar.parallel.layerwise: the single-rank masks). A module
+-- that runs on a block of a tensor split in rows and columns (the 2D / 2.5D /
+-- 3D tensor modes) sets `placement`, a function x -> offset, row_len,
+-- row_stride: x is rows of row_len elements row_stride apart in the whole
+-- tensor, from element `offset` on, and each element draws the mask it has in
+-- the whole tensor (ops.dropout's rows form, one kernel), so the split run
+-- drops what one rank drops (lunar.parallel.tensor_2d's dropout).
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
@@ -21,6 +27,7 @@ function Dropout:__init(p, seed)
   Module.__init(self)
   self.p, self.seed, self.calls = p or 0, seed or 0, 0
   self.rank_offset = 0
+  self.placement = nil
 end
 
 function Dropout:extra_repr() return string.format('p=%g', self.p) end
@@ -32,8 +39,10 @@ function Dropout:forward(x)
   self.calls = self.calls + 1
   local stream = lunar.stream_id(self.path .. '#' .. self.calls)
   if self.rows then return self:_forward_rows(x, stream) end
-  local offset = self.rank_offset * x:numel()
-  return ops.dropout(x, self.p, self.seed, stream, offset), Context(nil, {stream = stream, offset = offset})
+  local offset, row_len, row_stride = self.rank_offset * x:numel(), nil, nil
+  if self.placement then offset, row_len, row_stride = self.placement(x) end
+  return ops.dropout(x, self.p, self.seed, stream, offset, row_len, row_stride),
+    Context(nil, {stream = stream, offset = offset, row_len = row_len, row_stride = row_stride})
 end
 
 -- Each row i of x at offset rows(n)[i] * (numel / n) of the stream (see the module doc).
@@ -70,6 +79,7 @@ function Dropout:set_rng_state(calls) self.calls = calls end
 --- dy -> dx (the same mask regenerated), or dy itself for the identity.
 function Dropout:backward(ctx, dy, need_dx)
   local identity, stream, offset, rows = ctx.identity, ctx.stream, ctx.offset, ctx.rows
+  local row_len, row_stride = ctx.row_len, ctx.row_stride
   ctx:free()
   if need_dx == false then return nil end
   if identity then return dy end
@@ -77,7 +87,7 @@ function Dropout:backward(ctx, dy, need_dx)
     local p, seed = self.p, self.seed
     return by_rows(dy, rows, function(di, off) return ops.dropout_backward(di, p, seed, stream, off) end)
   end
-  return ops.dropout_backward(dy, self.p, self.seed, stream, offset)
+  return ops.dropout_backward(dy, self.p, self.seed, stream, offset, row_len, row_stride)
 end
 
 return Dropout

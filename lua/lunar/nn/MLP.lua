@@ -6,7 +6,6 @@
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
-local Dropout = require('lunar.nn.Dropout')
 local layers = require('lunar.nn.layers')
 local ops = lunar.ops
 
@@ -24,9 +23,7 @@ function MLP:__init(dim, hidden, opts)
   -- under precision = 'bf16' fc1's output h is bf16 (GELU and its backward read it)
   self:add('fc1', tp:column_linear(dim, hidden, {bf16_output = true}))
   self:add('fc2', tp:row_linear(hidden, dim))
-  self:add('drop', Dropout(opts.drop or 0, opts.seed))   -- a child: train()/evaluate() reach it
-  -- with sequence parallelism the dropout sees this rank's tokens: its own part of the stream
-  if tp.sequence_parallel then self.drop.rank_offset = tp.rank end
+  self:add('drop', tp:dropout(opts.drop or 0, opts.seed))   -- a child: train()/evaluate() reach it
 end
 
 function MLP:extra_repr() return string.format('%d -> %d -> %d', self.dim, self.hidden, self.dim) end

@@ -64,7 +64,6 @@ local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
 local layers = require('lunar.nn.layers')
 local Block = require('lunar.nn.Block')
-local Dropout = require('lunar.nn.Dropout')
 local Checkpoint = require('lunar.nn.Checkpoint')
 local ops = lunar.ops
 
@@ -105,7 +104,8 @@ function ViT:__init(opts)
     self:add('patch_embed', patch_embed)
     f:token_params(self, self.num_tokens, dim, {kind = 'normal', std = 1e-6},
       {kind = 'trunc_normal', std = 0.02, a = -2, b = 2})
-    self:add('pos_drop', Dropout(opts.drop or 0, opts.seed))   -- a child: train()/evaluate() reach it
+    -- a child (train()/evaluate() reach it), on every token (before the scatter)
+    self:add('pos_drop', f:dropout(opts.drop or 0, opts.seed, true))
   end
   local blocks = self:add('blocks', Module())
   blocks.__name = 'ModuleList'

@@ -13,6 +13,9 @@
 --                                  groups, each split); Linear opts
 --   tp:row_linear(in, out, opts)   [..., in/size] -> [..., out], summed over
 --                                  the group (token slices with sequence_parallel)
+--   tp:dropout(p, seed, whole)     a Dropout on this rank's activations (its own part of
+--                                  the stream with sequence_parallel unless `whole`: it
+--                                  runs before the tokens are scattered)
 --   tp:scatter_tokens()            a module [B, N, C] -> this rank's tokens
 --                                  [B, N/size, C], or nil when not sequence parallel
 --   tp:gather_tokens()             a module [B, N/size, C] -> [B, N, C] whose
@@ -43,6 +46,15 @@ end
 --- A Linear.
 function layers:row_linear(in_features, out_features, opts)
   return Linear(in_features, out_features, opts)
+end
+
+--- A Dropout (p, seed as nn.Dropout's) for this rank's activations: with
+-- sequence parallelism (1/size of the tokens) at its own part of the stream,
+-- unless `whole` (the dropout sees every token: before the scatter).
+function layers:dropout(p, seed, whole)
+  local d = require('lunar.nn.Dropout')(p, seed)
+  if self.sequence_parallel and not whole then d.rank_offset = self.rank end
+  return d
 end
 
 --- nil: the tokens are never split.

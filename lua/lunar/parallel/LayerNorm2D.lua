@@ -11,8 +11,8 @@
 --   dx = rstd * (dxhat - sum_row(dxhat)/C - xhat * sum_row(dxhat*xhat)/C),  dxhat = dy * weight_j
 --
 -- Row sums and broadcasts are GEMMs with a ones vector (f32 accumulation),
--- products tensor arithmetic; rstd is computed on the host from the R
--- variances (one round trip of R numbers: there is no square-root kernel).
+-- products tensor arithmetic, rstd = Tensor:rsqrt(eps) on the device (no host
+-- round trip).
 -- weight and bias are vector pieces [C/q^2] (lunar.parallel.tensor_2d),
 -- gathered over the column group when used, gradients reduce-scattered back.
 local class = require('lunar.class')
@@ -78,11 +78,8 @@ function LayerNorm2D:forward(x)
   local xc = x2 - mb; mb:free()
   local sq = xc * xc
   local v = row:all_reduce(rowsum(sq, c), 'sum'); sq:free()
-  local vars = v:totable(); v:free()
-  for r = 1, R do vars[r] = vars[r][1] end
-  local eps = self.eps
-  for r = 1, R do vars[r] = 1 / math.sqrt(vars[r] / C + eps) end
-  local rstd = lunar.tensor(vars, {R, 1}, 'f32', x:device())
+  local var = v * (1 / C); v:free()
+  local rstd = var:rsqrt(self.eps); var:free()   -- [R, 1] on x's device
   local rb = per_row(rstd, c)
   local xhat = xc * rb; xc:free(); rb:free()
   local w, b = self.tp:gather_vector(self, 'weight'), self.tp:gather_vector(self, 'bias')

@@ -92,7 +92,7 @@ end
 -- @param mode '2d' or '2.5d'
 -- @param size, depth parallel.tensor's
 -- @param cfg the config (HIDDEN_SIZE, NUM_HEADS, MLP_RATIO, BATCH_SIZE,
---   NUM_MICRO_BATCHES, DROPOUT, MODEL)
+--   NUM_MICRO_BATCHES, MODEL)
 -- @return nil, or the message (no "parallel: " prefix)
 function tensor_2d.check(mode, size, depth, cfg)
   local q, d = tensor_2d.dims(mode, size, depth)
@@ -105,7 +105,7 @@ end
 --- The checks every mode that splits activations makes (2D, 2.5D, 3D):
 -- HIDDEN_SIZE and the MLP hidden size divisible by `unit` (q blocks, each
 -- in unit/q pieces), NUM_HEADS by q, the micro-batch by the nbatch batch
--- blocks; DROPOUT and MODEL (check_model). nil, or the message starting
+-- blocks; MODEL (check_model). nil, or the message starting
 -- with `what` (the mode and its sizes); the labels name unit and nbatch.
 function tensor_2d.check_split(what, cfg, q, unit, unit_label, nbatch, batch_label)
   local dim, heads = cfg.HIDDEN_SIZE, cfg.NUM_HEADS
@@ -136,10 +136,6 @@ end
 --- What the modes that split activations (2D, 2.5D, 3D) do not support:
 -- nil, or the message starting with `what` (the mode and its sizes).
 function tensor_2d.check_model(what, cfg)
-  if (cfg.DROPOUT or 0) > 0 then
-    return string.format('%s: DROPOUT %g > 0 is not supported (the masks of split activations would not match one ' ..
-      "rank's); set DROPOUT = 0", what, cfg.DROPOUT)
-  end
   if cfg.MODEL ~= nil and cfg.MODEL ~= 'vit' then
     return string.format("%s: config key 'MODEL' (a model defined in the config) is not supported: use the " ..
       'built-in ViT (MODEL = nil) or tensor mode 1d', what)
@@ -447,6 +443,26 @@ function T2:embed_tokens_backward(owner, dt)
   self:reduce_vector_grad(owner, 'pos_embed', gp)
   gc:free(); gp:free()
   return dp
+end
+
+--- A Dropout on the residual layout's block [b, N, C/q] (batch block
+-- batch_block() of num_batch_blocks(), feature block fblock of q: what
+-- pos_drop, proj_drop and the MLP's drop see in every mode of this factory):
+-- each element draws the mask of its position in the whole [B, N, C]
+-- tensor, row r of the block being row bblock * rows + r of the whole
+-- (the tokens are whole), its features at fblock * C/q (Dropout.placement,
+-- ops.dropout's rows form). So the split run drops what one rank drops.
+-- `whole` (tokens before a scatter) has no meaning here: tokens are whole.
+function T2:dropout(p, seed)
+  local d = require('lunar.nn.Dropout')(p, seed)
+  local bblock, fblock, q = self.bblock, self.fblock, self.q
+  d.placement = function(x)
+    local shape = x:shape()
+    local c = shape[#shape]
+    local rows = x:numel() // c
+    return (bblock * rows * q + fblock) * c, c, c * q
+  end
+  return d
 end
 
 --- Heads on this rank: H/q (those of feature block j).
