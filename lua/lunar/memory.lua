@@ -35,7 +35,8 @@
 -- in the model state held between steps: stage 2 the fp32 gradient buffer of
 -- the unit in backward (a block, or a checkpointed segment of blocks), stage 3
 -- that and the gathered parameters of two units (the one in use and the
--- prefetched one) in the dtype stage 3 gathers (memory.model_state's
+-- prefetched one) in the dtype stage 3 gathers (bf16 under bf16, plus the
+-- unit in use widened to fp32; memory.model_state's
 -- `inflight`; measured in tests/mpi/test_memory.sh). The ZeRO stage and group are read from cfg.parallel.zero
 -- (a number, a stage name of Megatron-FSDP, or {stage=, group_size=}; absent:
 -- stage 0), or given as opts.zero.
@@ -133,9 +134,12 @@ function memory.model_state(psi, opts)
   }
   if stage >= 2 and opts.unit then
     -- the unit's fp32 gradient buffer (zero.lua: Zero:on 'pre_backward'), and at stage 3 the gathered
-    -- fp32 parameters of two units (current and prefetched) and the current unit's bf16 copy
+    -- parameters of two units (current and prefetched): fp32, or under bf16 the gathered bf16 working
+    -- copies and the current unit's fp32 fields (widened, the f32-read parameters' masters unpacked)
     s.inflight = r256(4 * opts.unit)
-    if stage >= 3 then s.inflight = s.inflight + 2 * r256(4 * opts.unit) + (bf16 and r256(2 * opts.unit) or 0) end
+    if stage >= 3 then
+      s.inflight = s.inflight + (bf16 and 2 * r256(2 * opts.unit) + r256(4 * opts.unit) or 2 * r256(4 * opts.unit))
+    end
   end
   if stage == 0 then
     -- unsharded: the allocator's rounding of the (three or four) flat buffers

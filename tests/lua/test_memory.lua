@@ -44,12 +44,12 @@ T.test("model_state: ZeRO's formulas (fp32 AdamW) and Lunar's bf16 storage", fun
   T.eq(memory.model_state(psi, {optimizer = 'sgd', momentum = 0}).total, 8 * psi)
   -- during the step (inflight, not in total): stage 2 the unit's f32 gradient buffer, stage 3 also
   -- its f32 parameters twice (current and prefetched), each rounded up to 256 bytes (4000 -> 4096);
-  -- bf16 adds the current unit's bf16 copy (2000 -> 2048)
+  -- under bf16 the two gathered units are bf16 (2000 -> 2048 bytes each) and the current one widened to f32
   local s3 = memory.model_state(psi, {zero = 3, shards = N, unit = 1000})
   T.eq(s3.total, 16 * psi // N)
   T.eq(s3.inflight, 3 * 4096)
   T.eq(memory.model_state(psi, {zero = 2, shards = N, unit = 1000}).inflight, 4096)
-  T.eq(memory.model_state(psi, {zero = 3, shards = N, unit = 1000, precision = 'bf16'}).inflight, 3 * 4096 + 2048)
+  T.eq(memory.model_state(psi, {zero = 3, shards = N, unit = 1000, precision = 'bf16'}).inflight, 4096 + 2 * 2048 + 4096)
 end)
 
 T.test('zero_spec: nil, a stage, a Megatron-FSDP name, a table', function()
