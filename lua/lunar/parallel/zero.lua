@@ -67,6 +67,12 @@
 -- (unlike FSDP's MixedPrecision(param_dtype = bf16), which rounds those too);
 -- gradients stay fp32 and are reduce-scattered in fp32. with_full_parameters
 -- (checkpoints) gathers the fp32 master weights.
+-- Domain parallelism (parallel.domain, stage 1): the shard group is the
+-- data-parallel group of each domain coordinate (the domain ranks of an image
+-- hold the same parameters and shard them alike); the gradients are averaged
+-- over domain x data first (lunar.parallel.reducer over grid.grad_group), the
+-- norm for clipping sums over the shard group and the tensor x pipeline
+-- group only (grid.mp_group excludes the domain replicas).
 -- Hybrid sharding (group_size M < data-parallel size D): the shard group is
 -- each run of M consecutive data-parallel ranks, replicated across the D / M
 -- groups; stage 1 averages over all D ranks, stages 2 and 3 reduce-scatter
@@ -207,7 +213,8 @@ function zero.new(args)
     self.replica_group = g.dp_group:split(g.dp_rank % S, g.dp_rank // S, name .. '/replica')
     self.rank = g.dp_rank % S
   end
-  self.writes = g.dp_rank < S       -- the first replica writes the shards of a checkpoint
+  -- the first replica writes the shards of a checkpoint (of domain rank 0: the domain ranks hold the same)
+  self.writes = g.dp_rank < S and (g.domain_rank or 0) == 0
   -- the groups, their ranges and this rank's blocks
   local order = model:grad_group_order()
   local by_key, params = {}, model:parameters()
@@ -222,6 +229,12 @@ function zero.new(args)
     table.insert(grp.params, p)
     grp.lo, grp.n = math.min(grp.lo, model._offsets[p.name]), grp.n + numel(p.shape)
   end
+  -- a group without parameters (a module of a MODEL's Sequential that has none) is no group here
+  local nonempty = {}
+  for _, grp in ipairs(self.groups) do
+    if grp.n > 0 then nonempty[#nonempty + 1] = grp else by_key[grp.key] = nil end
+  end
+  self.groups = nonempty
   local total = 0
   for _, grp in ipairs(self.groups) do
     grp.L = (grp.n + S - 1) // S
