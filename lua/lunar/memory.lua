@@ -32,8 +32,9 @@
 -- (ZeRO's paper counts the fp32 master with the optimizer state; were Lunar's
 -- ZeRO to shard it at stage 1, bf16 stage 1 would be 6 + 12/N.) What a sharded
 -- step holds only while it runs is counted in its step peak (activations), not
--- in the model state held between steps: stage 2 the fp32 gradient buffer of
--- the unit in backward (a block, or a checkpointed segment of blocks), stage 3
+-- in the model state held between steps: stage 2 the fp32 gradient buffers of
+-- the unit in backward (a block, or a checkpointed segment of blocks) and of
+-- the two whose reduce_scatter may still be in flight, stage 3
 -- that and the gathered parameters of two units (the one in use and the
 -- prefetched one) in the dtype stage 3 gathers (bf16 under bf16, plus the
 -- unit in use widened to fp32; memory.model_state's
@@ -133,10 +134,12 @@ function memory.model_state(psi, opts)
     inflight = 0,
   }
   if stage >= 2 and opts.unit then
-    -- the unit's fp32 gradient buffer (zero.lua: Zero:on 'pre_backward'), and at stage 3 the gathered
-    -- parameters of two units (current and prefetched): fp32, or under bf16 the gathered bf16 working
-    -- copies and the current unit's fp32 fields (widened, the f32-read parameters' masters unpacked)
-    s.inflight = r256(4 * opts.unit)
+    -- the fp32 gradient buffers of three units (zero.lua: the one in backward, Zero:on 'pre_backward',
+    -- and up to two whose reduce_scatter is still in flight, Zero:ready: MPI progresses them only when
+    -- called, so on a large model they are), and at stage 3 the gathered parameters of two units
+    -- (current and prefetched): fp32, or under bf16 the gathered bf16 working copies and the current
+    -- unit's fp32 fields (widened, the f32-read parameters' masters unpacked)
+    s.inflight = 3 * r256(4 * opts.unit)
     if stage >= 3 then
       s.inflight = s.inflight + (bf16 and 2 * r256(2 * opts.unit) + r256(4 * opts.unit) or 2 * r256(4 * opts.unit))
     end
