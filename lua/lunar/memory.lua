@@ -27,13 +27,18 @@
 --   0       16                    4 master + 2 working + 4 grad + 8 moments = 18
 --   1       8 + 8/N               10 + 8/N     (moments sharded; the fp32 master stays whole:
 --   2       4 + 12/N              6 + 12/N      it is the model's flat buffer, as in fp32)
---   3       16/N                  18/N         (+ the gathered unit, below)
+--   3       16/N                  16/N         (the bf16 copy is made per gathered unit, below)
 --
 -- (ZeRO's paper counts the fp32 master with the optimizer state; were Lunar's
--- ZeRO to shard it at stage 1, bf16 stage 1 would be 6 + 12/N.) Stage 3 adds the
--- full parameters of the largest unit (a block) twice (the unit in use and the
--- prefetched one) in the compute dtype, and that unit's full gradient before
--- its reduce_scatter. The ZeRO stage and group are read from cfg.parallel.zero
+-- ZeRO to shard it at stage 1, bf16 stage 1 would be 6 + 12/N.) What a sharded
+-- step holds only while it runs is counted in its step peak (activations), not
+-- in the model state held between steps: stage 2 the fp32 gradient buffers of
+-- the unit in backward (a block, or a checkpointed segment of blocks) and of
+-- the two whose reduce_scatter may still be in flight, stage 3
+-- that and the gathered parameters of two units (the one in use and the
+-- prefetched one) in the dtype stage 3 gathers (bf16 under bf16, plus the
+-- unit in use widened to fp32; memory.model_state's
+-- `inflight`; measured in tests/mpi/test_memory.sh). The ZeRO stage and group are read from cfg.parallel.zero
 -- (a number, a stage name of Megatron-FSDP, or {stage=, group_size=}; absent:
 -- stage 0), or given as opts.zero.
 --
@@ -112,7 +117,8 @@ local function r256(n) return n <= 0 and 0 or ((n + ROUND - 1) // ROUND) * ROUND
 -- @param psi integer parameters held by the rank
 -- @param opts {precision='fp32'|'bf16', optimizer='adamw'|'sgd', momentum=0.9, zero=0..3,
 --   shards=N (ZeRO shard group size), unit=largest unit's parameter count (stage 3)}
--- @return {params=, working=, grads=, optimizer=, gathered=, total=} bytes
+-- @return {params=, working=, grads=, optimizer=, total=, inflight=} bytes; inflight (stages 2, 3;
+--   needs opts.unit) is what the step adds while it runs (the unit buffers), not part of total
 function memory.model_state(psi, opts)
   opts = opts or {}
   local stage, N = opts.zero or 0, math.max(opts.shards or 1, 1)
@@ -122,20 +128,28 @@ function memory.model_state(psi, opts)
   local function shard(bytes, on) return on and math.ceil(bytes / N) or bytes end
   local s = {
     params = shard(4 * psi, stage >= 3),
-    working = bf16 and shard(2 * psi, stage >= 3) or 0,
+    working = (bf16 and stage < 3) and 2 * psi or 0,   -- stage 3 rounds each gathered unit (zero.lua)
     grads = shard(4 * psi, stage >= 2),
     optimizer = shard(moments * psi, stage >= 1),
-    gathered = 0,
+    inflight = 0,
   }
-  if stage >= 3 and opts.unit then
-    s.gathered = 2 * opts.unit * (bf16 and 2 or 4) + 4 * opts.unit
+  if stage >= 2 and opts.unit then
+    -- the fp32 gradient buffers of three units (zero.lua: the one in backward, Zero:on 'pre_backward',
+    -- and up to two whose reduce_scatter is still in flight, Zero:ready: MPI progresses them only when
+    -- called, so on a large model they are), and at stage 3 the gathered parameters of two units
+    -- (current and prefetched): fp32, or under bf16 the gathered bf16 working copies and the current
+    -- unit's fp32 fields (widened, the f32-read parameters' masters unpacked)
+    s.inflight = 3 * r256(4 * opts.unit)
+    if stage >= 3 then
+      s.inflight = s.inflight + (bf16 and 2 * r256(2 * opts.unit) + r256(4 * opts.unit) or 2 * r256(4 * opts.unit))
+    end
   end
   if stage == 0 then
     -- unsharded: the allocator's rounding of the (three or four) flat buffers
     s.params, s.grads = r256(s.params), r256(s.grads)
     s.working, s.optimizer = r256(s.working), (moments // 4) * r256(4 * psi)
   end
-  s.total = s.params + s.working + s.grads + s.optimizer + s.gathered
+  s.total = s.params + s.working + s.grads + s.optimizer
   return s
 end
 
@@ -279,9 +293,12 @@ function memory.estimate(cfg, opts)
   for s = 0, lay.pp - 1 do
     local model = stage_model(cfg, lay, s)
     local psi = model:num_parameters()
+    -- the largest zero unit's parameters (a block, or a checkpointed segment of blocks)
     local unit = 0
-    for i = model.first_block, model.last_block do
-      unit = math.max(unit, model.blocks[tostring(i)]:num_parameters())
+    for _, u in ipairs(model.units) do
+      local n = 0
+      for i = u.first, u.last do n = n + model.blocks[tostring(i)]:num_parameters() end
+      unit = math.max(unit, n)
     end
     local st = memory.model_state(psi, {precision = cfg.precision, optimizer = cfg.OPTIMIZER,
       momentum = cfg.MOMENTUM, zero = zero.stage, shards = shards, unit = unit})
@@ -310,8 +327,8 @@ function memory.estimate(cfg, opts)
     local img = cfg.IN_CHANS * cfg.IMG_SIZE ^ (cfg.IMG_DIMS or 2)
     local input = r256(math.tointeger(cfg.BATCH_SIZE * img) * 4) + r256(cfg.BATCH_SIZE * 4)
     local r = {stage = s, first_block = model.first_block, last_block = model.last_block, psi = psi,
-      params = st.params, working = st.working, grads = st.grads, optimizer = st.optimizer + st.gathered,
-      model_state = st.total, activations = act, input = input, inflight = inflight}
+      params = st.params, working = st.working, grads = st.grads, optimizer = st.optimizer,
+      model_state = st.total, activations = act + st.inflight, input = input, inflight = inflight}
     r.total = r.model_state + r.activations + r.input
     est.ranks[s + 1] = r
     est.max = math.max(est.max, r.total)

@@ -37,12 +37,21 @@ T.test("model_state: ZeRO's formulas (fp32 AdamW) and Lunar's bf16 storage", fun
   T.eq(bytes(0, 'bf16'), 18 * psi)
   T.eq(bytes(1, 'bf16'), 10 * psi + 8 * psi // N)
   T.eq(bytes(2, 'bf16'), 6 * psi + 12 * psi // N)
-  T.eq(bytes(3, 'bf16'), 18 * psi // N)
+  -- stage 3 keeps no bf16 copy between steps: each gathered unit is rounded when gathered
+  T.eq(bytes(3, 'bf16'), 16 * psi // N)
   -- SGD with momentum: one buffer (12 bytes), without: none (8)
   T.eq(bytes(0, 'fp32', 'sgd'), 12 * psi)
   T.eq(memory.model_state(psi, {optimizer = 'sgd', momentum = 0}).total, 8 * psi)
-  -- stage 3 gathers the largest unit: twice its parameters (f32) and its gradient once: 12 bytes each
-  T.eq(memory.model_state(psi, {zero = 3, shards = N, unit = 1000}).total, 16 * psi // N + 12 * 1000)
+  -- during the step (inflight, not in total): stage 2 three units' f32 gradient buffers (the one in
+  -- backward, two reduce_scatters in flight), stage 3 also a unit's f32 parameters twice (current and
+  -- prefetched), each rounded up to 256 bytes (4000 -> 4096);
+  -- under bf16 the two gathered units are bf16 (2000 -> 2048 bytes each) and the current one widened to f32
+  local s3 = memory.model_state(psi, {zero = 3, shards = N, unit = 1000})
+  T.eq(s3.total, 16 * psi // N)
+  T.eq(s3.inflight, 5 * 4096)
+  T.eq(memory.model_state(psi, {zero = 2, shards = N, unit = 1000}).inflight, 3 * 4096)
+  T.eq(memory.model_state(psi, {zero = 3, shards = N, unit = 1000, precision = 'bf16'}).inflight,
+    3 * 4096 + 2 * 2048 + 4096)
 end)
 
 T.test('zero_spec: nil, a stage, a Megatron-FSDP name, a table', function()
@@ -85,14 +94,16 @@ T.test('estimate: pipeline schedules keep different numbers of micro-batches in 
   local e3 = memory.estimate(cfg, {world = 2})
   T.truthy(e3.ranks[1].activations < e2.ranks[1].activations)
   T.eq(e3.ranks[1].model_state, e2.ranks[1].model_state)
-  -- ZeRO stage 3 over data 4: model state / 4 (plus the gathered block)
+  -- ZeRO stage 3 over data 4: model state / 4; the step peak adds the largest unit (one block: every
+  -- block is its own checkpointed segment) gathered twice in f32 and three f32 gradient buffers, 20
+  -- bytes per parameter; a block of width C = 192: qkv 3C^2+3C, proj C^2+C, fc1 4C^2+4C, fc2 4C^2+C,
+  -- norms 4C = 12C^2 + 13C = 444,864 parameters (4 x 444,864 bytes is a multiple of 256)
   local z = memory.estimate(cfg, {world = 8, zero = {stage = 3}})
+  local z0 = memory.estimate(cfg, {world = 8, zero = {stage = 0}})
   T.eq(z.shards, 4)
-  -- 16 psi / 4 plus the largest block gathered (12 bytes per parameter: twice its f32 parameters, its
-  -- gradient once); a block of width C = 192: qkv 3C^2+3C, proj C^2+C, fc1 4C^2+4C, fc2 4C^2+C,
-  -- norms 4C = 12C^2 + 13C = 444,864 parameters
   local psi = z.ranks[1].psi
-  T.eq(z.ranks[1].model_state, 4 * psi + 12 * 444864)
+  T.eq(z.ranks[1].model_state, 4 * psi)
+  T.eq(z.ranks[1].activations, z0.ranks[1].activations + 20 * 444864)
   T.eq(e3.ranks[1].model_state, 16 * psi)
 end)
 

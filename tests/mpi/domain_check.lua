@@ -26,6 +26,8 @@
 --    the key part of qkv.bias, whose true gradient is zero (softmax ignores a
 --    constant added to every key): AdamW turns its rounding noise into steps
 --    of about lr, so it gets lr * steps (as tests/mpi/parallel_check.lua).
+--    ZeRO stage 1 (parallel.zero = 1) at domain 2 x data W/2, both attention
+--    modes: the same tolerances.
 --    Under precision = 'bf16' (where the CPU has avx512_bf16): domain 2 ring
 --    against the single-rank bf16 run, losses within 3e-4, parameters within
 --    lr / 5: the domain attention keeps its output o in f32 where the fused
@@ -114,6 +116,12 @@ local function train(cfg, with_grid)
     norms[#norms + 1] = eng.last_grad_norm
     x:free(); y:free()
   end
+  if run.zero and g.dp_size > 1 then
+    -- ZeRO-1: this rank's AdamW state is its data-parallel shard only (the domain ranks do not add shards)
+    local n, total = run.optimizer:state_dict().exp_avg:numel(), run.model:num_parameters()
+    check(string.format('zero 1 at data %d: AdamW state holds %d of %d elements', g.dp_size, n, total),
+      n <= (total + g.dp_size * #run.zero.groups) // g.dp_size and n < total)
+  end
   local params = {}
   for _, p in ipairs(run.model:parameters()) do params[p.name] = p.param:clone() end
   return {losses = losses, norms = norms, params = params, names = run.model:parameters()}
@@ -170,6 +178,14 @@ for _, ds in ipairs(dims_sizes) do
       end
     end
   end
+end
+-- sharded data parallelism (parallel.zero = 1) composes with domain parallelism: each domain coordinate
+-- shards AdamW's state over its data-parallel group (on 2 ranks a group of one), gradients averaged over
+-- domain x data first; with clipping, as every layout
+for _, mode in ipairs({'ring', 'allgather'}) do
+  add(string.format('2D 16 px, domain 2 x data %d, %s, zero 1', W // 2, mode),
+    {IMG_DIMS = 2, IMG_SIZE = 16, BATCH_SIZE = BASE.BATCH_SIZE // (W // 2),
+     parallel = {domain = {size = 2, attention = mode}, zero = 1}})
 end
 if ops.bf16_supported() then
   add('2D 16 px, domain 2, ring, bf16', {IMG_DIMS = 2, IMG_SIZE = 16, BATCH_SIZE = BASE.BATCH_SIZE // (W // 2),

@@ -61,6 +61,12 @@ local LAYOUTS = {
     {name = 'block_tensor {2, 1, 1, 2}', parallel = {block_tensor = {2, 1, 1, 2}}},
     {name = 'block_tensor {1, 2, 2, 1} + blocks 1, 2 checkpointed', parallel = {block_tensor = {1, 2, 2, 1}},
       activation_checkpointing = {blocks = {false, true, true, false}}},
+    {name = 'zero 1, data 2', parallel = {data = 2, zero = 1}},
+    {name = 'zero 2, data 2', parallel = {data = 2, zero = 2}},
+    {name = 'zero 3, data 2', parallel = {data = 2, zero = 3}},
+    {name = 'zero 3, data 2 + checkpointing', parallel = {data = 2, zero = 3}, CHECKPOINT = true},
+    {name = 'zero 2, data 2 bf16', parallel = {data = 2, zero = 2}, precision = 'bf16'},
+    {name = 'zero 3, data 2 bf16', parallel = {data = 2, zero = 3}, precision = 'bf16'},
   },
 }
 
@@ -69,6 +75,7 @@ LAYOUTS[4] = {
   {name = 'tensor 2 x pipeline 2, 8 micro-batches', parallel = {tensor = {mode = '1d', size = 2}, pipeline = 2},
     NUM_MICRO_BATCHES = 8},
   {name = 'block_tensor {4, 2, 1, 2}', parallel = {block_tensor = {4, 2, 1, 2}}},
+  {name = 'zero 3 hybrid, data 4 groups of 2', parallel = {data = 4, zero = {stage = 3, group_size = 2}}},
 }
 
 local function make_cfg(over)

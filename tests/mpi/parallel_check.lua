@@ -100,6 +100,7 @@ local function train(cfg, g)
     num_shards = g and g.dp_size or 1})
   loader:set_epoch(0)
   local losses, norms = {}, {}
+  lunar.comm.reset_stats()
   for _ = 1, STEPS * cfg.gradient_accumulation do
     local x, y = loader:next()
     local loss, _, updated = eng:train_step(x, y)
@@ -107,6 +108,7 @@ local function train(cfg, g)
     if updated then norms[#norms + 1] = eng.last_grad_norm end
     x:free(); y:free()
   end
+  local gather_bytes = lunar.comm.stats().all_gather.bytes / STEPS   -- all_gather bytes sent per step
   -- under ZeRO-3 the parameters are gathered for the call (FSDP's summon_full_params)
   local full, names = (run.zero and run.zero.with_full_parameters or function(_, fn) return fn() end)(run.zero,
     function() return parallel.gather_full_parameters(model, g) end)
@@ -143,7 +145,7 @@ local function train(cfg, g)
   end
   -- buckets reduced per step: ZeRO-2/3 reduce-scatter each group at every backward (micro-batch)
   local per_step = (run.zero and run.zero.stage >= 2) and cfg.NUM_MICRO_BATCHES * cfg.gradient_accumulation or 1
-  return {losses = losses, norms = norms, params = full, names = names, model = model,
+  return {losses = losses, norms = norms, params = full, names = names, model = model, gather_bytes = gather_bytes,
     buckets = eng.reducer and #eng.reducer.buckets * per_step or 0, stats = eng.reducer and eng.reducer.stats}
 end
 
@@ -531,6 +533,26 @@ for _, c in ipairs(configs) do
         c.name, wl, wn, wp, wname, got.buckets, st and st.early or 0, lunar.clock() - t0))
     end
     c.result = got
+  end
+end
+
+-- ZeRO-3 under bf16 gathers the bf16 working copy: the bytes each rank sends by all_gather per step
+-- (lunar.comm.stats) between half and 0.65 of those of the same layout in fp32 (the GEMM weights in
+-- bf16; LayerNorm, biases, class token and position embedding still f32: in this narrow model about a
+-- tenth of the elements, plus each group's f32 part padded to the largest rank's)
+local z3 = {}
+for _, c in ipairs(configs) do
+  if c.result and c.name:find(', zero 3', 1, true) and c.over.NUM_MICRO_BATCHES == nil
+    and not c.over.activation_checkpointing and (c.over.parallel.zero == 3) then
+    z3[c.over.precision or 'fp32'] = z3[c.over.precision or 'fp32'] or c.result.gather_bytes
+  end
+end
+if z3.bf16 and z3.fp32 then
+  local ratio = z3.bf16 / z3.fp32
+  check(string.format('zero 3: bf16 all_gather bytes per step %.0f, fp32 %.0f (ratio %.3f) in [0.5, 0.65]',
+    z3.bf16, z3.fp32, ratio), ratio >= 0.5 and ratio <= 0.65)
+  if R == 0 then
+    print(string.format('zero 3 all_gather bytes per step and rank: fp32 %.0f, bf16 %.0f (%.3fx)', z3.fp32, z3.bf16, ratio))
   end
 end
 

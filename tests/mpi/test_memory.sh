@@ -4,7 +4,9 @@
 # sum within 10% per rank) for the one-rank layouts (fp32, bf16, three
 # checkpointing settings, micro-batches, per-block checkpointing) and, under
 # mpirun -np 2, data 2, tensor 2 (fp32, bf16, sequence parallel, 4
-# micro-batches), pipeline 2 under 1F1B and GPipe, and under -np 4 tensor 4
+# micro-batches), pipeline 2 under 1F1B and GPipe, ZeRO stages 1, 2, 3 at data 2
+# (stage 3 also with full checkpointing, stages 2 and 3 in bf16), and under -np 4
+# hybrid ZeRO-3 (groups of 2), tensor 4
 # and tensor 2 x pipeline 2 (8 micro-batches)
 # (4 micro-batches) and pipeline 2 with checkpointing (uniform and per block);
 # then MEMORY_BUDGET:

@@ -57,9 +57,22 @@
 -- and the modules' parameter fields pointed into it; the next unit's gather
 -- is issued before the current unit computes (prefetch, in forward and in
 -- backward order); the buffer is freed after the unit's forward and gathered
--- again before its backward. Under precision = 'bf16' the gathered fp32
--- weights are rounded into a bf16 working copy (lunar.ops.cast_bf16_, the
--- rounding the fused optimizer steps use).
+-- again before its backward. Under precision = 'bf16' each rank rounds its
+-- block of the fp32 master weights to bf16 (lunar.ops.cast_bf16, the rounding
+-- the fused optimizer steps use) and the bf16 working copy is what is
+-- gathered (half the bytes of fp32; the issue's "the bf16 working copy is
+-- what stage 3 gathers"); the parameters the modules read in fp32 (LayerNorm,
+-- biases, class token, position embedding: all but the GEMM weights) are
+-- gathered in fp32 beside it, packed, so the step is that of one rank in bf16
+-- (unlike FSDP's MixedPrecision(param_dtype = bf16), which rounds those too);
+-- gradients stay fp32 and are reduce-scattered in fp32. with_full_parameters
+-- (checkpoints) gathers the fp32 master weights.
+-- Domain parallelism (parallel.domain, stage 1): the shard group is the
+-- data-parallel group of each domain coordinate (the domain ranks of an image
+-- hold the same parameters and shard them alike); the gradients are averaged
+-- over domain x data first (lunar.parallel.reducer over grid.grad_group), the
+-- norm for clipping sums over the shard group and the tensor x pipeline
+-- group only (grid.mp_group excludes the domain replicas).
 -- Hybrid sharding (group_size M < data-parallel size D): the shard group is
 -- each run of M consecutive data-parallel ranks, replicated across the D / M
 -- groups; stage 1 averages over all D ranks, stages 2 and 3 reduce-scatter
@@ -200,7 +213,8 @@ function zero.new(args)
     self.replica_group = g.dp_group:split(g.dp_rank % S, g.dp_rank // S, name .. '/replica')
     self.rank = g.dp_rank % S
   end
-  self.writes = g.dp_rank < S       -- the first replica writes the shards of a checkpoint
+  -- the first replica writes the shards of a checkpoint (of domain rank 0: the domain ranks hold the same)
+  self.writes = g.dp_rank < S and (g.domain_rank or 0) == 0
   -- the groups, their ranges and this rank's blocks
   local order = model:grad_group_order()
   local by_key, params = {}, model:parameters()
@@ -215,6 +229,12 @@ function zero.new(args)
     table.insert(grp.params, p)
     grp.lo, grp.n = math.min(grp.lo, model._offsets[p.name]), grp.n + numel(p.shape)
   end
+  -- a group without parameters (a module of a MODEL's Sequential that has none) is no group here
+  local nonempty = {}
+  for _, grp in ipairs(self.groups) do
+    if grp.n > 0 then nonempty[#nonempty + 1] = grp else by_key[grp.key] = nil end
+  end
+  self.groups = nonempty
   local total = 0
   for _, grp in ipairs(self.groups) do
     grp.L = (grp.n + S - 1) // S
@@ -230,6 +250,7 @@ function zero.new(args)
     end
   end
   self.by_key, self.shard_numel = by_key, total
+  if self.stage == 3 and self.bf16 then self:plan_f32_parts() end
   -- stage 3: fp32 master weights of this rank's blocks; stages 1 and 2 step the model's own (whole) parameters
   self.shard_param = self.stage == 3 and lunar.zeros({math.max(total, 1)}) or nil
   self.shard_grad = self.stage >= 2 and lunar.zeros({math.max(total, 1)}) or nil
@@ -392,11 +413,58 @@ end
 
 -- ---- stage 3: gathering the parameters of a unit --------------------------------------------
 
+-- Whether the modules read parameter p only through its bf16 working copy
+-- under precision = 'bf16' (Module:gemm_weight: the weights of Linear, Conv,
+-- PatchEmbed, of two or more dimensions); the others (LayerNorm, biases,
+-- class token, position embedding) are read in f32.
+local function gemm_read(p)
+  return #p.shape >= 2 and p.local_name:sub(-6) == 'weight'
+end
+
+-- Stage 3 under bf16: for each group and each rank r of the shard group, the
+-- ranges of r's block that hold f32-read parameters ({goff = offset in the
+-- group, len =}), their total (grp.f32_count[r]) and the largest (grp.f32_M).
+function Zero:plan_f32_parts()
+  for _, grp in ipairs(self.groups) do
+    grp.f32_parts, grp.f32_M = {}, 0
+    for r = 0, self.size - 1 do
+      local b0, b1, parts, c = r * grp.L, math.min((r + 1) * grp.L, grp.n), {}, 0
+      for _, p in ipairs(grp.params) do
+        if not gemm_read(p) then
+          local lo, hi = math.max(p.group_offset, b0), math.min(p.group_offset + numel(p.shape), b1)
+          if hi > lo then parts[#parts + 1] = {goff = lo, len = hi - lo}; c = c + hi - lo end
+        end
+      end
+      grp.f32_parts[r], grp.f32_M = parts, math.max(grp.f32_M, c)
+    end
+  end
+end
+
 -- Starts the all_gather of a group's parameters (nothing when already started).
+-- Under bf16 (outside with_full_parameters) the rank's block is rounded to the
+-- bf16 working copy first and that is what is gathered (half the bytes), with
+-- the f32 master values of the parameters read in f32 (plan_f32_parts) packed
+-- and gathered beside it.
 function Zero:start_gather(grp)
   if self.gathered[grp.key] then return end
-  local buf, block = lunar.empty({self.size * grp.L}), self:block(grp)
-  self.gathered[grp.key] = {buf = buf, block = block, views = {}, req = self.shard_group:iall_gather(buf, block)}
+  local block, half = self:block(grp), self.bf16 and not self.full
+  local st = {half = half, views = {}}
+  if half then
+    local M = math.max(grp.f32_M, 1)
+    st.small, st.small_all = lunar.zeros({M}), lunar.empty({self.size * M})
+    local pos = 0
+    for _, part in ipairs(grp.f32_parts[self.rank]) do
+      copy_range(st.small, pos, block, part.goff - self.rank * grp.L, part.len)
+      pos = pos + part.len
+    end
+    local b16 = lunar.ops.cast_bf16(block)
+    block:free()
+    block = b16
+    st.req_small = self.shard_group:iall_gather(st.small_all, st.small)
+  end
+  st.buf, st.block = lunar.empty({self.size * grp.L}, half and 'bf16' or 'f32'), block
+  st.req = self.shard_group:iall_gather(st.buf, block)
+  self.gathered[grp.key] = st
 end
 
 -- Waits for a group's gather and points its modules' parameters into it.
@@ -408,8 +476,27 @@ function Zero:finish_gather(grp)
     self.stats.gathers = self.stats.gathers + 1
     st.req:wait(); st.req = nil
     st.block:free(); st.block = nil
-    local buf16
-    if self.bf16 then
+    local buf16, buf32 = nil, st.buf
+    if st.half then
+      -- the gathered bf16 working copy; the f32 fields (read by LayerNorm, biases, embeddings) widened
+      -- from it (FSDP's MixedPrecision(param_dtype = bf16) likewise computes with the rounded values)
+      buf16 = st.buf
+      local src = slice(buf16, 0, grp.n)
+      buf32 = src:to('f32')
+      src:free()
+      st.buf32 = buf32
+      -- the f32-read parameters: their master values, unpacked from each rank's part
+      st.req_small:wait(); st.req_small = nil
+      local M = math.max(grp.f32_M, 1)
+      for r = 0, self.size - 1 do
+        local pos = r * M
+        for _, part in ipairs(grp.f32_parts[r]) do
+          copy_range(buf32, part.goff, st.small_all, pos, part.len)
+          pos = pos + part.len
+        end
+      end
+      st.small:free(); st.small_all:free(); st.small, st.small_all = nil, nil
+    elseif self.bf16 then
       buf16 = lunar.empty({grp.n}, 'bf16', st.buf:device())
       local src = slice(st.buf, 0, grp.n)
       lunar.ops.cast_bf16_(buf16, src)
@@ -418,7 +505,7 @@ function Zero:finish_gather(grp)
     end
     for _, p in ipairs(grp.params) do
       local n = numel(p.shape)
-      local v = slice(st.buf, p.group_offset, n, p.shape)
+      local v = slice(buf32, p.group_offset, n, p.shape)
       p.module[p.local_name] = v
       st.views[#st.views + 1] = v
       if buf16 then
@@ -435,6 +522,8 @@ function Zero:release(grp)
   local st = self.gathered[grp.key]
   if not st then return end
   if st.req then st.req:wait() end
+  if st.req_small then st.req_small:wait() end
+  if st.small then st.small:free(); st.small_all:free() end
   if st.block then st.block:free() end
   for _, p in ipairs(grp.params) do
     p.module[p.local_name] = nil
@@ -443,6 +532,7 @@ function Zero:release(grp)
   for _, v in ipairs(st.views) do v:free() end
   st.buf:free()
   if st.buf16 then st.buf16:free() end
+  if st.buf32 then st.buf32:free() end
   self.gathered[grp.key] = nil
 end
 
@@ -452,9 +542,11 @@ end
 -- Collective over the shard group. Returns fn's results.
 function Zero:with_full_parameters(fn)
   if self.stage < 3 then return fn() end
+  self.full = true       -- the f32 master weights, also under bf16
   for _, grp in ipairs(self.groups) do self:finish_gather(grp) end
   local res = table.pack(pcall(fn))
   for _, grp in ipairs(self.groups) do self:release(grp) end
+  self.full = nil
   if not res[1] then error(res[2], 0) end
   return table.unpack(res, 2, res.n)
 end
