@@ -369,7 +369,8 @@ local function remedies(cfg, est, opts)
     try("activation_checkpointing = {granularity = 'full'} (or CHECKPOINT = true)", function(c) c.CHECKPOINT = true end)
   end
   if est.zero.stage < 3 and est.layout.dp > 1 then
-    try(string.format('parallel.zero = %d (needs sharded data parallel)', 3), function() end,
+    try('parallel.zero = 3 (ZeRO-3: parameters, gradients and optimizer state sharded over the data-parallel ranks)',
+      function(c) c.parallel.zero = {stage = 3, group_size = est.zero.group_size or 0} end,
       {stage = 3, group_size = est.zero.group_size})
   end
   local lay = est.layout

@@ -286,7 +286,8 @@ function search.run(cfg, prof, opts)
                   res = search.evaluate(cfg, prof, args)
                 end
                 if res.fits then
-                  res.runnable = res.valid and (z == 0 or zero_ok)
+                  -- ZeRO with per-block tensor sizes is refused by the grid (not composed yet)
+                  res.runnable = res.valid and (z == 0 or (zero_ok and not res.block_tensor))
                   ranked[#ranked + 1] = res
                 end
                 if not smallest or res.min_memory < smallest.min_memory then smallest = res end
@@ -466,8 +467,9 @@ function search.describe(r)
     per[i] = tostring(t) .. ((r.block_tensor_consec and not r.block_tensor_consec[i]) and ' strided' or '')
   end
   local tp = r.tp and tostring(r.tp) or ('per block {' .. table.concat(per, ', ') .. '}')
-  local zero = r.zero > 0 and string.format(', ZeRO %d%s', r.zero, search.zero_supported() and '' or
-    ' (needs sharded data parallelism: the ZeRO branch)') or ''
+  local zero = r.zero > 0 and string.format(', ZeRO %d%s', r.zero, not search.zero_supported() and
+    ' (needs sharded data parallelism: parallel.zero)' or r.block_tensor and
+    ' (not composed with per-block tensor sizes yet)' or '') or ''
   return string.format('pipeline %d x tensor %s x data %s%s, global batch %d, %d micro-batches, %d/%d blocks ' ..
     'checkpointed: predicted step %.4g s (%.1f samples/s), memory %s per rank%s%s', r.pp, tp, tostring(r.dp), zero, r.global_batch, r.m, ck, #r.blocks, r.time, r.throughput or 0,
     memory.format_bytes(r.estimate or r.max_memory), r.estimate and string.format(' (reserved %s)',
