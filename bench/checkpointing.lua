@@ -89,14 +89,7 @@ b.state = lunar.memory().bytes_in_use - b.before
 for _ = 2, warmup do step(a, false); step(b, false) end
 for _ = 1, steps do step(a, true); step(b, true) end
 
-local function median(t)
-  local s = {}
-  for i, v in ipairs(t) do s[i] = v end
-  table.sort(s)
-  local n = #s
-  if n == 0 then return 0 / 0 end
-  return n % 2 == 1 and s[(n + 1) // 2] or (s[n // 2] + s[n // 2 + 1]) / 2
-end
+local median = require('lunar.profile').median
 
 local MiB = 2 ^ 20
 print(string.format('model: %d params, depth %d, width %d, %d tokens, batch %d, %s, %d threads; %d timed steps each',

@@ -52,12 +52,7 @@ local function copy(t)
   return c
 end
 
-local function median(t)
-  local s = copy(t)
-  table.sort(s)
-  local n = #s
-  return n % 2 == 1 and s[(n + 1) // 2] or (s[n // 2] + s[n // 2 + 1]) / 2
-end
+local median = require('lunar.profile').median
 
 local function measure(stage, ck)
   local cfg = copy(base)

@@ -42,12 +42,7 @@ local function next_batch()
   return x, y
 end
 
-local function median(t)
-  local s = {}
-  for i, v in ipairs(t) do s[i] = v end
-  table.sort(s)
-  return s[(#s + 1) // 2]
-end
+local median = require('lunar.profile').median
 
 for _ = 1, warmup do
   local x, y = next_batch()

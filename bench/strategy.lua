@@ -53,13 +53,7 @@ for i = 1, math.min(K, #runnable) do
   if not seen[j] then seen[j] = true; picked[#picked + 1] = runnable[j] end
 end
 
-local function median(t)
-  local s = {}
-  for i, v in ipairs(t) do s[i] = v end
-  table.sort(s)
-  local n = #s
-  return n % 2 == 1 and s[(n + 1) // 2] or (s[n // 2] + s[n // 2 + 1]) / 2
-end
+local median = require('lunar.profile').median
 
 local rows = {}
 for _, r in ipairs(picked) do

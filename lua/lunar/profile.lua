@@ -29,6 +29,20 @@
 -- @module lunar.profile
 local profile = {}
 
+--- The median of a list of numbers (seconds, rates: what a bench repeats);
+-- the list is left as it is. Even count: the mean of the two middle values;
+-- empty: NaN.
+-- @param t {number, ...}
+-- @return number
+function profile.median(t)
+  local s = {}
+  for i, v in ipairs(t) do s[i] = v end
+  table.sort(s)
+  local n = #s
+  if n == 0 then return 0 / 0 end
+  return n % 2 == 1 and s[(n + 1) // 2] or (s[n // 2] + s[n // 2 + 1]) / 2
+end
+
 --- Category of each lunar.ops function (see the module doc).
 profile.CATEGORY = {
   linear = 'GEMM', linear_backward = 'GEMM',

@@ -40,4 +40,13 @@ T.test('one session at a time', function()
   q:stop()
 end)
 
+T.test('median: odd and even counts by hand, the list left unsorted, empty is NaN', function()
+  local t = {3, 1, 2}
+  T.eq(profile.median(t), 2)
+  T.eq(t, {3, 1, 2})
+  T.eq(profile.median({4, 1, 3, 2}), 2.5)   -- (2 + 3) / 2
+  local nan = profile.median({})
+  T.truthy(nan ~= nan, 'NaN')
+end)
+
 T.run()

@@ -44,13 +44,7 @@ local profile = {}
 
 profile.VERSION = 1
 
-local function median(t)
-  local s = {}
-  for i, v in ipairs(t) do s[i] = v end
-  table.sort(s)
-  local n = #s
-  return n % 2 == 1 and s[(n + 1) // 2] or (s[n // 2] + s[n // 2 + 1]) / 2
-end
+local median = require('lunar.profile').median
 
 --- The line y = a + c x through points (x_i, y_i) of least relative error
 -- (least squares weighted by 1 / y_i^2, so the small batches' fixed costs
