@@ -35,6 +35,15 @@ finish() {
   echo "$pass passed, $fail failed, $skip skipped"
   [ "$fail" -eq 0 ]; exit $?
 }
+need_mpirun() {   # the mpirun tests: skipped (and the script finished) when the build has no MPI or mpirun is absent
+  run "$LUNAR" --version
+  if has "$out" "MPI: no"; then
+    skp "mpirun tests" "this build has no MPI (NO_MPI=1)"; finish
+  fi
+  if ! command -v mpirun >/dev/null; then
+    skp "mpirun tests" "mpirun not found (apt-get install openmpi-bin)"; finish
+  fi
+}
 if [ ! -x "$LUNAR" ]; then
   rc=-1; out=""; err="$LUNAR not built (make)"; bad "binary $LUNAR exists"; finish
 fi

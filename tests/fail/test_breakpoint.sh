@@ -106,13 +106,7 @@ check "without --repl-rank an error opens no post-mortem" \
   eval '[ "$rc" -eq 1 ] && ! has "$out" "(ldb)" && has "$err" "attempt to index a nil value"'
 
 # --- two ranks, through a pipe ------------------------------------------------------------
-run "$LUNAR" --version
-if has "$out" "MPI: no"; then
-  skp "mpirun tests" "this build has no MPI (NO_MPI=1)"; finish
-fi
-if ! command -v mpirun >/dev/null; then
-  skp "mpirun tests" "mpirun not found (apt-get install openmpi-bin)"; finish
-fi
+need_mpirun
 MPI=(timeout 90 mpirun --oversubscribe -np 2)
 
 cat >"$T/rank0.lua" <<'LUA'

@@ -145,13 +145,7 @@ resume_case one 7 -- BATCH_SIZE=8 DROPOUT=0.1
 # optimizer steps); stopped after step 3 (batch 6, in the middle of epoch 1)
 resume_case one_accumulating 3 -- BATCH_SIZE=4 gradient_accumulation=2 DROPOUT=0.1
 
-run "$LUNAR" --version
-if has "$out" "MPI: no"; then
-  skp "mpirun tests" "this build has no MPI (NO_MPI=1)"; finish
-fi
-if ! command -v mpirun >/dev/null; then
-  skp "mpirun tests" "mpirun not found (apt-get install openmpi-bin)"; finish
-fi
+need_mpirun
 
 for np in 2 4 8; do
   mkdir -p "$T/np$np"

@@ -34,13 +34,7 @@ run timeout 60 "$LUNAR" tests/mpi/comm_check.lua
 check "comm_check.lua alone: exit 0" [ "$rc" -eq 0 ]
 check "comm_check.lua alone: rank 0 reports 0 failed" grep -qE '^rank 0: comm_check [0-9]+ passed, 0 failed' <<<"$out"
 
-run "$LUNAR" --version
-if has "$out" "MPI: no"; then
-  skp "mpirun tests" "this build has no MPI (NO_MPI=1)"; finish
-fi
-if ! command -v mpirun >/dev/null; then
-  skp "mpirun tests" "mpirun not found (apt-get install openmpi-bin)"; finish
-fi
+need_mpirun
 
 # --- C test on 4 ranks ------------------------------------------------------------------
 if [ -x "$TEST_COMM" ]; then

@@ -28,13 +28,7 @@ LUNAR=${LUNAR:-$BUILD/lunar}
 . tests/fail/lib.sh
 export OMP_NUM_THREADS=1
 
-run "$LUNAR" --version
-if has "$out" "MPI: no"; then
-  skp "mpirun tests" "this build has no MPI (NO_MPI=1)"; finish
-fi
-if ! command -v mpirun >/dev/null; then
-  skp "mpirun tests" "mpirun not found (apt-get install openmpi-bin)"; finish
-fi
+need_mpirun
 
 for np in 2 4; do
   run timeout 240 mpirun --oversubscribe -np $np "$LUNAR" tests/mpi/domain_check.lua

@@ -28,13 +28,7 @@ check "one rank, pipeline 2: exit 1" [ "$rc" -eq 1 ]
 check "one rank, pipeline 2: names world size and pipeline x tensor" \
   has "$err" "world size 1 is not divisible by pipeline (2) x tensor (1) = 2"
 
-run "$LUNAR" --version
-if has "$out" "MPI: no"; then
-  skp "mpirun tests" "this build has no MPI (NO_MPI=1)"; finish
-fi
-if ! command -v mpirun >/dev/null; then
-  skp "mpirun tests" "mpirun not found (apt-get install openmpi-bin)"; finish
-fi
+need_mpirun
 
 bad_layout() {   # np, name, expected message (fixed string), overrides...
   local np=$1 name=$2 msg=$3; shift 3

@@ -29,13 +29,7 @@ for c in meanpool_head postnorm conv_stem vit_composed; do
   check "$c: logs step 3" has "$out" "step 3/3"
 done
 
-run "$LUNAR" --version
-if has "$out" "MPI: no"; then
-  skp "mpirun tests" "this build has no MPI (NO_MPI=1)"; finish
-fi
-if ! command -v mpirun >/dev/null; then
-  skp "mpirun tests" "mpirun not found (apt-get install openmpi-bin)"; finish
-fi
+need_mpirun
 
 MAIN=(examples/train_with_engine.lua --config configs/examples/meanpool_head.lua "${SMALL[@]}")
 run timeout 120 "$LUNAR" "${MAIN[@]}" BATCH_SIZE=8 METRICS_FILE="$T/one.jsonl"

@@ -32,13 +32,7 @@ check "parallel_check alone: exit 0" [ "$rc" -eq 0 ]
 check "parallel_check alone: 0 failed" grep -qE '^rank 0: parallel_check [0-9]+ passed, 0 failed' <<<"$out"
 grep -E '^world' <<<"$out" | sed 's/^/    /'
 
-run "$LUNAR" --version
-if has "$out" "MPI: no"; then
-  skp "mpirun tests" "this build has no MPI (NO_MPI=1)"; finish
-fi
-if ! command -v mpirun >/dev/null; then
-  skp "mpirun tests" "mpirun not found (apt-get install openmpi-bin)"; finish
-fi
+need_mpirun
 
 # --- the mappings and parallel linear layers, rank-dependent inputs -------------------------------
 for np in 2 4; do

@@ -41,13 +41,7 @@ else
 fi
 
 # --- under mpirun -----------------------------------------------------------------------------------
-run "$LUNAR" --version
-if has "$out" "MPI: no"; then
-  skp "mpirun tests" "this build has no MPI (NO_MPI=1)"; finish
-fi
-if ! command -v mpirun >/dev/null; then
-  skp "mpirun tests" "mpirun not found (apt-get install openmpi-bin)"; finish
-fi
+need_mpirun
 run timeout 60 mpirun -np 2 "$LUNAR" "$T/bar.lua"
 check "mpirun -np 2: exit 0" [ "$rc" -eq 0 ]
 check "mpirun -np 2: no rank draws the bar, no carriage return in the log" \
