@@ -3,7 +3,9 @@
 # the peer of Lunar's time-to-accuracy run (a benchmark, not a test).
 #
 # The same ViT as bench/vs_pytorch_peer.py (timm layout) at the recipe's dims
-# (patch 7, width 128, depth 4, 4 heads, MLP 4x, 10 classes), PyTorch's module
+# (patch 7, width 128, depth 4, 4 heads, MLP 4x, 10 classes; --model hybrid_vit:
+# the recipe's MODEL = 'hybrid_vit', mean-pooled tokens, no class token;
+# --patch, --depth, --mlp-ratio), PyTorch's module
 # default init for the Linear layers (the config's INIT = 'pytorch'), trained
 # on Fashion-MNIST (the IDX files, normalized with mean 0.2860, std 0.3530)
 # with RandomCrop(28, padding=1) of zero pixels (--crop-padding) and a
@@ -31,7 +33,30 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vs_pytorch_peer import VisionTransformer  # noqa: E402
+from vs_pytorch_peer import Block, VisionTransformer  # noqa: E402
+
+
+class HybridViT(nn.Module):
+    """Lunar's MODEL = 'hybrid_vit' (lua/lunar/models.lua): Conv2d patch
+    embedding, LayerNorm(eps 1e-5) on the tokens, a learned position
+    embedding, no class token, pre-LN blocks, mean over the tokens, a linear
+    head (no final norm). LayerNorms eps 1e-5 as Lunar's (the ViT's Block has 1e-6)."""
+
+    def __init__(self, img, patch, chans, dim, depth, heads, mlp_ratio, classes):
+        super().__init__()
+        self.conv = nn.Conv2d(chans, dim, kernel_size=patch, stride=patch)
+        self.norm = nn.LayerNorm(dim, eps=1e-5)
+        self.pos_embed = nn.Parameter(torch.zeros(1, (img // patch) ** 2, dim))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.blocks = nn.Sequential(*[Block(dim, heads, mlp_ratio) for _ in range(depth)])
+        for m in self.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.eps = 1e-5
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        x = self.norm(self.conv(x).flatten(2).transpose(1, 2)) + self.pos_embed
+        return self.head(self.blocks(x).mean(1))
 
 
 def read_idx(path):
@@ -53,6 +78,10 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--crop-padding", type=int, default=1)
     ap.add_argument("--hflip", type=float, default=0.0)
+    ap.add_argument("--model", choices=("vit", "hybrid_vit"), default="vit")
+    ap.add_argument("--patch", type=int, default=7)
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--mlp-ratio", type=float, default=4.0)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -68,7 +97,8 @@ def main():
     mean, std = 0.2860, 0.3530
     norm = lambda u8: (u8.float() / 255.0 - mean) / std  # noqa: E731
 
-    model = VisionTransformer(28, 7, 1, 128, 4, 4, 4.0, 10)
+    cls = HybridViT if a.model == "hybrid_vit" else VisionTransformer
+    model = cls(28, a.patch, 1, 128, a.depth, 4, a.mlp_ratio, 10)
     for m in model.modules():   # INIT = 'pytorch': the Linear layers' module defaults
         if isinstance(m, nn.Linear):
             m.reset_parameters()
@@ -118,7 +148,7 @@ def main():
             correct += (model(norm(xte[b:b + 500]).unsqueeze(1)).argmax(-1) == yte[b:b + 500]).sum().item()
     print(json.dumps({"framework": "pytorch", "torch": torch.__version__, "epochs": a.epochs,
                       "bf16": a.bf16 != 0, "threads": a.threads, "crop_padding": a.crop_padding,
-                      "hflip": a.hflip,
+                      "hflip": a.hflip, "model": a.model,
                       "train_images_per_s": round(per_epoch * a.batch * a.epochs / t_train, 1),
                       "test_accuracy": correct / xte.shape[0],
                       "wall_s": round(time.perf_counter() - T0, 1)}), flush=True)
