@@ -306,9 +306,15 @@ static void softmax_rows(float *s, ptrdiff_t ld, int nb, int n, float *lse, floa
         float *x = s + r * ld;
         prefetch_token(pf, i0 + r);
         __m512 vm = _mm512_set1_ps(lse[r]), vsum = _mm512_setzero_ps();
-        for (int j = 0; j < n; j += 16) {
+        int j = 0;
+        for (; j + 16 <= n; j += 16) { /* x - max <= 0: lunar_exp512_le */
+            __m512 e = lunar_exp512_le(_mm512_sub_ps(_mm512_loadu_ps(x + j), vm));
+            _mm512_storeu_ps(x + j, e);
+            vsum = _mm512_add_ps(vsum, e);
+        }
+        if (j < n) {
             __mmask16 k = lunar_mask16(n - j);
-            __m512 e = _mm512_maskz_mov_ps(k, lunar_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + j), vm)));
+            __m512 e = _mm512_maskz_mov_ps(k, lunar_exp512_le(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + j), vm)));
             _mm512_mask_storeu_ps(x + j, k, e);
             vsum = _mm512_add_ps(vsum, e);
         }
@@ -369,7 +375,7 @@ static void dsoftmax_rows(float *s, float *ds, ptrdiff_t ld, int nb, int n, cons
         __m512 vl = _mm512_set1_ps(lse[r]), vd = _mm512_set1_ps(Di[r]), vs = _mm512_set1_ps(scale);
         for (int j = 0; j < n; j += 16) {
             __mmask16 k = lunar_mask16(n - j);
-            __m512 e = lunar_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), vl));
+            __m512 e = lunar_exp512_le(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), vl)); /* s <= lse */
             _mm512_mask_storeu_ps(p + j, k, e);
             __m512 x = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, d + j), vd);
             _mm512_mask_storeu_ps(d + j, k, _mm512_mul_ps(_mm512_mul_ps(x, e), vs));
