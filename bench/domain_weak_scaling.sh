@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # bench/domain_weak_scaling.sh: weak scaling of domain parallelism (issue 12),
 # side by side in one run: the HybridViT (examples/benchmark_image_sizes.lua,
-# configs/recipes/hybrid_vit_image_sizes.lua at width 192, depth 4, 3 heads)
+# configs/recipes/hybrid_vit_image_sizes.lua: the reference's width 768 and
+# 12 heads, at depth 4 to keep a run short; WIDTH, HEADS, DEPTH in the
+# environment override them, e.g. WIDTH=192 HEADS=3 for a quick look)
 # on 1 rank x 1 thread at SIDE1 pixels against 2 ranks x 1 thread at domain 2
 # and SIDE2 pixels (about twice the tokens: 160^2 = 400 tokens, 224^2 = 784 =
 # 392 per rank), and, as a peer on the same ranks, 2 ranks x 1 thread data
@@ -12,14 +14,16 @@
 # Not a test: the first ratio needs two idle cores (oversubscribed ranks
 # measure the machine's load, not Lunar); the second compares runs that share
 # the cores alike.
-#   bash bench/domain_weak_scaling.sh [SIDE1 SIDE2 REPEAT]
+#   [WIDTH=768 HEADS=12 DEPTH=4] bash bench/domain_weak_scaling.sh [SIDE1 SIDE2 REPEAT]
 set -u
 cd "$(dirname "$0")/.."
 LUNAR=${LUNAR:-build/lunar}
 S1=${1:-160} S2=${2:-224} REPEAT=${3:-3}
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-B=(examples/benchmark_image_sizes.lua --config configs/recipes/hybrid_vit_image_sizes.lua HIDDEN_SIZE=192
-   NUM_HEADS=3 DEPTH=4 BENCH_WARMUP=1 BENCH_STEPS=3 NUM_THREADS=1)
+WIDTH=${WIDTH:-768} HEADS=${HEADS:-12} DEPTH=${DEPTH:-4}
+B=(examples/benchmark_image_sizes.lua --config configs/recipes/hybrid_vit_image_sizes.lua HIDDEN_SIZE="$WIDTH"
+   NUM_HEADS="$HEADS" DEPTH="$DEPTH" BENCH_WARMUP=1 BENCH_STEPS=3 NUM_THREADS=1)
+echo "HybridViT width $WIDTH, $HEADS heads, depth $DEPTH; load: $(uptime | sed 's/.*load/load/')"
 export OMP_NUM_THREADS=1
 rate() {   # csv -> tokens per second per rank of its single row
   awk -F, 'NR == 2 { printf "%.1f\n", $3 / $7 / $12 }' "$1"
@@ -39,5 +43,6 @@ done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 m1=$(median "${one[@]}") m2=$(median "${two[@]}") md=$(median "${dp[@]}")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+echo "load at the end: $(uptime | sed "s/.*load/load/")"
 echo "median tokens/s/rank: 1 rank $m1, domain 2 $m2, data 2 $md; domain 2 / 1 rank $(ratio "$m2" "$m1")," \
   "domain 2 / data 2 $(ratio "$m2" "$md")"

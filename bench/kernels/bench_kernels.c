@@ -23,7 +23,8 @@
  *
  * A third argument `gemm` runs only the peaks and the GEMM comparison;
  * `attention` only the attention kernels, f32 and bf16 side by side (timed
- * interleaved) at the main job's, ViT-Ti/16's and ViT-S/16's shapes.
+ * interleaved) at the main job's, ViT-Ti/16's, ViT-S/16's and the HybridViT's
+ * (400 and 784 tokens, 12 heads) shapes, and the ring-attention block kernels.
  *
  * The GEMMs are OpenBLAS's: which kernel set it runs (Haswell = AVX2, SkylakeX
  * or Cooperlake = AVX-512) follows OPENBLAS_CORETYPE or its CPU detection, and
@@ -417,6 +418,41 @@ static void b_a16_b(void) {
     lunar_cpu_attention_backward_bf16(a_dqkv16, a_dout16, a_qkv16, a_out16, a_lse, aB, aN, aH, aD);
 }
 
+/* one block of ring attention: the queries of a_qkv [aB, aN, 3, aH, aD] against
+ * the keys and values a_kv [aB, bNk, 2, aH, aD], merged into a_out, a_lse */
+static int bNk;
+static float *a_kv, *a_dkv;
+static void b_blk_f(void) { lunar_cpu_attention_block_forward(a_out, a_lse, a_qkv, a_kv, aB, aN, bNk, aH, aD, 1); }
+static void b_blk_b(void) {
+    lunar_cpu_attention_block_backward(a_dqkv, a_dkv, a_dout, a_qkv, a_kv, a_out, a_lse, aB, aN, bNk, aH, aD);
+}
+
+/* The block kernels of ring attention (lunar.parallel.domain) at the HybridViT's
+ * shapes of domain 2 at 224^2 (784 tokens, 392 per rank): a block of the other
+ * rank's 392 keys (ring) or all 784 (all-gather); forward 4 B H Nq Nk D FLOPs,
+ * backward 10 B H Nq Nk D. */
+static void block_comparison(double p32) {
+    printf("attention block ms (GFLOP/s, %% of the FP32 peak): f32 block forward (merge) | f32 block backward\n");
+    const struct { int nq, nk; } sh[] = {{392, 392}, {392, 784}};
+    for (int s = 0; s < 2; s++) {
+        aB = 1; aN = sh[s].nq; bNk = sh[s].nk; aH = 12; aD = 64;
+        size_t nq = (size_t)aB * aN * 3 * aH * aD, no = (size_t)aB * aN * aH * aD, nk = (size_t)aB * bNk * 2 * aH * aD;
+        a_qkv = rnd(nq, 1.5f); a_kv = rnd(nk, 1.5f); a_dout = rnd(no, 1); a_out = zer(no); a_dqkv = zer(nq);
+        a_dkv = zer(nk); a_lse = zer((size_t)aB * aH * aN);
+        lunar_cpu_attention_block_forward(a_out, a_lse, a_qkv, a_kv, aB, aN, bNk, aH, aD, 0);
+        bench_fn fn[2] = {b_blk_f, b_blk_b};
+        double med[2], fl[2] = {4.0, 10.0};
+        timeit_interleaved(fn, 2, med);
+        printf("  HybViT 224 block B 1 Nq %3d Nk %3d H %d D %d ", aN, bNk, aH, aD);
+        for (int i = 0; i < 2; i++) {
+            double g = fl[i] * aB * aH * (double)aN * bNk * aD / (med[i] * 1e-3) * 1e-9;
+            printf(" %s %7.3f (%4.0f, %3.0f%%)", i ? "|" : "", med[i], g, 100 * g / p32);
+        }
+        printf("\n");
+        free(a_qkv); free(a_kv); free(a_dout); free(a_out); free(a_dqkv); free(a_dkv); free(a_lse);
+    }
+}
+
 /* The attention kernels (forward 4 B H N^2 D FLOPs: Q K^T, P V; backward
  * 10 B H N^2 D: the scores again, dP, dQ, dK, dV), f32 and bf16 timed
  * interleaved, against the FP32 FMA peak of this run. */
@@ -425,8 +461,9 @@ static void attention_comparison(void) {
     printf("\npeak (this run): FP32 FMA %.0f GFLOP/s\n", p32);
     printf("attention ms (GFLOP/s, %% of the FP32 peak): f32 forward | bf16 forward | f32 backward | bf16 backward\n");
     const struct { const char *name; int b, n, h, d; } sh[] = {
-        {"main job", B, N, H, D}, {"ViT-Ti/16", 16, 197, 3, 64}, {"ViT-S/16", 8, 197, 6, 64}};
-    for (int s = 0; s < 3; s++) {
+        {"main job", B, N, H, D}, {"ViT-Ti/16", 16, 197, 3, 64}, {"ViT-S/16", 8, 197, 6, 64},
+        {"HybViT 160", 1, 400, 12, 64}, {"HybViT 224", 1, 784, 12, 64}};
+    for (int s = 0; s < 5; s++) {
         aB = sh[s].b; aN = sh[s].n; aH = sh[s].h; aD = sh[s].d;
         size_t nq = (size_t)aB * aN * 3 * aH * aD, no = (size_t)aB * aN * aH * aD;
         a_qkv = rnd(nq, 1.5f); a_dout = rnd(no, 1); a_out = zer(no); a_dqkv = zer(nq); a_lse = zer((size_t)aB * aH * aN);
@@ -444,6 +481,7 @@ static void attention_comparison(void) {
         free(a_qkv); free(a_dout); free(a_out); free(a_dqkv); free(a_lse);
         free(a_qkv16); free(a_dout16); free(a_out16); free(a_dqkv16);
     }
+    block_comparison(p32);
 }
 
 int main(int argc, char **argv) {

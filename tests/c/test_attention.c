@@ -140,10 +140,12 @@ static void test_cpu_attention(void) {
 /* the bf16 attention is the f32 kernel on the widened operands, results rounded
  * once (bit for bit), and within bf16 of the f64 oracle on the same operands.
  * Shapes: odd D (1, 5: the products over D on widened rows), even D (VDPBF16PS
- * on the bf16 rows where the CPU has it), N = 300 (query rows in blocks) */
+ * on the bf16 rows where the CPU has it), N = 300 (query rows in blocks); the
+ * score columns' last panel of 1 (7, 197), 2 (90), 3 (300) and 4 (50) vectors */
 static void test_bf16_attention(void) {
-    const int shapes[][4] = {{1, 1, 1, 1}, {2, 7, 3, 8}, {2, 50, 2, 16}, {1, 197, 3, 64}, {2, 9, 3, 5}, {1, 300, 1, 6}};
-    for (int s = 0; s < 6; s++) {
+    const int shapes[][4] = {{1, 1, 1, 1},  {2, 7, 3, 8},   {2, 50, 2, 16}, {1, 197, 3, 64},
+                             {2, 9, 3, 5},  {1, 300, 1, 6}, {1, 90, 2, 64}};
+    for (int s = 0; s < 7; s++) {
         int B = shapes[s][0], N = shapes[s][1], H = shapes[s][2], D = shapes[s][3];
         size_t nq = (size_t)B * N * 3 * H * D, no = (size_t)B * N * H * D, nl = (size_t)B * H * N;
         float *q = rand_f(nq, -2, 2), *dout = rand_f(no, -1, 1);

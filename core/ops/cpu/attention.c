@@ -10,7 +10,9 @@
  * small sgemm per pair and head runs at half speed on 2 threads, PERF_ANCHORS):
  * the five products are one register-blocked kernel (6 rows x 64 columns of
  * accumulators, 24 zmm registers, A broadcast from memory, B rows loaded as
- * 4 vectors), on per-thread scratch: K^T and V^T [D, Np] (Np = N rounded up to
+ * 4 vectors; the last column panel only as many vectors as it needs, so the
+ * scores of 197 or 400 keys cost 208 or 400 columns, not 256 or 448), on
+ * per-thread scratch: K^T and V^T [D, Np] (Np = N rounded up to
  * 16) and one or two [Br, Np] score tiles for a block of Br query rows (Br = N
  * unless N is large). Nothing of size N x N outlives the call.
  *
@@ -50,15 +52,15 @@
 
 #ifdef __AVX512F__
 /* the MR x NV tile of accumulators c, scaled, into C (+ C when acc) */
-static inline __attribute__((always_inline)) void store_tile(const int R, __m512 c[MR][NV], float *C, ptrdiff_t ldc,
-                                                             const __mmask16 *msk, float alpha, const float *rscale,
-                                                             int acc) {
+static inline __attribute__((always_inline)) void store_tile(const int R, const int nv, __m512 c[MR][NV], float *C,
+                                                             ptrdiff_t ldc, const __mmask16 *msk, float alpha,
+                                                             const float *rscale, int acc) {
 #pragma GCC unroll 6
     for (int r = 0; r < MR; r++) {
         if (r < R) {
             __m512 va = _mm512_set1_ps(rscale ? alpha * rscale[r] : alpha);
 #pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) {
+            for (int v = 0; v < nv; v++) {
                 __m512 x = _mm512_mul_ps(c[r][v], va);
                 float *p = C + r * ldc + 16 * v;
                 if (acc) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(msk[v], p));
@@ -68,7 +70,9 @@ static inline __attribute__((always_inline)) void store_tile(const int R, __m512
     }
 }
 
-static inline __attribute__((always_inline)) void micro(const int R, int Kd, const float *A,
+/* R rows (<= MR) x nv vectors (<= NV; the last one masked) of C: both constants
+ * where it is inlined, so each case keeps its accumulators in registers */
+static inline __attribute__((always_inline)) void micro(const int R, const int nv, int Kd, const float *A,
                                                         ptrdiff_t ars, ptrdiff_t aks,
                                                         const float *B, ptrdiff_t ldb, float *C,
                                                         ptrdiff_t ldc, const __mmask16 *msk,
@@ -80,34 +84,49 @@ static inline __attribute__((always_inline)) void micro(const int R, int Kd, con
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) c[r][v] = _mm512_setzero_ps();
     }
-    const __mmask16 m0 = msk[0], m1 = msk[1], m2 = msk[2], m3 = msk[3];
+    __mmask16 m[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) m[v] = v < nv ? msk[v] : 0;
     for (int kk = 0; kk < Kd; kk++) {
         const int k = pairs && (kk ^ 1) < Kd ? kk ^ 1 : kk;
         const float *b = B + k * ldb;
         const float *a = A + k * aks;
-        __m512 b0 = _mm512_maskz_loadu_ps(m0, b);
-        __m512 b1 = _mm512_maskz_loadu_ps(m1, b + 16);
-        __m512 b2 = _mm512_maskz_loadu_ps(m2, b + 32);
-        __m512 b3 = _mm512_maskz_loadu_ps(m3, b + 48);
+        __m512 bv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) bv[v] = v < nv ? _mm512_maskz_loadu_ps(m[v], b + 16 * v) : _mm512_setzero_ps();
 #pragma GCC unroll 6
         for (int r = 0; r < MR; r++) {
             if (r < R) {
                 __m512 av = _mm512_set1_ps(a[r * ars]);
-                c[r][0] = _mm512_fmadd_ps(av, b0, c[r][0]);
-                c[r][1] = _mm512_fmadd_ps(av, b1, c[r][1]);
-                c[r][2] = _mm512_fmadd_ps(av, b2, c[r][2]);
-                c[r][3] = _mm512_fmadd_ps(av, b3, c[r][3]);
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; v++)
+                    if (v < nv) c[r][v] = _mm512_fmadd_ps(av, bv[v], c[r][v]);
             }
         }
     }
-    store_tile(R, c, C, ldc, msk, alpha, rscale, acc);
+    store_tile(R, nv, c, C, ldc, msk, alpha, rscale, acc);
 }
+
+/* the micro-kernel fn (micro, micro_bf16) for R rows and nv vectors (1..NV), each
+ * case with nv a constant */
+#define MICRO_NV(fn, R, nv, ...)                                                                                      \
+    do {                                                                                                              \
+        switch (nv) {                                                                                                 \
+        case 1: fn(R, 1, __VA_ARGS__); break;                                                                         \
+        case 2: fn(R, 2, __VA_ARGS__); break;                                                                         \
+        case 3: fn(R, 3, __VA_ARGS__); break;                                                                         \
+        default: fn(R, 4, __VA_ARGS__); break;                                                                        \
+        }                                                                                                             \
+    } while (0)
 
 static inline __attribute__((always_inline)) void small_gemm_run(int rows, int cols, int Kd, const float *A,
                                                                  ptrdiff_t ars, ptrdiff_t aks, const float *B,
                                                                  ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha,
                                                                  const float *rscale, int acc, const int pairs) {
     for (int c0 = 0; c0 < cols; c0 += 16 * NV) {
+        /* the last panel only as many vectors as its columns need (197 columns:
+         * 3 panels of 4 and one of 1, not 4 of 4) */
+        const int nv = (cols - c0 + 15) / 16 < NV ? (cols - c0 + 15) / 16 : NV;
         __mmask16 msk[NV];
         for (int v = 0; v < NV; v++) msk[v] = lunar_mask16(cols - c0 - 16 * v);
         for (int r0 = 0; r0 < rows; r0 += MR) {
@@ -116,12 +135,12 @@ static inline __attribute__((always_inline)) void small_gemm_run(int rows, int c
             float *c = C + r0 * ldc + c0;
             const float *rs = rscale ? rscale + r0 : NULL;
             switch (rows - r0 < MR ? rows - r0 : MR) {
-            case 6: micro(6, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc, pairs); break;
-            case 5: micro(5, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc, pairs); break;
-            case 4: micro(4, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc, pairs); break;
-            case 3: micro(3, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc, pairs); break;
-            case 2: micro(2, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc, pairs); break;
-            default: micro(1, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc, pairs); break;
+            case 6: MICRO_NV(micro, 6, nv, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc, pairs); break;
+            case 5: MICRO_NV(micro, 5, nv, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc, pairs); break;
+            case 4: MICRO_NV(micro, 4, nv, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc, pairs); break;
+            case 3: MICRO_NV(micro, 3, nv, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc, pairs); break;
+            case 2: MICRO_NV(micro, 2, nv, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc, pairs); break;
+            default: MICRO_NV(micro, 1, nv, Kd, a, ars, aks, b, ldb, c, ldc, msk, alpha, rs, acc, pairs); break;
             }
         }
     }
@@ -132,8 +151,8 @@ static inline __attribute__((always_inline)) void small_gemm_run(int rows, int c
 /* micro on bf16 operands: A rows of bf16 (element (r, k) at A[r * ars + k], k
  * contiguous, pairs 4-byte aligned), B the pairs of bf16 [K2, cols] (row k2 at
  * B + k2 * ldb, 32 bits per column: B(2 k2, j) low, B(2 k2 + 1, j) high) */
-static inline __attribute__((always_inline)) void micro_bf16(const int R, int K2, const uint16_t *A, ptrdiff_t ars,
-                                                             const uint32_t *B, ptrdiff_t ldb, float *C,
+static inline __attribute__((always_inline)) void micro_bf16(const int R, const int nv, int K2, const uint16_t *A,
+                                                             ptrdiff_t ars, const uint32_t *B, ptrdiff_t ldb, float *C,
                                                              ptrdiff_t ldc, const __mmask16 *msk, float alpha) {
     __m512 c[MR][NV];
 #pragma GCC unroll 6
@@ -141,34 +160,36 @@ static inline __attribute__((always_inline)) void micro_bf16(const int R, int K2
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) c[r][v] = _mm512_setzero_ps();
     }
-    const __mmask16 m0 = msk[0], m1 = msk[1], m2 = msk[2], m3 = msk[3];
+    __mmask16 m[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) m[v] = v < nv ? msk[v] : 0;
     for (int k2 = 0; k2 < K2; k2++) {
         const uint32_t *b = B + k2 * ldb;
         const uint16_t *a = A + 2 * k2;
-        __m512bh b0 = (__m512bh)_mm512_maskz_loadu_epi32(m0, b);
-        __m512bh b1 = (__m512bh)_mm512_maskz_loadu_epi32(m1, b + 16);
-        __m512bh b2 = (__m512bh)_mm512_maskz_loadu_epi32(m2, b + 32);
-        __m512bh b3 = (__m512bh)_mm512_maskz_loadu_epi32(m3, b + 48);
+        __m512bh bv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            bv[v] = v < nv ? (__m512bh)_mm512_maskz_loadu_epi32(m[v], b + 16 * v) : (__m512bh)_mm512_setzero_si512();
 #pragma GCC unroll 6
         for (int r = 0; r < MR; r++) {
             if (r < R) {
                 uint32_t pair;
                 memcpy(&pair, a + r * ars, sizeof pair);
                 __m512bh av = (__m512bh)_mm512_set1_epi32((int)pair);
-                c[r][0] = _mm512_dpbf16_ps(c[r][0], av, b0);
-                c[r][1] = _mm512_dpbf16_ps(c[r][1], av, b1);
-                c[r][2] = _mm512_dpbf16_ps(c[r][2], av, b2);
-                c[r][3] = _mm512_dpbf16_ps(c[r][3], av, b3);
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; v++)
+                    if (v < nv) c[r][v] = _mm512_dpbf16_ps(c[r][v], av, bv[v]);
             }
         }
     }
-    store_tile(R, c, C, ldc, msk, alpha, NULL, 0);
+    store_tile(R, nv, c, C, ldc, msk, alpha, NULL, 0);
 }
 
 /* C[rows, cols] = alpha * A @ B on bf16 operands (micro_bf16's layouts), K2 pairs */
 static void small_gemm_bf16(int rows, int cols, int K2, const uint16_t *A, ptrdiff_t ars, const uint32_t *B,
                             ptrdiff_t ldb, float *C, ptrdiff_t ldc, float alpha) {
     for (int c0 = 0; c0 < cols; c0 += 16 * NV) {
+        const int nv = (cols - c0 + 15) / 16 < NV ? (cols - c0 + 15) / 16 : NV;   /* as small_gemm_run */
         __mmask16 msk[NV];
         for (int v = 0; v < NV; v++) msk[v] = lunar_mask16(cols - c0 - 16 * v);
         for (int r0 = 0; r0 < rows; r0 += MR) {
@@ -176,12 +197,12 @@ static void small_gemm_bf16(int rows, int cols, int K2, const uint16_t *A, ptrdi
             const uint32_t *b = B + c0;
             float *c = C + r0 * ldc + c0;
             switch (rows - r0 < MR ? rows - r0 : MR) {
-            case 6: micro_bf16(6, K2, a, ars, b, ldb, c, ldc, msk, alpha); break;
-            case 5: micro_bf16(5, K2, a, ars, b, ldb, c, ldc, msk, alpha); break;
-            case 4: micro_bf16(4, K2, a, ars, b, ldb, c, ldc, msk, alpha); break;
-            case 3: micro_bf16(3, K2, a, ars, b, ldb, c, ldc, msk, alpha); break;
-            case 2: micro_bf16(2, K2, a, ars, b, ldb, c, ldc, msk, alpha); break;
-            default: micro_bf16(1, K2, a, ars, b, ldb, c, ldc, msk, alpha); break;
+            case 6: MICRO_NV(micro_bf16, 6, nv, K2, a, ars, b, ldb, c, ldc, msk, alpha); break;
+            case 5: MICRO_NV(micro_bf16, 5, nv, K2, a, ars, b, ldb, c, ldc, msk, alpha); break;
+            case 4: MICRO_NV(micro_bf16, 4, nv, K2, a, ars, b, ldb, c, ldc, msk, alpha); break;
+            case 3: MICRO_NV(micro_bf16, 3, nv, K2, a, ars, b, ldb, c, ldc, msk, alpha); break;
+            case 2: MICRO_NV(micro_bf16, 2, nv, K2, a, ars, b, ldb, c, ldc, msk, alpha); break;
+            default: MICRO_NV(micro_bf16, 1, nv, K2, a, ars, b, ldb, c, ldc, msk, alpha); break;
             }
         }
     }
@@ -285,9 +306,15 @@ static void softmax_rows(float *s, ptrdiff_t ld, int nb, int n, float *lse, floa
         float *x = s + r * ld;
         prefetch_token(pf, i0 + r);
         __m512 vm = _mm512_set1_ps(lse[r]), vsum = _mm512_setzero_ps();
-        for (int j = 0; j < n; j += 16) {
+        int j = 0;
+        for (; j + 16 <= n; j += 16) { /* x - max <= 0: lunar_exp512_le */
+            __m512 e = lunar_exp512_le(_mm512_sub_ps(_mm512_loadu_ps(x + j), vm));
+            _mm512_storeu_ps(x + j, e);
+            vsum = _mm512_add_ps(vsum, e);
+        }
+        if (j < n) {
             __mmask16 k = lunar_mask16(n - j);
-            __m512 e = _mm512_maskz_mov_ps(k, lunar_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + j), vm)));
+            __m512 e = _mm512_maskz_mov_ps(k, lunar_exp512_le(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + j), vm)));
             _mm512_mask_storeu_ps(x + j, k, e);
             vsum = _mm512_add_ps(vsum, e);
         }
@@ -348,7 +375,7 @@ static void dsoftmax_rows(float *s, float *ds, ptrdiff_t ld, int nb, int n, cons
         __m512 vl = _mm512_set1_ps(lse[r]), vd = _mm512_set1_ps(Di[r]), vs = _mm512_set1_ps(scale);
         for (int j = 0; j < n; j += 16) {
             __mmask16 k = lunar_mask16(n - j);
-            __m512 e = lunar_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), vl));
+            __m512 e = lunar_exp512_le(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), vl)); /* s <= lse */
             _mm512_mask_storeu_ps(p + j, k, e);
             __m512 x = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, d + j), vd);
             _mm512_mask_storeu_ps(d + j, k, _mm512_mul_ps(_mm512_mul_ps(x, e), vs));
@@ -720,6 +747,32 @@ void lunar_cpu_attention_backward_bf16(uint16_t *dqkv, const uint16_t *dout, con
 
 /* ---- one block of ring attention (kernels.h lunar_cpu_attention_block_*) ------------ */
 
+/* The block result ob [n, D] (contiguous), lb [n] merged into the rows o (row
+ * stride os), l [n] through the log-sum-exp (the merge of
+ * lunar_cpu_attention_block_forward); per row the same arithmetic in any build:
+ * lse' = m + log(e^(l - m) + e^(lb - m)) (m the larger), o' = o e^(l - lse') +
+ * ob e^(lb - lse'), the sums of the row's D products vectorized. */
+static void merge_rows(float *o, ptrdiff_t os, float *l, const float *ob, const float *lb, int n, int D) {
+    for (int i = 0; i < n; i++) {
+        float old = l[i], b = lb[i], mx = old > b ? old : b;
+        float nl = mx + logf(expf(old - mx) + expf(b - mx));
+        float wo = expf(old - nl), wb = expf(b - nl);
+        float *x = o + i * os;
+        const float *y = ob + (size_t)i * D;
+#ifdef __AVX512F__
+        __m512 vo = _mm512_set1_ps(wo), vb = _mm512_set1_ps(wb);
+        for (int d = 0; d < D; d += 16) {
+            __mmask16 k = lunar_mask16(D - d);
+            __m512 t = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, y + d), vb);
+            _mm512_mask_storeu_ps(x + d, k, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, x + d), vo, t));
+        }
+#else
+        for (int d = 0; d < D; d++) x[d] = fmaf(x[d], wo, y[d] * wb);
+#endif
+        l[i] = nl;
+    }
+}
+
 /* The queries of qkv [B, Nq, 3, H, D] against the key/value block kv [B, Nk, 2, H, D]
  * with the per-pair kernels above: out [B, Nq, H, D], lse [B, H, Nq] written
  * (accumulate 0), or the block's result (per-thread scratch) merged into them through
@@ -757,15 +810,7 @@ void lunar_cpu_attention_block_forward(float *out, float *lse, const float *qkv,
                 continue;
             }
             pair_forward(Wo, D, Wl, Q, qs, K, K + os, ks, NULL, Nq, Nk, D, Np, Br, scale, Kt, S, inv, NULL);
-            for (int i = 0; i < Nq; i++) {
-                float old = L[i], lb = Wl[i], mx = old > lb ? old : lb;
-                float nl = mx + logf(expf(old - mx) + expf(lb - mx));
-                float wo = expf(old - nl), wb = expf(lb - nl);
-                float *o = O + i * os;
-                const float *ob = Wo + (size_t)i * D;
-                for (int d = 0; d < D; d++) o[d] = o[d] * wo + ob[d] * wb;
-                L[i] = nl;
-            }
+            merge_rows(O, os, L, Wo, Wl, Nq, D);
         }
         free(Kt);
     }

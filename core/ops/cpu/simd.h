@@ -5,7 +5,8 @@
  *                    build has no OpenMP (NO_OMP=1);
  *   lunar_exp512     exp on 16 floats (AVX-512), Cephes' expf polynomial with
  *                    the scaling by 2^n done by vscalefps (correct underflow to 0,
- *                    overflow to inf, NaN kept), about 1 ulp;
+ *                    overflow to inf, NaN kept), about 1 ulp; lunar_exp512_le
+ *                    the same for inputs known to be <= 88.8 (no upper clamp);
  *   lunar_hsum / lunar_hmax  fixed-order horizontal reductions.
  *   lunar_round_bf16_hi / lunar_bf16x16  f32 -> bf16 on 16 lanes (the rounding of
  *                    lunar_f32_to_bf16), for the kernels with bf16 outputs;
@@ -57,11 +58,9 @@ static inline __mmask16 lunar_mask16(int n) {
     return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
 }
 
-/* exp(x) on 16 lanes: n = round(x log2 e), r = x - n ln2 (Cody-Waite split),
- * Cephes expf polynomial, times 2^n by scalef. NaN stays NaN (min/max operand
- * order), x <= -104 gives 0, x >= 88.8 gives inf. */
-static inline __m512 lunar_exp512(__m512 x) {
-    x = _mm512_min_ps(_mm512_set1_ps(88.8f), x);
+/* lunar_exp512 for lanes known to be <= 88.8 (e.g. x - max of x: softmax),
+ * one instruction fewer; the same bits as lunar_exp512 there. */
+static inline __m512 lunar_exp512_le(__m512 x) {
     x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -77,6 +76,11 @@ static inline __m512 lunar_exp512(__m512 x) {
     p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     return _mm512_scalef_ps(p, n);
 }
+
+/* exp(x) on 16 lanes: n = round(x log2 e), r = x - n ln2 (Cody-Waite split),
+ * Cephes expf polynomial, times 2^n by scalef. NaN stays NaN (min/max operand
+ * order), x <= -104 gives 0, x >= 88.8 gives inf. */
+static inline __m512 lunar_exp512(__m512 x) { return lunar_exp512_le(_mm512_min_ps(_mm512_set1_ps(88.8f), x)); }
 
 /* f32 -> bf16 on 16 lanes, lunar_f32_to_bf16's rounding (nearest even; NaN stays a
  * quiet NaN; denormals kept, unlike VCVTNEPS2BF16): the bf16 in the high half of

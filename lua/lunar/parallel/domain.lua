@@ -28,8 +28,12 @@
 --               with the current block's attention, lunar.ops.attention_block);
 --               each block's result is merged into the running output through
 --               the log-sum-exp (online softmax). Backward passes the key/value
---               blocks around the ring again, each with its dK/dV accumulator,
---               which comes home after a full turn. Memory: two blocks at a time.
+--               blocks around the ring again, this rank's own block first; the
+--               dK/dV share of this rank's queries in another rank's block goes
+--               straight back to its owner (non-blocking: one wait for the
+--               peers per backward, not one per block). Memory: two key/value
+--               blocks at a time, and in backward up to five dK/dV blocks
+--               (home, two shares in flight each way).
 --   'allgather' the key/value blocks of all ranks gathered once (all_gather of
 --               blocks padded to the largest), then the same block kernel per
 --               block; backward gathers them again and reduce-scatters dK/dV.
@@ -214,29 +218,48 @@ function Domain:attention_backward(dout, qkv, o, lse, heads)
     home = mine:narrow(2, 1, n):clone()
     mine:free()
   else
-    local cur, dcur = kv, lunar.zeros({B, n, 2 * C}, 'f32', dev)
+    -- The key/value blocks pass around the ring as in forward. This rank's own
+    -- block comes first and its dK/dV go straight into home; the dK/dV of another
+    -- rank's block (this rank's queries' share) go straight back to the block's
+    -- owner, sent without waiting (the next block is computed meanwhile), and the
+    -- owner adds the size - 1 shares it receives into home: the share of rank + t
+    -- (which holds this rank's block at its step t) is received from step t on
+    -- and added one step later. One wait for the peers per backward, not one
+    -- per block; at most two shares in flight each way.
+    home = lunar.zeros({B, n, 2 * C}, 'f32', dev)
+    local shares, sends = {}, {}
+    local function settle(list, add)  -- wait for the oldest share of list (added into home when add)
+      local sh = table.remove(list, 1)
+      sh.req:wait()
+      if add then ops.add_(home, sh.buf) end
+      sh.buf:free()
+    end
+    local cur = kv
     for t = 0, self.size - 1 do
-      local nxt = (self.rank - t - 1) % self.size + 1         -- the block this rank holds next (1-based)
+      local owner = (self.rank - t) % self.size               -- whose block cur is (0-based)
       local recv, rr, rs
       if t < self.size - 1 then
-        recv = lunar.empty({B, self.parts[nxt].tokens, 2 * C}, 'f32', dev)
+        recv = lunar.empty({B, self.parts[(owner - 1) % self.size + 1].tokens, 2 * C}, 'f32', dev)
         rr = self.comm:irecv(recv, self.prev, 0)
         rs = self.comm:isend(cur, self.next, 0)
       end
-      ops.attention_block_backward(dqkv, dcur, dout, qkv, cur, o, lse, heads)
-      -- the accumulator travels with its block; after a full turn it is back with the block's owner
-      local want = t < self.size - 1 and self.parts[nxt].tokens or n
-      local drecv = lunar.empty({B, want, 2 * C}, 'f32', dev)
-      local dr = self.comm:irecv(drecv, self.prev, 1)
-      local ds = self.comm:isend(dcur, self.next, 1)
-      ds:wait(); dr:wait()
-      dcur:free()
-      dcur = drecv
+      if t == 0 then
+        ops.attention_block_backward(dqkv, home, dout, qkv, cur, o, lse, heads)
+      else
+        local buf = lunar.empty({B, n, 2 * C}, 'f32', dev)
+        shares[#shares + 1] = {buf = buf, req = self.comm:irecv(buf, (self.rank + t) % self.size, 1)}
+        local d = lunar.zeros({B, self.parts[owner + 1].tokens, 2 * C}, 'f32', dev)
+        ops.attention_block_backward(dqkv, d, dout, qkv, cur, o, lse, heads)
+        sends[#sends + 1] = {buf = d, req = self.comm:isend(d, owner, 1)}
+        if #sends > 1 then settle(sends, false) end
+        if #shares > 1 then settle(shares, true) end
+      end
       if rs then rs:wait(); rr:wait() end
       if cur ~= kv then cur:free() end
       cur = recv
     end
-    home = dcur
+    while #shares > 0 do settle(shares, true) end
+    while #sends > 0 do settle(sends, false) end
   end
   kv:free()
   copy_into(dqkv, 3, C + 1, 2 * C, home)
