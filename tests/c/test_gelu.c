@@ -136,11 +136,16 @@ static void test_bf16_gelu(void) {
         want = to_bf16(y, n);
         CHECK(memcmp(yh, want, n * 2) == 0);
         lunar_cpu_gelu_backward(dx, dy, xw, n);
-        lunar_cpu_gelu_backward_bf16(dx2, dy, xh, n);
+        lunar_cpu_gelu_backward_bf16(dx2, 0, dy, xh, n);
         CHECK(memcmp(dx, dx2, n * 4) == 0);
         double *xwd = to_d(xw, n), *dyd = to_d(dy, n), *dxd = zeros_d(n);
-        lunar_ref_gelu_backward_bf16_f64(dxd, dyd, xh, n);
+        lunar_ref_gelu_backward_bf16_f64(dxd, 0, dyd, xh, n);
         CHECK(close_arr("gelu_backward_bf16 vs oracle", dx2, dxd, n, 1e-5, 1e-6));
+        /* a bf16 dinp (fc1's backward GEMM operand): the f32 one rounded once */
+        uint16_t *dxh = malloc(n * 2), *dx_want = to_bf16(dx2, n);
+        lunar_cpu_gelu_backward_bf16(dxh, 1, dy, xh, n);
+        CHECK(memcmp(dxh, dx_want, n * 2) == 0);
+        free(dxh); free(dx_want);
         free(xh); free(xw); free(dy); free(dx); free(dx2); free(xwd); free(dyd); free(dxd);
         free(x); free(y); free(yh); free(want);
     }
@@ -162,7 +167,7 @@ static void test_bf16_gelu_every_value(void) {
     lunar_cpu_gelu_forward_bf16(yh, xh, 1, n);
     uint16_t *want = to_bf16(y, n);
     lunar_cpu_gelu_backward(dx, dy, xw, n);
-    lunar_cpu_gelu_backward_bf16(dx2, dy, xh, n);
+    lunar_cpu_gelu_backward_bf16(dx2, 0, dy, xh, n);
     size_t bad = 0, nans = 0;
     for (size_t i = 0; i < n; i++) {
         if (isnan(xw[i])) {

@@ -125,8 +125,10 @@ void lunar_cpu_gelu_forward_bf16(uint16_t *out, const void *inp, int inp_bf16, s
 }
 
 /* dinp = dout * (Phi(x) + x phi(x)), x from inp (f32) or inp16 (bf16, when set:
- * the table gelu_dx16 with AVX-512). */
-static void gelu_backward(float *dinp, const float *dout, const float *inp, const uint16_t *inp16, size_t n) {
+ * the table gelu_dx16 with AVX-512); dinp f32, or bf16 (dinp16 set instead:
+ * the f32 product rounded as it is stored, only with inp16). */
+static void gelu_backward(float *dinp, uint16_t *dinp16, const float *dout, const float *inp, const uint16_t *inp16,
+                          size_t n) {
 #ifdef __AVX512F__
     if (inp16) {
         pthread_once(&gelu_tables_once, gelu_tables_init);
@@ -134,7 +136,9 @@ static void gelu_backward(float *dinp, const float *dout, const float *inp, cons
         for (size_t i = 0; i < n; i += 16) {
             __mmask16 k = lunar_mask16(n - i < 16 ? (int)(n - i) : 16);
             __m512 d = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, bf16_index16(k, inp16 + i), gelu_dx16, 4);
-            _mm512_mask_storeu_ps(dinp + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dout + i), d));
+            __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dout + i), d);
+            if (dinp16) _mm256_mask_storeu_epi16(dinp16 + i, k, lunar_bf16x16(g));
+            else _mm512_mask_storeu_ps(dinp + i, k, g);
         }
         return;
     }
@@ -150,16 +154,20 @@ static void gelu_backward(float *dinp, const float *dout, const float *inp, cons
     for (size_t i = 0; i < n; i++) {
         float x = inp16 ? lunar_bf16_widen(inp16[i]) : inp[i];
         float pdf = inv_sqrt_2pi * expf(-0.5f * x * x);
-        dinp[i] = dout[i] * (normal_cdf(x) + x * pdf);
+        float g = dout[i] * (normal_cdf(x) + x * pdf);
+        if (dinp16) dinp16[i] = lunar_f32_to_bf16(g);
+        else dinp[i] = g;
     }
 #endif
 }
 
 void lunar_cpu_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
-    gelu_backward(dinp, dout, inp, NULL, n);
+    gelu_backward(dinp, NULL, dout, inp, NULL, n);
 }
 
-/* gelu_backward from a bf16 input (precision = 'bf16': the bf16 fc1 output). */
-void lunar_cpu_gelu_backward_bf16(float *dinp, const float *dout, const uint16_t *inp, size_t n) {
-    gelu_backward(dinp, dout, NULL, inp, n);
+/* gelu_backward from a bf16 input (precision = 'bf16': the bf16 fc1 output);
+ * dinp f32, or bf16 (dinp_bf16: the operand of fc1's backward GEMMs, which
+ * would round the f32 one the same way). */
+void lunar_cpu_gelu_backward_bf16(void *dinp, int dinp_bf16, const float *dout, const uint16_t *inp, size_t n) {
+    gelu_backward(dinp_bf16 ? NULL : dinp, dinp_bf16 ? dinp : NULL, dout, NULL, inp, n);
 }
