@@ -1,7 +1,8 @@
 -- bench/lunar_train_bench.lua: Lunar's half of bench/vs_pytorch (CPU) and of
 -- bench/gpu_throughput (device=cuda); not a test. Trains the config's ViT on
 -- one fixed random batch and prints ONE JSON line: median images/s over
--- MAX_STEPS timed steps (after WARMUP untimed ones, default 3), achieved
+-- MAX_STEPS timed steps (after WARMUP untimed ones, default 3), the median
+-- process CPU time per step (step_cpu_ms_median: all threads), achieved
 -- FLOP/s and the model dims. A timed step is engine:train_step: zero_grad +
 -- forward + loss + backward + AdamW step (lr 1e-3, label smoothing 0.1 as the
 -- PyTorch peers; the command line may set LEARNING_RATE, LABEL_SMOOTHING),
@@ -41,14 +42,18 @@ for i = 1, cfg.BATCH_SIZE do yh[i] = (i * 7) % cfg.NUM_CLASSES end
 local y = yh:to(cfg.device)
 
 if gpu then lunar.cuda.synchronize(); lunar.cuda.reset_peak_memory() end
-local times, loss = {}, 0
+local times, cpu_times, loss = {}, {}, 0
 for s = 1, warmup + steps do
-  local t0 = lunar.clock()
+  local t0, c0 = lunar.clock(), os.clock()
   for _ = 1, cfg.gradient_accumulation do loss = engine:train_step(x, y) end   -- one optimizer step
   if gpu then lunar.cuda.synchronize() end
-  if s > warmup then table.insert(times, lunar.clock() - t0) end
+  if s > warmup then
+    table.insert(times, lunar.clock() - t0)
+    table.insert(cpu_times, os.clock() - c0)
+  end
 end
 table.sort(times)
+table.sort(cpu_times)
 local median = times[(#times + 1) // 2]
 local num_params = run.num_params
 local ips = cfg.BATCH_SIZE * cfg.gradient_accumulation / median
@@ -56,7 +61,13 @@ local flops = run.flops_per_image
 
 local out = {
   images_per_s = ips, step_ms_median = median * 1e3, step_ms_min = times[1] * 1e3,
-  step_ms_max = times[#times] * 1e3, gflops_per_s = ips * flops / 1e9, tflops_per_s = ips * flops / 1e12,
+  step_ms_max = times[#times] * 1e3,
+  -- the process's CPU time per step, all threads (median): the work a step
+  -- costs, steadier than its wall time on a host shared with other jobs
+  -- (with OMP_WAIT_POLICY=PASSIVE, as bench/vs_pytorch runs it, waiting
+  -- threads sleep and add nothing)
+  step_cpu_ms_median = cpu_times[(#cpu_times + 1) // 2] * 1e3,
+  gflops_per_s = ips * flops / 1e9, tflops_per_s = ips * flops / 1e12,
   flops_per_image = flops, final_loss = loss,
   img = cfg.IMG_SIZE, patch = cfg.PATCH_SIZE, chans = cfg.IN_CHANS, dim = cfg.HIDDEN_SIZE, depth = cfg.DEPTH,
   heads = cfg.NUM_HEADS, mlp_ratio = cfg.MLP_RATIO, classes = cfg.NUM_CLASSES, batch = cfg.BATCH_SIZE,

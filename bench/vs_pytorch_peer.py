@@ -14,7 +14,8 @@
 # Prints ONE JSON line:
 #   {"framework":"pytorch","images_per_s":..,"step_ms_median":..,"peak_rss_mb":..,
 #    "params":..,"threads":..,...}
-# images_per_s = batch / median step time; peak_rss_mb = ru_maxrss / 1024.
+# images_per_s = batch / median step time; step_cpu_ms_median: the median
+# process CPU time of a step (all threads); peak_rss_mb = ru_maxrss / 1024.
 #
 # Run it as bench/vs_pytorch does (see PERF_ANCHORS.md: without the OpenMP
 # OpenBLAS, OpenBLAS's own threads fight torch's and it is 1.5-2.3x slower):
@@ -154,10 +155,10 @@ def main():
     x = torch.randn(a.batch, a.chans, a.img, a.img)
     y = torch.randint(0, a.classes, (a.batch,))
 
-    times = []
+    times, cpu_times = [], []
     loss = None
     for i in range(a.warmup + a.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16 != 0):
             loss = criterion(model(x), y)
@@ -166,6 +167,7 @@ def main():
         dt = time.perf_counter() - t0
         if i >= a.warmup:
             times.append(dt)
+            cpu_times.append(time.process_time() - c0)
 
     med = statistics.median(times)
     rec = {
@@ -174,6 +176,7 @@ def main():
         "step_ms_median": round(med * 1e3, 3),
         "step_ms_min": round(min(times) * 1e3, 3),
         "step_ms_max": round(max(times) * 1e3, 3),
+        "step_cpu_ms_median": round(statistics.median(cpu_times) * 1e3, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "params": sum(p.numel() for p in model.parameters()),
         "threads": torch.get_num_threads(),

@@ -44,7 +44,8 @@
  *   dx = ops.linear_backward(dy, x, w16, dw [, db [, need_dx]])   dy f32 or bf16; dx, dw, db f32
  *   o, lse = ops.attention(qkv16, H)   bf16 qkv: o bf16, lse f32 (cuDNN's fused attention on CUDA)
  *   dqkv = ops.attention_backward(do16, qkv16, o16, lse, H)   all bf16 but lse; dqkv bf16
- *   dx = ops.gelu_backward(dy, x16)    a bf16 x (the bf16 fc1 output); dy, dx f32
+ *   dx = ops.gelu_backward(dy, x16 [, 'bf16'])   a bf16 x (the bf16 fc1 output); dy f32; dx f32,
+ *                                   or bf16 with 'bf16' (rounded once: fc1's backward GEMM operand)
  *   y, mean, rstd = ops.layernorm(x, w, b, eps, 'bf16')   y bf16 (mean, rstd f32)
  *   y = ops.gelu(x, 'bf16')                                y bf16 (x f32 or bf16)
  *   h = ops.cast_bf16(x);  ops.cast_bf16_(h, x)            f32 -> bf16 (new, or into h)
@@ -166,7 +167,7 @@ static int l_gelu(lua_State *L) {
 }
 
 static int l_gelu_backward(lua_State *L) {
-    lunar_tensor *dy = T(1), *x = T(2), *dx = new_like(L, x);
+    lunar_tensor *dy = T(1), *x = T(2), *dx = new_like_shape(L, x->ndim, x->shape, out_dtype_arg(L, 3));
     TRY(lunar_op_gelu_backward(dx, dy, x));
     return 1;
 }

@@ -356,12 +356,15 @@ lunar_status lunar_op_gelu_forward(lunar_tensor *out, const lunar_tensor *inp) {
 lunar_status lunar_op_gelu_backward(lunar_tensor *dinp, const lunar_tensor *dout, const lunar_tensor *inp) {
     const char *op = "gelu_backward";
     REAL(dout);
-    R(op, "dinp", dinp); R(op, "dout", dout); R16(op, "inp", inp);
+    R16(op, "dinp", dinp); R(op, "dout", dout); R16(op, "inp", inp);
+    if (IS16(dinp) && !IS16(inp))
+        return lunar_error(LUNAR_ERR_DTYPE, "gelu_backward: dinp has dtype bf16, so inp must be bf16 (got %s)",
+                           lunar_dtype_name(inp->dtype));
     int64_t n = lunar_tensor_numel(inp);
     CHECK(check_numel(op, "dout", dout, n, "the size of inp"));
     CHECK(check_numel(op, "dinp", dinp, n, "the size of inp"));
     BACKEND_R(op, inp, dinp, dout);
-    if (IS16(inp)) be->gelu_backward_bf16(F(dinp), F(dout), H(inp), (size_t)n);
+    if (IS16(inp)) be->gelu_backward_bf16(lunar_tensor_data(dinp), IS16(dinp), F(dout), H(inp), (size_t)n);
     else KERNEL(gelu_backward, V(dinp), V(dout), V(inp), (size_t)n);
     DONE();
 }

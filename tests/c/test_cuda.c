@@ -1157,17 +1157,25 @@ static void test_gelu_bf16(void) {
         uint16_t *xh = bf16_of(x, n), *gc = malloc(n * 2);
         float *xw = f32_of(xh, n), *dxc = malloc(n * 4), *dxw = malloc(n * 4);
         lunar_cpu_gelu_forward_bf16(gc, xh, 1, n);
-        lunar_cpu_gelu_backward_bf16(dxc, dy, xh, n);
+        lunar_cpu_gelu_backward_bf16(dxc, 0, dy, xh, n);
         lunar_cpu_gelu_backward(dxw, dy, xw, n);
         uint16_t *dxh = d_from_16(xh, n), *dg = d_alloc(n * 2);
         float *ddy = d_from(dy, n), *ddx = d_alloc(n * 4);
         lunar_cuda_gelu_forward_bf16(dg, dxh, 1, n);
-        lunar_cuda_gelu_backward_bf16(ddx, ddy, dxh, n);
+        lunar_cuda_gelu_backward_bf16(ddx, 0, ddy, dxh, n);
         float *fg = h_from_16(dg, n, LUNAR_BF16), *gdx = h_from(ddx, n), *fgc = f32_of(gc, n);
         CUDA_OK();
         CHECK(close_f("gelu bf16 out from a bf16 inp", fg, fgc, n, 1.0 / 128, 1e-6));
         CHECK(close_f("gelu_backward_bf16 dinp", gdx, dxc, n, 2e-6, 1e-7));
         CHECK(close_f("gelu_backward_bf16 dinp vs f32 backward of the widened inp", gdx, dxw, n, 2e-6, 1e-7));
+        /* a bf16 dinp: the f32 one rounded once (within a bf16 step of the CPU's) */
+        uint16_t *ddxh = d_alloc(n * 2);
+        lunar_cuda_gelu_backward_bf16(ddxh, 1, ddy, dxh, n);
+        float *gdxh = h_from_16(ddxh, n, LUNAR_BF16);
+        CUDA_OK();
+        CHECK(close_f("gelu_backward_bf16 bf16 dinp", gdxh, dxc, n, 1.0 / 128, 1e-6));
+        free(gdxh);
+        d_free(ddxh, n * 2);
         /* the bf16 input gives the f32 input's forward on the widened values */
         float *dxw_d = d_from(xw, n);
         uint16_t *dg2 = d_alloc(n * 2);

@@ -136,14 +136,49 @@ static void test_bf16_gelu(void) {
         want = to_bf16(y, n);
         CHECK(memcmp(yh, want, n * 2) == 0);
         lunar_cpu_gelu_backward(dx, dy, xw, n);
-        lunar_cpu_gelu_backward_bf16(dx2, dy, xh, n);
+        lunar_cpu_gelu_backward_bf16(dx2, 0, dy, xh, n);
         CHECK(memcmp(dx, dx2, n * 4) == 0);
         double *xwd = to_d(xw, n), *dyd = to_d(dy, n), *dxd = zeros_d(n);
-        lunar_ref_gelu_backward_bf16_f64(dxd, dyd, xh, n);
+        lunar_ref_gelu_backward_bf16_f64(dxd, 0, dyd, xh, n);
         CHECK(close_arr("gelu_backward_bf16 vs oracle", dx2, dxd, n, 1e-5, 1e-6));
+        /* a bf16 dinp (fc1's backward GEMM operand): the f32 one rounded once */
+        uint16_t *dxh = malloc(n * 2), *dx_want = to_bf16(dx2, n);
+        lunar_cpu_gelu_backward_bf16(dxh, 1, dy, xh, n);
+        CHECK(memcmp(dxh, dx_want, n * 2) == 0);
+        free(dxh); free(dx_want);
         free(xh); free(xw); free(dy); free(dx); free(dx2); free(xwd); free(dyd); free(dxd);
         free(x); free(y); free(yh); free(want);
     }
+}
+
+/* every bf16 value as the input (the fast kernels read tables for a bf16
+ * input): bit for bit the f32 kernels on the widened values, then rounded;
+ * a NaN input gives a NaN (its sign and payload follow the compiler's operand
+ * order of a commutative multiply, so only NaN-ness is compared there) */
+static void test_bf16_gelu_every_value(void) {
+    const size_t n = 65536;
+    uint16_t *xh = malloc(n * 2), *yh = malloc(n * 2);
+    float *xw = malloc(n * 4), *y = malloc(n * 4), *dy = rand_f(n, -1, 1), *dx = malloc(n * 4), *dx2 = malloc(n * 4);
+    for (size_t i = 0; i < n; i++) {
+        xh[i] = (uint16_t)i;
+        xw[i] = lunar_bf16_to_f32(xh[i]);
+    }
+    lunar_cpu_gelu_forward(y, xw, n);
+    lunar_cpu_gelu_forward_bf16(yh, xh, 1, n);
+    uint16_t *want = to_bf16(y, n);
+    lunar_cpu_gelu_backward(dx, dy, xw, n);
+    lunar_cpu_gelu_backward_bf16(dx2, 0, dy, xh, n);
+    size_t bad = 0, nans = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(xw[i])) {
+            nans++;
+            bad += !isnan(lunar_bf16_to_f32(yh[i])) || !isnan(dx2[i]);
+        } else {
+            bad += yh[i] != want[i] || !same_bits(dx + i, dx2 + i, 4);
+        }
+    }
+    CHECK(nans == 2 * 127 && bad == 0);
+    free(xh); free(yh); free(xw); free(y); free(dy); free(dx); free(dx2); free(want);
 }
 
 int main(void) {
@@ -152,5 +187,6 @@ int main(void) {
     RUN(test_ref_f32_gelu);
     RUN(test_cpu_gelu);
     RUN(test_bf16_gelu);
+    RUN(test_bf16_gelu_every_value);
     return TEST_SUMMARY();
 }

@@ -162,8 +162,10 @@ void NAME(layernorm_forward_bf16)(uint16_t *out, real *mean, real *rstd, const r
                                   real eps);                                                    \
 /* gelu_forward whose out[n] is rounded to bf16; inp real (inp_bf16 = 0) or bf16 (1).        */  \
 void NAME(gelu_forward_bf16)(uint16_t *out, const void *inp, int inp_bf16, size_t n);          \
-/* gelu_backward from a bf16 inp[n] (the bf16 fc1 output): dinp = dout * gelu'(inp), real.   */  \
-void NAME(gelu_backward_bf16)(real *dinp, const real *dout, const uint16_t *inp, size_t n);    \
+/* gelu_backward from a bf16 inp[n] (the bf16 fc1 output): dinp = dout * gelu'(inp), real    */  \
+/* (dinp_bf16 = 0), or bf16 (1: the real product rounded once, the fc1 GEMMs' operand).      */  \
+void NAME(gelu_backward_bf16)(void *dinp, int dinp_bf16, const real *dout, const uint16_t *inp, \
+                              size_t n);                                                       \
 /* attention_forward on bf16 qkv: out[B, N, H, D] bf16 (rounded once from the real result),  */  \
 /* lse[B, H, N] real; scores, softmax and sums in real (cuDNN's fused attention on CUDA,     */  \
 /* where it serves the shape, core/cuda/attention.h).                                        */  \

@@ -72,7 +72,8 @@ lunar_status lunar_op_layernorm_backward(lunar_tensor *dinp, lunar_tensor *dweig
                                          const lunar_tensor *weight, const lunar_tensor *mean,
                                          const lunar_tensor *rstd);
 /* out may be bf16 (rounded as it is stored); inp f32, or bf16 with a bf16 out.
- * gelu_backward: inp f32 or bf16 (widened exactly); dout, dinp f32. */
+ * gelu_backward: inp f32 or bf16 (widened exactly); dout f32; dinp f32, or
+ * bf16 with a bf16 inp (the f32 product rounded once as it is stored). */
 lunar_status lunar_op_gelu_forward(lunar_tensor *out, const lunar_tensor *inp);
 lunar_status lunar_op_gelu_backward(lunar_tensor *dinp, const lunar_tensor *dout, const lunar_tensor *inp);
 /* RMSNorm over the last dim (kernels.h rmsnorm_*; torch.nn.RMSNorm): out = inp * rstd *

@@ -23,14 +23,15 @@ __global__ void gelu_forward_kernel(OutT *out, const InT *inp, size_t n) {
     }
 }
 
-// InT: float, or uint16_t for a bf16 inp (the bf16 fc1 output), widened
-template <typename InT>
-__global__ void gelu_backward_kernel(float *dinp, const float *dout, const InT *inp, size_t n) {
+// InT: float, or uint16_t for a bf16 inp (the bf16 fc1 output), widened;
+// OutT: float, or uint16_t for a bf16 dinp (store_as rounds)
+template <typename OutT, typename InT>
+__global__ void gelu_backward_kernel(OutT *dinp, const float *dout, const InT *inp, size_t n) {
     const float inv_sqrt_2pi = 0.39894228040143268f;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float x = load_as(inp + i);
         float pdf = inv_sqrt_2pi * expf(-0.5f * x * x);
-        dinp[i] = dout[i] * (normcdff(x) + x * pdf);
+        store_as(dinp + i, dout[i] * (normcdff(x) + x * pdf));
     }
 }
 
@@ -62,14 +63,20 @@ extern "C" void lunar_cuda_gelu_forward_bf16(uint16_t *out, const void *inp, int
 // GELU backward, f32 (kernels.h): dinp = dout * (Phi(x) + x phi(x)).
 extern "C" void lunar_cuda_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
     if (n == 0) return;
-    gelu_backward_kernel<float><<<blocks_for(n, THREADS), THREADS, 0, stream()>>>(dinp, dout, inp, n);
+    gelu_backward_kernel<float, float><<<blocks_for(n, THREADS), THREADS, 0, stream()>>>(dinp, dout, inp, n);
     LAUNCH_CHECK();
 }
 
 // GELU backward from a bf16 inp (kernels.h, precision = 'bf16'): the f32
-// backward on the widened input; dout and dinp f32.
-extern "C" void lunar_cuda_gelu_backward_bf16(float *dinp, const float *dout, const uint16_t *inp, size_t n) {
+// backward on the widened input; dout f32, dinp f32 or bf16 (dinp_bf16).
+extern "C" void lunar_cuda_gelu_backward_bf16(void *dinp, int dinp_bf16, const float *dout, const uint16_t *inp,
+                                              size_t n) {
     if (n == 0) return;
-    gelu_backward_kernel<uint16_t><<<blocks_for(n, THREADS), THREADS, 0, stream()>>>(dinp, dout, inp, n);
+    if (dinp_bf16)
+        gelu_backward_kernel<uint16_t, uint16_t><<<blocks_for(n, THREADS), THREADS, 0, stream()>>>(
+            (uint16_t *)dinp, dout, inp, n);
+    else
+        gelu_backward_kernel<float, uint16_t><<<blocks_for(n, THREADS), THREADS, 0, stream()>>>(
+            (float *)dinp, dout, inp, n);
     LAUNCH_CHECK();
 }

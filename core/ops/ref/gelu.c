@@ -45,11 +45,14 @@ void NAME(gelu_forward_bf16)(uint16_t *out, const void *inp, int inp_bf16, size_
     }
 }
 
-/* gelu_backward of the bf16 input widened to real. */
-void NAME(gelu_backward_bf16)(real *dinp, const real *dout, const uint16_t *inp, size_t n) {
+/* gelu_backward of the bf16 input widened to real; dinp real, or rounded to
+ * bf16 (dinp_bf16). */
+void NAME(gelu_backward_bf16)(void *dinp, int dinp_bf16, const real *dout, const uint16_t *inp, size_t n) {
     for (size_t i = 0; i < n; i++) {
-        real x = (real)lunar_ref_from_bf16(inp[i]);
-        NAME(gelu_backward)(dinp + i, dout + i, &x, 1);
+        real x = (real)lunar_ref_from_bf16(inp[i]), d;
+        NAME(gelu_backward)(&d, dout + i, &x, 1);
+        if (dinp_bf16) ((uint16_t *)dinp)[i] = lunar_ref_to_bf16((double)d);
+        else ((real *)dinp)[i] = d;
     }
 }
 

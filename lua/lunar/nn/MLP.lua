@@ -30,7 +30,9 @@ function MLP:extra_repr() return string.format('%d -> %d -> %d', self.dim, self.
 
 --- x [..., dim] -> y [..., dim]. Under precision = 'bf16' fc1's output h (kept
 -- for the GELU backward) and the GELU output a (fc2's input, kept for its
--- backward) are bf16; y and the gradients f32. ctx owns h, a and the
+-- backward) are bf16, and so is the gradient dh of h (fc1's dout: its bias
+-- gradient sums the bf16 values, as PyTorch's autocast does); y and the other
+-- gradients f32. ctx owns h, a and the
 -- children's contexts.
 function MLP:forward(x)
   local lowp = self.precision == 'bf16' and 'bf16' or nil
@@ -47,7 +49,9 @@ function MLP:backward(ctx, dy, need_dx)
   local da = self.fc2:backward(ctx.c2, dyd)
   if dyd ~= dy then dyd:free() end
   ctx:release('a')
-  local dh = ops.gelu_backward(da, ctx.h)
+  -- under precision = 'bf16' dh is bf16 (the f32 product rounded once): fc1's
+  -- backward GEMMs read bf16 operands, so the f32 dh is never stored
+  local dh = ops.gelu_backward(da, ctx.h, ctx.h:dtype() == 'bf16' and 'bf16' or nil)
   da:free()
   ctx:release('h')
   local dx = self.fc1:backward(ctx.c1, dh, need_dx)
