@@ -171,12 +171,13 @@ function memory.block(d)
   local lse = r256(B * (d.heads // T) * N * 4)
   local hid = r256(B * N * H // T * lp)          -- fc1 output, GELU output
   local kept = 2 * x + 2 * norm + 2 * stats + 2 * gathered + qkv + o + lse + 2 * hid
-  -- backward: the incoming gradient (f32), then fc2's input gradient and GELU's (f32,
-  -- hidden/T), GELU's input released after; with sequence parallelism fc2's backward first
-  -- all-gathers the gradient (a [T, B, n, C] buffer and its permuted copy)
+  -- backward: the incoming gradient (f32), then fc2's input gradient (f32, hidden/T) and
+  -- GELU's (f32; bf16 under bf16: nn.MLP), GELU's input released after; with sequence
+  -- parallelism fc2's backward first all-gathers the gradient (a [T, B, n, C] buffer and its
+  -- permuted copy)
   local dy = x
   local dhid = r256(B * N * H // T * 4)
-  local extra = dy + 2 * dhid - hid
+  local extra = dy + dhid + r256(B * N * H // T * lp) - hid
   if d.sp then extra = math.max(extra, dy + 2 * r256(B * N * C * 4)) end
   return kept, x, extra
 end
