@@ -15,7 +15,7 @@
 -- A step is an optimizer update: MAX_STEPS, LOG_EVERY and SAVE_EVERY count
 -- them; with gradient_accumulation = n a step takes n batches. Reports the
 -- loss every LOG_EVERY steps (a progress bar on a terminal), the test accuracy
--- after each epoch ("test accuracy"), and writes one JSON line per step (its
+-- after each epoch ("test accuracy"; every EVAL_INTERVAL-th and the last), and writes one JSON line per step (its
 -- batches' mean loss) and per evaluation to METRICS_FILE; with TENSORBOARD_DIR
 -- set, the same values as TensorBoard scalars (lunar.tensorboard), and with
 -- PLOT_FILE set, a PNG of the curves at the end (lunar plot).
@@ -134,7 +134,9 @@ for epoch = start_epoch, cfg.NUM_EPOCHS - 1 do
   end
   bar:finish()
   local train_time = lunar.clock() - t_epoch
-  if cfg.EVAL_EVERY_EPOCH then
+  -- the test accuracy after every EVAL_INTERVAL-th epoch and after the last one
+  local last = epoch == cfg.NUM_EPOCHS - 1 or batches_left() <= 0
+  if cfg.EVAL_EVERY_EPOCH and ((epoch + 1) % cfg.EVAL_INTERVAL == 0 or last) then
     local t_eval = lunar.clock()
     local acc, correct, total = engine:evaluate(test_loader, 0)
     log.info('epoch %d: test accuracy %.2f%% (%d/%d), train %.1f s (%.1f img/s), eval %.1f s', epoch + 1,

@@ -52,7 +52,7 @@ trainer:fit{
   test_loader = cfg.EVAL_EVERY_EPOCH and run.test_loader or nil,
   epochs = cfg.NUM_EPOCHS,
   max_steps = cfg.MAX_STEPS,                    -- optimizer steps, as the engine example counts them
-  test_interval = 1,
+  test_interval = cfg.EVAL_INTERVAL,           -- and after the last epoch
   hooks = hook_list,
   display_progress = true,
 }

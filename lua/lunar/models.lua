@@ -48,6 +48,9 @@ end
 -- head.*. With the reference's sizes (patch 8, width 768, 16 blocks, 1000
 -- classes, 3 channels) the count is 114,324,712 + 768 * L: 126,907,624 at
 -- 1024 x 1024 (L = 128^2; tests/lua/test_hybrid_vit.lua).
+-- SHIFTED_PATCHES = s > 0 puts nn.ShiftedPatches(s) before the convolution
+-- (patch_embed.shift; the convolution then sees 5 * IN_CHANS channels):
+-- Shifted Patch Tokenization's input (Lee et al. 2021), 2D only.
 -- The same code runs sharded over a domain group (parallel.domain): `nn` is
 -- then the library setup.config_model gives, whose PositionEmbedding,
 -- Attention/Block and MeanPool are the domain-parallel forms.
@@ -65,14 +68,20 @@ function models.hybrid_vit(cfg, lib)
     blocks[i] = lib.Block{dim = C, num_heads = cfg.NUM_HEADS, mlp_ratio = cfg.MLP_RATIO, eps = 1e-5,
       drop = cfg.DROPOUT or 0, seed = cfg.SEED or 0}
   end
-  local conv = dims == 3 and lib.Conv3d(cfg.IN_CHANS, C, P) or lib.Conv2d(cfg.IN_CHANS, C, P)
+  local shift = cfg.SHIFTED_PATCHES or 0
+  if shift > 0 and dims ~= 2 then
+    error(string.format('SHIFTED_PATCHES = %d: shifted patches are 2D only (IMG_DIMS = %d)', shift, dims), 0)
+  end
+  local cin = shift > 0 and 5 * cfg.IN_CHANS or cfg.IN_CHANS
+  local conv = dims == 3 and lib.Conv3d(cin, C, P) or lib.Conv2d(cin, C, P)
+  local embed = {}
+  if shift > 0 then embed[#embed + 1] = {'shift', lib.ShiftedPatches(shift)} end
+  embed[#embed + 1] = {'conv', conv}
+  embed[#embed + 1] = {'flatten', lib.Reshape({C, -1})}     -- [B, C, h, w(, d)] -> [B, C, L]
+  embed[#embed + 1] = {'to_tokens', lib.Transpose(2, 3)}    -- -> [B, L, C]
+  embed[#embed + 1] = {'norm', lib.LayerNorm(C, 1e-5)}
   local m = lib.Sequential{
-    {'patch_embed', lib.Sequential{
-      {'conv', conv},
-      {'flatten', lib.Reshape({C, -1})},        -- [B, C, h, w(, d)] -> [B, C, L]
-      {'to_tokens', lib.Transpose(2, 3)},       -- -> [B, L, C]
-      {'norm', lib.LayerNorm(C, 1e-5)},
-    }},
+    {'patch_embed', lib.Sequential(embed)},
     {'', lib.PositionEmbedding(L, C)},
     {'blocks', lib.Sequential(blocks)},
     {'pool', lib.MeanPool()},

@@ -163,7 +163,10 @@ local TOP = {
       doc = "PNG of the loss, learning-rate and test-accuracy curves of METRICS_FILE, drawn at the end of the " ..
         "run by `lunar plot` (gnuplot; '' = none)" } },
   { 'EVAL_EVERY_EPOCH', E{ type = 'boolean', default = true,
-      doc = 'evaluate on the test split after every epoch' } },
+      doc = 'evaluate on the test split after every epoch (every EVAL_INTERVAL-th; false: never)' } },
+  { 'EVAL_INTERVAL', E{ type = 'integer', default = 1, min = 1,
+      doc = 'with EVAL_EVERY_EPOCH: evaluate after every N-th epoch and after the last one ' ..
+        "(Colossal-AI's test_interval; N >= NUM_EPOCHS: once, at the end)" } },
   { 'device', E{ type = 'string', default = 'cpu',
       check = function(v)
         if v == 'cpu' or v == 'cuda' or v:match('^cuda:%d+$') then return nil end
@@ -196,6 +199,10 @@ local TOP = {
   { 'AUG_SCALE', E{ type = 'table', items = 'number', default = nil, min = 0,
       doc = "'image_folder'/'imagenet_zip' training: RandomResizedCrop's {min, max} area fraction " ..
         '(unset: {0.08, 1}, timm)' } },
+  { 'SHIFTED_PATCHES', E{ type = 'integer', default = 0, min = 0,
+      doc = "MODEL = 'hybrid_vit': Shifted Patch Tokenization's input (Lee et al. 2021): the image and four " ..
+        'copies shifted diagonally by this many pixels, stacked on the channels before the patch embedding ' ..
+        '(nn.ShiftedPatches; the paper: PATCH_SIZE // 2; 0: off)' } },
   { 'AUG_HFLIP', E{ type = 'number', default = nil, min = 0, max = 1,
       doc = "training: probability of the horizontal flip (unset: 0.5 for 'image_folder'/'imagenet_zip', " ..
         "none for the in-memory datasets)" } },

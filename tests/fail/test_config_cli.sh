@@ -161,6 +161,14 @@ check "trainer example: the engine example's loss and lr at every step (32 steps
   eval '[ "$(losses "$T/trainer.jsonl" | wc -l)" -eq 32 ] && [ "$(losses "$T/engine.jsonl")" = "$(losses "$T/trainer.jsonl")" ]'
 check "trainer example: the same test accuracy after each epoch" \
   eval '[ -n "$engine_acc" ] && [ "$(wc -l <<<"$engine_acc")" -eq 2 ] && [ "$engine_acc" = "$trainer_acc" ]'
+# EVAL_INTERVAL=2 over 5 epochs: evaluations after epochs 2 and 4 (multiples of 2) and 5 (the last)
+run "$LUNAR" examples/train_with_engine.lua ${SMALL/NUM_EPOCHS=2/NUM_EPOCHS=5} EVAL_INTERVAL=2 METRICS_FILE=
+engine_ep=$(grep -o 'epoch [0-9]*: test accuracy [0-9.]*% ([0-9/]*)' <<<"$out")
+run "$LUNAR" examples/train_with_trainer.lua ${SMALL/NUM_EPOCHS=2/NUM_EPOCHS=5} EVAL_INTERVAL=2 METRICS_FILE=
+trainer_acc=$(grep -o 'test accuracy [0-9.]*% ([0-9/]*)' <<<"$out")
+check "EVAL_INTERVAL=2, 5 epochs: the engine example evaluates after epochs 2, 4 and 5, the trainer the same" \
+  eval '[ "$(grep -o "^epoch [0-9]*" <<<"$engine_ep" | tr "\n" " ")" = "epoch 2 epoch 4 epoch 5 " ] &&
+        [ "$(sed "s/^epoch [0-9]*: //" <<<"$engine_ep")" = "$trainer_acc" ]'
 
 # the trainer on 2 ranks (pipeline stages: the test phase is engine:evaluate; tensor parallel:
 # per-batch test events, counts summed over the replicas): the single rank's test accuracy

@@ -100,4 +100,50 @@ T.test('trains through setup: 8 AdamW steps on synthetic images lower the loss (
   end
 end)
 
+-- nn.ShiftedPatches against a plain-Lua reference of its stated definition: copy k of
+-- y at (i, j) is x at (i + dy_k, j + dx_k), 0 outside the image, (dy, dx) = (0, 0),
+-- (-s, -s), (-s, s), (s, -s), (s, s); channel block k holds copy k.
+T.test('ShiftedPatches: the five copies, and backward as the transpose of forward', function()
+  local B, C, H, W, s = 2, 2, 5, 6, 2
+  local x = lunar.empty({B, C, H, W}):normal_(11, 'x', 0, 1)
+  local xt = x:totable()
+  local sp = nn.ShiftedPatches(s)
+  local y, ctx = sp:forward(x)
+  T.eq(y:shape(), {B, 5 * C, H, W})
+  local yt = y:totable()
+  local D = {{0, 0}, {-s, -s}, {-s, s}, {s, -s}, {s, s}}
+  local bad = 0
+  for b = 1, B do for k = 1, 5 do for c = 1, C do for i = 1, H do for j = 1, W do
+    local si, sj = i + D[k][1], j + D[k][2]
+    local want = (si >= 1 and si <= H and sj >= 1 and sj <= W) and xt[b][c][si][sj] or 0
+    if yt[b][(k - 1) * C + c][i][j] ~= want then bad = bad + 1 end
+  end end end end end
+  T.eq(bad, 0)
+  -- the adjoint identity <y, dy> = <x, dx> for a random dy (y = A x, dx = A^T dy)
+  local dy = lunar.empty({B, 5 * C, H, W}):normal_(12, 'dy', 0, 1)
+  local dx = sp:backward(ctx, dy, true)
+  local lhs, rhs = (y * dy):sum(), (x * dx):sum()
+  T.near(lhs, rhs, 1e-5 * (math.abs(lhs) + 1))
+  y:free(); dy:free(); dx:free()
+  -- a shift as large as the image leaves nothing: refused
+  T.raises(function() nn.ShiftedPatches(5):forward(x) end, 'shift 5 must be smaller than the image (5 x 6)')
+  T.raises(function() nn.ShiftedPatches(0) end, 'shift must be a positive integer')
+end)
+
+T.test('SHIFTED_PATCHES: the count (+4 input channels per image channel), gradcheck, 2D only', function()
+  -- conv weight grows from IN_CHANS*P*P to 5*IN_CHANS*P*P per output channel: + 4 * 2 * 16 * 16 = 2,048
+  T.eq(models.hybrid_vit(tiny({SHIFTED_PATCHES = 2})):num_parameters(),
+    models.hybrid_vit(tiny()):num_parameters() + 4 * 2 * 4 * 4 * 16)
+  local c = tiny({IMG_SIZE = 8, HIDDEN_SIZE = 8, SHIFTED_PATCHES = 2})
+  local m = nn.materialize(models.hybrid_vit(c), 1)
+  local names = {}
+  for _, p in ipairs(m:parameters()) do names[#names + 1] = p.name end
+  T.eq(names[1], 'patch_embed.conv.weight')
+  T.eq(m:parameters()[1].param:shape(), {8, 10, 4, 4})
+  local rep = nn.gradcheck(m, lunar.empty({2, 2, 8, 8}):normal_(5, 'x', 0, 1), {max_elements = 24})
+  T.truthy(rep.ok, rep.message)
+  T.raises(function() models.hybrid_vit(tiny({IMG_DIMS = 3, IMG_SIZE = 8, SHIFTED_PATCHES = 2})) end,
+    'shifted patches are 2D only')
+end)
+
 T.run()

@@ -33,6 +33,7 @@ local nn = {
   Transpose = require('lunar.nn.Transpose'),
   Conv2d = require('lunar.nn.Conv2d'),
   Conv3d = require('lunar.nn.Conv3d'),
+  ShiftedPatches = require('lunar.nn.ShiftedPatches'),
   gradcheck = require('lunar.nn.gradcheck'),
   flops = require('lunar.nn.flops'),
 }

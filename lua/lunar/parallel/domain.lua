@@ -293,7 +293,7 @@ function Domain:layers(nn, where)
   function lib.Block(o) return nn.Block(with(o)) end
   function lib.MeanPool(o) return nn.MeanPool(with(o)) end
   function lib.PositionEmbedding(n, dim, o) return nn.PositionEmbedding(n, dim, with(o)) end
-  for _, name in ipairs({'ClassToken', 'SelectToken', 'MultiheadAttention', 'PatchEmbed', 'ViT'}) do
+  for _, name in ipairs({'ClassToken', 'SelectToken', 'MultiheadAttention', 'PatchEmbed', 'ViT', 'ShiftedPatches'}) do
     lib[name] = function()
       error(string.format("%s: nn.%s has no domain-parallel form (parallel.domain = %d shards each image's " ..
         'tokens over ranks); use nn.Conv2d/Conv3d, nn.PositionEmbedding, nn.Attention/Block and nn.MeanPool ' ..
