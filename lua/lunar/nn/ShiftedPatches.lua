@@ -38,6 +38,23 @@ local function span(S, d)
   return 1 - d, 1, S + d
 end
 
+-- Calls fn(out, inp) for each copy k: out the view of channel block k of the
+-- [B, 5C, H, W] tensor `wide` that copy k fills, inp the view of the [B, C,
+-- H, W] tensor `img` it reads (the views freed after fn).
+local function each_copy(wide, img, C, H, W, sh, fn)
+  for k, d in ipairs(ShiftedPatches.SHIFTS) do
+    local oy, iy, ny = span(H, d[1] * sh)
+    local ox, ix, nx = span(W, d[2] * sh)
+    local w_c = wide:narrow(2, (k - 1) * C + 1, C)
+    local w_r = w_c:narrow(3, oy, ny)
+    local w = w_r:narrow(4, ox, nx)
+    local i_r = img:narrow(3, iy, ny)
+    local i = i_r:narrow(4, ix, nx)
+    fn(w, i)
+    w:free(); w_r:free(); w_c:free(); i:free(); i_r:free()
+  end
+end
+
 --- x [B, C, H, W] -> y [B, 5C, H, W]; ctx keeps only the shape.
 function ShiftedPatches:forward(x)
   local s = x:shape()
@@ -48,17 +65,7 @@ function ShiftedPatches:forward(x)
     error(string.format('nn.ShiftedPatches: shift %d must be smaller than the image (%d x %d)', sh, H, W), 2)
   end
   local y = lunar.zeros({B, 5 * C, H, W}, x:dtype(), x:device())
-  for k, d in ipairs(ShiftedPatches.SHIFTS) do
-    local oy, iy, ny = span(H, d[1] * sh)
-    local ox, ix, nx = span(W, d[2] * sh)
-    local dst_c = y:narrow(2, (k - 1) * C + 1, C)
-    local dst_r = dst_c:narrow(3, oy, ny)
-    local dst = dst_r:narrow(4, ox, nx)
-    local src_r = x:narrow(3, iy, ny)
-    local src = src_r:narrow(4, ix, nx)
-    dst:copy_(src)
-    dst:free(); dst_r:free(); dst_c:free(); src:free(); src_r:free()
-  end
+  each_copy(y, x, C, H, W, sh, function(out, inp) out:copy_(inp) end)
   return y, Context(nil, {shape = s})
 end
 
@@ -68,21 +75,12 @@ function ShiftedPatches:backward(ctx, dy, need_dx)
   local s = ctx.shape
   ctx:free()
   if need_dx == false then return nil end
-  local C, H, W = s[2], s[3], s[4]
-  local sh = self.shift
   local dx = lunar.zeros(s, 'f32', dy:device())
-  for k, d in ipairs(ShiftedPatches.SHIFTS) do
-    local oy, iy, ny = span(H, d[1] * sh)
-    local ox, ix, nx = span(W, d[2] * sh)
-    local g_c = dy:narrow(2, (k - 1) * C + 1, C)
-    local g_r = g_c:narrow(3, oy, ny)
-    local g = g_r:narrow(4, ox, nx)
-    local t_r = dx:narrow(3, iy, ny)
-    local t = t_r:narrow(4, ix, nx)
-    local sum = t + g
-    t:copy_(sum)
-    sum:free(); t:free(); t_r:free(); g:free(); g_r:free(); g_c:free()
-  end
+  each_copy(dy, dx, s[2], s[3], s[4], self.shift, function(g, acc)
+    local sum = acc + g
+    acc:copy_(sum)
+    sum:free()
+  end)
   return dx
 end
 
