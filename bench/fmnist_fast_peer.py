@@ -5,7 +5,7 @@
 # The same ViT as bench/vs_pytorch_peer.py (timm layout) at the recipe's dims
 # (patch 7, width 128, depth 4, 4 heads, MLP 4x, 10 classes; --model hybrid_vit:
 # the recipe's MODEL = 'hybrid_vit', mean-pooled tokens, no class token;
-# --patch, --depth, --mlp-ratio), PyTorch's module
+# --patch, --depth, --mlp-ratio; --shift: SHIFTED_PATCHES), PyTorch's module
 # default init for the Linear layers (the config's INIT = 'pytorch'), trained
 # on Fashion-MNIST (the IDX files, normalized with mean 0.2860, std 0.3530)
 # with RandomCrop(28, padding=1) of zero pixels (--crop-padding) and a
@@ -31,6 +31,7 @@ T0 = time.perf_counter()
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from vs_pytorch_peer import Block, VisionTransformer  # noqa: E402
@@ -42,9 +43,10 @@ class HybridViT(nn.Module):
     embedding, no class token, pre-LN blocks, mean over the tokens, a linear
     head (no final norm). LayerNorms eps 1e-5 as Lunar's (the ViT's Block has 1e-6)."""
 
-    def __init__(self, img, patch, chans, dim, depth, heads, mlp_ratio, classes):
+    def __init__(self, img, patch, chans, dim, depth, heads, mlp_ratio, classes, shift=0):
         super().__init__()
-        self.conv = nn.Conv2d(chans, dim, kernel_size=patch, stride=patch)
+        self.shift = shift   # SHIFTED_PATCHES: the image and 4 diagonal shifts on the channels
+        self.conv = nn.Conv2d(chans * (5 if shift else 1), dim, kernel_size=patch, stride=patch)
         self.norm = nn.LayerNorm(dim, eps=1e-5)
         self.pos_embed = nn.Parameter(torch.zeros(1, (img // patch) ** 2, dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -54,7 +56,17 @@ class HybridViT(nn.Module):
                 m.eps = 1e-5
         self.head = nn.Linear(dim, classes)
 
+    def shifted(self, x):
+        # Shifted Patch Tokenization's input (Lee et al. 2021): copy k at (i, j) is
+        # x at (i + dy, j + dx), zero outside, (dy, dx) = (-s,-s), (-s,s), (s,-s), (s,s)
+        s, H, W = self.shift, x.shape[2], x.shape[3]
+        p = F.pad(x, (s, s, s, s))
+        views = [p[:, :, s + dy:s + dy + H, s + dx:s + dx + W] for dy, dx in ((-s, -s), (-s, s), (s, -s), (s, s))]
+        return torch.cat([x] + views, dim=1)
+
     def forward(self, x):
+        if self.shift:
+            x = self.shifted(x)
         x = self.norm(self.conv(x).flatten(2).transpose(1, 2)) + self.pos_embed
         return self.head(self.blocks(x).mean(1))
 
@@ -82,6 +94,7 @@ def main():
     ap.add_argument("--patch", type=int, default=7)
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--mlp-ratio", type=float, default=4.0)
+    ap.add_argument("--shift", type=int, default=0, help="--model hybrid_vit: SHIFTED_PATCHES (0: off)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -98,7 +111,8 @@ def main():
     norm = lambda u8: (u8.float() / 255.0 - mean) / std  # noqa: E731
 
     cls = HybridViT if a.model == "hybrid_vit" else VisionTransformer
-    model = cls(28, a.patch, 1, 128, a.depth, 4, a.mlp_ratio, 10)
+    model = cls(28, a.patch, 1, 128, a.depth, 4, a.mlp_ratio, 10,
+                **({"shift": a.shift} if a.model == "hybrid_vit" else {}))
     for m in model.modules():   # INIT = 'pytorch': the Linear layers' module defaults
         if isinstance(m, nn.Linear):
             m.reset_parameters()
