@@ -11,6 +11,8 @@
 --     bucket_size = 2^18,              -- optional: elements per data-parallel gradient bucket
 --     zero = z,                        -- optional: lunar.parallel.zero's sharded state (its
 --                                      -- reducer, gradient shard and clipping replace the plain ones)
+--     eval_hflip = false,              -- optional: eval_step's logits are the mean of the image's
+--                                      -- and its mirror's (test-time augmentation; EVAL_HFLIP)
 --   }
 --   engine:train()
 --   local loss, lr, updated = engine:train_step(images, labels)   -- one batch, any layout
@@ -84,6 +86,7 @@ function engine.initialize(args)
     params = args.model:parameters(), last_grad_norm = nil, grid = g,
     num_micro_batches = args.num_micro_batches or (g and g.num_micro_batches) or 1,
     pipeline_schedule = args.pipeline_schedule or (g and g.pipeline_schedule) or '1f1b',
+    eval_hflip = args.eval_hflip or false,
   }, Engine)
   self.zero = args.zero
   if self.zero then
@@ -264,11 +267,47 @@ function Engine:_schedule_loss(loss)
   return g.world:all_reduce_number(mine + 0.0, 'sum') / g.dp_size
 end
 
+--- The mirror image of x [B, C, H, W] (or [B, C, D, H, W]) along its last
+-- axis, W (torchvision's hflip), as a new contiguous tensor of x's dtype and
+-- device: W copies of one column each.
+local function hflip(x)
+  local d = x:dim()
+  local W = x:size(d)
+  local y = lunar.empty(x:shape(), x:dtype(), x:device())
+  for j = 1, W do
+    local dst, src = y:narrow(d, j, 1), x:narrow(d, W - j + 1, 1)
+    dst:copy_(src)
+    dst:free(); src:free()
+  end
+  return y
+end
+
 --- The forward of one evaluation batch (no context kept): images [B, ...]
 -- -> logits [B, classes] (the caller frees them; nil on a pipeline stage
 -- other than the last) and, with labels, the batch's mean loss on this rank
--- (nil without logits). Every rank of a pipeline calls it.
+-- (nil without logits). Every rank of a pipeline calls it. With eval_hflip
+-- (EVAL_HFLIP) the logits are the mean of the batch's and of its mirror
+-- images' (test-time augmentation: two forwards).
 function Engine:eval_step(images, labels)
+  if self.eval_hflip then
+    -- test-time augmentation: the mean of the logits of each image and of its mirror
+    local flipped = hflip(images)
+    local a = self:forward_logits(images)
+    local b = self:forward_logits(flipped)
+    flipped:free()
+    local logits
+    if a then
+      logits = lunar.ops.scale_(a + b, 0.5)
+      a:free(); b:free()
+    end
+    return logits, self:eval_loss(logits, labels)
+  end
+  local logits = self:forward_logits(images)
+  return logits, self:eval_loss(logits, labels)
+end
+
+-- The logits of a batch in evaluation (eval_step without the loss and the mirror).
+function Engine:forward_logits(images)
   local g = self.grid
   local logits
   -- a tensor mode that splits the batch in blocks (lunar.parallel.tensor_2d / tensor_3d) evaluates a
@@ -296,13 +335,15 @@ function Engine:eval_step(images, labels)
       logits = cut
     end
   end
-  local loss
-  if logits and labels then
-    local cctx
-    loss, cctx = self.criterion_module:forward(logits, labels)
-    cctx:free()                        -- no backward: release the criterion's context
-  end
-  return logits, loss
+  return logits
+end
+
+-- The mean loss of evaluation logits against labels (nil without either).
+function Engine:eval_loss(logits, labels)
+  if not (logits and labels) then return nil end
+  local loss, cctx = self.criterion_module:forward(logits, labels)
+  cctx:free()                          -- no backward: release the criterion's context
+  return loss
 end
 
 --- Top-1 accuracy of the model over every batch of `loader` (eval mode, then

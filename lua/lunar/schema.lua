@@ -164,6 +164,9 @@ local TOP = {
         "run by `lunar plot` (gnuplot; '' = none)" } },
   { 'EVAL_EVERY_EPOCH', E{ type = 'boolean', default = true,
       doc = 'evaluate on the test split after every epoch (every EVAL_INTERVAL-th; false: never)' } },
+  { 'EVAL_HFLIP', E{ type = 'boolean', default = false,
+      doc = "evaluation's logits: the mean of each test image's and of its mirror's (test-time " ..
+        'augmentation with the horizontal flip; two forwards per batch)' } },
   { 'EVAL_INTERVAL', E{ type = 'integer', default = 1, min = 1,
       doc = 'with EVAL_EVERY_EPOCH: evaluate after every N-th epoch and after the last one ' ..
         "(Colossal-AI's test_interval; N >= NUM_EPOCHS: once, at the end)" } },

@@ -25,7 +25,7 @@ local function new_engine(opts)
   local eng = engine.initialize{model = model, optimizer = opt,
     criterion = nn.CrossEntropy{label_smoothing = CFG.LABEL_SMOOTHING},
     clip_grad_norm = opts.clip_grad_norm, gradient_accumulation = opts.gradient_accumulation,
-    lr_scheduler = opts.lr_scheduler, num_micro_batches = opts.num_micro_batches}
+    lr_scheduler = opts.lr_scheduler, num_micro_batches = opts.num_micro_batches, eval_hflip = opts.eval_hflip}
   eng:train()
   return eng, model, opt
 end
@@ -296,6 +296,35 @@ T.test('engine.check_loss: NaN and infinities raise with the step (and micro-bat
   T.eq(engine.check_loss(1.5, 1), 1.5)
   T.raises(function() engine.check_loss(0 / 0, 4) end, 'non%-finite loss .*nan at step 4 %(1%-based')
   T.raises(function() engine.check_loss(-math.huge, 2, 3) end, 'non-finite loss -inf at step 2, micro-batch 3')
+end)
+
+T.test('eval_hflip: the logits are the mean of the image and of its mirror (W reversed, by hand)', function()
+  local plain = new_engine()
+  local tta = new_engine({eval_hflip = true})           -- the same seed: the same weights
+  plain:eval(); tta:eval()
+  local x = lunar.empty({3, 2, 8, 8}):normal_(7, 'x', 0, 1)
+  local y = lunar.tensor({0, 1, 3}, 'i32')
+  -- the mirror built element by element from the table: m[b][c][i][j] = x[b][c][i][9 - j]
+  local xt = x:totable()
+  local mt = {}
+  for b = 1, 3 do mt[b] = {} for c = 1, 2 do mt[b][c] = {} for i = 1, 8 do
+    local row = {}
+    for j = 1, 8 do row[j] = xt[b][c][i][9 - j] end
+    mt[b][c][i] = row
+  end end end
+  local m = lunar.tensor(mt)
+  local a = plain:eval_step(x)
+  local b = plain:eval_step(m)
+  local want = ((a + b) * 0.5):totable()
+  local got, loss = tta:eval_step(x, y)
+  local worst = 0
+  for r = 1, 3 do for k = 1, 4 do worst = math.max(worst, math.abs(got:totable()[r][k] - want[r][k])) end end
+  T.eq(worst, 0)
+  -- the loss is the criterion's on the averaged logits
+  local want_loss = plain:eval_loss(got, y)
+  T.eq(loss, want_loss)
+  T.truthy(loss > 0)
+  a:free(); b:free(); got:free(); x:free(); m:free()
 end)
 
 T.test('backward without forward and criterion is an error', function()
