@@ -535,8 +535,9 @@ static lunar_status transpose_last2_host(lunar_tensor *dst, const lunar_tensor *
  * dtype: memmove; contiguous f32 <-> bf16 (the casts precision = 'bf16' makes
  * through to()): one vectorizable pass with the conversions of load/store
  * (bf16 -> f32 exact, f32 -> bf16 round to nearest even); strided copies of
- * one dtype (contiguous() of a transposed view): row by row of the last dim,
- * the rows' offsets stepped by an odometer; anything else element by element
+ * one dtype (contiguous() of a transposed view): row by row of the last dim
+ * (memcpy where both rows are contiguous), the rows' offsets stepped by an
+ * odometer; anything else element by element
  * through double (exact for every pair of dtypes but i64 beyond 2^53). */
 static lunar_status copy_host(lunar_tensor *dst, const lunar_tensor *src) {
     int64_t n = lunar_tensor_numel(dst);
@@ -581,7 +582,10 @@ static lunar_status copy_host(lunar_tensor *dst, const lunar_tensor *src) {
             row_walk w;
             if (r0 < r1) row_walk_start(&w, dst, src, r0);
             for (int64_t r = r0; r < r1; r++) {
-                if (es == 4) {
+                if (ds == 1 && ss == 1) {   /* rows contiguous on both sides (a select or narrow of dim 1..) */
+                    memcpy((char *)db + w.doff * (int64_t)es, (const char *)sb + w.soff * (int64_t)es,
+                           (size_t)len * es);
+                } else if (es == 4) {
                     uint32_t *dp = (uint32_t *)db + w.doff;
                     const uint32_t *sp = (const uint32_t *)sb + w.soff;
                     for (int64_t j = 0; j < len; j++) dp[j * ds] = sp[j * ss];
