@@ -21,6 +21,9 @@
 
 #ifdef _OPENMP
 #include <omp.h>
+#define TENSOR_OMP(x) _Pragma(#x)   /* an OpenMP pragma, gone (no warning) in a NO_OMP build */
+#else
+#define TENSOR_OMP(x)
 #endif
 
 static const struct { const char *name, *st; size_t size; } dtypes[LUNAR_NUM_DTYPES] = {
@@ -511,7 +514,7 @@ static lunar_status transpose_last2_host(lunar_tensor *dst, const lunar_tensor *
     int64_t mats = lunar_tensor_numel(dst) / (R * C);
     uint32_t *db = (uint32_t *)dst->storage->data + dst->offset;
     const uint32_t *sb = src->storage->data;
-#pragma omp parallel for schedule(static) if (mats * R * C > 1 << 16 && mats > 1)
+    TENSOR_OMP(omp parallel for schedule(static) if (mats * R * C > 1 << 16 && mats > 1))
     for (int64_t m = 0; m < mats; m++) {
         int64_t so = src->offset, rest = m;   /* the source offset of matrix m (outer dims) */
         for (int d = nd - 3; d >= 0; d--) {
@@ -551,14 +554,14 @@ static lunar_status copy_host(lunar_tensor *dst, const lunar_tensor *src) {
     if (dc && sc && dst->dtype == LUNAR_F32 && src->dtype == LUNAR_BF16) {
         float *d = (float *)db + dst->offset;
         const uint16_t *h = (const uint16_t *)sb + src->offset;
-#pragma omp parallel for simd schedule(static) if (n > 1 << 16)
+        TENSOR_OMP(omp parallel for simd schedule(static) if (n > 1 << 16))
         for (int64_t i = 0; i < n; i++) d[i] = lunar_half_bf16_to_f32(h[i]);
         return LUNAR_OK;
     }
     if (dc && sc && dst->dtype == LUNAR_BF16 && src->dtype == LUNAR_F32) {
         uint16_t *h = (uint16_t *)db + dst->offset;
         const float *f = (const float *)sb + src->offset;
-#pragma omp parallel for simd schedule(static) if (n > 1 << 16)
+        TENSOR_OMP(omp parallel for simd schedule(static) if (n > 1 << 16))
         for (int64_t i = 0; i < n; i++) h[i] = lunar_half_f32_to_bf16(f[i]);
         return LUNAR_OK;
     }
@@ -571,7 +574,7 @@ static lunar_status copy_host(lunar_tensor *dst, const lunar_tensor *src) {
         int last = dst->ndim - 1;
         int64_t len = dst->shape[last], rows = n / len;
         int64_t ds = dst->stride[last], ss = src->stride[last];
-#pragma omp parallel if (n > 1 << 16)
+        TENSOR_OMP(omp parallel if (n > 1 << 16))
         {
             int64_t nt = 1, t = 0;
 #ifdef _OPENMP
@@ -603,7 +606,7 @@ static lunar_status copy_host(lunar_tensor *dst, const lunar_tensor *src) {
         }
         return LUNAR_OK;
     }
-#pragma omp parallel for schedule(static) if (n > 1 << 16)
+    TENSOR_OMP(omp parallel for schedule(static) if (n > 1 << 16))
     for (int64_t i = 0; i < n; i++)
         store(db, dst->dtype, elem_offset(dst, i), load(sb, src->dtype, elem_offset(src, i)));
     return LUNAR_OK;
