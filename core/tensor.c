@@ -19,6 +19,13 @@
 #include "lunar/half.h"
 #include "lunar/tensor.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#define TENSOR_OMP(x) _Pragma(#x)   /* an OpenMP pragma, gone (no warning) in a NO_OMP build */
+#else
+#define TENSOR_OMP(x)
+#endif
+
 static const struct { const char *name, *st; size_t size; } dtypes[LUNAR_NUM_DTYPES] = {
     [LUNAR_F32] = {"f32", "F32", 4},  [LUNAR_BF16] = {"bf16", "BF16", 2},
     [LUNAR_F16] = {"f16", "F16", 2},  [LUNAR_I32] = {"i32", "I32", 4},
@@ -469,29 +476,137 @@ lunar_status lunar_tensor_copy(lunar_tensor *dst, const lunar_tensor *src) {
     return copy_host(dst, src);
 }
 
-/* dst <- src, both on the host, shapes equal. */
+/* Rows of the last dim walked by an odometer over the outer dims (the
+ * element offsets of dst and src follow row by row, no division per row). */
+typedef struct { int64_t idx[LUNAR_MAX_DIMS], doff, soff; } row_walk;
+
+static void row_walk_start(row_walk *w, const lunar_tensor *dst, const lunar_tensor *src, int64_t row) {
+    int last = dst->ndim - 1;
+    w->doff = dst->offset;
+    w->soff = src->offset;
+    for (int d = last - 1; d >= 0; d--) {
+        w->idx[d] = row % dst->shape[d];
+        row /= dst->shape[d];
+        w->doff += w->idx[d] * dst->stride[d];
+        w->soff += w->idx[d] * src->stride[d];
+    }
+}
+
+static inline void row_walk_next(row_walk *w, const lunar_tensor *dst, const lunar_tensor *src) {
+    for (int d = dst->ndim - 2; d >= 0; d--) {
+        w->doff += dst->stride[d];
+        w->soff += src->stride[d];
+        if (++w->idx[d] < dst->shape[d]) return;
+        w->doff -= dst->shape[d] * dst->stride[d];
+        w->soff -= dst->shape[d] * src->stride[d];
+        w->idx[d] = 0;
+    }
+}
+
+/* dst <- src for 4-byte elements, dst contiguous and src contiguous along its
+ * next-to-last dim (the contiguous() of a view whose last two dims are
+ * swapped: [B, C, L] of a [B, L, C] tensor): per matrix of the last two dims,
+ * panels of 16 source elements in a row (one cache line) written down a
+ * column, so both sides stay in L1 whatever the strides; bits as they are. */
+static lunar_status transpose_last2_host(lunar_tensor *dst, const lunar_tensor *src) {
+    int nd = dst->ndim;
+    int64_t R = dst->shape[nd - 2], C = dst->shape[nd - 1], ss = src->stride[nd - 1];
+    int64_t mats = lunar_tensor_numel(dst) / (R * C);
+    uint32_t *db = (uint32_t *)dst->storage->data + dst->offset;
+    const uint32_t *sb = src->storage->data;
+    TENSOR_OMP(omp parallel for schedule(static) if (mats * R * C > 1 << 16 && mats > 1))
+    for (int64_t m = 0; m < mats; m++) {
+        int64_t so = src->offset, rest = m;   /* the source offset of matrix m (outer dims) */
+        for (int d = nd - 3; d >= 0; d--) {
+            so += rest % dst->shape[d] * src->stride[d];
+            rest /= dst->shape[d];
+        }
+        uint32_t *dm = db + m * R * C;
+        const uint32_t *sm = sb + so;
+        for (int64_t r0 = 0; r0 < R; r0 += 16) {
+            int64_t r1 = r0 + 16 < R ? r0 + 16 : R;
+            for (int64_t c = 0; c < C; c++) {
+                const uint32_t *sp = sm + c * ss;
+                for (int64_t r = r0; r < r1; r++) dm[r * C + c] = sp[r];
+            }
+        }
+    }
+    return LUNAR_OK;
+}
+
+/* dst <- src, both on the host, shapes equal. Contiguous operands of one
+ * dtype: memmove; contiguous f32 <-> bf16 (the casts precision = 'bf16' makes
+ * through to()): one vectorizable pass with the conversions of load/store
+ * (bf16 -> f32 exact, f32 -> bf16 round to nearest even); strided copies of
+ * one dtype (contiguous() of a transposed view): row by row of the last dim
+ * (memcpy where both rows are contiguous), the rows' offsets stepped by an
+ * odometer; anything else element by element
+ * through double (exact for every pair of dtypes but i64 beyond 2^53). */
 static lunar_status copy_host(lunar_tensor *dst, const lunar_tensor *src) {
     int64_t n = lunar_tensor_numel(dst);
-    if (dst->dtype == src->dtype && lunar_tensor_is_contiguous(dst) && lunar_tensor_is_contiguous(src)) {
+    int dc = lunar_tensor_is_contiguous(dst), sc = lunar_tensor_is_contiguous(src);
+    if (dst->dtype == src->dtype && dc && sc) {
         memmove(lunar_tensor_data(dst), lunar_tensor_data(src), (size_t)n * lunar_dtype_size(dst->dtype));
         return LUNAR_OK;
     }
     void *db = dst->storage->data;
     const void *sb = src->storage->data;
-    if (dst->dtype == LUNAR_F32 && src->dtype == LUNAR_F32 && dst->ndim > 0) {
-        /* strided f32 copy, row by row of the last dim */
+    if (dc && sc && dst->dtype == LUNAR_F32 && src->dtype == LUNAR_BF16) {
+        float *d = (float *)db + dst->offset;
+        const uint16_t *h = (const uint16_t *)sb + src->offset;
+        TENSOR_OMP(omp parallel for simd schedule(static) if (n > 1 << 16))
+        for (int64_t i = 0; i < n; i++) d[i] = lunar_half_bf16_to_f32(h[i]);
+        return LUNAR_OK;
+    }
+    if (dc && sc && dst->dtype == LUNAR_BF16 && src->dtype == LUNAR_F32) {
+        uint16_t *h = (uint16_t *)db + dst->offset;
+        const float *f = (const float *)sb + src->offset;
+        TENSOR_OMP(omp parallel for simd schedule(static) if (n > 1 << 16))
+        for (int64_t i = 0; i < n; i++) h[i] = lunar_half_f32_to_bf16(f[i]);
+        return LUNAR_OK;
+    }
+    size_t es = lunar_dtype_size(dst->dtype);
+    if (dst->dtype == src->dtype && dc && es == 4 && dst->ndim >= 2 && n > 0 && src->stride[dst->ndim - 2] == 1 &&
+        src->stride[dst->ndim - 1] != 1)
+        return transpose_last2_host(dst, src);
+    if (dst->dtype == src->dtype && dst->ndim > 0 && n > 0 && (es == 2 || es == 4 || es == 8)) {
+        /* strided copy of one dtype, bits moved as they are, row by row of the last dim */
         int last = dst->ndim - 1;
-        int64_t rows = n / (dst->shape[last] ? dst->shape[last] : 1), len = dst->shape[last];
+        int64_t len = dst->shape[last], rows = n / len;
         int64_t ds = dst->stride[last], ss = src->stride[last];
-#pragma omp parallel for schedule(static) if (n > 1 << 16)
-        for (int64_t r = 0; r < rows; r++) {
-            float *dp = (float *)db + elem_offset(dst, r * len);
-            const float *sp = (const float *)sb + elem_offset(src, r * len);
-            for (int64_t j = 0; j < len; j++) dp[j * ds] = sp[j * ss];
+        TENSOR_OMP(omp parallel if (n > 1 << 16))
+        {
+            int64_t nt = 1, t = 0;
+#ifdef _OPENMP
+            nt = omp_get_num_threads();
+            t = omp_get_thread_num();
+#endif
+            int64_t r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
+            row_walk w;
+            if (r0 < r1) row_walk_start(&w, dst, src, r0);
+            for (int64_t r = r0; r < r1; r++) {
+                if (ds == 1 && ss == 1) {   /* rows contiguous on both sides (a select or narrow of dim 1..) */
+                    memcpy((char *)db + w.doff * (int64_t)es, (const char *)sb + w.soff * (int64_t)es,
+                           (size_t)len * es);
+                } else if (es == 4) {
+                    uint32_t *dp = (uint32_t *)db + w.doff;
+                    const uint32_t *sp = (const uint32_t *)sb + w.soff;
+                    for (int64_t j = 0; j < len; j++) dp[j * ds] = sp[j * ss];
+                } else if (es == 2) {
+                    uint16_t *dp = (uint16_t *)db + w.doff;
+                    const uint16_t *sp = (const uint16_t *)sb + w.soff;
+                    for (int64_t j = 0; j < len; j++) dp[j * ds] = sp[j * ss];
+                } else {
+                    uint64_t *dp = (uint64_t *)db + w.doff;
+                    const uint64_t *sp = (const uint64_t *)sb + w.soff;
+                    for (int64_t j = 0; j < len; j++) dp[j * ds] = sp[j * ss];
+                }
+                row_walk_next(&w, dst, src);
+            }
         }
         return LUNAR_OK;
     }
-#pragma omp parallel for schedule(static) if (n > 1 << 16)
+    TENSOR_OMP(omp parallel for schedule(static) if (n > 1 << 16))
     for (int64_t i = 0; i < n; i++)
         store(db, dst->dtype, elem_offset(dst, i), load(sb, src->dtype, elem_offset(src, i)));
     return LUNAR_OK;

@@ -816,6 +816,29 @@ static void test_loader_augment(void) {
     CHECK(formula);
     for (int dy = 0; dy < 3; dy++)
         for (int dx = 0; dx < 3; dx++) CHECK_MSG(seen[dy][dx] > 0, "shift (%d, %d) never drawn", dy - 1, dx - 1);
+    /* crop and flip together (hflip 1: every sample mirrored): sample i is the
+     * plain one read at column (W - 1 - x) + dx, row y + dy, the shift (dy, dx)
+     * of the same draw, the normalized 0 pixel outside */
+    lunar_loader *both = lunar_loader_new(ds, N, 0, 9, 0, 0, 1, mean, std, 0);
+    CHECK(both && lunar_loader_set_augment(both, 1, 1.0) == LUNAR_OK);
+    float *f = malloc((size_t)N * NUMEL * sizeof(float));
+    CHECK(lunar_loader_next(both, f, lab) == N);
+    int bad = 0;
+    for (int i = 0; i < N; i++) {
+        uint32_t w0 = lunar_rng_u32(9, 0x41554731ull << 32, 2 * (uint64_t)i);
+        int dy = (int)(((w0 & 0xFFFF) * 3u) >> 16) - 1, dx = (int)(((w0 >> 16) * 3u) >> 16) - 1;
+        for (int c = 0; c < C; c++)
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++) {
+                    int sy = y + dy, sx = W - 1 - x + dx;
+                    float w = sy >= 0 && sy < H && sx >= 0 && sx < W ? p[(size_t)i * NUMEL + c * H * W + sy * W + sx]
+                                                                     : (0.0f - mean[c]) / std[c];
+                    bad += f[(size_t)i * NUMEL + c * H * W + y * W + x] != w;
+                }
+    }
+    CHECK_MSG(bad == 0, "crop + flip: %d pixels differ from the mirrored, shifted image", bad);
+    free(f);
+    lunar_loader_free(both);
     /* another epoch: other draws */
     CHECK(lunar_loader_set_epoch(aug, 1) == LUNAR_OK);
     float *a1 = malloc((size_t)N * NUMEL * sizeof(float));

@@ -114,6 +114,14 @@ T.test('leaves: forward values by hand', function()
   c3:free()
   T.eq(table.concat(w:view(-1):totable(), ','), '2.0,1.0,4.0,2.0,9.0,6.0,1.0,1.0,2.0,2.0,3.0,3.0')
   T.eq(x2:sum(), 12.0, 'the input is not changed')
+  -- a batch of 5 (the table repeated 1 + 1 + 2 + 1 times): image b holds 10 b, so y[b, i, :] = 10 b + i
+  local x5 = lunar.zeros({5, 3, 2})
+  for b = 1, 5 do local v = x5:select(1, b); v:fill_(10 * b); v:free() end
+  local w5, c5 = pe:forward(x5)
+  c5:free()
+  local want = {}
+  for b = 1, 5 do for i = 1, 3 do for _ = 1, 2 do want[#want + 1] = 10 * b + i end end end
+  T.eq(w5:view(-1):totable(), want)
   -- Conv2d with kernel = stride = 2 of a 1-channel 2x4 image of ones, weight all 1, bias 0.5:
   -- each output is the sum of a 2x2 block (4) + 0.5, output [1, 1, 1, 2]
   local conv = nn.materialize(nn.Conv2d(1, 1, 2), 1)

@@ -275,6 +275,65 @@ T.test('clone and contiguous of a transposed tensor give the right element order
   T.eq(x:permute(3, 2, 1):contiguous():view(8):totable(), {1, 5, 3, 7, 2, 6, 4, 8})
 end)
 
+T.test('contiguous copies of strided views: element order by hand arithmetic, threaded sizes, every width', function()
+  -- base [A, B, C] holds its own flat index a*B*C + b*C + c (exact in f32 and f64)
+  local function iota(A, B, C, dtype)
+    local v = {}
+    for i = 1, A * B * C do v[i] = i - 1 end
+    return lunar.tensor(v, {A, B, C}):to(dtype or 'f32')
+  end
+  -- transpose(2, 3) made contiguous: element (a, c, b) = a*B*C + b*C + c
+  local function check_t23(A, B, C, dtype)
+    local t = iota(A, B, C, dtype):transpose(2, 3):contiguous()
+    T.truthy(t:is_contiguous())
+    local flat, bad = t:view(-1):totable(), 0
+    local i = 1
+    for a = 0, A - 1 do for c = 0, C - 1 do for b = 0, B - 1 do
+      if flat[i] ~= a * B * C + b * C + c then bad = bad + 1 end
+      i = i + 1
+    end end end
+    T.eq(bad, 0, string.format('%s [%d, %d, %d] transposed: wrong elements', dtype or 'f32', A, B, C))
+  end
+  check_t23(3, 40, 37)            -- tiles of 16 with ragged edges both ways
+  check_t23(4, 128, 160)          -- 81,920 elements: the threaded copy
+  check_t23(2, 1, 5)              -- a dim of 1
+  check_t23(2, 3, 4, 'f64')       -- 8-byte elements, row by row
+  check_t23(5, 6, 7, 'bf16')      -- 2-byte elements (values < 256 are exact)
+  check_t23(3, 300, 90, 'i32')    -- 4-byte integers, threaded
+  -- a 3-dim permute whose innermost source stride is not 1 (the row-by-row copy)
+  local p = iota(4, 5, 6):permute(3, 1, 2):contiguous():view(-1):totable()
+  local bad, i = 0, 1
+  for c = 0, 5 do for a = 0, 3 do for b = 0, 4 do
+    if p[i] ~= a * 30 + b * 6 + c then bad = bad + 1 end
+    i = i + 1
+  end end end
+  T.eq(bad, 0, 'permute(3, 1, 2)')
+  -- a narrowed (offset, strided) source
+  local n = iota(3, 8, 9):narrow(3, 2, 4):contiguous():view(-1):totable()
+  bad, i = 0, 1
+  for a = 0, 2 do for b = 0, 7 do for c = 1, 4 do
+    if n[i] ~= a * 72 + b * 9 + c then bad = bad + 1 end
+    i = i + 1
+  end end end
+  T.eq(bad, 0, 'narrow(3, 2, 4)')
+end)
+
+T.test("to() between f32 and bf16 of contiguous tensors (offset, threaded) matches the element-wise path", function()
+  -- values with more bits than bf16 keeps (rounding: ties to even among them)
+  local vals = {}
+  for k = 1, 3 * 40000 do vals[k] = ((k * 7919) % 20011 - 10005) * (1 + 2 ^ -8) / 64 end
+  local x = lunar.tensor(vals, {3, 40000}):narrow(1, 2, 2)            -- contiguous, offset 40000
+  T.truthy(x:is_contiguous())
+  local fast = x:to('bf16')                                            -- the contiguous pass
+  local ref = x:transpose(1, 2):to('bf16'):transpose(1, 2)             -- strided: element by element
+  T.eq(fast:to('f32'):view(-1):totable(), ref:contiguous():to('f32'):view(-1):totable())
+  -- bf16 -> f32 is exact: the widened values are the bf16 ones
+  local back = fast:to('f32')
+  T.eq(back:dtype(), 'f32')
+  T.eq(back:to('bf16'):to('f32'):view(-1):totable(), back:view(-1):totable())
+  T.eq(fast:narrow(2, 3, 5):to('f32'):totable(), ref:narrow(2, 3, 5):to('f32'):totable())
+end)
+
 -- dtype conversion -------------------------------------------------------------
 
 T.test("to('bf16') rounds to nearest, ties to even", function()
