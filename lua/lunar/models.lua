@@ -51,6 +51,11 @@ end
 -- SHIFTED_PATCHES = s > 0 puts nn.ShiftedPatches(s) before the convolution
 -- (patch_embed.shift; the convolution then sees 5 * IN_CHANS channels):
 -- Shifted Patch Tokenization's input (Lee et al. 2021), 2D only.
+-- STEM_CHANNELS = c > 0 puts a convolutional stem before the patch
+-- embedding (patch_embed.stem: a 3 x 3 convolution, stride 1, padding 1, to
+-- c channels, then GELU; the convolution then sees c channels): the "early
+-- convolutions" of Xiao et al. 2021 (arXiv:2106.14881) and the hybrid
+-- input of Dosovitskiy et al. 2021 (a CNN's feature map patchified), 2D only.
 -- The same code runs sharded over a domain group (parallel.domain): `nn` is
 -- then the library setup.config_model gives, whose PositionEmbedding,
 -- Attention/Block and MeanPool are the domain-parallel forms.
@@ -72,10 +77,19 @@ function models.hybrid_vit(cfg, lib)
   if shift > 0 and dims ~= 2 then
     error(string.format('SHIFTED_PATCHES = %d: shifted patches are 2D only (IMG_DIMS = %d)', shift, dims), 0)
   end
+  local stem = cfg.STEM_CHANNELS or 0
+  if stem > 0 and dims ~= 2 then
+    error(string.format('STEM_CHANNELS = %d: the convolutional stem is 2D only (IMG_DIMS = %d)', stem, dims), 0)
+  end
   local cin = shift > 0 and 5 * cfg.IN_CHANS or cfg.IN_CHANS
-  local conv = dims == 3 and lib.Conv3d(cin, C, P) or lib.Conv2d(cin, C, P)
   local embed = {}
   if shift > 0 then embed[#embed + 1] = {'shift', lib.ShiftedPatches(shift)} end
+  if stem > 0 then
+    embed[#embed + 1] = {'stem', lib.Conv2d(cin, stem, 3, {stride = 1, padding = 1})}
+    embed[#embed + 1] = {'stem_act', lib.GELU()}
+    cin = stem
+  end
+  local conv = dims == 3 and lib.Conv3d(cin, C, P) or lib.Conv2d(cin, C, P)
   embed[#embed + 1] = {'conv', conv}
   embed[#embed + 1] = {'flatten', lib.Reshape({C, -1})}     -- [B, C, h, w(, d)] -> [B, C, L]
   embed[#embed + 1] = {'to_tokens', lib.Transpose(2, 3)}    -- -> [B, L, C]

@@ -206,6 +206,10 @@ local TOP = {
       doc = "MODEL = 'hybrid_vit': Shifted Patch Tokenization's input (Lee et al. 2021): the image and four " ..
         'copies shifted diagonally by this many pixels, stacked on the channels before the patch embedding ' ..
         '(nn.ShiftedPatches; the paper: PATCH_SIZE // 2; 0: off)' } },
+  { 'STEM_CHANNELS', E{ type = 'integer', default = 0, min = 0,
+      doc = "MODEL = 'hybrid_vit': a convolutional stem before the patch embedding (Xiao et al. 2021, " ..
+        "'Early convolutions help transformers see better'): a 3 x 3 convolution (stride 1, padding 1) to this " ..
+        'many channels and GELU, 2D only (0: off)' } },
   { 'AUG_HFLIP', E{ type = 'number', default = nil, min = 0, max = 1,
       doc = "training: probability of the horizontal flip (unset: 0.5 for 'image_folder'/'imagenet_zip', " ..
         "none for the in-memory datasets)" } },

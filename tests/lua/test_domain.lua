@@ -133,6 +133,10 @@ T.test('the MODEL library under domain parallelism refuses whole-sequence leaves
   T.eq(lib.Block{dim = 8, num_heads = 2}.attn.domain, d)
   T.eq(lib.LayerNorm, require('lunar.nn').LayerNorm, 'token-local leaves as they are')
   T.raises(function() lib.PositionEmbedding(5, 8) end, 'the domain-parallel image has 4 tokens')
+  -- a padded stride-1 convolution (STEM_CHANNELS) would read the neighbours' rows: refused; the patchifying one runs
+  T.raises(function() lib.Conv2d(1, 4, 3, {stride = 1, padding = 1}) end,
+    'cfg.lua:3: nn.Conv2d with stride 1 and padding 1 reads across the slab boundaries')
+  T.eq(lib.Conv2d(1, 4, 4).kernel_size, 4)
 end)
 
 T.run()

@@ -146,4 +146,23 @@ T.test('SHIFTED_PATCHES: the count (+4 input channels per image channel), gradch
     'shifted patches are 2D only')
 end)
 
+T.test('STEM_CHANNELS: the stem before the patch embedding, its count by hand, gradcheck, 2D only', function()
+  -- stem 3x3 conv IN_CHANS=2 -> c=4: 4*2*9 + 4 = 76; the patch conv then reads 4 channels instead of 2:
+  -- + (4 - 2) * 4 * 4 * 16 = 512 weights (width 16, patch 4)
+  T.eq(models.hybrid_vit(tiny({STEM_CHANNELS = 4})):num_parameters(),
+    models.hybrid_vit(tiny()):num_parameters() + 76 + 512)
+  local c = tiny({IMG_SIZE = 8, HIDDEN_SIZE = 8, STEM_CHANNELS = 3})
+  local m = nn.materialize(models.hybrid_vit(c), 1)
+  local names = {}
+  for _, p in ipairs(m:parameters()) do names[#names + 1] = p.name end
+  T.eq(table.concat(names, ' ', 1, 4), 'patch_embed.stem.weight patch_embed.stem.bias patch_embed.conv.weight ' ..
+    'patch_embed.conv.bias')
+  T.eq(m:parameters()[1].param:shape(), {3, 2, 3, 3})
+  T.eq(m:parameters()[3].param:shape(), {8, 3, 4, 4})
+  local rep = nn.gradcheck(m, lunar.empty({2, 2, 8, 8}):normal_(5, 'x', 0, 1), {max_elements = 24})
+  T.truthy(rep.ok, rep.message)
+  T.raises(function() models.hybrid_vit(tiny({IMG_DIMS = 3, IMG_SIZE = 8, STEM_CHANNELS = 2})) end,
+    'the convolutional stem is 2D only')
+end)
+
 T.run()

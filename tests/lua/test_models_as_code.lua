@@ -69,6 +69,7 @@ T.test('leaves: gradcheck of GELU (exact, tanh), SiLU, ReLU, RMSNorm, MeanPool, 
   check(nn.Reshape({-1}), randn({2, 3, 4}, 'rs.x'))
   check(nn.Transpose(2, 3), randn({2, 3, 4}, 'tr.x'))
   check(nn.Conv2d(2, 3, 2), randn({2, 2, 4, 6}, 'conv.x'))
+  check(nn.Conv2d(2, 3, 3, {stride = 1, padding = 1}), randn({2, 2, 4, 5}, 'conv_same.x'), {max_elements = 64})
   check(nn.Conv3d(2, 3, 2), randn({2, 2, 4, 2, 6}, 'conv3.x'), {max_elements = 64})
   check(nn.Identity(), randn({2, 3}, 'id.x'))
   check(nn.LayerNorm(4), randn({2, 3, 4}, 'ln.x'))
@@ -137,6 +138,8 @@ T.test('leaves: bad input names the module path and the shapes', function()
   nn.materialize(m, 1)
   T.raises(function() m:forward(lunar.zeros({2, 1, 8, 8})) end, 'stem %(Conv2d%).*expected %[B, 3, H, W%], got %[2, 1, 8, 8%]')
   T.raises(function() nn.Conv2d(3, 8, 4, {stride = 2}) end, 'nn.Conv2d: only stride = kernel_size')
+  T.raises(function() nn.Conv2d(3, 8, 3, {stride = 1, padding = 3}) end, 'or stride 1 with padding 0..k%-1')
+  T.raises(function() nn.Conv3d(3, 8, 3, {stride = 1, padding = 1}) end, 'nn.Conv3d: only stride = kernel_size')
   T.raises(function() nn.Conv3d(3, 8, 4, {padding = 1}) end, 'nn.Conv3d: only stride = kernel_size')
   local c3 = nn.materialize(nn.Conv3d(1, 2, 2), 1)
   T.raises(function() c3:forward(lunar.zeros({1, 1, 4, 4})) end, '%(Conv3d%).*expected %[B, 1, D, H, W%], got %[1, 1, 4, 4%]')
@@ -512,6 +515,10 @@ T.test('leaves and containers against PyTorch (outputs and gradients by paramete
     rmsnorm = function() return nn.RMSNorm(5, 1e-6) end,
     linear = function() return nn.Linear(5, 4) end,
     conv2d = function() return nn.Conv2d(2, 3, 2) end,
+    -- torch.nn.Conv2d(2, 3, 3, stride=1, padding=1), (3, 2, 3, stride=1), (1, 2, 4, stride=1, padding=2)
+    conv2d_same = function() return nn.Conv2d(2, 3, 3, {stride = 1, padding = 1}) end,
+    conv2d_valid = function() return nn.Conv2d(3, 2, 3, {stride = 1}) end,
+    conv2d_pad2 = function() return nn.Conv2d(1, 2, 4, {stride = 1, padding = 2}) end,
     conv3d = function() return nn.Conv3d(2, 3, 2) end,
     meanpool = function() return nn.MeanPool() end,
     sequential = function() return nn.Sequential{nn.Linear(5, 8), nn.GELU(), nn.Linear(8, 5)} end,
@@ -540,7 +547,7 @@ T.test('leaves and containers against PyTorch (outputs and gradients by paramete
     for _, p in ipairs(params) do T.check_close(case .. ' grad ' .. p.name, p.grad, st[case .. '.grad.' .. p.name], tol) end
     n = n + 1
   end
-  T.eq(n, 16, 'every case of the golden file')
+  T.eq(n, 19, 'every case of the golden file')
   -- nn.MultiheadAttention with separate query, key, value and PyTorch's masks (gen_leaves.py
   -- mha_tensors): key_padding_mask, a causal bool attn_mask, cross-attention (L 3, S 6) with a
   -- float [B*H, L, S] attn_mask and key_padding_mask, kdim 6 / vdim 4

@@ -15,6 +15,7 @@
 local class = require('lunar.class')
 local Module = require('lunar.nn.Module')
 local Context = require('lunar.nn.Context')
+local shifted_views = require('lunar.nn.shifted_views')
 
 local ShiftedPatches = class('ShiftedPatches', Module)
 
@@ -31,28 +32,13 @@ end
 
 function ShiftedPatches:extra_repr() return string.format('shift=%d', self.shift) end
 
--- The region of the output (rows/cols starting at o, length n) that reads the
--- input at offset o + d (1-based starts): one axis of size S, offset d.
-local function span(S, d)
-  if d >= 0 then return 1, 1 + d, S - d end     -- out start, in start, length
-  return 1 - d, 1, S + d
-end
-
 -- Calls fn(out, inp) for each copy k: out the view of channel block k of the
 -- [B, 5C, H, W] tensor `wide` that copy k fills, inp the view of the [B, C,
 -- H, W] tensor `img` it reads (the views freed after fn).
-local function each_copy(wide, img, C, H, W, sh, fn)
-  for k, d in ipairs(ShiftedPatches.SHIFTS) do
-    local oy, iy, ny = span(H, d[1] * sh)
-    local ox, ix, nx = span(W, d[2] * sh)
-    local w_c = wide:narrow(2, (k - 1) * C + 1, C)
-    local w_r = w_c:narrow(3, oy, ny)
-    local w = w_r:narrow(4, ox, nx)
-    local i_r = img:narrow(3, iy, ny)
-    local i = i_r:narrow(4, ix, nx)
-    fn(w, i)
-    w:free(); w_r:free(); w_c:free(); i:free(); i_r:free()
-  end
+local function each_copy(wide, img, sh, fn)
+  local shifts = {}
+  for k, d in ipairs(ShiftedPatches.SHIFTS) do shifts[k] = {d[1] * sh, d[2] * sh} end
+  shifted_views(wide, img, shifts, fn)
 end
 
 --- x [B, C, H, W] -> y [B, 5C, H, W]; ctx keeps only the shape.
@@ -65,7 +51,7 @@ function ShiftedPatches:forward(x)
     error(string.format('nn.ShiftedPatches: shift %d must be smaller than the image (%d x %d)', sh, H, W), 2)
   end
   local y = lunar.zeros({B, 5 * C, H, W}, x:dtype(), x:device())
-  each_copy(y, x, C, H, W, sh, function(out, inp) out:copy_(inp) end)
+  each_copy(y, x, sh, function(out, inp) out:copy_(inp) end)
   return y, Context(nil, {shape = s})
 end
 
@@ -76,7 +62,7 @@ function ShiftedPatches:backward(ctx, dy, need_dx)
   ctx:free()
   if need_dx == false then return nil end
   local dx = lunar.zeros(s, 'f32', dy:device())
-  each_copy(dy, dx, s[2], s[3], s[4], self.shift, function(g, acc)
+  each_copy(dy, dx, self.shift, function(g, acc)
     local sum = acc + g
     acc:copy_(sum)
     sum:free()

@@ -293,6 +293,15 @@ function Domain:layers(nn, where)
   function lib.Block(o) return nn.Block(with(o)) end
   function lib.MeanPool(o) return nn.MeanPool(with(o)) end
   function lib.PositionEmbedding(n, dim, o) return nn.PositionEmbedding(n, dim, with(o)) end
+  function lib.Conv2d(cin, cout, k, o)
+    local stride, pad = (o or {}).stride or k, (o or {}).padding or 0
+    if stride ~= k or pad ~= 0 then
+      error(string.format('%s: nn.Conv2d with stride %d and padding %d reads across the slab boundaries of ' ..
+        'parallel.domain = %d (no halo exchange); only the patchifying convolution (stride = kernel, no ' ..
+        'padding) runs domain-parallel, or set parallel.domain = 1', where, stride, pad, d.size), 0)
+    end
+    return nn.Conv2d(cin, cout, k, o)
+  end
   for _, name in ipairs({'ClassToken', 'SelectToken', 'MultiheadAttention', 'PatchEmbed', 'ViT', 'ShiftedPatches'}) do
     lib[name] = function()
       error(string.format("%s: nn.%s has no domain-parallel form (parallel.domain = %d shards each image's " ..
