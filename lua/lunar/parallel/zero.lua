@@ -205,13 +205,23 @@ function zero.new(args)
   local self = setmetatable({model = model, grid = g, stage = cfg.stage, size = S, sync = true,
     stats = {early = 0, late = 0, gathers = 0, cold = 0}, inflight = {}, gathered = {},
     bf16 = model._flat_bf16 ~= nil or (deferred and deferred.precision == 'bf16')}, Zero)
+  local dom, dr = g.domain_size or 1, g.domain_rank or 0
   if S == D then
     self.shard_group, self.rank = g.dp_group, g.dp_rank
   else
     local name = g.dp_group:name()
     self.shard_group = g.dp_group:split(g.dp_rank // S, g.dp_rank % S, name .. '/shard')
-    self.replica_group = g.dp_group:split(g.dp_rank % S, g.dp_rank // S, name .. '/replica')
     self.rank = g.dp_rank % S
+  end
+  -- stages 2 and 3: the group over which finish() averages the reduce-scattered shard, the ranks
+  -- holding the same shard index: the other replicas (hybrid sharding) x the domain ranks, one group
+  if self.stage >= 2 and S < D and dom > 1 then
+    self.replica_group = g.grad_group:split(g.dp_rank % S, (g.dp_rank // S) * dom + dr,
+      g.grad_group:name() .. '/replica')
+  elseif self.stage >= 2 and S < D then
+    self.replica_group = g.dp_group:split(g.dp_rank % S, g.dp_rank // S, g.dp_group:name() .. '/replica')
+  elseif self.stage >= 2 and dom > 1 then
+    self.replica_group = g.domain_group
   end
   -- the first replica writes the shards of a checkpoint (of domain rank 0: the domain ranks hold the same)
   self.writes = g.dp_rank < S and (g.domain_rank or 0) == 0
@@ -307,9 +317,16 @@ function zero.new(args)
         self.stage, tostring(model.__name)), 2)
     end
     model.zero_hook = function(event, keys) self:on(event, keys) end
-    -- the units in forward order (each a list of group keys), for prefetching
-    self.units, self.unit_of = model:zero_units(), {}
-    for i, u in ipairs(self.units) do self.unit_of[u[1]] = i end
+    -- the units in forward order (each a list of group keys: those with parameters), for prefetching
+    self.units, self.unit_of = {}, {}
+    for _, u in ipairs(model:zero_units()) do
+      local keys = {}
+      for _, key in ipairs(u) do if by_key[key] then keys[#keys + 1] = key end end
+      if #keys > 0 then
+        self.units[#self.units + 1] = keys
+        for _, key in ipairs(keys) do self.unit_of[key] = #self.units end
+      end
+    end
     -- no full gradient buffer: backward writes into each group's buffer while it runs (the views
     -- into the flat buffers released, so that their memory goes now, not at a later collection)
     local function drop(field)
@@ -556,7 +573,10 @@ end
 -- keys. Stage 3 gathers before and frees after each, prefetching the next
 -- unit; stages 2 and 3 allocate the unit's gradient buffers before its backward.
 function Zero:on(event, keys)
-  local k = self.unit_of[keys[1]]
+  local k
+  for _, key in ipairs(keys) do k = k or self.unit_of[key] end
+  if not k then return end        -- a unit without parameters (a MODEL's pooling, reshape)
+  keys = self.units[k]
   if event == 'pre_forward' or event == 'pre_backward' then
     if self.stage == 3 then
       for _, key in ipairs(keys) do self:finish_gather(self.by_key[key]) end
@@ -618,7 +638,9 @@ function Zero:ready(key)
 end
 
 --- Before the optimizer: completes every reduce_scatter in flight and, with
--- hybrid sharding, averages the gradient shard over the replica group.
+-- hybrid sharding and/or domain parallelism, averages the gradient shard over
+-- the ranks that hold the same shard index (self.replica_group: the other
+-- replicas x the domain ranks).
 function Zero:finish()
   for _, r in ipairs(self.inflight) do complete(self, r) end
   self.inflight = {}
