@@ -27,7 +27,16 @@
 --    constant added to every key): AdamW turns its rounding noise into steps
 --    of about lr, so it gets lr * steps (as tests/mpi/parallel_check.lua).
 --    ZeRO stage 1 (parallel.zero = 1) at domain 2 x data W/2, both attention
---    modes: the same tolerances.
+--    modes, stages 2 and 3 (ring), on 4 ranks also stage 2 over 2 micro-batches
+--    (all-gather attention) and stage 3 with hybrid sharding (group_size 1: the
+--    shard averaged over replica x domain), and stage 3 under bf16 (the bf16
+--    tolerances): the same tolerances. Each checks the shards: the AdamW states
+--    of the shard group partition the parameters, each gradient / parameter
+--    shard holds ceil(n / S) of each group (S the data-parallel group of the
+--    domain coordinate, not domain x data), the full buffers freed, and the
+--    domain ranks of an image hold the same shard index (the data ranks
+--    different ones). The final parameters at stage 3 are gathered
+--    (with_full_parameters).
 --    Under precision = 'bf16' (where the CPU has avx512_bf16): domain 2 ring
 --    against the single-rank bf16 run, losses within 3e-4, parameters within
 --    lr / 5: the domain attention keeps its output o in f32 where the fused
