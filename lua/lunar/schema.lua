@@ -286,8 +286,9 @@ local TOP = {
             end,
             doc = "domain parallelism (PhysicsNeMo's domain_size): each image sharded over N ranks by rows " ..
               "(3D: planes) of patches (nil = 1: none); N or {size = N, attention = 'ring' | 'allgather'} (default ring); " ..
-              "data = world / (domain x pipeline x tensor); MODEL = 'hybrid_vit' or a MODEL function, data " ..
-              'parallel only (lunar.parallel.domain)' } },
+              "data = world / (domain x pipeline x tensor); MODEL = 'hybrid_vit' or a MODEL function; composes " ..
+              'with data parallelism and ZeRO (parallel.zero, every stage and group_size: each domain coordinate ' ..
+              'shards over its data-parallel group), not tensor or pipeline (lunar.parallel.domain)' } },
         { 'pipeline_schedule', E{ type = 'string', default = '1f1b', enum = { 'gpipe', '1f1b' },
             doc = 'pipeline schedule' } },
         { 'pipeline_split', E{ type = 'table', items = 'integer', default = nil, min = 0,

@@ -7,7 +7,8 @@
 #     micro-batches, bf16) at domain 2 x data W/2, against one rank
 #   - the main job's config with MODEL=hybrid_vit through examples/train_with_engine.lua
 #     (loaders cut each batch to the rank's slab, evaluation counted once per
-#     image) at domain 2 and domain 2 x data 2: the losses of one rank
+#     image) at domain 2 and domain 2 x data 2 (also under ZeRO-3: evaluation
+#     gathers each unit too): the losses and test accuracy of one rank
 #     (tests/mpi/compare_metrics.lua, 1e-5)
 #   - Fashion-MNIST at domain 2 (files read whole, batches cut to the slab): the
 #     losses of one rank
@@ -58,6 +59,7 @@ same_as_one_rank() {   # np, label, overrides...
 }
 same_as_one_rank 2 "domain 2 (uneven: 3 patch rows)" BATCH_SIZE=8 'parallel={domain=2}'
 same_as_one_rank 4 "domain 2 x data 2, all-gather" BATCH_SIZE=4 "parallel={domain={size=2, attention='allgather'}}"
+same_as_one_rank 4 "domain 2 x data 2, zero 3" BATCH_SIZE=4 'parallel={domain=2, zero=3}'
 
 # Fashion-MNIST (whole images read from the IDX files, each batch cut to the rank's slab: 7 patch rows = 4 + 3)
 FM=(examples/train_with_engine.lua --config configs/vit_fmnist.lua MODEL=hybrid_vit HIDDEN_SIZE=16 NUM_HEADS=2 DEPTH=2

@@ -67,17 +67,36 @@
 -- (unlike FSDP's MixedPrecision(param_dtype = bf16), which rounds those too);
 -- gradients stay fp32 and are reduce-scattered in fp32. with_full_parameters
 -- (checkpoints) gathers the fp32 master weights.
--- Domain parallelism (parallel.domain, stage 1): the shard group is the
--- data-parallel group of each domain coordinate (the domain ranks of an image
--- hold the same parameters and shard them alike); the gradients are averaged
--- over domain x data first (lunar.parallel.reducer over grid.grad_group), the
--- norm for clipping sums over the shard group and the tensor x pipeline
--- group only (grid.mp_group excludes the domain replicas).
 -- Hybrid sharding (group_size M < data-parallel size D): the shard group is
 -- each run of M consecutive data-parallel ranks, replicated across the D / M
 -- groups; stage 1 averages over all D ranks, stages 2 and 3 reduce-scatter
 -- over the shard group, then average the shards over the replica group
 -- (ranks with the same shard index) once per step.
+-- Domain parallelism (parallel.domain = G, lunar.parallel.domain; every stage,
+-- hybrid sharding too): the shard group is the data-parallel group (or its
+-- runs of M) of each domain coordinate, so the G domain ranks of an image
+-- hold the same shard index and shard alike; no state is divided by G. Each
+-- domain rank's gradients are partial sums over its tokens, and the true
+-- gradient is their 'avg' over domain x data (the reducer's convention,
+-- grid.grad_group). Stage 1: lunar.parallel.reducer averages the full
+-- gradient over domain x data. Stages 2 and 3: in backward each unit's
+-- gradient is reduce-scattered ('avg') over the shard group as without
+-- domains; finish() then averages the shard over the ranks holding the same
+-- shard index, once per step (after the last micro-batch): the domain group
+-- (grid.domain_group), or with hybrid sharding one group of replica x domain
+-- (D / M x G ranks, split from grid.grad_group), one all_reduce instead of
+-- two (fewer bytes: 2(RG - 1)/RG n instead of 2(R - 1)/R n + 2(G - 1)/G n,
+-- and one latency). An average of equal-sized averages is the average over
+-- domain x data. Stage 3 gathers each unit over the shard group only (the
+-- domain peers gather the same parameters, bf16 working copy included).
+-- The norm for clipping sums over the shard group and the tensor x pipeline
+-- group only (the domain peers' and replicas' shards are the same values:
+-- not counted twice). Checkpoints: the shards are written by the first
+-- replica's domain rank 0 (self.writes) and reshard to any layout.
+-- A MODEL (models as code, MODEL = 'hybrid_vit': an nn.Sequential) reports
+-- its units through nn.Sequential:zero_units (one per gradient group, a
+-- checkpointed segment one unit); data x domain only (lunar.schema refuses
+-- its stages 2 and 3 with tensor or pipeline parallelism).
 --
 -- Gradient accumulation (micro-batches, gradient_accumulation): stage 1
 -- reduces once, on the last backward of the step (the full gradient buffer
@@ -87,7 +106,8 @@
 -- ZeRO-2 and FSDP do the same), accumulating in fp32.
 -- clip_grad_norm: the global L2 norm over the shards (sums of squares of each
 -- rank's pieces, summed over the shard group, then the tensor x pipeline group
--- as lunar.parallel.grad_norm does), every rank the same coefficient.
+-- as lunar.parallel.grad_norm does; never over replicas or domain peers, which
+-- hold the same shard), every rank the same coefficient.
 -- Reductions are fp32 ('avg' of f32 gradients) also under bf16.
 local zero = {}
 
@@ -187,9 +207,10 @@ end
 
 --- Shards a materialized model over the grid's data-parallel group (see the
 -- module doc). Collective over the data-parallel group (one or two
--- comm:split when group_size is set).
+-- comm:split when group_size is set; with domain parallelism, hybrid
+-- stages 2 and 3 split grid.grad_group: collective over domain x data).
 -- @param args {model = a materialized model with grad groups (for stages 2
---   and 3 a model with zero units: lunar.nn.ViT), grid = g, config = a
+--   and 3 a model with zero units: lunar.nn.ViT, nn.Sequential), grid = g, config = a
 --   parsed zero config with stage >= 1, make_optimizer = function(pieces)
 --   -> optimizer over the pieces (setup.optimizer), bucket_size = stage 1's
 --   reducer bucket size}
@@ -313,8 +334,8 @@ function zero.new(args)
     self.buckets = self.groups
     model.grad_ready_hook = function(key) self:ready(key) end
     if not model.zero_units then
-      error(string.format('zero: stage %d needs a model that reports its units (lunar.nn.ViT); %s does not',
-        self.stage, tostring(model.__name)), 2)
+      error(string.format('zero: stage %d needs a model that reports its units (lunar.nn.ViT, nn.Sequential); ' ..
+        '%s does not', self.stage, tostring(model.__name)), 2)
     end
     model.zero_hook = function(event, keys) self:on(event, keys) end
     -- the units in forward order (each a list of group keys: those with parameters), for prefetching
