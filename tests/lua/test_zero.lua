@@ -9,7 +9,8 @@
 --     enumeration of the row-major indices of every range of five shapes;
 --   - nn.Sequential's zero units (a MODEL's): the list for MODEL = 'hybrid_vit'
 --     with a checkpointed segment, by hand, and the hook events of a forward
---     and backward in order;
+--     and backward in order; a MODEL whose root reports no units is a config
+--     error naming the key (setup.config_model);
 --   - one rank, every stage: training equals the plain run (S = 1: no
 --     communication, the gather / free / reduce path alone), also for
 --     MODEL = 'hybrid_vit' with checkpointed blocks at stages 2 and 3.
@@ -95,6 +96,13 @@ T.test("nn.Sequential's zero units (MODEL = 'hybrid_vit', a checkpointed segment
   end
   T.eq(log, expect)
   x:free(); y:free(); if dx then dx:free() end
+  -- a MODEL whose root reports no gradient groups / units: a config error naming the key, before any step
+  local cfg2 = config.from_table({MODEL = function(_, lib) return lib.Residual{lib.Linear(4, 4)} end,
+    DATASET = 'synthetic', IMG_SIZE = 8, PATCH_SIZE = 4, parallel = {zero = 2}}, 't')
+  local g = require('lunar.parallel').initialize(cfg2, nil, {quiet = true})
+  T.raises(function() require('lunar.setup').config_model(cfg2, g) end,
+    "config key 'MODEL': parallel.zero (stage 2) shards by the model's gradient groups and units, which a " ..
+    'nn.Sequential reports; got a Residual')
 end)
 
 T.test('reshard.flat_boxes: every flat range of five shapes, against the row-major enumeration', function()
