@@ -36,7 +36,9 @@
 --    domain coordinate, not domain x data), the full buffers freed, and the
 --    domain ranks of an image hold the same shard index (the data ranks
 --    different ones). The final parameters at stage 3 are gathered
---    (with_full_parameters).
+--    (with_full_parameters); stage 3 x domain initializes shard by shard
+--    (zero.materialize_deferred: the same weights as one rank's, or the
+--    comparison fails).
 --    Under precision = 'bf16' (where the CPU has avx512_bf16): domain 2 ring
 --    against the single-rank bf16 run, losses within 3e-4, parameters within
 --    lr / 5: the domain attention keeps its output o in f32 where the fused
