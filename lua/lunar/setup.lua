@@ -155,10 +155,11 @@ function setup.config_model(cfg, g)
     error(string.format("%s: config key 'MODEL': pipeline parallelism (parallel.pipeline = %d) needs a " ..
       "nn.Sequential with a child 'blocks', got a %s", where, g.pp_size, tostring(m.__name)), 0)
   end
-  if g and g.zero.stage >= 1 and not (m.grad_group_order and (g.zero.stage == 1 or m.zero_units)) then
+  local stage = g and g.zero and g.zero.stage or 0
+  if stage >= 1 and not (m.grad_group_order and (stage == 1 or m.zero_units)) then
     -- lunar.parallel.zero shards by the model's gradient groups (and at stages 2, 3 gathers / reduces by its units)
     error(string.format("%s: config key 'MODEL': parallel.zero (stage %d) shards by the model's gradient groups" ..
-      '%s, which a nn.Sequential reports; got a %s', where, g.zero.stage, g.zero.stage >= 2 and ' and units' or '',
+      '%s, which a nn.Sequential reports; got a %s', where, stage, stage >= 2 and ' and units' or '',
       tostring(m.__name)), 0)
   end
   local seen = {}
