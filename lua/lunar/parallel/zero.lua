@@ -84,9 +84,10 @@
 -- domains; finish() then averages the shard over the ranks holding the same
 -- shard index, once per step (after the last micro-batch): the domain group
 -- (grid.domain_group), or with hybrid sharding one group of replica x domain
--- (D / M x G ranks, split from grid.grad_group), one all_reduce instead of
--- two (fewer bytes: 2(RG - 1)/RG n instead of 2(R - 1)/R n + 2(G - 1)/G n,
--- and one latency). An average of equal-sized averages is the average over
+-- (R x G ranks, R = D / M, split from grid.grad_group), one all_reduce of the
+-- n-element shard instead of two (ring all_reduce bytes per rank 2(RG - 1)/RG n
+-- instead of 2(R - 1)/R n + 2(G - 1)/G n, and one latency instead of two).
+-- An average of equal-sized averages is the average over
 -- domain x data. Stage 3 gathers each unit over the shard group only (the
 -- domain peers gather the same parameters, bf16 working copy included).
 -- The norm for clipping sums over the shard group and the tensor x pipeline
