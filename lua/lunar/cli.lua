@@ -158,6 +158,13 @@ function cli.config_show(file, overrides, world_size)
       text = text .. '\nMEMORY_BUDGET ' .. memory.format_bytes(cfg.MEMORY_BUDGET) .. ' per rank'
     end
     add('%s', ('\n' .. text):gsub('\n', '\n-- '):sub(2))
+  else
+    -- a MODEL: the model state per rank (ZeRO's shard group: the data ranks of each domain coordinate)
+    local memory = require('lunar.memory')
+    local world = world_size or (p.data > 0 and p.data * split_all) or split_all
+    local r = memory.replicated_state(cfg, size.params, {world = world})
+    add('-- %s%s', memory.describe_replicated(r), p.data == 0 and not world_size and r.zero.stage > 0 and
+      ' (data size 1 assumed: give --world N or parallel.data)' or '')
   end
   return table.concat(lines, '\n') .. '\n'
 end

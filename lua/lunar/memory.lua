@@ -240,7 +240,8 @@ local function numel(shape)
   return n
 end
 
---- The layout a config asks for on `world` ranks: {dp=, tp=, pp=, sp=, schedule=, splits=}.
+--- The layout a config asks for on `world` ranks: {dp=, tp=, pp=, domain=, sp=, schedule=, splits=}
+-- (dp = world / (pipeline x tensor x domain) unless parallel.data names it).
 function memory.layout(cfg, world)
   local par = cfg.parallel or {}
   local tensor = par.tensor
@@ -248,10 +249,43 @@ function memory.layout(cfg, world)
   if type(tensor) == 'table' then tp = (tensor.mode ~= 'none' and tensor.mode ~= nil) and (tensor.size or 1) or 1
   elseif type(tensor) == 'number' then tp = tensor end
   local pp = par.pipeline or 1
-  local dp = (par.data or 0) > 0 and par.data or math.max(1, (world or pp * tp) // (pp * tp))
+  local dom = type(par.domain) == 'table' and (par.domain.size or 1) or par.domain or 1
+  local dp = (par.data or 0) > 0 and par.data or math.max(1, (world or pp * tp * dom) // (pp * tp * dom))
   local splits = require('lunar.parallel.grid').partition(cfg.DEPTH, pp, par.pipeline_split)
-  return {dp = dp, tp = tp, pp = pp, sp = par.sequence_parallel and tp > 1 or false,
+  return {dp = dp, tp = tp, pp = pp, domain = dom, sp = par.sequence_parallel and tp > 1 or false,
     schedule = par.pipeline_schedule or '1f1b', splits = splits}
+end
+
+--- The model state per rank of a run whose activations this module does not
+-- model (a MODEL: models as code or MODEL = 'hybrid_vit', data x domain
+-- parallel, every rank holding the whole model): memory.model_state of its
+-- psi parameters over the ZeRO shard group. Under domain parallelism that
+-- group is the data-parallel group of each domain coordinate
+-- (lunar.parallel.zero): parallel.zero.group_size, or data = world / (domain
+-- x pipeline x tensor), never data x domain (the domain ranks of an image
+-- hold the same shard, so the domain size does not divide the state).
+-- @param cfg a resolved config
+-- @param psi integer the model's parameter count
+-- @param opts {world=}
+-- @return {layout = memory.layout(cfg, world), zero = memory.zero_spec(cfg), shards =, state = {params=,
+--   working=, grads=, optimizer=, total=} bytes}
+function memory.replicated_state(cfg, psi, opts)
+  local lay = memory.layout(cfg, (opts or {}).world)
+  local zero = memory.zero_spec(cfg)
+  local shards = zero.group_size or lay.dp
+  return {layout = lay, zero = zero, shards = shards, state = memory.model_state(psi, {precision = cfg.precision,
+    optimizer = cfg.OPTIMIZER, momentum = cfg.MOMENTUM, zero = zero.stage, shards = shards})}
+end
+
+--- memory.replicated_state's result as one line of text.
+function memory.describe_replicated(r)
+  local fb, lay, st = memory.format_bytes, r.layout, r.state
+  return string.format('model state per rank (lunar.memory; data %d%s, ZeRO stage %d%s): parameters %s%s, ' ..
+    'gradients %s, optimizer state %s; total %s (the activations of a MODEL are not modelled)', lay.dp,
+    lay.domain > 1 and string.format(' x domain %d', lay.domain) or '', r.zero.stage, r.zero.stage > 0 and
+    string.format(' over %d ranks%s', r.shards, lay.domain > 1 and ' of each domain coordinate' or '') or '',
+    fb(st.params), st.working > 0 and (' + bf16 copy ' .. fb(st.working)) or '', fb(st.grads), fb(st.optimizer),
+    fb(st.total))
 end
 
 --- The ViT stage a rank of pipeline stage `s` (0-based) builds, not materialized.

@@ -290,8 +290,9 @@ local TOP = {
             end,
             doc = "domain parallelism (PhysicsNeMo's domain_size): each image sharded over N ranks by rows " ..
               "(3D: planes) of patches (nil = 1: none); N or {size = N, attention = 'ring' | 'allgather'} (default ring); " ..
-              "data = world / (domain x pipeline x tensor); MODEL = 'hybrid_vit' or a MODEL function, data " ..
-              'parallel only (lunar.parallel.domain)' } },
+              "data = world / (domain x pipeline x tensor); MODEL = 'hybrid_vit' or a MODEL function; composes " ..
+              'with data parallelism and ZeRO (parallel.zero, every stage and group_size: each domain coordinate ' ..
+              'shards over its data-parallel group), not tensor or pipeline (lunar.parallel.domain)' } },
         { 'pipeline_schedule', E{ type = 'string', default = '1f1b', enum = { 'gpipe', '1f1b' },
             doc = 'pipeline schedule' } },
         { 'pipeline_split', E{ type = 'table', items = 'integer', default = nil, min = 0,
@@ -360,11 +361,18 @@ schema.checks = {
       end
     end
   end,
-  function(c)   -- ZeRO stages 2 and 3 gather and reduce by the built-in ViT's units
-    local z = type(c.parallel) == 'table' and c.parallel.zero
-    if c.MODEL ~= nil and type(z) == 'table' and (z.stage or 0) >= 2 then
-      return { 'parallel.zero', string.format("stage %d shards gradients by the built-in ViT's units (embedding, " ..
-        'blocks, head), not yet those of a MODEL (models as code): use stage 1 or the built-in ViT', z.stage) }
+  function(c)   -- ZeRO stages 2 and 3 of a MODEL (its Sequential's units, nn.Sequential:zero_units): data x domain
+    local par = type(c.parallel) == 'table' and c.parallel or {}
+    local z = par.zero
+    if c.MODEL ~= nil and c.MODEL ~= 'vit' and type(z) == 'table' and (z.stage or 0) >= 2 then
+      local t = par.tensor
+      local tp = type(t) == 'number' and t or (type(t) == 'table' and t.mode ~= 'none' and t.size) or 1
+      local pp = par.pipeline or 1
+      if tp > 1 or pp > 1 then
+        return { 'parallel.zero', string.format('stage %d of a MODEL (models as code) composes with data and domain ' ..
+          'parallelism, not yet with tensor (%d) or pipeline (%d) parallelism: use stage 1 or the built-in ViT',
+          z.stage, tp, pp) }
+      end
     end
   end,
   function(c)

@@ -25,8 +25,9 @@
 --      as code, data, tensor and pipeline parallel), materialized from opts.seed (default
 --      SEED) with INIT and precision, then PRETRAINED's timm weights loaded
 --      into it (lunar.timm.load_pretrained; a user error naming the key);
---      under ZeRO-3 (without PRETRAINED) laid out without storage
---      (zero.materialize_deferred) and initialized shard by shard in step 6;
+--      under ZeRO-3 (without PRETRAINED; a MODEL under domain parallelism only) laid
+--      out without storage (zero.materialize_deferred) and initialized shard by
+--      shard in step 6;
 --   6. the criterion (cross-entropy with LABEL_SMOOTHING) and the optimizer
 --      (OPTIMIZER = 'adamw': LEARNING_RATE, BETA1, BETA2, EPS, WEIGHT_DECAY;
 --      'sgd': LEARNING_RATE, MOMENTUM, WEIGHT_DECAY);
@@ -154,6 +155,13 @@ function setup.config_model(cfg, g)
     error(string.format("%s: config key 'MODEL': pipeline parallelism (parallel.pipeline = %d) needs a " ..
       "nn.Sequential with a child 'blocks', got a %s", where, g.pp_size, tostring(m.__name)), 0)
   end
+  local stage = g and g.zero and g.zero.stage or 0
+  if stage >= 1 and not (m.grad_group_order and (stage == 1 or m.zero_units)) then
+    -- lunar.parallel.zero shards by the model's gradient groups (and at stages 2, 3 gathers / reduces by its units)
+    error(string.format("%s: config key 'MODEL': parallel.zero (stage %d) shards by the model's gradient groups" ..
+      '%s, which a nn.Sequential reports; got a %s', where, stage, stage >= 2 and ' and units' or '',
+      tostring(m.__name)), 0)
+  end
   local seen = {}
   for _, p in ipairs(m:parameters()) do
     if seen[p.name] then
@@ -245,7 +253,14 @@ function setup.from_config(cfg, overrides, opts)
   if model_fn then
     -- models as code: the config's MODEL function (or MODEL = 'hybrid_vit') builds it
     local m, full_count = parallel.same_on_every_rank(setup.config_model, cfg, g)
-    run.model = nn.materialize(m, opts.seed or cfg.SEED, {init = cfg.INIT, precision = cfg.precision})
+    local mopts = {init = cfg.INIT, precision = cfg.precision}
+    if g and g.zero.stage == 3 and (g.domain_size or 1) > 1 and (cfg.PRETRAINED or '') == '' then
+      -- ZeRO-3 x domain: laid out without storage, each shard drawn by zero.new (no forward runs before it:
+      -- the FLOPs below are counted by formula), so no rank holds the whole model
+      run.model = parallel.zero.materialize_deferred(m, opts.seed or cfg.SEED, mopts)
+    else
+      run.model = nn.materialize(m, opts.seed or cfg.SEED, mopts)
+    end
     run.num_params = full_count      -- the whole model's (a pipeline stage holds a part)
     -- training FLOPs of one image, counted by one forward (lunar.nn.flops): of the model when this
     -- rank holds it whole, else of this rank's part, summed over the pipeline x tensor group

@@ -130,4 +130,24 @@ T.test('config show prints the memory per rank', function()
   T.truthy(out:find('--   stage 1 (blocks 3-5, 1 micro-batch in flight): parameters', 1, true), out)
 end)
 
+T.test('a MODEL at domain 2 x ZeRO: the model state shards over the data ranks of each domain coordinate', function()
+  -- world 8 at domain 2: data 4; the domain ranks of an image hold the same shard (lunar.parallel.zero), so
+  -- the state divides by 4 (group_size 2: by 2), never by data x domain = 8. psi = 1000 parameters, by hand:
+  -- stage 3: 4000 / 4 + 4000 / 4 + 8000 / 4 = 4000 B; stage 2 over 2: 4000 + 4000 / 2 + 8000 / 2 = 10000 B;
+  -- stage 1 over 4: 4000 + 4000 + 8000 / 4 = 10000 B
+  local function state(z)
+    local cfg = config.from_table({MODEL = 'hybrid_vit', parallel = {domain = 2, zero = z}}, 'test')
+    return memory.replicated_state(cfg, 1000, {world = 8})
+  end
+  local r3 = state(3)
+  T.eq({r3.layout.dp, r3.layout.domain, r3.shards, r3.state.total}, {4, 2, 4, 4000})
+  local r2 = state({stage = 2, group_size = 2})
+  T.eq({r2.shards, r2.state.params, r2.state.grads, r2.state.optimizer, r2.state.total}, {2, 4000, 2000, 4000, 10000})
+  T.eq(state(1).state.total, 10000)
+  local out = cli.config_show(lunar.home .. '/configs/vit_fmnist.lua', {'MODEL=hybrid_vit', 'parallel.domain=2',
+    'parallel.zero=3'}, 8)
+  T.truthy(out:find('-- model state per rank (lunar.memory; data 4 x domain 2, ZeRO stage 3 over 4 ranks of each ' ..
+    'domain coordinate): parameters', 1, true), out)
+end)
+
 T.run()

@@ -7,8 +7,13 @@
 --   - reshard.flat_boxes, which describes a ZeRO piece (a flat range of a
 --     parameter) as boxes of the tensor for checkpoints: against a brute-force
 --     enumeration of the row-major indices of every range of five shapes;
---   - one rank, stage 3: training equals the plain run (S = 1: no
---     communication, the gather / free / reduce path alone).
+--   - nn.Sequential's zero units (a MODEL's): the list for MODEL = 'hybrid_vit'
+--     with a checkpointed segment, by hand, and the hook events of a forward
+--     and backward in order; a MODEL whose root reports no units is a config
+--     error naming the key (setup.config_model);
+--   - one rank, every stage: training equals the plain run (S = 1: no
+--     communication, the gather / free / reduce path alone), also for
+--     MODEL = 'hybrid_vit' with checkpointed blocks at stages 2 and 3.
 --   build/lunar tests/lua/test_zero.lua
 local T = require('harness')
 local zero = require('lunar.parallel.zero')
@@ -51,9 +56,53 @@ T.test('parallel.zero: group_size must divide the data-parallel size (grid.valid
   T.eq(grid.validate(cfg, 6), nil)
   local cfg2 = config.from_table({parallel = {zero = {stage = 2, group_size = 2}, pipeline = 2}}, 't')
   T.truthy(grid.validate(cfg2, 6):find('group_size 2 does not divide the data-parallel size 3', 1, true))
+  -- a MODEL's stages 2 and 3: data and domain parallel (nn.Sequential:zero_units), not yet tensor or pipeline
+  T.truthy(config.from_table({parallel = {zero = 2}, MODEL = function(c, nn) return nn.Linear(2, 2) end}, 't'))
   T.raises(function()
-    config.from_table({parallel = {zero = 2}, MODEL = function(c, nn) return nn.Linear(2, 2) end}, 't')
-  end, "config key 'parallel.zero' stage 2 shards gradients by the built.in ViT's units")
+    config.from_table({parallel = {zero = 3, pipeline = 2}, MODEL = 'hybrid_vit'}, 't')
+  end, "config key 'parallel.zero' stage 3 of a MODEL (models as code) composes with data and domain parallelism, " ..
+    'not yet with tensor (1) or pipeline (2) parallelism')
+end)
+
+T.test("nn.Sequential's zero units (MODEL = 'hybrid_vit', a checkpointed segment): the list and the events", function()
+  local nn = require('lunar.nn')
+  local cfg = config.from_table({MODEL = 'hybrid_vit', IMG_SIZE = 8, PATCH_SIZE = 4, IN_CHANS = 2, NUM_CLASSES = 3,
+    HIDDEN_SIZE = 8, DEPTH = 3, NUM_HEADS = 2}, 't')
+  local m = require('lunar.models').hybrid_vit(cfg)
+  m.blocks:set_activation_checkpointing({granularity = 'full', method = 'uniform', num_layers = 2})
+  -- by hand: one unit per child (the patch embedding's children, the inlined position embedding '#2', the pool
+  -- and the head), blocks 0 and 1 one unit (their segment's backward replays both), block 2 alone
+  local want = {{'patch_embed.conv'}, {'patch_embed.flatten'}, {'patch_embed.to_tokens'}, {'patch_embed.norm'},
+    {'#2'}, {'blocks.0', 'blocks.1'}, {'blocks.2'}, {'pool'}, {'head'}}
+  T.eq(m:zero_units(), want)
+  nn.materialize(m, 1)
+  local log = {}
+  m.zero_hook = function(event, keys) log[#log + 1] = event .. ' ' .. table.concat(keys, ',') end
+  m.grad_ready_hook = function(key) log[#log + 1] = 'ready ' .. key end
+  local x = lunar.empty({2, 2, 8, 8}):normal_(1, 't.x', 0, 1)
+  local y, ctx = m:forward(x)
+  local dx = m:backward(ctx, lunar.ones(y:shape()))
+  local expect = {}
+  for _, u in ipairs(want) do
+    local k = table.concat(u, ',')
+    expect[#expect + 1] = 'pre_forward ' .. k
+    expect[#expect + 1] = 'post_forward ' .. k
+  end
+  for i = #want, 1, -1 do
+    local k = table.concat(want[i], ',')
+    expect[#expect + 1] = 'pre_backward ' .. k
+    for j = #want[i], 1, -1 do expect[#expect + 1] = 'ready ' .. want[i][j] end
+    expect[#expect + 1] = 'post_backward ' .. k
+  end
+  T.eq(log, expect)
+  x:free(); y:free(); if dx then dx:free() end
+  -- a MODEL whose root reports no gradient groups / units: a config error naming the key, before any step
+  local cfg2 = config.from_table({MODEL = function(_, lib) return lib.Residual{lib.Linear(4, 4)} end,
+    DATASET = 'synthetic', IMG_SIZE = 8, PATCH_SIZE = 4, parallel = {zero = 2}}, 't')
+  local g = require('lunar.parallel').initialize(cfg2, nil, {quiet = true})
+  T.raises(function() require('lunar.setup').config_model(cfg2, g) end,
+    "config key 'MODEL': parallel.zero (stage 2) shards by the model's gradient groups and units, which a " ..
+    'nn.Sequential reports; got a Residual')
 end)
 
 T.test('reshard.flat_boxes: every flat range of five shapes, against the row-major enumeration', function()
@@ -97,11 +146,13 @@ T.test('one rank, every stage, AdamW and SGD: the same losses and parameters as 
   local setup = require('lunar.setup')
   local data = require('lunar.data')
   local parallel = require('lunar.parallel')
-  local function run(z, optimizer)
-    local cfg = config.from_table({DATASET = 'synthetic', NUM_SAMPLES = 16, IMG_SIZE = 8, PATCH_SIZE = 4,
+  local function run(z, optimizer, extra)
+    local t = {DATASET = 'synthetic', NUM_SAMPLES = 16, IMG_SIZE = 8, PATCH_SIZE = 4,
       IN_CHANS = 2, NUM_CLASSES = 3, HIDDEN_SIZE = 8, DEPTH = 2, NUM_HEADS = 2, BATCH_SIZE = 4,
       clip_grad_norm = 0.5, SEED = 3, PREFETCH = false, METRICS_FILE = '', NUM_MICRO_BATCHES = 2,
-      OPTIMIZER = optimizer, MOMENTUM = 0.9, parallel = {zero = z}}, 't')
+      OPTIMIZER = optimizer, MOMENTUM = 0.9, parallel = {zero = z}}
+    for k, v in pairs(extra or {}) do t[k] = v end
+    local cfg = config.from_table(t, 't')
     local g = parallel.initialize(cfg, nil, {quiet = true})
     local r = setup.from_config(cfg, nil, {grid = g, loaders = false})
     local ld = data.loader(data.datasets(cfg), cfg, {train = true})
@@ -122,6 +173,26 @@ T.test('one rank, every stage, AdamW and SGD: the same losses and parameters as 
       T.eq(l, l0, optimizer .. ' stage ' .. stage .. ' losses')
       for n, t in pairs(p0) do T.eq(p[n]:totable(), t:totable(), optimizer .. ' stage ' .. stage .. ' ' .. n) end
       T.eq(r.model._flat == nil, stage == 3, 'stage 3 frees the full parameters')
+    end
+  end
+  -- a MODEL (nn.Sequential's units), its blocks checkpointed in segments of 2 (stage 3 gathers a segment
+  -- whole): bitwise in one micro-batch; over 2 micro-batches stages 2 and 3 add each micro-batch's gradient
+  -- into the shard where the plain run's GEMMs accumulate into the gradient (another rounding), so there
+  -- within 1e-6 (a lost or doubled micro-batch moves the parameters by about lr = 1e-3)
+  for _, m in ipairs({1, 2}) do
+    local hv = {MODEL = 'hybrid_vit', DEPTH = 3, NUM_MICRO_BATCHES = m,
+      activation_checkpointing = {granularity = 'full', num_layers = 2}}
+    local l0, p0 = run(0, 'adamw', hv)
+    for stage = 2, 3 do
+      local l, p = run(stage, 'adamw', hv)
+      local what = string.format('hybrid_vit, %d micro-batch(es), stage %d', m, stage)
+      if m == 1 then
+        T.eq(l, l0, what .. ' losses')
+        for n, t in pairs(p0) do T.eq(p[n]:totable(), t:totable(), what .. ' ' .. n) end
+      else
+        T.near(l, l0, 1e-6, 0, what .. ' losses')
+        for n, t in pairs(p0) do T.near(p[n]:totable(), t:totable(), 0, 1e-6, what .. ' ' .. n) end
+      end
     end
   end
 end)

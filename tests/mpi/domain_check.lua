@@ -27,7 +27,18 @@
 --    constant added to every key): AdamW turns its rounding noise into steps
 --    of about lr, so it gets lr * steps (as tests/mpi/parallel_check.lua).
 --    ZeRO stage 1 (parallel.zero = 1) at domain 2 x data W/2, both attention
---    modes: the same tolerances.
+--    modes, stages 2 and 3 (ring), on 4 ranks also stage 2 over 2 micro-batches
+--    (all-gather attention) and stage 3 with hybrid sharding (group_size 1: the
+--    shard averaged over replica x domain), and stage 3 under bf16 (the bf16
+--    tolerances): the same tolerances. Each checks the shards: the AdamW states
+--    of the shard group partition the parameters, each gradient / parameter
+--    shard holds ceil(n / S) of each group (S the data-parallel group of the
+--    domain coordinate, not domain x data), the full buffers freed, and the
+--    domain ranks of an image hold the same shard index (the data ranks
+--    different ones). The final parameters at stage 3 are gathered
+--    (with_full_parameters); stage 3 x domain initializes shard by shard
+--    (zero.materialize_deferred: the same weights as one rank's, or the
+--    comparison fails).
 --    Under precision = 'bf16' (where the CPU has avx512_bf16): domain 2 ring
 --    against the single-rank bf16 run, losses within 3e-4, parameters within
 --    lr / 5: the domain attention keeps its output o in f32 where the fused
@@ -116,14 +127,42 @@ local function train(cfg, with_grid)
     norms[#norms + 1] = eng.last_grad_norm
     x:free(); y:free()
   end
-  if run.zero and g.dp_size > 1 then
-    -- ZeRO-1: this rank's AdamW state is its data-parallel shard only (the domain ranks do not add shards)
+  local z = run.zero
+  if z then
+    -- this rank's AdamW state (and from stage 2 its gradient shard, at stage 3 its fp32 master weights) is
+    -- its block of each group over the shard group, S ranks of its domain coordinate's data-parallel group
+    -- (the domain ranks do not add shards): the AdamW states of the shard group partition the parameters,
+    -- and each shard buffer (blocks padded to ceil(n / S) per group) covers 1/S of them plus at most one
+    -- padding element per group
+    local S = (g.zero.group_size == 0 or g.zero.group_size > g.dp_size) and g.dp_size or g.zero.group_size
     local n, total = run.optimizer:state_dict().exp_avg:numel(), run.model:num_parameters()
-    check(string.format('zero 1 at data %d: AdamW state holds %d of %d elements', g.dp_size, n, total),
-      n <= (total + g.dp_size * #run.zero.groups) // g.dp_size and n < total)
+    local sum = S > 1 and z.shard_group:all_reduce_number(n, 'sum') or n
+    local bound = (total + S - 1) // S + #z.groups
+    local sizes = {}
+    if z.stage >= 2 then sizes[1] = z.shard_grad:numel() end
+    if z.stage == 3 then sizes[2] = z.shard_param:numel() end
+    local ok = sum == total and n <= bound
+    for _, v in ipairs(sizes) do ok = ok and v <= bound and v * S >= total end
+    check(string.format('zero %d at domain %d x data %d (shard group %d): AdamW state %d elements (%d over the ' ..
+      'group, of %d)%s, <= %d', z.stage, g.domain_size, g.dp_size, S, n, sum, total, #sizes > 0 and
+      string.format(', gradient%s shard %s', z.stage == 3 and ' and parameter' or '', table.concat(sizes, ', ')) or '',
+      bound), ok)
+    check(string.format('zero %d: full gradient buffer %s, full parameter buffer %s', z.stage,
+      z.stage >= 2 and 'freed' or 'kept', z.stage >= 3 and 'freed' or 'kept'),
+      (run.model._flat_grad == nil) == (z.stage >= 2) and (run.model._flat == nil) == (z.stage >= 3))
+    -- the domain ranks of an image hold the same shard index; the data-parallel ranks different ones
+    local dc, dpc = g.domain_group, g.dp_group
+    local same = dc:all_reduce_number(z.rank, 'max') == z.rank and dc:all_reduce_number(z.rank, 'min') == z.rank
+    local distinct = dpc:all_reduce_number(1 << (z.rank + (g.dp_rank // S) * S), 'sum') == (1 << g.dp_size) - 1
+    check(string.format('zero %d: shard index %d the same on the %d domain ranks, one per rank of the shard ' ..
+      'group', z.stage, z.rank, g.domain_size), same and distinct)
   end
-  local params = {}
-  for _, p in ipairs(run.model:parameters()) do params[p.name] = p.param:clone() end
+  local function collect()
+    local params = {}
+    for _, p in ipairs(run.model:parameters()) do params[p.name] = p.param:clone() end
+    return params
+  end
+  local params = z and z:with_full_parameters(collect) or collect()
   return {losses = losses, norms = norms, params = params, names = run.model:parameters()}
 end
 
@@ -187,7 +226,23 @@ for _, mode in ipairs({'ring', 'allgather'}) do
     {IMG_DIMS = 2, IMG_SIZE = 16, BATCH_SIZE = BASE.BATCH_SIZE // (W // 2),
      parallel = {domain = {size = 2, attention = mode}, zero = 1}})
 end
+-- ZeRO stages 2 and 3: gradients reduce-scattered ('avg') over the data-parallel group of each domain
+-- coordinate in backward, the shard then averaged over the domain group (one all_reduce per step); stage 3
+-- gathers each unit's parameters over that group. On 4 ranks also 2 micro-batches (a reduce_scatter per
+-- micro-batch) and hybrid sharding (group_size 1: the shard averaged over the replica x domain group at once)
+for _, stage in ipairs({2, 3}) do
+  add(string.format('2D 16 px, domain 2 x data %d, ring, zero %d', W // 2, stage),
+    {IMG_DIMS = 2, IMG_SIZE = 16, BATCH_SIZE = BASE.BATCH_SIZE // (W // 2), parallel = {domain = 2, zero = stage}})
+end
+if W == 4 then
+  add('2D 16 px, domain 2 x data 2, allgather, zero 2, 2 micro-batches', {IMG_DIMS = 2, IMG_SIZE = 16,
+    BATCH_SIZE = 2, NUM_MICRO_BATCHES = 2, parallel = {domain = {size = 2, attention = 'allgather'}, zero = 2}})
+  add('2D 16 px, domain 2 x data 2, ring, zero 3 hybrid group_size 1', {IMG_DIMS = 2, IMG_SIZE = 16,
+    BATCH_SIZE = 2, parallel = {domain = 2, zero = {stage = 3, group_size = 1}}})
+end
 if ops.bf16_supported() then
+  add(string.format('2D 16 px, domain 2 x data %d, ring, zero 3, bf16', W // 2), {IMG_DIMS = 2, IMG_SIZE = 16,
+    BATCH_SIZE = BASE.BATCH_SIZE // (W // 2), parallel = {domain = 2, zero = 3}, precision = 'bf16'}, 'bf16')
   add('2D 16 px, domain 2, ring, bf16', {IMG_DIMS = 2, IMG_SIZE = 16, BATCH_SIZE = BASE.BATCH_SIZE // (W // 2),
     parallel = {domain = 2}, precision = 'bf16'}, 'bf16')
 else

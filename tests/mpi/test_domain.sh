@@ -3,17 +3,21 @@
 #   - tests/mpi/domain_check.lua on 2 and 4 ranks: ring and all-gather attention
 #     alone against the fused single-rank attention; the HybridViT trained 5
 #     AdamW steps at domain 2 and 4, domain 2 x data 2, 2D and 3D, even and
-#     uneven slabs, both attention modes (and bf16) against one rank
+#     uneven slabs, both attention modes (and bf16), ZeRO stages 1-3 (hybrid,
+#     micro-batches, bf16) at domain 2 x data W/2, against one rank
 #   - the main job's config with MODEL=hybrid_vit through examples/train_with_engine.lua
 #     (loaders cut each batch to the rank's slab, evaluation counted once per
-#     image) at domain 2 and domain 2 x data 2: the losses of one rank
+#     image) at domain 2 and domain 2 x data 2 (also under ZeRO-3: evaluation
+#     gathers each unit too): the losses and test accuracy of one rank
 #     (tests/mpi/compare_metrics.lua, 1e-5)
 #   - Fashion-MNIST at domain 2 (files read whole, batches cut to the slab): the
 #     losses of one rank
 #   - the image-size benchmark at domain 2 (3D): a CSV row per size with the
 #     tokens per rank, and a MEMORY_BUDGET row marked out-of-memory, clean stop
 #   - checkpoints: saved at domain 2, resumed on one rank, then at domain 2 again:
-#     the losses of an uninterrupted single-rank run (as printed, 4 decimals)
+#     the losses of an uninterrupted single-rank run (as printed, 4 decimals); the
+#     same with ZeRO: saved at domain 2 x data 2 under zero 3 (shards written by
+#     domain rank 0 only), resumed on one rank, then at domain 2 under zero 2
 #   - the REPL on one rank (--repl-rank 1) stops domain rank 1 with its slab as a local
 #   - bad input, each an error that names the problem, once, before any
 #     collective: a domain larger than the patch rows, domain with tensor
@@ -55,6 +59,7 @@ same_as_one_rank() {   # np, label, overrides...
 }
 same_as_one_rank 2 "domain 2 (uneven: 3 patch rows)" BATCH_SIZE=8 'parallel={domain=2}'
 same_as_one_rank 4 "domain 2 x data 2, all-gather" BATCH_SIZE=4 "parallel={domain={size=2, attention='allgather'}}"
+same_as_one_rank 4 "domain 2 x data 2, zero 3" BATCH_SIZE=4 'parallel={domain=2, zero=3}'
 
 # Fashion-MNIST (whole images read from the IDX files, each batch cut to the rank's slab: 7 patch rows = 4 + 3)
 FM=(examples/train_with_engine.lua --config configs/vit_fmnist.lua MODEL=hybrid_vit HIDDEN_SIZE=16 NUM_HEADS=2 DEPTH=2
@@ -88,6 +93,25 @@ run timeout 60 mpirun --oversubscribe -np 2 "$LUNAR" "${BASE[@]}" "${CK[@]}" MAX
   "parallel={domain={size=2, attention='allgather'}}"
 got="$(loss_of 5 "$out") $(loss_of 6 "$out")"; want="$(loss_of 5 "$plain") $(loss_of 6 "$plain")"
 check "resumed at domain 2: the losses of steps 5, 6 of the uninterrupted run ($got)" \
+  [ "${#want}" -gt 8 -a "$got" = "$want" ]
+# sharded checkpoints: saved at domain 2 x data 2 under ZeRO-3 (each shard written once, by domain rank 0 of
+# its data-parallel rank: world ranks 0 and 2), resumed on one rank without sharding, saved, resumed at domain 2
+# under ZeRO-2 (a shard group of one): the losses of the same uninterrupted run
+CZ=(METRICS_FILE= EVAL_EVERY_EPOCH=false CHECKPOINT_DIR="$T/ckz")
+run timeout 60 mpirun --oversubscribe -np 4 "$LUNAR" "${BASE[@]}" "${CZ[@]}" BATCH_SIZE=4 MAX_STEPS=2 \
+  'parallel={domain=2, zero=3}'
+check "checkpoint at domain 2 x data 2, zero 3: saved" has "$out" "checkpoint: saved"
+files=$(cd "$T/ckz/step_2" 2>/dev/null && ls model_rank*.safetensors | tr '\n' ' ')
+check "checkpoint at domain 2 x data 2, zero 3: shards of ranks 0 and 2 only ($files)" \
+  [ "$files" = "model_rank0.safetensors model_rank2.safetensors " ]
+run timeout 60 "$LUNAR" "${BASE[@]}" "${CZ[@]}" BATCH_SIZE=8 MAX_STEPS=4 RESUME=auto
+got="$(loss_of 3 "$out") $(loss_of 4 "$out")"; want="$(loss_of 3 "$plain") $(loss_of 4 "$plain")"
+check "zero 3 checkpoint resumed on one rank: the losses of steps 3, 4 of the uninterrupted run ($got)" \
+  [ "${#want}" -gt 8 -a "$got" = "$want" ]
+run timeout 60 mpirun --oversubscribe -np 2 "$LUNAR" "${BASE[@]}" "${CZ[@]}" BATCH_SIZE=8 MAX_STEPS=6 RESUME=auto \
+  'parallel={domain=2, zero=2}'
+got="$(loss_of 5 "$out") $(loss_of 6 "$out")"; want="$(loss_of 5 "$plain") $(loss_of 6 "$plain")"
+check "resumed at domain 2, zero 2: the losses of steps 5, 6 of the uninterrupted run ($got)" \
   [ "${#want}" -gt 8 -a "$got" = "$want" ]
 
 # the REPL on one rank of a domain-parallel job (tests/mpi/domain_repl.lua): --repl-rank 1 stops domain rank 1

@@ -88,10 +88,10 @@ bad_layout 4 "zero with tensor mode 2d" "parallel.zero (stage 2) does not compos
   NUM_HEADS=4 'parallel={zero=2, tensor={mode="2d", size=4}}'
 bad_layout 2 "zero with per-block tensor sizes" "parallel.zero (stage 1) does not compose with parallel.block_tensor" \
   NUM_HEADS=4 'parallel={zero=1, block_tensor={2, 1, 1, 1, 1, 1}}'
-# domain parallelism takes ZeRO stage 1 (tests/mpi/domain_check.lua); stages 2 and 3 need the built-in ViT's units,
-# and domain parallelism a MODEL
-bad_layout 2 "zero stage 2 with domain parallelism" "stage 2 shards gradients by the built-in ViT's units (embedding, blocks, head), not yet those of a MODEL" \
-  MODEL=hybrid_vit 'parallel={zero=2, domain=2}'
+# ZeRO stages 1-3 compose with domain parallelism (tests/mpi/domain_check.lua); stages 2 and 3 of a MODEL (domain
+# parallelism needs one) not yet with tensor or pipeline parallelism (nor does domain parallelism itself)
+bad_layout 4 "zero stage 3 of a MODEL with domain x tensor" "config key 'parallel.zero' stage 3 of a MODEL (models as code) composes with data and domain parallelism, not yet with tensor (2) or pipeline (1) parallelism" \
+  MODEL=hybrid_vit NUM_HEADS=4 'parallel={zero=3, domain=2, tensor={mode="1d", size=2}}'
 # an unknown mode is the config schema's error (an enum); printed once too
 bad_layout 4 "unknown tensor mode 4d" "config key 'parallel.tensor.mode' must be one of '1d', '2d', '2.5d', '3d', 'none', got string \"4d\"" \
   'parallel={tensor={mode="4d", size=2}}'

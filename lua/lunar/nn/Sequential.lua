@@ -175,6 +175,25 @@ function Sequential:set_activation_checkpointing(spec, where)
   return self
 end
 
+-- The gradient-group keys of entry e (the i-th of the forward list: a child,
+-- or a checkpointed segment of children e.first..e.last) of this container,
+-- for the root's zero_hook (see zero_units below); nil when it has none.
+local function unit_keys(self, e, i)
+  local gk = self._group_key
+  if not gk then return nil end
+  local keys = {}
+  for j = e.first or i, e.last or i do
+    if gk[j] then keys[#keys + 1] = gk[j] end
+  end
+  return #keys > 0 and keys or nil
+end
+
+-- Calls the root's zero_hook(event, keys) (sharded data parallelism) when set.
+local function unit_event(self, event, keys)
+  local hook = keys and self._group_root.zero_hook
+  if hook then hook(event, keys) end
+end
+
 --- x -> the last child's output; ctx owns the children's contexts and the
 -- intermediate activations, and refers to x.
 function Sequential:forward(x)
@@ -183,7 +202,10 @@ function Sequential:forward(x)
   local h = x
   local eval = not self.training
   for i, c in ipairs(self._units or self._children) do
+    local keys = unit_keys(self, c, i)
+    unit_event(self, 'pre_forward', keys)
     local ok, y, ci = pcall(child_forward, c.module, h)
+    if ok then unit_event(self, 'post_forward', keys) end
     if not ok then
       ctx:free()      -- the children's contexts and activations so far
       error(y, 0)
@@ -296,6 +318,34 @@ function Sequential:grad_group_of(name)
   return self._group_of[name]
 end
 
+--- The units of sharded data parallelism (lunar.parallel.zero stages 2 and
+-- 3, as nn.ViT:zero_units) in forward order, each the list of its gradient
+-- group keys: one per gradient group (see groups above), or one per
+-- checkpointed segment (set_activation_checkpointing: its children's groups
+-- together, since its backward replays their forward). Arms the containers:
+-- forward and backward then call the root's zero_hook(event, keys) with
+-- 'pre_forward' / 'post_forward' around each unit's forward and
+-- 'pre_backward' / 'post_backward' around its backward (after its
+-- grad_ready_hook), as nn.ViT does. A group without parameters is listed too
+-- (lunar.parallel.zero skips it).
+function Sequential:zero_units()
+  self:grad_group_order()
+  local list, seen = {}, {}
+  for _, g in ipairs(groups(self)) do
+    local seg
+    for _, u in ipairs(g.owner._units or {}) do
+      if g.index >= u.first and g.index <= u.last then seg = u end
+    end
+    if not seg then
+      list[#list + 1] = {g.key}
+    elseif not seen[seg] then
+      seen[seg] = true
+      list[#list + 1] = unit_keys(g.owner, seg)
+    end
+  end
+  return list
+end
+
 --- Reports child i's gradient group complete (see groups above).
 function Sequential:_group_ready(i)
   local key = self._group_key and self._group_key[i]
@@ -311,6 +361,8 @@ function Sequential:backward(ctx, dy, need_dx)
   local list = self._units or self._children
   for i = #list, 1, -1 do
     local want = i > 1 or need_dx ~= false
+    local keys = unit_keys(self, list[i], i)
+    unit_event(self, 'pre_backward', keys)
     local gi = list[i].module:backward(ctx['c' .. i], g, want)
     ctx['c' .. i] = nil; ctx._owns['c' .. i] = nil     -- released by the child's backward
     if g ~= dy and g ~= gi then g:free() end
@@ -318,6 +370,7 @@ function Sequential:backward(ctx, dy, need_dx)
     g = gi
     -- a checkpointed segment reports its children itself (after_backward)
     if not list[i].segment then self:_group_ready(list[i].first or i) end
+    unit_event(self, 'post_backward', keys)
   end
   ctx:free()
   if need_dx == false then return nil end

@@ -210,8 +210,6 @@ function grid.validate(cfg, world_size)
     local other = (r.mode == '2d' or r.mode == '2.5d' or r.mode == '3d') and
         string.format("tensor mode '%s' (sharded data parallelism composes with 1D tensor parallelism)", r.mode)
       or (cfg.parallel or {}).block_tensor and 'parallel.block_tensor (per-block tensor sizes)'
-      or (r.domain or 1) > 1 and z.stage >= 2 and
-        string.format('domain parallelism (domain = %d; stage 1 composes with it)', r.domain)
     if other then
       return string.format('parallel: parallel.zero (stage %d) does not compose with %s yet: use one of them',
         z.stage, other)

@@ -67,17 +67,37 @@
 -- (unlike FSDP's MixedPrecision(param_dtype = bf16), which rounds those too);
 -- gradients stay fp32 and are reduce-scattered in fp32. with_full_parameters
 -- (checkpoints) gathers the fp32 master weights.
--- Domain parallelism (parallel.domain, stage 1): the shard group is the
--- data-parallel group of each domain coordinate (the domain ranks of an image
--- hold the same parameters and shard them alike); the gradients are averaged
--- over domain x data first (lunar.parallel.reducer over grid.grad_group), the
--- norm for clipping sums over the shard group and the tensor x pipeline
--- group only (grid.mp_group excludes the domain replicas).
 -- Hybrid sharding (group_size M < data-parallel size D): the shard group is
 -- each run of M consecutive data-parallel ranks, replicated across the D / M
 -- groups; stage 1 averages over all D ranks, stages 2 and 3 reduce-scatter
 -- over the shard group, then average the shards over the replica group
 -- (ranks with the same shard index) once per step.
+-- Domain parallelism (parallel.domain = G, lunar.parallel.domain; every stage,
+-- hybrid sharding too): the shard group is the data-parallel group (or its
+-- runs of M) of each domain coordinate, so the G domain ranks of an image
+-- hold the same shard index and shard alike; no state is divided by G. Each
+-- domain rank's gradients are partial sums over its tokens, and the true
+-- gradient is their 'avg' over domain x data (the reducer's convention,
+-- grid.grad_group). Stage 1: lunar.parallel.reducer averages the full
+-- gradient over domain x data. Stages 2 and 3: in backward each unit's
+-- gradient is reduce-scattered ('avg') over the shard group as without
+-- domains; finish() then averages the shard over the ranks holding the same
+-- shard index, once per step (after the last micro-batch): the domain group
+-- (grid.domain_group), or with hybrid sharding one group of replica x domain
+-- (R x G ranks, R = D / M, split from grid.grad_group), one all_reduce of the
+-- n-element shard instead of two (ring all_reduce bytes per rank 2(RG - 1)/RG n
+-- instead of 2(R - 1)/R n + 2(G - 1)/G n, and one latency instead of two).
+-- An average of equal-sized averages is the average over
+-- domain x data. Stage 3 gathers each unit over the shard group only (the
+-- domain peers gather the same parameters, bf16 working copy included).
+-- The norm for clipping sums over the shard group and the tensor x pipeline
+-- group only (the domain peers' and replicas' shards are the same values:
+-- not counted twice). Checkpoints: the shards are written by the first
+-- replica's domain rank 0 (self.writes) and reshard to any layout.
+-- A MODEL (models as code, MODEL = 'hybrid_vit': an nn.Sequential) reports
+-- its units through nn.Sequential:zero_units (one per gradient group, a
+-- checkpointed segment one unit); data x domain only (lunar.schema refuses
+-- its stages 2 and 3 with tensor or pipeline parallelism).
 --
 -- Gradient accumulation (micro-batches, gradient_accumulation): stage 1
 -- reduces once, on the last backward of the step (the full gradient buffer
@@ -87,7 +107,8 @@
 -- ZeRO-2 and FSDP do the same), accumulating in fp32.
 -- clip_grad_norm: the global L2 norm over the shards (sums of squares of each
 -- rank's pieces, summed over the shard group, then the tensor x pipeline group
--- as lunar.parallel.grad_norm does), every rank the same coefficient.
+-- as lunar.parallel.grad_norm does; never over replicas or domain peers, which
+-- hold the same shard), every rank the same coefficient.
 -- Reductions are fp32 ('avg' of f32 gradients) also under bf16.
 local zero = {}
 
@@ -187,9 +208,10 @@ end
 
 --- Shards a materialized model over the grid's data-parallel group (see the
 -- module doc). Collective over the data-parallel group (one or two
--- comm:split when group_size is set).
+-- comm:split when group_size is set; with domain parallelism, hybrid
+-- stages 2 and 3 split grid.grad_group: collective over domain x data).
 -- @param args {model = a materialized model with grad groups (for stages 2
---   and 3 a model with zero units: lunar.nn.ViT), grid = g, config = a
+--   and 3 a model with zero units: lunar.nn.ViT, nn.Sequential), grid = g, config = a
 --   parsed zero config with stage >= 1, make_optimizer = function(pieces)
 --   -> optimizer over the pieces (setup.optimizer), bucket_size = stage 1's
 --   reducer bucket size}
@@ -205,13 +227,23 @@ function zero.new(args)
   local self = setmetatable({model = model, grid = g, stage = cfg.stage, size = S, sync = true,
     stats = {early = 0, late = 0, gathers = 0, cold = 0}, inflight = {}, gathered = {},
     bf16 = model._flat_bf16 ~= nil or (deferred and deferred.precision == 'bf16')}, Zero)
+  local dom, dr = g.domain_size or 1, g.domain_rank or 0
   if S == D then
     self.shard_group, self.rank = g.dp_group, g.dp_rank
   else
     local name = g.dp_group:name()
     self.shard_group = g.dp_group:split(g.dp_rank // S, g.dp_rank % S, name .. '/shard')
-    self.replica_group = g.dp_group:split(g.dp_rank % S, g.dp_rank // S, name .. '/replica')
     self.rank = g.dp_rank % S
+  end
+  -- stages 2 and 3: the group over which finish() averages the reduce-scattered shard, the ranks
+  -- holding the same shard index: the other replicas (hybrid sharding) x the domain ranks, one group
+  if self.stage >= 2 and S < D and dom > 1 then
+    self.replica_group = g.grad_group:split(g.dp_rank % S, (g.dp_rank // S) * dom + dr,
+      g.grad_group:name() .. '/replica')
+  elseif self.stage >= 2 and S < D then
+    self.replica_group = g.dp_group:split(g.dp_rank % S, g.dp_rank // S, g.dp_group:name() .. '/replica')
+  elseif self.stage >= 2 and dom > 1 then
+    self.replica_group = g.domain_group
   end
   -- the first replica writes the shards of a checkpoint (of domain rank 0: the domain ranks hold the same)
   self.writes = g.dp_rank < S and (g.domain_rank or 0) == 0
@@ -303,13 +335,20 @@ function zero.new(args)
     self.buckets = self.groups
     model.grad_ready_hook = function(key) self:ready(key) end
     if not model.zero_units then
-      error(string.format('zero: stage %d needs a model that reports its units (lunar.nn.ViT); %s does not',
-        self.stage, tostring(model.__name)), 2)
+      error(string.format('zero: stage %d needs a model that reports its units (lunar.nn.ViT, nn.Sequential); ' ..
+        '%s does not', self.stage, tostring(model.__name)), 2)
     end
     model.zero_hook = function(event, keys) self:on(event, keys) end
-    -- the units in forward order (each a list of group keys), for prefetching
-    self.units, self.unit_of = model:zero_units(), {}
-    for i, u in ipairs(self.units) do self.unit_of[u[1]] = i end
+    -- the units in forward order (each a list of group keys: those with parameters), for prefetching
+    self.units, self.unit_of = {}, {}
+    for _, u in ipairs(model:zero_units()) do
+      local keys = {}
+      for _, key in ipairs(u) do if by_key[key] then keys[#keys + 1] = key end end
+      if #keys > 0 then
+        self.units[#self.units + 1] = keys
+        for _, key in ipairs(keys) do self.unit_of[key] = #self.units end
+      end
+    end
     -- no full gradient buffer: backward writes into each group's buffer while it runs (the views
     -- into the flat buffers released, so that their memory goes now, not at a later collection)
     local function drop(field)
@@ -556,7 +595,10 @@ end
 -- keys. Stage 3 gathers before and frees after each, prefetching the next
 -- unit; stages 2 and 3 allocate the unit's gradient buffers before its backward.
 function Zero:on(event, keys)
-  local k = self.unit_of[keys[1]]
+  local k
+  for _, key in ipairs(keys) do k = k or self.unit_of[key] end
+  if not k then return end        -- a unit without parameters (a MODEL's pooling, reshape)
+  keys = self.units[k]
   if event == 'pre_forward' or event == 'pre_backward' then
     if self.stage == 3 then
       for _, key in ipairs(keys) do self:finish_gather(self.by_key[key]) end
@@ -618,7 +660,9 @@ function Zero:ready(key)
 end
 
 --- Before the optimizer: completes every reduce_scatter in flight and, with
--- hybrid sharding, averages the gradient shard over the replica group.
+-- hybrid sharding and/or domain parallelism, averages the gradient shard over
+-- the ranks that hold the same shard index (self.replica_group: the other
+-- replicas x the domain ranks).
 function Zero:finish()
   for _, r in ipairs(self.inflight) do complete(self, r) end
   self.inflight = {}
