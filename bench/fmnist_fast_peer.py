@@ -5,7 +5,9 @@
 # The same ViT as bench/vs_pytorch_peer.py (timm layout) at the recipe's dims
 # (patch 7, width 128, depth 4, 4 heads, MLP 4x, 10 classes; --model hybrid_vit:
 # the recipe's MODEL = 'hybrid_vit', mean-pooled tokens, no class token;
-# --patch, --depth, --mlp-ratio; --shift: SHIFTED_PATCHES), PyTorch's module
+# --patch, --depth, --mlp-ratio; --shift: SHIFTED_PATCHES; --stem C:
+# STEM_CHANNELS, a 3x3 convolution to C channels + GELU before the patch
+# embedding), PyTorch's module
 # default init for the Linear layers (the config's INIT = 'pytorch'), trained
 # on Fashion-MNIST (the IDX files, normalized with mean 0.2860, std 0.3530)
 # with RandomCrop(28, padding=1) of zero pixels (--crop-padding) and a
@@ -13,7 +15,8 @@
 # weight decay 0.05 on the >= 2-D weights except pos_embed and cls_token,
 # label smoothing 0.1, linear warmup over the first epoch then cosine decay to
 # 0 per step, bf16 autocast (--bf16 0: fp32). The test split is evaluated once
-# at the end (batches of 500). Prints ONE JSON line: wall seconds from start
+# at the end (batches of 500; --eval-hflip 1: the mean of the logits of each
+# image and its mirror, the config's EVAL_HFLIP). Prints ONE JSON line: wall seconds from start
 # (data loading and evaluation included), training images/s, test accuracy.
 #
 #   LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp OMP_WAIT_POLICY=PASSIVE \
@@ -43,10 +46,13 @@ class HybridViT(nn.Module):
     embedding, no class token, pre-LN blocks, mean over the tokens, a linear
     head (no final norm). LayerNorms eps 1e-5 as Lunar's (the ViT's Block has 1e-6)."""
 
-    def __init__(self, img, patch, chans, dim, depth, heads, mlp_ratio, classes, shift=0):
+    def __init__(self, img, patch, chans, dim, depth, heads, mlp_ratio, classes, shift=0, stem=0):
         super().__init__()
         self.shift = shift   # SHIFTED_PATCHES: the image and 4 diagonal shifts on the channels
-        self.conv = nn.Conv2d(chans * (5 if shift else 1), dim, kernel_size=patch, stride=patch)
+        chans = chans * (5 if shift else 1)
+        # STEM_CHANNELS: 3x3 convolution (stride 1, padding 1) + GELU before the patch embedding
+        self.stem = nn.Sequential(nn.Conv2d(chans, stem, 3, stride=1, padding=1), nn.GELU()) if stem else None
+        self.conv = nn.Conv2d(stem or chans, dim, kernel_size=patch, stride=patch)
         self.norm = nn.LayerNorm(dim, eps=1e-5)
         self.pos_embed = nn.Parameter(torch.zeros(1, (img // patch) ** 2, dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -67,6 +73,8 @@ class HybridViT(nn.Module):
     def forward(self, x):
         if self.shift:
             x = self.shifted(x)
+        if self.stem is not None:
+            x = self.stem(x)
         x = self.norm(self.conv(x).flatten(2).transpose(1, 2)) + self.pos_embed
         return self.head(self.blocks(x).mean(1))
 
@@ -95,6 +103,8 @@ def main():
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--mlp-ratio", type=float, default=4.0)
     ap.add_argument("--shift", type=int, default=0, help="--model hybrid_vit: SHIFTED_PATCHES (0: off)")
+    ap.add_argument("--stem", type=int, default=0, help="--model hybrid_vit: STEM_CHANNELS (0: off)")
+    ap.add_argument("--eval-hflip", type=int, default=0, help="1: test-time flip (EVAL_HFLIP)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -112,7 +122,7 @@ def main():
 
     cls = HybridViT if a.model == "hybrid_vit" else VisionTransformer
     model = cls(28, a.patch, 1, 128, a.depth, 4, a.mlp_ratio, 10,
-                **({"shift": a.shift} if a.model == "hybrid_vit" else {}))
+                **({"shift": a.shift, "stem": a.stem} if a.model == "hybrid_vit" else {}))
     for m in model.modules():   # INIT = 'pytorch': the Linear layers' module defaults
         if isinstance(m, nn.Linear):
             m.reset_parameters()
@@ -159,10 +169,14 @@ def main():
     correct = 0
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16 != 0):
         for b in range(0, xte.shape[0], 500):
-            correct += (model(norm(xte[b:b + 500]).unsqueeze(1)).argmax(-1) == yte[b:b + 500]).sum().item()
+            xb = norm(xte[b:b + 500]).unsqueeze(1)
+            logits = model(xb).float()
+            if a.eval_hflip:
+                logits = (logits + model(xb.flip(-1)).float()) / 2
+            correct += (logits.argmax(-1) == yte[b:b + 500]).sum().item()
     print(json.dumps({"framework": "pytorch", "torch": torch.__version__, "epochs": a.epochs,
                       "bf16": a.bf16 != 0, "threads": a.threads, "crop_padding": a.crop_padding,
-                      "hflip": a.hflip, "model": a.model,
+                      "hflip": a.hflip, "model": a.model, "stem": a.stem, "eval_hflip": a.eval_hflip,
                       "train_images_per_s": round(per_epoch * a.batch * a.epochs / t_train, 1),
                       "test_accuracy": correct / xte.shape[0],
                       "wall_s": round(time.perf_counter() - T0, 1)}), flush=True)

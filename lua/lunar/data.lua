@@ -27,6 +27,19 @@ data.stats = {
   imagenet_zip = {mean = {0.485, 0.456, 0.406}, std = {0.229, 0.224, 0.225}},
 }
 
+--- The normalized value of a black (0) pixel per channel, -mean / std of
+-- cfg's normalization (DATA_MEAN / DATA_STD, else the dataset's; {0} for a
+-- dataset without one): what the training crop's zero padding becomes, and
+-- what evaluation's shifts (EVAL_SHIFT) fill the uncovered border with.
+function data.black_pixel(cfg)
+  local st = data.stats[cfg.DATASET] or {}
+  local mean, std = cfg.DATA_MEAN or st.mean, cfg.DATA_STD or st.std
+  if not mean or not std then return {0} end
+  local v = {}
+  for c = 1, #mean do v[c] = -mean[c] / (std[c] or std[1]) end
+  return v
+end
+
 local function join(dir, name) return (dir:sub(-1) == '/' and dir or dir .. '/') .. name end
 
 -- Reads a data file: a failure (a missing or corrupt file, named in the

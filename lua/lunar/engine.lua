@@ -13,6 +13,10 @@
 --                                      -- reducer, gradient shard and clipping replace the plain ones)
 --     eval_hflip = false,              -- optional: eval_step's logits are the mean of the image's
 --                                      -- and its mirror's (test-time augmentation; EVAL_HFLIP)
+--     eval_shift = 0,                  -- optional: pixels; the mean also over the image (and mirror)
+--                                      -- shifted up, down, left and right (EVAL_SHIFT)
+--     eval_fill = {0},                 -- optional: per channel, the value the shift uncovers (a
+--                                      -- black pixel once normalized, as the training crop pads)
 --   }
 --   engine:train()
 --   local loss, lr, updated = engine:train_step(images, labels)   -- one batch, any layout
@@ -86,7 +90,7 @@ function engine.initialize(args)
     params = args.model:parameters(), last_grad_norm = nil, grid = g,
     num_micro_batches = args.num_micro_batches or (g and g.num_micro_batches) or 1,
     pipeline_schedule = args.pipeline_schedule or (g and g.pipeline_schedule) or '1f1b',
-    eval_hflip = args.eval_hflip or false,
+    eval_hflip = args.eval_hflip or false, eval_shift = args.eval_shift or 0, eval_fill = args.eval_fill or {0},
   }, Engine)
   self.zero = args.zero
   if self.zero then
@@ -282,27 +286,64 @@ local function hflip(x)
   return y
 end
 
+-- x [B, C, ...spatial] shifted by dy rows and dx columns of its last two axes
+-- (pixel (i, j) of the copy is x's (i + dy, j + dx)), the uncovered border
+-- filled with fill[c] in channel c, as a new contiguous tensor.
+local function shifted(x, dy, dx, fill)
+  local d = x:dim()
+  local y = lunar.empty(x:shape(), x:dtype(), x:device())
+  for c = 1, x:size(2) do
+    local v = y:narrow(2, c, 1)
+    v:fill_(fill[c] or fill[1] or 0)
+    v:free()
+  end
+  local function span(off, n) local o0 = math.max(0, -off) return o0 + 1, o0 + off + 1, n - math.abs(off) end
+  local oy, iy, ny = span(dy, x:size(d - 1))
+  local ox, ix, nx = span(dx, x:size(d))
+  if ny > 0 and nx > 0 then
+    local a1, b1 = y:narrow(d - 1, oy, ny), x:narrow(d - 1, iy, ny)
+    local a, b = a1:narrow(d, ox, nx), b1:narrow(d, ix, nx)
+    a:copy_(b)
+    a:free(); a1:free(); b:free(); b1:free()
+  end
+  return y
+end
+
 --- The forward of one evaluation batch (no context kept): images [B, ...]
 -- -> logits [B, classes] (the caller frees them; nil on a pipeline stage
 -- other than the last) and, with labels, the batch's mean loss on this rank
--- (nil without logits). Every rank of a pipeline calls it. With eval_hflip
--- (EVAL_HFLIP) the logits are the mean of the batch's and of its mirror
--- images' (test-time augmentation: two forwards).
+-- (nil without logits). Every rank of a pipeline calls it. Test-time
+-- augmentation: with eval_hflip (EVAL_HFLIP) the logits are the mean of the
+-- batch's and of its mirror images' (two forwards); with eval_shift = s > 0
+-- (EVAL_SHIFT) the mean also takes in each of those shifted by s pixels up,
+-- down, left and right (5 or 10 forwards), the uncovered border filled with
+-- eval_fill (the training's random crop pads alike). The logits are summed in
+-- that order (image, mirror; then per shift the image's, the mirror's) and
+-- scaled by 1 / the number of views.
 function Engine:eval_step(images, labels)
-  if self.eval_hflip then
-    -- test-time augmentation: the mean of the logits of each image and of its mirror
-    local flipped = hflip(images)
-    local a = self:forward_logits(images)
-    local b = self:forward_logits(flipped)
-    flipped:free()
-    local logits
-    if a then
-      logits = lunar.ops.scale_(a + b, 0.5)
-      a:free(); b:free()
-    end
+  if not self.eval_hflip and self.eval_shift == 0 then
+    local logits = self:forward_logits(images)
     return logits, self:eval_loss(logits, labels)
   end
-  local logits = self:forward_logits(images)
+  local bases = {images}
+  if self.eval_hflip then bases[2] = hflip(images) end
+  local views = {{0, 0}}
+  local s = self.eval_shift
+  if s > 0 then views = {{0, 0}, {-s, 0}, {s, 0}, {0, -s}, {0, s}} end
+  local sum, n = nil, 0
+  for _, v in ipairs(views) do
+    for _, base in ipairs(bases) do
+      local x = (v[1] == 0 and v[2] == 0) and base or shifted(base, v[1], v[2], self.eval_fill)
+      local l = self:forward_logits(x)
+      if x ~= base then x:free() end
+      n = n + 1
+      if l then
+        if sum then lunar.ops.add_(sum, l); l:free() else sum = l end
+      end
+    end
+  end
+  if bases[2] then bases[2]:free() end
+  local logits = sum and lunar.ops.scale_(sum, 1 / n)
   return logits, self:eval_loss(logits, labels)
 end
 

@@ -167,6 +167,10 @@ local TOP = {
   { 'EVAL_HFLIP', E{ type = 'boolean', default = false,
       doc = "evaluation's logits: the mean of each test image's and of its mirror's (test-time " ..
         'augmentation with the horizontal flip; two forwards per batch)' } },
+  { 'EVAL_SHIFT', E{ type = 'integer', default = 0, min = 0,
+      doc = "evaluation's logits: the mean also over each test image (and its mirror with EVAL_HFLIP) shifted " ..
+        'by this many pixels up, down, left and right, the uncovered border black as the training crop pads ' ..
+        '(test-time augmentation; 5 or 10 forwards per batch; 0: off)' } },
   { 'EVAL_INTERVAL', E{ type = 'integer', default = 1, min = 1,
       doc = 'with EVAL_EVERY_EPOCH: evaluate after every N-th epoch and after the last one ' ..
         "(Colossal-AI's test_interval; N >= NUM_EPOCHS: once, at the end)" } },

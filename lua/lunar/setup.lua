@@ -305,7 +305,8 @@ function setup.from_config(cfg, overrides, opts)
   local args = {model = run.model, optimizer = run.optimizer, criterion = run.criterion,
     lr_scheduler = opts.engine_schedule ~= false and run.lr_scheduler or nil, clip_grad_norm = cfg.clip_grad_norm,
     gradient_accumulation = cfg.gradient_accumulation, grid = g, zero = run.zero,
-    num_micro_batches = cfg.NUM_MICRO_BATCHES, eval_hflip = cfg.EVAL_HFLIP}
+    num_micro_batches = cfg.NUM_MICRO_BATCHES, eval_hflip = cfg.EVAL_HFLIP, eval_shift = cfg.EVAL_SHIFT,
+    eval_fill = data.black_pixel(cfg)}
   for k, v in pairs(opts.engine or {}) do args[k] = v end
   run.engine = engine_mod.initialize(args)
   return run

@@ -111,6 +111,8 @@ T.test('grid.validate: domain errors name the sizes (no communication)', functio
   end
   T.eq(grid.validate(with({domain = 2}), 4), nil)
   T.eq(grid.validate(with({domain = {size = 3, attention = 'allgather'}}), 3), nil)
+  T.eq(grid.validate(with({domain = 2}, {EVAL_HFLIP = true}), 2), nil)
+  T.truthy(grid.validate(with({domain = 2}, {EVAL_SHIFT = 1}), 2):find('EVAL_SHIFT = 1 shifts whole images', 1, true))
   T.truthy(grid.validate(with({domain = 4}), 4):find('domain size 4 is more than the 3 rows of patches', 1, true))
   T.truthy(grid.validate(with({domain = 2}, {IMG_DIMS = 3}), 4) == nil)
   T.truthy(grid.validate(with({domain = 4}, {IMG_DIMS = 3}), 4):find('3 planes of patches', 1, true))

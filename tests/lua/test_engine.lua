@@ -25,7 +25,8 @@ local function new_engine(opts)
   local eng = engine.initialize{model = model, optimizer = opt,
     criterion = nn.CrossEntropy{label_smoothing = CFG.LABEL_SMOOTHING},
     clip_grad_norm = opts.clip_grad_norm, gradient_accumulation = opts.gradient_accumulation,
-    lr_scheduler = opts.lr_scheduler, num_micro_batches = opts.num_micro_batches, eval_hflip = opts.eval_hflip}
+    lr_scheduler = opts.lr_scheduler, num_micro_batches = opts.num_micro_batches, eval_hflip = opts.eval_hflip,
+    eval_shift = opts.eval_shift, eval_fill = opts.eval_fill}
   eng:train()
   return eng, model, opt
 end
@@ -296,6 +297,50 @@ T.test('engine.check_loss: NaN and infinities raise with the step (and micro-bat
   T.eq(engine.check_loss(1.5, 1), 1.5)
   T.raises(function() engine.check_loss(0 / 0, 4) end, 'non%-finite loss .*nan at step 4 %(1%-based')
   T.raises(function() engine.check_loss(-math.huge, 2, 3) end, 'non-finite loss -inf at step 2, micro-batch 3')
+end)
+
+T.test('eval_shift: the mean over the image, its mirror and both shifted 1 px four ways (by hand)', function()
+  local plain = new_engine()
+  local tta = new_engine({eval_hflip = true, eval_shift = 1, eval_fill = {-1.5, 2.5}})   -- the same weights
+  plain:eval(); tta:eval()
+  local x = lunar.empty({3, 2, 8, 8}):normal_(9, 'x', 0, 1)
+  local xt = x:totable()
+  -- view (dy, dx) of the table t: v[b][c][i][j] = t[b][c][i + dy][j + dx], fill[c] outside
+  local fill = {-1.5, 2.5}
+  local function view(t, dy, dx, mirror)
+    local out = {}
+    for b = 1, 3 do out[b] = {} for c = 1, 2 do out[b][c] = {} for i = 1, 8 do
+      local row = {}
+      for j = 1, 8 do
+        local si, sj = i + dy, j + dx
+        if si < 1 or si > 8 or sj < 1 or sj > 8 then row[j] = fill[c]
+        else row[j] = t[b][c][si][mirror and 9 - sj or sj] end
+      end
+      out[b][c][i] = row
+    end end end
+    return lunar.tensor(out)
+  end
+  local want
+  for _, d in ipairs({{0, 0}, {-1, 0}, {1, 0}, {0, -1}, {0, 1}}) do
+    for _, mirror in ipairs({false, true}) do
+      local v = view(xt, d[1], d[2], mirror)
+      local l = plain:eval_step(v)
+      want = want and (want + l) or l
+      v:free()
+    end
+  end
+  want = (want * 0.1):totable()
+  local got = tta:eval_step(x)
+  local gt, worst = got:totable(), 0
+  for r = 1, 3 do for k = 1, 4 do worst = math.max(worst, math.abs(gt[r][k] - want[r][k])) end end
+  T.truthy(worst < 1e-6, 'worst difference ' .. worst)
+  -- shifting alone (no flip): 5 views, and it changes the logits
+  local shift_only = new_engine({eval_shift = 1, eval_fill = fill})
+  shift_only:eval()
+  local a, p = shift_only:eval_step(x), plain:eval_step(x)
+  local dn = (a - p):norm()
+  T.truthy(dn > 1e-4, 'the shifted views move the logits: ' .. dn)
+  got:free(); a:free(); p:free(); x:free()
 end)
 
 T.test('eval_hflip: the logits are the mean of the image and of its mirror (W reversed, by hand)', function()

@@ -248,6 +248,10 @@ function grid.validate_domain(cfg, r, world_size)
     return string.format("domain parallelism (domain = %d) runs on the CPU only yet (the ring attention's block " ..
       "kernel has no CUDA form): set device = 'cpu'", d)
   end
+  if (cfg.EVAL_SHIFT or 0) > 0 then
+    return string.format('EVAL_SHIFT = %d shifts whole images, which domain parallelism (domain = %d) shards by ' ..
+      'rows: set EVAL_SHIFT = 0 (EVAL_HFLIP composes with it)', cfg.EVAL_SHIFT, d)
+  end
   local rows = cfg.IMG_SIZE and cfg.PATCH_SIZE and cfg.IMG_SIZE // cfg.PATCH_SIZE
   if rows and d > rows then
     return string.format('domain size %d is more than the %d %s of patches (IMG_SIZE %d / PATCH_SIZE %d): a domain ' ..
