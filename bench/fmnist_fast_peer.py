@@ -16,7 +16,9 @@
 # label smoothing 0.1, linear warmup over the first epoch then cosine decay to
 # 0 per step, bf16 autocast (--bf16 0: fp32). The test split is evaluated once
 # at the end (batches of 500; --eval-hflip 1: the mean of the logits of each
-# image and its mirror, the config's EVAL_HFLIP). Prints ONE JSON line: wall seconds from start
+# image and its mirror, the config's EVAL_HFLIP; --eval-shift N: also over
+# each shifted N pixels up, down, left and right, the border the normalized
+# black pixel, EVAL_SHIFT). Prints ONE JSON line: wall seconds from start
 # (data loading and evaluation included), training images/s, test accuracy.
 #
 #   LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp OMP_WAIT_POLICY=PASSIVE \
@@ -105,6 +107,7 @@ def main():
     ap.add_argument("--shift", type=int, default=0, help="--model hybrid_vit: SHIFTED_PATCHES (0: off)")
     ap.add_argument("--stem", type=int, default=0, help="--model hybrid_vit: STEM_CHANNELS (0: off)")
     ap.add_argument("--eval-hflip", type=int, default=0, help="1: test-time flip (EVAL_HFLIP)")
+    ap.add_argument("--eval-shift", type=int, default=0, help="pixels: test-time shifts (EVAL_SHIFT; 0: off)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -170,13 +173,20 @@ def main():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16 != 0):
         for b in range(0, xte.shape[0], 500):
             xb = norm(xte[b:b + 500]).unsqueeze(1)
-            logits = model(xb).float()
-            if a.eval_hflip:
-                logits = (logits + model(xb.flip(-1)).float()) / 2
+            bases = [xb, xb.flip(-1)] if a.eval_hflip else [xb]
+            s = a.eval_shift
+            shifts = [(0, 0)] + ([(-s, 0), (s, 0), (0, -s), (0, s)] if s else [])
+            black = -mean / std
+            logits = 0
+            for dy, dx in shifts:
+                for base in bases:
+                    # pixel (i, j) of the view is base's (i + dy, j + dx), black outside
+                    v = F.pad(base, (s, s, s, s), value=black)[:, :, s + dy:s + dy + 28, s + dx:s + dx + 28] if s else base
+                    logits = logits + model(v).float()
             correct += (logits.argmax(-1) == yte[b:b + 500]).sum().item()
     print(json.dumps({"framework": "pytorch", "torch": torch.__version__, "epochs": a.epochs,
                       "bf16": a.bf16 != 0, "threads": a.threads, "crop_padding": a.crop_padding,
-                      "hflip": a.hflip, "model": a.model, "stem": a.stem, "eval_hflip": a.eval_hflip,
+                      "hflip": a.hflip, "model": a.model, "stem": a.stem, "eval_hflip": a.eval_hflip, "eval_shift": a.eval_shift,
                       "train_images_per_s": round(per_epoch * a.batch * a.epochs / t_train, 1),
                       "test_accuracy": correct / xte.shape[0],
                       "wall_s": round(time.perf_counter() - T0, 1)}), flush=True)

@@ -45,8 +45,9 @@
 --   engine, train_loader, test_loader (nil with opts.loaders = false),
 --   num_params (the whole model's, not this rank's), flops_per_image (training
 --   FLOPs of one image, models.vit_train_flops_per_image; for a MODEL,
---   counted by lunar.nn.flops; under domain parallelism 6 * params * tokens
---   + 12 * depth * tokens^2 * width), global_batch
+--   counted by lunar.nn.flops; under domain parallelism by formula, the
+--   same GEMMs: 6 * GEMM weights * tokens + 6 * head weights + 12 * depth *
+--   tokens^2 * width), global_batch
 --   (BATCH_SIZE * data-parallel size), batches_per_epoch, max_steps (the
 --   optimizer steps the run trains: NUM_EPOCHS' worth, cut to MAX_STEPS when
 --   set; with loaders).
@@ -269,9 +270,18 @@ function setup.from_config(cfg, overrides, opts)
     if not g or (g.pp_size == 1 and g.tp_size == 1 and (g.domain_size or 1) == 1) then
       run.flops_per_image = nn.flops.train_flops_per_image(run.model, img)
     elseif (g.domain_size or 1) > 1 then
-      -- domain parallel: no rank runs a whole image; PERF_ANCHORS' convention over the image's tokens
-      local L = run.model.num_tokens
-      run.flops_per_image = 6 * full_count * L + 12 * cfg.DEPTH * L * L * cfg.HIDDEN_SIZE
+      -- domain parallel: no rank runs a whole image, so the count is by formula, the GEMMs lunar.nn.flops
+      -- counts on one rank: 6 x each GEMM weight (>= 2-D parameters but the position table) per token, the
+      -- head's ('head.*', after the pooling) once per image, and attention's 12 * depth * tokens^2 * width
+      local L, per_token, per_image = run.model.num_tokens, 0, 0
+      for _, p in ipairs(run.model:parameters()) do
+        if #p.shape >= 2 and not p.name:find('pos_embed', 1, true) then
+          local n = 1
+          for _, d in ipairs(p.shape) do n = n * d end
+          if p.name:find('^head%.') then per_image = per_image + n else per_token = per_token + n end
+        end
+      end
+      run.flops_per_image = 6 * per_token * L + 6 * per_image + 12 * cfg.DEPTH * L * L * cfg.HIDDEN_SIZE
     else
       run.flops_per_image = nn.flops.train_flops_per_image_parallel(run.model, img, g)
     end

@@ -44,12 +44,16 @@
 --    lr / 5: the domain attention keeps its output o in f32 where the fused
 --    single-rank kernel rounds it to bf16 (measured on 2 ranks: loss 1.6e-6,
 --    parameters 1.0e-4 = lr / 10).
+-- 3. setup's FLOPs per image under domain parallelism (a formula: no rank runs
+--    a whole image) equal lunar.nn.flops' count of the unsharded model.
 -- Every rank prints "rank R: domain_check N passed, M failed, K skipped".
 local data = require('lunar.data')
 local config = require('lunar.config')
 local setup = require('lunar.setup')
 local parallel = require('lunar.parallel')
 local domain = require('lunar.parallel.domain')
+local nn = require('lunar.nn')
+local models = require('lunar.models')
 local ops = lunar.ops
 
 local world = lunar.comm.world()
@@ -115,6 +119,17 @@ local function train(cfg, with_grid)
   local loader = data.loader(ds, cfg, {train = true, rank = g and g.dp_rank or 0, num_shards = g and g.dp_size or 1})
   loader:set_epoch(0)
   local d = run.model.domain
+  if d then
+    -- the FLOPs of an image counted by formula under domain parallelism (setup) are lunar.nn.flops' count of
+    -- the whole unsharded model on one rank (its GEMMs, the head once per image, attention), exactly
+    local whole = nn.materialize(models.hybrid_vit(cfg), 0)
+    local img = {cfg.IN_CHANS}
+    for _ = 1, cfg.IMG_DIMS do img[#img + 1] = cfg.IMG_SIZE end
+    local want = nn.flops.train_flops_per_image(whole, img)
+    check(string.format('%dD %d px at domain %d: FLOPs per image %d, the unsharded count', cfg.IMG_DIMS,
+      cfg.IMG_SIZE, d.size, want), run.flops_per_image == want, tostring(run.flops_per_image))
+    whole._flat:free(); whole._flat_grad:free()
+  end
   local losses, norms = {}, {}
   for _ = 1, STEPS do
     local x, y = loader:next()
