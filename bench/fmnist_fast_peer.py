@@ -187,7 +187,7 @@ def main():
     print(json.dumps({"framework": "pytorch", "torch": torch.__version__, "epochs": a.epochs,
                       "bf16": a.bf16 != 0, "threads": a.threads, "crop_padding": a.crop_padding,
                       "hflip": a.hflip, "model": a.model, "stem": a.stem, "eval_hflip": a.eval_hflip, "eval_shift": a.eval_shift,
-                      "train_images_per_s": round(per_epoch * a.batch * a.epochs / t_train, 1),
+                      "train_images_per_s": round(per_epoch * a.batch * a.epochs / max(t_train, 1e-9), 1),
                       "test_accuracy": correct / xte.shape[0],
                       "wall_s": round(time.perf_counter() - T0, 1)}), flush=True)
 
