@@ -59,6 +59,7 @@
 -- returns is the batch's mean loss averaged over the data-parallel ranks, on
 -- every rank.
 local optim = require('lunar.optim')
+local shifted_views = require('lunar.nn.shifted_views')
 
 local Engine = {}
 Engine.__index = function(self, k) return Engine[k] end
@@ -290,22 +291,13 @@ end
 -- (pixel (i, j) of the copy is x's (i + dy, j + dx)), the uncovered border
 -- filled with fill[c] in channel c, as a new contiguous tensor.
 local function shifted(x, dy, dx, fill)
-  local d = x:dim()
   local y = lunar.empty(x:shape(), x:dtype(), x:device())
   for c = 1, x:size(2) do
     local v = y:narrow(2, c, 1)
     v:fill_(fill[c] or fill[1] or 0)
     v:free()
   end
-  local function span(off, n) local o0 = math.max(0, -off) return o0 + 1, o0 + off + 1, n - math.abs(off) end
-  local oy, iy, ny = span(dy, x:size(d - 1))
-  local ox, ix, nx = span(dx, x:size(d))
-  if ny > 0 and nx > 0 then
-    local a1, b1 = y:narrow(d - 1, oy, ny), x:narrow(d - 1, iy, ny)
-    local a, b = a1:narrow(d, ox, nx), b1:narrow(d, ix, nx)
-    a:copy_(b)
-    a:free(); a1:free(); b:free(); b1:free()
-  end
+  shifted_views(y, x, {{dy, dx}}, function(dst, src) dst:copy_(src) end)
   return y
 end
 

@@ -249,9 +249,10 @@ function memory.layout(cfg, world)
   if type(tensor) == 'table' then tp = (tensor.mode ~= 'none' and tensor.mode ~= nil) and (tensor.size or 1) or 1
   elseif type(tensor) == 'number' then tp = tensor end
   local pp = par.pipeline or 1
-  local dom = type(par.domain) == 'table' and (par.domain.size or 1) or par.domain or 1
+  local grid = require('lunar.parallel.grid')
+  local dom = grid.requested_domain(par)
   local dp = (par.data or 0) > 0 and par.data or math.max(1, (world or pp * tp * dom) // (pp * tp * dom))
-  local splits = require('lunar.parallel.grid').partition(cfg.DEPTH, pp, par.pipeline_split)
+  local splits = grid.partition(cfg.DEPTH, pp, par.pipeline_split)
   return {dp = dp, tp = tp, pp = pp, domain = dom, sp = par.sequence_parallel and tp > 1 or false,
     schedule = par.pipeline_schedule or '1f1b', splits = splits}
 end

@@ -91,6 +91,26 @@ local function tap_major(w, cout, cin, kk)
   return r
 end
 
+-- The GEMM's output t [B, L, Cout] as the image y [B, Cout, ...] of shape
+-- out_shape (a contiguous copy; t freed).
+local function tokens_to_image(t, out_shape)
+  local v = t:transpose(2, 3)                              -- [B, Cout, L]
+  local c = v:contiguous()
+  local y = c:view(out_shape)
+  c:free(); v:free(); t:free()
+  return y
+end
+
+-- The image gradient dy [B, Cout, ...] as the GEMM's [B, L, Cout] (a contiguous copy).
+local function image_to_tokens(dy, cout, L)
+  local dc = dy:contiguous()
+  local d3 = dc:view(dy:shape()[1], cout, L)
+  local dv = d3:transpose(2, 3)
+  local dt = dv:contiguous()
+  dv:free(); d3:free(); dc:free()
+  return dt
+end
+
 --- x [B, Cin, H, W] -> y [B, Cout, H/k, W/k] (Conv3d: [B, Cin, D, H, W] ->
 -- [B, Cout, D/k, H/k, W/k]); ctx owns the patches.
 function Conv2d:forward(x)
@@ -117,23 +137,14 @@ function Conv2d:forward(x)
   local w = self:gemm_weight('weight'):view(self.out_channels, self.fan_in)
   local t = ops.linear(patches, w, self.bias)              -- [B, L, Cout]
   w:free()
-  local v = t:transpose(2, 3)                              -- [B, Cout, L]
-  local c = v:contiguous()
-  local y = c:view(out_shape)
-  c:free(); v:free(); t:free()
-  return y, Context({patches = patches}, {shape = s, L = L})
+  return tokens_to_image(t, out_shape), Context({patches = patches}, {shape = s, L = L})
 end
 
 --- dy [B, Cout, H/k, W/k] -> dx [B, Cin, H, W] (nil when need_dx is false);
 -- accumulates the weight and bias gradients.
 function Conv2d:backward(ctx, dy, need_dx)
   if ctx.cols_shape then return self:backward_shifted(ctx, dy, need_dx) end
-  local B, L = dy:shape()[1], ctx.L
-  local dc = dy:contiguous()
-  local d3 = dc:view(B, self.out_channels, L)
-  local dv = d3:transpose(2, 3)
-  local dt = dv:contiguous()                               -- [B, L, Cout]
-  dv:free(); d3:free(); dc:free()
+  local dt = image_to_tokens(dy, self.out_channels, ctx.L)  -- [B, L, Cout]
   local w = self:gemm_weight('weight'):view(self.out_channels, self.fan_in)
   local gw = self.grad_weight:view(self.out_channels, self.fan_in)
   local dp = ops.linear_backward(dt, ctx.patches, w, gw, self.has_bias and self.grad_bias or nil, need_dx ~= false)
@@ -166,11 +177,8 @@ function Conv2d:forward_shifted(x)
   local w = tap_major(self:gemm_weight('weight'), self.out_channels, self.in_channels, k * k)
   local t = ops.linear(patches, w, self.bias)              -- [B, Ho*Wo, Cout]
   w:free()
-  local v = t:transpose(2, 3)
-  local c = v:contiguous()
-  local y = c:view(B, self.out_channels, Ho, Wo)
-  c:free(); v:free(); t:free()
-  return y, Context({patches = patches}, {shape = s, cols_shape = cols_shape})
+  return tokens_to_image(t, {B, self.out_channels, Ho, Wo}), Context({patches = patches},
+    {shape = s, cols_shape = cols_shape})
 end
 
 --- dy [B, Cout, Ho, Wo] -> dx [B, Cin, H, W] (nil when need_dx is false):
@@ -178,13 +186,8 @@ end
 -- order and added into grad_weight, then col2im (the shifted-back sum).
 function Conv2d:backward_shifted(ctx, dy, need_dx)
   local o = ctx.cols_shape
-  local B, K, L, cout, cin, kk = o[1], o[2], o[3] * o[4], self.out_channels, self.in_channels,
-    self.kernel_size * self.kernel_size
-  local dc = dy:contiguous()
-  local d3 = dc:view(B, cout, L)
-  local dv = d3:transpose(2, 3)
-  local dt = dv:contiguous()                               -- [B, Ho*Wo, Cout]
-  dv:free(); d3:free(); dc:free()
+  local K, cout, cin, kk = o[2], self.out_channels, self.in_channels, self.kernel_size * self.kernel_size
+  local dt = image_to_tokens(dy, cout, o[3] * o[4])       -- [B, Ho*Wo, Cout]
   local w = tap_major(self:gemm_weight('weight'), cout, cin, kk)
   local gt = lunar.zeros({cout, K}, self.grad_weight:dtype())   -- the weight gradient, taps outer
   local dp = ops.linear_backward(dt, ctx.patches, w, gt, self.has_bias and self.grad_bias or nil, need_dx ~= false)

@@ -62,7 +62,7 @@ end
 
 --- The domain size and attention a config asks for: parallel.domain = N or
 -- {size = N, attention = 'ring' | 'allgather'} (default 1, 'ring').
-local function requested_domain(par)
+function grid.requested_domain(par)
   local d = par.domain
   if type(d) == 'table' then return d.size or 1, d.attention or 'ring' end
   return d or 1, 'ring'
@@ -72,7 +72,7 @@ end
 -- size, tensor mode, data (0 = derived), sequence_parallel, schedule, split, domain.
 local function requested(cfg)
   local par = cfg.parallel or {}
-  local dom, dom_attn = requested_domain(par)
+  local dom, dom_attn = grid.requested_domain(par)
   local tensor = par.tensor
   local mode, tsize, tdepth = 'none', 1, nil
   if type(tensor) == 'table' then
